@@ -1,0 +1,22 @@
+# Throwaway services on loopback for tests and benchmarks; sourced by scripts/test.
+# pg_up exports EPOCH_TEST_PG_DSN; pg_down stops the cluster and removes its files.
+_free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+
+pg_up() {
+  PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+  if [ -z "$PGBIN" ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+  fi
+  PGROOT=$(mktemp -d -t epoch-pg.XXXXXX)      # short path: unix socket paths max ~107 bytes
+  PGPORT_T=$(_free_port)
+  PGRUN=""
+  if [ "$(id -u)" = 0 ]; then chown postgres:postgres "$PGROOT"; PGRUN="runuser -u postgres --"; fi  # postgres refuses root
+  $PGRUN "$PGBIN/initdb" -D "$PGROOT/data" -U postgres -A trust -E UTF8 --locale=C.UTF-8 --no-sync >"$PGROOT/initdb.log" 2>&1
+  $PGRUN "$PGBIN/pg_ctl" -D "$PGROOT/data" -l "$PGROOT/server.log" -w -t 30 \
+    -o "-k $PGROOT -p $PGPORT_T -c listen_addresses=127.0.0.1 -c fsync=${EPOCH_PG_FSYNC:-off} -c synchronous_commit=${EPOCH_PG_FSYNC:-off} -c full_page_writes=${EPOCH_PG_FSYNC:-off} -c max_connections=300" \
+    start >/dev/null
+  export EPOCH_TEST_PG_DSN="postgresql://postgres@127.0.0.1:$PGPORT_T/postgres"
+  export EPOCH_TEST_PG_DATA="$PGROOT/data" EPOCH_TEST_PG_BIN="$PGBIN" EPOCH_TEST_PG_RUN="$PGRUN"
+}
+pg_down() { [ -n "${PGROOT:-}" ] && { $PGRUN "$PGBIN/pg_ctl" -D "$PGROOT/data" -m immediate -w stop >/dev/null 2>&1 || true; rm -rf "$PGROOT"; }; true; }

@@ -1,0 +1,1 @@
+"""epoch: event sourcing and CQRS for Python."""

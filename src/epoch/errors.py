@@ -1,0 +1,219 @@
+"""The error tree.
+
+Every error epoch raises on purpose derives from :class:`EpochError`::
+
+    EpochError
+    ├── WrongExpectedVersion        optimistic-concurrency guard failed
+    ├── StreamDeleted               the stream was deleted and may not be used this way
+    ├── StreamClosed                a terminal stream received a command
+    ├── DuplicateEventId            an event id is already stored elsewhere
+    ├── DecodeError                 a stored event cannot be turned into a domain event
+    │   └── UnknownEventType        ... because its type is not registered
+    ├── StoreUnavailable            the store cannot be reached (connection lost, timeout)
+    ├── InvalidStreamName (ValueError)
+    ├── InvalidExpectedVersion (ValueError)
+    ├── InvalidVersion (ValueError) a version or instant outside a stream (time travel)
+    ├── InvalidEvent (TypeError)    bad type name, non-bytes data, too large
+    ├── ConfigurationError (ValueError)  a bad store URL or setting
+    └── MissingDependency (ImportError)  an optional extra is not installed
+
+Each error keeps its constructor arguments in ``args`` (so it pickles across processes) and exposes them
+as attributes; the message names the stream and the versions involved. Errors raised by a user's
+``decide`` are never wrapped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+__all__ = [
+    "ConfigurationError",
+    "DecodeError",
+    "DuplicateEventId",
+    "EpochError",
+    "InvalidEvent",
+    "InvalidExpectedVersion",
+    "InvalidStreamName",
+    "InvalidVersion",
+    "MissingDependency",
+    "StoreUnavailable",
+    "StreamClosed",
+    "StreamDeleted",
+    "UnknownEventType",
+    "WrongExpectedVersion",
+]
+
+
+class EpochError(Exception):
+    """Root of every error epoch raises on purpose."""
+
+
+def _fmt_version(value: object) -> str:
+    if value is None:
+        return "no stream"
+    if hasattr(value, "name"):  # an ExpectedVersion member
+        return str(value.name)
+    return str(value)
+
+
+class WrongExpectedVersion(EpochError):
+    """An append's ``expected_version`` did not match the stream's actual version."""
+
+    def __init__(self, stream: str, expected: Any, actual: int | None) -> None:
+        super().__init__(stream, expected, actual)
+        self.stream = stream
+        self.expected = expected
+        self.actual = actual
+
+    def __str__(self) -> str:
+        return f"{self.stream}: expected version {_fmt_version(self.expected)}, actual {_fmt_version(self.actual)}"
+
+
+class StreamDeleted(EpochError):
+    """The stream has been deleted."""
+
+    def __init__(self, stream: str, version: int | None = None) -> None:
+        super().__init__(stream, version)
+        self.stream = stream
+        self.version = version
+
+    def __str__(self) -> str:
+        return f"{self.stream}: the stream is deleted (last version {_fmt_version(self.version)})"
+
+
+class StreamClosed(EpochError):
+    """A command reached a stream whose state is terminal."""
+
+    def __init__(self, stream: str, version: int | None) -> None:
+        super().__init__(stream, version)
+        self.stream = stream
+        self.version = version
+
+    def __str__(self) -> str:
+        return f"{self.stream}: the stream is closed at version {_fmt_version(self.version)}"
+
+
+class DuplicateEventId(EpochError):
+    """An event id in an append is already stored at another place."""
+
+    def __init__(self, stream: str, id: UUID, existing_stream: str | None, existing_version: int | None) -> None:
+        super().__init__(stream, id, existing_stream, existing_version)
+        self.stream = stream
+        self.id = id
+        self.existing_stream = existing_stream
+        self.existing_version = existing_version
+
+    def __str__(self) -> str:
+        where = (
+            f"{self.existing_stream} version {self.existing_version}"
+            if self.existing_stream is not None
+            else "another place"
+        )
+        return f"{self.stream}: event id {self.id} is already stored at {where}"
+
+
+class DecodeError(EpochError):
+    """A stored event could not be decoded into a domain event."""
+
+    def __init__(self, stream: str, version: int, type: str, reason: str = "") -> None:
+        super().__init__(stream, version, type, reason)
+        self.stream = stream
+        self.version = version
+        self.type = type
+        self.reason = reason
+
+    def __str__(self) -> str:
+        text = f"{self.stream}: cannot decode event {self.type!r} at version {self.version}"
+        return f"{text}: {self.reason}" if self.reason else text
+
+
+class UnknownEventType(DecodeError):
+    """A stored event's type is not registered with the codec."""
+
+    def __str__(self) -> str:
+        return (
+            f"{self.stream}: unknown event type {self.type!r} at version {self.version}"
+            " (register its class with the codec)"
+        )
+
+
+class StoreUnavailable(EpochError):
+    """The store cannot be reached: a lost connection, a timeout, a server restart."""
+
+    def __init__(self, message: str, stream: str | None = None) -> None:
+        super().__init__(message, stream)
+        self.message = message
+        self.stream = stream
+
+    def __str__(self) -> str:
+        return f"{self.stream}: {self.message}" if self.stream else self.message
+
+
+class InvalidStreamName(EpochError, ValueError):
+    """A stream (or category) name breaks the naming rules."""
+
+    def __init__(self, stream: object, reason: str) -> None:
+        super().__init__(stream, reason)
+        self.stream = stream
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"invalid stream name {self.stream!r}: {self.reason}"
+
+
+class InvalidExpectedVersion(EpochError, ValueError):
+    """``expected_version`` is not ANY, NO_STREAM, STREAM_EXISTS, None or an int >= 0."""
+
+    def __init__(self, stream: str, value: object) -> None:
+        super().__init__(stream, value)
+        self.stream = stream
+        self.value = value
+
+    def __str__(self) -> str:
+        return (
+            f"{self.stream}: invalid expected version {self.value!r} "
+            "(use ANY, NO_STREAM, STREAM_EXISTS, None or an int >= 0)"
+        )
+
+
+class InvalidVersion(EpochError, ValueError):
+    """A version or instant does not exist in the stream (e.g. time travel past the head)."""
+
+    def __init__(self, stream: str, requested: object, actual: int | None) -> None:
+        super().__init__(stream, requested, actual)
+        self.stream = stream
+        self.requested = requested
+        self.actual = actual
+
+    def __str__(self) -> str:
+        return f"{self.stream}: invalid version {self.requested!r} (stream version {_fmt_version(self.actual)})"
+
+
+class InvalidEvent(EpochError, TypeError):
+    """An event to append is malformed: bad type name, non-bytes data or metadata, or too large."""
+
+    def __init__(self, stream: str, index: int, reason: str) -> None:
+        super().__init__(stream, index, reason)
+        self.stream = stream
+        self.index = index
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.stream}: invalid event at index {self.index}: {self.reason}"
+
+
+class ConfigurationError(EpochError, ValueError):
+    """A store URL or setting is not understood."""
+
+
+class MissingDependency(EpochError, ImportError):
+    """An optional dependency (an extra) is not installed."""
+
+    def __init__(self, package: str, extra: str) -> None:
+        super().__init__(package, extra)
+        self.package = package
+        self.extra = extra
+
+    def __str__(self) -> str:
+        return f"{self.package} is not installed: pip install 'epoch-es[{self.extra}]'"

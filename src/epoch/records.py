@@ -1,0 +1,131 @@
+"""What stores move: new events in, recorded events out, plus append results and version guards.
+
+Records are frozen ``msgspec.Struct``s: they are built once per event on the hottest paths (reading the
+log), and a Struct is several times cheaper to construct than a frozen dataclass.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+from uuid import UUID, uuid4
+
+import msgspec
+
+__all__ = [
+    "ANY",
+    "NO_STREAM",
+    "STREAM_EXISTS",
+    "AppendResult",
+    "EventEnvelope",
+    "ExpectedVersion",
+    "ExpectedVersionLike",
+    "NewEvent",
+    "RecordedEvent",
+    "category_of",
+]
+
+E = TypeVar("E")
+
+
+class ExpectedVersion(enum.Enum):
+    """Symbolic optimistic-concurrency guards for ``append``."""
+
+    ANY = "any"
+    """Append whatever the stream's version is."""
+    NO_STREAM = "no_stream"
+    """The stream must not exist (never written, or deleted)."""
+    STREAM_EXISTS = "stream_exists"
+    """The stream must exist and hold at least one (undeleted) event."""
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+ANY = ExpectedVersion.ANY
+NO_STREAM = ExpectedVersion.NO_STREAM
+STREAM_EXISTS = ExpectedVersion.STREAM_EXISTS
+
+ExpectedVersionLike = ExpectedVersion | int | None
+"""What ``expected_version`` accepts: a member, ``None`` (same as NO_STREAM) or a version >= 0."""
+
+
+class NewEvent(msgspec.Struct, frozen=True):
+    """An event to append: a type name, opaque ``data`` bytes, optional JSON ``metadata`` bytes, an id.
+
+    The id defaults to a fresh UUID4; appending the same ids again at the same place is a no-op.
+    """
+
+    type: str
+    data: bytes
+    metadata: bytes = b""
+    id: UUID = msgspec.field(default_factory=uuid4)
+
+
+class RecordedEvent(msgspec.Struct, frozen=True, gc=False):
+    """An event as stored: where it is (stream, version, position), what it is, and when it was recorded."""
+
+    stream: str
+    version: int
+    position: int
+    id: UUID
+    type: str
+    data: bytes
+    metadata: bytes
+    recorded_at: datetime
+
+    @property
+    def category(self) -> str:
+        """The stream's category (the part before the first ``-``)."""
+        return category_of(self.stream)
+
+
+class EventEnvelope(msgspec.Struct, Generic[E], frozen=True):
+    """A decoded :class:`RecordedEvent`: ``data`` is the domain event, ``metadata`` a dict."""
+
+    stream: str
+    version: int
+    position: int
+    id: UUID
+    type: str
+    data: E
+    metadata: dict[str, Any]
+    recorded_at: datetime
+
+    @property
+    def correlation_id(self) -> str | None:
+        """The ``$correlation_id`` metadata entry, if any."""
+        value = self.metadata.get("$correlation_id")
+        return None if value is None else str(value)
+
+    @property
+    def causation_id(self) -> str | None:
+        """The ``$causation_id`` metadata entry, if any."""
+        value = self.metadata.get("$causation_id")
+        return None if value is None else str(value)
+
+    @property
+    def category(self) -> str:
+        """The stream's category (the part before the first ``-``)."""
+        return category_of(self.stream)
+
+
+class AppendResult(msgspec.Struct, frozen=True):
+    """Where an append left the stream.
+
+    ``version``/``position`` are those of the last event written, or of the stream's last event when
+    nothing was written (``None``/0 for an empty stream). ``positions`` has one entry per event written.
+    """
+
+    stream: str
+    version: int | None
+    position: int
+    positions: tuple[int, ...]
+    recorded_at: datetime | None
+
+
+def category_of(stream: str) -> str:
+    """The category of a stream name: the part before the first ``-``, or the whole name."""
+    head, _, _ = stream.partition("-")
+    return head

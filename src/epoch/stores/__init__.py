@@ -1,0 +1,174 @@
+"""The ``EventStore`` protocol every backend implements, and :func:`open_store` to get one from a URL.
+
+Backends live in ``epoch.stores.<name>`` and import their drivers lazily; a missing driver raises
+:class:`~epoch.errors.MissingDependency` naming the extra to install.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Generator, Iterable
+from types import TracebackType
+from typing import Any, Protocol
+from uuid import UUID
+
+from epoch.errors import ConfigurationError
+from epoch.records import ANY, AppendResult, ExpectedVersionLike, NewEvent, RecordedEvent
+
+__all__ = ["DEFAULT_STORE_URL", "EventStore", "StoreOpener", "open_store"]
+
+DEFAULT_STORE_URL = "sqlite:///epoch.db"
+
+
+class EventStore(Protocol):
+    """An append-only log of streams with a store-wide order.
+
+    Guarantees (checked for every backend by :class:`epoch.testing.EventStoreContract`):
+
+    1. ``append`` is atomic: all events of a call are written, or none.
+    2. ``expected_version`` is enforced under concurrency: one of N racing appends wins.
+    3. Stream versions are dense from 0 and never reused (also across a soft delete).
+    4. ``read_all``/``subscribe`` deliver every committed event exactly once, in position order.
+    5. Appending the same event ids again at the same place is a no-op returning the same result;
+       the same id anywhere else raises ``DuplicateEventId``.
+    6. Bytes round-trip exactly; ``recorded_at`` is UTC.
+    7. A crash leaves whole batches or none.
+    8. Bad input raises an ``EpochError`` and stores nothing.
+    """
+
+    async def append(
+        self,
+        stream: str,
+        events: Iterable[NewEvent],
+        expected_version: ExpectedVersionLike = ANY,
+    ) -> AppendResult:
+        """Append ``events`` to ``stream`` atomically if ``expected_version`` holds.
+
+        Raises ``WrongExpectedVersion`` (with the actual version), ``DuplicateEventId``,
+        ``InvalidStreamName``, ``InvalidExpectedVersion``, ``InvalidEvent`` or ``StoreUnavailable``.
+        """
+        ...
+
+    def read_stream(
+        self,
+        stream: str,
+        from_version: int | None = None,
+        backwards: bool = False,
+        limit: int | None = None,
+    ) -> AsyncIterator[RecordedEvent]:
+        """Yield a stream's events from ``from_version`` (inclusive; ``None``: first, or last backwards).
+
+        A never-written or deleted stream yields nothing.
+        """
+        ...
+
+    def read_all(
+        self,
+        after: int = 0,
+        limit: int | None = None,
+        categories: str | Iterable[str] | None = None,
+    ) -> AsyncIterator[RecordedEvent]:
+        """Yield every committed event with ``position > after`` in position order (deleted ones too)."""
+        ...
+
+    def subscribe(
+        self,
+        after: int = 0,
+        categories: str | Iterable[str] | None = None,
+    ) -> AsyncIterator[RecordedEvent]:
+        """Like ``read_all``, then wait for and yield new events as they commit; never ends on its own.
+
+        Close it with ``aclose()`` (or ``break``) to release its resources.
+        """
+        ...
+
+    async def stream_version(self, stream: str) -> int | None:
+        """The version of the stream's last event, or ``None`` if it is empty, unwritten or deleted."""
+        ...
+
+    async def head_position(self) -> int:
+        """The position of the last committed (visible) event in the store, 0 when empty."""
+        ...
+
+    async def get_event(self, id: UUID) -> RecordedEvent | None:
+        """The stored event with this id, or ``None``: used for command idempotency."""
+        ...
+
+    async def delete_stream(self, stream: str, expected_version: ExpectedVersionLike = ANY) -> None:
+        """Soft-delete a stream: it reads as empty; a later append continues its versions."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections and threads. Idempotent."""
+        ...
+
+    async def __aenter__(self) -> Any: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+class StoreOpener:
+    """What :func:`open_store` returns: await it, or use it as an async context manager."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._store: EventStore | None = None
+
+    async def _open(self) -> EventStore:
+        scheme, _, _ = self.url.partition("://")
+        scheme = scheme.lower().split("+", 1)[0]
+        if scheme == "memory":
+            from epoch.stores.memory import MemoryEventStore
+
+            return await MemoryEventStore.from_url(self.url)
+        if scheme == "sqlite":
+            from epoch.stores.sqlite import SQLiteEventStore
+
+            return await SQLiteEventStore.from_url(self.url)
+        if scheme in ("postgresql", "postgres"):
+            from epoch.stores.postgres import PostgresEventStore
+
+            return await PostgresEventStore.from_url(self.url)
+        if scheme in ("kurrentdb", "esdb", "esdb+discover", "kurrentdb+discover"):
+            from epoch.stores.kurrentdb import KurrentDBEventStore
+
+            return await KurrentDBEventStore.from_url(self.url)
+        raise ConfigurationError(
+            f"unknown store URL {self.url!r}: use memory://, sqlite:///path.db, postgresql://... or kurrentdb://..."
+        )
+
+    def __await__(self) -> Generator[Any, None, EventStore]:
+        return self._open().__await__()
+
+    async def __aenter__(self) -> EventStore:
+        self._store = await self._open()
+        return self._store
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._store is not None:
+            await self._store.close()
+            self._store = None
+
+
+def open_store(url: str | None = None) -> StoreOpener:
+    """Open the store a URL names (``EPOCH_STORE``, else ``sqlite:///epoch.db``, when ``url`` is None).
+
+    ``async with open_store(url) as store: ...`` or ``store = await open_store(url)``.
+    URLs follow SQLAlchemy: ``memory://``, ``sqlite:///relative.db``, ``sqlite:////abs.db``,
+    ``sqlite://`` (in-memory SQLite), ``postgresql://user@host/db``, ``kurrentdb://host:2113``.
+    """
+    if url is None:
+        url = os.environ.get("EPOCH_STORE") or DEFAULT_STORE_URL
+    if "://" not in url:
+        raise ConfigurationError(f"not a store URL: {url!r} (expected e.g. sqlite:///epoch.db)")
+    return StoreOpener(url)

@@ -1,0 +1,180 @@
+"""Input checks every store runs before it touches storage, so all backends fail the same way."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from functools import lru_cache
+from uuid import UUID
+
+import msgspec
+
+from epoch.errors import (
+    DuplicateEventId,
+    InvalidEvent,
+    InvalidExpectedVersion,
+    InvalidStreamName,
+    InvalidVersion,
+    WrongExpectedVersion,
+)
+from epoch.records import ANY, NO_STREAM, STREAM_EXISTS, ExpectedVersion, NewEvent
+
+__all__ = [
+    "DEFAULT_MAX_EVENT_SIZE",
+    "check_categories",
+    "check_events",
+    "check_expected_version",
+    "check_read_bounds",
+    "check_stream_name",
+    "enforce_expected_version",
+    "is_replay",
+]
+
+DEFAULT_MAX_EVENT_SIZE = 1024 * 1024
+"""Largest ``len(data) + len(metadata)`` of one event, in bytes (1 MiB)."""
+
+MAX_STREAM_NAME = 512
+MAX_TYPE_NAME = 256
+
+# Category Cc is exactly U+0000-U+001F and U+007F-U+009F.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_JSON_OBJECT = msgspec.json.Decoder(dict)
+
+
+def _name_problem(name: object, limit: int) -> str | None:
+    if not isinstance(name, str):
+        return f"must be a str, not {type(name).__name__}"
+    if not 1 <= len(name) <= limit:
+        return f"must have 1 to {limit} characters, not {len(name)}"
+    if name != name.strip():
+        return "has leading or trailing whitespace"
+    if _CONTROL.search(name):
+        return "contains a control character"
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "contains a lone surrogate"
+    return None
+
+
+@lru_cache(maxsize=8192)
+def _stream_problem(name: str) -> str | None:
+    return _name_problem(name, MAX_STREAM_NAME)
+
+
+@lru_cache(maxsize=1024)
+def _type_problem(name: str) -> str | None:
+    return _name_problem(name, MAX_TYPE_NAME)
+
+
+def check_stream_name(stream: object) -> str:
+    """Return ``stream`` if it is a valid stream name, else raise :class:`InvalidStreamName`."""
+    problem = _stream_problem(stream) if type(stream) is str else _name_problem(stream, MAX_STREAM_NAME)
+    if problem is not None:
+        raise InvalidStreamName(stream, problem)
+    return stream  # type: ignore[return-value]
+
+
+def check_categories(categories: str | Iterable[str] | None) -> tuple[str, ...] | None:
+    """Normalise a ``categories`` argument (one name or several) to a tuple, or ``None`` for all."""
+    if categories is None:
+        return None
+    names = (categories,) if isinstance(categories, str) else tuple(categories)
+    for name in names:
+        check_stream_name(name)
+        if "-" in name:
+            raise InvalidStreamName(name, "a category contains no '-'")
+    return names
+
+
+def check_expected_version(stream: str, expected: object) -> ExpectedVersion | int:
+    """Normalise ``expected_version``: ``None`` becomes NO_STREAM; bools and negative ints are refused."""
+    if expected is None:
+        return NO_STREAM
+    if isinstance(expected, ExpectedVersion):
+        return expected
+    if isinstance(expected, int) and not isinstance(expected, bool) and expected >= 0:
+        return int(expected)
+    raise InvalidExpectedVersion(stream, expected)
+
+
+def enforce_expected_version(stream: str, expected: ExpectedVersion | int, actual: int | None) -> None:
+    """Raise :class:`WrongExpectedVersion` unless ``actual`` satisfies ``expected``."""
+    if expected is ANY:
+        return
+    if expected is NO_STREAM:
+        ok = actual is None
+    elif expected is STREAM_EXISTS:
+        ok = actual is not None
+    else:
+        ok = actual == expected
+    if not ok:
+        raise WrongExpectedVersion(stream, expected, actual)
+
+
+def check_events(stream: str, events: object, max_event_size: int = DEFAULT_MAX_EVENT_SIZE) -> list[NewEvent]:
+    """Validate a batch to append and return it as a list; raise :class:`InvalidEvent` on the first bad one."""
+    if isinstance(events, (str, bytes, NewEvent)) or not isinstance(events, Iterable):
+        raise InvalidEvent(stream, 0, f"events must be a list of NewEvent, not {type(events).__name__}")
+    batch = list(events)
+    seen: set[UUID] = set()
+    for index, event in enumerate(batch):
+        if not isinstance(event, NewEvent):
+            raise InvalidEvent(stream, index, f"expected a NewEvent, not {type(event).__name__}")
+        if type(event.type) is not str or _type_problem(event.type) is not None:
+            reason = _name_problem(event.type, MAX_TYPE_NAME)
+            raise InvalidEvent(stream, index, f"event type {event.type!r} {reason}")
+        if type(event.data) is not bytes:
+            raise InvalidEvent(stream, index, f"data must be bytes, not {type(event.data).__name__}")
+        if type(event.metadata) is not bytes:
+            raise InvalidEvent(stream, index, f"metadata must be bytes, not {type(event.metadata).__name__}")
+        if not isinstance(event.id, UUID):
+            raise InvalidEvent(stream, index, f"id must be a UUID, not {type(event.id).__name__}")
+        size = len(event.data) + len(event.metadata)
+        if size > max_event_size:
+            raise InvalidEvent(stream, index, f"{size} bytes of data and metadata exceed the limit of {max_event_size}")
+        if event.metadata:
+            try:
+                _JSON_OBJECT.decode(event.metadata)
+            except msgspec.DecodeError as exc:
+                raise InvalidEvent(stream, index, f"metadata must be a UTF-8 JSON object: {exc}") from None
+        if event.id in seen:
+            raise DuplicateEventId(stream, event.id, stream, None)
+        seen.add(event.id)
+    return batch
+
+
+def is_replay(
+    stream: str,
+    events: Sequence[NewEvent],
+    expected: ExpectedVersion | int,
+    stored: Mapping[UUID, tuple[str, int]],
+) -> bool:
+    """Decide what to do when some ids of a batch are already stored (``stored`` maps id -> place).
+
+    Returns True when the whole batch is already stored, in order, in this stream at consecutive
+    versions that ``expected`` points at: the append is an idempotent retry and writes nothing.
+    Raises :class:`DuplicateEventId` when any id is stored anywhere else. Returns False when no id is stored.
+    """
+    if not stored:
+        return False
+    first = stored.get(events[0].id) if events else None
+    if first is not None and first[0] == stream:
+        start = first[1]
+        in_place = all(stored.get(e.id) == (stream, start + i) for i, e in enumerate(events))
+        guard_matches = not isinstance(expected, int) or expected == start - 1
+        if in_place and guard_matches:
+            return True
+    for event in events:
+        place = stored.get(event.id)
+        if place is not None:
+            raise DuplicateEventId(stream, event.id, place[0], place[1])
+    return False
+
+
+def check_read_bounds(stream: str, start: int | None, limit: int | None) -> None:
+    """Refuse a negative ``from_version``/``after`` or ``limit`` with :class:`InvalidVersion`."""
+    if start is not None and (not isinstance(start, int) or isinstance(start, bool) or start < 0):
+        raise InvalidVersion(stream, start, None)
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
+        raise InvalidVersion(stream, f"limit={limit!r}", None)

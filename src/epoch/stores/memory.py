@@ -1,0 +1,207 @@
+"""An event store in process memory: for tests and demos, with the same semantics as the others."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from datetime import UTC, datetime
+from types import TracebackType
+from uuid import UUID
+
+from epoch.errors import StoreUnavailable
+from epoch.records import ANY, AppendResult, ExpectedVersionLike, NewEvent, RecordedEvent, category_of
+from epoch.stores._checks import (
+    DEFAULT_MAX_EVENT_SIZE,
+    check_categories,
+    check_events,
+    check_expected_version,
+    check_read_bounds,
+    check_stream_name,
+    enforce_expected_version,
+    is_replay,
+)
+
+__all__ = ["MemoryEventStore"]
+
+
+class _Stream:
+    __slots__ = ("events", "first_visible")
+
+    def __init__(self) -> None:
+        self.events: list[RecordedEvent] = []
+        self.first_visible = 0  # versions below this were soft-deleted
+
+    @property
+    def version(self) -> int | None:
+        last = len(self.events) - 1
+        return last if last >= self.first_visible else None
+
+
+class MemoryEventStore:
+    """Streams and the global log in lists; every call is atomic because it never awaits mid-way.
+
+    Subscriptions wake on each append. The store lives and dies with its process.
+    """
+
+    def __init__(self, *, max_event_size: int = DEFAULT_MAX_EVENT_SIZE) -> None:
+        self.max_event_size = max_event_size
+        self._log: list[RecordedEvent] = []
+        self._streams: dict[str, _Stream] = {}
+        self._ids: dict[UUID, RecordedEvent] = {}
+        self._appended: asyncio.Event | None = None
+        self._closed = False
+
+    @classmethod
+    async def from_url(cls, url: str) -> MemoryEventStore:
+        """``memory://`` gives a fresh, private store."""
+        return cls()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreUnavailable("the memory store is closed")
+
+    async def append(
+        self,
+        stream: str,
+        events: Iterable[NewEvent],
+        expected_version: ExpectedVersionLike = ANY,
+    ) -> AppendResult:
+        check_stream_name(stream)
+        expected = check_expected_version(stream, expected_version)
+        batch = check_events(stream, events, self.max_event_size)
+        self._check_open()
+        entry = self._streams.get(stream)
+        stored = {e.id: (r.stream, r.version) for e in batch if (r := self._ids.get(e.id)) is not None}
+        if is_replay(stream, batch, expected, stored):
+            written = [self._ids[e.id] for e in batch]
+            last = written[-1]
+            return AppendResult(
+                stream, last.version, last.position, tuple(r.position for r in written), last.recorded_at
+            )
+        enforce_expected_version(stream, expected, entry.version if entry else None)
+        if not batch:
+            last_event = entry.events[-1] if entry and entry.version is not None else None
+            return AppendResult(
+                stream,
+                None if last_event is None else last_event.version,
+                0 if last_event is None else last_event.position,
+                (),
+                None if last_event is None else last_event.recorded_at,
+            )
+        if entry is None:
+            entry = self._streams[stream] = _Stream()
+        now = datetime.now(UTC)
+        version = len(entry.events)
+        position = len(self._log)
+        for event in batch:
+            position += 1
+            recorded = RecordedEvent(stream, version, position, event.id, event.type, event.data, event.metadata, now)
+            version += 1
+            entry.events.append(recorded)
+            self._log.append(recorded)
+            self._ids[event.id] = recorded
+        self._wake()
+        first = len(self._log) - len(batch) + 1
+        return AppendResult(stream, version - 1, position, tuple(range(first, position + 1)), now)
+
+    def _wake(self) -> None:
+        if self._appended is not None:
+            self._appended.set()
+            self._appended = None
+
+    async def read_stream(
+        self,
+        stream: str,
+        from_version: int | None = None,
+        backwards: bool = False,
+        limit: int | None = None,
+    ) -> AsyncIterator[RecordedEvent]:
+        check_stream_name(stream)
+        check_read_bounds(stream, from_version, limit)
+        self._check_open()
+        entry = self._streams.get(stream)
+        if entry is None or entry.version is None or limit == 0:
+            return
+        events = entry.events
+        if backwards:
+            start = len(events) - 1 if from_version is None else min(from_version, len(events) - 1)
+            chosen = events[entry.first_visible : start + 1][::-1]
+        else:
+            start = entry.first_visible if from_version is None else max(from_version, entry.first_visible)
+            chosen = events[start:]
+        for recorded in chosen if limit is None else chosen[:limit]:
+            yield recorded
+
+    async def read_all(
+        self,
+        after: int = 0,
+        limit: int | None = None,
+        categories: str | Iterable[str] | None = None,
+    ) -> AsyncIterator[RecordedEvent]:
+        check_read_bounds("$all", after, limit)
+        names = check_categories(categories)
+        self._check_open()
+        count = 0
+        for recorded in self._log[after:]:
+            if limit is not None and count >= limit:
+                return
+            if names is None or category_of(recorded.stream) in names:
+                count += 1
+                yield recorded
+
+    async def subscribe(
+        self,
+        after: int = 0,
+        categories: str | Iterable[str] | None = None,
+    ) -> AsyncIterator[RecordedEvent]:
+        check_read_bounds("$all", after, None)
+        names = check_categories(categories)
+        position = after
+        while True:
+            self._check_open()
+            while position < len(self._log):
+                recorded = self._log[position]
+                position += 1
+                if names is None or category_of(recorded.stream) in names:
+                    yield recorded
+            if self._appended is None:
+                self._appended = asyncio.Event()
+            await self._appended.wait()
+
+    async def stream_version(self, stream: str) -> int | None:
+        check_stream_name(stream)
+        self._check_open()
+        entry = self._streams.get(stream)
+        return None if entry is None else entry.version
+
+    async def head_position(self) -> int:
+        self._check_open()
+        return len(self._log)
+
+    async def get_event(self, id: UUID) -> RecordedEvent | None:
+        self._check_open()
+        return self._ids.get(id)
+
+    async def delete_stream(self, stream: str, expected_version: ExpectedVersionLike = ANY) -> None:
+        check_stream_name(stream)
+        expected = check_expected_version(stream, expected_version)
+        self._check_open()
+        entry = self._streams.get(stream)
+        enforce_expected_version(stream, expected, None if entry is None else entry.version)
+        if entry is not None:
+            entry.first_visible = len(entry.events)
+
+    async def close(self) -> None:
+        self._closed = True
+        self._wake()
+
+    async def __aenter__(self) -> MemoryEventStore:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
