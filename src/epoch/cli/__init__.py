@@ -1,0 +1,34 @@
+"""The ``epoch`` command line. Each subcommand lives in its own module and registers itself on ``app``.
+
+The CLI holds no business logic: it only calls epoch's public API.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="epoch",
+    help="epoch: event sourcing and CQRS for Python. Every command takes --store URL (default: $EPOCH_STORE or sqlite:///epoch.db).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# One module per subcommand (or group); each defines ``register(app)``.
+_COMMAND_MODULES = (
+    "epoch.cli.demo",
+    "epoch.cli.browse",
+)
+
+for _name in _COMMAND_MODULES:
+    importlib.import_module(_name).register(app)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
