@@ -54,7 +54,20 @@ def pg_server_dsn() -> Iterator[str]:
     port = _free_port()
     data = f"{root}/data"
     subprocess.run(
-        [*run, f"{pgbin}/initdb", "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"],
+        [
+            *run,
+            f"{pgbin}/initdb",
+            "-D",
+            data,
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+            "--no-sync",
+        ],
         check=True,
         capture_output=True,
     )
