@@ -24,7 +24,6 @@ import pytest
 
 from epoch.errors import (
     DuplicateEventId,
-    EpochError,
     InvalidEvent,
     InvalidExpectedVersion,
     InvalidStreamName,
@@ -374,7 +373,7 @@ class EventStoreContract:
         with pytest.raises(InvalidEvent):
             await store.append("s-1", new(1)[0])  # type: ignore[arg-type]
         with pytest.raises(InvalidEvent):
-            await store.append("s-1", b"bytes")  # type: ignore[arg-type]
+            await store.append("s-1", b"bytes")
         assert await nothing_stored(store, "s-1")
 
     async def test_event_too_large(self, store: EventStore) -> None:
