@@ -1,0 +1,37 @@
+"""The origin design's Users context as an epoch decider, and a service that runs its commands."""
+
+from examples.users.domain import (
+    AddUser,
+    DuplicateName,
+    UnknownUser,
+    UpdateUser,
+    User,
+    UserAdded,
+    UserCommand,
+    UserError,
+    UserEvent,
+    UserServices,
+    UserState,
+    UserUpdated,
+    codec,
+    users,
+)
+from examples.users.service import UserService
+
+__all__ = [
+    "AddUser",
+    "DuplicateName",
+    "UnknownUser",
+    "UpdateUser",
+    "User",
+    "UserAdded",
+    "UserCommand",
+    "UserError",
+    "UserEvent",
+    "UserService",
+    "UserServices",
+    "UserState",
+    "UserUpdated",
+    "codec",
+    "users",
+]

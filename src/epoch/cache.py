@@ -1,0 +1,61 @@
+"""An in-process LRU of stream states for :class:`~epoch.commands.CommandHandler` (as Equinox caches).
+
+A cached entry is only a starting point: the handler still reads the events after the cached version,
+and the append is guarded by the version it ended on, so another process's writes are never missed.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+__all__ = ["CachedState", "StateCache"]
+
+S = TypeVar("S")
+
+
+@dataclass(frozen=True, slots=True)
+class CachedState(Generic[S]):
+    """A stream's state after ``version`` (whose event is at ``position``)."""
+
+    state: S
+    version: int
+    position: int
+
+
+class StateCache(Generic[S]):
+    """A bounded LRU mapping stream name -> :class:`CachedState`. Not shared across processes."""
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be >= 1")
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, CachedState[S]] = OrderedDict()
+
+    def get(self, stream: str) -> CachedState[S] | None:
+        """The cached entry, marked as recently used; ``None`` when absent."""
+        entry = self._entries.get(stream)
+        if entry is not None:
+            self._entries.move_to_end(stream)
+        return entry
+
+    def put(self, stream: str, entry: CachedState[S]) -> None:
+        """Store an entry unless a newer version is already cached; evict the least recently used."""
+        current = self._entries.get(stream)
+        if current is not None and current.version > entry.version:
+            return
+        self._entries[stream] = entry
+        self._entries.move_to_end(stream)
+        if len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def invalidate(self, stream: str | None = None) -> None:
+        """Forget one stream (or everything), e.g. after deleting it."""
+        if stream is None:
+            self._entries.clear()
+        else:
+            self._entries.pop(stream, None)
+
+    def __len__(self) -> int:
+        return len(self._entries)

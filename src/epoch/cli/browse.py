@@ -1,0 +1,118 @@
+"""``epoch streams``, ``epoch read STREAM`` and ``epoch tail [--follow]``: look into a store."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import base64
+import json
+from typing import Annotated, Any
+
+import msgspec
+import typer
+
+from epoch import RecordedEvent, open_store
+from epoch.cli._options import JsonOption, StoreOption
+
+
+def event_to_json(event: RecordedEvent) -> dict[str, Any]:
+    """A recorded event as plain JSON: data and metadata inline when they are JSON, else base64."""
+    out: dict[str, Any] = {
+        "stream": event.stream,
+        "version": event.version,
+        "position": event.position,
+        "id": str(event.id),
+        "type": event.type,
+        "recorded_at": event.recorded_at.isoformat(),
+    }
+    for name, raw in (("data", event.data), ("metadata", event.metadata)):
+        try:
+            out[name] = msgspec.json.decode(raw) if raw else None
+        except msgspec.DecodeError:
+            out[f"{name}_base64"] = base64.b64encode(raw).decode()
+    return out
+
+
+def event_line(event: RecordedEvent) -> str:
+    data = event.data.decode("utf-8", errors="replace")
+    return f"{event.position:>8}  {event.stream}@{event.version}  {event.type}  {data}"
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def streams(
+        store: StoreOption = None,
+        as_json: JsonOption = False,
+        category: Annotated[str | None, typer.Option(help="Only streams of this category.")] = None,
+    ) -> None:
+        """List streams with their version and event count (scans the log)."""
+
+        async def run() -> list[dict[str, Any]]:
+            found: dict[str, dict[str, Any]] = {}
+            async with open_store(store) as opened:
+                async for event in opened.read_all(categories=category):
+                    row = found.setdefault(event.stream, {"stream": event.stream, "events": 0})
+                    row["events"] += 1
+                    row["last_position"] = event.position
+                for row in found.values():
+                    row["version"] = await opened.stream_version(row["stream"])
+            return list(found.values())
+
+        rows = asyncio.run(run())
+        if as_json:
+            typer.echo(json.dumps(rows, ensure_ascii=False))
+            return
+        for row in rows:
+            version = "deleted" if row["version"] is None else f"v{row['version']}"
+            typer.echo(f"{row['stream']}  {version}  {row['events']} events  last position {row['last_position']}")
+        typer.echo(f"{len(rows)} streams")
+
+    @app.command()
+    def read(
+        stream: str,
+        store: StoreOption = None,
+        as_json: JsonOption = False,
+        from_version: Annotated[int | None, typer.Option("--from", help="First version to show.")] = None,
+        backwards: Annotated[bool, typer.Option(help="Newest first.")] = False,
+        limit: Annotated[int | None, typer.Option(help="At most this many events.")] = None,
+    ) -> None:
+        """Print one stream's events."""
+
+        async def run() -> list[RecordedEvent]:
+            async with open_store(store) as opened:
+                return [e async for e in opened.read_stream(stream, from_version, backwards, limit)]
+
+        events = asyncio.run(run())
+        if as_json:
+            typer.echo(json.dumps([event_to_json(e) for e in events], ensure_ascii=False))
+        else:
+            for event in events:
+                typer.echo(event_line(event))
+
+    @app.command()
+    def tail(
+        store: StoreOption = None,
+        as_json: JsonOption = False,
+        follow: Annotated[
+            bool, typer.Option("--follow", "-f", help="Keep printing new events as they commit.")
+        ] = False,
+        after: Annotated[int | None, typer.Option(help="Start after this position (default: the last 20).")] = None,
+        category: Annotated[list[str] | None, typer.Option(help="Only these categories.")] = None,
+    ) -> None:
+        """Print the end of the global log (JSON lines with --json); --follow keeps going."""
+
+        def show(event: RecordedEvent) -> None:
+            typer.echo(json.dumps(event_to_json(event), ensure_ascii=False) if as_json else event_line(event))
+
+        async def run() -> None:
+            async with open_store(store) as opened:
+                start = after
+                if start is None:
+                    recent = [e async for e in opened.read_all(categories=category)][-20:]
+                    start = recent[0].position - 1 if recent else 0
+                reader = opened.subscribe(start, category) if follow else opened.read_all(start, categories=category)
+                async for event in reader:
+                    show(event)
+
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(run())
