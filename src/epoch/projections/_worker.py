@@ -1,0 +1,283 @@
+"""One projection's loop: read a batch, decode what it wants, handle it, save the checkpoint.
+
+Failures: a batch that fails is retried with jittered exponential backoff; if it still fails, its events
+are retried one by one, so the event at fault is found and given to the projection's policy (``stop``:
+mark failing and raise :class:`ProjectionFailed`; ``park``: park it and move on). Decode errors are not
+retried. Cancelling at any await leaves the checkpoint at a batch boundary: exactly-once projections
+roll their transaction back, the others see the batch again (at least once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+from typing import Any
+
+from epoch.errors import DecodeError
+from epoch.projections._db import Database
+from epoch.projections.checkpoints import CheckpointStore
+from epoch.projections.parking import ParkingLot, parked_now
+from epoch.projections.projection import EventDecoder, ProjectionFailed, ProjectionSettings
+from epoch.records import RecordedEvent
+from epoch.stores import EventStore
+
+__all__ = ["Retry", "Worker"]
+
+log = logging.getLogger("epoch.projections")
+
+# Events that are all filtered out move the checkpoint in memory; it is written at most this often.
+_IDLE_SAVE_SECONDS = 1.0
+_RATE_WINDOW_SECONDS = 10.0
+
+
+class Retry:
+    """Retry settings: ``retries`` more attempts after the first, sleeping ``backoff`` doubling to ``max_backoff``."""
+
+    def __init__(self, retries: int = 3, backoff: float = 0.1, max_backoff: float = 5.0) -> None:
+        self.retries = retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+
+
+class Worker:
+    def __init__(
+        self,
+        projection: Any,
+        settings: ProjectionSettings,
+        store: EventStore,
+        codec: EventDecoder,
+        checkpoints: CheckpointStore,
+        parking: ParkingLot,
+        database: Database | None,
+        retry: Retry,
+        batch_size: int,
+    ) -> None:
+        self.projection = projection
+        self.settings = settings
+        self.name = settings.name
+        self.store = store
+        self.codec = codec
+        self.checkpoints = checkpoints
+        self.parking = parking
+        self.database = database
+        self.retry = retry
+        self.batch_size = batch_size
+        self.position = 0
+        self._saved = 0
+        self._saved_at = time.monotonic()
+        self._rate = 0.0
+        self._window: deque[tuple[float, int]] = deque()
+        self._started = False
+        self.failure: ProjectionFailed | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        if self.database is not None:
+            for table_owner in (self.checkpoints, self.parking):
+                ensure = getattr(table_owner, "ensure_table", None)
+                if ensure is not None:
+                    await ensure()
+        setup = getattr(self.projection, "setup", None)
+        if setup is not None and self.settings.kind == "transactional":
+            assert self.database is not None
+            async with self.database.transaction() as tx:
+                await setup(tx)
+        elif setup is not None:
+            await setup()
+        self.position = self._saved = await self.checkpoints.load(self.name)
+        self._started = True
+
+    async def catch_up(self, on_batch: Callable[[int], None] | None = None) -> None:
+        """Process pages of ``read_all`` until a page comes back short (the head was reached)."""
+        await self.start()
+        while True:
+            page = [
+                r
+                async for r in self.store.read_all(
+                    after=self.position, limit=self.batch_size, categories=self.settings.categories
+                )
+            ]
+            if page:
+                await self.process(page)
+                if on_batch is not None:
+                    on_batch(len(page))
+            if len(page) < self.batch_size:
+                await self.flush()
+                return
+
+    async def follow(self) -> None:
+        """Process live events from ``subscribe``; whatever arrived meanwhile forms the next batch."""
+        await self.start()
+        queue: asyncio.Queue[RecordedEvent] = asyncio.Queue(maxsize=self.batch_size)
+        subscription = self.store.subscribe(after=self.position, categories=self.settings.categories)
+
+        async def pump() -> None:
+            async for recorded in subscription:
+                await queue.put(recorded)
+
+        pump_task = asyncio.create_task(pump(), name=f"epoch-subscription-{self.name}")
+        try:
+            while True:
+                getter = asyncio.ensure_future(queue.get())
+                await asyncio.wait({getter, pump_task}, return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():
+                    getter.cancel()
+                    pump_task.result()
+                    raise RuntimeError("the subscription ended")
+                batch = [getter.result()]
+                while len(batch) < self.batch_size and not queue.empty():
+                    batch.append(queue.get_nowait())
+                await self.process(batch)
+                if queue.empty():
+                    await self.flush()
+        finally:
+            pump_task.cancel()
+            await asyncio.wait({pump_task})
+            if not pump_task.cancelled():
+                pump_task.exception()
+            aclose = getattr(subscription, "aclose", None)
+            if aclose is not None:
+                with suppress(Exception):
+                    await aclose()
+
+    async def flush(self) -> None:
+        """Write a checkpoint that moved only past filtered-out events."""
+        if self.position != self._saved:
+            await self.checkpoints.save(self.name, self.position, self._rate)
+            self._saved = self.position
+
+    # --- one batch ----------------------------------------------------------------------------
+
+    async def process(self, batch: list[RecordedEvent]) -> None:
+        wanted = [r for r in batch if self.settings.wants(r)]
+        last = batch[-1].position
+        if not wanted:
+            self.position = last
+            if time.monotonic() - self._saved_at > _IDLE_SAVE_SECONDS:
+                await self.flush()
+            return
+        error = await self._attempt(lambda: self.apply(wanted, last))
+        if error is None:
+            return
+        for recorded in wanted:
+            single = error if len(wanted) == 1 else await self._attempt(self._single(recorded))
+            if single is not None:
+                await self._give_up(recorded, single)
+        self.position = max(self.position, last)
+        await self.flush()
+
+    def _single(self, recorded: RecordedEvent) -> Callable[[], Awaitable[None]]:
+        return lambda: self.apply([recorded], recorded.position)
+
+    async def apply(self, records: list[RecordedEvent], checkpoint: int) -> None:
+        envelopes = [self.codec.decode(r) for r in records]
+        started = time.monotonic()
+        if self.settings.kind == "transactional":
+            assert self.database is not None
+            async with self.database.transaction() as tx:
+                for envelope in envelopes:
+                    await self.projection.handle_in_transaction(envelope, tx)
+                await self.checkpoints.save_in(tx, self.name, checkpoint, self._measure(len(records), started))  # type: ignore[attr-defined]
+        else:
+            if self.settings.kind == "batch":
+                await self.projection.handle_batch(envelopes)
+            else:
+                for envelope in envelopes:
+                    await self.projection.handle(envelope)
+            await self.checkpoints.save(self.name, checkpoint, self._measure(len(records), started))
+        self.position = self._saved = checkpoint
+        self._saved_at = time.monotonic()
+
+    def _measure(self, count: int, started: float) -> float:
+        # Events per wall-clock second over the last ~10 s of batches: what `projections status` shows.
+        now = time.monotonic()
+        self._window.append((started, count))
+        while self._window and self._window[0][0] < now - _RATE_WINDOW_SECONDS:
+            self._window.popleft()
+        total = sum(n for _, n in self._window)
+        self._rate = round(total / max(now - self._window[0][0], 1e-3), 1) if self._window else 0.0
+        return self._rate
+
+    async def _attempt(self, action: Callable[[], Awaitable[None]]) -> Exception | None:
+        delay = self.retry.backoff
+        for attempt in range(self.retry.retries + 1):
+            try:
+                await action()
+            except Exception as exc:
+                log.warning("projection %r: attempt %d failed: %r", self.name, attempt + 1, exc)
+                with suppress(Exception):
+                    await self.checkpoints.mark_failing(self.name, f"{type(exc).__name__}: {exc}")
+                if isinstance(exc, DecodeError) or attempt == self.retry.retries:
+                    return exc
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, self.retry.max_backoff)
+            else:
+                return None
+        raise AssertionError("unreachable")
+
+    async def _give_up(self, recorded: RecordedEvent, error: Exception) -> None:
+        message = f"{type(error).__name__}: {error}"
+        if self.settings.policy == "stop":
+            with suppress(Exception):
+                await self.checkpoints.mark_failing(self.name, message)
+            self.failure = ProjectionFailed(self.name, recorded.position, recorded.stream, recorded.version, message)
+            raise self.failure from error
+        log.error("projection %r: parking %s version %d: %s", self.name, recorded.stream, recorded.version, message)
+        entry = parked_now(self.name, recorded, error)
+        if self.settings.kind == "transactional":
+            assert self.database is not None
+            async with self.database.transaction() as tx:
+                await self.parking.park_in(tx, entry)  # type: ignore[attr-defined]
+                await self.checkpoints.save_in(tx, self.name, recorded.position, self._rate)  # type: ignore[attr-defined]
+        else:
+            await self.parking.park(entry)
+            await self.checkpoints.save(self.name, recorded.position, self._rate)
+        self.position = self._saved = recorded.position
+
+    # --- maintenance --------------------------------------------------------------------------
+
+    async def reset(self) -> None:
+        """Clear the read model (the projection's ``reset``), the checkpoint and parked events."""
+        reset = getattr(self.projection, "reset", None)
+        if reset is None:
+            raise ProjectionFailed(self.name, 0, "", 0, "cannot rebuild: the projection has no reset()")
+        await self.start()
+        await self.parking.clear(self.name)
+        if self.settings.kind == "transactional":
+            assert self.database is not None
+            async with self.database.transaction() as tx:
+                await reset(tx)
+                await self.checkpoints.delete_in(tx, self.name)  # type: ignore[attr-defined]
+        else:
+            await reset()
+            await self.checkpoints.delete(self.name)
+        self.position = self._saved = 0
+        self._rate = 0.0
+
+    async def replay(self, entry_event: RecordedEvent) -> Exception | None:
+        """Handle a parked event again; on success drop it from the parking lot (atomically if exactly-once)."""
+        try:
+            envelope = self.codec.decode(entry_event)
+            if self.settings.kind == "transactional":
+                assert self.database is not None
+                async with self.database.transaction() as tx:
+                    await self.projection.handle_in_transaction(envelope, tx)
+                    await self.parking.remove_in(tx, self.name, entry_event.position)  # type: ignore[attr-defined]
+                return None
+            if self.settings.kind == "batch":
+                await self.projection.handle_batch([envelope])
+            else:
+                await self.projection.handle(envelope)
+        except Exception as exc:
+            await self.parking.park(parked_now(self.name, entry_event, exc))
+            return exc
+        await self.parking.remove(self.name, entry_event.position)
+        return None

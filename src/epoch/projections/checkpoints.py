@@ -1,0 +1,199 @@
+"""Checkpoints: the last position each projection has fully processed, kept per projection name.
+
+:class:`MemoryCheckpointStore` lives in the process; :class:`SQLCheckpointStore` keeps them in the table
+``epoch_checkpoints`` of the store's own database (SQLite or PostgreSQL), created on first use, so a new
+runner resumes where the last one stopped and exactly-once projections commit it with their writes.
+Positions are kept as NUMERIC on PostgreSQL: its positions may exceed 64 bits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from epoch.projections._db import Database, Transaction
+
+__all__ = ["Checkpoint", "CheckpointStore", "MemoryCheckpointStore", "SQLCheckpointStore", "default_checkpoints"]
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """A projection's progress as saved: its position, when and how fast it moved, and whether it is failing."""
+
+    name: str
+    position: int
+    updated_at: float | None = None
+    """Unix time of the last save."""
+    events_per_second: float = 0.0
+    """Recent throughput measured by the runner."""
+    error: str | None = None
+    """The last failure while it is failing (retrying or stopped), else ``None``."""
+    failing_since: float | None = None
+
+
+class CheckpointStore(Protocol):
+    """Where a runner keeps its checkpoints. Every method is safe to call concurrently for different names."""
+
+    async def load(self, name: str) -> int:
+        """The saved position, 0 when there is none."""
+        ...
+
+    async def save(self, name: str, position: int, events_per_second: float = 0.0) -> None:
+        """Save a position; clears any failure."""
+        ...
+
+    async def mark_failing(self, name: str, error: str | None) -> None:
+        """Record (or with ``None`` clear) a failure without moving the position."""
+        ...
+
+    async def delete(self, name: str) -> None:
+        """Forget a checkpoint (the next run starts from the beginning)."""
+        ...
+
+    async def list(self) -> list[Checkpoint]:
+        """All checkpoints, by name."""
+        ...
+
+
+class MemoryCheckpointStore:
+    """Checkpoints in a dict: for the memory store and tests."""
+
+    def __init__(self) -> None:
+        self._rows: dict[str, Checkpoint] = {}
+
+    async def load(self, name: str) -> int:
+        row = self._rows.get(name)
+        return 0 if row is None else row.position
+
+    async def save(self, name: str, position: int, events_per_second: float = 0.0) -> None:
+        self._rows[name] = Checkpoint(name, position, time.time(), events_per_second)
+
+    async def mark_failing(self, name: str, error: str | None) -> None:
+        row = self._rows.get(name) or Checkpoint(name, 0)
+        since = None if error is None else (row.failing_since or time.time())
+        self._rows[name] = replace(row, error=error, failing_since=since)
+
+    async def delete(self, name: str) -> None:
+        self._rows.pop(name, None)
+
+    async def list(self) -> list[Checkpoint]:
+        return [self._rows[name] for name in sorted(self._rows)]
+
+
+_DDL = {
+    "sqlite": """CREATE TABLE IF NOT EXISTS epoch_checkpoints (
+        name TEXT PRIMARY KEY, position INTEGER NOT NULL, updated_at REAL,
+        events_per_second REAL NOT NULL DEFAULT 0, error TEXT, failing_since REAL)""",
+    "postgresql": """CREATE TABLE IF NOT EXISTS epoch_checkpoints (
+        name TEXT PRIMARY KEY, position NUMERIC(40, 0) NOT NULL, updated_at DOUBLE PRECISION,
+        events_per_second DOUBLE PRECISION NOT NULL DEFAULT 0, error TEXT, failing_since DOUBLE PRECISION)""",
+}
+
+_UPSERT = """INSERT INTO epoch_checkpoints (name, position, updated_at, events_per_second, error, failing_since)
+    VALUES (?, ?, ?, ?, NULL, NULL)
+    ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at,
+    events_per_second = excluded.events_per_second, error = NULL, failing_since = NULL"""
+
+
+async def create_table(tx: Transaction, ddl: str) -> None:
+    """Run ``CREATE TABLE IF NOT EXISTS`` safely when several processes race to do it first."""
+    if tx.dialect == "postgresql":
+        # Concurrent CREATE TABLE IF NOT EXISTS can fail on the catalog's unique index: serialise it.
+        await tx.execute("SELECT pg_advisory_xact_lock(?)", [0x45504F4348])
+    await tx.execute(ddl)
+
+
+class SQLCheckpointStore:
+    """Checkpoints in ``epoch_checkpoints`` of the store's database (created lazily, on first use)."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self._ready = False
+        self._lock = asyncio.Lock()
+
+    async def ensure_table(self, tx: Transaction | None = None) -> None:
+        """Create the table if needed (once per instance)."""
+        if self._ready:
+            return
+        async with self._lock:
+            if self._ready:
+                return
+            if tx is None:
+                async with self.database.transaction() as own:
+                    await create_table(own, _DDL[own.dialect])
+            else:
+                await create_table(tx, _DDL[tx.dialect])
+            self._ready = True
+
+    async def load(self, name: str) -> int:
+        await self.ensure_table()
+        async with self.database.transaction() as tx:
+            return await self.load_in(tx, name)
+
+    async def load_in(self, tx: Transaction, name: str) -> int:
+        """:meth:`load` inside an open transaction."""
+        rows = await tx.execute("SELECT position FROM epoch_checkpoints WHERE name = ?", [name])
+        return int(rows[0][0]) if rows else 0
+
+    async def save(self, name: str, position: int, events_per_second: float = 0.0) -> None:
+        await self.ensure_table()
+        async with self.database.transaction() as tx:
+            await self.save_in(tx, name, position, events_per_second)
+
+    async def save_in(self, tx: Transaction, name: str, position: int, events_per_second: float = 0.0) -> None:
+        """:meth:`save` inside an open transaction: it commits with whatever else the transaction wrote."""
+        await tx.execute(_UPSERT, [name, position, time.time(), events_per_second])
+
+    async def mark_failing(self, name: str, error: str | None) -> None:
+        await self.ensure_table()
+        async with self.database.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO epoch_checkpoints (name, position) VALUES (?, 0) ON CONFLICT (name) DO NOTHING", [name]
+            )
+            if error is None:
+                await tx.execute(
+                    "UPDATE epoch_checkpoints SET error = NULL, failing_since = NULL WHERE name = ?", [name]
+                )
+            else:
+                await tx.execute(
+                    "UPDATE epoch_checkpoints SET error = ?, failing_since = COALESCE(failing_since, ?) WHERE name = ?",
+                    [error, time.time(), name],
+                )
+
+    async def delete(self, name: str) -> None:
+        await self.ensure_table()
+        async with self.database.transaction() as tx:
+            await self.delete_in(tx, name)
+
+    async def delete_in(self, tx: Transaction, name: str) -> None:
+        """:meth:`delete` inside an open transaction."""
+        await tx.execute("DELETE FROM epoch_checkpoints WHERE name = ?", [name])
+
+    async def list(self) -> list[Checkpoint]:
+        await self.ensure_table()
+        async with self.database.transaction() as tx:
+            rows = await tx.execute(
+                "SELECT name, position, updated_at, events_per_second, error, failing_since"
+                " FROM epoch_checkpoints ORDER BY name"
+            )
+        return [
+            Checkpoint(
+                str(r[0]),
+                int(r[1]),
+                None if r[2] is None else float(r[2]),
+                float(r[3]),
+                r[4],
+                None if r[5] is None else float(r[5]),
+            )
+            for r in rows
+        ]
+
+
+def default_checkpoints(store: object) -> CheckpointStore:
+    """Checkpoints in the store's own database when it has one (SQLite, PostgreSQL), else in memory."""
+    from epoch.projections._db import database_of
+
+    database = database_of(store)
+    return MemoryCheckpointStore() if database is None else SQLCheckpointStore(database)

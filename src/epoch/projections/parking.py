@@ -1,0 +1,196 @@
+"""Parked events: the dead-letter table of projections whose policy is ``"park"``.
+
+An event that still fails after the runner's retries is parked with the error, and the projection moves
+on. Each entry keeps a full copy of the event, so :meth:`ProjectionRunner.replay_parked` can hand it to
+the projection again later (after a fix) and drop the entries that now succeed. In the store's database
+the table is ``epoch_parked``, created on first use; otherwise a list in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+from uuid import UUID
+
+from epoch.projections._db import Database, Transaction, database_of
+from epoch.projections.checkpoints import create_table
+from epoch.records import RecordedEvent
+
+__all__ = ["MemoryParkingLot", "ParkedEvent", "ParkingLot", "SQLParkingLot", "default_parking"]
+
+
+@dataclass(frozen=True, slots=True)
+class ParkedEvent:
+    """An event a projection gave up on, with the error it raised."""
+
+    projection: str
+    event: RecordedEvent
+    error: str
+    parked_at: float
+    """Unix time."""
+
+
+class ParkingLot(Protocol):
+    """Where parked events wait for a replay."""
+
+    async def park(self, entry: ParkedEvent) -> None:
+        """Keep an entry (parking the same event twice for a projection keeps the latest error)."""
+        ...
+
+    async def list(self, projection: str | None = None) -> list[ParkedEvent]:
+        """Parked entries in position order, for one projection or all."""
+        ...
+
+    async def remove(self, projection: str, position: int) -> None:
+        """Drop an entry (after a successful replay)."""
+        ...
+
+    async def clear(self, projection: str) -> None:
+        """Drop all entries of a projection (a rebuild starts clean)."""
+        ...
+
+
+class MemoryParkingLot:
+    """Parked events in a dict."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, int], ParkedEvent] = {}
+
+    async def park(self, entry: ParkedEvent) -> None:
+        self._entries[(entry.projection, entry.event.position)] = entry
+
+    async def list(self, projection: str | None = None) -> list[ParkedEvent]:
+        keys = sorted(k for k in self._entries if projection is None or k[0] == projection)
+        return [self._entries[k] for k in keys]
+
+    async def remove(self, projection: str, position: int) -> None:
+        self._entries.pop((projection, position), None)
+
+    async def clear(self, projection: str) -> None:
+        for key in [k for k in self._entries if k[0] == projection]:
+            del self._entries[key]
+
+
+_DDL = {
+    "sqlite": """CREATE TABLE IF NOT EXISTS epoch_parked (
+        projection TEXT NOT NULL, position INTEGER NOT NULL, stream TEXT NOT NULL, version INTEGER NOT NULL,
+        event_id TEXT NOT NULL, type TEXT NOT NULL, data BLOB NOT NULL, metadata BLOB NOT NULL,
+        recorded_at REAL NOT NULL, error TEXT NOT NULL, parked_at REAL NOT NULL,
+        PRIMARY KEY (projection, position))""",
+    "postgresql": """CREATE TABLE IF NOT EXISTS epoch_parked (
+        projection TEXT NOT NULL, position NUMERIC(40, 0) NOT NULL, stream TEXT NOT NULL, version BIGINT NOT NULL,
+        event_id TEXT NOT NULL, type TEXT NOT NULL, data BYTEA NOT NULL, metadata BYTEA NOT NULL,
+        recorded_at DOUBLE PRECISION NOT NULL, error TEXT NOT NULL, parked_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (projection, position))""",
+}
+
+_INSERT = """INSERT INTO epoch_parked
+    (projection, position, stream, version, event_id, type, data, metadata, recorded_at, error, parked_at)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (projection, position) DO UPDATE SET error = excluded.error, parked_at = excluded.parked_at"""
+
+
+class SQLParkingLot:
+    """Parked events in ``epoch_parked`` of the store's database."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self._ready = False
+        self._lock = asyncio.Lock()
+
+    async def ensure_table(self, tx: Transaction | None = None) -> None:
+        """Create the table if needed (once per instance)."""
+        if self._ready:
+            return
+        async with self._lock:
+            if self._ready:
+                return
+            if tx is None:
+                async with self.database.transaction() as own:
+                    await create_table(own, _DDL[own.dialect])
+            else:
+                await create_table(tx, _DDL[tx.dialect])
+            self._ready = True
+
+    async def park(self, entry: ParkedEvent) -> None:
+        await self.ensure_table()
+        async with self.database.transaction() as tx:
+            await self.park_in(tx, entry)
+
+    async def park_in(self, tx: Transaction, entry: ParkedEvent) -> None:
+        """:meth:`park` inside an open transaction (exactly-once projections park with their checkpoint)."""
+        e = entry.event
+        await tx.execute(
+            _INSERT,
+            [
+                entry.projection,
+                e.position,
+                e.stream,
+                e.version,
+                str(e.id),
+                e.type,
+                e.data,
+                e.metadata,
+                e.recorded_at.timestamp(),
+                entry.error,
+                entry.parked_at,
+            ],
+        )
+
+    async def list(self, projection: str | None = None) -> list[ParkedEvent]:
+        await self.ensure_table()
+        sql = (
+            "SELECT projection, position, stream, version, event_id, type, data, metadata, recorded_at, error,"
+            " parked_at FROM epoch_parked"
+        )
+        async with self.database.transaction() as tx:
+            if projection is None:
+                rows = await tx.execute(sql + " ORDER BY projection, position")
+            else:
+                rows = await tx.execute(sql + " WHERE projection = ? ORDER BY position", [projection])
+        return [
+            ParkedEvent(
+                projection=r[0],
+                event=RecordedEvent(
+                    stream=r[2],
+                    version=int(r[3]),
+                    position=int(r[1]),
+                    id=UUID(r[4]),
+                    type=r[5],
+                    data=bytes(r[6]),
+                    metadata=bytes(r[7]),
+                    recorded_at=datetime.fromtimestamp(float(r[8]), UTC),
+                ),
+                error=r[9],
+                parked_at=float(r[10]),
+            )
+            for r in rows
+        ]
+
+    async def remove(self, projection: str, position: int) -> None:
+        await self.ensure_table()
+        async with self.database.transaction() as tx:
+            await self.remove_in(tx, projection, position)
+
+    async def remove_in(self, tx: Transaction, projection: str, position: int) -> None:
+        """:meth:`remove` inside an open transaction."""
+        await tx.execute("DELETE FROM epoch_parked WHERE projection = ? AND position = ?", [projection, position])
+
+    async def clear(self, projection: str) -> None:
+        await self.ensure_table()
+        async with self.database.transaction() as tx:
+            await tx.execute("DELETE FROM epoch_parked WHERE projection = ?", [projection])
+
+
+def default_parking(store: object) -> ParkingLot:
+    """Parking in the store's own database when it has one, else in memory."""
+    database = database_of(store)
+    return MemoryParkingLot() if database is None else SQLParkingLot(database)
+
+
+def parked_now(projection: str, event: RecordedEvent, error: BaseException) -> ParkedEvent:
+    """An entry for ``event`` failing with ``error`` now."""
+    return ParkedEvent(projection, event, f"{type(error).__name__}: {error}", time.time())

@@ -1,0 +1,137 @@
+"""What a projection is: a named consumer of the ordered log, with filters and a failure policy.
+
+A projection is any object with a ``name`` and one of
+
+- ``async handle(envelope)`` — one event at a time (:class:`Projection`);
+- ``async handle_batch(envelopes)`` — a batch at a time (:class:`BatchProjection`);
+- ``async handle_in_transaction(envelope, tx)`` — exactly once, inside the store's transaction
+  (:class:`~epoch.projections.transactional.TransactionalProjection`).
+
+Optional members, read with defaults: ``categories`` (one name or several; ``None`` = all),
+``event_types`` (type names; events of other types are skipped *before decoding*), ``policy``
+(``"stop"``, the default, or ``"park"``) and ``reset()`` (clear the read model for a rebuild).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from epoch.errors import ConfigurationError, EpochError
+from epoch.records import EventEnvelope, RecordedEvent
+
+__all__ = [
+    "BatchProjection",
+    "EventDecoder",
+    "FailurePolicy",
+    "Projection",
+    "ProjectionFailed",
+    "ProjectionSettings",
+    "settings_of",
+]
+
+FailurePolicy = Literal["stop", "park"]
+"""What happens to an event that still fails after the retries: stop the projection, or park it."""
+
+
+class Projection(Protocol):
+    """Handles events one at a time. Delivery is at least once: use ``envelope.position`` to be idempotent."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def handle(self, envelope: EventEnvelope[Any]) -> None: ...
+
+
+class BatchProjection(Protocol):
+    """Handles a batch of events (in position order) at a time, e.g. one bulk write per batch."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def handle_batch(self, envelopes: Sequence[EventEnvelope[Any]]) -> None: ...
+
+
+class EventDecoder(Protocol):
+    """The part of :class:`epoch.codec.EventCodec` the read side needs."""
+
+    def decode(self, recorded: RecordedEvent) -> EventEnvelope[Any]: ...
+
+
+class ProjectionFailed(EpochError):
+    """A projection stopped: an event kept failing and its policy is ``"stop"``."""
+
+    def __init__(self, name: str, position: int, stream: str, version: int, error: str) -> None:
+        super().__init__(name, position, stream, version, error)
+        self.name = name
+        self.position = position
+        self.stream = stream
+        self.version = version
+        self.error = error
+
+    def __str__(self) -> str:
+        return (
+            f"projection {self.name!r} stopped at {self.stream} version {self.version} "
+            f"(position {self.position}): {self.error}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectionSettings:
+    """A projection's optional members, normalised."""
+
+    name: str
+    kind: Literal["event", "batch", "transactional"]
+    categories: tuple[str, ...] | None
+    event_types: frozenset[str] | None
+    policy: FailurePolicy
+
+    def wants(self, recorded: RecordedEvent) -> bool:
+        """Whether the projection handles this event (decided on the type name, before decoding)."""
+        return self.event_types is None or recorded.type in self.event_types
+
+
+def _names(value: object, what: str, name: str) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, Iterable):
+        names = tuple(value)
+        if all(isinstance(n, str) for n in names):
+            return names
+    raise ConfigurationError(f"projection {name!r}: {what} must be a name or names, not {value!r}")
+
+
+def settings_of(projection: object) -> ProjectionSettings:
+    """Read a projection's members; raise ``ConfigurationError`` when it cannot be run."""
+    name = getattr(projection, "name", None)
+    if not isinstance(name, str) or not name:
+        raise ConfigurationError(f"a projection needs a non-empty str name, got {name!r} on {projection!r}")
+    if callable(getattr(projection, "handle_in_transaction", None)):
+        kind: Literal["event", "batch", "transactional"] = "transactional"
+    elif callable(getattr(projection, "handle_batch", None)):
+        kind = "batch"
+    elif callable(getattr(projection, "handle", None)):
+        kind = "event"
+    else:
+        raise ConfigurationError(
+            f"projection {name!r} needs handle(envelope), handle_batch(envelopes) or handle_in_transaction(envelope, tx)"
+        )
+    policy: FailurePolicy
+    match getattr(projection, "policy", "stop"):
+        case "stop":
+            policy = "stop"
+        case "park":
+            policy = "park"
+        case other:
+            raise ConfigurationError(f"projection {name!r}: policy must be 'stop' or 'park', not {other!r}")
+    types = _names(getattr(projection, "event_types", None), "event_types", name)
+    return ProjectionSettings(
+        name=name,
+        kind=kind,
+        categories=_names(getattr(projection, "categories", None), "categories", name),
+        event_types=None if types is None else frozenset(types),
+        policy=policy,
+    )
