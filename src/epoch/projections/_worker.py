@@ -124,6 +124,7 @@ class Worker:
                 await queue.put(recorded)
 
         pump_task = asyncio.create_task(pump(), name=f"epoch-subscription-{self.name}")
+        getter: asyncio.Future[RecordedEvent] | None = None
         try:
             while True:
                 getter = asyncio.ensure_future(queue.get())
@@ -139,8 +140,10 @@ class Worker:
                 if queue.empty():
                     await self.flush()
         finally:
+            if getter is not None:
+                getter.cancel()
             pump_task.cancel()
-            await asyncio.wait({pump_task})
+            await asyncio.wait({pump_task, *([getter] if getter is not None else [])})
             if not pump_task.cancelled():
                 pump_task.exception()
             aclose = getattr(subscription, "aclose", None)

@@ -1,0 +1,218 @@
+"""Projections on every store: catch-up then live, batching, filters, failures (stop, park, replay),
+rebuild and status. Exactly-once read models are in ``test_projections_exactly_once.py``."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from examples.users import AddUser, UpdateUser, UserService, codec
+from examples.users.projections import UserDirectory, UserNamesInMemory
+
+from epoch.errors import ConfigurationError
+from epoch.projections import ProjectionFailed, ProjectionRunner, Retry
+from epoch.records import EventEnvelope, NewEvent
+from epoch.stores import EventStore, open_store
+
+FAST = Retry(retries=1, backoff=0.001)
+
+
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "memory":
+        return "memory://"
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'epoch.db'}"
+    if importlib.util.find_spec("epoch.stores.postgres") is None:
+        pytest.skip("epoch.stores.postgres has not landed yet")
+    return str(request.getfixturevalue("pg_dsn"))
+
+
+@pytest.fixture
+async def store(url: str) -> AsyncIterator[EventStore]:
+    async with open_store(url) as opened:
+        yield opened
+
+
+class Recorder:
+    """Remembers what it saw; fails on the names in ``poison`` (policy set per test)."""
+
+    categories = "users"
+
+    def __init__(self, name: str = "recorder", policy: str = "stop", poison: Sequence[str] = ()) -> None:
+        self.name = name
+        self.policy = policy
+        self.poison = set(poison)
+        self.seen: list[tuple[str, int]] = []
+
+    async def handle(self, envelope: EventEnvelope[Any]) -> None:
+        if getattr(envelope.data, "name", None) in self.poison:
+            raise RuntimeError(f"poisoned {envelope.data.name}")
+        self.seen.append((envelope.stream, envelope.version))
+
+    async def reset(self) -> None:
+        self.seen.clear()
+
+
+async def add_users(store: EventStore, *names: str, directory: str = "main") -> None:
+    service = UserService(store, directory)
+    for name in names:
+        await service.add_user(AddUser(name))
+
+
+async def eventually(condition: Any, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def test_catch_up_then_live_then_resume(store: EventStore) -> None:
+    await add_users(store, "ada", "bob")
+    names = UserNamesInMemory()
+    checkpoints = None
+    async with ProjectionRunner(store, codec, [names]) as runner:
+        checkpoints = runner.checkpoints
+        runner.start()
+        await eventually(lambda: len(names.names) == 2)
+        await add_users(store, "cy", directory="other")
+        await eventually(lambda: sorted(names.names.values()) == ["ada", "bob", "cy"])
+    head = await store.head_position()
+    assert await checkpoints.load("user-names") == head
+
+    # A new runner resumes from the saved checkpoint: it sees only what came after.
+    later = Recorder("user-names")
+    await add_users(store, "dee")
+    await ProjectionRunner(store, codec, [later], checkpoints=checkpoints).run_until_idle()
+    assert later.seen == [("users-main", 2)]
+
+
+async def test_checkpoints_default_to_the_store_database(url: str, tmp_path: Path) -> None:
+    async with open_store(url) as store:
+        await add_users(store, "ada")
+        await ProjectionRunner(store, codec, [Recorder()]).run_until_idle()
+        recorder = Recorder()
+        await ProjectionRunner(store, codec, [recorder]).run_until_idle()
+        # memory: checkpoints live with the runner; SQL stores: in the database, so nothing is redone.
+        assert recorder.seen == ([("users-main", 0)] if url == "memory://" else [])
+
+
+async def test_batches_and_filters_skip_before_decoding(store: EventStore) -> None:
+    await add_users(store, *[f"user{i}" for i in range(7)])
+    await store.append("users-junk", [NewEvent("NotACodecType", b"not json")])
+    await store.append("orders-1", [NewEvent("OrderPlaced", b"{}")])
+
+    class Batches:
+        name = "batches"
+        event_types = ("UserAdded",)  # the junk event would fail to decode: it must be skipped first
+
+        def __init__(self) -> None:
+            self.sizes: list[int] = []
+
+        async def handle_batch(self, envelopes: Sequence[EventEnvelope[Any]]) -> None:
+            self.sizes.append(len(envelopes))
+
+    batches = Batches()
+    runner = ProjectionRunner(store, codec, [batches], batch_size=3)
+    await runner.run_until_idle()
+    assert sum(batches.sizes) == 7
+    assert max(batches.sizes) <= 3
+    assert await runner.checkpoints.load("batches") == await store.head_position()
+
+
+async def test_stop_policy_stops_at_the_failing_event(store: EventStore) -> None:
+    await add_users(store, "ada", "bad", "cy")
+    recorder = Recorder(poison=["bad"])
+    healthy = Recorder("healthy")
+    runner = ProjectionRunner(store, codec, [recorder, healthy], retry=FAST, batch_size=10)
+    with pytest.raises(ProjectionFailed) as caught:
+        await runner.run_until_idle()
+    assert caught.value.stream == "users-main" and caught.value.version == 1
+    assert recorder.seen[-1] == ("users-main", 0)
+    assert len(healthy.seen) == 3  # a stopped projection does not hold the others back
+    [status] = [s for s in await runner.status() if s.name == "recorder"]
+    assert status.failing and "poisoned bad" in (status.error or "")
+    assert status.lag_events == 2
+
+    # Fixed: a new run goes on from the failing event and clears the failure.
+    recorder.poison.clear()
+    await ProjectionRunner(store, codec, [recorder], checkpoints=runner.checkpoints).run_until_idle()
+    assert recorder.seen[-2:] == [("users-main", 1), ("users-main", 2)]
+    assert not next(s for s in await runner.status() if s.name == "recorder").failing
+
+
+async def test_park_policy_parks_and_replays(store: EventStore) -> None:
+    await add_users(store, "ada", "bad", "cy")
+    recorder = Recorder(policy="park", poison=["bad"])
+    runner = ProjectionRunner(store, codec, [recorder], retry=FAST)
+    await runner.run_until_idle()
+    assert ("users-main", 2) in recorder.seen and ("users-main", 1) not in recorder.seen
+    [parked] = await runner.parking.list("recorder")
+    assert (parked.event.stream, parked.event.version) == ("users-main", 1)
+    assert "poisoned bad" in parked.error
+    assert (await runner.status())[0].parked == 1
+
+    assert await runner.replay_parked("recorder") == 0  # still failing: stays parked
+    assert len(await runner.parking.list("recorder")) == 1
+    recorder.poison.clear()
+    assert await runner.replay_parked("recorder") == 1
+    assert recorder.seen[-1] == ("users-main", 1)
+    assert await runner.parking.list("recorder") == []
+
+
+async def test_rebuild_resets_and_replays(store: EventStore) -> None:
+    await add_users(store, "ada", "bob")
+    await UserService(store).update_user(UpdateUser(user_id=(await _first_id(store)), name="ada2"))
+    names = UserNamesInMemory()
+    runner = ProjectionRunner(store, codec, [names])
+    await runner.run_until_idle()
+    before = dict(names.names)
+    names.names["ghost"] = "not in the log"
+    progress: list[int] = []
+    await runner.rebuild("user-names", on_progress=progress.append)
+    assert names.names == before
+    assert sum(progress) == 3
+
+    class NoReset:
+        name = "no-reset"
+
+        async def handle(self, envelope: EventEnvelope[Any]) -> None: ...
+
+    with pytest.raises(ConfigurationError):
+        await ProjectionRunner(store, codec, [NoReset()]).rebuild("no-reset")
+
+
+async def _first_id(store: EventStore) -> str:
+    async for recorded in store.read_stream("users-main"):
+        return str(codec.decode_data(recorded).user_id)
+    raise AssertionError("no users")
+
+
+async def test_status_reports_lag_and_throughput(store: EventStore) -> None:
+    await add_users(store, "ada", "bob", "cy")
+    recorder = Recorder()
+    runner = ProjectionRunner(store, codec, [recorder])
+    [fresh] = await runner.status()
+    assert (fresh.checkpoint, fresh.lag_events, fresh.head) == (0, 3, await store.head_position())
+    assert fresh.lag_seconds >= 0 and not fresh.failing
+    await runner.run_until_idle()
+    [done] = await runner.status()
+    assert (done.checkpoint, done.lag_events, done.lag_seconds) == (done.head, 0, 0.0)
+    assert done.events_per_second > 0
+    assert done.to_dict()["failing"] is False
+
+
+def test_configuration_errors() -> None:
+    from epoch.stores.memory import MemoryEventStore
+
+    store = MemoryEventStore()
+    with pytest.raises(ConfigurationError, match="two projections"):
+        ProjectionRunner(store, codec, [Recorder(), Recorder()])
+    with pytest.raises(ConfigurationError, match="policy"):
+        ProjectionRunner(store, codec, [Recorder(policy="ignore")])
+    with pytest.raises(ConfigurationError, match="SQLite or PostgreSQL"):
+        ProjectionRunner(store, codec, [UserDirectory()])
