@@ -9,6 +9,8 @@ import importlib
 
 import typer
 
+from epoch.errors import EpochError
+
 __all__ = ["app", "main"]
 
 app = typer.Typer(
@@ -30,5 +32,9 @@ for _name in _COMMAND_MODULES:
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: epoch's own errors print as one line on stderr, exit status 1."""
+    try:
+        app()
+    except EpochError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(1) from None

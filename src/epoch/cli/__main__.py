@@ -1,0 +1,5 @@
+"""``python -m epoch.cli``."""
+
+from epoch.cli import main
+
+main()
