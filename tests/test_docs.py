@@ -1,4 +1,8 @@
-"""The README's and docs' complete programs run as written (fragments with ``...`` are not run)."""
+"""Documentation code runs as written.
+
+README.md: its complete programs (blocks calling ``asyncio.run``) run. A docs page whose first Python
+block starts with ``# runs as a test`` runs all its Python blocks in order, in one namespace, like a session.
+"""
 
 from __future__ import annotations
 
@@ -10,30 +14,47 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 BLOCK = re.compile(r"```python\n(.*?)```", re.S)
+MARK = "# runs as a test"
 
 
-def programs() -> list[tuple[str, str]]:
-    found = []
-    for path in DOCS:
-        for index, block in enumerate(BLOCK.findall(path.read_text())):
-            if "asyncio.run(" in block or "# runs as a test" in block:
-                found.append((f"{path.relative_to(ROOT)}#{index}", block))
-    return found
+def readme_programs() -> list[str]:
+    return [b for b in BLOCK.findall((ROOT / "README.md").read_text()) if "asyncio.run(" in b]
 
 
-def test_the_readme_has_a_runnable_example() -> None:
-    assert any(name.startswith("README.md") for name, _ in programs())
+def runnable_pages() -> list[Path]:
+    pages = []
+    for path in sorted((ROOT / "docs").rglob("*.md")):
+        blocks = BLOCK.findall(path.read_text())
+        if blocks and blocks[0].startswith(MARK):
+            pages.append(path)
+    return pages
 
 
-@pytest.mark.parametrize(("name", "source"), programs(), ids=[name for name, _ in programs()])
-def test_doc_program_runs(name: str, source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)  # programs that write epoch.db write it here
+def run(sources: list[str], name: str) -> str:
+    namespace: dict[str, object] = {"__name__": "__main__"}
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        exec(compile(source, name, "exec"), {"__name__": "__main__"})
-    printed = out.getvalue()
-    if name == "README.md#0":
-        assert printed.splitlines()[0].startswith("users-main 0 UserAdded(")
-        assert printed.splitlines()[1] == "0 ['ada']"
+        for index, source in enumerate(sources):
+            exec(compile(source, f"{name}#{index}", "exec"), namespace)
+    return out.getvalue()
+
+
+def test_readme_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    [program] = readme_programs()
+    printed = run([program], "README.md").splitlines()
+    assert printed[0].startswith("users-main 0 UserAdded(")
+    assert printed[1] == "0 ['ada']"
+
+
+def test_some_docs_pages_are_run() -> None:
+    assert (ROOT / "docs" / "quickstart.md") in runnable_pages()
+
+
+@pytest.mark.parametrize("page", runnable_pages(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_docs_page_runs(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # pages that write files write them here
+    printed = run(BLOCK.findall(page.read_text()), str(page.relative_to(ROOT)))
+    if page.name == "quickstart.md":
+        assert printed.strip() == "account-42 0 10"
