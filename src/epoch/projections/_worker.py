@@ -143,7 +143,10 @@ class Worker:
             if getter is not None:
                 getter.cancel()
             pump_task.cancel()
-            await asyncio.wait({pump_task, *([getter] if getter is not None else [])})
+            pending: set[asyncio.Future[Any]] = {pump_task}
+            if getter is not None:
+                pending.add(getter)
+            await asyncio.wait(pending)
             if not pump_task.cancelled():
                 pump_task.exception()
             aclose = getattr(subscription, "aclose", None)
