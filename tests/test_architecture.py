@@ -1,0 +1,89 @@
+"""The public surface and the layering: ``epoch.__all__`` matches tests/public_api.txt, and modules only
+import in the allowed direction (STYLE §3)."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import os
+from pathlib import Path
+
+import epoch
+
+ROOT = Path(__file__).resolve().parent.parent
+SRC = ROOT / "src" / "epoch"
+SNAPSHOT = ROOT / "tests" / "public_api.txt"
+
+
+def describe(name: str) -> str:
+    value = getattr(epoch, name)
+    if inspect.isclass(value):
+        try:
+            return f"class {name}{inspect.signature(value)}"
+        except (TypeError, ValueError):
+            return f"class {name}"
+    if callable(value):
+        return f"def {name}{inspect.signature(value)}"
+    return f"{name} = {value!r}"
+
+
+def test_all_is_sorted_and_complete() -> None:
+    assert list(epoch.__all__) == sorted(epoch.__all__)
+    for name in epoch.__all__:
+        assert hasattr(epoch, name), name
+
+
+def test_public_api_snapshot() -> None:
+    """Changing the public API is a reviewed change: run with EPOCH_UPDATE_API=1 to rewrite the snapshot."""
+    current = "\n".join(describe(name) for name in epoch.__all__ if name != "__version__") + "\n"
+    if os.environ.get("EPOCH_UPDATE_API") == "1":
+        SNAPSHOT.write_text(current)
+    assert SNAPSHOT.read_text() == current
+
+
+def imports_of(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {name for name in found if name.split(".")[0] == "epoch"}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(SRC.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_domain_is_pure() -> None:
+    for path in (SRC / "domain").glob("*.py"):
+        for name in imports_of(path):
+            assert name.startswith(("epoch.domain", "epoch.records", "epoch.errors")), (path.name, name)
+        text = path.read_text()
+        for forbidden in ("import asyncio", "import random", "datetime.now", "import sqlite3"):
+            assert forbidden not in text, (path.name, forbidden)
+
+
+def test_codec_and_stores_depend_only_on_records_and_errors() -> None:
+    allowed = ("epoch.records", "epoch.errors", "epoch.stores")
+    for path in [SRC / "codec.py", *(SRC / "stores").glob("*.py")]:
+        for name in imports_of(path):
+            assert name.startswith(allowed), (path.name, name)
+
+
+def test_backends_never_import_each_other() -> None:
+    backends = {"memory", "sqlite", "postgres", "kurrentdb"}
+    for path in (SRC / "stores").glob("*.py"):
+        own = path.stem.lstrip("_").split("_")[0]
+        for name in imports_of(path):
+            tail = name.removeprefix("epoch.stores.").lstrip("_").split("_")[0]
+            if name.startswith("epoch.stores.") and tail in backends and tail != own:
+                assert path.stem in ("__init__", "copy"), (path.name, name)
+
+
+def test_cli_uses_the_public_api() -> None:
+    internal = ("epoch.stores._", "epoch.commands", "epoch.cache")
+    for path in (SRC / "cli").glob("*.py"):
+        for name in imports_of(path):
+            assert not name.startswith(internal), (path.name, name)
