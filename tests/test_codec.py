@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
-import time
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 from uuid import UUID, uuid4
@@ -323,14 +322,7 @@ def test_upcaster_chain_property(stored_version: int, extra: int, start: int) ->
     assert decoded.n == start + extra and decoded.hops == extra
 
 
-def test_rehydrating_ten_thousand_events_is_fast() -> None:
-    events = [record(codec.encode(Deposited(i), {"$correlation_id": "c"}), version=i) for i in range(10_000)]
-    best = float("inf")
-    for _ in range(3):
-        started = time.perf_counter()
-        total = 0
-        for stored in events:
-            total += codec.decode_data(stored).amount  # type: ignore[union-attr]
-        best = min(best, time.perf_counter() - started)
-    assert total == sum(range(10_000))
-    assert best < 0.1  # typically ~5 ms; the bound only catches a lost fast path
+def test_decode_data_is_the_envelopes_data() -> None:
+    """The fast path (used to fold streams; its speed is checked by `epoch bench`) agrees with decode."""
+    events = [record(codec.encode(Deposited(i), {"$correlation_id": "c"}), version=i) for i in range(1_000)]
+    assert [codec.decode_data(e) for e in events] == [codec.decode(e).data for e in events]

@@ -17,6 +17,7 @@ from epoch import (
     CommandHandler,
     Decider,
     EventStore,
+    InvalidEvent,
     InvalidStreamName,
     InvalidVersion,
     LoadedState,
@@ -353,4 +354,18 @@ async def test_bad_category_and_id(store: EventStore) -> None:
         CommandHandler(store, accounts, "has-dash", codec)
     with pytest.raises(InvalidStreamName):
         await handler_for(store).execute("bad\nid", Open("ada"))
+    assert await store.head_position() == 0
+
+
+async def test_an_unregistered_event_names_the_stream(store: EventStore) -> None:
+    @dataclass(frozen=True)
+    class Stray:
+        pass
+
+    stray: Decider[object, Account, object] = Decider(lambda c, s: [Opened("x"), Stray()], evolve, Account())
+    handler = CommandHandler(store, stray, "account", codec)
+    with pytest.raises(InvalidEvent) as info:
+        await handler.execute("1", Open("x"))
+    assert (info.value.stream, info.value.index) == ("account-1", 1)
+    assert "Stray" in str(info.value)
     assert await store.head_position() == 0

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import random
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, NamedTuple, TypeVar
@@ -24,8 +24,15 @@ import msgspec
 
 from epoch.cache import CachedState, StateCache
 from epoch.codec import EventCodec
-from epoch.domain import DeciderLike, initial_state_of
-from epoch.errors import DuplicateEventId, InvalidStreamName, InvalidVersion, StreamClosed, WrongExpectedVersion
+from epoch.domain import DeciderLike, decide_events, initial_state_of
+from epoch.errors import (
+    DuplicateEventId,
+    InvalidEvent,
+    InvalidStreamName,
+    InvalidVersion,
+    StreamClosed,
+    WrongExpectedVersion,
+)
 from epoch.records import NO_STREAM, AppendResult, EventEnvelope, ExpectedVersionLike, NewEvent, RecordedEvent
 from epoch.stores import EventStore
 from epoch.stores._checks import check_expected_version, check_stream_name, enforce_expected_version
@@ -224,17 +231,10 @@ class CommandHandler(Generic[C, S, E]):
                 enforce_expected_version(stream, expected, loaded.version)
             if self._is_terminal is not None and self._is_terminal(loaded.state):
                 raise StreamClosed(stream, loaded.version)
-            events = self._decide(command, loaded.state, services)
+            events = decide_events(self.decider, command, loaded.state, services)
             if not events:
                 return ExecuteResult(stream, loaded.version, loaded.position, [], loaded.state, attempt + 1)
-            new_events = [
-                self.codec.encode(
-                    event,
-                    metadata=base_metadata,
-                    id=event_id_for(command_id, stream, index) if command_id is not None else None,
-                )
-                for index, event in enumerate(events)
-            ]
+            new_events = self._encode(stream, events, base_metadata, command_id)
             guard = expected if expected is not None else (NO_STREAM if loaded.version is None else loaded.version)
             try:
                 appended = await self.store.append(stream, new_events, guard)
@@ -253,10 +253,17 @@ class CommandHandler(Generic[C, S, E]):
             return self._record(stream, loaded.state, events, new_events, appended, attempt + 1)
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
-    def _decide(self, command: C, state: S, services: object) -> list[E]:
-        decide: Callable[..., Iterable[E] | None] = self.decider.decide
-        decided = decide(command, state) if services is None else decide(command, state, services)
-        return [] if decided is None else list(decided)
+    def _encode(
+        self, stream: str, events: list[E], metadata: dict[str, Any], command_id: str | UUID | None
+    ) -> list[NewEvent]:
+        encoded = []
+        for index, event in enumerate(events):
+            event_id = event_id_for(command_id, stream, index) if command_id is not None else None
+            try:
+                encoded.append(self.codec.encode(event, metadata=metadata, id=event_id))
+            except InvalidEvent as exc:  # the codec cannot know where the event was going
+                raise InvalidEvent(stream, index, exc.reason) from exc
+        return encoded
 
     def _delay(self, attempt: int) -> float:
         return float(min(self.max_backoff, self.backoff * 2**attempt) * random.uniform(0.5, 1.5))

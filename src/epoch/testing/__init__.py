@@ -1,7 +1,23 @@
-"""Test kit: decider specifications and (soon) the store contract suite that every backend subclasses."""
+"""Test kit: decider specifications, read-side specifications, and the store contract suite.
+
+``EventStoreContract`` needs pytest and pytest-asyncio, so it is imported only when asked for.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from epoch.testing.spec import DeciderSpec
 
-# EventStoreContract: the lead adds its import and its __all__ entry here.
+if TYPE_CHECKING:
+    from epoch.testing.contract import EventStoreContract
 
-__all__ = ["DeciderSpec"]
+__all__ = ["DeciderSpec", "EventStoreContract"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "EventStoreContract":
+        from epoch.testing.contract import EventStoreContract
+
+        return EventStoreContract
+    raise AttributeError(f"module 'epoch.testing' has no attribute {name!r}")
