@@ -292,9 +292,13 @@ async def test_metadata_correlation_and_causation(store: EventStore) -> None:
     assert envelope.metadata["$command_id"] == "c-1"
     assert envelope.causation_id == "c-1"
     assert envelope.correlation_id == "c-1"
-    chained = await handler.execute("1", Deposit(1), causation_id=str(envelope.id), correlation_id="c-1")
+    chained = await handler.execute("1", Deposit(1), causation_id=str(envelope.id))
     assert chained.events[0].causation_id == str(envelope.id)
-    assert chained.events[0].correlation_id == "c-1"
+    assert chained.events[0].correlation_id == "c-1"  # the causing event's correlation
+    explicit = await handler.execute("1", Deposit(1), causation_id="outside", correlation_id="trace-9")
+    assert (explicit.events[0].causation_id, explicit.events[0].correlation_id) == ("outside", "trace-9")
+    unknown = await handler.execute("1", Deposit(1), causation_id="not-an-event")
+    assert unknown.events[0].correlation_id == "not-an-event"
     stored = [codec.decode(e) async for e in store.read_stream("account-1")]
     assert stored[0].metadata["user"] == "admin"
     assert stored[1].correlation_id == "c-1"

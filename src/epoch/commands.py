@@ -220,7 +220,10 @@ class CommandHandler(Generic[C, S, E]):
                 return prior
         own_id = str(command_id) if command_id is not None else str(uuid4())
         causation = str(causation_id) if causation_id is not None else own_id
-        correlation = str(correlation_id) if correlation_id is not None else causation
+        if correlation_id is not None:
+            correlation = str(correlation_id)
+        else:
+            correlation = await self._correlation_of(causation_id) or causation
         base_metadata: dict[str, Any] = dict(metadata or {})
         base_metadata.update({"$correlation_id": correlation, "$causation_id": causation, "$command_id": own_id})
 
@@ -252,6 +255,20 @@ class CommandHandler(Generic[C, S, E]):
                 raise
             return self._record(stream, loaded.state, events, new_events, appended, attempt + 1)
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    async def _correlation_of(self, causation_id: str | UUID | None) -> str | None:
+        """The correlation id of the stored event that caused this command, if it is one."""
+        if causation_id is None:
+            return None
+        try:
+            event_id = causation_id if isinstance(causation_id, UUID) else UUID(causation_id)
+        except ValueError:
+            return None
+        cause = await self.store.get_event(event_id)
+        if cause is None or not cause.metadata:
+            return None
+        value = _METADATA.decode(cause.metadata).get("$correlation_id")
+        return None if value is None else str(value)
 
     def _encode(
         self, stream: str, events: list[E], metadata: dict[str, Any], command_id: str | UUID | None
