@@ -1,0 +1,173 @@
+"""Running the sides interleaved (A B C A B C ...), and what a measurement becomes: medians with min/max.
+
+The machines these run on are shared and noisy, so a number means something only next to the other
+sides' numbers from the same rounds of the same run.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import statistics
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+IMPLS = ("epoch", "eventsourcing", "raw")
+
+
+@dataclass(frozen=True, slots=True)
+class Sizes:
+    """How much work each workload does; ``--quick`` uses CI-sized numbers."""
+
+    rounds: int = 3
+    streams: int = 2_000
+    commands: int = 20_000
+    stream_commands: int = 2_000  # commands_cached on one 1-event / 10,000-event stream
+    long_stream: int = 10_000
+    batch_events: int = 50_000
+    batch_size: int = 100
+    rehydrate_loads: int = 3
+    rehydrate_cached_loads: int = 500
+    read_events: int = 100_000
+    writers: int = 8
+    writer_commands: int = 4_000
+    rss_events: int = 1_000_000
+
+    @classmethod
+    def full(cls) -> Sizes:
+        return cls()
+
+    @classmethod
+    def quick(cls, scale: float = 1.0) -> Sizes:
+        def s(n: int, floor: int = 1) -> int:
+            return max(floor, round(n * scale))
+
+        return cls(
+            rounds=3 if scale >= 1 else 1,
+            streams=s(200, 10),
+            commands=s(2_000, 20),
+            stream_commands=s(300, 10),
+            long_stream=10_000 if scale >= 1 else s(10_000, 100),
+            batch_events=s(5_000, 200),
+            rehydrate_loads=1,
+            rehydrate_cached_loads=s(100, 5),
+            read_events=s(20_000, 500),
+            writer_commands=s(400, 16),
+            rss_events=s(50_000, 1_000),
+        )
+
+
+@dataclass(slots=True)
+class Result:
+    """One workload on one store by one side: the median of the rounds, with min and max."""
+
+    workload: str
+    store: str
+    impl: str
+    value: float
+    unit: str
+    higher_is_better: bool
+    variant: str | None = None
+    n: int = 0
+    rounds: int = 1
+    min: float = 0.0
+    max: float = 0.0
+    samples: list[float] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def summarise(
+    workload: str,
+    store: str,
+    impl: str,
+    samples: list[float],
+    unit: str,
+    higher_is_better: bool,
+    variant: str | None,
+    n: int,
+) -> Result:
+    return Result(
+        workload=workload,
+        store=store,
+        impl=impl,
+        value=statistics.median(samples),
+        unit=unit,
+        higher_is_better=higher_is_better,
+        variant=variant,
+        n=n,
+        rounds=len(samples),
+        min=min(samples),
+        max=max(samples),
+        samples=samples,
+    )
+
+
+def ratio(epoch: Result, other: Result) -> float:
+    """How many times better epoch is than ``other`` (> 1 means epoch wins), whatever the unit's direction."""
+    if epoch.value == 0 or other.value == 0:
+        return float("nan")
+    return epoch.value / other.value if epoch.higher_is_better else other.value / epoch.value
+
+
+def machine_info() -> dict[str, Any]:
+    """What the numbers were measured on: CPU, cores, memory, Python, library versions."""
+    info: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "implementation": platform.python_implementation(),
+        "optimize": sys.flags.optimize,
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+    }
+    try:
+        with open("/proc/cpuinfo") as f:
+            match = re.search(r"model name\s*:\s*(.+)", f.read())
+        if match:
+            info["cpu"] = match.group(1).strip()
+        with open("/proc/meminfo") as f:
+            match = re.search(r"MemTotal:\s+(\d+)", f.read())
+        if match:
+            info["memory_mb"] = int(match.group(1)) // 1024
+    except OSError:
+        pass
+    import sqlite3
+
+    info["sqlite"] = sqlite3.sqlite_version
+    for name in ("msgspec", "eventsourcing", "psycopg"):
+        try:
+            from importlib.metadata import version
+
+            info[name] = version(name)
+        except Exception:
+            info[name] = None
+    return info
+
+
+def peak_rss_kb() -> int:
+    """The process's peak resident set (VmHWM) in KiB."""
+    with open("/proc/self/status") as f:
+        match = re.search(r"VmHWM:\s+(\d+)", f.read())
+    if match is None:  # pragma: no cover - not Linux
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(match.group(1))
+
+
+def current_rss_kb() -> int:
+    with open("/proc/self/status") as f:
+        match = re.search(r"VmRSS:\s+(\d+)", f.read())
+    return int(match.group(1)) if match else 0
+
+
+def reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS (Linux ``clear_refs``); False when the kernel refuses."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return True

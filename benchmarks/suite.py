@@ -1,0 +1,236 @@
+"""The workloads (names fixed by issue 5) and the loop that runs every side of each, interleaved.
+
+Each round runs epoch, eventsourcing and the raw driver one after the other (A B C A B C ...), each on a
+fresh store; a result is the median of the rounds with min and max.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from benchmarks.backends import Backend
+from benchmarks.harness import Result, Sizes, machine_info, summarise
+
+Progress = Callable[[str], None]
+
+WORKLOADS = (
+    "commands",
+    "commands_cached",
+    "batch_append",
+    "rehydrate_10k",
+    "read_all",
+    "subscribe_catchup",
+    "concurrent_writers",
+    "read_all_1m_rss",
+)
+
+
+def make_sides(backend: Backend, impls: tuple[str, ...]) -> list[Any]:
+    sides: list[Any] = []
+    for impl in impls:
+        if impl == "epoch":
+            from benchmarks.epoch_side import EpochSide
+
+            sides.append(EpochSide(backend))
+        elif impl == "eventsourcing":
+            from benchmarks.es_side import EventsourcingSide
+
+            sides.append(EventsourcingSide(backend))
+        elif impl == "raw":
+            if backend.name == "memory":
+                from benchmarks.raw_memory import RawMemorySide
+
+                sides.append(RawMemorySide(backend))
+            elif backend.name == "sqlite":
+                from benchmarks.raw_sqlite import RawSQLiteSide
+
+                sides.append(RawSQLiteSide(backend))
+            else:
+                from benchmarks.raw_postgres import RawPostgresSide
+
+                sides.append(RawPostgresSide(backend))
+    return sides
+
+
+async def _interleaved(
+    backend: Backend,
+    sides: list[Any],
+    rounds: int,
+    workload: str,
+    variant: str | None,
+    call: Callable[[Any, str], Awaitable[float]],
+    work: int,
+    per_second: bool,
+    progress: Progress,
+) -> list[Result]:
+    """``call(side, location)`` returns seconds for ``work`` units; the value is units/s, or ms per unit."""
+    samples: dict[str, list[float]] = {side.impl: [] for side in sides}
+    for round_ in range(rounds):
+        for side in sides:
+            location = backend.fresh(side.impl.replace("eventsourcing", "es"))
+            try:
+                gc.collect()
+                seconds = await call(side, location)
+            finally:
+                backend.drop(location)
+            value = work / seconds if per_second else seconds * 1000 / work
+            samples[side.impl].append(value)
+            label = workload + (f"[{variant}]" if variant else "")
+            progress(f"{backend.name:8} {label:32} {side.impl:13} round {round_ + 1}/{rounds}: {value:,.1f}")
+    unit = _UNITS[workload] if per_second else "ms"
+    return [
+        summarise(workload, backend.name, impl, values, unit, per_second, variant, work)
+        for impl, values in samples.items()
+    ]
+
+
+_UNITS = {
+    "commands": "commands/s",
+    "commands_cached": "commands/s",
+    "batch_append": "events/s",
+    "read_all": "events/s",
+    "subscribe_catchup": "events/s",
+    "concurrent_writers": "commands/s",
+}
+
+
+async def run_store(
+    backend: Backend, sizes: Sizes, workloads: tuple[str, ...], impls: tuple[str, ...], progress: Progress
+) -> list[Result]:
+    sides = make_sides(backend, impls)
+    z = sizes
+    results: list[Result] = []
+
+    async def go(workload: str, variant: str | None, call: Any, work: int, per_second: bool = True) -> None:
+        results.extend(
+            await _interleaved(backend, sides, z.rounds, workload, variant, call, work, per_second, progress)
+        )
+
+    if "commands" in workloads:
+        await go("commands", None, lambda s, loc: s.commands(loc, z.streams, z.commands, False), z.commands)
+    if "commands_cached" in workloads:
+        await go(
+            "commands_cached",
+            f"{z.streams}_streams",
+            lambda s, loc: s.commands(loc, z.streams, z.commands, True),
+            z.commands,
+        )
+        await go(
+            "commands_cached",
+            "1_event_stream",
+            lambda s, loc: s.commands_on_stream(loc, 1, z.stream_commands),
+            z.stream_commands,
+        )
+        await go(
+            "commands_cached",
+            f"{z.long_stream}_event_stream",
+            lambda s, loc: s.commands_on_stream(loc, z.long_stream, z.stream_commands),
+            z.stream_commands,
+        )
+    if "batch_append" in workloads:
+        await go(
+            "batch_append",
+            f"{z.batch_size}_per_append",
+            lambda s, loc: s.batch_append(loc, z.batch_events, z.batch_size),
+            z.batch_events,
+        )
+    if "rehydrate_10k" in workloads:
+        await go(
+            "rehydrate_10k",
+            "cold",
+            lambda s, loc: s.rehydrate(loc, z.long_stream, z.rehydrate_loads, False),
+            z.rehydrate_loads,
+            False,
+        )
+        await go(
+            "rehydrate_10k",
+            "cached",
+            lambda s, loc: s.rehydrate(loc, z.long_stream, z.rehydrate_cached_loads, True),
+            z.rehydrate_cached_loads,
+            False,
+        )
+    if "read_all" in workloads:
+        await go("read_all", "decoded", lambda s, loc: s.read_all(loc, z.read_events), z.read_events)
+    if "subscribe_catchup" in workloads:
+        await go("subscribe_catchup", None, lambda s, loc: s.subscribe_catchup(loc, z.read_events), z.read_events)
+    if "concurrent_writers" in workloads and backend.name == "postgres":
+        streams = z.writers * 100
+        await go(
+            "concurrent_writers",
+            f"{z.writers}_connections",
+            lambda s, loc: s.concurrent_writers(loc, z.writers, streams, z.writer_commands),
+            z.writer_commands,
+        )
+    if "read_all_1m_rss" in workloads:
+        results.extend(_rss(backend, impls, z.rss_events, progress))
+    return results
+
+
+def _rss(backend: Backend, impls: tuple[str, ...], events: int, progress: Progress) -> list[Result]:
+    """Peak RSS growth while reading (and decoding) the whole log, each side in a subprocess of its own."""
+    results = []
+    for impl in impls:
+        location = backend.fresh(impl.replace("eventsourcing", "es"))
+        try:
+            spec = {
+                "impl": impl,
+                "store": backend.name,
+                "location": location,
+                "events": events,
+                "synchronous": backend.synchronous,
+            }
+            out = subprocess.run(
+                [sys.executable, *(["-O"] if sys.flags.optimize else []), "-m", "benchmarks.rss", json.dumps(spec)],
+                capture_output=True,
+                text=True,
+                check=True,
+                cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+            )
+        finally:
+            backend.drop(location)
+        measured = json.loads(out.stdout.strip().splitlines()[-1])
+        mb = measured["growth_kb"] / 1024
+        variant = f"{events:,}_events".replace(",", "_")
+        progress(f"{backend.name:8} read_all_1m_rss[{variant}]  {impl:13}: +{mb:,.1f} MB")
+        results.append(summarise("read_all_1m_rss", backend.name, impl, [mb], "MB", False, variant, events))
+    return results
+
+
+def run(
+    stores: tuple[str, ...],
+    sizes: Sizes,
+    *,
+    workloads: tuple[str, ...] = WORKLOADS,
+    impls: tuple[str, ...] = ("epoch", "eventsourcing", "raw"),
+    pg_dsn: str | None = None,
+    synchronous: str = "FULL",
+    progress: Progress = lambda line: None,
+) -> dict[str, Any]:
+    """Run the workloads on the stores; the JSON document ``epoch bench --json`` prints."""
+    machine = machine_info()
+    machine["rounds"] = sizes.rounds
+    machine["settings"] = {}
+    results: list[Result] = []
+    for name in stores:
+        backend = Backend(name, synchronous=synchronous, admin_dsn=pg_dsn)
+        try:
+            machine["settings"][name] = backend.settings()
+            results.extend(asyncio.run(run_store(backend, sizes, workloads, impls, progress)))
+        finally:
+            backend.close()
+    return {
+        "machine": machine,
+        "sizes": sizes.__dict__ if hasattr(sizes, "__dict__") else _fields(sizes),
+        "results": [r.as_json() for r in results],
+    }
+
+
+def _fields(sizes: Sizes) -> dict[str, Any]:
+    return {name: getattr(sizes, name) for name in sizes.__slots__}  # type: ignore[attr-defined]
