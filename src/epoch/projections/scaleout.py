@@ -1,0 +1,217 @@
+"""Scale-out on PostgreSQL: several processes share one projection, each stream handled by one of them.
+
+Streams are split into ``partitions`` by a stable hash of the stream name (CRC-32, the same in every
+process and Python version). Each partition has its own checkpoint (``"{name}/{i}"``) and is held by one
+process at a time through a session-level advisory lock — the lease. A process does all its work for a
+partition on the connection that holds the lease, in one transaction per batch that also saves the
+checkpoint: whatever it commits, it commits while holding the lease, and when the process dies its
+connection closes, PostgreSQL releases the lock and another process takes the partition over from the
+last committed checkpoint (within ``rebalance_interval`` seconds). Events of one stream are therefore
+handled in order, by one process at a time; with ``handle_in_transaction`` exactly once.
+
+Balance: every runner also holds a member lock; each wants ``ceil(partitions / members)`` partitions,
+takes free ones and releases the extras, so partitions spread out as processes come and go.
+
+Failures stop the runner (``policy`` is not applied here; ``ProjectionRunner`` parks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+import zlib
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from epoch.errors import ConfigurationError
+from epoch.projections._db import PostgresTransaction
+from epoch.projections.checkpoints import SQLCheckpointStore
+from epoch.projections.projection import EventDecoder, settings_of
+from epoch.records import RecordedEvent
+from epoch.stores import EventStore
+
+__all__ = ["PartitionedRunner", "partition_of"]
+
+log = logging.getLogger("epoch.projections.scaleout")
+
+_MEMBER_SLOTS = 1024
+
+
+def partition_of(stream: str, partitions: int) -> int:
+    """The partition a stream belongs to: stable across processes, machines and Python versions."""
+    return zlib.crc32(stream.encode("utf-8")) % partitions
+
+
+def _lock_space(kind: str, name: str) -> int:
+    return zlib.crc32(f"epoch:{kind}:{name}".encode()) & 0x7FFFFFFF
+
+
+class PartitionedRunner:
+    """Runs one projection as one of several cooperating processes (PostgreSQL store required).
+
+    ``held`` is the set of partitions this process holds now. Use ``await runner.run()`` (until
+    cancelled); ``async with`` closes its connection.
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        codec: EventDecoder,
+        projection: object,
+        partitions: int = 8,
+        *,
+        batch_size: int = 256,
+        poll_interval: float = 0.2,
+        rebalance_interval: float = 1.0,
+    ) -> None:
+        conninfo = getattr(store, "conninfo", None)
+        if conninfo is None or not callable(getattr(store, "transaction", None)):
+            raise ConfigurationError("PartitionedRunner needs a PostgreSQL store")
+        if partitions < 1:
+            raise ConfigurationError(f"partitions must be >= 1, not {partitions}")
+        self.store = store
+        self.codec = codec
+        self.projection: Any = projection
+        self.settings = settings_of(projection)
+        self.name = self.settings.name
+        self.partitions = partitions
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.rebalance_interval = rebalance_interval
+        self._conninfo: str = conninfo
+        self._connection: Any = None
+        self._checkpoints = SQLCheckpointStore(_NoDatabase())
+        self.held: dict[int, int] = {}
+        """Partition -> its checkpoint, for the partitions this process holds."""
+        self._members_key = _lock_space("members", self.name)
+        self._partitions_key = _lock_space("partitions", self.name)
+        self._member_slot: int | None = None
+        self._rebalanced_at = 0.0
+
+    def checkpoint_name(self, partition: int) -> str:
+        """The checkpoint name of a partition."""
+        return f"{self.name}/{partition}"
+
+    async def _connect(self) -> None:
+        import psycopg
+
+        self._connection = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+        async with self._connection.transaction():
+            tx = PostgresTransaction(self._connection)
+            await self._checkpoints.ensure_table(tx)
+            if (setup := getattr(self.projection, "setup", None)) is not None:
+                await (setup(tx) if self.settings.kind == "transactional" else setup())
+        for slot in random.sample(range(_MEMBER_SLOTS), _MEMBER_SLOTS):
+            if await self._try_lock(self._members_key, slot):
+                self._member_slot = slot
+                return
+        raise ConfigurationError(f"more than {_MEMBER_SLOTS} runners for projection {self.name!r}")
+
+    async def _scalar(self, sql: str, params: Sequence[object]) -> Any:
+        cursor = await self._connection.execute(sql, params)
+        row = await cursor.fetchone()
+        return None if row is None else row[0]
+
+    async def _try_lock(self, space: int, key: int) -> bool:
+        return bool(await self._scalar("SELECT pg_try_advisory_lock(%s, %s)", (space, key)))
+
+    async def _rebalance(self) -> None:
+        members = int(
+            await self._scalar(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2"
+                " AND classid::bigint = %s AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                (self._members_key,),
+            )
+        )
+        target = math.ceil(self.partitions / max(members, 1))
+        for partition in sorted(self.held, reverse=True)[: max(0, len(self.held) - target)]:
+            await self._scalar("SELECT pg_advisory_unlock(%s, %s)", (self._partitions_key, partition))
+            del self.held[partition]
+            log.info("%s: released partition %d (%d members)", self.name, partition, members)
+        if len(self.held) < target:
+            for partition in random.sample(range(self.partitions), self.partitions):
+                if len(self.held) >= target:
+                    break
+                if partition not in self.held and await self._try_lock(self._partitions_key, partition):
+                    async with self._connection.transaction():
+                        position = await self._checkpoints.load_in(
+                            PostgresTransaction(self._connection), self.checkpoint_name(partition)
+                        )
+                    self.held[partition] = position
+                    log.info("%s: took partition %d from position %d", self.name, partition, position)
+        self._rebalanced_at = time.monotonic()
+
+    async def run(self) -> None:
+        """Hold partitions and process their events until cancelled; releases everything on exit."""
+        if self._connection is None:
+            await self._connect()
+        try:
+            while True:
+                if time.monotonic() - self._rebalanced_at >= self.rebalance_interval:
+                    await self._rebalance()
+                if not await self._step():
+                    await asyncio.sleep(self.poll_interval)
+        finally:
+            await self.close()
+
+    async def _step(self) -> bool:
+        """Process one page for the held partitions; returns whether there was anything to do."""
+        if not self.held:
+            return False
+        after = min(self.held.values())
+        page = [
+            r
+            async for r in self.store.read_all(after=after, limit=self.batch_size, categories=self.settings.categories)
+        ]
+        groups: dict[int, list[RecordedEvent]] = {}
+        for recorded in page:
+            partition = partition_of(recorded.stream, self.partitions)
+            if partition in self.held and recorded.position > self.held[partition]:
+                groups.setdefault(partition, []).append(recorded)
+        for partition, records in groups.items():
+            await self._process(partition, records)
+        if page:
+            # Every held partition has now seen the whole page: move the quiet ones on (in memory only),
+            # so a partition without events does not pin `after`.
+            for partition in self.held:
+                self.held[partition] = max(self.held[partition], page[-1].position)
+        return len(page) == self.batch_size or bool(groups)
+
+    async def _process(self, partition: int, records: list[RecordedEvent]) -> None:
+        wanted = [self.codec.decode(r) for r in records if self.settings.wants(r)]
+        last = records[-1].position
+        async with self._connection.transaction():
+            tx = PostgresTransaction(self._connection)
+            for envelope in wanted:
+                if self.settings.kind == "transactional":
+                    await self.projection.handle_in_transaction(envelope, tx)
+                elif self.settings.kind == "batch":
+                    await self.projection.handle_batch([envelope])
+                else:
+                    await self.projection.handle(envelope)
+            await self._checkpoints.save_in(tx, self.checkpoint_name(partition), last)
+        self.held[partition] = last
+
+    async def close(self) -> None:
+        """Release the leases (by closing the connection)."""
+        connection, self._connection = self._connection, None
+        self.held.clear()
+        if connection is not None:
+            await connection.close()
+
+    async def __aenter__(self) -> PartitionedRunner:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+class _NoDatabase:
+    # The checkpoint store is only used through *_in(tx) here: the transactions are on the lease connection.
+    dialect: Literal["postgresql"] = "postgresql"
+
+    def transaction(self) -> Any:
+        raise RuntimeError("use the lease connection")
