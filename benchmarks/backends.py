@@ -6,6 +6,7 @@ level on every side). postgres: a new database on the one server (``EPOCH_TEST_P
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
@@ -46,10 +47,8 @@ class Backend:
         """Free a location once its measurement is done."""
         if self.name == "sqlite":
             for suffix in ("", "-wal", "-shm"):
-                try:
+                with contextlib.suppress(FileNotFoundError):
                     os.remove(location + suffix)
-                except FileNotFoundError:
-                    pass
         elif self.name == "postgres" and location:
             import psycopg
 

@@ -71,8 +71,9 @@ class RawSQLiteSide:
         if cache is not None and stream in cache:
             state, version = cache[stream]
         conn.execute("BEGIN IMMEDIATE")
-        for version, type_name, data in conn.execute(_SELECT_STREAM, (stream, version)):
+        for row_version, type_name, data in conn.execute(_SELECT_STREAM, (stream, version)):
             state = raw_evolve(state, type_name, json.loads(data))
+            version = row_version
         data = deposit_dict(i)
         conn.execute(
             _INSERT,
@@ -138,8 +139,9 @@ class RawSQLiteSide:
         state, version = (0, 0), -1
         if cache is not None and stream in cache:
             state, version = cache[stream]
-        for version, type_name, data in conn.execute(_SELECT_STREAM, (stream, version)):
+        for row_version, type_name, data in conn.execute(_SELECT_STREAM, (stream, version)):
             state = raw_evolve(state, type_name, json.loads(data))
+            version = row_version
         if cache is not None:
             cache[stream] = (state, version)
         return state

@@ -7,6 +7,7 @@ fresh store; a result is the median of the rounds with min and max.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import json
 import os
@@ -227,10 +228,6 @@ def run(
             backend.close()
     return {
         "machine": machine,
-        "sizes": sizes.__dict__ if hasattr(sizes, "__dict__") else _fields(sizes),
+        "sizes": dataclasses.asdict(sizes),
         "results": [r.as_json() for r in results],
     }
-
-
-def _fields(sizes: Sizes) -> dict[str, Any]:
-    return {name: getattr(sizes, name) for name in sizes.__slots__}  # type: ignore[attr-defined]

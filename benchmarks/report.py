@@ -1,0 +1,211 @@
+"""Turning results into what people read: rows of ratios against the targets of issue 5, a table and a chart."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+# (workload, variant or None for any) -> (minimum epoch/eventsourcing ratio, minimum epoch share of raw)
+TARGETS: dict[tuple[str, str | None], tuple[float | None, float | None]] = {
+    ("commands", None): (3.0, None),
+    ("batch_append", None): (3.0, 0.7),
+    ("rehydrate_10k", "cold"): (3.0, None),
+    ("read_all", None): (2.0, 0.7),
+    ("concurrent_writers", None): (4.0, None),
+}
+RSS_LIMIT_MB = 100.0
+CACHED_LENGTH_LIMIT = 1.5
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    workload: str
+    variant: str | None
+    store: str
+    unit: str
+    values: dict[str, float]  # impl -> median
+    spread: dict[str, tuple[float, float]]  # impl -> (min, max)
+    vs_eventsourcing: float | None  # > 1: epoch is better
+    of_raw: float | None  # epoch as a share of the raw driver (1.0 = as fast)
+    target: str  # what the row must reach, '' if nothing
+    met: bool | None
+
+
+def _better(value: float, other: float, higher_is_better: bool) -> float | None:
+    if value <= 0 or other <= 0:
+        return None
+    return value / other if higher_is_better else other / value
+
+
+def rows(document: dict[str, Any]) -> list[Row]:
+    grouped: dict[tuple[str, str | None, str], list[dict[str, Any]]] = {}
+    for result in document["results"]:
+        grouped.setdefault((result["workload"], result.get("variant"), result["store"]), []).append(result)
+    out = []
+    for (workload, variant, store), results in grouped.items():
+        by_impl = {r["impl"]: r for r in results}
+        epoch = by_impl.get("epoch")
+        higher = results[0]["higher_is_better"]
+        vs_es = of_raw = None
+        if epoch is not None and "eventsourcing" in by_impl:
+            vs_es = _better(epoch["value"], by_impl["eventsourcing"]["value"], higher)
+        if epoch is not None and "raw" in by_impl:
+            of_raw = _better(epoch["value"], by_impl["raw"]["value"], higher)
+        target, met = _target(workload, variant, store, vs_es, of_raw, epoch, document)
+        out.append(
+            Row(
+                workload,
+                variant,
+                store,
+                results[0]["unit"],
+                {impl: r["value"] for impl, r in by_impl.items()},
+                {impl: (r["min"], r["max"]) for impl, r in by_impl.items()},
+                vs_es,
+                of_raw,
+                target,
+                met,
+            )
+        )
+    return out
+
+
+def _target(
+    workload: str,
+    variant: str | None,
+    store: str,
+    vs_es: float | None,
+    of_raw: float | None,
+    epoch: dict[str, Any] | None,
+    document: dict[str, Any],
+) -> tuple[str, bool | None]:
+    if workload == "read_all_1m_rss" and epoch is not None:
+        return f"< {RSS_LIMIT_MB:.0f} MB", epoch["value"] < RSS_LIMIT_MB
+    if workload == "commands_cached" and variant and variant.startswith("10000_event"):
+        short = next(
+            (
+                r
+                for r in document["results"]
+                if r["workload"] == workload
+                and r["store"] == store
+                and r["impl"] == "epoch"
+                and r.get("variant") == "1_event_stream"
+            ),
+            None,
+        )
+        if short is None or epoch is None:
+            return "", None
+        return f"within {CACHED_LENGTH_LIMIT}x of 1-event", short["value"] / epoch["value"] <= CACHED_LENGTH_LIMIT
+    spec = TARGETS.get((workload, variant)) or TARGETS.get((workload, None))
+    if spec is None or (workload == "rehydrate_10k" and variant != "cold"):
+        return "", None
+    min_es, min_raw = spec
+    parts, met = [], True
+    if min_es is not None:
+        parts.append(f">= {min_es:g}x es")
+        met = met and vs_es is not None and vs_es >= min_es
+    if min_raw is not None:
+        parts.append(f">= {min_raw:.0%} raw")
+        met = met and of_raw is not None and of_raw >= min_raw
+    return ", ".join(parts), met
+
+
+def _fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit in ("ms", "MB"):
+        return f"{value:,.2f}" if value < 10 else f"{value:,.1f}"
+    return f"{value:,.0f}"
+
+
+def render_table(document: dict[str, Any]) -> Any:
+    """A ``rich`` table: medians per side, epoch's ratio to eventsourcing and share of raw, target met."""
+    from rich.table import Table
+
+    table = Table(title="epoch bench (medians of interleaved rounds)")
+    for name, justify in (
+        ("workload", "left"),
+        ("store", "left"),
+        ("unit", "left"),
+        ("epoch", "right"),
+        ("eventsourcing", "right"),
+        ("raw", "right"),
+        ("epoch vs es", "right"),
+        ("epoch % raw", "right"),
+        ("target", "left"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for row in rows(document):
+        label = row.workload + (f" [{row.variant}]" if row.variant else "")
+        mark = "" if row.met is None else (" [green]met[/]" if row.met else " [red]missed[/]")
+        table.add_row(
+            label,
+            row.store,
+            row.unit,
+            _fmt(row.values.get("epoch"), row.unit),
+            _fmt(row.values.get("eventsourcing"), row.unit),
+            _fmt(row.values.get("raw"), row.unit),
+            "-" if row.vs_eventsourcing is None else f"{row.vs_eventsourcing:.2f}x",
+            "-" if row.of_raw is None else f"{row.of_raw:.0%}",
+            row.target + mark,
+        )
+    return table
+
+
+def markdown_table(document: dict[str, Any]) -> str:
+    """The same table as Markdown (for BENCHMARKS.md)."""
+    lines = [
+        "| workload | store | unit | epoch | eventsourcing | raw | epoch vs es | epoch % raw | target |",
+        "|---|---|---|--:|--:|--:|--:|--:|---|",
+    ]
+    for row in rows(document):
+        label = row.workload + (f" [{row.variant}]" if row.variant else "")
+        mark = "" if row.met is None else (" **met**" if row.met else " **missed**")
+        cells = [
+            label,
+            row.store,
+            row.unit,
+            _fmt(row.values.get("epoch"), row.unit),
+            _fmt(row.values.get("eventsourcing"), row.unit),
+            _fmt(row.values.get("raw"), row.unit),
+            "-" if row.vs_eventsourcing is None else f"{row.vs_eventsourcing:.2f}x",
+            "-" if row.of_raw is None else f"{row.of_raw:.0%}",
+            row.target + mark,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_chart(document: dict[str, Any], path: str) -> None:
+    """A PNG: per store, how many times eventsourcing's figure epoch and the raw driver reach (log scale)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = [r for r in rows(document) if r.workload != "read_all_1m_rss" and "eventsourcing" in r.values]
+    stores = sorted({r.store for r in table}, key=("memory", "sqlite", "postgres").index)
+    if not stores:
+        return
+    fig, axes = plt.subplots(
+        1, len(stores), figsize=(6 * len(stores), 0.45 * max(len(table) // len(stores), 4) + 1.5), squeeze=False
+    )
+    for ax, store in zip(axes[0], stores, strict=True):
+        mine = [r for r in table if r.store == store]
+        labels = [r.workload + (f"\n[{r.variant}]" if r.variant else "") for r in mine]
+        y = range(len(mine))
+        epoch = [r.vs_eventsourcing or 0 for r in mine]
+        raw = [
+            (_better(r.values["raw"], r.values["eventsourcing"], r.unit != "ms") or 0) if "raw" in r.values else 0
+            for r in mine
+        ]
+        ax.barh([i - 0.2 for i in y], epoch, height=0.4, label="epoch", color="#3b6ea8")
+        ax.barh([i + 0.2 for i in y], raw, height=0.4, label="raw driver", color="#bbbbbb")
+        ax.axvline(1.0, color="#c0392b", linewidth=1, label="eventsourcing = 1")
+        ax.set_xscale("log")
+        ax.set_yticks(list(y), labels, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_title(f"{store}: times eventsourcing (higher is better)", fontsize=9)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

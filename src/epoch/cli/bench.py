@@ -1,0 +1,138 @@
+"""``epoch bench``: epoch against the ``eventsourcing`` library and the raw drivers (issue 5).
+
+The workloads live in the repository's ``benchmarks`` package (exposed by the editable install), so
+this command runs from a checkout: ``uv sync --all-groups`` (for the ``bench`` group), then
+``epoch bench``. Nothing here is imported until the command runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Annotated, Any
+
+import typer
+
+from epoch.cli._options import JsonOption
+
+__all__ = ["register"]
+
+_STORES = ("memory", "sqlite", "postgres")
+
+
+def _load(name: str) -> ModuleType:
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        typer.echo(
+            f"epoch bench needs the repository's benchmarks package and the bench dependencies ({exc}).\n"
+            "Run it from a checkout: `uv sync --all-groups`, then `.venv/bin/epoch bench`.",
+            err=True,
+        )
+        raise typer.Exit(2) from exc
+
+
+def _stores(value: str | None, dsn: str | None) -> tuple[str, ...]:
+    if value is None:
+        return ("memory", "sqlite", "postgres") if dsn else ("memory", "sqlite")
+    names = tuple(name.strip() for name in value.split(",") if name.strip())
+    unknown = [name for name in names if name not in _STORES]
+    if unknown or not names:
+        raise typer.BadParameter(
+            f"unknown store {', '.join(unknown) or value!r}: use {', '.join(_STORES)}", param_hint="--stores"
+        )
+    return names
+
+
+def bench(
+    quick: Annotated[
+        bool, typer.Option("--quick", help="CI-sized runs (smaller counts; 1M-event RSS read uses 50,000 events).")
+    ] = False,
+    json_output: JsonOption = False,
+    stores: Annotated[
+        str | None,
+        typer.Option(
+            "--stores",
+            help="Comma-separated: memory,sqlite,postgres (default: memory,sqlite, plus postgres when a DSN is set).",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Directory for results.json, results.md and chart.png.")
+    ] = None,
+    workloads: Annotated[
+        str | None, typer.Option("--workloads", help="Comma-separated subset of the workloads.")
+    ] = None,
+    impls: Annotated[
+        str, typer.Option("--impls", help="Comma-separated subset of epoch,eventsourcing,raw.")
+    ] = "epoch,eventsourcing,raw",
+    rounds: Annotated[int | None, typer.Option("--rounds", min=1, help="Interleaved rounds per workload.")] = None,
+    scale: Annotated[
+        float, typer.Option("--scale", min=0.0001, help="Multiply the --quick sizes (tests use a tiny scale).")
+    ] = 1.0,
+    synchronous: Annotated[
+        str, typer.Option("--synchronous", help="SQLite synchronous level for every side.")
+    ] = "FULL",
+    pg_dsn: Annotated[
+        str | None,
+        typer.Option(
+            "--pg-dsn",
+            help="PostgreSQL server to create throwaway databases on (default: $EPOCH_BENCH_PG_DSN or $EPOCH_TEST_PG_DSN).",
+        ),
+    ] = None,
+) -> None:
+    """Benchmark epoch against eventsourcing and the raw drivers, interleaved; print a table or JSON."""
+    dsn = pg_dsn or os.environ.get("EPOCH_BENCH_PG_DSN") or os.environ.get("EPOCH_TEST_PG_DSN")
+    chosen = _stores(stores, dsn)
+    if "postgres" in chosen and not dsn:
+        raise typer.BadParameter("postgres needs a server: --pg-dsn or EPOCH_TEST_PG_DSN", param_hint="--stores")
+    suite: Any = _load("benchmarks")
+    report: Any = _load("benchmarks.report")
+    sizes = suite.Sizes.quick(scale) if quick or scale != 1.0 else suite.Sizes.full()
+    if rounds is not None:
+        sizes = type(sizes)(**{**_fields(sizes), "rounds": rounds})
+    selected = tuple(suite.WORKLOADS) if workloads is None else tuple(w.strip() for w in workloads.split(","))
+    unknown = [w for w in selected if w not in suite.WORKLOADS]
+    if unknown:
+        raise typer.BadParameter(
+            f"unknown workload {', '.join(unknown)}: use {', '.join(suite.WORKLOADS)}", param_hint="--workloads"
+        )
+
+    def progress(line: str) -> None:
+        if not json_output or sys.stderr.isatty():
+            typer.echo(line, err=True)
+
+    document = suite.run(
+        chosen,
+        sizes,
+        workloads=selected,
+        impls=tuple(i.strip() for i in impls.split(",")),
+        pg_dsn=dsn,
+        synchronous=synchronous.upper(),
+        progress=progress,
+    )
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps(document, indent=2) + "\n")
+        (out / "results.md").write_text(report.markdown_table(document) + "\n")
+        report.write_chart(document, str(out / "chart.png"))
+    if json_output:
+        typer.echo(json.dumps(document, indent=2))
+    else:
+        from rich.console import Console
+
+        Console().print(report.render_table(document))
+        if out is not None:
+            typer.echo(f"wrote {out / 'results.json'}, {out / 'results.md'} and {out / 'chart.png'}")
+
+
+def _fields(sizes: Any) -> dict[str, Any]:
+    return {name: getattr(sizes, name) for name in type(sizes).__slots__}
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``epoch bench`` to the CLI."""
+    app.command("bench")(bench)
