@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from epoch.projections import Transaction
+from epoch.projections import ProjectionRunner, Transaction, database_of
 from epoch.records import EventEnvelope
-from examples.users.domain import UserAdded, UserUpdated
+from epoch.stores import EventStore
+from examples.users.domain import UserAdded, UserUpdated, codec
 
 
 class UserDirectory:
@@ -75,3 +76,12 @@ class UserNamesInMemory:
     async def reset(self) -> None:
         self.names.clear()
         self.position = 0
+
+
+def runner(store: EventStore) -> ProjectionRunner:
+    """The Users read models for ``store``: what ``epoch projections --app examples.users.projections:runner`` runs.
+
+    The exactly-once table when the store has a database (SQLite, PostgreSQL), the dict otherwise.
+    """
+    projection: object = UserDirectory() if database_of(store) is not None else UserNamesInMemory()
+    return ProjectionRunner(store, codec, [projection])

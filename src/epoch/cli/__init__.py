@@ -25,6 +25,7 @@ app = typer.Typer(
 _COMMAND_MODULES = (
     "epoch.cli.demo",
     "epoch.cli.browse",
+    "epoch.cli.projections",
     "epoch.cli.bench",
 )
 
