@@ -1,0 +1,64 @@
+"""``epoch bench`` smoke test: a tiny run on memory and SQLite prints the documented JSON shape.
+
+Only the shape is checked: timings on shared machines prove nothing in a test (issue 5).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("eventsourcing")
+pytest.importorskip("benchmarks")
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKLOADS = {
+    "commands",
+    "commands_cached",
+    "batch_append",
+    "rehydrate_10k",
+    "read_all",
+    "subscribe_catchup",
+    "read_all_1m_rss",
+}
+
+
+@pytest.mark.timeout(90)
+def test_quick_json_has_every_workload_for_memory_and_sqlite(tmp_path: Path) -> None:
+    command = [
+        sys.executable,
+        "-c",
+        "from epoch.cli import main; main()",
+        "bench",
+        "--quick",
+        "--json",
+        "--stores",
+        "memory,sqlite",
+        "--scale",
+        "0.02",
+        "--out",
+        str(tmp_path),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=85, check=False)
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+
+    assert set(document) >= {"machine", "results"}
+    assert {"python", "cpus", "settings"} <= set(document["machine"])
+    assert document["machine"]["settings"]["sqlite"] == {"journal_mode": "WAL", "synchronous": "FULL"}
+    for result in document["results"]:
+        assert {"workload", "store", "impl", "value", "unit", "higher_is_better"} <= set(result)
+        assert result["impl"] in ("epoch", "eventsourcing", "raw")
+        assert isinstance(result["value"], float | int)
+        assert isinstance(result["higher_is_better"], bool)
+    seen = {(r["workload"], r["store"], r["impl"]) for r in document["results"]}
+    for store in ("memory", "sqlite"):
+        for workload in WORKLOADS:
+            for impl in ("epoch", "eventsourcing", "raw"):
+                assert (workload, store, impl) in seen
+    assert not any(r["workload"] == "concurrent_writers" for r in document["results"])  # PostgreSQL only
+    assert {p.name for p in tmp_path.iterdir()} == {"results.json", "results.md", "chart.png"}
