@@ -268,7 +268,7 @@ _StreamCursor = tuple[str, int | None, int | None, bool]  # stream, lowest, high
 def _log_page(connection: sqlite3.Connection, cursor: _LogCursor, n: int) -> tuple[_LogCursor, list[RecordedEvent]]:
     after, upto, names = cursor
     if upto is None:
-        upto = connection.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()[0]
+        upto = _head(connection)
     if names is None:
         rows = connection.execute(_LOG_PAGE, (after, upto, n)).fetchall()
     elif len(names) == 1:
@@ -607,8 +607,8 @@ class SQLiteEventStore:
             return
         try:
             result = fn(connection, *args) if kind == _READ else self._run_exclusive(connection, fn)
-        except Exception as exc:
-            self._finish([(job, None, _unavailable(exc, self.timeout))])
+        except Exception as exc:  # run_in_transaction's own errors are mapped already; its fn's pass unchanged
+            self._finish([(job, None, _unavailable(exc, self.timeout) if kind == _READ else exc)])
         else:
             self._finish([(job, result, None)])
 
@@ -691,7 +691,7 @@ class SQLiteEventStore:
         batch = check_events(stream, events, self.max_event_size)
         return await self._write(_append, stream, batch, expected)
 
-    async def read_stream(
+    def read_stream(
         self,
         stream: str,
         from_version: int | None = None,
@@ -699,25 +699,29 @@ class SQLiteEventStore:
         limit: int | None = None,
     ) -> AsyncIterator[RecordedEvent]:
         """Yield a stream's events from ``from_version`` (inclusive), as they were when reading began."""
-        check_stream_name(stream)
-        check_read_bounds(stream, from_version, limit)
-        cursor: _StreamCursor = (stream, None, from_version, True) if backwards else (stream, from_version, None, False)
-        async for event in self._pages(_stream_page, cursor, limit):
-            yield event
 
-    async def read_all(
+        def start() -> _StreamCursor:
+            check_stream_name(stream)
+            check_read_bounds(stream, from_version, limit)
+            return (stream, None, from_version, True) if backwards else (stream, from_version, None, False)
+
+        return self._scan(start, _stream_page, limit, follow=False)
+
+    def read_all(
         self,
         after: int = 0,
         limit: int | None = None,
         categories: str | Iterable[str] | None = None,
     ) -> AsyncIterator[RecordedEvent]:
         """Yield the events with ``position > after`` committed when reading began, in position order."""
-        check_read_bounds("$all", after, limit)
-        names = check_categories(categories)
-        async for event in self._pages(_log_page, (after, None, _unique(names)), limit):
-            yield event
 
-    async def subscribe(
+        def start() -> _LogCursor:
+            check_read_bounds("$all", after, limit)
+            return after, None, _unique(check_categories(categories))
+
+        return self._scan(start, _log_page, limit, follow=False)
+
+    def subscribe(
         self,
         after: int = 0,
         categories: str | Iterable[str] | None = None,
@@ -727,15 +731,12 @@ class SQLiteEventStore:
         Appends through this store wake the subscription at once; other processes' are seen within
         ``POLL_INTERVAL`` (0.1 s). ``aclose()`` releases it. Raises ``StoreUnavailable`` once the store closes.
         """
-        check_read_bounds("$all", after, None)
-        names = _unique(check_categories(categories))
-        position = after
-        while True:
-            seen = self._commits
-            async for event in self._pages(_log_page, (position, _MAX_POSITION, names), None):
-                position = event.position
-                yield event
-            await self._wait_for_commit(seen)
+
+        def start() -> _LogCursor:
+            check_read_bounds("$all", after, None)
+            return after, _MAX_POSITION, _unique(check_categories(categories))
+
+        return self._scan(start, _log_page, None, follow=True)
 
     async def stream_version(self, stream: str) -> int | None:
         """The version of the stream's last event, or ``None`` if it is empty, unwritten or deleted."""
@@ -748,7 +749,7 @@ class SQLiteEventStore:
 
     async def get_event(self, id: UUID) -> RecordedEvent | None:
         """The stored event with this id (also when its stream is deleted), or ``None``."""
-        return await self._read(_get_event, id.bytes)
+        return await self._read(_get_event, id.bytes if isinstance(id, UUID) else b"")
 
     async def delete_stream(self, stream: str, expected_version: ExpectedVersionLike = ANY) -> None:
         """Soft-delete a stream: it reads as empty; a later append continues its versions; ``read_all`` keeps it."""
@@ -761,8 +762,8 @@ class SQLiteEventStore:
 
         For work that must commit atomically with nothing else in between, such as a projection
         writing its read model and its checkpoint together (exactly-once processing). ``fn`` runs on
-        another thread: it must be quick, must not block on the event loop, and must neither commit nor
-        roll back itself. When it raises, the transaction is rolled back and its exception propagates
+        another thread while every other write of this store waits: it must be quick, must not wait for
+        this store's own writes (they queue behind it), and must neither commit nor roll back itself. When it raises, the transaction is rolled back and its exception propagates
         unchanged; a failure to begin or commit raises ``StoreUnavailable``.
         """
         if not self._ready:
@@ -800,13 +801,20 @@ class SQLiteEventStore:
 
     # -- reading helpers ----------------------------------------------------------------------------
 
-    async def _pages(
+    async def _scan(
         self,
+        start: Callable[[], Any],
         page: Callable[[sqlite3.Connection, Any, int], tuple[Any, list[RecordedEvent]]],
-        cursor: Any,
         limit: int | None,
+        follow: bool,
     ) -> AsyncIterator[RecordedEvent]:
-        """Yield the events of successive pages; fetch the next page while the caller consumes one."""
+        """Yield the events of successive pages, fetching the next page while the caller consumes one.
+
+        ``start()`` checks the arguments (when iteration begins, as for any async generator) and returns
+        the first cursor; ``page(connection, cursor, size)`` returns the next cursor and up to ``size``
+        events. With ``follow``, a short page means "caught up": wait for a commit, then read on.
+        """
+        cursor = start()
         if not self._ready:
             await self._start()
         if limit == 0:
@@ -814,6 +822,7 @@ class SQLiteEventStore:
                 raise StoreUnavailable(f"the SQLite store {self.path} is closed")
             return
         size = PAGE_SIZE if limit is None else min(PAGE_SIZE, limit)
+        seen = self._commits  # read before each query: a later commit may be missing from its result
         pending: asyncio.Future[tuple[Any, list[RecordedEvent]]] | None = self._submit(
             self._reads, _READ, page, (cursor, size)
         )
@@ -825,9 +834,14 @@ class SQLiteEventStore:
                     limit -= len(events)
                 if len(events) == size and limit != 0:
                     size = PAGE_SIZE if limit is None else min(PAGE_SIZE, limit)
+                    seen = self._commits
                     pending = self._submit(self._reads, _READ, page, (cursor, size))
                 for event in events:
                     yield event
+                if pending is None and follow:
+                    await self._wait_for_commit(seen)
+                    seen = self._commits
+                    pending = self._submit(self._reads, _READ, page, (cursor, size))
         finally:
             if pending is not None:
                 pending.cancel()
