@@ -2,48 +2,53 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 from examples.users import AddUser, UserService
-from typer.testing import CliRunner
 
-from epoch.cli import app
 from epoch.stores import open_store
 
 APP = "examples.users.projections:runner"
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def _add(url: str, *names: str) -> None:
-    async def run() -> None:
-        async with open_store(url) as store:
-            for name in names:
-                await UserService(store).add_user(AddUser(name))
+def epoch(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'src'}"}
+    return subprocess.run(
+        [sys.executable, "-c", "from epoch.cli import main; main()", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
-    asyncio.run(run())
 
+async def test_status_and_rebuild(sqlite_url: str) -> None:
+    async with open_store(sqlite_url) as store:
+        for name in ("ada", "bob"):
+            await UserService(store).add_user(AddUser(name))
 
-def test_status_and_rebuild(sqlite_url: str) -> None:
-    _add(sqlite_url, "ada", "bob")
-    cli = CliRunner()
-    before = cli.invoke(app, ["projections", "status", "--store", sqlite_url, "--app", APP, "--json"])
-    assert before.exit_code == 0, before.output
-    [row] = json.loads(before.output)
+    before = epoch("projections", "status", "--store", sqlite_url, "--app", APP, "--json")
+    assert before.returncode == 0, before.stderr
+    [row] = json.loads(before.stdout)
     assert (row["name"], row["checkpoint"], row["lag_events"], row["failing"]) == ("user-directory", 0, 2, False)
 
-    rebuilt = cli.invoke(app, ["projections", "rebuild", "user-directory", "--store", sqlite_url, "--app", APP])
-    assert rebuilt.exit_code == 0, rebuilt.output
-    assert "rebuilt user-directory: 2 events" in rebuilt.output
+    rebuilt = epoch("projections", "rebuild", "user-directory", "--store", sqlite_url, "--app", APP)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "rebuilt user-directory: 2 events" in rebuilt.stdout
 
     # Without --app: the checkpoints saved in the store's database.
-    after = cli.invoke(app, ["projections", "status", "--store", sqlite_url])
-    assert after.exit_code == 0, after.output
-    assert "user-directory" in after.output and "lag 0 events" in after.output
+    after = epoch("projections", "status", "--store", sqlite_url)
+    assert after.returncode == 0, after.stderr
+    assert "user-directory" in after.stdout and "lag 0 events" in after.stdout
 
 
 def test_rebuild_needs_a_known_projection(sqlite_url: str) -> None:
-    cli = CliRunner()
-    missing = cli.invoke(app, ["projections", "rebuild", "user-directory", "--store", sqlite_url])
-    assert missing.exit_code != 0
-    unknown = cli.invoke(app, ["projections", "rebuild", "nope", "--store", sqlite_url, "--app", APP, "--json"])
-    assert unknown.exit_code != 0
+    assert epoch("projections", "rebuild", "user-directory", "--store", sqlite_url).returncode != 0
+    unknown = epoch("projections", "rebuild", "nope", "--store", sqlite_url, "--app", APP, "--json")
+    assert unknown.returncode != 0 and "no projection named 'nope'" in unknown.stderr
