@@ -227,6 +227,11 @@ class CommandHandler(Generic[C, S, E]):
         base_metadata: dict[str, Any] = dict(metadata or {})
         base_metadata.update({"$correlation_id": correlation, "$causation_id": causation, "$command_id": own_id})
 
+        if not explicit and self.cache is not None and (cached := self.cache.get(stream)) is not None:
+            fast = await self._execute_on_cached(stream, cached, command, services, base_metadata, command_id)
+            if fast is not None:
+                return fast
+
         attempts = 1 if explicit else 1 + self.retries
         for attempt in range(attempts):
             loaded = await self._load(stream, use_cache=attempt == 0)
@@ -255,6 +260,38 @@ class CommandHandler(Generic[C, S, E]):
                 raise
             return self._record(stream, loaded.state, events, new_events, appended, attempt + 1)
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    async def _execute_on_cached(
+        self,
+        stream: str,
+        cached: CachedState[S],
+        command: C,
+        services: object,
+        base_metadata: dict[str, Any],
+        command_id: str | UUID | None,
+    ) -> ExecuteResult[S, E] | None:
+        """One round trip: decide on the cached state and append guarded by the cached version.
+
+        The guard makes this safe across processes: if anyone wrote after the cached version the append
+        fails and ``None`` sends the caller down the normal path (catch up from the cache, re-decide).
+        Anything that might be an artefact of a stale state (a terminal state, an empty decision, an
+        error from ``decide``) is also left to the normal path, which decides again on fresh state.
+        """
+        state = cached.state
+        if self._is_terminal is not None and self._is_terminal(state):
+            return None
+        try:
+            events = decide_events(self.decider, command, state, services)
+        except Exception:  # decide is pure: deciding again on a fresh load raises it for real if it holds
+            return None
+        if not events:
+            return None
+        new_events = self._encode(stream, events, base_metadata, command_id)
+        try:
+            appended = await self.store.append(stream, new_events, cached.version)
+        except (WrongExpectedVersion, DuplicateEventId):
+            return None
+        return self._record(stream, state, events, new_events, appended, 1)
 
     async def _correlation_of(self, causation_id: str | UUID | None) -> str | None:
         """The correlation id of the stored event that caused this command, if it is one."""
