@@ -50,13 +50,13 @@ async def rows(runner: ProjectionRunner) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in await UserDirectory.rows(tx)]
 
 
-async def write_users(store: EventStore, count: int, renames: int, seed: int = 0) -> None:
+async def write_users(store: EventStore, count: int, renames: int, seed: int = 0, prefix: str = "user") -> None:
     rng = random.Random(seed)
     services = [UserService(store, d) for d in ("eu", "us", "apac")]
     ids: list[tuple[UserService, str]] = []
     for i in range(count):
         service = rng.choice(services)
-        result = await service.add_user(AddUser(f"user{i}"))
+        result = await service.add_user(AddUser(f"{prefix}{i}"))
         ids.append((service, result.events[0].data.user_id))
     for j in range(renames):
         service, user_id = rng.choice(ids)
@@ -98,10 +98,12 @@ async def test_failed_batch_rolls_back_read_model_and_checkpoint(store: EventSto
 
 
 async def test_live_then_status(store: EventStore) -> None:
+    await write_users(store, 1, 0)
     runner = ProjectionRunner(store, codec, [UserDirectory()])
+    await runner.run_until_idle()  # catch up (and create the table) ...
     async with runner:
-        runner.start()
-        await write_users(store, 3, 2)
+        runner.start()  # ... then follow live events
+        await write_users(store, 2, 2, seed=5, prefix="live")
         for _ in range(250):
             if len(await rows(runner)) == 3 and sum(r[3] for r in await rows(runner)) == 2:
                 break
