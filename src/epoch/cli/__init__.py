@@ -25,6 +25,8 @@ app = typer.Typer(
 _COMMAND_MODULES = (
     "epoch.cli.demo",
     "epoch.cli.browse",
+    "epoch.cli.migrate",
+    "epoch.cli.copy",
     "epoch.cli.projections",
     "epoch.cli.bench",
 )

@@ -1,0 +1,93 @@
+"""LISTEN/NOTIFY for subscriptions: one listening connection per store, shared by its subscriptions."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+
+import psycopg
+
+__all__ = ["CHANNEL", "Listener", "Waiter"]
+
+log = logging.getLogger("epoch.stores.postgres")
+
+CHANNEL = "epoch_events"
+"""``epoch_append`` sends ``pg_notify('epoch_events', <category>)`` inside the append transaction."""
+
+
+class Waiter:
+    """One subscription's wake-up flag, set by NOTIFY for its categories (or every category)."""
+
+    __slots__ = ("categories", "event", "poll_interval")
+
+    def __init__(self, categories: tuple[str, ...] | None, poll_interval: float) -> None:
+        self.categories = None if categories is None else frozenset(categories)
+        self.event = asyncio.Event()
+        self.poll_interval = poll_interval
+
+    def clear(self) -> None:
+        self.event.clear()
+
+    async def wait(self) -> None:
+        """Until woken, or ``poll_interval`` seconds (the safety poll)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.event.wait(), self.poll_interval)
+
+
+class Listener:
+    """One ``LISTEN epoch_events`` connection per store, shared by its subscriptions; reconnects with backoff."""
+
+    def __init__(self, conninfo: str, poll_interval: float) -> None:
+        self.conninfo = conninfo
+        self.poll_interval = poll_interval
+        self.waiters: set[Waiter] = set()
+        self.task: asyncio.Task[None] | None = None
+
+    def register(self, categories: tuple[str, ...] | None) -> Waiter:
+        waiter = Waiter(categories, self.poll_interval)
+        self.waiters.add(waiter)
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._run(), name="epoch-postgres-listen")
+        return waiter
+
+    async def unregister(self, waiter: Waiter) -> None:
+        self.waiters.discard(waiter)
+        if not self.waiters:
+            await self.stop()
+
+    async def stop(self) -> None:
+        task, self.task = self.task, None
+        for waiter in self.waiters:
+            waiter.event.set()
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    def _wake(self, category: str) -> None:
+        for waiter in self.waiters:
+            if waiter.categories is None or not category or category in waiter.categories:
+                waiter.event.set()
+
+    async def _run(self) -> None:
+        delay = 0.05
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(
+                    self.conninfo, autocommit=True, connect_timeout=5, keepalives_idle=10, keepalives_interval=5
+                )
+                async with conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    delay = 0.05
+                    self._wake("")  # events may have committed while we were not listening
+                    while True:
+                        async for notify in conn.notifies(timeout=30.0):
+                            self._wake(notify.payload)
+                        await conn.execute("SELECT 1")  # quiet for a while: is the connection alive?
+            except psycopg.Error as exc:
+                log.warning("LISTEN connection lost (%s); reconnecting in %.2fs", exc, delay)
+                self._wake("")
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 2.0)

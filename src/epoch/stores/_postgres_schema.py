@@ -1,0 +1,191 @@
+"""The PostgreSQL schema: versioned, idempotent migrations, applied under an advisory lock.
+
+Tables (all prefixed ``epoch_``)::
+
+    epoch_schema_version(version PK, description, applied_at)      one row per applied migration
+    epoch_streams(stream PK, version, first_visible)                one row per stream: the append lock,
+                                                                    its last version (-1: none) and the
+                                                                    first version not soft-deleted
+    epoch_events(xid, seq, stream, version, id, type, data, metadata, recorded_at, category)
+        PK (xid, seq)            read_all / subscribe order, and the position (see postgres.py)
+        UNIQUE (stream, version) read_stream, dense versions
+        UNIQUE (id)              idempotent writes, get_event
+        INDEX (category, xid, seq)  read_all / subscribe by category
+
+Functions: ``epoch_append`` (guard check + insert + NOTIFY in one statement, one round trip) and
+``epoch_delete`` (soft delete). Both lock the stream's ``epoch_streams`` row, so appends to one stream
+are serialised while appends to different streams run concurrently.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["LATEST_VERSION", "MIGRATIONS", "apply_migrations", "schema_version"]
+
+# ERRCODEs raised by the functions (class "EP" is free for applications).
+WRONG_VERSION = "EP001"
+IDS_STORED = "EP002"
+
+# Expected-version codes passed to the functions (an int >= 0 is itself).
+EXPECT_ANY = -1
+EXPECT_NO_STREAM = -2
+EXPECT_STREAM_EXISTS = -3
+
+_V1 = """
+CREATE TABLE epoch_streams (
+    stream        text   PRIMARY KEY,
+    version       bigint NOT NULL DEFAULT -1,
+    first_visible bigint NOT NULL DEFAULT 0
+);
+
+CREATE TABLE epoch_events (
+    xid         bigint      NOT NULL,
+    seq         integer     NOT NULL,
+    stream      text        NOT NULL,
+    version     bigint      NOT NULL,
+    id          uuid        NOT NULL,
+    type        text        NOT NULL,
+    data        bytea       NOT NULL,
+    metadata    bytea       NOT NULL,
+    recorded_at timestamptz NOT NULL,
+    category    text        GENERATED ALWAYS AS (split_part(stream, '-', 1)) STORED,
+    CONSTRAINT epoch_events_pkey PRIMARY KEY (xid, seq),
+    CONSTRAINT epoch_events_stream_version_key UNIQUE (stream, version),
+    CONSTRAINT epoch_events_id_key UNIQUE (id)
+);
+
+CREATE INDEX epoch_events_category_idx ON epoch_events (category, xid, seq);
+
+CREATE FUNCTION epoch_append(
+    p_stream text,
+    p_expected bigint,
+    p_ids uuid[],
+    p_types text[],
+    p_data bytea[],
+    p_metadata bytea[],
+    p_recorded_at timestamptz[] DEFAULT NULL
+) RETURNS TABLE (r_version bigint, r_xid bigint, r_seq integer, r_recorded_at timestamptz)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_n integer := coalesce(cardinality(p_ids), 0);
+    v_version bigint;
+    v_first bigint;
+    v_actual bigint;
+    v_xid bigint;
+    v_seq integer;
+    v_now timestamptz;
+BEGIN
+    -- 1. Lock the stream (creating its row when the append writes something).
+    SELECT s.version, s.first_visible INTO v_version, v_first
+    FROM epoch_streams s WHERE s.stream = p_stream FOR UPDATE;
+    IF NOT FOUND THEN
+        IF v_n > 0 THEN
+            INSERT INTO epoch_streams (stream) VALUES (p_stream) ON CONFLICT (stream) DO NOTHING;
+            SELECT s.version, s.first_visible INTO v_version, v_first
+            FROM epoch_streams s WHERE s.stream = p_stream FOR UPDATE;
+        ELSE
+            v_version := -1;
+            v_first := 0;
+        END IF;
+    END IF;
+    -- 2. Ids already stored: the caller decides between an idempotent replay and DuplicateEventId.
+    IF v_n > 0 AND EXISTS (SELECT 1 FROM epoch_events e WHERE e.id = ANY (p_ids)) THEN
+        RAISE EXCEPTION 'epoch: event ids already stored' USING ERRCODE = 'EP002';
+    END IF;
+    -- 3. The optimistic-concurrency guard.
+    v_actual := CASE WHEN v_version >= v_first THEN v_version END;
+    IF (p_expected = -2 AND v_actual IS NOT NULL)
+       OR (p_expected = -3 AND v_actual IS NULL)
+       OR (p_expected >= 0 AND v_actual IS DISTINCT FROM p_expected) THEN
+        RAISE EXCEPTION 'epoch: wrong expected version' USING ERRCODE = 'EP001', DETAIL = coalesce(v_actual::text, '');
+    END IF;
+    IF v_n = 0 THEN
+        RETURN QUERY SELECT v_actual, e.xid, e.seq, e.recorded_at
+            FROM epoch_events e WHERE e.stream = p_stream AND e.version = v_actual;
+        RETURN;
+    END IF;
+    -- 4. Insert: position = (this transaction's id, ordinal inside the transaction).
+    v_xid := pg_current_xact_id()::text::bigint;
+    SELECT coalesce(max(e.seq) + 1, 0) INTO v_seq FROM epoch_events e WHERE e.xid = v_xid;
+    v_now := clock_timestamp();
+    INSERT INTO epoch_events (xid, seq, stream, version, id, type, data, metadata, recorded_at)
+    SELECT v_xid, v_seq + (u.i - 1)::integer, p_stream, v_version + u.i, u.id, u.type, u.data, u.metadata,
+           coalesce(u.at, v_now)
+    FROM unnest(p_ids, p_types, p_data, p_metadata, p_recorded_at)
+         WITH ORDINALITY AS u(id, type, data, metadata, at, i);
+    UPDATE epoch_streams SET version = v_version + v_n WHERE stream = p_stream;
+    PERFORM pg_notify('epoch_events', split_part(p_stream, '-', 1));
+    RETURN QUERY SELECT v_version + v_n, v_xid, v_seq, v_now;
+END
+$fn$;
+
+CREATE FUNCTION epoch_delete(p_stream text, p_expected bigint) RETURNS void
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_version bigint;
+    v_first bigint;
+    v_actual bigint;
+BEGIN
+    SELECT s.version, s.first_visible INTO v_version, v_first
+    FROM epoch_streams s WHERE s.stream = p_stream FOR UPDATE;
+    v_actual := CASE WHEN v_version >= v_first THEN v_version END;
+    IF (p_expected = -2 AND v_actual IS NOT NULL)
+       OR (p_expected = -3 AND v_actual IS NULL)
+       OR (p_expected >= 0 AND v_actual IS DISTINCT FROM p_expected) THEN
+        RAISE EXCEPTION 'epoch: wrong expected version' USING ERRCODE = 'EP001', DETAIL = coalesce(v_actual::text, '');
+    END IF;
+    IF v_actual IS NOT NULL THEN
+        UPDATE epoch_streams SET first_visible = v_version + 1 WHERE stream = p_stream;
+    END IF;
+END
+$fn$;
+"""
+
+MIGRATIONS: tuple[tuple[int, str, str], ...] = ((1, "events, streams, epoch_append, epoch_delete", _V1),)
+"""``(version, description, sql)``, applied in order; never edit a released one, add a new one."""
+
+LATEST_VERSION = MIGRATIONS[-1][0]
+
+_LOCK_KEY = 0x65706F6368  # "epoch": serialises concurrent migrators
+
+_VERSION_TABLE = """
+CREATE TABLE IF NOT EXISTS epoch_schema_version (
+    version     integer     PRIMARY KEY,
+    description text        NOT NULL,
+    applied_at  timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+async def schema_version(conn: Any) -> int:
+    """The newest applied migration (0 when none). ``conn`` is an autocommit ``AsyncConnection``."""
+    cur = await conn.execute("SELECT to_regclass('epoch_schema_version') IS NOT NULL", prepare=False)
+    exists = await cur.fetchone()
+    if not exists or not exists[0]:
+        return 0
+    cur = await conn.execute("SELECT coalesce(max(version), 0) FROM epoch_schema_version", prepare=False)
+    row = await cur.fetchone()
+    return int(row[0])
+
+
+async def apply_migrations(conn: Any) -> list[tuple[int, str]]:
+    """Apply the missing migrations in one transaction; return what was applied (empty: up to date).
+
+    Idempotent and safe to run from several processes at once (an advisory lock serialises them).
+    """
+    applied: list[tuple[int, str]] = []
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+        await conn.execute(_VERSION_TABLE)
+        row = await (await conn.execute("SELECT coalesce(max(version), 0) FROM epoch_schema_version")).fetchone()
+        current = int(row[0])
+        for version, description, sql in MIGRATIONS:
+            if version <= current:
+                continue
+            await conn.execute(sql, prepare=False)
+            await conn.execute(
+                "INSERT INTO epoch_schema_version (version, description) VALUES (%s, %s)", (version, description)
+            )
+            applied.append((version, description))
+    return applied

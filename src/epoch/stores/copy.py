@@ -1,0 +1,154 @@
+"""Copy a whole store into another (``epoch copy SRC DST``): any backend to any backend, resumable.
+
+What is kept: every event (also those of soft-deleted streams), in the source's global order, with its
+stream, version, id, type, data, metadata and — when the destination can import (see
+:class:`SupportsImport`) — its ``recorded_at``; and which versions of each stream are soft-deleted.
+What is not: positions. Each store numbers its log its own way, so the copy gets new positions in the
+same order; checkpoints taken against the source (projections) do not carry over — rebuild them.
+
+Resuming: run the copy again. It finds the destination's last event in the source (by id) and carries
+on after it, so an interrupted copy loses nothing and copies nothing twice (the destination writes each
+chunk atomically). The same mechanism catches a copy up with a source that kept growing; soft deletes
+made in the source after a stream was copied are not carried over.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from epoch.errors import ConfigurationError
+from epoch.records import ANY, NewEvent, RecordedEvent
+from epoch.stores import EventStore
+
+__all__ = ["CopyResult", "SupportsImport", "copy_store"]
+
+_ALL_DELETED = 1 << 62
+
+
+@runtime_checkable
+class SupportsImport(Protocol):
+    """A store that can take already-recorded events as they are (the PostgreSQL store can).
+
+    ``import_events`` appends ``events`` in one transaction, in the given order, each at exactly its
+    ``version`` and with its own id, type, data, metadata and ``recorded_at`` (positions are the store's
+    own), then soft-deletes each stream in ``first_visible`` below the given version. It returns the new
+    positions and raises ``WrongExpectedVersion`` (writing nothing) when a version does not continue its
+    stream.
+    """
+
+    async def import_events(
+        self, events: Sequence[RecordedEvent], first_visible: Mapping[str, int] | None = None
+    ) -> list[int]: ...
+
+
+@dataclass(frozen=True)
+class CopyResult:
+    """What :func:`copy_store` did."""
+
+    copied: int
+    """Events written by this run."""
+    resumed: bool
+    """True when the destination already held a partial copy, and this run continued it."""
+    timestamps_preserved: bool
+    """False when the destination cannot import: the copies were appended and got new ``recorded_at``."""
+
+
+async def _resume_after(src: EventStore, dst: EventStore) -> int:
+    """The source position after which to copy: 0 for an empty destination, else after its last event."""
+    head = await dst.head_position()
+    if head == 0:
+        return 0
+    last: RecordedEvent | None = None
+    async for event in dst.read_all(after=head - 1, limit=1):
+        last = event
+    found = None if last is None else await src.get_event(last.id)
+    if last is None or found is None or (found.stream, found.version) != (last.stream, last.version):
+        raise ConfigurationError(
+            "the destination store is not empty and is not a partial copy of the source: copy into an empty store"
+        )
+    return found.position
+
+
+async def copy_store(
+    src: EventStore,
+    dst: EventStore,
+    *,
+    chunk_size: int = 1000,
+    progress: Callable[[int], None] | None = None,
+) -> CopyResult:
+    """Copy every event of ``src`` into ``dst`` in order (see the module docs); resumable by calling again.
+
+    ``progress`` is called with the number of events copied so far after each chunk.
+    """
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be >= 1")
+    after = await _resume_after(src, dst)
+    importer = dst if isinstance(dst, SupportsImport) else None
+    first_visible: dict[str, int] = {}
+
+    async def visible_from(stream: str) -> int:
+        """The first version of ``stream`` that is not soft-deleted in the source."""
+        if stream not in first_visible:
+            value = _ALL_DELETED
+            async for event in src.read_stream(stream, limit=1):
+                value = event.version
+            first_visible[stream] = value
+        return first_visible[stream]
+
+    copied = 0
+    chunk: list[RecordedEvent] = []
+
+    async def flush() -> None:
+        nonlocal copied
+        if not chunk:
+            return
+        if importer is not None:
+            deletes: dict[str, int] = {}
+            for event in chunk:
+                boundary = min(await visible_from(event.stream), event.version + 1)
+                if boundary > 0:
+                    deletes[event.stream] = boundary
+            await importer.import_events(chunk, deletes)
+        else:
+            await _append_chunk(dst, chunk, visible_from)
+        copied += len(chunk)
+        chunk.clear()
+        if progress is not None:
+            progress(copied)
+
+    async for event in src.read_all(after=after):
+        chunk.append(event)
+        if len(chunk) >= chunk_size:
+            await flush()
+    await flush()
+    return CopyResult(copied=copied, resumed=after > 0, timestamps_preserved=importer is not None)
+
+
+async def _append_chunk(
+    dst: EventStore, chunk: list[RecordedEvent], visible_from: Callable[[str], Awaitable[int]]
+) -> None:
+    """Copy a chunk with plain appends (one per run of one stream) and soft deletes."""
+    runs: list[list[RecordedEvent]] = []
+    for event in chunk:
+        if runs and runs[-1][-1].stream == event.stream:
+            runs[-1].append(event)
+        else:
+            runs.append([event])
+    for run in runs:
+        stream = run[0].stream
+        boundary = await visible_from(stream)
+        before = [e for e in run if e.version < boundary]
+        rest = [e for e in run if e.version >= boundary]
+        for part, delete_after in ((before, True), (rest, False)):
+            if not part:
+                continue
+            result = await dst.append(stream, [NewEvent(e.type, e.data, e.metadata, e.id) for e in part], ANY)
+            if result.version != part[-1].version:
+                raise ConfigurationError(
+                    f"{stream}: the copy landed at version {result.version}, not {part[-1].version}: "
+                    "the destination already holds other events of this stream"
+                )
+            if delete_after:
+                await dst.delete_stream(stream)
