@@ -14,6 +14,7 @@ Every error epoch raises on purpose derives from :class:`EpochError`::
     ├── InvalidExpectedVersion (ValueError)
     ├── InvalidVersion (ValueError) a version or instant outside a stream (time travel)
     ├── InvalidEvent (TypeError)    bad type name, non-bytes data, too large
+    ├── ProjectionFailed            a projection stopped on an event that kept failing
     ├── ConfigurationError (ValueError)  a bad store URL or setting
     └── MissingDependency (ImportError)  an optional extra is not installed
 
@@ -37,6 +38,7 @@ __all__ = [
     "InvalidStreamName",
     "InvalidVersion",
     "MissingDependency",
+    "ProjectionFailed",
     "StoreUnavailable",
     "StreamClosed",
     "StreamDeleted",
@@ -217,3 +219,21 @@ class MissingDependency(EpochError, ImportError):
 
     def __str__(self) -> str:
         return f"{self.package} is not installed: pip install 'epoch-es[{self.extra}]'"
+
+
+class ProjectionFailed(EpochError):
+    """A projection stopped: an event kept failing and its policy is ``"stop"``."""
+
+    def __init__(self, name: str, position: int, stream: str, version: int, error: str) -> None:
+        super().__init__(name, position, stream, version, error)
+        self.name = name
+        self.position = position
+        self.stream = stream
+        self.version = version
+        self.error = error
+
+    def __str__(self) -> str:
+        return (
+            f"projection {self.name!r} stopped at {self.stream} version {self.version} "
+            f"(position {self.position}): {self.error}"
+        )

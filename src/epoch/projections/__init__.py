@@ -31,6 +31,7 @@ from epoch.projections.projection import (
     ProjectionSettings,
 )
 from epoch.projections.runner import ProjectionRunner
+from epoch.projections.sagas import SagaRunner
 from epoch.projections.status import ProjectionStatus, projection_status
 from epoch.projections.transactional import TransactionalProjection
 
@@ -55,6 +56,7 @@ __all__ = [
     "Retry",
     "SQLCheckpointStore",
     "SQLParkingLot",
+    "SagaRunner",
     "Transaction",
     "TransactionalProjection",
     "database_of",

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from epoch.errors import ConfigurationError, EpochError
+from epoch.errors import ConfigurationError, ProjectionFailed
 from epoch.records import EventEnvelope, RecordedEvent
 
 __all__ = [
@@ -57,24 +57,6 @@ class EventDecoder(Protocol):
     """The part of :class:`epoch.codec.EventCodec` the read side needs."""
 
     def decode(self, recorded: RecordedEvent) -> EventEnvelope[Any]: ...
-
-
-class ProjectionFailed(EpochError):
-    """A projection stopped: an event kept failing and its policy is ``"stop"``."""
-
-    def __init__(self, name: str, position: int, stream: str, version: int, error: str) -> None:
-        super().__init__(name, position, stream, version, error)
-        self.name = name
-        self.position = position
-        self.stream = stream
-        self.version = version
-        self.error = error
-
-    def __str__(self) -> str:
-        return (
-            f"projection {self.name!r} stopped at {self.stream} version {self.version} "
-            f"(position {self.position}): {self.error}"
-        )
 
 
 @dataclass(frozen=True, slots=True)

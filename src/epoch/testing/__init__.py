@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from epoch.testing.projections import ProjectionSpec, SagaSpec, ViewSpec
 from epoch.testing.spec import DeciderSpec
 
 if TYPE_CHECKING:
     from epoch.testing.contract import EventStoreContract
 
-__all__ = ["DeciderSpec", "EventStoreContract"]
+__all__ = ["DeciderSpec", "EventStoreContract", "ProjectionSpec", "SagaSpec", "ViewSpec"]
 
 
 def __getattr__(name: str) -> Any:
