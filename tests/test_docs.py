@@ -1,7 +1,8 @@
 """Documentation code runs as written.
 
-README.md: its complete programs (blocks calling ``asyncio.run``) run. A docs page whose first Python
-block starts with ``# runs as a test`` runs all its Python blocks in order, in one namespace, like a session.
+Complete programs (blocks calling ``asyncio.run``) in README.md and docs/ run on their own. A docs page
+whose first Python block starts with ``# runs as a test`` runs all its Python blocks in order, in one
+namespace, like a session. Other blocks are fragments and are not run.
 """
 
 from __future__ import annotations
@@ -48,8 +49,28 @@ def test_readme_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     assert printed[1] == "0 ['ada']"
 
 
+def docs_programs() -> list[tuple[str, str]]:
+    found = []
+    for path in sorted((ROOT / "docs").rglob("*.md")):
+        if path in runnable_pages():
+            continue
+        for index, block in enumerate(BLOCK.findall(path.read_text())):
+            if "asyncio.run(" in block:
+                found.append((f"{path.relative_to(ROOT)}#{index}", block))
+    return found
+
+
 def test_some_docs_pages_are_run() -> None:
     assert (ROOT / "docs" / "quickstart.md") in runnable_pages()
+    assert any(name.startswith("docs/projections.md") for name, _ in docs_programs())
+
+
+@pytest.mark.parametrize(("name", "source"), docs_programs(), ids=[name for name, _ in docs_programs()])
+def test_docs_program_runs(name: str, source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    printed = run([source], name)
+    if name.startswith("docs/projections.md"):
+        assert "'ada lovelace'" in printed
 
 
 @pytest.mark.parametrize("page", runnable_pages(), ids=lambda p: str(p.relative_to(ROOT)))
