@@ -134,11 +134,10 @@ class StoreOpener:
             from epoch.stores.postgres import PostgresEventStore
 
             return await PostgresEventStore.from_url(self.url)
-        if scheme in ("kurrentdb", "esdb"):
-            raise ConfigurationError(
-                f"{self.url!r}: the KurrentDB/EventStoreDB store is not part of this release "
-                "(use memory://, sqlite:// or postgresql://)"
-            )
+        if scheme in ("kurrentdb", "esdb", "kdb"):
+            from epoch.stores.kurrentdb import KurrentDBEventStore
+
+            return await KurrentDBEventStore.from_url(self.url)
         raise ConfigurationError(
             f"unknown store URL {self.url!r}: use memory://, sqlite:///path.db, postgresql://... or kurrentdb://..."
         )

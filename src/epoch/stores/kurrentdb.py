@@ -1,0 +1,393 @@
+"""The KurrentDB (formerly EventStoreDB) store, on the official ``kurrentdbclient`` asyncio gRPC client.
+
+KurrentDB already is an event store, so this module is a mapping (see docs/stores/kurrentdb.md):
+
+- A stream is a KurrentDB stream of the same name; a version is the stream position (revision); an event
+  id is the KurrentDB event id; ``data``/``metadata`` are the event's data and custom metadata bytes,
+  unchanged (the content type says JSON only when ``data`` parses as JSON); ``recorded_at`` is the
+  server's ``created`` timestamp in UTC.
+- ``position = commit_position + 1``: commit positions are unique per event and increase in ``$all``
+  order but may be 0, and epoch's ``after=0`` means "from the beginning". ``after`` must be 0 or a
+  position this store returned (KurrentDB can only start reading at an existing commit position).
+- Expected versions map to the client's ``StreamState``/int and are checked by the server; a
+  ``WrongCurrentVersionError`` becomes :class:`~epoch.errors.WrongExpectedVersion` with the server's
+  actual version.
+- Idempotency is KurrentDB's own: appending the same ids at the same place returns the first result.
+  The server does not index ids globally, so an id stored *elsewhere* is not detected (the store raises
+  :class:`~epoch.errors.DuplicateEventId` only for duplicates inside one batch, or when the server
+  answers with events that are not the batch's). :meth:`get_event` therefore scans: the given stream
+  when a ``stream`` hint is passed, else ``$all`` newest first.
+- System streams (names starting with ``$``) are KurrentDB's: reads skip them and epoch refuses to
+  write to them. ``delete_stream`` is KurrentDB's soft delete.
+
+Each append costs one append call plus one or two reads (KurrentDB reports only the last event's commit
+position; epoch's result carries every event's position and the server's timestamp).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from contextlib import aclosing, suppress
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from uuid import UUID
+
+from epoch.errors import (
+    ConfigurationError,
+    DuplicateEventId,
+    InvalidEvent,
+    InvalidStreamName,
+    StoreUnavailable,
+    WrongExpectedVersion,
+)
+from epoch.records import ANY, AppendResult, ExpectedVersionLike, NewEvent, RecordedEvent
+from epoch.stores._checks import (
+    DEFAULT_MAX_EVENT_SIZE,
+    check_categories,
+    check_events,
+    check_expected_version,
+    check_read_bounds,
+    check_stream_name,
+    enforce_expected_version,
+    is_replay,
+)
+from epoch.stores._kurrentdb_map import (
+    driver_errors,
+    is_user_event,
+    stream_filter,
+    to_actual,
+    to_new_event,
+    to_record,
+    to_stream_state,
+)
+
+try:
+    from kurrentdbclient import AsyncKurrentDBClient
+    from kurrentdbclient.exceptions import (
+        MaximumAppendSizeExceededError,
+        NotFoundError,
+        ProgrammingError,
+        WrongCurrentVersionError,
+    )
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    from epoch.errors import MissingDependency
+
+    raise MissingDependency("kurrentdbclient", "kurrentdb") from exc
+
+__all__ = ["DEFAULT_ID_CHECK_WINDOW", "DEFAULT_KURRENTDB_MAX_EVENT_SIZE", "KurrentDBEventStore"]
+
+DEFAULT_KURRENTDB_MAX_EVENT_SIZE = DEFAULT_MAX_EVENT_SIZE - 1024
+"""1 MiB less room for the type name: a default KurrentDB refuses appends over 1 MiB (``MaxAppendSize``)."""
+
+DEFAULT_ID_CHECK_WINDOW = 1000
+"""How many of a stream's newest events an append checks for the batch's ids (``None``: all of them)."""
+
+_DELETE_ATTEMPTS = 5
+_EPOCH_OPTIONS = {"max_event_size", "id_check_window"}
+
+
+class KurrentDBEventStore:
+    """An :class:`~epoch.stores.EventStore` on a KurrentDB server or cluster.
+
+    ``KurrentDBEventStore("kurrentdb://localhost:2113?tls=false")`` takes the client's connection string
+    (``kurrentdb://``, ``kurrentdb+discover://``, ``esdb://``, ``esdb+discover://``) unchanged.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        max_event_size: int = DEFAULT_KURRENTDB_MAX_EVENT_SIZE,
+        id_check_window: int | None = DEFAULT_ID_CHECK_WINDOW,
+        root_certificates: str | bytes | None = None,
+    ) -> None:
+        self.uri = uri
+        self.max_event_size = max_event_size
+        self.id_check_window = id_check_window
+        try:
+            self._client: Any = AsyncKurrentDBClient(uri, root_certificates=root_certificates)
+        except ValueError as exc:
+            raise ConfigurationError(f"bad KurrentDB connection string {uri!r}: {exc}") from exc
+        self._closed = False
+
+    @classmethod
+    async def from_url(cls, url: str) -> KurrentDBEventStore:
+        """``kurrentdb://host:2113?tls=false`` or ``esdb://...``.
+
+        epoch's own options (taken out before the client sees the URL): ``max_event_size`` and
+        ``id_check_window`` (``none`` for the whole stream).
+        """
+        parts = urlsplit(url)
+        ours = {k.lower(): v for k, v in parse_qsl(parts.query) if k.lower() in _EPOCH_OPTIONS}
+        theirs = [(k, v) for k, v in parse_qsl(parts.query) if k.lower() not in _EPOCH_OPTIONS]
+        uri = urlunsplit(parts._replace(query=urlencode(theirs)))
+        options: dict[str, Any] = {}
+        for name, value in ours.items():
+            try:
+                options[name] = None if name == "id_check_window" and value.lower() == "none" else int(value)
+            except ValueError as exc:
+                raise ConfigurationError(f"{url!r}: {name} must be an int") from exc
+        return cls(uri, **options)
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _open(self, stream: str | None = None) -> Any:
+        if self._closed:
+            raise StoreUnavailable("the KurrentDB store is closed", stream)
+        return self._client
+
+    @staticmethod
+    def _check_name(stream: object) -> str:
+        name = check_stream_name(stream)
+        if name.startswith("$"):
+            raise InvalidStreamName(name, "names starting with '$' are KurrentDB system streams")
+        return name
+
+    async def _events(self, stream: str | None, response_call: Any) -> AsyncGenerator[Any, None]:
+        """Iterate a client read (a coroutine giving a read response); a missing stream reads empty.
+
+        Callers use ``aclosing`` so the gRPC call is cancelled as soon as they stop reading.
+        """
+        with driver_errors(stream):
+            response = await response_call
+            try:
+                async for event in response:
+                    yield event
+            except NotFoundError:
+                return
+            finally:
+                await response.stop()
+
+    async def _last_event(self, stream: str) -> RecordedEvent | None:
+        client = self._open(stream)
+        read = client.read_stream(stream, backwards=True, limit=1)
+        async with aclosing(self._events(stream, read)) as events:
+            async for event in events:
+                return to_record(event)
+        return None
+
+    async def _stored_in_stream(self, stream: str, batch: list[NewEvent]) -> dict[UUID, RecordedEvent]:
+        """Which of the batch's ids the stream's newest ``id_check_window`` events hold.
+
+        KurrentDB itself only compares ids at the place an append points at; this finds a retried batch
+        or a concurrent duplicate (a command executed twice) in the same stream before it is written again.
+        """
+        if not batch or self.id_check_window == 0:
+            return {}
+        wanted = {event.id for event in batch}
+        found: dict[UUID, RecordedEvent] = {}
+        limit = sys.maxsize if self.id_check_window is None else self.id_check_window
+        read = self._open(stream).read_stream(stream, backwards=True, limit=limit)
+        async with aclosing(self._events(stream, read)) as events:
+            async for event in events:
+                if event.id in wanted and event.id not in found:
+                    found[event.id] = to_record(event)
+        return found
+
+    async def _read_back(self, stream: str, batch: list[NewEvent], commit_position: int) -> list[RecordedEvent]:
+        """The events an append wrote (or found already written), from the last one's commit position."""
+        client = self._open(stream)
+        last = None
+        read = client.read_all(commit_position=commit_position, filter_exclude=())
+        async with aclosing(self._events(stream, read)) as events:
+            async for event in events:
+                last = event
+                break
+        if last is None or last.commit_position != commit_position or last.stream_name != stream:
+            raise StoreUnavailable(
+                f"KurrentDB: cannot read back the event at commit position {commit_position}", stream
+            )
+        found = [last]
+        if len(batch) > 1:
+            read = client.read_all(commit_position=commit_position, backwards=True, **_exact(stream))
+            async with aclosing(self._events(stream, read)) as events:
+                async for event in events:
+                    if event.stream_name == stream:
+                        found.append(event)
+                        if len(found) == len(batch):
+                            break
+        written = [to_record(event) for event in reversed(found)]
+        for event, recorded in zip(batch, written, strict=False):
+            if recorded.id != event.id:  # the server matched the batch against other events
+                raise DuplicateEventId(stream, event.id, None, None)
+        if len(written) != len(batch):
+            raise StoreUnavailable("KurrentDB: cannot read back the appended events", stream)
+        return written
+
+    # -- writing --------------------------------------------------------------------------------
+
+    async def append(
+        self,
+        stream: str,
+        events: Iterable[NewEvent],
+        expected_version: ExpectedVersionLike = ANY,
+    ) -> AppendResult:
+        self._check_name(stream)
+        expected = check_expected_version(stream, expected_version)
+        batch = check_events(stream, events, self.max_event_size)
+        client = self._open(stream)
+        stored = await self._stored_in_stream(stream, batch)
+        if is_replay(stream, batch, expected, {id: (r.stream, r.version) for id, r in stored.items()}):
+            replayed = [stored[e.id] for e in batch]
+            return AppendResult(
+                stream,
+                replayed[-1].version,
+                replayed[-1].position,
+                tuple(r.position for r in replayed),
+                replayed[-1].recorded_at,
+            )
+        if not batch:
+            last = await self._last_event(stream)
+            enforce_expected_version(stream, expected, None if last is None else last.version)
+            if last is None:
+                return AppendResult(stream, None, 0, (), None)
+            return AppendResult(stream, last.version, last.position, (), last.recorded_at)
+        with driver_errors(stream):
+            try:
+                commit_position = await client.append_to_stream(
+                    stream, events=[to_new_event(e) for e in batch], current_version=to_stream_state(expected)
+                )
+            except WrongCurrentVersionError as exc:
+                raise WrongExpectedVersion(stream, expected, to_actual(exc.actual_version)) from exc
+            except MaximumAppendSizeExceededError as exc:
+                raise InvalidEvent(stream, 0, f"the batch exceeds the server's MaxAppendSize: {exc}") from exc
+        written = await self._read_back(stream, batch, commit_position)
+        last = written[-1]
+        return AppendResult(stream, last.version, last.position, tuple(r.position for r in written), last.recorded_at)
+
+    async def delete_stream(self, stream: str, expected_version: ExpectedVersionLike = ANY) -> None:
+        """Soft-delete (KurrentDB's ``delete_stream``): the guard is checked here, then the server deletes
+        exactly the version that was checked, so a concurrent append makes it check again."""
+        self._check_name(stream)
+        expected = check_expected_version(stream, expected_version)
+        client = self._open(stream)
+        for _ in range(_DELETE_ATTEMPTS):
+            last = await self._last_event(stream)
+            actual = None if last is None else last.version
+            enforce_expected_version(stream, expected, actual)
+            if actual is None:
+                return
+            with driver_errors(stream):
+                try:
+                    await client.delete_stream(stream, current_version=actual)
+                except (WrongCurrentVersionError, NotFoundError):
+                    continue  # the stream moved since it was read: check the guard again
+            return
+        raise StoreUnavailable(f"KurrentDB: the stream kept changing during {_DELETE_ATTEMPTS} delete attempts", stream)
+
+    # -- reading --------------------------------------------------------------------------------
+
+    async def read_stream(
+        self,
+        stream: str,
+        from_version: int | None = None,
+        backwards: bool = False,
+        limit: int | None = None,
+    ) -> AsyncIterator[RecordedEvent]:
+        self._check_name(stream)
+        check_read_bounds(stream, from_version, limit)
+        client = self._open(stream)
+        if limit == 0:
+            return
+        read = client.read_stream(
+            stream, stream_position=from_version, backwards=backwards, limit=sys.maxsize if limit is None else limit
+        )
+        async with aclosing(self._events(stream, read)) as events:
+            async for event in events:
+                yield to_record(event)
+
+    async def read_all(
+        self,
+        after: int = 0,
+        limit: int | None = None,
+        categories: str | Iterable[str] | None = None,
+    ) -> AsyncIterator[RecordedEvent]:
+        check_read_bounds("$all", after, limit)
+        names = check_categories(categories)
+        client = self._open()
+        if limit == 0:
+            return
+        count = 0
+        read = client.read_all(commit_position=after - 1 if after else None, **stream_filter(names))
+        async with aclosing(self._events(None, read)) as events:
+            async for event in events:
+                if event.commit_position + 1 > after and is_user_event(event, names):
+                    yield to_record(event)
+                    count += 1
+                    if limit is not None and count >= limit:
+                        return
+
+    async def subscribe(
+        self,
+        after: int = 0,
+        categories: str | Iterable[str] | None = None,
+    ) -> AsyncIterator[RecordedEvent]:
+        """A KurrentDB catch-up subscription to ``$all`` (filtered on the server), live once caught up."""
+        check_read_bounds("$all", after, None)
+        names = check_categories(categories)
+        client = self._open()
+        subscription = client.subscribe_to_all(commit_position=after - 1 if after else None, **stream_filter(names))
+        async with aclosing(self._events(None, subscription)) as events:
+            async for event in events:
+                if event.commit_position + 1 > after and is_user_event(event, names):
+                    yield to_record(event)
+        raise StoreUnavailable("KurrentDB: the subscription ended")
+
+    async def stream_version(self, stream: str) -> int | None:
+        self._check_name(stream)
+        last = await self._last_event(stream)
+        return None if last is None else last.version
+
+    async def head_position(self) -> int:
+        client = self._open()
+        read = client.read_all(backwards=True, limit=1, **stream_filter(None))
+        async with aclosing(self._events(None, read)) as events:
+            async for event in events:
+                return int(event.commit_position) + 1
+        return 0
+
+    async def get_event(self, id: UUID, stream: str | None = None) -> RecordedEvent | None:
+        """The newest stored event with this id, or ``None``.
+
+        KurrentDB has no index by event id: with ``stream`` this reads that stream backwards, else it
+        reads ``$all`` backwards, so a miss costs a scan of the whole log. Events of soft-deleted streams
+        are found only without the hint.
+        """
+        client = self._open(stream)
+        if stream is not None:
+            self._check_name(stream)
+            read = client.read_stream(stream, backwards=True)
+        else:
+            read = client.read_all(backwards=True, **stream_filter(None))
+        async with aclosing(self._events(stream, read)) as events:
+            async for event in events:
+                if event.id == id and is_user_event(event, None):
+                    return to_record(event)
+        return None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with driver_errors(None), suppress(ProgrammingError):  # ProgrammingError: never connected
+            await self._client.close()
+
+    async def __aenter__(self) -> KurrentDBEventStore:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+def _exact(stream: str) -> dict[str, Any]:
+    """A server-side filter for one stream's events in ``$all`` (prefix; the caller checks the exact name)."""
+    return {"filter_include": (stream,), "filter_by_stream_name": True, "filter_by_prefix": True}

@@ -1,0 +1,380 @@
+"""The KurrentDB store: the shared contract against an in-process fake of KurrentDB's gRPC protocol
+(tests/kurrentdb_fake.py: proves the mapping onto ``kurrentdbclient``), and against a real server
+whenever ``EPOCH_TEST_KURRENTDB_URI`` is set (e.g. ``kurrentdb://localhost:2113?tls=false``; each test
+runs in its own namespace on that server). Without it, the real-server class is skipped with that reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import aclosing
+from typing import Any
+from uuid import uuid4
+
+import pytest
+
+from epoch.errors import (
+    ConfigurationError,
+    DuplicateEventId,
+    EpochError,
+    InvalidEvent,
+    InvalidStreamName,
+    StoreUnavailable,
+    WrongExpectedVersion,
+)
+from epoch.records import ANY, NO_STREAM, AppendResult, NewEvent, RecordedEvent
+from epoch.stores import open_store
+from epoch.stores._checks import check_categories, check_read_bounds, check_stream_name
+from epoch.stores.kurrentdb import DEFAULT_KURRENTDB_MAX_EVENT_SIZE, KurrentDBEventStore
+from epoch.testing.contract import EventStoreContract
+from tests.kurrentdb_fake import FakeKurrentDB
+
+REAL_URI = os.environ.get("EPOCH_TEST_KURRENTDB_URI")
+
+DUPLICATE_ELSEWHERE = pytest.mark.xfail(
+    strict=True,
+    reason="KurrentDB dedupes event ids only at the place an append points at; an id stored in another "
+    "stream or at another version is not detected (no server-side id index)",
+)
+
+
+def new(n: int = 1, prefix: str = "") -> list[NewEvent]:
+    return [NewEvent("Happened", json.dumps({"n": f"{prefix}{i}"}).encode()) for i in range(n)]
+
+
+async def collect(iterator: AsyncIterator[RecordedEvent]) -> list[RecordedEvent]:
+    return [event async for event in iterator]
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeKurrentDB]:
+    with FakeKurrentDB() as server:
+        yield server
+
+
+class TestKurrentDBOnFake(EventStoreContract):
+    """The contract through the real client against the fake server."""
+
+    @pytest.fixture
+    async def store(self, fake: FakeKurrentDB) -> AsyncIterator[KurrentDBEventStore]:
+        async with open_store(fake.uri) as store:
+            assert isinstance(store, KurrentDBEventStore)
+            yield store
+
+    @DUPLICATE_ELSEWHERE
+    async def test_same_id_elsewhere_is_a_duplicate(self, store: Any) -> None:
+        await super().test_same_id_elsewhere_is_a_duplicate(store)
+
+
+class Namespaced:
+    """One test's private view of a shared KurrentDB server (which has no way to empty itself).
+
+    Stream names get a per-test tag on their category (``users-1`` is stored as ``users<tag>-1``), reads
+    start at the head the server had when the test began and keep only tagged streams, and errors name the
+    streams as the test wrote them. Only the real-server tests use it.
+    """
+
+    def __init__(self, store: KurrentDBEventStore, baseline: int) -> None:
+        self.store = store
+        self.baseline = baseline
+        self.tag = f"T{uuid4().hex[:10]}"
+        self.max_event_size = store.max_event_size
+
+    def _in(self, name: Any) -> Any:
+        try:
+            check_stream_name(name)
+        except InvalidStreamName:
+            return name  # the store refuses it as the test expects
+        category, dash, rest = name.partition("-")
+        return f"{category}{self.tag}{dash}{rest}"
+
+    def _categories(self, categories: Any) -> list[str] | None:
+        names = check_categories(categories)
+        return None if names is None else [self._in(name) for name in names]
+
+    def _out(self, name: str) -> str | None:
+        category, dash, rest = name.partition("-")
+        return f"{category.removesuffix(self.tag)}{dash}{rest}" if category.endswith(self.tag) else None
+
+    def _record(self, r: RecordedEvent) -> RecordedEvent | None:
+        stream = self._out(r.stream)
+        if stream is None:
+            return None
+        return RecordedEvent(stream, r.version, r.position, r.id, r.type, r.data, r.metadata, r.recorded_at)
+
+    def _error(self, exc: EpochError) -> EpochError:
+        args = [a.replace(self.tag, "") if isinstance(a, str) else a for a in exc.args]
+        return type(exc)(*args)
+
+    async def _call(self, coroutine: Any) -> Any:
+        try:
+            return await coroutine
+        except EpochError as exc:
+            raise self._error(exc) from exc
+
+    async def _each(self, iterator: Any) -> AsyncIterator[RecordedEvent]:
+        try:
+            async with aclosing(iterator) as events:
+                async for r in events:
+                    if (mine := self._record(r)) is not None:
+                        yield mine
+        except EpochError as exc:
+            raise self._error(exc) from exc
+
+    async def append(self, stream: Any, events: Any, expected_version: Any = ANY) -> AppendResult:
+        result = await self._call(self.store.append(self._in(stream), events, expected_version))
+        return AppendResult(stream, result.version, result.position, result.positions, result.recorded_at)
+
+    async def read_stream(self, stream: Any, *args: Any, **kwargs: Any) -> AsyncIterator[RecordedEvent]:
+        async for r in self._each(self.store.read_stream(self._in(stream), *args, **kwargs)):
+            yield r
+
+    async def read_all(
+        self, after: int = 0, limit: int | None = None, categories: Any = None
+    ) -> AsyncIterator[RecordedEvent]:
+        check_read_bounds("$all", after, limit)
+        source = self.store.read_all(max(after, self.baseline), None, self._categories(categories))
+        count = 0
+        async for r in self._each(source):
+            if limit is not None and count >= limit:
+                return
+            count += 1
+            yield r
+
+    async def subscribe(self, after: int = 0, categories: Any = None) -> AsyncIterator[RecordedEvent]:
+        check_read_bounds("$all", after, None)
+        async for r in self._each(self.store.subscribe(max(after, self.baseline), self._categories(categories))):
+            yield r
+
+    async def stream_version(self, stream: Any) -> int | None:
+        return await self._call(self.store.stream_version(self._in(stream)))  # type: ignore[no-any-return]
+
+    async def head_position(self) -> int:
+        last = 0
+        async for r in self._each(self.store.read_all(self.baseline)):
+            last = r.position
+        return last
+
+    async def get_event(self, id: Any) -> RecordedEvent | None:
+        found = await self._call(self.store.get_event(id))
+        return None if found is None else self._record(found)
+
+    async def delete_stream(self, stream: Any, expected_version: Any = ANY) -> None:
+        await self._call(self.store.delete_stream(self._in(stream), expected_version))
+
+    async def close(self) -> None:
+        await self.store.close()
+
+
+@pytest.mark.skipif(
+    not REAL_URI, reason="set EPOCH_TEST_KURRENTDB_URI=kurrentdb://host:2113?tls=false to run against a real server"
+)
+class TestKurrentDBOnServer(EventStoreContract):
+    """The contract against a real KurrentDB node, each test in its own namespace (see ``Namespaced``)."""
+
+    @pytest.fixture
+    async def store(self) -> AsyncIterator[Any]:
+        assert REAL_URI is not None
+        async with open_store(REAL_URI) as store:
+            assert isinstance(store, KurrentDBEventStore)
+            yield Namespaced(store, await store.head_position())
+
+    @DUPLICATE_ELSEWHERE
+    async def test_same_id_elsewhere_is_a_duplicate(self, store: Any) -> None:
+        await super().test_same_id_elsewhere_is_a_duplicate(store)
+
+    async def test_stream_names_round_trip(self, store: Any, name: str) -> None:
+        if len(name) + len(store.tag) > 512:
+            pytest.skip("a per-test tag does not fit into a 512-character name")
+        await super().test_stream_names_round_trip(store, name)
+
+    test_stream_names_round_trip.pytestmark = EventStoreContract.test_stream_names_round_trip.pytestmark  # type: ignore[attr-defined]
+
+
+# -- what only the KurrentDB store shows (on the fake) -----------------------------------------------
+
+
+@pytest.fixture
+async def store(fake: FakeKurrentDB) -> AsyncIterator[KurrentDBEventStore]:
+    async with KurrentDBEventStore(fake.uri) as opened:
+        yield opened
+
+
+async def test_positions_are_commit_positions_plus_one(store: KurrentDBEventStore, fake: FakeKurrentDB) -> None:
+    result = await store.append("users-1", new(3))
+    commits = [e.commit for e in fake.streams.log if e.stream == "users-1"]
+    assert list(result.positions) == [c + 1 for c in commits]
+    assert result.positions[1] - result.positions[0] > 1  # not dense: KurrentDB commit positions are offsets
+    everything = await collect(store.read_all())
+    assert [r.stream for r in everything] == ["users-1"] * 3  # the fake's $settings event is skipped
+    assert await collect(store.read_all(after=result.positions[1])) == everything[2:]
+
+
+async def test_system_streams_are_hidden_and_refused(store: KurrentDBEventStore, fake: FakeKurrentDB) -> None:
+    await store.append("s-1", new(2))
+    await store.delete_stream("s-1")
+    assert ("$$s-1", 0, "$metadata") in fake.events()  # KurrentDB's soft delete is stream metadata
+    assert [r.stream for r in await collect(store.read_all())] == ["s-1", "s-1"]
+    assert await store.head_position() == (await collect(store.read_all()))[-1].position
+    with pytest.raises(InvalidStreamName, match="system"):
+        await store.append("$ce-users", new(1))
+    with pytest.raises(InvalidStreamName):
+        await collect(store.read_stream("$all"))
+
+
+async def test_category_filter_is_exact(store: KurrentDBEventStore) -> None:
+    await store.append("users-1", new(1))
+    await store.append("usersX-1", new(1))
+    await store.append("users", new(1))
+    assert [r.stream for r in await collect(store.read_all(categories="users"))] == ["users-1", "users"]
+
+
+async def test_content_type_follows_the_data(store: KurrentDBEventStore, fake: FakeKurrentDB) -> None:
+    await store.append("s-1", [NewEvent("J", b'{"a": 1}'), NewEvent("B", b"\x00\xff"), NewEvent("E", b"")])
+    types = {e.type: e.content_type for e in fake.streams.log if e.stream == "s-1"}
+    assert types == {"J": "application/json", "B": "application/octet-stream", "E": "application/octet-stream"}
+
+
+async def test_duplicates_inside_a_batch_and_in_the_same_place(store: KurrentDBEventStore) -> None:
+    events = new(2)
+    first = await store.append("s-1", events, NO_STREAM)
+    assert await store.append("s-1", events, NO_STREAM) == first  # KurrentDB's idempotent append
+    with pytest.raises(DuplicateEventId):
+        await store.append("s-2", [events[0], events[0]])
+    with pytest.raises(DuplicateEventId) as info:  # found among the stream's newest events
+        await store.append("s-1", [*new(1), events[0]], 1)
+    assert (info.value.existing_stream, info.value.existing_version) == ("s-1", 0)
+
+
+async def test_without_the_id_check_kurrentdb_decides(fake: FakeKurrentDB) -> None:
+    async with KurrentDBEventStore(fake.uri, id_check_window=0) as store:
+        events = new(2)
+        first = await store.append("s-1", events, NO_STREAM)
+        reads = fake.calls["Read"]
+        assert await store.append("s-1", events, NO_STREAM) == first  # the server's idempotent append
+        assert await store.append("s-1", events, ANY) == first
+        assert fake.calls["BatchAppend"] == 3
+        with pytest.raises(WrongExpectedVersion) as info:
+            await store.append("s-1", [*new(1), events[0]], 0)
+        assert info.value.actual == 1
+        await store.append("s-1", [*new(1), events[0]], 1)  # undetected: a second copy of events[0]
+        assert [r.id for r in await collect(store.read_stream("s-1"))].count(events[0].id) == 2
+        assert fake.calls["Read"] > reads
+
+
+async def test_get_event_with_a_stream_hint(store: KurrentDBEventStore) -> None:
+    events = new(3)
+    await store.append("s-1", events)
+    await store.append("s-2", new(2))
+    found = await store.get_event(events[1].id, stream="s-1")
+    assert found is not None and (found.stream, found.version) == ("s-1", 1)
+    assert await store.get_event(events[1].id, stream="s-2") is None
+    assert await store.get_event(uuid4(), stream="nobody-1") is None
+    await store.delete_stream("s-1")
+    assert await store.get_event(events[1].id, stream="s-1") is None
+    assert (await store.get_event(events[1].id)) == found  # the $all scan still finds it
+
+
+async def test_server_append_size_limit_is_an_invalid_event(fake: FakeKurrentDB) -> None:
+    async with KurrentDBEventStore(fake.uri, max_event_size=2 * 1024 * 1024) as big:
+        with pytest.raises(InvalidEvent, match="MaxAppendSize"):
+            await big.append("s-1", [NewEvent("Big", b"x" * (1024 * 1024 + 1))])
+    async with KurrentDBEventStore(fake.uri) as default:
+        assert default.max_event_size == DEFAULT_KURRENTDB_MAX_EVENT_SIZE
+        half = b"x" * (512 * 1024)  # each fits epoch's limit, the two do not fit the server's
+        with pytest.raises(InvalidEvent, match="MaxAppendSize"):  # a batch over the server's limit
+            await default.append("s-1", [NewEvent("Half", half), NewEvent("Half", half)])
+        assert await default.stream_version("s-1") is None
+
+
+async def test_delete_rechecks_after_a_concurrent_append(store: KurrentDBEventStore, fake: FakeKurrentDB) -> None:
+    await store.append("s-1", new(1))
+    original = store._last_event
+    raced = False
+
+    async def racing_last_event(stream: str) -> Any:
+        nonlocal raced
+        last = await original(stream)
+        if not raced:
+            raced = True
+            await store.append(stream, new(1))  # lands between the check and the delete
+        return last
+
+    store._last_event = racing_last_event  # type: ignore[method-assign]
+    await store.delete_stream("s-1")
+    assert fake.calls["Delete"] == 2
+    assert await store.stream_version("s-1") is None
+    store._last_event = original  # type: ignore[method-assign]
+    assert (await store.append("s-1", new(1), NO_STREAM)).version == 2
+
+
+async def test_subscription_is_released_on_aclose(store: KurrentDBEventStore, fake: FakeKurrentDB) -> None:
+    await store.append("s-1", new(1))
+    subscription = store.subscribe()
+    assert (await anext(subscription)).stream == "s-1"
+    await subscription.aclose()  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 5
+    while any(t.name.startswith("fake-kurrentdb") and t.is_alive() for t in _busy_threads(fake)):
+        assert time.monotonic() < deadline, "the server still streams to a closed subscription"
+        await asyncio.sleep(0.05)
+
+
+def _busy_threads(fake: FakeKurrentDB) -> list[Any]:
+    """Server threads still inside the subscription's Read call (the fake's subscription loop)."""
+    import sys
+    import threading
+
+    frames = sys._current_frames()
+    return [
+        t
+        for t in threading.enumerate()
+        if t.ident in frames and _in_subscription(frames[t.ident])  # type: ignore[index]
+    ]
+
+
+def _in_subscription(frame: Any) -> bool:
+    while frame is not None:
+        if frame.f_code.co_name == "_subscribe_all":
+            return True
+        frame = frame.f_back
+    return False
+
+
+async def test_unreachable_server_is_unavailable() -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    async with KurrentDBEventStore(f"kurrentdb://127.0.0.1:{port}?tls=false") as store:
+        with pytest.raises(StoreUnavailable) as info:
+            await store.append("s-1", new(1))
+        assert info.value.stream == "s-1"
+        assert info.value.__cause__ is not None
+        with pytest.raises(StoreUnavailable):
+            await collect(store.read_all())
+
+
+async def test_server_going_away_ends_a_subscription_with_store_unavailable(fake: FakeKurrentDB) -> None:
+    async with KurrentDBEventStore(fake.uri) as store:
+        await store.append("s-1", new(1))
+        subscription = store.subscribe()
+        await anext(subscription)
+        fake.stop()
+        with pytest.raises(StoreUnavailable):
+            await asyncio.wait_for(anext(subscription), 10)
+        await subscription.aclose()  # type: ignore[attr-defined]
+
+
+async def test_urls() -> None:
+    async with open_store("esdb://127.0.0.1:1?tls=false&max_event_size=1000") as store:
+        assert isinstance(store, KurrentDBEventStore)
+        assert store.max_event_size == 1000
+        assert store.uri == "esdb://127.0.0.1:1?tls=false"
+    with pytest.raises(ConfigurationError):
+        await open_store("kurrentdb://127.0.0.1:1?nonsense=1")
+    with pytest.raises(ConfigurationError):
+        await open_store("kurrentdb://127.0.0.1:1?max_event_size=big")
