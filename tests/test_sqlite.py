@@ -73,7 +73,7 @@ async def test_absolute_url(tmp_path: Path) -> None:
     assert (tmp_path / "sub.db").is_file()
 
 
-@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:", "sqlite+pysqlite://"])
 async def test_in_memory_url(url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     async with open_store(url) as one, open_store(url) as two:

@@ -873,7 +873,7 @@ def _unique(names: tuple[str, ...] | None) -> tuple[str, ...] | None:
 
 def _parse_url(url: str) -> tuple[str, dict[str, Any]]:
     scheme, separator, rest = url.partition("://")
-    if not separator or scheme.lower() not in ("sqlite", "sqlite+pysqlite"):
+    if not separator or scheme.lower().partition("+")[0] != "sqlite":  # sqlite+pysqlite:// etc. too
         raise ConfigurationError(f"not a SQLite URL: {url!r} (expected sqlite:///path.db or sqlite://)")
     rest, _, query = rest.partition("?")
     if rest and not rest.startswith("/"):
