@@ -29,6 +29,7 @@ _COMMAND_MODULES = (
     "epoch.cli.copy",
     "epoch.cli.projections",
     "epoch.cli.bench",
+    "epoch.cli.serve",
 )
 
 for _name in _COMMAND_MODULES:

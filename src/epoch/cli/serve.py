@@ -1,0 +1,46 @@
+"""``epoch serve``: the read-only web explorer (needs the ``web`` extra: ``pip install 'epoch-es[web]'``).
+
+Starlette, Jinja2 and uvicorn are imported only when the command runs, so the rest of the CLI works
+without the extra.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from epoch.cli._options import StoreOption
+from epoch.errors import MissingDependency
+
+AppsOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--app",
+        help="module:attr of a function (store) -> ProjectionRunner, CommandHandler, a service with .handler, "
+        "or a list of these; repeatable or comma-separated (default: $EPOCH_APP).",
+        show_default=False,
+    ),
+]
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def serve(
+        store: StoreOption = None,
+        host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+        port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+        app_spec: AppsOption = None,
+    ) -> None:
+        """Browse the store in a web browser: streams, events, the live log, projections, decider states."""
+        try:
+            import uvicorn
+
+            from epoch.web import create_app
+        except ImportError as exc:
+            if isinstance(exc, MissingDependency):
+                raise
+            raise MissingDependency(exc.name or "uvicorn", "web") from exc
+        explorer = create_app(store, app_spec or None)
+        typer.echo(f"epoch explorer on http://{host}:{port}/ (Ctrl+C to stop)")
+        uvicorn.run(explorer, host=host, port=port, log_level="warning", ws="none", lifespan="on")

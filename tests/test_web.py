@@ -1,0 +1,449 @@
+"""``epoch serve``: every page of the explorer over a SQLite store filled by the Users example.
+
+Requests go through httpx's ASGI transport inside the app's lifespan (no server); the live log's
+server-sent events are read straight from the ASGI app. tests/test_web_browser.py drives a real browser.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import base64
+import html
+import importlib
+import re
+import sys
+from collections.abc import AsyncIterator, MutableMapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import markupsafe
+import pytest
+from examples.users import AddUser, UpdateUser, UserService
+from examples.users.projections import runner
+from examples.users.registry import name_claims_runner
+from typer.testing import CliRunner
+
+from epoch import ConfigurationError, MissingDependency, NewEvent, open_store
+from epoch.cli import app as cli_app
+from epoch.web import create_app
+
+APPS = [
+    "examples.users.projections:runner",
+    "examples.users.registry:name_claims_runner",
+    "examples.users.service:UserService",
+    "examples.users.registry:registry_handler",
+]
+WEIRD = '<script>alert("x")</script> it\'s a/b?c#d e&f%2F'
+BINARY = b"\xff\x00not json"
+EVIL_JSON = b'{"html": "</pre><script>alert(1)</script>"}'
+SRC = Path(__file__).resolve().parent.parent / "src" / "epoch" / "web"
+
+
+async def seed(url: str) -> dict[str, Any]:
+    """The Users example (two directories, a rename, the name registry's saga, the read model), plus
+    a stream whose name needs escaping and quoting, holding bytes that are not JSON."""
+    async with open_store(url) as store:
+        main = UserService(store, "main")
+        ada = await main.add_user(AddUser("ada"))
+        await main.add_user(AddUser("grace"))
+        ada_id = ada.events[0].data.user_id
+        await main.update_user(UpdateUser(ada_id, "ada lovelace"))
+        await UserService(store, "eu").add_user(AddUser("linus"))
+        await name_claims_runner(store).run_until_idle()
+        await runner(store).run_until_idle()
+        await store.append(WEIRD, [NewEvent("Weird<b>", BINARY, b'{"note": "<i>x</i>"}')])
+        await store.append("notes-1", [NewEvent("Note", EVIL_JSON)])
+        return {"ada_event": ada.events[0], "ada_id": ada_id}
+
+
+@pytest.fixture
+async def seeded(sqlite_url: str) -> dict[str, Any]:
+    return {"url": sqlite_url, **(await seed(sqlite_url))}
+
+
+@pytest.fixture
+async def client(seeded: dict[str, Any]) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(seeded["url"], APPS)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://explorer") as client,
+    ):
+        yield client
+
+
+def esc(text: str) -> str:
+    return str(markupsafe.escape(text))
+
+
+def hrefs(page: str, css_class: str) -> list[str]:
+    return [html.unescape(h) for h in re.findall(rf'class="{css_class}" href="([^"]*)"', page)]
+
+
+# -- streams ----------------------------------------------------------------------------------
+
+
+async def test_streams_lists_every_stream_escaped(client: httpx.AsyncClient) -> None:
+    response = await client.get("/streams")
+    assert response.status_code == 200
+    page = response.text
+    for name in ("users-main", "users-eu", "usernames-ada", "usernames-ada lovelace", "notes-1"):
+        assert f">{esc(name)}</a>" in page
+    assert "<script>alert" not in page
+    assert esc(WEIRD) in page
+    assert "/stream?name=" + quote(WEIRD, safe="").replace("%20", "+") in hrefs(page, "stream")
+    assert "8 streams" in page
+
+
+async def test_root_redirects_to_streams(client: httpx.AsyncClient) -> None:
+    response = await client.get("/")
+    assert response.status_code == 302 and response.headers["location"] == "/streams"
+
+
+async def test_search_by_substring_and_prefix(client: httpx.AsyncClient) -> None:
+    contains = (await client.get("/streams", params={"q": "ADA"})).text
+    assert "usernames-ada</a>" in contains and "usernames-ada lovelace</a>" in contains
+    assert "users-main</a>" not in contains
+    assert "2 streams matching" in contains
+
+    prefix = (await client.get("/streams", params={"q": "users", "match": "prefix"})).text
+    assert "users-main</a>" in prefix and "users-eu</a>" in prefix and "usernames-ada</a>" not in prefix
+
+    nothing = (await client.get("/streams", params={"q": "<nope>"})).text
+    assert "No streams match “&lt;nope&gt;”" in nothing
+
+
+async def test_streams_are_paged(client: httpx.AsyncClient) -> None:
+    first = (await client.get("/streams", params={"size": 3})).text
+    assert "page 1 of 3" in first
+    [next_page] = re.findall(r'rel="next" href="([^"]*)"', first)
+    second = (await client.get(html.unescape(next_page))).text
+    assert "page 2 of 3" in second
+    names = re.findall(r'class="stream" href="[^"]*">([^<]*)</a>', first + second)
+    assert len(names) == len(set(names)) == 6
+    assert names == sorted(names, key=lambda n: html.unescape(n))
+    past = await client.get("/streams", params={"size": 3, "page": 4})
+    assert past.status_code == 404 and "past the last page (3)" in past.text
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"page": "abc"}, "page must be a whole number, not &#39;abc&#39;"),
+        ({"page": "0"}, "page must be at least 1, not 0"),
+        ({"size": "0"}, "size must be between 1 and 500, not 0"),
+        ({"size": "100000"}, "size must be between 1 and 500"),
+        ({"match": "regex"}, "match must be &#39;contains&#39; or &#39;prefix&#39;"),
+    ],
+)
+async def test_bad_streams_input_is_a_clear_400(
+    client: httpx.AsyncClient, params: dict[str, str], message: str
+) -> None:
+    response = await client.get("/streams", params=params)
+    assert response.status_code == 400
+    assert message in response.text
+
+
+# -- one stream -------------------------------------------------------------------------------
+
+
+async def test_stream_shows_pretty_json_metadata_and_state_links(
+    client: httpx.AsyncClient, seeded: dict[str, Any]
+) -> None:
+    page = (await client.get("/stream", params={"name": "users-main"})).text
+    assert "version 2 · 3 events" in page
+    assert "UserAdded" in page and "UserUpdated" in page
+    assert f"{{\n  &#34;user_id&#34;: &#34;{seeded['ada_id']}&#34;,\n  &#34;name&#34;: &#34;ada&#34;\n}}" in page
+    assert "$correlation_id" in page and "$causation_id" in page
+    assert hrefs(page, "state-link") == [f"/state?category=users&id=main&version={v}" for v in range(3)]
+
+
+async def test_stream_with_a_hostile_name_and_binary_data(client: httpx.AsyncClient) -> None:
+    response = await client.get("/stream?name=" + quote(WEIRD, safe=""))
+    assert response.status_code == 200
+    page = response.text
+    assert "<script>" not in page and "<b>" not in page and "<i>x" not in page
+    assert esc(WEIRD) in page and "Weird&lt;b&gt;" in page
+    assert base64.b64encode(BINARY).decode() in page  # not JSON: shown as base64, never dropped
+    assert "data is not JSON: 10 bytes, shown as base64" in page
+    assert "&lt;i&gt;x&lt;/i&gt;" in page  # the metadata is JSON, escaped
+
+    evil = (await client.get("/stream", params={"name": "notes-1"})).text
+    assert "<script>alert(1)" not in evil and "&lt;/pre&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in evil
+
+
+async def test_stream_paging(client: httpx.AsyncClient) -> None:
+    first = (await client.get("/stream", params={"name": "users-main", "size": 2})).text
+    assert 'id="v0"' in first and 'id="v1"' in first and 'id="v2"' not in first
+    [next_page] = re.findall(r'rel="next" href="([^"]*)"', first)
+    second = (await client.get(html.unescape(next_page))).text
+    assert 'id="v2"' in second and 'id="v1"' not in second
+    assert 'rel="next"' not in second and 'rel="prev"' in second
+
+
+async def test_unknown_stream_is_404_and_bad_input_400(client: httpx.AsyncClient) -> None:
+    unknown = await client.get("/stream", params={"name": "users-<nobody>"})
+    assert unknown.status_code == 404
+    assert "no stream named &#39;users-&lt;nobody&gt;&#39;" in unknown.text
+    missing = await client.get("/stream")
+    assert missing.status_code == 400 and "the query parameter &#39;name&#39; is required" in missing.text
+    negative = await client.get("/stream", params={"name": "users-main", "from": "-1"})
+    assert negative.status_code == 400 and "from must be at least 0" in negative.text
+    assert (await client.get("/no/such/page")).status_code == 404
+
+
+async def test_deleted_stream_says_so(seeded: dict[str, Any]) -> None:
+    async with open_store(seeded["url"]) as store:
+        await store.delete_stream("users-eu")
+    app = create_app(seeded["url"], APPS)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://explorer") as client,
+    ):
+        page = (await client.get("/stream", params={"name": "users-eu"})).text
+        assert "The stream was deleted" in page
+        assert "deleted</span>" in (await client.get("/streams", params={"q": "users-eu"})).text
+
+
+# -- one event and its correlation chain ------------------------------------------------------
+
+
+async def test_event_page_and_correlation_chain(client: httpx.AsyncClient, seeded: dict[str, Any]) -> None:
+    ada = seeded["ada_event"]
+    page = (await client.get(f"/events/{ada.id}")).text
+    assert "UserAdded" in page and "users-main" in page
+    assert f'href="/state?category=users&amp;id=main&amp;version={ada.version}"' in page
+    # The registry saga reacted to UserAdded(ada) with ReserveName: NameReserved is caused by it.
+    chain = page[page.index('id="chain"') :]
+    assert "2 events share this correlation id" in page
+    links = hrefs(chain, "chain-link")
+    assert links[0] == f"/events/{ada.id}"
+    assert re.search(r"UserAdded</a>.*?<ul>\s*<li>\s*<a class=\"chain-link\"[^>]*>NameReserved</a>", chain, re.S)
+
+    reserved = (await client.get(links[1])).text
+    assert "usernames-ada" in reserved
+    assert hrefs(reserved, "cause") == [f"/events/{ada.id}"]  # follow the causation link back
+    assert 'class="current" aria-current="true">\n    <a class="chain-link" href="' + links[1] in reserved
+
+
+async def test_event_bad_and_unknown_ids(client: httpx.AsyncClient) -> None:
+    bad = await client.get("/events/not-a-uuid")
+    assert bad.status_code == 400 and "not an event id (a UUID): &#39;not-a-uuid&#39;" in bad.text
+    unknown = await client.get("/events/00000000-0000-0000-0000-000000000000")
+    assert unknown.status_code == 404
+
+
+async def test_event_without_correlation(client: httpx.AsyncClient) -> None:
+    page = (await client.get("/stream", params={"name": "notes-1"})).text
+    [event_link] = re.findall(r'class="event-link" href="([^"]*)"', page)
+    event_page = (await client.get(event_link)).text
+    assert "This event has no <code>$correlation_id</code>" in event_page
+
+
+# -- the global log ---------------------------------------------------------------------------
+
+
+async def test_log_tail_and_paging(client: httpx.AsyncClient) -> None:
+    tail = (await client.get("/log")).text
+    positions = [int(p) for p in re.findall(r'data-position="(\d+)"', tail)]
+    assert positions == sorted(positions) and len(positions) == 10
+    head = positions[-1]
+    assert f'data-live-url="/log/live?after={head}"' in tail
+    assert "<script>alert" not in tail
+
+    first = (await client.get("/log", params={"after": 0, "size": 4})).text
+    assert [int(p) for p in re.findall(r'data-position="(\d+)"', first)] == positions[:4]
+    assert "data-live-url" not in first
+    [next_page] = re.findall(r'rel="next" href="([^"]*)"', first)
+    second = (await client.get(html.unescape(next_page))).text
+    assert [int(p) for p in re.findall(r'data-position="(\d+)"', second)] == positions[4:8]
+    [prev_page] = re.findall(r'rel="prev" href="([^"]*)"', second)
+    assert html.unescape(prev_page) == "/log?after=0&size=4"
+    assert (await client.get("/log", params={"after": "x"})).status_code == 400
+
+
+async def test_live_log_sends_events_appended_later(seeded: dict[str, Any]) -> None:
+    app = create_app(seeded["url"], APPS)
+    async with app.router.lifespan_context(app), open_store(seeded["url"]) as writer:
+        head = await writer.head_position()
+        body = bytearray()
+        done = asyncio.Event()
+
+        async def receive() -> dict[str, Any]:
+            await done.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                assert message["status"] == 200
+                assert (b"content-type", b"text/event-stream; charset=utf-8") in message["headers"]
+            elif message["type"] == "http.response.body":
+                body.extend(message["body"])
+                if b"event: append" in body:
+                    done.set()
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": "/log/live",
+            "raw_path": b"/log/live",
+            "root_path": "",
+            "query_string": f"after={head}".encode(),
+            "headers": [(b"host", b"explorer")],
+            "client": ("127.0.0.1", 1),
+            "server": ("explorer", 80),
+        }
+        serving = asyncio.create_task(app(scope, receive, send))
+        await asyncio.sleep(0.2)
+        await writer.append("users-late", [NewEvent("Late<One>", b"{}")])
+        await asyncio.wait_for(serving, 10)
+    text = body.decode()
+    assert f"id: {head + 1}\nevent: append\ndata: <tr" in text
+    assert "Late&lt;One&gt;" in text and "<One>" not in text
+
+
+# -- projections and deciders -----------------------------------------------------------------
+
+
+async def test_projections_show_checkpoints_and_lag(client: httpx.AsyncClient, seeded: dict[str, Any]) -> None:
+    async with open_store(seeded["url"]) as store:
+        await UserService(store, "main").add_user(AddUser("barbara"))
+        head = await store.head_position()
+    page = (await client.get("/projections")).text
+    rows = re.findall(
+        r"<tr class=\"(ok|failing)\">\s*<td>([^<]*)</td>\s*<td class=\"num\">(\d+)</td>\s*"
+        r"<td class=\"num\">(\d+)</td>\s*<td class=\"num lag\">(\d+)</td>",
+        page,
+    )
+    by_name = {name: (int(checkpoint), int(shown_head), int(lag)) for _, name, checkpoint, shown_head, lag in rows}
+    assert set(by_name) == {"user-directory", "user-name-claims"}
+    for checkpoint, shown_head, lag in by_name.values():
+        assert shown_head == head and lag == 1 and checkpoint < head
+    assert "behind" in page
+
+
+async def test_projections_without_app_show_saved_checkpoints(seeded: dict[str, Any]) -> None:
+    app = create_app(seeded["url"], [])
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://explorer") as client,
+    ):
+        page = (await client.get("/projections")).text
+        assert "Every checkpoint saved in the store" in page
+        assert "<td>user-directory</td>" in page and "<td>user-name-claims</td>" in page
+        assert "No deciders registered" in (await client.get("/deciders")).text
+        missing = await client.get("/state", params={"category": "users", "id": "main"})
+        assert missing.status_code == 404 and "known: none; pass --app" in missing.text
+
+
+async def test_deciders_list_registered_categories(client: httpx.AsyncClient) -> None:
+    page = (await client.get("/deciders")).text
+    assert "<h2>users</h2>" in page and "<h2>usernames</h2>" in page
+    assert "/state?category=users&id=main" in hrefs(page, "state-link")
+    assert "/state?category=usernames&id=ada+lovelace" in hrefs(page, "state-link")
+
+
+async def test_decider_state_at_any_version(client: httpx.AsyncClient, seeded: dict[str, Any]) -> None:
+    ada_id = seeded["ada_id"]
+    at0 = (await client.get("/state", params={"category": "users", "id": "main", "version": 0})).text
+    state0 = html.unescape(re.search(r'<pre class="json" id="state">(.*?)</pre>', at0, re.S)[1])  # type: ignore[index]
+    assert '"name": "ada"' in state0 and "grace" not in state0
+    assert '<strong aria-current="true">v0</strong>' in at0
+
+    now = (await client.get("/state", params={"category": "users", "id": "main"})).text
+    state = html.unescape(re.search(r'<pre class="json" id="state">(.*?)</pre>', now, re.S)[1])  # type: ignore[index]
+    assert f'"{ada_id}": {{\n      "user_id": "{ada_id}",\n      "name": "ada lovelace"' in state
+    assert '"name": "grace"' in state
+    assert 'id="state-version">2<' in now and "UserUpdated</a>" in now
+
+    owner = (await client.get("/state", params={"category": "usernames", "id": "ada"})).text
+    assert f"&#34;{ada_id}&#34;" in owner
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "message"),
+    [
+        (
+            {"category": "users", "id": "main", "version": "9"},
+            404,
+            "users-main has no version 9: its last version is 2",
+        ),
+        ({"category": "users", "id": "main", "version": "-1"}, 400, "version must be at least 0"),
+        ({"category": "users", "id": "main", "version": "two"}, 400, "version must be a whole number"),
+        ({"category": "users", "id": "nobody"}, 404, "no stream named &#39;users-nobody&#39;"),
+        ({"category": "<x>", "id": "main"}, 404, "no decider registered for category &#39;&lt;x&gt;&#39;"),
+        ({"category": "users"}, 400, "the query parameter &#39;id&#39; is required"),
+    ],
+)
+async def test_bad_state_requests(client: httpx.AsyncClient, params: dict[str, str], status: int, message: str) -> None:
+    response = await client.get("/state", params=params)
+    assert response.status_code == status
+    assert message in response.text
+
+
+# -- the app itself ---------------------------------------------------------------------------
+
+
+async def test_read_only_and_locked_down(client: httpx.AsyncClient) -> None:
+    assert (await client.post("/streams")).status_code == 405
+    response = await client.get("/streams")
+    assert "script-src 'self'" in response.headers["content-security-policy"]
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert (await client.get("/static/explorer.css")).status_code == 200
+    assert (await client.get("/static/live.js")).status_code == 200
+
+
+def test_a_bad_app_spec_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="cannot load 'nope.nowhere:x'"):
+        create_app("memory://", "nope.nowhere:x")
+    with pytest.raises(ConfigurationError, match="must look like module:attr"):
+        create_app("memory://", "examples.users")
+
+
+async def test_an_app_returning_something_else_fails_at_startup(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EPOCH_APP", "examples.users.domain:UserState")
+    app = create_app("memory://")
+    with pytest.raises(ConfigurationError, match="returned UserState"):
+        async with app.router.lifespan_context(app):
+            pass
+
+
+def test_serve_reports_a_bad_app(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli_app, ["serve", "--store", f"sqlite:///{tmp_path}/x.db", "--app", "nope:x"])
+    assert isinstance(result.exception, ConfigurationError)
+
+
+def test_missing_web_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [m for m in sys.modules if m == "epoch.web" or m.startswith("epoch.web.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "starlette", None)
+    with pytest.raises(MissingDependency, match=r"pip install 'epoch-es\[web\]'"):
+        importlib.import_module("epoch.web")
+
+
+def test_templates_and_static_files_ship_in_the_package() -> None:
+    package = resources.files("epoch.web")
+    for name in ("base.html", "streams.html", "stream.html", "event.html", "log.html", "state.html"):
+        assert (package / "templates" / name).is_file(), name
+    assert (package / "static" / "explorer.css").is_file()
+
+
+def test_web_calls_only_the_public_api() -> None:
+    private = ("epoch.stores._", "epoch.commands", "epoch.cache", "epoch.projections._", "epoch.cli._")
+    for path in SRC.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("epoch"):
+                assert not node.module.startswith(private), (path.name, node.module)
+
+
+def test_the_header_never_shows_a_store_password() -> None:
+    from epoch.web.app import _without_password
+
+    assert _without_password("postgresql://ada:s3cret@db:5432/epoch") == "postgresql://ada:***@db:5432/epoch"
+    assert _without_password("sqlite:///epoch.db") == "sqlite:///epoch.db"
