@@ -82,8 +82,14 @@ def test_backends_never_import_each_other() -> None:
                 assert path.stem in ("__init__", "copy"), (path.name, name)
 
 
-def test_cli_uses_the_public_api() -> None:
-    internal = ("epoch.stores._", "epoch.commands", "epoch.cache")
-    for path in (SRC / "cli").glob("*.py"):
+def test_cli_and_web_use_the_public_api() -> None:
+    internal = ("epoch.stores._", "epoch.commands", "epoch.cache", "epoch.projections._")
+    for path in [*(SRC / "cli").glob("*.py"), *(SRC / "web").glob("*.py")]:
         for name in imports_of(path):
             assert not name.startswith(internal), (path.name, name)
+
+
+def test_the_api_page_names_every_public_name() -> None:
+    page = (ROOT / "docs" / "api.md").read_text()
+    missing = [name for name in epoch.__all__ if name != "__version__" and f"`{name}`" not in page]
+    assert missing == []
