@@ -66,8 +66,13 @@ async def run_demo(url: str | None, echo: Echo = print) -> None:
         now = await service.users()
         echo(f"   ... and now it has {len(now)} users: {', '.join(sorted(u.name for u in now.values()))}")
 
-        echo("\nNext:")
-        echo(f"  epoch streams                 # every stream in {url or 'epoch.db'}")
-        echo(f"  epoch read {stream}       # this directory's events")
-        echo("  epoch tail --follow           # the global log, live")
-        echo("  make test                     # the whole suite")
+        echo("\nNext (in a checkout, epoch is .venv/bin/epoch):")
+        store_flag = f" --store {url}" if url else ""
+        for command, why in (
+            (f"epoch streams{store_flag}", "every stream in the store"),
+            (f"epoch read {stream}{store_flag}", "this directory's events"),
+            (f"epoch tail --follow{store_flag}", "the global log, live"),
+            (f"epoch serve{store_flag}", "the web explorer"),
+            ("make test", "the whole suite"),
+        ):
+            echo(f"  {command:<40} # {why}")
