@@ -19,13 +19,16 @@ from benchmarks.suite import make_sides
 
 async def measure(spec: dict[str, object]) -> dict[str, object]:
     backend = Backend(str(spec["store"]), synchronous=str(spec["synchronous"]))
-    (side,) = make_sides(backend, (str(spec["impl"]),))
-    handle = await side.fill(str(spec["location"]), int(spec["events"]))  # type: ignore[call-overload]
-    gc.collect()
-    reset = reset_peak_rss()
-    before = current_rss_kb() if reset else peak_rss_kb()
-    count = await side.read_all_discard(handle)
-    after = peak_rss_kb()
+    try:
+        (side,) = make_sides(backend, (str(spec["impl"]),))
+        handle = await side.fill(str(spec["location"]), int(spec["events"]))  # type: ignore[call-overload]
+        gc.collect()
+        reset = reset_peak_rss()
+        before = current_rss_kb() if reset else peak_rss_kb()
+        count = await side.read_all_discard(handle)
+        after = peak_rss_kb()
+    finally:
+        backend.close()  # only this process's empty scratch directory: the location is the parent's
     return {"growth_kb": after - before, "before_kb": before, "peak_kb": after, "count": count, "reset": reset}
 
 
