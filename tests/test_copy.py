@@ -7,6 +7,7 @@ import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -105,7 +106,6 @@ async def test_copy_refuses_an_unrelated_destination(pg_dsn: str) -> None:
 
 
 async def test_sqlite_to_postgres_to_sqlite(pg_dsn: str, tmp_path: Path) -> None:
-    pytest.importorskip("epoch.stores.sqlite")
     src_url, back_url = f"sqlite:///{tmp_path / 'src.db'}", f"sqlite:///{tmp_path / 'back.db'}"
     async with open_store(src_url) as src:
         await fill(src)
@@ -117,7 +117,32 @@ async def test_sqlite_to_postgres_to_sqlite(pg_dsn: str, tmp_path: Path) -> None
     assert back.exit_code == 0, back.output
     report = json.loads(back.output)
     async with open_store(src_url) as src, open_store(pg_dsn) as mid, open_store(back_url) as dst:
-        assert await snapshot(mid) == await snapshot(src)  # PostgreSQL imports: timestamps too
-        # the way back keeps timestamps only if the SQLite store can import (see SupportsImport)
-        with_time = report["timestamps_preserved"]
-        assert await snapshot(dst, with_time) == await snapshot(src, with_time)
+        assert await snapshot(mid) == await snapshot(src)  # ids, versions, order, bytes, timestamps
+        assert report["timestamps_preserved"] is True
+        assert await snapshot(dst) == await snapshot(src)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_import_refuses_what_does_not_fit(backend: str, request: pytest.FixtureRequest) -> None:
+    from datetime import UTC, datetime
+
+    from epoch import DuplicateEventId, WrongExpectedVersion
+
+    url = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "pg_dsn")
+    when = datetime(2020, 5, 17, 12, 30, 15, 123456, tzinfo=UTC)
+
+    def recorded(stream: str, version: int, id: uuid.UUID | None = None) -> RecordedEvent:
+        return RecordedEvent(stream, version, 0, id or uuid.uuid4(), "T", b"{}", b"", when)
+
+    async with open_store(url) as store:
+        importer: Any = store
+        first = recorded("s-1", 0)
+        positions = await importer.import_events([first, recorded("s-1", 1)])
+        assert len(positions) == 2
+        assert positions == sorted(positions)
+        with pytest.raises(WrongExpectedVersion):
+            await importer.import_events([recorded("s-2", 0), recorded("s-1", 3)])  # a gap: 2 is missing
+        with pytest.raises(DuplicateEventId):
+            await importer.import_events([recorded("s-3", 0), recorded("s-3", 1, first.id)])
+        assert [e.stream async for e in store.read_all()] == ["s-1", "s-1"]  # nothing else was written
+        assert [e.recorded_at async for e in store.read_stream("s-1")] == [when, when]

@@ -29,7 +29,7 @@ _ALL_DELETED = 1 << 62
 
 @runtime_checkable
 class SupportsImport(Protocol):
-    """A store that can take already-recorded events as they are (the PostgreSQL store can).
+    """A store that can take already-recorded events as they are (the SQLite and PostgreSQL stores can).
 
     ``import_events`` appends ``events`` in one transaction, in the given order, each at exactly its
     ``version`` and with its own id, type, data, metadata and ``recorded_at`` (positions are the store's

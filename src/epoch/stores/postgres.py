@@ -36,7 +36,7 @@ import msgspec
 
 from epoch.errors import (
     ConfigurationError,
-    InvalidEvent,
+    DuplicateEventId,
     MissingDependency,
     StoreUnavailable,
     WrongExpectedVersion,
@@ -61,6 +61,7 @@ from epoch.stores._checks import (
     check_stream_name,
     is_replay,
 )
+from epoch.stores._import import runs_of
 from epoch.stores._postgres_listen import Listener
 from epoch.stores._postgres_schema import (
     EXPECT_ANY,
@@ -479,17 +480,7 @@ class PostgresEventStore:
         given order and returns them. ``first_visible`` then soft-deletes each named stream's versions
         below the given one. Raises ``WrongExpectedVersion`` when a version does not fit.
         """
-        runs: list[list[RecordedEvent]] = []
-        for index, event in enumerate(events):
-            if not isinstance(event, RecordedEvent):
-                raise InvalidEvent("$import", index, f"expected a RecordedEvent, not {type(event).__name__}")
-            check_stream_name(event.stream)
-            if runs and runs[-1][-1].stream == event.stream:
-                runs[-1].append(event)
-            else:
-                runs.append([event])
-        for run in runs:
-            check_events(run[0].stream, [NewEvent(e.type, e.data, e.metadata, e.id) for e in run], self.max_event_size)
+        runs = runs_of(events, self.max_event_size)
 
         async def write(conn: Conn) -> list[int]:
             positions: list[int] = []
@@ -517,7 +508,23 @@ class PostgresEventStore:
                     await cur.execute(q.SET_FIRST_VISIBLE, (version, stream))
             return positions
 
-        return await self._run(write, retry=False)
+        try:
+            return await self._run(write, retry=False)
+        except StoreUnavailable as exc:
+            if getattr(exc.__cause__, "sqlstate", None) not in (IDS_STORED, "23505"):
+                raise
+            ids = [e.id for run in runs for e in run]
+
+            async def fetch(conn: Conn) -> list[tuple[UUID, str, int, int, int, datetime]]:
+                cur = await conn.execute(q.FOUND_IDS, (ids,))
+                return await cur.fetchall()
+
+            found = {row[0]: row for row in await self._run(fetch)}
+            for run in runs:
+                for event in run:
+                    if (place := found.get(event.id)) is not None:
+                        raise DuplicateEventId(event.stream, event.id, place[1], place[2]) from None
+            raise
 
     # -- reading --------------------------------------------------------------------------------
 

@@ -31,15 +31,24 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 from uuid import UUID, SafeUUID
 
-from epoch.errors import ConfigurationError, EpochError, StoreUnavailable, WrongExpectedVersion
-from epoch.records import ANY, AppendResult, ExpectedVersion, ExpectedVersionLike, NewEvent, RecordedEvent, category_of
+from epoch.errors import ConfigurationError, DuplicateEventId, EpochError, StoreUnavailable, WrongExpectedVersion
+from epoch.records import (
+    ANY,
+    NO_STREAM,
+    AppendResult,
+    ExpectedVersion,
+    ExpectedVersionLike,
+    NewEvent,
+    RecordedEvent,
+    category_of,
+)
 from epoch.stores._checks import (
     DEFAULT_MAX_EVENT_SIZE,
     check_categories,
@@ -50,6 +59,7 @@ from epoch.stores._checks import (
     enforce_expected_version,
     is_replay,
 )
+from epoch.stores._import import runs_of
 
 __all__ = ["SCHEMA_VERSION", "SQLiteEventStore"]
 
@@ -127,6 +137,10 @@ def _uuid(raw: bytes) -> UUID:
     _set_attribute(value, "int", _from_bytes(raw, "big"))
     _set_attribute(value, "is_safe", _UNKNOWN)
     return value
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 def _instant(microseconds: int) -> datetime:
@@ -257,6 +271,50 @@ def _delete(tx: _Transaction, stream: str, expected: ExpectedVersion | int) -> N
     enforce_expected_version(stream, expected, _visible(row))
     if row is not None:
         connection.execute("UPDATE streams SET first_visible = version + 1 WHERE stream = ?", (stream,))
+
+
+def _import(
+    connection: sqlite3.Connection, runs: list[list[RecordedEvent]], first_visible: Mapping[str, int]
+) -> list[int]:
+    position: int = connection.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()[0]
+    positions: list[int] = []
+    for run in runs:
+        stream = run[0].stream
+        row = connection.execute(_SELECT_STREAM, (stream,)).fetchone()
+        actual = None if row is None else row[0]
+        for offset, event in enumerate(run):
+            if event.version != (0 if actual is None else actual + 1) + offset:
+                raise WrongExpectedVersion(stream, event.version - 1 if event.version else NO_STREAM, actual)
+        rows = []
+        for event in run:
+            position += 1
+            positions.append(position)
+            micros = (event.recorded_at - _EPOCH) // _MICROSECOND
+            rows.append(
+                (
+                    position,
+                    stream,
+                    event.version,
+                    event.id.bytes,
+                    event.type,
+                    event.data,
+                    event.metadata,
+                    category_of(stream),
+                    micros,
+                )
+            )
+        try:
+            connection.executemany(_INSERT_EVENT, rows)
+        except sqlite3.IntegrityError:  # an id is stored already: name the first one
+            for event in run:
+                place = connection.execute("SELECT stream, version FROM events WHERE id = ?", (event.id.bytes,))
+                if (found := place.fetchone()) is not None:
+                    raise DuplicateEventId(stream, event.id, found[0], found[1]) from None
+            raise
+        connection.execute(_UPSERT_STREAM, (stream, run[-1].version))
+    for stream, version in first_visible.items():
+        connection.execute("UPDATE streams SET first_visible = ? WHERE stream = ?", (version, stream))
+    return positions
 
 
 # --- work done on reader threads ------------------------------------------------------------------
@@ -769,6 +827,20 @@ class SQLiteEventStore:
         if not self._ready:
             await self._start()
         return await self._submit(self._writes, _EXCLUSIVE, fn, ())
+
+    async def import_events(
+        self, events: Sequence[RecordedEvent], first_visible: Mapping[str, int] | None = None
+    ) -> list[int]:
+        """Append already-recorded events (e.g. from another store) in one transaction, for ``epoch copy``.
+
+        Each event lands at exactly its ``version`` (a stream's versions must continue where it ends) and
+        keeps its id, type, data, metadata and ``recorded_at``; positions are this store's, in the given
+        order, and are returned. ``first_visible`` then soft-deletes each named stream below that version.
+        Raises ``WrongExpectedVersion`` or ``DuplicateEventId`` and writes nothing when an event does not fit.
+        """
+        runs = runs_of(events, self.max_event_size)
+        deletes = dict(first_visible or {})
+        return await self.run_in_transaction(lambda connection: _import(connection, runs, deletes))
 
     async def close(self) -> None:
         """Finish queued work, stop the threads and close the connections. Idempotent.
