@@ -76,15 +76,20 @@ DECLARE
     v_seq integer;
     v_now timestamptz;
 BEGIN
-    -- 1. Lock the stream (creating its row when the append writes something).
-    SELECT s.version, s.first_visible INTO v_version, v_first
-    FROM epoch_streams s WHERE s.stream = p_stream FOR UPDATE;
-    IF NOT FOUND THEN
-        IF v_n > 0 THEN
-            INSERT INTO epoch_streams (stream) VALUES (p_stream) ON CONFLICT (stream) DO NOTHING;
-            SELECT s.version, s.first_visible INTO v_version, v_first
-            FROM epoch_streams s WHERE s.stream = p_stream FOR UPDATE;
-        ELSE
+    -- 1. Lock the stream and move its version in one statement (creating its row for a new stream).
+    --    A failed guard below raises, which undoes the update with the rest of the statement.
+    IF v_n > 0 THEN
+        LOOP
+            UPDATE epoch_streams s SET version = s.version + v_n WHERE s.stream = p_stream
+            RETURNING s.version - v_n, s.first_visible INTO v_version, v_first;
+            EXIT WHEN FOUND;
+            INSERT INTO epoch_streams (stream, version) VALUES (p_stream, v_n - 1)
+            ON CONFLICT (stream) DO NOTHING RETURNING -1, 0 INTO v_version, v_first;
+            EXIT WHEN FOUND;  -- else a concurrent append created it: update it then
+        END LOOP;
+    ELSE
+        SELECT s.version, s.first_visible INTO v_version, v_first FROM epoch_streams s WHERE s.stream = p_stream;
+        IF NOT FOUND THEN
             v_version := -1;
             v_first := 0;
         END IF;
@@ -116,7 +121,6 @@ BEGIN
            coalesce(u.at, v_now)
     FROM unnest(p_ids, p_types, p_data, p_metadata, p_recorded_at)
          WITH ORDINALITY AS u(id, type, data, metadata, at, i);
-    UPDATE epoch_streams SET version = v_version + v_n WHERE stream = p_stream;
     PERFORM pg_notify('epoch_events', split_part(p_stream, '-', 1));
     RETURN QUERY SELECT v_version + v_n, v_xid, v_seq, v_now;
 END
