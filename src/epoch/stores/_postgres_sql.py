@@ -15,13 +15,14 @@ SEQ_MASK = (1 << SEQ_BITS) - 1
 
 XMIN = "(SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint)"
 
+# The event arrays travel in binary (%b): text format would hex-escape every byte of data and metadata.
 APPEND = (
     "SELECT r_version, r_xid, r_seq, r_recorded_at FROM epoch_append("
-    "%s, %s, %s::uuid[], %s::text[], %s::bytea[], %s::bytea[])"
+    "%s, %s, %b::uuid[], %b::text[], %b::bytea[], %b::bytea[])"
 )
 IMPORT = (
     "SELECT r_version, r_xid, r_seq, r_recorded_at FROM epoch_append("
-    "%s, -1, %s::uuid[], %s::text[], %s::bytea[], %s::bytea[], %s::timestamptz[])"
+    "%s, -1, %b::uuid[], %b::text[], %b::bytea[], %b::bytea[], %b::timestamptz[])"
 )
 SET_FIRST_VISIBLE = "UPDATE epoch_streams SET first_visible = greatest(first_visible, %s) WHERE stream = %s"
 DELETE = "SELECT epoch_delete(%s, %s)"
