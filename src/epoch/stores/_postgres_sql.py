@@ -13,6 +13,17 @@ from typing import LiteralString
 SEQ_BITS = 32
 SEQ_MASK = (1 << SEQ_BITS) - 1
 
+
+def encode_position(xid: int, seq: int) -> int:
+    """The public position of the ``seq``-th event written by transaction ``xid``."""
+    return (xid << SEQ_BITS) | seq
+
+
+def decode_position(position: int) -> tuple[int, int]:
+    """``(xid, seq)`` of a position (``after=0`` decodes to ``(0, 0)``, before every event)."""
+    return position >> SEQ_BITS, position & SEQ_MASK
+
+
 XMIN = "(SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint)"
 
 # The event arrays travel in binary (%b): text format would hex-escape every byte of data and metadata.

@@ -29,7 +29,6 @@ from __future__ import annotations
 import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from contextlib import aclosing, suppress
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from uuid import UUID
@@ -43,6 +42,7 @@ from epoch.errors import (
     WrongExpectedVersion,
 )
 from epoch.records import ANY, AppendResult, ExpectedVersionLike, NewEvent, RecordedEvent
+from epoch.stores._base import StoreLifecycle
 from epoch.stores._checks import (
     DEFAULT_MAX_EVENT_SIZE,
     check_categories,
@@ -88,7 +88,7 @@ _DELETE_ATTEMPTS = 5
 _EPOCH_OPTIONS = {"max_event_size", "id_check_window"}
 
 
-class KurrentDBEventStore:
+class KurrentDBEventStore(StoreLifecycle):
     """An :class:`~epoch.stores.EventStore` on a KurrentDB server or cluster.
 
     ``KurrentDBEventStore("kurrentdb://localhost:2113?tls=false")`` takes the client's connection string
@@ -375,17 +375,6 @@ class KurrentDBEventStore:
         self._closed = True
         with driver_errors(None), suppress(ProgrammingError):  # ProgrammingError: never connected
             await self._client.close()
-
-    async def __aenter__(self) -> KurrentDBEventStore:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
 
 def _exact(stream: str) -> dict[str, Any]:

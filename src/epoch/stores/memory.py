@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
-from types import TracebackType
 from uuid import UUID
 
 from epoch.errors import StoreUnavailable
 from epoch.records import ANY, AppendResult, ExpectedVersionLike, NewEvent, RecordedEvent, category_of
+from epoch.stores._base import StoreLifecycle
 from epoch.stores._checks import (
     DEFAULT_MAX_EVENT_SIZE,
     check_categories,
@@ -37,7 +37,7 @@ class _Stream:
         return last if last >= self.first_visible else None
 
 
-class MemoryEventStore:
+class MemoryEventStore(StoreLifecycle):
     """Streams and the global log in lists; every call is atomic because it never awaits mid-way.
 
     Subscriptions wake on each append. The store lives and dies with its process.
@@ -194,14 +194,3 @@ class MemoryEventStore:
     async def close(self) -> None:
         self._closed = True
         self._wake()
-
-    async def __aenter__(self) -> MemoryEventStore:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()

@@ -1,0 +1,113 @@
+"""The PostgreSQL store's reads of the global log: pages, and waiting for events held back by open
+transactions (the visibility wait) or for a subscription's lost connection to come back.
+
+Readers only see rows of transactions older than the oldest one still running, so an event committed
+after an older transaction began stays invisible until that transaction ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+
+from epoch.errors import StoreUnavailable
+from epoch.records import RecordedEvent
+from epoch.stores import _postgres_sql as q
+from epoch.stores._postgres_pool import Conn, Connections
+
+__all__ = ["PAGE", "pending", "read_page", "row_all", "subscription_page", "subscription_pending", "wait_visible"]
+
+log = logging.getLogger("epoch.stores.postgres")
+
+PAGE = 1000
+
+
+def row_all(row: Sequence[Any]) -> RecordedEvent:
+    stream, version, xid, seq, id, type, data, metadata, at = row
+    return RecordedEvent(stream, version, (xid << 32) | seq, id, type, data, metadata, at)
+
+
+def _page_query(names: tuple[str, ...] | None, after: int, size: int) -> tuple[Any, dict[str, Any]]:
+    xid, seq = q.decode_position(after)
+    params: dict[str, Any] = {"xid": xid, "seq": seq, "limit": size}
+    if names is None:
+        return q.READ_ALL, params
+    if len(names) > q.MAX_UNION_CATEGORIES:
+        params["categories"] = list(names)
+    else:
+        params.update({f"c{i}": name for i, name in enumerate(names)})
+    return q.read_categories(len(names)), params
+
+
+async def read_page(db: Connections, names: tuple[str, ...] | None, after: int, size: int) -> list[RecordedEvent]:
+    sql, params = _page_query(names, after, size)
+
+    async def page(conn: Conn) -> list[RecordedEvent]:
+        async with conn.cursor(binary=True) as cur:
+            await cur.execute(sql, params)
+            return [row_all(row) for row in await cur.fetchall()]
+
+    return await db.run(page)
+
+
+async def pending(db: Connections, after: int) -> int | None:
+    """The newest committed-but-invisible transaction id past ``after``, or None when there is none."""
+
+    async def check(conn: Conn) -> tuple[int | None, int]:
+        cur = await conn.execute(q.NEWEST_AND_XMIN)
+        row = await cur.fetchone()
+        assert row is not None
+        return row[0], row[1]
+
+    newest, xmin = await db.run(check)
+    if newest is None or newest < xmin or newest < q.decode_position(after)[0]:
+        return None
+    return newest
+
+
+async def wait_visible(db: Connections, xid: int, within: float) -> bool:
+    """Wait (polling, up to ``within`` seconds) until every transaction up to ``xid`` has ended."""
+    deadline = time.monotonic() + within
+    delay = 0.001
+
+    async def xmin(conn: Conn) -> int:
+        row = await (await conn.execute(q.XMIN_ONLY)).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    while await db.run(xmin) <= xid:
+        if time.monotonic() + delay > deadline:
+            return False
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.05)
+    return True
+
+
+async def subscription_page(db: Connections, names: tuple[str, ...] | None, after: int) -> list[RecordedEvent]:
+    """A page for a subscription: lost connections are retried forever (with backoff) until closed."""
+    delay = 0.05
+    while True:
+        db.check_open()
+        try:
+            return await read_page(db, names, after, PAGE)
+        except StoreUnavailable as exc:
+            if db.closed or not isinstance(exc.__cause__, psycopg.Error):
+                raise
+            log.warning("subscription lost PostgreSQL (%s); retrying in %.2fs", exc, delay)
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 2.0)
+
+
+async def subscription_pending(db: Connections, after: int) -> bool:
+    try:
+        return await pending(db, after) is not None
+    except StoreUnavailable:
+        if db.closed:
+            raise
+        return True  # retry soon through subscription_page's backoff

@@ -1,0 +1,265 @@
+"""The SQLite store's threads: one writer owning the only writing connection, a pool of readers each
+owning a read-only one (WAL readers never wait for the writer), the job queues between the event loop and
+them, and the subscribers waiting for the writer's next commit.
+
+A call hands its work to a thread and awaits a future the thread settles; a read hands over a page of
+rows at a time, and the next page is fetched while the caller consumes the current one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import queue
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
+
+from epoch.errors import StoreUnavailable
+from epoch.records import RecordedEvent
+from epoch.stores._sqlite_jobs import EXCLUSIVE, READ, WRITE, Job, post, run_batch, unavailable, wake, wake_all
+from epoch.stores._sqlite_schema import connect, create_schema
+
+__all__ = ["MAX_GROUP", "PAGE_SIZE", "POLL_INTERVAL", "Workers"]
+
+T = TypeVar("T")
+
+PAGE_SIZE = 1000  # rows per thread hop when reading
+MAX_GROUP = 256  # appends committed together, at most
+POLL_INTERVAL = 0.1  # seconds between a subscriber's checks for other processes' commits
+
+
+class Workers:
+    """The threads of one store, started on first use and stopped by :meth:`close`.
+
+    In memory there is one connection, so reads queue behind writes on the writer thread (``readers=0``).
+    """
+
+    def __init__(self, path: str, *, in_memory: bool, synchronous: str, timeout: float, readers: int) -> None:
+        self.path = path
+        self.in_memory = in_memory
+        self.synchronous = synchronous
+        self.timeout = timeout
+        self.readers = readers
+        self._lock = threading.Lock()
+        self._writes: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._reads = self._writes if in_memory else queue.SimpleQueue()
+        self._started: concurrent.futures.Future[None] | None = None
+        self._stopped: concurrent.futures.Future[None] | None = None
+        self._ready = False
+        self._closed = False
+        self._commits = 0  # bumped by the writer after each commit; subscribers compare it
+        self._waiters: dict[asyncio.Future[None], asyncio.AbstractEventLoop] = {}
+
+    # -- the event loop's side ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the threads (once) and wait until the schema is ready; a failed start is retried next call."""
+        if self._ready:
+            return
+        with self._lock:
+            if self._closed:
+                raise StoreUnavailable(f"the SQLite store {self.path} is closed")
+            if self._started is None:
+                self._started = concurrent.futures.Future()
+                self._stopped = concurrent.futures.Future()
+                threading.Thread(
+                    target=self._serve_writes,
+                    args=(self._started, self._stopped),
+                    name=f"epoch-sqlite-writer:{self.path}",
+                    daemon=True,
+                ).start()
+            started = self._started
+        await asyncio.wrap_future(started)
+
+    def _submit(
+        self, jobs: queue.SimpleQueue[Job | None], kind: int, fn: Callable[..., T], args: tuple[Any, ...]
+    ) -> asyncio.Future[T]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        with self._lock:
+            if self._closed:
+                raise StoreUnavailable(f"the SQLite store {self.path} is closed")
+            jobs.put((kind, fn, args, loop, future))
+        return future
+
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(transaction, *args)`` on the writer, in the next group commit."""
+        await self.start()
+        return await self._submit(self._writes, WRITE, fn, args)
+
+    async def exclusive(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn(connection)`` on the writer, in a transaction of its own."""
+        await self.start()
+        return await self._submit(self._writes, EXCLUSIVE, fn, ())
+
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(connection, *args)`` on a reader."""
+        await self.start()
+        return await self._submit(self._reads, READ, fn, args)
+
+    async def close(self) -> None:
+        """Finish queued work, stop the threads and close the connections; wake every waiter. Idempotent."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                if self._started is not None:
+                    self._writes.put(None)
+            waiters, self._waiters = self._waiters, {}
+            stopped = self._stopped
+        wake_all(waiters)
+        if stopped is not None:
+            await asyncio.wrap_future(stopped)
+
+    async def scan(
+        self,
+        start: Callable[[], Any],
+        page: Callable[[sqlite3.Connection, Any, int], tuple[Any, list[RecordedEvent]]],
+        limit: int | None,
+        follow: bool,
+    ) -> AsyncIterator[RecordedEvent]:
+        """Yield the events of successive pages, fetching the next page while the caller consumes one.
+
+        ``start()`` checks the arguments (when iteration begins, as for any async generator) and returns
+        the first cursor; ``page(connection, cursor, size)`` returns the next cursor and up to ``size``
+        events. With ``follow``, a short page means "caught up": wait for a commit, then read on.
+        """
+        cursor = start()
+        await self.start()
+        if limit == 0:
+            if self._closed:
+                raise StoreUnavailable(f"the SQLite store {self.path} is closed")
+            return
+        size = PAGE_SIZE if limit is None else min(PAGE_SIZE, limit)
+        seen = self._commits  # read before each query: a later commit may be missing from its result
+        pending: asyncio.Future[tuple[Any, list[RecordedEvent]]] | None = self._submit(
+            self._reads, READ, page, (cursor, size)
+        )
+        try:
+            while pending is not None:
+                cursor, events = await pending
+                pending = None
+                if limit is not None:
+                    limit -= len(events)
+                if len(events) == size and limit != 0:
+                    size = PAGE_SIZE if limit is None else min(PAGE_SIZE, limit)
+                    seen = self._commits
+                    pending = self._submit(self._reads, READ, page, (cursor, size))
+                for event in events:
+                    yield event
+                if pending is None and follow:
+                    await self._wait_for_commit(seen)
+                    seen = self._commits
+                    pending = self._submit(self._reads, READ, page, (cursor, size))
+        finally:
+            if pending is not None:
+                pending.cancel()
+
+    async def _wait_for_commit(self, seen: int) -> None:
+        """Return after a commit by this store since ``seen`` was read, or after ``POLL_INTERVAL``."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self._lock:
+            if self._closed:
+                raise StoreUnavailable(f"the SQLite store {self.path} is closed")
+            self._waiters[future] = loop
+        try:
+            if self._commits != seen:
+                return
+            timer = loop.call_later(POLL_INTERVAL, wake, future)
+            try:
+                await future
+            finally:
+                timer.cancel()
+        finally:
+            with self._lock:
+                self._waiters.pop(future, None)
+
+    # -- the threads' side --------------------------------------------------------------------------
+
+    def _connect(self, *, writer: bool) -> sqlite3.Connection:
+        return connect(self.path, timeout=self.timeout, synchronous=self.synchronous, writer=writer)
+
+    def _serve_writes(self, started: concurrent.futures.Future[None], stopped: concurrent.futures.Future[None]) -> None:
+        connection: sqlite3.Connection | None = None
+        readers: list[threading.Thread] = []
+        try:
+            try:
+                connection = self._connect(writer=True)
+                create_schema(connection, self.path, in_memory=self.in_memory)
+                for index in range(self.readers):
+                    ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+                    reader = threading.Thread(
+                        target=self._serve_reads,
+                        args=(ready,),
+                        name=f"epoch-sqlite-reader-{index}:{self.path}",
+                        daemon=True,
+                    )
+                    reader.start()
+                    readers.append(reader)
+                    ready.result()
+            except BaseException as exc:
+                with self._lock:
+                    self._started = None  # the next call tries again
+                started.set_exception(unavailable(exc, self.timeout))
+                return
+            self._ready = True
+            started.set_result(None)
+            self._writer_loop(connection)
+        finally:
+            for _ in readers:
+                self._reads.put(None)
+            for reader in readers:
+                reader.join()
+            if connection is not None:
+                connection.close()
+            stopped.set_result(None)
+
+    def _writer_loop(self, connection: sqlite3.Connection) -> None:
+        jobs = self._writes
+        while True:
+            batch: list[Job | None] = [jobs.get()]
+            while len(batch) < MAX_GROUP and batch[-1] is not None:
+                try:
+                    batch.append(jobs.get_nowait())
+                except queue.Empty:
+                    break
+            stop = batch[-1] is None
+            run_batch(connection, [job for job in batch if job is not None], self.timeout, self._committed)
+            del batch  # hold no caller's loop or future while waiting for work
+            if stop:
+                return
+
+    def _committed(self) -> None:
+        self._commits += 1
+        if self._waiters:
+            with self._lock:
+                waiters, self._waiters = self._waiters, {}
+            wake_all(waiters)
+
+    def _serve_reads(self, ready: concurrent.futures.Future[None]) -> None:
+        try:
+            connection = self._connect(writer=False)
+        except BaseException as exc:
+            ready.set_exception(exc)
+            return
+        ready.set_result(None)
+        jobs = self._reads
+        try:
+            while (job := jobs.get()) is not None:
+                self._run_read(connection, job)
+                del job  # hold no caller's loop or future while waiting for work
+        finally:
+            connection.close()
+
+    def _run_read(self, connection: sqlite3.Connection, job: Job) -> None:
+        _, fn, args, loop, future = job
+        if future.cancelled():
+            return
+        try:
+            result = fn(connection, *args)
+        except Exception as exc:
+            post(loop, [(future, None, unavailable(exc, self.timeout))])
+        else:
+            post(loop, [(future, result, None)])

@@ -1,0 +1,281 @@
+"""The work the SQLite store's threads do on their connections: appends, deletes and imports on the
+writer (inside its transaction), page reads and point queries on the readers, and rows to records."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID, SafeUUID
+
+from epoch.errors import DuplicateEventId, WrongExpectedVersion
+from epoch.records import NO_STREAM, AppendResult, ExpectedVersion, NewEvent, RecordedEvent, category_of
+from epoch.stores._checks import enforce_expected_version, is_replay
+from epoch.stores._sqlite_schema import (
+    CATEGORY_ARM,
+    COLUMNS,
+    INSERT_EVENT,
+    LOG_PAGE,
+    SELECT_STREAM,
+    STREAM_PAGE,
+    STREAM_PAGE_BACKWARDS,
+    UPSERT_STREAM,
+)
+
+__all__ = [
+    "LogCursor",
+    "Replayed",
+    "StreamCursor",
+    "Transaction",
+    "append",
+    "delete",
+    "get_event",
+    "head",
+    "import_runs",
+    "log_page",
+    "stream_page",
+    "stream_version",
+]
+
+
+# --- rows to records ------------------------------------------------------------------------------
+
+_new_object = object.__new__
+_set_attribute = object.__setattr__
+_from_bytes = int.from_bytes
+_from_timestamp = datetime.fromtimestamp
+_UNKNOWN = SafeUUID.unknown
+
+
+def _uuid(raw: bytes) -> UUID:
+    # UUID(bytes=...) validates its arguments in Python; this is the same object for a third of the cost.
+    value = _new_object(UUID)
+    _set_attribute(value, "int", _from_bytes(raw, "big"))
+    _set_attribute(value, "is_safe", _UNKNOWN)
+    return value
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _instant(microseconds: int) -> datetime:
+    # Exact: the float error (< 0.13 us for this century) is far below the rounding step.
+    return _from_timestamp(microseconds / 1e6, UTC)
+
+
+def _records(rows: Iterable[tuple[Any, ...]]) -> list[RecordedEvent]:
+    records: list[RecordedEvent] = []
+    append = records.append
+    last_us = -1
+    instant = _instant(0)
+    for stream, version, position, raw_id, type_, data, metadata, recorded_at in rows:
+        if recorded_at != last_us:  # the events of one append share their instant
+            last_us = recorded_at
+            instant = _from_timestamp(recorded_at / 1e6, UTC)
+        event_id = _new_object(UUID)
+        _set_attribute(event_id, "int", _from_bytes(raw_id, "big"))
+        _set_attribute(event_id, "is_safe", _UNKNOWN)
+        append(RecordedEvent(stream, version, position, event_id, type_, data, metadata, instant))
+    return records
+
+
+# --- work done on the writer thread ---------------------------------------------------------------
+
+
+class Transaction:
+    """The state of one group transaction, shared by the appends in it."""
+
+    __slots__ = ("connection", "head", "now")
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.connection = connection
+        self.head: int = connection.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()[0]
+        self.now = time.time_ns() // 1000
+
+
+class Replayed(Exception):  # a signal, not an error: roll back, then return ``result``
+    def __init__(self, result: AppendResult) -> None:
+        self.result = result
+
+
+def _visible(row: tuple[int, int] | None) -> int | None:
+    return None if row is None or row[0] < row[1] else row[0]
+
+
+def _replayed(
+    connection: sqlite3.Connection, stream: str, batch: Sequence[NewEvent], expected: ExpectedVersion | int
+) -> AppendResult | None:
+    """The original result if ``batch`` is already stored here (raises DuplicateEventId if elsewhere)."""
+    found: dict[UUID, tuple[str, int, int, int]] = {}
+    for start in range(0, len(batch), 500):
+        chunk = [event.id.bytes for event in batch[start : start + 500]]
+        sql = (
+            f"SELECT id, stream, version, position, recorded_at FROM events WHERE id IN ({','.join('?' * len(chunk))})"
+        )
+        for raw_id, *place in connection.execute(sql, chunk).fetchall():
+            found[_uuid(raw_id)] = tuple(place)
+    if not is_replay(stream, batch, expected, {key: (row[0], row[1]) for key, row in found.items()}):
+        return None
+    last = found[batch[-1].id]
+    positions = tuple(found[event.id][2] for event in batch)
+    return AppendResult(stream, last[1], last[2], positions, _instant(last[3]))
+
+
+def append(tx: Transaction, stream: str, batch: list[NewEvent], expected: ExpectedVersion | int) -> AppendResult:
+    connection = tx.connection
+    row = connection.execute(SELECT_STREAM, (stream,)).fetchone()
+    actual = _visible(row)
+    try:
+        enforce_expected_version(stream, expected, actual)
+    except WrongExpectedVersion:
+        if batch and (original := _replayed(connection, stream, batch, expected)) is not None:
+            raise Replayed(original) from None
+        raise
+    if not batch:
+        if actual is None:
+            return AppendResult(stream, None, 0, (), None)
+        position, recorded_at = connection.execute(
+            "SELECT position, recorded_at FROM events WHERE stream = ? AND version = ?", (stream, actual)
+        ).fetchone()
+        return AppendResult(stream, actual, position, (), _instant(recorded_at))
+    first_position = tx.head + 1
+    first_version = 0 if row is None else row[0] + 1
+    category = category_of(stream)
+    now = tx.now
+    rows = [
+        (first_position + i, stream, first_version + i, e.id.bytes, e.type, e.data, e.metadata, category, now)
+        for i, e in enumerate(batch)
+    ]
+    try:
+        if len(rows) == 1:
+            connection.execute(INSERT_EVENT, rows[0])
+        else:
+            connection.executemany(INSERT_EVENT, rows)
+    except sqlite3.IntegrityError as exc:
+        # An id is stored already (BEGIN IMMEDIATE kept (stream, version) free). Drop this batch's rows
+        # inserted before the failing one, so that they are not taken for stored ones.
+        connection.execute("DELETE FROM events WHERE position >= ?", (first_position,))
+        if (original := _replayed(connection, stream, batch, expected)) is not None:
+            raise Replayed(original) from None
+        raise WrongExpectedVersion(stream, expected, actual) from exc
+    last_version = first_version + len(rows) - 1
+    connection.execute(UPSERT_STREAM, (stream, last_version))
+    tx.head = last_position = first_position + len(rows) - 1
+    return AppendResult(
+        stream, last_version, last_position, tuple(range(first_position, last_position + 1)), _instant(now)
+    )
+
+
+def delete(tx: Transaction, stream: str, expected: ExpectedVersion | int) -> None:
+    connection = tx.connection
+    row = connection.execute(SELECT_STREAM, (stream,)).fetchone()
+    enforce_expected_version(stream, expected, _visible(row))
+    if row is not None:
+        connection.execute("UPDATE streams SET first_visible = version + 1 WHERE stream = ?", (stream,))
+
+
+def import_runs(
+    connection: sqlite3.Connection, runs: list[list[RecordedEvent]], first_visible: Mapping[str, int]
+) -> list[int]:
+    position: int = connection.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()[0]
+    positions: list[int] = []
+    for run in runs:
+        stream = run[0].stream
+        row = connection.execute(SELECT_STREAM, (stream,)).fetchone()
+        actual = None if row is None else row[0]
+        for offset, event in enumerate(run):
+            if event.version != (0 if actual is None else actual + 1) + offset:
+                raise WrongExpectedVersion(stream, event.version - 1 if event.version else NO_STREAM, actual)
+        rows = []
+        for event in run:
+            position += 1
+            positions.append(position)
+            micros = (event.recorded_at - _EPOCH) // _MICROSECOND
+            rows.append(
+                (
+                    position,
+                    stream,
+                    event.version,
+                    event.id.bytes,
+                    event.type,
+                    event.data,
+                    event.metadata,
+                    category_of(stream),
+                    micros,
+                )
+            )
+        try:
+            connection.executemany(INSERT_EVENT, rows)
+        except sqlite3.IntegrityError:  # an id is stored already: name the first one
+            for event in run:
+                place = connection.execute("SELECT stream, version FROM events WHERE id = ?", (event.id.bytes,))
+                if (found := place.fetchone()) is not None:
+                    raise DuplicateEventId(stream, event.id, found[0], found[1]) from None
+            raise
+        connection.execute(UPSERT_STREAM, (stream, run[-1].version))
+    for stream, version in first_visible.items():
+        connection.execute("UPDATE streams SET first_visible = ? WHERE stream = ?", (version, stream))
+    return positions
+
+
+# --- work done on reader threads ------------------------------------------------------------------
+
+LogCursor = tuple[int, int | None, tuple[str, ...] | None]  # after, upto (None: the head now), categories
+StreamCursor = tuple[str, int | None, int | None, bool]  # stream, lowest, highest version, backwards
+
+
+def log_page(connection: sqlite3.Connection, cursor: LogCursor, n: int) -> tuple[LogCursor, list[RecordedEvent]]:
+    after, upto, names = cursor
+    if upto is None:
+        upto = head(connection)
+    if names is None:
+        rows = connection.execute(LOG_PAGE, (after, upto, n)).fetchall()
+    elif len(names) == 1:
+        sql = CATEGORY_ARM.format(4) + " ORDER BY position LIMIT ?3"
+        rows = connection.execute(sql, (after, upto, n, names[0])).fetchall()
+    else:  # a merge of one index range per category (SQLite runs UNION ALL ... ORDER BY as a merge)
+        sql = " UNION ALL ".join(CATEGORY_ARM.format(4 + i) for i in range(len(names))) + " ORDER BY 3 LIMIT ?3"
+        rows = connection.execute(sql, (after, upto, n, *names)).fetchall()
+    records = _records(rows)
+    return (records[-1].position if records else after, upto, names), records
+
+
+def stream_page(
+    connection: sqlite3.Connection, cursor: StreamCursor, n: int
+) -> tuple[StreamCursor, list[RecordedEvent]]:
+    stream, low, high, backwards = cursor
+    if low is None or high is None:  # the first page: fix the bounds now, as a snapshot
+        row = connection.execute(SELECT_STREAM, (stream,)).fetchall()
+        last = _visible(row[0]) if row else None
+        if last is None:
+            return cursor, []
+        first_visible = row[0][1]
+        if backwards:
+            low, high = first_visible, last if high is None else min(high, last)
+        else:
+            low, high = first_visible if low is None else max(low, first_visible), last
+    rows = connection.execute(STREAM_PAGE_BACKWARDS if backwards else STREAM_PAGE, (stream, low, high, n)).fetchall()
+    records = _records(rows)
+    if records:
+        if backwards:
+            high = records[-1].version - 1
+        else:
+            low = records[-1].version + 1
+    return (stream, low, high, backwards), records
+
+
+def stream_version(connection: sqlite3.Connection, stream: str) -> int | None:
+    row = connection.execute(SELECT_STREAM, (stream,)).fetchall()
+    return _visible(row[0]) if row else None
+
+
+def head(connection: sqlite3.Connection) -> int:
+    return int(connection.execute("SELECT coalesce(max(position), 0) FROM events").fetchall()[0][0])
+
+
+def get_event(connection: sqlite3.Connection, raw_id: bytes) -> RecordedEvent | None:
+    records = _records(connection.execute(f"SELECT {COLUMNS} FROM events WHERE id = ?", (raw_id,)).fetchall())
+    return records[0] if records else None
