@@ -421,7 +421,9 @@ async def test_processes_append_concurrently(tmp_path: Path) -> None:
         run_child(APPEND_WITH_RETRIES, url, str(w), str(count), str(streams), str(barrier)) for w in range(workers)
     ]
     while not all(Path(f"{barrier}.{w}").exists() for w in range(workers)):
-        assert all(child.poll() is None for child in children)
+        for child in children:
+            if child.poll() is not None:  # a child died before the start: show why
+                pytest.fail(f"a writer exited early ({child.returncode}): {child.communicate()[1]}")
         await asyncio.sleep(0.01)
     barrier.touch()
     outputs = await asyncio.gather(*(asyncio.to_thread(child.communicate, timeout=60) for child in children))
