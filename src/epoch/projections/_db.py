@@ -11,12 +11,12 @@ import asyncio
 import queue
 import re
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from functools import lru_cache
 from typing import Any, Literal, Protocol, cast
 
-__all__ = ["Database", "Dialect", "PostgresTransaction", "Transaction", "database_of"]
+__all__ = ["Database", "Dialect", "LazyTable", "PostgresTransaction", "Transaction", "create_table", "database_of"]
 
 Dialect = Literal["sqlite", "postgresql"]
 
@@ -175,3 +175,35 @@ class _SQLiteDatabase:
         tx._requests.put(_COMMIT)
         # Shielded: once COMMIT is queued the outcome is decided by the database, not by a cancel here.
         await asyncio.shield(worker)
+
+
+async def create_table(tx: Transaction, ddl: str) -> None:
+    """Run ``CREATE TABLE IF NOT EXISTS`` safely when several processes race to do it first."""
+    if tx.dialect == "postgresql":
+        # Concurrent CREATE TABLE IF NOT EXISTS can fail on the catalog's unique index: serialise it.
+        await tx.execute("SELECT pg_advisory_xact_lock(?)", [0x45504F4348])
+    await tx.execute(ddl)
+
+
+class LazyTable:
+    """A table in the store's database created on first use (once per instance), e.g. checkpoints."""
+
+    def __init__(self, database: Database, ddl: Mapping[str, str]) -> None:
+        self.database = database
+        self._ddl = ddl
+        self._ready = False
+        self._lock = asyncio.Lock()
+
+    async def ensure(self, tx: Transaction | None = None) -> None:
+        """Create the table if needed, in ``tx`` when given (so it commits with the caller's work)."""
+        if self._ready:
+            return
+        async with self._lock:
+            if self._ready:
+                return
+            if tx is None:
+                async with self.database.transaction() as own:
+                    await create_table(own, self._ddl[own.dialect])
+            else:
+                await create_table(tx, self._ddl[tx.dialect])
+            self._ready = True

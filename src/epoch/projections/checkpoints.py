@@ -8,12 +8,11 @@ Positions are kept as NUMERIC on PostgreSQL: its positions may exceed 64 bits.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from epoch.projections._db import Database, Transaction
+from epoch.projections._db import Database, LazyTable, Transaction
 
 __all__ = ["Checkpoint", "CheckpointStore", "MemoryCheckpointStore", "SQLCheckpointStore", "default_checkpoints"]
 
@@ -97,35 +96,16 @@ _UPSERT = """INSERT INTO epoch_checkpoints (name, position, updated_at, events_p
     events_per_second = excluded.events_per_second, error = NULL, failing_since = NULL"""
 
 
-async def create_table(tx: Transaction, ddl: str) -> None:
-    """Run ``CREATE TABLE IF NOT EXISTS`` safely when several processes race to do it first."""
-    if tx.dialect == "postgresql":
-        # Concurrent CREATE TABLE IF NOT EXISTS can fail on the catalog's unique index: serialise it.
-        await tx.execute("SELECT pg_advisory_xact_lock(?)", [0x45504F4348])
-    await tx.execute(ddl)
-
-
 class SQLCheckpointStore:
     """Checkpoints in ``epoch_checkpoints`` of the store's database (created lazily, on first use)."""
 
     def __init__(self, database: Database) -> None:
         self.database = database
-        self._ready = False
-        self._lock = asyncio.Lock()
+        self._table = LazyTable(database, _DDL)
 
     async def ensure_table(self, tx: Transaction | None = None) -> None:
         """Create the table if needed (once per instance)."""
-        if self._ready:
-            return
-        async with self._lock:
-            if self._ready:
-                return
-            if tx is None:
-                async with self.database.transaction() as own:
-                    await create_table(own, _DDL[own.dialect])
-            else:
-                await create_table(tx, _DDL[tx.dialect])
-            self._ready = True
+        await self._table.ensure(tx)
 
     async def load(self, name: str) -> int:
         await self.ensure_table()

@@ -8,15 +8,13 @@ the table is ``epoch_parked``, created on first use; otherwise a list in memory.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 from uuid import UUID
 
-from epoch.projections._db import Database, Transaction, database_of
-from epoch.projections.checkpoints import create_table
+from epoch.projections._db import Database, LazyTable, Transaction, database_of
 from epoch.records import RecordedEvent
 
 __all__ = ["MemoryParkingLot", "ParkedEvent", "ParkingLot", "SQLParkingLot", "default_parking"]
@@ -98,22 +96,11 @@ class SQLParkingLot:
 
     def __init__(self, database: Database) -> None:
         self.database = database
-        self._ready = False
-        self._lock = asyncio.Lock()
+        self._table = LazyTable(database, _DDL)
 
     async def ensure_table(self, tx: Transaction | None = None) -> None:
         """Create the table if needed (once per instance)."""
-        if self._ready:
-            return
-        async with self._lock:
-            if self._ready:
-                return
-            if tx is None:
-                async with self.database.transaction() as own:
-                    await create_table(own, _DDL[own.dialect])
-            else:
-                await create_table(tx, _DDL[tx.dialect])
-            self._ready = True
+        await self._table.ensure(tx)
 
     async def park(self, entry: ParkedEvent) -> None:
         await self.ensure_table()
