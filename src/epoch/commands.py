@@ -28,14 +28,13 @@ from epoch.domain import DeciderLike, decide_events, initial_state_of
 from epoch.errors import (
     DuplicateEventId,
     InvalidEvent,
-    InvalidStreamName,
     InvalidVersion,
     StreamClosed,
     WrongExpectedVersion,
 )
 from epoch.records import NO_STREAM, AppendResult, EventEnvelope, ExpectedVersionLike, NewEvent, RecordedEvent
 from epoch.stores import EventStore
-from epoch.stores._checks import check_expected_version, check_stream_name, enforce_expected_version
+from epoch.stores._checks import check_category, check_expected_version, check_stream_name, enforce_expected_version
 
 __all__ = ["COMMAND_NAMESPACE", "CommandHandler", "ExecuteResult", "LoadedState", "event_id_for"]
 
@@ -113,9 +112,7 @@ class CommandHandler(Generic[C, S, E]):
         max_backoff: float = 0.2,
         cache: StateCache[S] | None | bool = True,
     ) -> None:
-        check_stream_name(category)
-        if "-" in category:
-            raise InvalidStreamName(category, "a category contains no '-'")
+        check_category(category)
         if retries < 0:
             raise ValueError("retries must be >= 0")
         self.store = store

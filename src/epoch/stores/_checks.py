@@ -22,6 +22,7 @@ from epoch.records import ANY, NO_STREAM, STREAM_EXISTS, ExpectedVersion, NewEve
 __all__ = [
     "DEFAULT_MAX_EVENT_SIZE",
     "check_categories",
+    "check_category",
     "check_events",
     "check_expected_version",
     "check_read_bounds",
@@ -81,10 +82,16 @@ def check_categories(categories: str | Iterable[str] | None) -> tuple[str, ...] 
         return None
     names = (categories,) if isinstance(categories, str) else tuple(categories)
     for name in names:
-        check_stream_name(name)
-        if "-" in name:
-            raise InvalidStreamName(name, "a category contains no '-'")
+        check_category(name)
     return names
+
+
+def check_category(name: object) -> str:
+    """Return ``name`` if it is a valid category (a valid stream name without ``-``), else raise."""
+    name = check_stream_name(name)
+    if "-" in name:
+        raise InvalidStreamName(name, "a category contains no '-'")
+    return name
 
 
 def check_expected_version(stream: str, expected: object) -> ExpectedVersion | int:
