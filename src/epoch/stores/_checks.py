@@ -21,6 +21,7 @@ from epoch.records import ANY, NO_STREAM, STREAM_EXISTS, ExpectedVersion, NewEve
 
 __all__ = [
     "DEFAULT_MAX_EVENT_SIZE",
+    "check_append",
     "check_categories",
     "check_category",
     "check_events",
@@ -92,6 +93,15 @@ def check_category(name: object) -> str:
     if "-" in name:
         raise InvalidStreamName(name, "a category contains no '-'")
     return name
+
+
+def check_append(
+    stream: object, events: object, expected_version: object, max_event_size: int = DEFAULT_MAX_EVENT_SIZE
+) -> tuple[str, list[NewEvent], ExpectedVersion | int]:
+    """Everything an append checks before it touches storage, in the order every store reports it."""
+    name = check_stream_name(stream)
+    expected = check_expected_version(name, expected_version)
+    return name, check_events(name, events, max_event_size), expected
 
 
 def check_expected_version(stream: str, expected: object) -> ExpectedVersion | int:

@@ -12,8 +12,8 @@ from epoch.records import ANY, AppendResult, ExpectedVersionLike, NewEvent, Reco
 from epoch.stores._base import StoreLifecycle
 from epoch.stores._checks import (
     DEFAULT_MAX_EVENT_SIZE,
+    check_append,
     check_categories,
-    check_events,
     check_expected_version,
     check_read_bounds,
     check_stream_name,
@@ -66,9 +66,7 @@ class MemoryEventStore(StoreLifecycle):
         events: Iterable[NewEvent],
         expected_version: ExpectedVersionLike = ANY,
     ) -> AppendResult:
-        check_stream_name(stream)
-        expected = check_expected_version(stream, expected_version)
-        batch = check_events(stream, events, self.max_event_size)
+        stream, batch, expected = check_append(stream, events, expected_version, self.max_event_size)
         self._check_open()
         entry = self._streams.get(stream)
         stored = {e.id: (r.stream, r.version) for e in batch if (r := self._ids.get(e.id)) is not None}

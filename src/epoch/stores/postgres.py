@@ -35,8 +35,8 @@ from epoch.stores import _postgres_write as writes
 from epoch.stores._base import StoreLifecycle
 from epoch.stores._checks import (
     DEFAULT_MAX_EVENT_SIZE,
+    check_append,
     check_categories,
-    check_events,
     check_expected_version,
     check_read_bounds,
     check_stream_name,
@@ -192,9 +192,7 @@ class PostgresEventStore(StoreLifecycle):
         events: Iterable[NewEvent],
         expected_version: ExpectedVersionLike = ANY,
     ) -> AppendResult:
-        check_stream_name(stream)
-        expected = check_expected_version(stream, expected_version)
-        batch = check_events(stream, events, self.max_event_size)
+        stream, batch, expected = check_append(stream, events, expected_version, self.max_event_size)
         return await writes.append(self._db, stream, batch, expected, self._before_commit)
 
     async def delete_stream(self, stream: str, expected_version: ExpectedVersionLike = ANY) -> None:

@@ -29,8 +29,8 @@ from epoch.stores import _sqlite_work as work
 from epoch.stores._base import StoreLifecycle
 from epoch.stores._checks import (
     DEFAULT_MAX_EVENT_SIZE,
+    check_append,
     check_categories,
-    check_events,
     check_expected_version,
     check_read_bounds,
     check_stream_name,
@@ -122,9 +122,7 @@ class SQLiteEventStore(StoreLifecycle):
         ``InvalidExpectedVersion``, ``InvalidEvent``, or ``StoreUnavailable`` (e.g. the write lock was
         held by another process for longer than ``timeout``).
         """
-        check_stream_name(stream)
-        expected = check_expected_version(stream, expected_version)
-        batch = check_events(stream, events, self.max_event_size)
+        stream, batch, expected = check_append(stream, events, expected_version, self.max_event_size)
         return await self._workers.write(work.append, stream, batch, expected)
 
     def read_stream(
