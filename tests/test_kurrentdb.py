@@ -160,8 +160,8 @@ class Namespaced:
             last = r.position
         return last
 
-    async def get_event(self, id: Any) -> RecordedEvent | None:
-        found = await self._call(self.store.get_event(id))
+    async def get_event(self, id: Any, stream: Any = None) -> RecordedEvent | None:
+        found = await self._call(self.store.get_event(id, None if stream is None else self._in(stream)))
         return None if found is None else self._record(found)
 
     async def delete_stream(self, stream: Any, expected_version: Any = ANY) -> None:

@@ -352,7 +352,7 @@ class CommandHandler(Generic[C, S, E]):
 
     async def _prior_result(self, stream: str, command_id: str | UUID) -> ExecuteResult[S, E] | None:
         """The result of an earlier execution of ``command_id`` on ``stream``, or ``None``."""
-        first = await self.store.get_event(event_id_for(command_id, stream, 0))
+        first = await self.store.get_event(event_id_for(command_id, stream, 0), stream=stream)
         if first is None or first.stream != stream:
             return None
         written: list[RecordedEvent] = []

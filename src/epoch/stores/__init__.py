@@ -90,8 +90,12 @@ class EventStore(Protocol):
         """The position of the last committed (visible) event in the store, 0 when empty."""
         ...
 
-    async def get_event(self, id: UUID) -> RecordedEvent | None:
-        """The stored event with this id, or ``None``: used for command idempotency."""
+    async def get_event(self, id: UUID, stream: str | None = None) -> RecordedEvent | None:
+        """The stored event with this id, or ``None``: used for command idempotency.
+
+        With ``stream``, only that stream is searched (a store without an index by id reads just that
+        stream): an event stored elsewhere then gives ``None``.
+        """
         ...
 
     async def delete_stream(self, stream: str, expected_version: ExpectedVersionLike = ANY) -> None:

@@ -176,9 +176,10 @@ class MemoryEventStore(StoreLifecycle):
         self._check_open()
         return len(self._log)
 
-    async def get_event(self, id: UUID) -> RecordedEvent | None:
+    async def get_event(self, id: UUID, stream: str | None = None) -> RecordedEvent | None:
         self._check_open()
-        return self._ids.get(id)
+        found = self._ids.get(id)
+        return None if found is None or (stream is not None and found.stream != stream) else found
 
     async def delete_stream(self, stream: str, expected_version: ExpectedVersionLike = ANY) -> None:
         check_stream_name(stream)

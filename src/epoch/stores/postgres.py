@@ -337,7 +337,7 @@ class PostgresEventStore(StoreLifecycle):
 
         return await self._db.run(head)
 
-    async def get_event(self, id: UUID) -> RecordedEvent | None:
+    async def get_event(self, id: UUID, stream: str | None = None) -> RecordedEvent | None:
         self._db.check_open()
 
         async def get(conn: Conn) -> RecordedEvent | None:
@@ -346,7 +346,8 @@ class PostgresEventStore(StoreLifecycle):
                 row = await cur.fetchone()
             return None if row is None else reads.row_all(row)
 
-        return await self._db.run(get)
+        found = await self._db.run(get)
+        return None if found is None or (stream is not None and found.stream != stream) else found
 
     async def visibility_lag(self) -> VisibilityLag:
         """How far ``read_all``/``subscribe`` trail the committed log right now, and why.

@@ -181,9 +181,10 @@ class SQLiteEventStore(StoreLifecycle):
         """The position of the last committed event, 0 when the store is empty."""
         return await self._workers.read(work.head)
 
-    async def get_event(self, id: UUID) -> RecordedEvent | None:
-        """The stored event with this id (also when its stream is deleted), or ``None``."""
-        return await self._workers.read(work.get_event, id.bytes if isinstance(id, UUID) else b"")
+    async def get_event(self, id: UUID, stream: str | None = None) -> RecordedEvent | None:
+        """The stored event with this id (also when its stream is deleted), or ``None``; see the protocol."""
+        found = await self._workers.read(work.get_event, id.bytes if isinstance(id, UUID) else b"")
+        return None if found is None or (stream is not None and found.stream != stream) else found
 
     async def delete_stream(self, stream: str, expected_version: ExpectedVersionLike = ANY) -> None:
         """Soft-delete a stream: it reads as empty; a later append continues its versions; ``read_all`` keeps it."""

@@ -287,6 +287,10 @@ class EventStoreContract:
         found = await store.get_event(events[1].id)
         assert found is not None and (found.stream, found.version, found.data) == ("s-1", 1, events[1].data)
         assert await store.get_event(uuid4()) is None
+        hinted = await store.get_event(events[1].id, stream="s-1")
+        assert hinted is not None
+        assert hinted.id == events[1].id
+        assert await store.get_event(events[1].id, stream="s-2") is None  # stored elsewhere
 
     # -- guarantee 6: round trips ---------------------------------------------------------------
 
