@@ -1,0 +1,404 @@
+"""The explorer's page handlers: streams, one stream, one event and its correlation chain, the live log,
+projections, and a decider's state at any version. Read-only: every route is a GET."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.templating import Jinja2Templates
+
+from epoch import (
+    CommandHandler,
+    EventStore,
+    InvalidStreamName,
+    InvalidVersion,
+    RecordedEvent,
+    StoreUnavailable,
+    category_of,
+)
+from epoch.web._apps import Registered
+from epoch.web._index import LogIndex
+from epoch.web._views import EventView, event_view, link, state_json
+
+__all__ = ["Explorer", "Pages", "templates"]
+
+HERE = Path(__file__).resolve().parent
+PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+CHAIN_LIMIT = 500
+
+
+@dataclass
+class Explorer:
+    """What the pages read: the open store, the log index and what ``--app`` registered."""
+
+    store: EventStore
+    index: LogIndex
+    registered: Registered
+
+
+@dataclass
+class ChainNode:
+    """One event of a correlation chain, with the events it caused."""
+
+    view: EventView
+    parent_in_chain: bool = False
+    children: list[ChainNode] = field(default_factory=list)
+
+
+def templates() -> Jinja2Templates:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(HERE / "templates"),
+        autoescape=True,  # every template is HTML: names, data and errors are escaped everywhere
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.globals["link"] = link
+    env.filters["when"] = _when
+    env.filters["duration"] = _duration
+    return Jinja2Templates(env=env)
+
+
+def _when(value: datetime) -> str:
+    return value.isoformat(sep=" ", timespec="milliseconds")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def _int(request: Request, name: str, default: int | None, minimum: int = 0, maximum: int | None = None) -> int | None:
+    raw = request.query_params.get(name, "")
+    if raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise HTTPException(400, f"{name} must be a whole number, not {raw!r}") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        bounds = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+        raise HTTPException(400, f"{name} must be {bounds}, not {value}")
+    return value
+
+
+def _required(request: Request, name: str) -> str:
+    value = request.query_params.get(name, "")
+    if value == "":
+        raise HTTPException(400, f"the query parameter {name!r} is required")
+    return value
+
+
+def _explorer(request: Request) -> Explorer:
+    explorer: Explorer = request.app.state.explorer
+    return explorer
+
+
+class Pages:
+    def __init__(self, templates: Jinja2Templates, store_url: str) -> None:
+        self.templates = templates
+        self.store_url = store_url
+
+    def render(
+        self, request: Request, template: str, section: str, /, status_code: int = 200, **context: Any
+    ) -> Response:
+        context.update(section=section, store_url=self.store_url)
+        return self.templates.TemplateResponse(request, template, context, status_code=status_code)
+
+    # -- errors ---------------------------------------------------------------------------------
+
+    async def http_error(self, request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return self.error(request, exc.status_code, exc.detail, exc.headers)
+
+    async def epoch_error(self, request: Request, exc: Exception) -> Response:
+        if isinstance(exc, InvalidStreamName | InvalidVersion | ValueError):
+            status = 400
+        elif isinstance(exc, StoreUnavailable):
+            status = 503
+        else:
+            status = 500
+        return self.error(request, status, f"{type(exc).__name__}: {exc}")
+
+    def error(self, request: Request, status: int, message: str, headers: Any = None) -> Response:
+        reasons = {400: "Bad request", 404: "Not found", 405: "Method not allowed", 503: "Store unavailable"}
+        response = self.render(
+            request,
+            "error.html",
+            "",
+            status_code=status,
+            status=status,
+            reason=reasons.get(status, "Error"),
+            message=message,
+        )
+        if headers:
+            response.headers.update(headers)
+        return response
+
+    # -- streams --------------------------------------------------------------------------------
+
+    async def streams(self, request: Request) -> Response:
+        explorer = _explorer(request)
+        q = request.query_params.get("q", "")
+        match = request.query_params.get("match", "contains")
+        if match not in ("contains", "prefix"):
+            raise HTTPException(400, f"match must be 'contains' or 'prefix', not {match!r}")
+        page = _int(request, "page", 1, minimum=1) or 1
+        size = _int(request, "size", PAGE_SIZE, minimum=1, maximum=MAX_PAGE_SIZE) or PAGE_SIZE
+        await explorer.index.refresh()
+        found = explorer.index.find_streams(q, prefix=match == "prefix")
+        pages = max(1, math.ceil(len(found) / size))
+        if page > pages:
+            raise HTTPException(404, f"page {page} is past the last page ({pages})")
+        rows = []
+        for summary in found[(page - 1) * size : page * size]:
+            deleted = await explorer.store.stream_version(summary.name) is None
+            rows.append({"summary": summary, "deleted": deleted})
+
+        def page_link(n: int) -> str:
+            return link("/streams", q=q or None, match=None if match == "contains" else match, page=n, size=size)
+
+        return self.render(
+            request,
+            "streams.html",
+            "streams",
+            q=q,
+            match=match,
+            rows=rows,
+            total=len(found),
+            page=page,
+            pages=pages,
+            prev=page_link(page - 1) if page > 1 else None,
+            next=page_link(page + 1) if page < pages else None,
+        )
+
+    async def stream(self, request: Request) -> Response:
+        explorer = _explorer(request)
+        name = _required(request, "name")
+        from_version = _int(request, "from", 0) or 0
+        size = _int(request, "size", PAGE_SIZE, minimum=1, maximum=MAX_PAGE_SIZE) or PAGE_SIZE
+        await explorer.index.refresh()
+        events = [event_view(e) async for e in explorer.store.read_stream(name, from_version=from_version, limit=size)]
+        summary = explorer.index.streams.get(name)
+        version = await explorer.store.stream_version(name)
+        if summary is None and version is None:
+            raise HTTPException(404, f"no stream named {name!r}")
+        handler = self._handler_for(explorer, name)
+
+        def page_link(start: int) -> str:
+            return link("/stream", name=name, **{"from": start}, size=None if size == PAGE_SIZE else size)
+
+        has_more = version is not None and from_version + size <= version
+        return self.render(
+            request,
+            "stream.html",
+            "streams",
+            name=name,
+            events=events,
+            summary=summary,
+            version=version,
+            deleted=version is None,
+            from_version=from_version,
+            handler_category=handler.category if handler else None,
+            entity_id=name.partition("-")[2],
+            prev=page_link(max(0, from_version - size)) if from_version > 0 else None,
+            next=page_link(from_version + size) if has_more else None,
+        )
+
+    def _handler_for(self, explorer: Explorer, stream: str) -> CommandHandler[Any, Any, Any] | None:
+        if "-" not in stream:
+            return None
+        return explorer.registered.handlers.get(category_of(stream))
+
+    # -- one event and its correlation chain ----------------------------------------------------
+
+    async def event(self, request: Request) -> Response:
+        explorer = _explorer(request)
+        raw = request.path_params["id"]
+        try:
+            event_id = uuid.UUID(raw)
+        except ValueError:
+            raise HTTPException(400, f"not an event id (a UUID): {raw!r}") from None
+        event = await explorer.store.get_event(event_id)
+        if event is None:
+            raise HTTPException(404, f"no event with id {event_id}")
+        view = event_view(event)
+        cause = await self._event_by_text_id(explorer, view.causation_id)
+        chain: list[ChainNode] = []
+        chain_size = 0
+        truncated = False
+        if view.correlation_id is not None:
+            await explorer.index.refresh()
+            ids = explorer.index.correlated(view.correlation_id)
+            truncated = len(ids) > CHAIN_LIMIT
+            members = [e for e in [await explorer.store.get_event(i) for i in ids[:CHAIN_LIMIT]] if e is not None]
+            if event.id not in {m.id for m in members}:
+                members.append(event)  # appended after the index's last refresh
+            chain = _chain(members)
+            chain_size = len(members)
+        handler = self._handler_for(explorer, event.stream)
+        state_url = None
+        if handler is not None:
+            state_url = link(
+                "/state", category=handler.category, id=event.stream.partition("-")[2], version=event.version
+            )
+        return self.render(
+            request,
+            "event.html",
+            "streams",
+            v=view,
+            cause=cause,
+            chain=chain,
+            chain_size=chain_size,
+            truncated=truncated,
+            state_url=state_url,
+        )
+
+    async def _event_by_text_id(self, explorer: Explorer, text: str | None) -> RecordedEvent | None:
+        if text is None:
+            return None
+        try:
+            return await explorer.store.get_event(uuid.UUID(text))
+        except ValueError:
+            return None
+
+    # -- the global log -------------------------------------------------------------------------
+
+    async def log(self, request: Request) -> Response:
+        explorer = _explorer(request)
+        index = explorer.index
+        after = _int(request, "after", None)
+        size = _int(request, "size", PAGE_SIZE, minimum=1, maximum=MAX_PAGE_SIZE) or PAGE_SIZE
+        await index.refresh()
+        live = after is None
+        start = index.tail_after(size) if after is None else after
+        events = [event_view(e) async for e in explorer.store.read_all(after=start, limit=size)]
+        last = events[-1].event.position if events else start
+        return self.render(
+            request,
+            "log.html",
+            "log",
+            events=events,
+            head=index.position,
+            live_url=link("/log/live", after=max(last, index.position) if live else None) if live else None,
+            prev=link("/log", after=index.position_before(start, size), size=size) if start > 0 else None,
+            next=link("/log", after=last, size=size) if not live and last < index.position else None,
+        )
+
+    async def live(self, request: Request) -> Response:
+        """Server-sent events: one ``append`` event (a rendered table row) per committed event."""
+        explorer = _explorer(request)
+        resume = request.headers.get("last-event-id", "")
+        after = int(resume) if resume.isdigit() else _int(request, "after", None)
+        if after is None:
+            after = await explorer.store.head_position()
+        row = self.templates.get_template("_row.html")
+
+        async def stream() -> AsyncIterator[str]:
+            yield "retry: 2000\n: live\n\n"
+            events = explorer.store.subscribe(after)
+            try:
+                async for event in events:
+                    html = row.render(v=event_view(event))
+                    data = "".join(f"data: {line}\n" for line in html.splitlines())
+                    yield f"id: {event.position}\nevent: append\n{data}\n"
+            finally:
+                close = getattr(events, "aclose", None)  # every store's subscribe is an async generator
+                if close is not None:
+                    await close()
+
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+
+    # -- projections and deciders ---------------------------------------------------------------
+
+    async def projections(self, request: Request) -> Response:
+        explorer = _explorer(request)
+        rows = await explorer.registered.status(explorer.store)
+        return self.render(
+            request, "projections.html", "projections", rows=rows, registered=bool(explorer.registered.runners)
+        )
+
+    async def deciders(self, request: Request) -> Response:
+        explorer = _explorer(request)
+        await explorer.index.refresh()
+        deciders = []
+        for category, handler in sorted(explorer.registered.handlers.items()):
+            streams = [
+                {"name": s.name, "entity": s.name.partition("-")[2], "version": s.last_version}
+                for s in sorted(explorer.index.streams.values(), key=lambda s: s.name)
+                if "-" in s.name and category_of(s.name) == category
+            ]
+            deciders.append({"category": category, "decider": _describe(handler.decider), "streams": streams})
+        return self.render(request, "deciders.html", "deciders", deciders=deciders)
+
+    async def state(self, request: Request) -> Response:
+        explorer = _explorer(request)
+        category = _required(request, "category")
+        handler = explorer.registered.handlers.get(category)
+        if handler is None:
+            known = ", ".join(sorted(explorer.registered.handlers)) or "none; pass --app"
+            raise HTTPException(404, f"no decider registered for category {category!r} (known: {known})")
+        entity_id = _required(request, "id")
+        version = _int(request, "version", None)
+        stream = handler.stream_for(entity_id)
+        head = await explorer.store.stream_version(stream)
+        if head is None:
+            raise HTTPException(404, f"no stream named {stream!r}")
+        if version is not None and version > head:
+            raise HTTPException(404, f"{stream} has no version {version}: its last version is {head}")
+        shown = head if version is None else version
+        state = await handler.state_at(entity_id, version=shown)
+        event = None
+        async for recorded in explorer.store.read_stream(stream, from_version=shown, limit=1):
+            event = recorded
+        low = max(0, shown - 10)
+        return self.render(
+            request,
+            "state.html",
+            "deciders",
+            category=category,
+            entity_id=entity_id,
+            stream=stream,
+            version=shown,
+            head=head,
+            versions=list(range(low, min(head, low + 20) + 1)),
+            event=event,
+            state=state_json(state),
+        )
+
+
+def _chain(members: list[RecordedEvent]) -> list[ChainNode]:
+    """Nest the events of one correlation under their causes (``$causation_id``), in log order."""
+    nodes = {m.id: ChainNode(event_view(m)) for m in sorted(members, key=lambda m: m.position)}
+    by_text = {str(i): node for i, node in nodes.items()}
+    roots = []
+    for node in nodes.values():
+        parent = by_text.get(node.view.causation_id or "")
+        if parent is not None and parent is not node:
+            node.parent_in_chain = True
+            parent.children.append(node)
+        else:
+            roots.append(node)
+    return roots
+
+
+def _describe(decider: object) -> str:
+    kind = type(decider).__name__
+    decide = getattr(decider, "decide", None)
+    module = getattr(decide, "__module__", None) or type(decider).__module__
+    return f"{kind} ({module})"
