@@ -83,13 +83,12 @@ def event_id_for(command_id: str | UUID, stream: str, index: int) -> UUID:
 
 
 class _Loaded(Generic[S]):
-    __slots__ = ("position", "recorded_at", "state", "version")
+    __slots__ = ("position", "state", "version")
 
-    def __init__(self, state: S, version: int | None, position: int, recorded_at: datetime | None) -> None:
+    def __init__(self, state: S, version: int | None, position: int) -> None:
         self.state = state
         self.version = version
         self.position = position
-        self.recorded_at = recorded_at
 
 
 class CommandHandler(Generic[C, S, E]):
@@ -137,10 +136,10 @@ class CommandHandler(Generic[C, S, E]):
     async def _load(self, stream: str, use_cache: bool = True) -> _Loaded[S]:
         cached = self.cache.get(stream) if (use_cache and self.cache is not None) else None
         if cached is None:
-            loaded = _Loaded(initial_state_of(self.decider), None, 0, None)
+            loaded = _Loaded(initial_state_of(self.decider), None, 0)
             from_version = None
         else:
-            loaded = _Loaded(cached.state, cached.version, cached.position, None)
+            loaded = _Loaded(cached.state, cached.version, cached.position)
             from_version = cached.version + 1
         evolve = self.decider.evolve
         decode = self.codec.decode_data
@@ -150,7 +149,7 @@ class CommandHandler(Generic[C, S, E]):
             state = evolve(state, decode(recorded))
             last = recorded
         if last is not None:
-            loaded = _Loaded(state, last.version, last.position, last.recorded_at)
+            loaded = _Loaded(state, last.version, last.position)
             if self.cache is not None:
                 self.cache.put(stream, CachedState(state, last.version, last.position))
         return loaded
