@@ -6,6 +6,8 @@ epoch gets a pure decider over frozen dataclasses; ``eventsourcing`` gets the eq
 
 from __future__ import annotations
 
+import json
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +64,19 @@ def deposit_event(index: int) -> Deposited:
 
 def deposit_dict(index: int) -> dict[str, Any]:
     return {"amount": index % 100 + 1, "reference": f"ref-{index:08d}", "note": NOTE}
+
+
+def raw_metadata() -> bytes:
+    """The raw sides' metadata: the same correlation ids epoch writes, encoded with the standard library."""
+    correlation = str(uuid.uuid4())
+    return json.dumps({"$correlation_id": correlation, "$causation_id": correlation}).encode()
+
+
+def raw_event(version: int, index: int) -> tuple[str, bytes]:
+    """The raw sides' ``(type, data)`` of an account's event at ``version``: Opened first, then deposits."""
+    if version == 0:
+        return "Opened", json.dumps({"owner": "owner"}).encode()
+    return "Deposited", json.dumps(deposit_dict(index)).encode()
 
 
 def raw_evolve(state: tuple[int, int], type_name: str, data: dict[str, Any]) -> tuple[int, int]:

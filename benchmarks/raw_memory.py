@@ -8,14 +8,9 @@ import uuid
 from typing import Any
 
 from benchmarks.backends import Backend
-from benchmarks.domain import deposit_dict, raw_evolve
+from benchmarks.domain import deposit_dict, raw_evolve, raw_metadata
 
 Row = tuple[str, int, int, bytes, str, bytes, bytes, int]  # stream, version, position, id, type, data, metadata, at
-
-
-def _metadata() -> bytes:
-    correlation = str(uuid.uuid4())
-    return json.dumps({"$correlation_id": correlation, "$causation_id": correlation}).encode()
 
 
 class _Log:
@@ -35,7 +30,7 @@ class _Log:
 
 
 def _items(count: int, first: int = 0) -> list[tuple[str, bytes, bytes]]:
-    metadata = _metadata()
+    metadata = raw_metadata()
     items = [("Opened", json.dumps({"owner": "owner"}).encode(), metadata)] if first == 0 else []
     items += [("Deposited", json.dumps(deposit_dict(first + i)).encode(), metadata) for i in range(len(items), count)]
     return items
@@ -63,7 +58,7 @@ class RawMemorySide:
     def _command(self, log: _Log, stream: str, i: int, cache: dict[str, Any] | None) -> None:
         state, version = self._load(log, stream, cache)
         data = deposit_dict(i)
-        log.append(stream, version, [("Deposited", json.dumps(data).encode(), _metadata())])
+        log.append(stream, version, [("Deposited", json.dumps(data).encode(), raw_metadata())])
         if cache is not None:
             cache[stream] = (raw_evolve(state, "Deposited", data), version + 1)
 

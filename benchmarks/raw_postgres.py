@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from benchmarks.backends import Backend
-from benchmarks.domain import deposit_dict, raw_evolve
+from benchmarks.domain import deposit_dict, raw_event, raw_evolve, raw_metadata
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS events (
@@ -31,17 +31,9 @@ _SELECT_STREAM = "SELECT version, type, data FROM events WHERE stream = %s AND v
 _SELECT_ALL = "SELECT position, stream, version, id, type, data, metadata, recorded_at FROM events ORDER BY position"
 
 
-def _metadata() -> bytes:
-    correlation = str(uuid.uuid4())
-    return json.dumps({"$correlation_id": correlation, "$causation_id": correlation}).encode()
-
-
 def _row(stream: str, version: int, index: int, metadata: bytes, now: datetime) -> tuple[Any, ...]:
-    if version == 0:
-        type_name, data = "Opened", {"owner": "owner"}
-    else:
-        type_name, data = "Deposited", deposit_dict(index)
-    return (stream, version, uuid.uuid4(), type_name, json.dumps(data).encode(), metadata, "account", now)
+    type_name, data = raw_event(version, index)
+    return (stream, version, uuid.uuid4(), type_name, data, metadata, "account", now)
 
 
 class RawPostgresSide:
@@ -61,7 +53,7 @@ class RawPostgresSide:
     def _fill(self, conn: Any, streams: int, per_stream: int) -> None:
         now = datetime.now(UTC)
         for s in range(streams):
-            metadata = _metadata()
+            metadata = raw_metadata()
             for first in range(0, per_stream, 1_000):
                 rows = [_row(f"account-{s}", v, v, metadata, now) for v in range(first, min(per_stream, first + 1_000))]
                 with conn.transaction(), conn.cursor() as cur, cur.copy(_COPY) as copy:
@@ -85,7 +77,7 @@ class RawPostgresSide:
                     uuid.uuid4(),
                     "Deposited",
                     json.dumps(data).encode(),
-                    _metadata(),
+                    raw_metadata(),
                     "account",
                     datetime.now(UTC),
                 ),
@@ -117,7 +109,7 @@ class RawPostgresSide:
             started = time.perf_counter()
             for b in range(events // batch_size):
                 now = datetime.now(UTC)
-                metadata = _metadata()
+                metadata = raw_metadata()
                 rows = [_row(f"account-{b}", v, v, metadata, now) for v in range(batch_size)]
                 with conn.transaction(), conn.cursor() as cur, cur.copy(_COPY) as copy:
                     for row in rows:

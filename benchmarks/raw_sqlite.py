@@ -12,7 +12,7 @@ import uuid
 from typing import Any
 
 from benchmarks.backends import Backend
-from benchmarks.domain import deposit_dict, raw_evolve
+from benchmarks.domain import deposit_dict, raw_event, raw_evolve, raw_metadata
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS events (
@@ -29,17 +29,9 @@ _SELECT_STREAM = "SELECT version, type, data FROM events WHERE stream = ? AND ve
 _SELECT_ALL = "SELECT position, stream, version, id, type, data, metadata, recorded_at FROM events ORDER BY position"
 
 
-def _metadata() -> bytes:
-    correlation = str(uuid.uuid4())
-    return json.dumps({"$correlation_id": correlation, "$causation_id": correlation}).encode()
-
-
 def _row(stream: str, version: int, index: int, metadata: bytes, now: int) -> tuple[Any, ...]:
-    if version == 0:
-        type_name, data = "Opened", {"owner": "owner"}
-    else:
-        type_name, data = "Deposited", deposit_dict(index)
-    return (stream, version, uuid.uuid4().bytes, type_name, json.dumps(data).encode(), metadata, "account", now)
+    type_name, data = raw_event(version, index)
+    return (stream, version, uuid.uuid4().bytes, type_name, data, metadata, "account", now)
 
 
 class RawSQLiteSide:
@@ -59,7 +51,7 @@ class RawSQLiteSide:
     def _fill(self, conn: sqlite3.Connection, streams: int, per_stream: int) -> None:
         now = time.time_ns() // 1000
         for s in range(streams):
-            metadata = _metadata()
+            metadata = raw_metadata()
             for first in range(0, per_stream, 1_000):
                 rows = [_row(f"account-{s}", v, v, metadata, now) for v in range(first, min(per_stream, first + 1_000))]
                 conn.execute("BEGIN IMMEDIATE")
@@ -83,7 +75,7 @@ class RawSQLiteSide:
                 uuid.uuid4().bytes,
                 "Deposited",
                 json.dumps(data).encode(),
-                _metadata(),
+                raw_metadata(),
                 "account",
                 time.time_ns() // 1000,
             ),
@@ -126,7 +118,7 @@ class RawSQLiteSide:
             started = time.perf_counter()
             for b in range(events // batch_size):
                 now = time.time_ns() // 1000
-                metadata = _metadata()
+                metadata = raw_metadata()
                 rows = [_row(f"account-{b}", v, v, metadata, now) for v in range(batch_size)]
                 conn.execute("BEGIN IMMEDIATE")
                 conn.executemany(_INSERT, rows)
