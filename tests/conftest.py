@@ -90,16 +90,37 @@ def pg_server_dsn() -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def create_database(server_dsn: str) -> str:
+    """A fresh, empty database on the server; returns its DSN."""
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
+    return server_dsn.rsplit("/", 1)[0] + "/" + name
+
+
+def drop_database(server_dsn: str, dsn: str) -> None:
+    import psycopg
+
+    with psycopg.connect(server_dsn, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{dsn.rsplit("/", 1)[1]}" WITH (FORCE)')
+
+
 @pytest.fixture
 def pg_dsn(pg_server_dsn: str) -> Iterator[str]:
     """A fresh, empty PostgreSQL database per test."""
-    psycopg = pytest.importorskip("psycopg")
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_server_dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
-    yield pg_server_dsn.rsplit("/", 1)[0] + "/" + name
-    with psycopg.connect(pg_server_dsn, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    dsn = create_database(pg_server_dsn)
+    yield dsn
+    drop_database(pg_server_dsn, dsn)
+
+
+@pytest.fixture
+def other_pg_dsn(pg_server_dsn: str) -> Iterator[str]:
+    """A second fresh database on the same server."""
+    dsn = create_database(pg_server_dsn)
+    yield dsn
+    drop_database(pg_server_dsn, dsn)
 
 
 @pytest.fixture
@@ -108,15 +129,28 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'epoch.db'}"
 
 
-@pytest.fixture(params=BACKENDS)
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A URL naming a fresh, empty store: one case per backend."""
-    backend: str = request.param
+def url_for(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A URL naming a fresh, empty store of ``backend``."""
     if backend == "memory":
         return "memory://"
     if backend == "sqlite":
         return f"sqlite:///{tmp_path / 'epoch.db'}"
     return str(request.getfixturevalue("pg_dsn"))
+
+
+POSTGRES = pytest.param("postgres", marks=pytest.mark.postgres)
+
+
+@pytest.fixture(params=["memory", "sqlite", POSTGRES])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A URL naming a fresh, empty store: one case per backend."""
+    return url_for(request.param, request, tmp_path)
+
+
+@pytest.fixture(params=["sqlite", POSTGRES])
+def sql_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A URL naming a fresh, empty store in a SQL database (for exactly-once projections)."""
+    return url_for(request.param, request, tmp_path)
 
 
 @pytest.fixture

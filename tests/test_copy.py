@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,19 +16,6 @@ from epoch.cli import app
 from epoch.stores.copy import copy_store
 
 pytestmark = [pytest.mark.postgres]
-
-
-@pytest.fixture
-def other_pg_dsn(pg_server_dsn: str) -> Iterator[str]:
-    """A second fresh database on the same server."""
-    import psycopg
-
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_server_dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
-    yield pg_server_dsn.rsplit("/", 1)[0] + "/" + name
-    with psycopg.connect(pg_server_dsn, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def fill(store: EventStore) -> None:

@@ -16,7 +16,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 
 from epoch import ANY, NO_STREAM, STREAM_EXISTS, DuplicateEventId, NewEvent, WrongExpectedVersion, open_store
 from epoch.stores import EventStore
-from tests.conftest import BACKENDS
+from tests.conftest import BACKENDS, create_database
 
 STREAMS = ["a-1", "a-2", "b-1"]
 
@@ -167,15 +167,10 @@ def test_store_matches_reference_model(backend: str, request: pytest.FixtureRequ
         open_url = lambda: f"sqlite:///{root}/{uuid.uuid4().hex}.db"  # noqa: E731
         examples = 30
     else:
-        import psycopg
-
         server: str = request.getfixturevalue("pg_server_dsn")
 
         def open_url() -> str:
-            name = f"m_{uuid.uuid4().hex[:12]}"
-            with psycopg.connect(server, autocommit=True) as conn:
-                conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
-            return server.rsplit("/", 1)[0] + "/" + name
+            return create_database(server)
 
         examples = 15
     run_state_machine_as_test(

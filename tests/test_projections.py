@@ -4,8 +4,7 @@ rebuild and status. Exactly-once read models are in ``test_projections_exactly_o
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,23 +18,6 @@ from epoch.records import EventEnvelope, NewEvent
 from epoch.stores import EventStore, open_store
 
 FAST = Retry(retries=1, backoff=0.001)
-
-
-@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "memory":
-        return "memory://"
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'epoch.db'}"
-    if importlib.util.find_spec("epoch.stores.postgres") is None:
-        pytest.skip("epoch.stores.postgres has not landed yet")
-    return str(request.getfixturevalue("pg_dsn"))
-
-
-@pytest.fixture
-async def store(url: str) -> AsyncIterator[EventStore]:
-    async with open_store(url) as opened:
-        yield opened
 
 
 class Recorder:
@@ -91,14 +73,14 @@ async def test_catch_up_then_live_then_resume(store: EventStore) -> None:
     assert later.seen == [("users-main", 2)]
 
 
-async def test_checkpoints_default_to_the_store_database(url: str, tmp_path: Path) -> None:
-    async with open_store(url) as store:
+async def test_checkpoints_default_to_the_store_database(store_url: str, tmp_path: Path) -> None:
+    async with open_store(store_url) as store:
         await add_users(store, "ada")
         await ProjectionRunner(store, codec, [Recorder()]).run_until_idle()
         recorder = Recorder()
         await ProjectionRunner(store, codec, [recorder]).run_until_idle()
         # memory: checkpoints live with the runner; SQL stores: in the database, so nothing is redone.
-        assert recorder.seen == ([("users-main", 0)] if url == "memory://" else [])
+        assert recorder.seen == ([("users-main", 0)] if store_url == "memory://" else [])
 
 
 async def test_batches_and_filters_skip_before_decoding(store: EventStore) -> None:

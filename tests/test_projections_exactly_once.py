@@ -7,7 +7,6 @@ that the read model equals a fresh rebuild (``renames`` counts UPDATEs, so a bat
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import random
 import signal
@@ -29,18 +28,9 @@ from epoch.stores import EventStore, open_store
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'epoch.db'}"
-    if importlib.util.find_spec("epoch.stores.postgres") is None:
-        pytest.skip("epoch.stores.postgres has not landed yet")
-    return str(request.getfixturevalue("pg_dsn"))
-
-
 @pytest.fixture
-async def store(url: str) -> AsyncIterator[EventStore]:
-    async with open_store(url) as opened:
+async def store(sql_store_url: str) -> AsyncIterator[EventStore]:
+    async with open_store(sql_store_url) as opened:
         yield opened
 
 
@@ -140,7 +130,7 @@ _RUNNER_SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.slow
-async def test_kill_runner_process_at_random_points(store: EventStore, url: str) -> None:
+async def test_kill_runner_process_at_random_points(store: EventStore, sql_store_url: str) -> None:
     rng = random.Random(4)
     await write_users(store, 60, 240, seed=1)
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'src'}"}
@@ -150,7 +140,7 @@ async def test_kill_runner_process_at_random_points(store: EventStore, url: str)
     writer = asyncio.create_task(write_users(store, 20, 80, seed=2))  # live events arrive meanwhile
     for _ in range(8):
         process = subprocess.Popen(
-            [sys.executable, "-c", _RUNNER_SCRIPT, url, str(rng.choice([1, 3, 16]))],
+            [sys.executable, "-c", _RUNNER_SCRIPT, sql_store_url, str(rng.choice([1, 3, 16]))],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,22 +22,8 @@ from examples.users.registry import (
 from epoch import View
 from epoch.projections import MemoryCheckpointStore, Transaction
 from epoch.projections.sagas import SagaRunner, command_id_for
-from epoch.stores import EventStore, open_store
+from epoch.stores import EventStore
 from epoch.testing.projections import ProjectionSpec, SagaSpec, ViewSpec
-
-
-@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[EventStore]:
-    if request.param == "memory":
-        url = "memory://"
-    elif request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'epoch.db'}"
-    else:
-        if importlib.util.find_spec("epoch.stores.postgres") is None:
-            pytest.skip("epoch.stores.postgres has not landed yet")
-        url = str(request.getfixturevalue("pg_dsn"))
-    async with open_store(url) as opened:
-        yield opened
 
 
 async def test_two_concurrent_registrations_of_one_name_cannot_both_succeed(store: EventStore) -> None:

@@ -7,7 +7,6 @@ once (each batch records its process and time span; spans of one partition never
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import itertools
 import os
 import signal
@@ -80,8 +79,6 @@ async def write(url: str, directories: range, users: int) -> None:
 @pytest.mark.postgres
 @pytest.mark.slow
 async def test_three_processes_one_killed(pg_dsn: str) -> None:
-    if importlib.util.find_spec("epoch.stores.postgres") is None:
-        pytest.skip("epoch.stores.postgres has not landed yet")
     await write(pg_dsn, range(12), 8)
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'src'}"}
     processes = [
