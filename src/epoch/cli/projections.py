@@ -26,6 +26,7 @@ from epoch.projections import (
     ProjectionStatus,
     default_checkpoints,
     default_parking,
+    format_duration,
     projection_status,
 )
 
@@ -65,21 +66,13 @@ def _runner(factory: Any, store: EventStore) -> ProjectionRunner:
     return runner
 
 
-def _ago(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    if seconds < 3600:
-        return f"{seconds / 60:.1f}m"
-    return f"{seconds / 3600:.1f}h"
-
-
 def _status_line(s: ProjectionStatus) -> str:
     state = "FAILING" if s.failing else "ok"
     parts = [
         f"{s.name:<24}",
         f"checkpoint {s.checkpoint}",
         f"head {s.head}",
-        f"lag {s.lag_events} events / {_ago(s.lag_seconds)}",
+        f"lag {s.lag_events} events / {format_duration(s.lag_seconds)}",
         f"{s.events_per_second:.1f} events/s",
         f"parked {s.parked}",
         state,

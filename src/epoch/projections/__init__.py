@@ -32,7 +32,7 @@ from epoch.projections.projection import (
 )
 from epoch.projections.runner import ProjectionRunner
 from epoch.projections.sagas import SagaRunner
-from epoch.projections.status import ProjectionStatus, projection_status
+from epoch.projections.status import ProjectionStatus, format_duration, projection_status
 from epoch.projections.transactional import TransactionalProjection
 
 __all__ = [
@@ -62,5 +62,6 @@ __all__ = [
     "database_of",
     "default_checkpoints",
     "default_parking",
+    "format_duration",
     "projection_status",
 ]

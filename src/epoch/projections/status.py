@@ -13,7 +13,7 @@ from epoch.projections.parking import ParkingLot
 from epoch.projections.projection import ProjectionSettings
 from epoch.stores import EventStore
 
-__all__ = ["LAG_COUNT_LIMIT", "ProjectionStatus", "count_events", "projection_status"]
+__all__ = ["LAG_COUNT_LIMIT", "ProjectionStatus", "count_events", "format_duration", "projection_status"]
 
 LAG_COUNT_LIMIT = 1_000_000
 """``lag_events`` counts at most this many events (positions need not be dense, so lag is counted)."""
@@ -104,3 +104,12 @@ async def projection_status(
             )
         )
     return result
+
+
+def format_duration(seconds: float) -> str:
+    """A lag for people: ``4.2s``, ``3.5m``, ``1.2h`` (the CLI and the web explorer show it alike)."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f}m"
+    return f"{seconds / 3600:.1f}h"

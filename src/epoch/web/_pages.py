@@ -26,6 +26,7 @@ from epoch import (
     StoreUnavailable,
     category_of,
 )
+from epoch.projections import format_duration
 from epoch.web._apps import Registered
 from epoch.web._index import LogIndex
 from epoch.web._views import EventView, event_view, link, state_json
@@ -66,20 +67,12 @@ def templates() -> Jinja2Templates:
     )
     env.globals["link"] = link
     env.filters["when"] = _when
-    env.filters["duration"] = _duration
+    env.filters["duration"] = format_duration
     return Jinja2Templates(env=env)
 
 
 def _when(value: datetime) -> str:
     return value.isoformat(sep=" ", timespec="milliseconds")
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    if seconds < 3600:
-        return f"{seconds / 60:.1f}m"
-    return f"{seconds / 3600:.1f}h"
 
 
 def _int(request: Request, name: str, default: int | None, minimum: int = 0, maximum: int | None = None) -> int | None:
