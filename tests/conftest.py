@@ -158,3 +158,8 @@ async def store(store_url: str) -> AsyncIterator[EventStore]:
     """An open, empty store: one case per backend."""
     async with open_store(store_url) as opened:
         yield opened
+
+
+# Hypothesis profiles (short in `make test`, long under `make fuzz`) are registered where the hostile
+# strategies live, so every fuzz test runs with the same budget.
+import tests.hostile  # noqa: E402,F401
