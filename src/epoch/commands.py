@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import enum
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, NamedTuple, TypeVar
@@ -91,6 +92,16 @@ class _Loaded(Generic[S]):
         self.position = position
 
 
+@asynccontextmanager
+async def _closing(events: AsyncIterator[RecordedEvent]) -> AsyncIterator[AsyncIterator[RecordedEvent]]:
+    """A store read left early (``break``) releases its connection at once, not when collected."""
+    try:
+        yield events
+    finally:
+        if isinstance(events, AsyncGenerator):
+            await events.aclose()
+
+
 class CommandHandler(Generic[C, S, E]):
     """Runs commands of one decider against streams ``"{category}-{id}"`` of one store.
 
@@ -133,54 +144,80 @@ class CommandHandler(Generic[C, S, E]):
 
     # -- loading --------------------------------------------------------------------------------
 
-    async def _load(self, stream: str, use_cache: bool = True) -> _Loaded[S]:
-        cached = self.cache.get(stream) if (use_cache and self.cache is not None) else None
-        if cached is None:
+    async def _fold(self, stream: str, base: _Loaded[S] | None, watch: UUID | None = None) -> _Loaded[S] | None:
+        """The state after the stream's last event, folded on from ``base`` (``None``: from the start).
+
+        A ``base`` (a cached or earlier state) is only trusted when its own event is still the stream's
+        event at that version: the read starts *at* ``base.version`` and checks the event's position.
+        A stream deleted (and perhaps re-created elsewhere) since hides that event, so the fold starts
+        over from the initial state and never decides on deleted events. Returns ``None`` when an event
+        with id ``watch`` (the first event of the command being executed) is in the stream: that command
+        was already executed, by this process or another.
+        """
+        if base is None or base.version is None:
             loaded = _Loaded(initial_state_of(self.decider), None, 0)
-            from_version = None
+            from_version, check = None, False
         else:
-            loaded = _Loaded(cached.state, cached.version, cached.position)
-            from_version = cached.version + 1
+            loaded, from_version, check = base, base.version, True
         evolve = self.decider.evolve
         decode = self.codec.decode_data
         state = loaded.state
         last: RecordedEvent | None = None
-        async for recorded in self.store.read_stream(stream, from_version=from_version):
-            state = evolve(state, decode(recorded))
-            last = recorded
+        stale = check  # until the base's own event is seen
+        async with _closing(self.store.read_stream(stream, from_version=from_version)) as events:
+            async for recorded in events:
+                if check:
+                    check = False
+                    if recorded.version != loaded.version or recorded.position != loaded.position:
+                        break
+                    stale = False  # the base is current up to here
+                    continue
+                if recorded.id == watch:
+                    return None
+                state = evolve(state, decode(recorded))
+                last = recorded
+        if stale:  # the base's event is gone (deleted, perhaps re-created elsewhere): start over
+            return await self._fold(stream, None, watch)
         if last is not None:
             loaded = _Loaded(state, last.version, last.position)
             if self.cache is not None:
                 self.cache.put(stream, CachedState(state, last.version, last.position))
         return loaded
 
+    async def _load(self, stream: str, watch: UUID | None = None) -> _Loaded[S] | None:
+        cached = self.cache.get(stream) if self.cache is not None else None
+        base = None if cached is None else _Loaded(cached.state, cached.version, cached.position)
+        return await self._fold(stream, base, watch)
+
     async def load(self, id: object) -> LoadedState[S]:
         """The current state and version of entity ``id``."""
         loaded = await self._load(self.stream_for(id))
+        assert loaded is not None  # nothing is watched
         return LoadedState(loaded.state, loaded.version)
 
     async def state_at(self, id: object, version: int | None = None, at: datetime | None = None) -> S:
         """Time travel: the state after event ``version``, or after the last event recorded at or before ``at``.
 
-        With neither, the current state. Raises :class:`InvalidVersion` for a version past the stream's
-        head (or negative) and for a naive ``at``.
+        With neither, the current state. Raises :class:`InvalidVersion` for a version that is not an int
+        >= 0 or is past the stream's head, and for an ``at`` that is not an aware datetime.
         """
         stream = self.stream_for(id)
-        if version is not None and (isinstance(version, bool) or not isinstance(version, int) or version < 0):
-            raise InvalidVersion(stream, version, None)
-        if at is not None and at.utcoffset() is None:
-            raise InvalidVersion(stream, at, None)
+        bad_version = version is not None and (isinstance(version, bool) or not isinstance(version, int) or version < 0)
+        bad_at = at is not None and (not isinstance(at, datetime) or at.utcoffset() is None)
+        if bad_version or bad_at:
+            raise InvalidVersion(stream, version if bad_version else at, await self.store.stream_version(stream))
         evolve = self.decider.evolve
         decode = self.codec.decode_data
         state = initial_state_of(self.decider)
         head: int | None = None
-        async for recorded in self.store.read_stream(stream):
-            if version is not None and recorded.version > version:
-                return state
-            if at is not None and recorded.recorded_at > at:
-                return state
-            state = evolve(state, decode(recorded))
-            head = recorded.version
+        async with _closing(self.store.read_stream(stream)) as events:
+            async for recorded in events:
+                if version is not None and recorded.version > version:
+                    return state
+                if at is not None and recorded.recorded_at > at:
+                    return state
+                state = evolve(state, decode(recorded))
+                head = recorded.version
         if version is not None and (head is None or version > head):
             raise InvalidVersion(stream, version, head)
         return state
@@ -202,14 +239,16 @@ class CommandHandler(Generic[C, S, E]):
         """Decide ``command`` against entity ``id``'s state and append the events.
 
         Without ``expected_version`` a concurrent write makes the handler re-load and re-decide, at
-        most ``1 + retries`` times, then the last :class:`WrongExpectedVersion` is raised. With it
-        (e.g. from an HTTP If-Match) the guard is checked once and never retried. A ``command_id`` makes
-        the command idempotent per stream: executing it again returns the first execution's result.
+        most ``1 + retries`` decisions in all, then the last :class:`WrongExpectedVersion` is raised.
+        With it (e.g. from an HTTP If-Match) the guard is checked once and never retried. A
+        ``command_id`` makes the command idempotent per stream: executing it again — also while another
+        execution of it races this one — returns the first execution's result without deciding again.
         Errors raised by ``decide`` pass through unchanged.
         """
         stream = self.stream_for(id)
         explicit = expected_version is not _MISSING
         expected = check_expected_version(stream, expected_version) if explicit else None
+        watch = event_id_for(command_id, stream, 0) if command_id is not None else None
         if command_id is not None:
             prior = await self._prior_result(stream, command_id)
             if prior is not None:
@@ -223,71 +262,80 @@ class CommandHandler(Generic[C, S, E]):
         base_metadata: dict[str, Any] = dict(metadata or {})
         base_metadata.update({"$correlation_id": correlation, "$causation_id": causation, "$command_id": own_id})
 
-        if not explicit and self.cache is not None and (cached := self.cache.get(stream)) is not None:
-            fast = await self._execute_on_cached(stream, cached, command, services, base_metadata, command_id)
-            if fast is not None:
-                return fast
-
-        attempts = 1 if explicit else 1 + self.retries
-        for attempt in range(attempts):
-            loaded = await self._load(stream, use_cache=attempt == 0)
+        # One loop, one budget: every run of ``decide`` is an attempt. The first may decide on the cached
+        # state without reading (the append's guard proves it current); an outcome that would not be
+        # checked by an append (an error, an empty decision, a terminal state) is confirmed by one read
+        # first, and a cached state found stale counts as a conflict like a failed append.
+        budget = 1 if explicit else 1 + self.retries
+        cached = self.cache.get(stream) if (not explicit and self.cache is not None) else None
+        loaded: _Loaded[S] | None = None if cached is None else _Loaded(cached.state, cached.version, cached.position)
+        fresh = loaded is None
+        decisions = 0
+        while True:
+            if loaded is None:
+                loaded = await self._load(stream, watch)
+                fresh = True
+                if loaded is None:  # the command's first event is in the stream: it ran meanwhile
+                    return await self._prior_or_raise(stream, command_id)
             if expected is not None:
                 enforce_expected_version(stream, expected, loaded.version)
             if self._is_terminal is not None and self._is_terminal(loaded.state):
+                if not fresh:  # no decision ran on it: confirm the cached state before refusing
+                    loaded = await self._fold(stream, loaded, watch)
+                    fresh = True
+                    continue
                 raise StreamClosed(stream, loaded.version)
-            events = decide_events(self.decider, command, loaded.state, services)
+            decisions += 1
+            error: Exception | None = None
+            try:
+                events = decide_events(self.decider, command, loaded.state, services)
+            except Exception as exc:
+                if fresh:
+                    raise
+                events, error = None, exc
+            if not fresh and not events:  # an error or nothing to do, decided on the cached state
+                current = await self._fold(stream, loaded, watch)
+                if current is None:
+                    return await self._prior_or_raise(stream, command_id)
+                if current.version == loaded.version and current.position == loaded.position:
+                    if error is not None:
+                        raise error  # decided on the current state: the decider's own error stands
+                    return ExecuteResult(stream, loaded.version, loaded.position, [], loaded.state, decisions)
+                else:  # the cached state was stale: a conflict detected before appending
+                    if decisions >= budget:
+                        raise WrongExpectedVersion(stream, loaded.version, current.version)
+                    loaded, fresh = current, True
+                    continue
             if not events:
-                return ExecuteResult(stream, loaded.version, loaded.position, [], loaded.state, attempt + 1)
+                return ExecuteResult(stream, loaded.version, loaded.position, [], loaded.state, decisions)
             new_events = self._encode(stream, events, base_metadata, command_id)
             guard = expected if expected is not None else (NO_STREAM if loaded.version is None else loaded.version)
             try:
                 appended = await self.store.append(stream, new_events, guard)
             except WrongExpectedVersion:
-                if self.cache is not None:
-                    self.cache.invalidate(stream)
-                if explicit or attempt == attempts - 1:
+                if command_id is not None and (prior := await self._prior_result(stream, command_id)) is not None:
+                    return prior  # a concurrent execution of the same command id won
+                if explicit or decisions >= budget:
                     raise
-                await asyncio.sleep(self._delay(attempt))
+                await asyncio.sleep(self._delay(decisions - 1))
+                loaded = await self._fold(stream, loaded, watch)
+                fresh = True
+                if loaded is None:
+                    return await self._prior_or_raise(stream, command_id)
                 continue
             except DuplicateEventId:
                 # A concurrent execution of the same command id won at another version.
                 if command_id is not None and (prior := await self._prior_result(stream, command_id)) is not None:
                     return prior
                 raise
-            return self._record(stream, loaded.state, events, new_events, appended, attempt + 1)
-        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+            return self._record(stream, loaded.state, events, new_events, appended, decisions)
 
-    async def _execute_on_cached(
-        self,
-        stream: str,
-        cached: CachedState[S],
-        command: C,
-        services: object,
-        base_metadata: dict[str, Any],
-        command_id: str | UUID | None,
-    ) -> ExecuteResult[S, E] | None:
-        """One round trip: decide on the cached state and append guarded by the cached version.
-
-        The guard makes this safe across processes: if anyone wrote after the cached version the append
-        fails and ``None`` sends the caller down the normal path (catch up from the cache, re-decide).
-        Anything that might be an artefact of a stale state (a terminal state, an empty decision, an
-        error from ``decide``) is also left to the normal path, which decides again on fresh state.
-        """
-        state = cached.state
-        if self._is_terminal is not None and self._is_terminal(state):
-            return None
-        try:
-            events = decide_events(self.decider, command, state, services)
-        except Exception:  # decide is pure: deciding again on a fresh load raises it for real if it holds
-            return None
-        if not events:
-            return None
-        new_events = self._encode(stream, events, base_metadata, command_id)
-        try:
-            appended = await self.store.append(stream, new_events, cached.version)
-        except (WrongExpectedVersion, DuplicateEventId):
-            return None
-        return self._record(stream, state, events, new_events, appended, 1)
+    async def _prior_or_raise(self, stream: str, command_id: str | UUID | None) -> ExecuteResult[S, E]:
+        assert command_id is not None  # only a watched command id stops a fold
+        prior = await self._prior_result(stream, command_id)
+        if prior is None:  # pragma: no cover - the fold just saw its first event in the stream
+            raise AssertionError(f"{stream}: command {command_id!r} vanished")
+        return prior
 
     async def _correlation_of(self, causation_id: str | UUID | None) -> str | None:
         """The correlation id of the stored event that caused this command, if it is one."""
