@@ -5,7 +5,7 @@ TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 VENV := .venv
 
-.PHONY: demo test check lint typecheck bench bench-quick clean
+.PHONY: demo test check lint typecheck fuzz bench bench-quick clean
 
 $(UV):
 	python3 -m venv $(TOOLS)
@@ -29,6 +29,11 @@ typecheck: $(VENV)/.synced
 # scripts/test starts (and stops) unless EPOCH_TEST_PG_DSN names one already.
 test: lint typecheck
 	scripts/test
+
+# The long fuzz run: every property-based test with EPOCH_FUZZ_EXAMPLES examples each (default 2000;
+# `make test` runs the same tests with 60). Against the same real stores as `make test`.
+fuzz: $(VENV)/.synced
+	EPOCH_FUZZ_PROFILE=long scripts/test tests/test_fuzz_*.py -p no:cacheprovider -q
 
 bench: $(VENV)/.synced
 	$(VENV)/bin/epoch bench

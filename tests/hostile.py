@@ -34,7 +34,7 @@ settings.register_profile(
 )
 settings.register_profile(
     "long",
-    max_examples=int(os.environ.get("EPOCH_FUZZ_EXAMPLES", "20000")),
+    max_examples=int(os.environ.get("EPOCH_FUZZ_EXAMPLES", "2000")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )

@@ -92,6 +92,19 @@ class _Loaded(Generic[S]):
         self.position = position
 
 
+def _check_id(stream: str, name: str, value: object) -> None:
+    """Command, correlation and causation ids go into every event's metadata (and ids): text that UTF-8
+    cannot carry is refused before anything is read or written."""
+    if value is None or isinstance(value, UUID):
+        return
+    if not isinstance(value, str):
+        raise InvalidEvent(stream, 0, f"{name} must be a str or UUID, not {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidEvent(stream, 0, f"{name} {value!r} contains a lone surrogate") from None
+
+
 @asynccontextmanager
 async def _closing(events: AsyncIterator[RecordedEvent]) -> AsyncIterator[AsyncIterator[RecordedEvent]]:
     """A store read left early (``break``) releases its connection at once, not when collected."""
@@ -248,6 +261,12 @@ class CommandHandler(Generic[C, S, E]):
         stream = self.stream_for(id)
         explicit = expected_version is not _MISSING
         expected = check_expected_version(stream, expected_version) if explicit else None
+        for name, value in (
+            ("command_id", command_id),
+            ("correlation_id", correlation_id),
+            ("causation_id", causation_id),
+        ):
+            _check_id(stream, name, value)
         watch = event_id_for(command_id, stream, 0) if command_id is not None else None
         if command_id is not None:
             prior = await self._prior_result(stream, command_id)
