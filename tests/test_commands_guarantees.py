@@ -373,3 +373,15 @@ async def test_state_at_on_an_unwritten_stream(store: EventStore) -> None:
     with pytest.raises(InvalidVersion) as info:
         await handler.state_at("1", version=0)
     assert str(info.value) == "account-1: invalid version 0 (stream version no stream)"
+
+
+async def test_a_command_id_after_its_stream_was_deleted_returns_the_first_events(store: EventStore) -> None:
+    handler = handler_for(store)
+    await handler.execute("1", Open("ada"))
+    first = await handler.execute("1", Deposit(2), command_id="dep-1")
+    await store.delete_stream("account-1")
+    again = await handler_for(store, cache=None).execute("1", Deposit(2), command_id="dep-1")
+    assert (again.version, again.position) == (1, first.position)
+    assert [(e.id, e.data, e.version) for e in again.events] == [(e.id, e.data, e.version) for e in first.events]
+    assert again.state == Account()  # the stream reads empty now: the state is the current one
+    assert await store.stream_version("account-1") is None  # and nothing was written

@@ -367,7 +367,10 @@ class CommandHandler(Generic[C, S, E]):
         cause = await self.store.get_event(event_id)
         if cause is None or not cause.metadata:
             return None
-        value = _METADATA.decode(cause.metadata).get("$correlation_id")
+        try:
+            value = _METADATA.decode(cause.metadata).get("$correlation_id")
+        except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
+            return None  # the cause's metadata is unreadable: this command starts its own correlation
         return None if value is None else str(value)
 
     def _encode(
@@ -417,17 +420,33 @@ class CommandHandler(Generic[C, S, E]):
         return ExecuteResult(stream, appended.version, appended.position, envelopes, state, attempts)
 
     async def _prior_result(self, stream: str, command_id: str | UUID) -> ExecuteResult[S, E] | None:
-        """The result of an earlier execution of ``command_id`` on ``stream``, or ``None``."""
-        first = await self.store.get_event(event_id_for(command_id, stream, 0), stream=stream)
+        """The result of an earlier execution of ``command_id`` on ``stream``, or ``None``.
+
+        One lookup by id (does the command's first event exist here?) and, when it does, one read of
+        the stream that folds the state up to the command's last event.
+        """
+        first_id = event_id_for(command_id, stream, 0)
+        first = await self.store.get_event(first_id, stream=stream)
         if first is None or first.stream != stream:
             return None
+        evolve = self.decider.evolve
+        decode = self.codec.decode_data
+        state = initial_state_of(self.decider)
         written: list[RecordedEvent] = []
-        async for recorded in self.store.read_stream(stream, from_version=first.version):
-            if recorded.id != event_id_for(command_id, stream, len(written)):
-                break
-            written.append(recorded)
-        if not written:  # the stream was deleted since; its events are still in the log
-            written = [first]
-        state = await self.state_at(stream.partition("-")[2], version=written[-1].version)
+        async with _closing(self.store.read_stream(stream)) as events:
+            async for recorded in events:
+                if written and recorded.id != event_id_for(command_id, stream, len(written)):
+                    break
+                if written or recorded.id == first_id:
+                    written.append(recorded)
+                state = evolve(state, decode(recorded))
+        if not written:
+            # The stream was deleted since: its events are still in the log (get_event finds them), but
+            # no state can be folded from a stream that reads empty; the state is the current one.
+            written.append(first)
+            while (
+                more := await self.store.get_event(event_id_for(command_id, stream, len(written)), stream)
+            ) is not None:
+                written.append(more)
         last = written[-1]
         return ExecuteResult(stream, last.version, last.position, [self.codec.decode(r) for r in written], state)
