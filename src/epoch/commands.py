@@ -35,7 +35,7 @@ from epoch.errors import (
 )
 from epoch.records import NO_STREAM, AppendResult, EventEnvelope, ExpectedVersionLike, NewEvent, RecordedEvent
 from epoch.stores import EventStore
-from epoch.stores._checks import check_category, check_expected_version, check_stream_name, enforce_expected_version
+from epoch.streams import check_category, check_expected_version, check_stream_name, enforce_expected_version
 
 __all__ = ["COMMAND_NAMESPACE", "CommandHandler", "ExecuteResult", "LoadedState", "event_id_for"]
 

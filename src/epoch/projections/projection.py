@@ -20,6 +20,7 @@ from typing import Any, Literal, Protocol
 
 from epoch.errors import ConfigurationError, ProjectionFailed
 from epoch.records import EventEnvelope, RecordedEvent
+from epoch.streams import MAX_STREAM_NAME, check_name
 
 __all__ = [
     "BatchProjection",
@@ -89,8 +90,10 @@ def _names(value: object, what: str, name: str) -> tuple[str, ...] | None:
 def settings_of(projection: object) -> ProjectionSettings:
     """Read a projection's members; raise ``ConfigurationError`` when it cannot be run."""
     name = getattr(projection, "name", None)
-    if not isinstance(name, str) or not name:
-        raise ConfigurationError(f"a projection needs a non-empty str name, got {name!r} on {projection!r}")
+    if not isinstance(name, str):
+        raise ConfigurationError(f"a projection needs a str name, got {name!r} on {projection!r}")
+    if (problem := check_name(name, MAX_STREAM_NAME)) is not None:  # it keys checkpoints and parked events
+        raise ConfigurationError(f"projection name {name!r} {problem}")
     if callable(getattr(projection, "handle_in_transaction", None)):
         kind: Literal["event", "batch", "transactional"] = "transactional"
     elif callable(getattr(projection, "handle_batch", None)):
