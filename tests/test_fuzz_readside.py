@@ -13,11 +13,12 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from epoch import Codec, EventStore, NewEvent
+from epoch import Codec, EventStore, NewEvent, open_store
 from epoch.errors import ConfigurationError, EpochError, InvalidStreamName
 from epoch.projections import ProjectionFailed, ProjectionRunner, Retry
 from epoch.records import EventEnvelope
-from tests.hostile import hostile_json, hostile_names, is_valid_name
+from epoch.stores.copy import copy_store
+from tests.hostile import hostile_json, hostile_names, is_valid_name, valid_names
 
 FAST = Retry(retries=0, backoff=0.001)
 _fresh = itertools.count()
@@ -125,3 +126,20 @@ def _decodes(data: bytes) -> str | None:
     except (msgspec.DecodeError, RecursionError, UnicodeError, ValueError):
         return None
     return value.text
+
+
+@given(events=st.lists(st.tuples(valid_names, hostile_json, valid_names), max_size=4))
+async def test_copy_carries_any_valid_name_and_any_bytes(
+    store: EventStore, tmp_path_factory: pytest.TempPathFactory, events: list[tuple[str, bytes, str]]
+) -> None:
+    target = tmp_path_factory.getbasetemp() / f"copy-{id(store)}.db"
+    for stream, data, type_name in events:
+        await store.append(stream, [NewEvent(type_name[:256].rstrip() or "T", data)])
+    async with open_store(f"sqlite:///{target}") as dst:
+        await copy_store(store, dst)  # resumes after what earlier examples copied
+        copied = [_key(e) async for e in dst.read_all()]
+    assert copied == [_key(e) async for e in store.read_all()]
+
+
+def _key(event: Any) -> tuple[object, ...]:
+    return (event.stream, event.version, event.id, event.type, event.data, event.metadata, event.recorded_at)
