@@ -13,11 +13,16 @@ import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing
+from dataclasses import dataclass
 from typing import Any
 from uuid import uuid4
 
 import pytest
+from kurrentdbclient.exceptions import AccessDeniedError
+from typer.testing import CliRunner
 
+from epoch.cli import app as cli
+from epoch.codec import Codec
 from epoch.errors import (
     ConfigurationError,
     DuplicateEventId,
@@ -27,7 +32,8 @@ from epoch.errors import (
     StoreUnavailable,
     WrongExpectedVersion,
 )
-from epoch.records import ANY, NO_STREAM, AppendResult, NewEvent, RecordedEvent
+from epoch.projections import ParkedEvent, ProjectionRunner, Retry, default_checkpoints, default_parking
+from epoch.records import ANY, NO_STREAM, AppendResult, EventEnvelope, NewEvent, RecordedEvent
 from epoch.stores import open_store
 from epoch.stores._checks import check_categories, check_read_bounds, check_stream_name
 from epoch.stores.kurrentdb import DEFAULT_KURRENTDB_MAX_EVENT_SIZE, KurrentDBEventStore
@@ -378,3 +384,209 @@ async def test_urls() -> None:
         await open_store("kurrentdb://127.0.0.1:1?nonsense=1")
     with pytest.raises(ConfigurationError):
         await open_store("kurrentdb://127.0.0.1:1?max_event_size=big")
+
+
+# -- checkpoints and parked events live on the server (companion streams under "$epoch-") --------------
+
+
+@dataclass(frozen=True)
+class Happened:
+    n: str
+
+
+CODEC = Codec([Happened])
+
+
+class Recorder:
+    """A projection of the ``users`` category that remembers what it saw and fails on ``poison``."""
+
+    categories = "users"
+
+    def __init__(self, name: str = "recorder", policy: str = "stop", poison: tuple[str, ...] = ()) -> None:
+        self.name = name
+        self.policy = policy
+        self.poison = set(poison)
+        self.seen: list[tuple[str, int]] = []
+
+    async def handle(self, envelope: EventEnvelope[Any]) -> None:
+        if envelope.data.n in self.poison:
+            raise RuntimeError(f"poisoned {envelope.data.n}")
+        self.seen.append((envelope.stream, envelope.version))
+
+    async def reset(self) -> None:
+        self.seen.clear()
+
+
+FAST = Retry(retries=0, backoff=0.001)
+
+
+async def test_a_new_runner_on_a_new_store_resumes_from_the_checkpoint(fake: FakeKurrentDB) -> None:
+    async with KurrentDBEventStore(fake.uri) as first:
+        await first.append("orders-1", new(1))
+        await first.append("users-1", new(3))
+        recorder = Recorder()
+        await ProjectionRunner(first, CODEC, [recorder]).run_until_idle()
+        assert recorder.seen == [("users-1", 0), ("users-1", 1), ("users-1", 2)]
+        head = await first.head_position()
+    async with KurrentDBEventStore(fake.uri) as second:  # another process, as far as the server knows
+        later = await second.append("users-1", new(2, "later"))
+        recorder = Recorder()
+        runner = ProjectionRunner(second, CODEC, [recorder])
+        assert await runner.checkpoints.load("recorder") == head
+        await runner.run_until_idle()
+        assert recorder.seen == [("users-1", 3), ("users-1", 4)]
+        assert await runner.checkpoints.load("recorder") == later.position
+    # One checkpoint stream per projection, kept to its newest event, plus the index of names.
+    assert ("$epoch-checkpoints", 0, "CheckpointNamed") in fake.events()
+    assert [e for e in fake.events() if e[0] == "$epoch-checkpoints"] == [("$epoch-checkpoints", 0, "CheckpointNamed")]
+    assert fake.metadata("$epoch-checkpoint-recorder") == {"$maxCount": 1}
+    assert [e[2] for e in fake.events() if e[0] == "$epoch-checkpoint-recorder"] == ["Checkpoint"] * 2
+
+
+async def test_checkpoint_streams_are_hidden_from_reads(fake: FakeKurrentDB) -> None:
+    async with KurrentDBEventStore(fake.uri) as store:
+        written = await store.append("users-1", new(2))
+        await ProjectionRunner(store, CODEC, [Recorder(policy="park", poison=("1",))], retry=FAST).run_until_idle()
+        assert {e[0] for e in fake.events()} >= {"$epoch-checkpoint-recorder", "$epoch-parked-recorder"}
+        assert [(r.stream, r.version) for r in await collect(store.read_all())] == [("users-1", 0), ("users-1", 1)]
+        assert await collect(store.read_all(categories="$epoch")) == []
+        assert await store.head_position() == written.position
+        subscription = store.subscribe()
+        assert [(await anext(subscription)).position for _ in range(2)] == list(written.positions)
+        await store.append("users-2", new(1))  # the next live event is the user's, not a checkpoint
+        assert (await asyncio.wait_for(anext(subscription), 5)).stream == "users-2"
+        await subscription.aclose()  # type: ignore[attr-defined]
+        with pytest.raises(InvalidStreamName):
+            await collect(store.read_stream("$epoch-checkpoint-recorder"))
+
+
+async def test_checkpoint_store_round_trips(fake: FakeKurrentDB) -> None:
+    async with KurrentDBEventStore(fake.uri) as store:
+        checkpoints = default_checkpoints(store)
+        assert await checkpoints.load("a") == 0
+        assert await checkpoints.list() == []
+        await checkpoints.save("b", 2**63 + 5, 12.5)
+        await checkpoints.mark_failing("a", "RuntimeError: boom")
+        await checkpoints.mark_failing("a", "RuntimeError: again")
+    async with KurrentDBEventStore(fake.uri) as store:
+        checkpoints = default_checkpoints(store)
+        a, b = await checkpoints.list()
+        assert (a.name, a.position, a.error, a.events_per_second) == ("a", 0, "RuntimeError: again", 0.0)
+        assert a.failing_since is not None and a.updated_at is None
+        assert (b.name, b.position, b.error, b.failing_since, b.events_per_second) == ("b", 2**63 + 5, None, None, 12.5)
+        assert b.updated_at is not None and abs(b.updated_at - time.time()) < 60
+        first_failure = a.failing_since
+        await checkpoints.mark_failing("a", "RuntimeError: third")
+        assert (await checkpoints.list())[0].failing_since == first_failure  # failing since the first failure
+        await checkpoints.save("a", 7)
+        [a] = [c for c in await checkpoints.list() if c.name == "a"]
+        assert (a.position, a.error, a.failing_since) == (7, None, None)
+        await checkpoints.delete("a")
+        await checkpoints.delete("never-saved")
+        assert await checkpoints.load("a") == 0
+        assert [c.name for c in await checkpoints.list()] == ["b"]
+        await checkpoints.save("a", 9)
+        assert [(c.name, c.position) for c in await checkpoints.list()] == [("a", 9), ("b", 2**63 + 5)]
+    assert [e for e in fake.events() if e[0] == "$epoch-checkpoints"] == [
+        ("$epoch-checkpoints", 0, "CheckpointNamed"),
+        ("$epoch-checkpoints", 1, "CheckpointNamed"),
+    ]
+
+
+async def test_parked_events_survive_a_new_runner(fake: FakeKurrentDB) -> None:
+    async with KurrentDBEventStore(fake.uri) as first:
+        await first.append("users-1", new(3))
+        bad = (await collect(first.read_stream("users-1")))[1]
+        recorder = Recorder(policy="park", poison=("1",))
+        await ProjectionRunner(first, CODEC, [recorder], retry=FAST).run_until_idle()
+        assert recorder.seen == [("users-1", 0), ("users-1", 0), ("users-1", 2)]  # the batch, then one by one
+    async with KurrentDBEventStore(fake.uri) as second:
+        recorder = Recorder(policy="park", poison=("1",))
+        runner = ProjectionRunner(second, CODEC, [recorder], retry=FAST)
+        [parked] = await runner.parking.list("recorder")
+        assert parked.event == bad  # the original event: id, stream, version, position, bytes, time
+        assert (parked.projection, parked.error) == ("recorder", "RuntimeError: poisoned 1")
+        assert [s.parked for s in await runner.status()] == [1]
+        assert await runner.replay_parked("recorder") == 0  # still failing: stays parked, once
+        assert [p.event for p in await runner.parking.list()] == [bad]
+        recorder.poison.clear()
+        assert await runner.replay_parked("recorder") == 1
+        assert recorder.seen == [("users-1", 1)]
+        assert await runner.parking.list("recorder") == []
+    async with KurrentDBEventStore(fake.uri) as third:
+        assert await default_parking(third).list() == []
+
+
+async def test_rebuild_clears_parked_events_on_the_server(fake: FakeKurrentDB) -> None:
+    async with KurrentDBEventStore(fake.uri) as store:
+        await store.append("users-1", new(3))
+        recorder = Recorder(policy="park", poison=("0", "2"))
+        runner = ProjectionRunner(store, CODEC, [recorder], retry=FAST)
+        await runner.run_until_idle()
+        assert [p.event.version for p in await runner.parking.list("recorder")] == [0, 2]
+        recorder.poison = {"2"}
+        await runner.rebuild("recorder")
+        assert recorder.seen == [("users-1", 0), ("users-1", 1)] * 2  # the batch, then one by one
+    async with KurrentDBEventStore(fake.uri) as again:
+        assert [(p.projection, p.event.version) for p in await default_parking(again).list()] == [("recorder", 2)]
+        assert await default_checkpoints(again).load("recorder") == await again.head_position()
+
+
+async def test_parked_bytes_round_trip(fake: FakeKurrentDB) -> None:
+    async with KurrentDBEventStore(fake.uri) as store:
+        await store.append("bytes-1", [NewEvent("Odd", bytes(range(256)), '{"who": "Zoë"}'.encode())])
+        [odd] = await collect(store.read_stream("bytes-1"))
+        parking = default_parking(store)
+        await parking.park(ParkedEvent("p", odd, "E: first", 1.5))
+        await parking.park(ParkedEvent("p", odd, "E: second", 2.5))  # the same event again: the latest error
+        await parking.park(ParkedEvent("q", odd, "E: q", 3.5))
+    async with KurrentDBEventStore(fake.uri) as store:
+        parking = default_parking(store)
+        assert await parking.list("p") == [ParkedEvent("p", odd, "E: second", 2.5)]
+        assert await parking.list() == [ParkedEvent("p", odd, "E: second", 2.5), ParkedEvent("q", odd, "E: q", 3.5)]
+        await parking.clear("q")
+        await parking.remove("p", odd.position + 1)  # not parked: nothing changes
+        assert await parking.list() == [ParkedEvent("p", odd, "E: second", 2.5)]
+        await parking.park(ParkedEvent("q", odd, "E: q again", 4.5))  # parking goes on after a clear
+        assert [p.error for p in await parking.list("q")] == ["E: q again"]
+
+
+async def test_projections_status_on_a_kurrentdb_url(store: KurrentDBEventStore, fake: FakeKurrentDB) -> None:
+    await store.append("orders-1", new(1))
+    await store.append("users-1", new(2))
+    await ProjectionRunner(store, CODEC, [Recorder(policy="park", poison=("1",))], retry=FAST).run_until_idle()
+    head = await store.head_position()
+
+    def epoch(*args: str) -> Any:  # the CLI runs its own event loop: give it a thread
+        done = CliRunner().invoke(cli, [*args, "--store", fake.uri, "--json"])
+        assert done.exit_code == 0, done.output
+        return json.loads(done.output)
+
+    [row] = await asyncio.to_thread(epoch, "projections", "status")
+    assert (row["name"], row["checkpoint"], row["head"], row["lag_events"], row["parked"], row["failing"]) == (
+        "recorder",
+        head,
+        head,
+        0,
+        1,
+        False,
+    )
+    streams = await asyncio.to_thread(epoch, "streams")
+    assert [row["stream"] for row in streams] == ["orders-1", "users-1"]
+
+
+async def test_refused_access_to_companion_streams_is_a_configuration_error(
+    store: KurrentDBEventStore, fake: FakeKurrentDB
+) -> None:
+    await store.append("users-1", new(1))
+    fake.streams.deny_system_streams = True  # a user outside $admins on a secured server
+    with pytest.raises(ConfigurationError) as info:
+        await ProjectionRunner(store, CODEC, [Recorder()]).run_until_idle()
+    assert str(info.value) == (
+        "$epoch-checkpoint-recorder: KurrentDB refused access (Access Denied): system streams ($...) need a user "
+        "in $admins, or the server's $systemStreamAcl to allow it"
+    )
+    assert isinstance(info.value.__cause__, AccessDeniedError)
+    with pytest.raises(ConfigurationError, match=r"^\$epoch-parked: KurrentDB refused access"):
+        await default_parking(store).park(ParkedEvent("p", (await collect(store.read_all()))[0], "E", 1.0))
+    assert [e[0] for e in fake.events()] == ["$settings", "users-1"]

@@ -53,6 +53,7 @@ from epoch.stores._checks import (
     enforce_expected_version,
     is_replay,
 )
+from epoch.stores._kurrentdb_companion import KurrentDBCompanionStreams
 from epoch.stores._kurrentdb_map import (
     driver_errors,
     is_user_event,
@@ -366,6 +367,13 @@ class KurrentDBEventStore(StoreLifecycle):
                 if event.id == id and is_user_event(event, None):
                     return to_record(event)
         return None
+
+    # -- epoch's own streams -------------------------------------------------------------------
+
+    def companion_streams(self) -> KurrentDBCompanionStreams:
+        """The ``$epoch-...`` streams where projections keep checkpoints and parked events on this server
+        (found by ``epoch.projections`` through this method, as the SQL stores' database is found)."""
+        return KurrentDBCompanionStreams(self)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
