@@ -42,12 +42,6 @@ from tests.kurrentdb_fake import FakeKurrentDB
 
 REAL_URI = os.environ.get("EPOCH_TEST_KURRENTDB_URI")
 
-DUPLICATE_ELSEWHERE = pytest.mark.xfail(
-    strict=True,
-    reason="KurrentDB dedupes event ids only at the place an append points at; an id stored in another "
-    "stream or at another version is not detected (no server-side id index)",
-)
-
 
 def new(n: int = 1, prefix: str = "") -> list[NewEvent]:
     return [NewEvent("Happened", json.dumps({"n": f"{prefix}{i}"}).encode()) for i in range(n)]
@@ -72,10 +66,6 @@ class TestKurrentDBOnFake(EventStoreContract):
             assert isinstance(store, KurrentDBEventStore)
             yield store
 
-    @DUPLICATE_ELSEWHERE
-    async def test_same_id_elsewhere_is_a_duplicate(self, store: Any) -> None:
-        await super().test_same_id_elsewhere_is_a_duplicate(store)
-
 
 class Namespaced:
     """One test's private view of a shared KurrentDB server (which has no way to empty itself).
@@ -90,6 +80,7 @@ class Namespaced:
         self.baseline = baseline
         self.tag = f"T{uuid4().hex[:10]}"
         self.max_event_size = store.max_event_size
+        self.detects_duplicate_ids_across_streams = store.detects_duplicate_ids_across_streams
 
     def _in(self, name: Any) -> Any:
         try:
@@ -189,10 +180,6 @@ class TestKurrentDBOnServer(EventStoreContract):
         async with open_store(REAL_URI) as store:
             assert isinstance(store, KurrentDBEventStore)
             yield Namespaced(store, await store.head_position())
-
-    @DUPLICATE_ELSEWHERE
-    async def test_same_id_elsewhere_is_a_duplicate(self, store: Any) -> None:
-        await super().test_same_id_elsewhere_is_a_duplicate(store)
 
     async def test_stream_names_round_trip(self, store: Any, name: str) -> None:
         if len(name) + len(store.tag) > 512:

@@ -13,10 +13,14 @@ KurrentDB already is an event store, so this module is a mapping (see docs/store
   ``WrongCurrentVersionError`` becomes :class:`~epoch.errors.WrongExpectedVersion` with the server's
   actual version.
 - Idempotency is KurrentDB's own: appending the same ids at the same place returns the first result.
-  The server does not index ids globally, so an id stored *elsewhere* is not detected (the store raises
-  :class:`~epoch.errors.DuplicateEventId` only for duplicates inside one batch, or when the server
-  answers with events that are not the batch's). :meth:`get_event` therefore scans: the given stream
-  when a ``stream`` hint is passed, else ``$all`` newest first.
+  The server does not index ids globally, so an id stored in *another stream* is not detected
+  (``detects_duplicate_ids_across_streams = False``); the store raises
+  :class:`~epoch.errors.DuplicateEventId` for duplicates inside one batch, for an id among the stream's
+  newest ``id_check_window`` events at another version, and when the server answers with events that
+  are not the batch's. :meth:`get_event` therefore scans: the given stream when a ``stream`` hint is
+  passed, else ``$all`` newest first.
+- Checkpoints and parked events of projections live in ``$epoch-...`` companion streams on the server
+  (:meth:`companion_streams`), hidden from reads like every system stream.
 - System streams (names starting with ``$``) are KurrentDB's: reads skip them and epoch refuses to
   write to them. ``delete_stream`` is KurrentDB's soft delete.
 
@@ -95,6 +99,11 @@ class KurrentDBEventStore(StoreLifecycle):
     ``KurrentDBEventStore("kurrentdb://localhost:2113?tls=false")`` takes the client's connection string
     (``kurrentdb://``, ``kurrentdb+discover://``, ``esdb://``, ``esdb+discover://``) unchanged.
     """
+
+    detects_duplicate_ids_across_streams = False
+    """Guarantee 5 holds within a stream only (for its newest ``id_check_window`` events): KurrentDB keeps
+    no index of event ids, so an id already stored in another stream is stored again there (see
+    docs/stores/kurrentdb.md and ``epoch.testing.contract_ids``)."""
 
     def __init__(
         self,
