@@ -18,6 +18,9 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import rule, run_state_machine_as_test
 from kurrentdbclient.exceptions import AccessDeniedError
 from typer.testing import CliRunner
 
@@ -39,6 +42,7 @@ from epoch.stores._checks import check_categories, check_read_bounds, check_stre
 from epoch.stores.kurrentdb import DEFAULT_KURRENTDB_MAX_EVENT_SIZE, KurrentDBEventStore
 from epoch.testing.contract import EventStoreContract
 from tests.kurrentdb_fake import FakeKurrentDB
+from tests.test_model import STREAMS, make_machine
 
 REAL_URI = os.environ.get("EPOCH_TEST_KURRENTDB_URI")
 
@@ -577,3 +581,44 @@ async def test_refused_access_to_companion_streams_is_a_configuration_error(
     with pytest.raises(ConfigurationError, match=r"^\$epoch-parked: KurrentDB refused access"):
         await default_parking(store).park(ParkedEvent("p", (await collect(store.read_all()))[0], "E", 1.0))
     assert [e[0] for e in fake.events()] == ["$settings", "users-1"]
+
+
+# -- the reference model (tests/test_model.py) against the fake, with KurrentDB's documented duplicates ----
+
+
+def test_store_matches_reference_model_on_the_fake() -> None:
+    servers: list[FakeKurrentDB] = []
+
+    def open_url() -> str:  # a fresh server per example: a KurrentDB log cannot be emptied
+        servers.append(FakeKurrentDB().start())
+        return servers[-1].uri
+
+    class KurrentDBMachine(make_machine(open_url)):  # type: ignore[misc]  # a class made at run time
+        @rule(stream=st.sampled_from(STREAMS), other=st.sampled_from(STREAMS))
+        def duplicate_elsewhere(self, stream: str, other: str) -> None:
+            """No id index (detects_duplicate_ids_across_streams = False): an id stored in another
+            stream is stored again; one this stream already holds is an idempotent no-op."""
+            model = self.streams[stream]
+            if not model.events or other == stream:
+                return
+            event = model.events[-1]
+            head = self.run(self.store.head_position())
+            target = self.streams[other]
+            result = self.run(self.store.append(other, [event]))
+            if any(e.id == event.id for e in target.events):
+                assert self.run(self.store.head_position()) == head
+                return
+            self.log.append((other, len(target.events), event))
+            target.events.append(event)
+            assert (result.version, result.position) == (target.version, self.run(self.store.head_position()))
+
+    try:
+        run_state_machine_as_test(
+            KurrentDBMachine,
+            settings=settings(
+                max_examples=15, stateful_step_count=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+            ),
+        )
+    finally:
+        for server in servers:
+            server.stop()
