@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import uuid4
 
+import hypothesis
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -41,6 +42,7 @@ from epoch.stores import open_store
 from epoch.stores._checks import check_categories, check_read_bounds, check_stream_name
 from epoch.stores.kurrentdb import DEFAULT_KURRENTDB_MAX_EVENT_SIZE, KurrentDBEventStore
 from epoch.testing.contract import EventStoreContract
+from tests.hostile import any_text, hostile_names
 from tests.kurrentdb_fake import FakeKurrentDB
 from tests.test_model import STREAMS, make_machine
 
@@ -622,3 +624,46 @@ def test_store_matches_reference_model_on_the_fake() -> None:
     finally:
         for server in servers:
             server.stop()
+
+
+def _has_surrogate(text: str) -> bool:
+    return any(0xD800 <= ord(c) <= 0xDFFF for c in text)
+
+
+def test_any_projection_name_round_trips_or_is_refused_clearly(fake: FakeKurrentDB) -> None:
+    loop = asyncio.new_event_loop()
+    store = loop.run_until_complete(open_store(fake.uri))
+    checkpoints, parking = default_checkpoints(store), default_parking(store)
+    loop.run_until_complete(store.append("users-1", new(1)))
+    [event] = loop.run_until_complete(collect(store.read_all()))
+    positions = iter(range(1, 10**6))
+
+    @hypothesis.settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @hypothesis.given(name=st.one_of(any_text, hostile_names).filter(bool))
+    def check(name: str) -> None:
+        position = next(positions)
+
+        async def attempt() -> None:
+            before = fake.events()
+            if _has_surrogate(name):  # gRPC sends names as UTF-8: refused before anything is sent
+                with pytest.raises(InvalidStreamName) as info:
+                    await checkpoints.save(name, position)
+                assert (info.value.stream, info.value.reason) == (f"checkpoint-{name}", "contains a lone surrogate")
+                with pytest.raises(InvalidStreamName) as info:
+                    await parking.park(ParkedEvent(name, event, "E", 1.0))
+                assert (info.value.stream, info.value.reason) == (f"parked-{name}", "contains a lone surrogate")
+                assert fake.events() == before
+                return
+            await checkpoints.save(name, position)
+            await parking.park(ParkedEvent(name, event, "E", 1.0))
+            assert await checkpoints.load(name) == position
+            assert (name, position) in [(c.name, c.position) for c in await checkpoints.list()]
+            assert await parking.list(name) == [ParkedEvent(name, event, "E", 1.0)]
+
+        loop.run_until_complete(attempt())
+
+    try:
+        check()
+    finally:
+        loop.run_until_complete(store.close())
+        loop.close()

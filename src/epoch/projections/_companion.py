@@ -15,10 +15,18 @@ from typing import Protocol, TypeVar
 
 import msgspec
 
-from epoch.errors import DecodeError
+from epoch.errors import DecodeError, InvalidStreamName
 from epoch.records import NewEvent, RecordedEvent
 
-__all__ = ["CompanionStreams", "NameIndex", "Named", "companion_streams_of", "decode_json", "first"]
+__all__ = [
+    "CompanionStreams",
+    "NameIndex",
+    "Named",
+    "companion_name",
+    "companion_streams_of",
+    "decode_json",
+    "first",
+]
 
 T = TypeVar("T")
 
@@ -41,6 +49,20 @@ class CompanionStreams(Protocol):
     async def delete(self, name: str) -> None:
         """Soft-delete: reads see nothing until the next append."""
         ...
+
+
+def companion_name(kind: str, name: str) -> str:
+    """The companion stream ``f"{kind}-{name}"`` (e.g. of a projection's checkpoint).
+
+    Raises :class:`~epoch.errors.InvalidStreamName` when the name cannot be sent as UTF-8 (a lone
+    surrogate): before anything is written, rather than a ``UnicodeEncodeError`` from the driver.
+    """
+    stream = f"{kind}-{name}"
+    try:
+        stream.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidStreamName(stream, "contains a lone surrogate") from None
+    return stream
 
 
 def companion_streams_of(store: object) -> CompanionStreams | None:

@@ -20,6 +20,7 @@ from epoch.projections._companion import (
     CompanionStreams,
     Named,
     NameIndex,
+    companion_name,
     companion_streams_of,
     decode_json,
     first,
@@ -221,7 +222,7 @@ class StreamCheckpointStore:
     @staticmethod
     def stream(name: str) -> str:
         """The companion stream of the checkpoint called ``name``."""
-        return f"checkpoint-{name}"
+        return companion_name("checkpoint", name)
 
     async def _row(self, name: str) -> _Row | None:
         record = await first(self.streams.read(self.stream(name), backwards=True, limit=1))

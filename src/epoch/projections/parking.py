@@ -18,7 +18,13 @@ from uuid import UUID
 
 import msgspec
 
-from epoch.projections._companion import CompanionStreams, NameIndex, companion_streams_of, decode_json
+from epoch.projections._companion import (
+    CompanionStreams,
+    NameIndex,
+    companion_name,
+    companion_streams_of,
+    decode_json,
+)
 from epoch.projections._db import Database, LazyTable, Transaction, database_of
 from epoch.records import NewEvent, RecordedEvent
 
@@ -221,18 +227,17 @@ class StreamParkingLot:
     @staticmethod
     def stream(projection: str) -> str:
         """The companion stream of a projection's parked events."""
-        return f"parked-{projection}"
+        return companion_name("parked", projection)
 
     async def park(self, entry: ParkedEvent) -> None:
+        stream = self.stream(entry.projection)  # refuses a name that cannot be sent, before any write
         e = entry.event
         header = _Header(
             entry.projection, entry.error, entry.parked_at, e.stream, e.version, e.position, e.id, e.type,
             e.recorded_at, e.metadata,
         )  # fmt: skip
         await self._index.add(entry.projection)
-        await self.streams.append(
-            self.stream(entry.projection), [NewEvent(_PARKED, e.data, msgspec.json.encode(header))]
-        )
+        await self.streams.append(stream, [NewEvent(_PARKED, e.data, msgspec.json.encode(header))])
 
     async def list(self, projection: str | None = None) -> list[ParkedEvent]:
         names = [projection] if projection is not None else await self._index.names()

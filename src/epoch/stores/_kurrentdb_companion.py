@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from epoch.errors import InvalidEvent
+from epoch.errors import InvalidEvent, InvalidStreamName
 from epoch.records import NewEvent, RecordedEvent
 from epoch.stores._kurrentdb_map import driver_errors, to_new_event, to_record
 
@@ -59,8 +59,17 @@ class KurrentDBCompanionStreams:
 
     @staticmethod
     def stream_name(name: str) -> str:
-        """The server's name for companion stream ``name``."""
-        return COMPANION_PREFIX + name
+        """The server's name for companion stream ``name`` (e.g. from a projection's name).
+
+        Raises :class:`~epoch.errors.InvalidStreamName` for a name the server cannot be sent (gRPC sends
+        names as UTF-8, so a lone surrogate cannot travel); everything else is the server's to accept.
+        """
+        stream = COMPANION_PREFIX + name
+        try:
+            stream.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidStreamName(stream, "contains a lone surrogate") from None
+        return stream
 
     async def append(self, name: str, events: Sequence[NewEvent]) -> None:
         """Append ``events`` to the stream in one atomic write (no expected-version guard)."""
