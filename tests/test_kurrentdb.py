@@ -667,3 +667,34 @@ def test_any_projection_name_round_trips_or_is_refused_clearly(fake: FakeKurrent
     finally:
         loop.run_until_complete(store.close())
         loop.close()
+
+
+async def test_a_live_runner_saves_checkpoints_a_restarted_one_resumes(fake: FakeKurrentDB) -> None:
+    async def until(condition: Any) -> None:
+        deadline = time.monotonic() + 10
+        while not condition():
+            assert time.monotonic() < deadline, "the runner did not get there in time"
+            await asyncio.sleep(0.02)
+
+    async with KurrentDBEventStore(fake.uri) as first:
+        recorder = Recorder()
+        async with ProjectionRunner(first, CODEC, [recorder]) as runner:
+            runner.start()
+            await first.append("users-1", new(2))  # live: after the runner caught up on nothing
+            await until(lambda: len(recorder.seen) == 2)
+            live = await first.append("users-2", new(1))
+            await until(lambda: len(recorder.seen) == 3)
+            deadline = time.monotonic() + 10
+            while await runner.checkpoints.load("recorder") != live.position:  # saved right after handling
+                assert time.monotonic() < deadline, "the live runner did not save its checkpoint"
+                await asyncio.sleep(0.02)
+        assert await default_checkpoints(first).load("recorder") == live.position
+    async with KurrentDBEventStore(fake.uri) as second:
+        await second.append("users-3", new(1))
+        recorder = Recorder()
+        async with ProjectionRunner(second, CODEC, [recorder]) as runner:
+            runner.start()
+            await until(lambda: recorder.seen == [("users-3", 0)])
+            await second.append("users-1", new(1, "more"))
+            await until(lambda: len(recorder.seen) == 2)
+        assert recorder.seen == [("users-3", 0), ("users-1", 2)]
