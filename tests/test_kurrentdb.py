@@ -698,3 +698,47 @@ async def test_a_live_runner_saves_checkpoints_a_restarted_one_resumes(fake: Fak
             await second.append("users-1", new(1, "more"))
             await until(lambda: len(recorder.seen) == 2)
         assert recorder.seen == [("users-3", 0), ("users-1", 2)]
+
+
+@pytest.mark.parametrize("number", [2**63 - 1, 2**63, 2**64, 2**100])
+async def test_numbers_beyond_the_protocol_behave_as_on_the_memory_store(
+    store: KurrentDBEventStore, number: int
+) -> None:
+    """Guarantee 13: KurrentDB's protocol stops at 64 bits; epoch's ints do not. Every entry answers as
+    the memory store does (an empty read past the end, a guard that fails with the actual version)."""
+    from epoch.stores.memory import MemoryEventStore
+
+    async def outcomes(s: Any) -> list[Any]:
+        await s.append("a-1", new(2))
+        calls = {
+            "read_all after": lambda: collect(s.read_all(after=number)),
+            "read_all limit": lambda: collect(s.read_all(limit=number)),
+            "read_stream from": lambda: collect(s.read_stream("a-1", from_version=number)),
+            "read_stream back": lambda: collect(s.read_stream("a-1", from_version=number, backwards=True)),
+            "read_stream limit": lambda: collect(s.read_stream("a-1", limit=number)),
+            "append": lambda: s.append("a-1", new(1), number),
+            "append nothing": lambda: s.append("a-1", [], number),
+            "delete": lambda: s.delete_stream("a-1", number),
+        }
+        found = []
+        for what, call in calls.items():
+            try:
+                result = await call()
+            except Exception as exc:
+                found.append((what, type(exc).__name__, str(exc)))
+            else:
+                found.append((what, [(r.stream, r.version) for r in result] if isinstance(result, list) else "ok"))
+        subscription = s.subscribe(after=number)
+        try:
+            found.append(("subscribe", await asyncio.wait_for(anext(subscription), 0.3)))
+        except TimeoutError:
+            found.append(("subscribe", "nothing yet"))
+        finally:
+            await subscription.aclose()
+        found.append(("stored", [(r.stream, r.version) for r in await collect(s.read_all())]))
+        return found
+
+    expected = await outcomes(MemoryEventStore())
+    assert await outcomes(store) == expected
+    assert ("append", "WrongExpectedVersion", f"a-1: expected version {number}, actual 1") in expected
+    assert ("stored", [("a-1", 0), ("a-1", 1)]) in expected

@@ -90,6 +90,10 @@ DEFAULT_ID_CHECK_WINDOW = 1000
 """How many of a stream's newest events an append checks for the batch's ids (``None``: all of them)."""
 
 _DELETE_ATTEMPTS = 5
+_MAX_SERVER_INT = 2**63 - 1
+"""The largest revision, count or commit position KurrentDB handles (its server side is signed 64-bit;
+the protocol's fields are unsigned 64-bit). epoch's ints are unbounded: larger values are mapped here
+to what they mean (nothing to read, a guard that cannot match) instead of reaching the protocol."""
 _EPOCH_OPTIONS = {"max_event_size", "id_check_window"}
 
 
@@ -188,7 +192,7 @@ class KurrentDBEventStore(StoreLifecycle):
             return {}
         wanted = {event.id for event in batch}
         found: dict[UUID, RecordedEvent] = {}
-        limit = sys.maxsize if self.id_check_window is None else self.id_check_window
+        limit = sys.maxsize if self.id_check_window is None else min(self.id_check_window, sys.maxsize)
         read = self._open(stream).read_stream(stream, backwards=True, limit=limit)
         async with aclosing(self._events(stream, read)) as events:
             async for event in events:
@@ -248,7 +252,8 @@ class KurrentDBEventStore(StoreLifecycle):
                 tuple(r.position for r in replayed),
                 replayed[-1].recorded_at,
             )
-        if not batch:
+        if not batch or (isinstance(expected, int) and expected > _MAX_SERVER_INT):
+            # Nothing to write, or a guard no stream can reach: checked here, against the stream's head.
             last = await self._last_event(stream)
             enforce_expected_version(stream, expected, None if last is None else last.version)
             if last is None:
@@ -301,8 +306,15 @@ class KurrentDBEventStore(StoreLifecycle):
         client = self._open(stream)
         if limit == 0:
             return
+        if from_version is not None and from_version > _MAX_SERVER_INT:
+            if not backwards:
+                return  # past any stream's end
+            from_version = None  # backwards from beyond the end: from the last event
         read = client.read_stream(
-            stream, stream_position=from_version, backwards=backwards, limit=sys.maxsize if limit is None else limit
+            stream,
+            stream_position=from_version,
+            backwards=backwards,
+            limit=sys.maxsize if limit is None or limit > sys.maxsize else limit,
         )
         async with aclosing(self._events(stream, read)) as events:
             async for event in events:
@@ -319,6 +331,8 @@ class KurrentDBEventStore(StoreLifecycle):
         client = self._open()
         if limit == 0:
             return
+        if after - 1 > _MAX_SERVER_INT:
+            return  # past the end of any log
         count = 0
         read = client.read_all(commit_position=after - 1 if after else None, **stream_filter(names))
         async with aclosing(self._events(None, read)) as events:
@@ -338,7 +352,10 @@ class KurrentDBEventStore(StoreLifecycle):
         check_read_bounds("$all", after, None)
         names = check_categories(categories)
         client = self._open()
-        subscription = client.subscribe_to_all(commit_position=after - 1 if after else None, **stream_filter(names))
+        if after - 1 > _MAX_SERVER_INT:  # past the end of any log: live from the end, and nothing will pass
+            subscription = client.subscribe_to_all(from_end=True, **stream_filter(names))
+        else:
+            subscription = client.subscribe_to_all(commit_position=after - 1 if after else None, **stream_filter(names))
         async with aclosing(self._events(None, subscription)) as events:
             async for event in events:
                 if event.commit_position + 1 > after and is_user_event(event, names):
