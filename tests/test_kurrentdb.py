@@ -742,3 +742,13 @@ async def test_numbers_beyond_the_protocol_behave_as_on_the_memory_store(
     assert await outcomes(store) == expected
     assert ("append", "WrongExpectedVersion", f"a-1: expected version {number}, actual 1") in expected
     assert ("stored", [("a-1", 0), ("a-1", 1)]) in expected
+
+
+async def test_an_empty_category_filter_reads_nothing_and_asks_nothing(
+    store: KurrentDBEventStore, fake: FakeKurrentDB
+) -> None:
+    await store.append("users-1", new(1))
+    reads = fake.calls["Read"]
+    assert await collect(store.read_all(categories=[])) == []
+    assert fake.calls["Read"] == reads  # the server would read "no filter" as "everything"
+    assert [r.stream for r in await collect(store.read_all(categories=["users", "users"]))] == ["users-1"]

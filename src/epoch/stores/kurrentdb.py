@@ -331,8 +331,8 @@ class KurrentDBEventStore(StoreLifecycle):
         client = self._open()
         if limit == 0:
             return
-        if after - 1 > _MAX_SERVER_INT:
-            return  # past the end of any log
+        if after - 1 > _MAX_SERVER_INT or names == ():
+            return  # past the end of any log, or an empty filter (which the server would read as none)
         count = 0
         read = client.read_all(commit_position=after - 1 if after else None, **stream_filter(names))
         async with aclosing(self._events(None, read)) as events:
