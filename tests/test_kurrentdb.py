@@ -42,7 +42,7 @@ from epoch.stores import open_store
 from epoch.stores._checks import check_categories, check_read_bounds, check_stream_name
 from epoch.stores.kurrentdb import DEFAULT_KURRENTDB_MAX_EVENT_SIZE, KurrentDBEventStore
 from epoch.testing.contract import EventStoreContract
-from tests.hostile import any_text, hostile_names
+from tests.hostile import any_text, hostile_names, is_valid_name
 from tests.kurrentdb_fake import FakeKurrentDB
 from tests.test_model import STREAMS, make_machine
 
@@ -752,3 +752,36 @@ async def test_an_empty_category_filter_reads_nothing_and_asks_nothing(
     assert await collect(store.read_all(categories=[])) == []
     assert fake.calls["Read"] == reads  # the server would read "no filter" as "everything"
     assert [r.stream for r in await collect(store.read_all(categories=["users", "users"]))] == ["users-1"]
+
+
+def test_any_stream_name_round_trips_or_is_refused_clearly(fake: FakeKurrentDB) -> None:
+    """Guarantee 8 on KurrentDB: a valid name round-trips exactly, except that names starting with "$"
+    are KurrentDB's system streams (refused); anything else is an InvalidStreamName, nothing stored."""
+    loop = asyncio.new_event_loop()
+    store = loop.run_until_complete(open_store(fake.uri))
+
+    @hypothesis.settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @hypothesis.given(name=st.one_of(hostile_names, any_text))
+    def check(name: str) -> None:
+        async def attempt() -> None:
+            before = fake.events()
+            if not is_valid_name(name) or name.startswith("$"):
+                with pytest.raises(InvalidStreamName) as info:
+                    await store.append(name, new(1))
+                assert info.value.stream == name
+                with pytest.raises(InvalidStreamName):
+                    await collect(store.read_stream(name))
+                assert fake.events() == before
+                return
+            written = await store.append(name, new(1))
+            [recorded] = await collect(store.read_stream(name, backwards=True, limit=1))
+            assert (recorded.stream, recorded.version, recorded.position) == (name, written.version, written.position)
+            assert [r.stream for r in await collect(store.read_all(after=written.position - 1))] == [name]
+
+        loop.run_until_complete(attempt())
+
+    try:
+        check()
+    finally:
+        loop.run_until_complete(store.close())
+        loop.close()
