@@ -232,8 +232,10 @@ class StreamParkingLot:
     async def park(self, entry: ParkedEvent) -> None:
         stream = self.stream(entry.projection)  # refuses a name that cannot be sent, before any write
         e = entry.event
+        # An error message may quote user data with lone surrogates, which JSON cannot carry: escape them.
+        error = entry.error.encode("utf-8", "backslashreplace").decode("utf-8")
         header = _Header(
-            entry.projection, entry.error, entry.parked_at, e.stream, e.version, e.position, e.id, e.type,
+            entry.projection, error, entry.parked_at, e.stream, e.version, e.position, e.id, e.type,
             e.recorded_at, e.metadata,
         )  # fmt: skip
         await self._index.add(entry.projection)
