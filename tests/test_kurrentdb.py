@@ -787,9 +787,12 @@ def test_any_stream_name_round_trips_or_is_refused_clearly(fake: FakeKurrentDB) 
         loop.close()
 
 
-async def test_an_error_message_with_lone_surrogates_is_parked_escaped(store: KurrentDBEventStore) -> None:
+async def test_an_error_message_with_lone_surrogates_is_stored_escaped(store: KurrentDBEventStore) -> None:
     await store.append("users-1", new(1))
     [event] = await collect(store.read_all())
     parking = default_parking(store)
     await parking.park(ParkedEvent("p", event, "ValueError: bad name '\ud800'", 1.0))
     assert await parking.list("p") == [ParkedEvent("p", event, "ValueError: bad name '\\ud800'", 1.0)]
+    checkpoints = default_checkpoints(store)
+    await checkpoints.mark_failing("p", "ValueError: bad name '\ud800'")
+    assert [c.error for c in await checkpoints.list()] == ["ValueError: bad name '\\ud800'"]

@@ -245,6 +245,8 @@ class StreamCheckpointStore:
     async def mark_failing(self, name: str, error: str | None) -> None:
         row = await self._row(name) or _Row(name, 0)
         since = None if error is None else (row.failing_since or time.time())
+        if error is not None:  # it may quote user data with lone surrogates, which JSON cannot carry
+            error = error.encode("utf-8", "backslashreplace").decode("utf-8")
         await self._write(msgspec.structs.replace(row, error=error, failing_since=since))
 
     async def delete(self, name: str) -> None:
