@@ -15,9 +15,15 @@ Implemented (``event_store.client.streams.Streams``, the service stubs shipped i
   inclusive; backwards, exclusive; filters by stream name or event type, regex or prefixes) and catch-up
   subscriptions to ``$all`` (confirmation, then events after the position, exclusive, then
   ``caught_up``, then live events as they are appended, until the client cancels).
-- ``Delete`` (soft delete): writes ``$metadata`` with ``$tb`` to ``$$stream``; reads skip the truncated
-  events; later appends continue the revisions; an expected-revision failure is reported the way the
-  server does (``FAILED_PRECONDITION`` and a "WrongExpectedVersion ..." message).
+- ``Delete`` (soft delete): writes ``$metadata`` with ``$tb`` (keeping the stream's other metadata) to
+  ``$$stream``; reads skip the truncated events; later appends continue the revisions; an
+  expected-revision failure is reported the way the server does (``FAILED_PRECONDITION`` and a
+  "WrongExpectedVersion ..." message).
+- Stream metadata: an append of a ``$metadata`` event to ``$$stream`` replaces the stream's metadata as
+  a whole (as the server does); reads honour ``$tb`` and ``$maxCount`` (only the newest ``$maxCount``
+  events are read; ``$all`` keeps them all, as before a scavenge).
+- ``deny_system_streams``: appends to and stream reads of ``$`` streams are refused with
+  ``PERMISSION_DENIED`` / ``AccessDenied``, as for a user outside ``$admins``.
 
 Commit positions are byte-offset-like (not dense) and the log starts with a system event, so the store's
 position mapping and its system-stream filtering are exercised. A soft-deleted stream counts as "no
@@ -30,6 +36,7 @@ cluster discovery, persistent subscriptions, projections, TLS, authentication, l
 from __future__ import annotations
 
 import bisect
+import json
 import re
 import threading
 import time
@@ -66,7 +73,13 @@ class _Event:
 @dataclass
 class _Stream:
     events: list[_Event] = field(default_factory=list)
-    truncate_before: int = 0  # "$tb": revisions below it are soft-deleted
+    metadata: dict[str, Any] = field(default_factory=dict)
+    """The newest ``$metadata`` event of ``$$name`` (KurrentDB replaces stream metadata as a whole)."""
+
+    @property
+    def truncate_before(self) -> int:
+        """``$tb``: revisions below it are soft-deleted."""
+        return int(self.metadata.get("$tb", 0))
 
     @property
     def current(self) -> int:
@@ -74,6 +87,13 @@ class _Stream:
         if not self.events or self.events[-1].revision < self.truncate_before:
             return NO_STREAM
         return self.events[-1].revision
+
+    def visible(self) -> list[_Event]:
+        """What reads return: events from ``$tb`` on, and only the newest ``$maxCount`` of them (as the
+        server applies ``$maxCount`` at read time, before a scavenge removes the rest)."""
+        events = [e for e in self.events if e.revision >= self.truncate_before]
+        max_count = self.metadata.get("$maxCount")
+        return events[-max_count:] if isinstance(max_count, int) and max_count >= 1 else events
 
 
 class _Streams(pbg.StreamsServicer):  # type: ignore[misc]
@@ -85,6 +105,9 @@ class _Streams(pbg.StreamsServicer):  # type: ignore[misc]
         self.streams: dict[str, _Stream] = {}
         self.next_commit = 1024
         self.calls: dict[str, int] = {}
+        self.deny_system_streams = False
+        """Refuse appends to and reads of ``$`` streams, as a server does for a user outside ``$admins``
+        under the default ``$systemStreamAcl`` (``$all`` reads stay allowed here, for simplicity)."""
         with self.lock:
             self._write("$settings", "$settings", b'{"$userStreamAcl": {}}', b"", "application/json")
 
@@ -107,6 +130,8 @@ class _Streams(pbg.StreamsServicer):  # type: ignore[misc]
         stream.events.append(event)
         self.log.append(event)
         self.commits.append(event.commit)
+        if name.startswith("$$") and type == "$metadata":  # stream metadata: $tb, $maxCount, ...
+            self.streams.setdefault(name[2:], _Stream()).metadata = json.loads(data)
         self.lock.notify_all()
         return event
 
@@ -127,6 +152,11 @@ class _Streams(pbg.StreamsServicer):  # type: ignore[misc]
         messages = list(request.proposed_messages)
         ids = [m.id.string for m in messages]
         response = pb.BatchAppendResp()
+        if self.deny_system_streams and name.startswith("$"):
+            response.error.code = grpc.StatusCode.PERMISSION_DENIED.value[0]
+            response.error.message = "Access Denied"
+            response.error.details.Pack(shared_pb2.AccessDenied())
+            return response
         size = sum(len(m.data) + len(m.custom_metadata) + 2 * len(m.metadata["type"]) for m in messages)
         if size > self.max_append_size:
             response.error.code = grpc.StatusCode.INVALID_ARGUMENT.value[0]
@@ -214,8 +244,9 @@ class _Streams(pbg.StreamsServicer):  # type: ignore[misc]
             if stream is None or current == NO_STREAM:
                 response.no_position.SetInParent()
                 return response
-            stream.truncate_before = current + 1
-            meta = self._write(f"$${name}", "$metadata", b'{"$tb": %d}' % (current + 1), b"", "application/json")
+            # The server keeps the stream's other metadata ($maxCount, ...) and adds the truncation point.
+            kept = json.dumps({**stream.metadata, "$tb": current + 1}).encode()
+            meta = self._write(f"$${name}", "$metadata", kept, b"", "application/json")
             response.position.commit_position = meta.commit
             response.position.prepare_position = meta.commit
             return response
@@ -229,6 +260,8 @@ class _Streams(pbg.StreamsServicer):  # type: ignore[misc]
         if options.WhichOneof("stream_option") == "stream":
             if subscribe:
                 context.abort(grpc.StatusCode.UNIMPLEMENTED, "the fake has no stream subscriptions")
+            if self.deny_system_streams and options.stream.stream_identifier.stream_name.startswith(b"$"):
+                context.abort(grpc.StatusCode.PERMISSION_DENIED, "Access Denied")
             yield from self._read_stream(options)
         elif subscribe:
             yield from self._subscribe_all(options, context)
@@ -239,7 +272,7 @@ class _Streams(pbg.StreamsServicer):  # type: ignore[misc]
         name = options.stream.stream_identifier.stream_name.decode()
         with self.lock:
             stream = self.streams.get(name)
-            visible = [] if stream is None else [e for e in stream.events if e.revision >= stream.truncate_before]
+            visible = [] if stream is None else stream.visible()
         if not visible:
             response = pb.ReadResp()
             response.stream_not_found.stream_identifier.stream_name = name.encode()
@@ -357,6 +390,12 @@ class FakeKurrentDB:
     def calls(self) -> dict[str, int]:
         """How often each RPC was called."""
         return self.streams.calls
+
+    def metadata(self, stream: str) -> dict[str, Any]:
+        """A stream's metadata as the server keeps it (``{}`` when none was set)."""
+        with self.streams.lock:
+            found = self.streams.streams.get(stream)
+            return {} if found is None else dict(found.metadata)
 
     def events(self) -> list[tuple[str, int, str]]:
         """The whole log (system events too) as ``(stream, revision, type)``."""

@@ -13,11 +13,20 @@ import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing
+from dataclasses import dataclass
 from typing import Any
 from uuid import uuid4
 
+import hypothesis
 import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import rule, run_state_machine_as_test
+from kurrentdbclient.exceptions import AccessDeniedError
+from typer.testing import CliRunner
 
+from epoch.cli import app as cli
+from epoch.codec import Codec
 from epoch.errors import (
     ConfigurationError,
     DuplicateEventId,
@@ -27,20 +36,17 @@ from epoch.errors import (
     StoreUnavailable,
     WrongExpectedVersion,
 )
-from epoch.records import ANY, NO_STREAM, AppendResult, NewEvent, RecordedEvent
+from epoch.projections import ParkedEvent, ProjectionRunner, Retry, default_checkpoints, default_parking
+from epoch.records import ANY, NO_STREAM, AppendResult, EventEnvelope, NewEvent, RecordedEvent
 from epoch.stores import open_store
 from epoch.stores._checks import check_categories, check_read_bounds, check_stream_name
 from epoch.stores.kurrentdb import DEFAULT_KURRENTDB_MAX_EVENT_SIZE, KurrentDBEventStore
 from epoch.testing.contract import EventStoreContract
+from tests.hostile import any_text, hostile_names, is_valid_name
 from tests.kurrentdb_fake import FakeKurrentDB
+from tests.test_model import STREAMS, make_machine
 
 REAL_URI = os.environ.get("EPOCH_TEST_KURRENTDB_URI")
-
-DUPLICATE_ELSEWHERE = pytest.mark.xfail(
-    strict=True,
-    reason="KurrentDB dedupes event ids only at the place an append points at; an id stored in another "
-    "stream or at another version is not detected (no server-side id index)",
-)
 
 
 def new(n: int = 1, prefix: str = "") -> list[NewEvent]:
@@ -66,10 +72,6 @@ class TestKurrentDBOnFake(EventStoreContract):
             assert isinstance(store, KurrentDBEventStore)
             yield store
 
-    @DUPLICATE_ELSEWHERE
-    async def test_same_id_elsewhere_is_a_duplicate(self, store: Any) -> None:
-        await super().test_same_id_elsewhere_is_a_duplicate(store)
-
 
 class Namespaced:
     """One test's private view of a shared KurrentDB server (which has no way to empty itself).
@@ -84,6 +86,7 @@ class Namespaced:
         self.baseline = baseline
         self.tag = f"T{uuid4().hex[:10]}"
         self.max_event_size = store.max_event_size
+        self.detects_duplicate_ids_across_streams = store.detects_duplicate_ids_across_streams
 
     def _in(self, name: Any) -> Any:
         try:
@@ -183,10 +186,6 @@ class TestKurrentDBOnServer(EventStoreContract):
         async with open_store(REAL_URI) as store:
             assert isinstance(store, KurrentDBEventStore)
             yield Namespaced(store, await store.head_position())
-
-    @DUPLICATE_ELSEWHERE
-    async def test_same_id_elsewhere_is_a_duplicate(self, store: Any) -> None:
-        await super().test_same_id_elsewhere_is_a_duplicate(store)
 
     async def test_stream_names_round_trip(self, store: Any, name: str) -> None:
         if len(name) + len(store.tag) > 512:
@@ -378,3 +377,422 @@ async def test_urls() -> None:
         await open_store("kurrentdb://127.0.0.1:1?nonsense=1")
     with pytest.raises(ConfigurationError):
         await open_store("kurrentdb://127.0.0.1:1?max_event_size=big")
+
+
+# -- checkpoints and parked events live on the server (companion streams under "$epoch-") --------------
+
+
+@dataclass(frozen=True)
+class Happened:
+    n: str
+
+
+CODEC = Codec([Happened])
+
+
+class Recorder:
+    """A projection of the ``users`` category that remembers what it saw and fails on ``poison``."""
+
+    categories = "users"
+
+    def __init__(self, name: str = "recorder", policy: str = "stop", poison: tuple[str, ...] = ()) -> None:
+        self.name = name
+        self.policy = policy
+        self.poison = set(poison)
+        self.seen: list[tuple[str, int]] = []
+
+    async def handle(self, envelope: EventEnvelope[Any]) -> None:
+        if envelope.data.n in self.poison:
+            raise RuntimeError(f"poisoned {envelope.data.n}")
+        self.seen.append((envelope.stream, envelope.version))
+
+    async def reset(self) -> None:
+        self.seen.clear()
+
+
+FAST = Retry(retries=0, backoff=0.001)
+
+
+async def test_a_new_runner_on_a_new_store_resumes_from_the_checkpoint(fake: FakeKurrentDB) -> None:
+    async with KurrentDBEventStore(fake.uri) as first:
+        await first.append("orders-1", new(1))
+        await first.append("users-1", new(3))
+        recorder = Recorder()
+        await ProjectionRunner(first, CODEC, [recorder]).run_until_idle()
+        assert recorder.seen == [("users-1", 0), ("users-1", 1), ("users-1", 2)]
+        head = await first.head_position()
+    async with KurrentDBEventStore(fake.uri) as second:  # another process, as far as the server knows
+        later = await second.append("users-1", new(2, "later"))
+        recorder = Recorder()
+        runner = ProjectionRunner(second, CODEC, [recorder])
+        assert await runner.checkpoints.load("recorder") == head
+        await runner.run_until_idle()
+        assert recorder.seen == [("users-1", 3), ("users-1", 4)]
+        assert await runner.checkpoints.load("recorder") == later.position
+    # One checkpoint stream per projection, kept to its newest event, plus the index of names.
+    assert ("$epoch-checkpoints", 0, "CheckpointNamed") in fake.events()
+    assert [e for e in fake.events() if e[0] == "$epoch-checkpoints"] == [("$epoch-checkpoints", 0, "CheckpointNamed")]
+    assert fake.metadata("$epoch-checkpoint-recorder") == {"$maxCount": 1}
+    assert [e[2] for e in fake.events() if e[0] == "$epoch-checkpoint-recorder"] == ["Checkpoint"] * 2
+
+
+async def test_checkpoint_streams_are_hidden_from_reads(fake: FakeKurrentDB) -> None:
+    async with KurrentDBEventStore(fake.uri) as store:
+        written = await store.append("users-1", new(2))
+        await ProjectionRunner(store, CODEC, [Recorder(policy="park", poison=("1",))], retry=FAST).run_until_idle()
+        assert {e[0] for e in fake.events()} >= {"$epoch-checkpoint-recorder", "$epoch-parked-recorder"}
+        assert [(r.stream, r.version) for r in await collect(store.read_all())] == [("users-1", 0), ("users-1", 1)]
+        assert await collect(store.read_all(categories="$epoch")) == []
+        assert await store.head_position() == written.position
+        subscription = store.subscribe()
+        assert [(await anext(subscription)).position for _ in range(2)] == list(written.positions)
+        await store.append("users-2", new(1))  # the next live event is the user's, not a checkpoint
+        assert (await asyncio.wait_for(anext(subscription), 5)).stream == "users-2"
+        await subscription.aclose()  # type: ignore[attr-defined]
+        with pytest.raises(InvalidStreamName):
+            await collect(store.read_stream("$epoch-checkpoint-recorder"))
+
+
+async def test_checkpoint_store_round_trips(fake: FakeKurrentDB) -> None:
+    async with KurrentDBEventStore(fake.uri) as store:
+        checkpoints = default_checkpoints(store)
+        assert await checkpoints.load("a") == 0
+        assert await checkpoints.list() == []
+        await checkpoints.save("b", 2**63 + 5, 12.5)
+        await checkpoints.mark_failing("a", "RuntimeError: boom")
+        await checkpoints.mark_failing("a", "RuntimeError: again")
+    async with KurrentDBEventStore(fake.uri) as store:
+        checkpoints = default_checkpoints(store)
+        a, b = await checkpoints.list()
+        assert (a.name, a.position, a.error, a.events_per_second) == ("a", 0, "RuntimeError: again", 0.0)
+        assert a.failing_since is not None and a.updated_at is None
+        assert (b.name, b.position, b.error, b.failing_since, b.events_per_second) == ("b", 2**63 + 5, None, None, 12.5)
+        assert b.updated_at is not None and abs(b.updated_at - time.time()) < 60
+        first_failure = a.failing_since
+        await checkpoints.mark_failing("a", "RuntimeError: third")
+        assert (await checkpoints.list())[0].failing_since == first_failure  # failing since the first failure
+        await checkpoints.save("a", 7)
+        [a] = [c for c in await checkpoints.list() if c.name == "a"]
+        assert (a.position, a.error, a.failing_since) == (7, None, None)
+        await checkpoints.delete("a")
+        await checkpoints.delete("never-saved")
+        assert await checkpoints.load("a") == 0
+        assert [c.name for c in await checkpoints.list()] == ["b"]
+        await checkpoints.save("a", 9)
+        assert [(c.name, c.position) for c in await checkpoints.list()] == [("a", 9), ("b", 2**63 + 5)]
+    assert [e for e in fake.events() if e[0] == "$epoch-checkpoints"] == [
+        ("$epoch-checkpoints", 0, "CheckpointNamed"),
+        ("$epoch-checkpoints", 1, "CheckpointNamed"),
+    ]
+
+
+async def test_parked_events_survive_a_new_runner(fake: FakeKurrentDB) -> None:
+    async with KurrentDBEventStore(fake.uri) as first:
+        await first.append("users-1", new(3))
+        bad = (await collect(first.read_stream("users-1")))[1]
+        recorder = Recorder(policy="park", poison=("1",))
+        await ProjectionRunner(first, CODEC, [recorder], retry=FAST).run_until_idle()
+        assert recorder.seen == [("users-1", 0), ("users-1", 0), ("users-1", 2)]  # the batch, then one by one
+    async with KurrentDBEventStore(fake.uri) as second:
+        recorder = Recorder(policy="park", poison=("1",))
+        runner = ProjectionRunner(second, CODEC, [recorder], retry=FAST)
+        [parked] = await runner.parking.list("recorder")
+        assert parked.event == bad  # the original event: id, stream, version, position, bytes, time
+        assert (parked.projection, parked.error) == ("recorder", "RuntimeError: poisoned 1")
+        assert [s.parked for s in await runner.status()] == [1]
+        assert await runner.replay_parked("recorder") == 0  # still failing: stays parked, once
+        assert [p.event for p in await runner.parking.list()] == [bad]
+        recorder.poison.clear()
+        assert await runner.replay_parked("recorder") == 1
+        assert recorder.seen == [("users-1", 1)]
+        assert await runner.parking.list("recorder") == []
+    async with KurrentDBEventStore(fake.uri) as third:
+        assert await default_parking(third).list() == []
+
+
+async def test_rebuild_clears_parked_events_on_the_server(fake: FakeKurrentDB) -> None:
+    async with KurrentDBEventStore(fake.uri) as store:
+        await store.append("users-1", new(3))
+        recorder = Recorder(policy="park", poison=("0", "2"))
+        runner = ProjectionRunner(store, CODEC, [recorder], retry=FAST)
+        await runner.run_until_idle()
+        assert [p.event.version for p in await runner.parking.list("recorder")] == [0, 2]
+        recorder.poison = {"2"}
+        await runner.rebuild("recorder")
+        assert recorder.seen == [("users-1", 0), ("users-1", 1)] * 2  # the batch, then one by one
+    async with KurrentDBEventStore(fake.uri) as again:
+        assert [(p.projection, p.event.version) for p in await default_parking(again).list()] == [("recorder", 2)]
+        assert await default_checkpoints(again).load("recorder") == await again.head_position()
+
+
+async def test_parked_bytes_round_trip(fake: FakeKurrentDB) -> None:
+    async with KurrentDBEventStore(fake.uri) as store:
+        await store.append("bytes-1", [NewEvent("Odd", bytes(range(256)), '{"who": "Zoë"}'.encode())])
+        [odd] = await collect(store.read_stream("bytes-1"))
+        parking = default_parking(store)
+        await parking.park(ParkedEvent("p", odd, "E: first", 1.5))
+        await parking.park(ParkedEvent("p", odd, "E: second", 2.5))  # the same event again: the latest error
+        await parking.park(ParkedEvent("q", odd, "E: q", 3.5))
+    async with KurrentDBEventStore(fake.uri) as store:
+        parking = default_parking(store)
+        assert await parking.list("p") == [ParkedEvent("p", odd, "E: second", 2.5)]
+        assert await parking.list() == [ParkedEvent("p", odd, "E: second", 2.5), ParkedEvent("q", odd, "E: q", 3.5)]
+        await parking.clear("q")
+        await parking.remove("p", odd.position + 1)  # not parked: nothing changes
+        assert await parking.list() == [ParkedEvent("p", odd, "E: second", 2.5)]
+        await parking.park(ParkedEvent("q", odd, "E: q again", 4.5))  # parking goes on after a clear
+        assert [p.error for p in await parking.list("q")] == ["E: q again"]
+
+
+async def test_projections_status_on_a_kurrentdb_url(store: KurrentDBEventStore, fake: FakeKurrentDB) -> None:
+    await store.append("orders-1", new(1))
+    await store.append("users-1", new(2))
+    await ProjectionRunner(store, CODEC, [Recorder(policy="park", poison=("1",))], retry=FAST).run_until_idle()
+    head = await store.head_position()
+
+    def epoch(*args: str) -> Any:  # the CLI runs its own event loop: give it a thread
+        done = CliRunner().invoke(cli, [*args, "--store", fake.uri, "--json"])
+        assert done.exit_code == 0, done.output
+        return json.loads(done.output)
+
+    [row] = await asyncio.to_thread(epoch, "projections", "status")
+    assert (row["name"], row["checkpoint"], row["head"], row["lag_events"], row["parked"], row["failing"]) == (
+        "recorder",
+        head,
+        head,
+        0,
+        1,
+        False,
+    )
+    streams = await asyncio.to_thread(epoch, "streams")
+    assert [row["stream"] for row in streams] == ["orders-1", "users-1"]
+
+
+async def test_refused_access_to_companion_streams_is_a_configuration_error(
+    store: KurrentDBEventStore, fake: FakeKurrentDB
+) -> None:
+    await store.append("users-1", new(1))
+    fake.streams.deny_system_streams = True  # a user outside $admins on a secured server
+    with pytest.raises(ConfigurationError) as info:
+        await ProjectionRunner(store, CODEC, [Recorder()]).run_until_idle()
+    assert str(info.value) == (
+        "$epoch-checkpoint-recorder: KurrentDB refused access (Access Denied): system streams ($...) need a user "
+        "in $admins, or the server's $systemStreamAcl to allow it"
+    )
+    assert isinstance(info.value.__cause__, AccessDeniedError)
+    with pytest.raises(ConfigurationError, match=r"^\$epoch-parked: KurrentDB refused access"):
+        await default_parking(store).park(ParkedEvent("p", (await collect(store.read_all()))[0], "E", 1.0))
+    assert [e[0] for e in fake.events()] == ["$settings", "users-1"]
+
+
+# -- the reference model (tests/test_model.py) against the fake, with KurrentDB's documented duplicates ----
+
+
+def test_store_matches_reference_model_on_the_fake() -> None:
+    servers: list[FakeKurrentDB] = []
+
+    def open_url() -> str:  # a fresh server per example: a KurrentDB log cannot be emptied
+        servers.append(FakeKurrentDB().start())
+        return servers[-1].uri
+
+    class KurrentDBMachine(make_machine(open_url)):  # type: ignore[misc]  # a class made at run time
+        @rule(stream=st.sampled_from(STREAMS), other=st.sampled_from(STREAMS))
+        def duplicate_elsewhere(self, stream: str, other: str) -> None:
+            """No id index (detects_duplicate_ids_across_streams = False): an id stored in another
+            stream is stored again; one this stream already holds is an idempotent no-op."""
+            model = self.streams[stream]
+            if not model.events or other == stream:
+                return
+            event = model.events[-1]
+            head = self.run(self.store.head_position())
+            target = self.streams[other]
+            result = self.run(self.store.append(other, [event]))
+            if any(e.id == event.id for e in target.events):
+                assert self.run(self.store.head_position()) == head
+                return
+            self.log.append((other, len(target.events), event))
+            target.events.append(event)
+            assert (result.version, result.position) == (target.version, self.run(self.store.head_position()))
+
+    try:
+        run_state_machine_as_test(
+            KurrentDBMachine,
+            settings=settings(
+                max_examples=15, stateful_step_count=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+            ),
+        )
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def _has_surrogate(text: str) -> bool:
+    return any(0xD800 <= ord(c) <= 0xDFFF for c in text)
+
+
+def test_any_projection_name_round_trips_or_is_refused_clearly(fake: FakeKurrentDB) -> None:
+    loop = asyncio.new_event_loop()
+    store = loop.run_until_complete(open_store(fake.uri))
+    checkpoints, parking = default_checkpoints(store), default_parking(store)
+    loop.run_until_complete(store.append("users-1", new(1)))
+    [event] = loop.run_until_complete(collect(store.read_all()))
+    positions = iter(range(1, 10**6))
+
+    @hypothesis.settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @hypothesis.given(name=st.one_of(any_text, hostile_names).filter(bool))
+    def check(name: str) -> None:
+        position = next(positions)
+
+        async def attempt() -> None:
+            before = fake.events()
+            if _has_surrogate(name):  # gRPC sends names as UTF-8: refused before anything is sent
+                with pytest.raises(InvalidStreamName) as info:
+                    await checkpoints.save(name, position)
+                assert (info.value.stream, info.value.reason) == (f"checkpoint-{name}", "contains a lone surrogate")
+                with pytest.raises(InvalidStreamName) as info:
+                    await parking.park(ParkedEvent(name, event, "E", 1.0))
+                assert (info.value.stream, info.value.reason) == (f"parked-{name}", "contains a lone surrogate")
+                assert fake.events() == before
+                return
+            await checkpoints.save(name, position)
+            await parking.park(ParkedEvent(name, event, "E", 1.0))
+            assert await checkpoints.load(name) == position
+            assert (name, position) in [(c.name, c.position) for c in await checkpoints.list()]
+            assert await parking.list(name) == [ParkedEvent(name, event, "E", 1.0)]
+
+        loop.run_until_complete(attempt())
+
+    try:
+        check()
+    finally:
+        loop.run_until_complete(store.close())
+        loop.close()
+
+
+async def test_a_live_runner_saves_checkpoints_a_restarted_one_resumes(fake: FakeKurrentDB) -> None:
+    async def until(condition: Any) -> None:
+        deadline = time.monotonic() + 10
+        while not condition():
+            assert time.monotonic() < deadline, "the runner did not get there in time"
+            await asyncio.sleep(0.02)
+
+    async with KurrentDBEventStore(fake.uri) as first:
+        recorder = Recorder()
+        async with ProjectionRunner(first, CODEC, [recorder]) as runner:
+            runner.start()
+            await first.append("users-1", new(2))  # live: after the runner caught up on nothing
+            await until(lambda: len(recorder.seen) == 2)
+            live = await first.append("users-2", new(1))
+            await until(lambda: len(recorder.seen) == 3)
+            deadline = time.monotonic() + 10
+            while await runner.checkpoints.load("recorder") != live.position:  # saved right after handling
+                assert time.monotonic() < deadline, "the live runner did not save its checkpoint"
+                await asyncio.sleep(0.02)
+        assert await default_checkpoints(first).load("recorder") == live.position
+    async with KurrentDBEventStore(fake.uri) as second:
+        await second.append("users-3", new(1))
+        recorder = Recorder()
+        async with ProjectionRunner(second, CODEC, [recorder]) as runner:
+            runner.start()
+            await until(lambda: recorder.seen == [("users-3", 0)])
+            await second.append("users-1", new(1, "more"))
+            await until(lambda: len(recorder.seen) == 2)
+        assert recorder.seen == [("users-3", 0), ("users-1", 2)]
+
+
+@pytest.mark.parametrize("number", [2**63 - 1, 2**63, 2**64, 2**100])
+async def test_numbers_beyond_the_protocol_behave_as_on_the_memory_store(
+    store: KurrentDBEventStore, number: int
+) -> None:
+    """Guarantee 13: KurrentDB's protocol stops at 64 bits; epoch's ints do not. Every entry answers as
+    the memory store does (an empty read past the end, a guard that fails with the actual version)."""
+    from epoch.stores.memory import MemoryEventStore
+
+    async def outcomes(s: Any) -> list[Any]:
+        await s.append("a-1", new(2))
+        calls = {
+            "read_all after": lambda: collect(s.read_all(after=number)),
+            "read_all limit": lambda: collect(s.read_all(limit=number)),
+            "read_stream from": lambda: collect(s.read_stream("a-1", from_version=number)),
+            "read_stream back": lambda: collect(s.read_stream("a-1", from_version=number, backwards=True)),
+            "read_stream limit": lambda: collect(s.read_stream("a-1", limit=number)),
+            "append": lambda: s.append("a-1", new(1), number),
+            "append nothing": lambda: s.append("a-1", [], number),
+            "delete": lambda: s.delete_stream("a-1", number),
+        }
+        found = []
+        for what, call in calls.items():
+            try:
+                result = await call()
+            except Exception as exc:
+                found.append((what, type(exc).__name__, str(exc)))
+            else:
+                found.append((what, [(r.stream, r.version) for r in result] if isinstance(result, list) else "ok"))
+        subscription = s.subscribe(after=number)
+        try:
+            found.append(("subscribe", await asyncio.wait_for(anext(subscription), 0.3)))
+        except TimeoutError:
+            found.append(("subscribe", "nothing yet"))
+        finally:
+            await subscription.aclose()
+        found.append(("stored", [(r.stream, r.version) for r in await collect(s.read_all())]))
+        return found
+
+    expected = await outcomes(MemoryEventStore())
+    assert await outcomes(store) == expected
+    assert ("append", "WrongExpectedVersion", f"a-1: expected version {number}, actual 1") in expected
+    assert ("stored", [("a-1", 0), ("a-1", 1)]) in expected
+
+
+async def test_an_empty_category_filter_reads_nothing_and_asks_nothing(
+    store: KurrentDBEventStore, fake: FakeKurrentDB
+) -> None:
+    await store.append("users-1", new(1))
+    reads = fake.calls["Read"]
+    assert await collect(store.read_all(categories=[])) == []
+    assert fake.calls["Read"] == reads  # the server would read "no filter" as "everything"
+    assert [r.stream for r in await collect(store.read_all(categories=["users", "users"]))] == ["users-1"]
+
+
+def test_any_stream_name_round_trips_or_is_refused_clearly(fake: FakeKurrentDB) -> None:
+    """Guarantee 8 on KurrentDB: a valid name round-trips exactly, except that names starting with "$"
+    are KurrentDB's system streams (refused); anything else is an InvalidStreamName, nothing stored."""
+    loop = asyncio.new_event_loop()
+    store = loop.run_until_complete(open_store(fake.uri))
+
+    @hypothesis.settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @hypothesis.given(name=st.one_of(hostile_names, any_text))
+    def check(name: str) -> None:
+        async def attempt() -> None:
+            before = fake.events()
+            if not is_valid_name(name) or name.startswith("$"):
+                with pytest.raises(InvalidStreamName) as info:
+                    await store.append(name, new(1))
+                assert info.value.stream == name
+                with pytest.raises(InvalidStreamName):
+                    await collect(store.read_stream(name))
+                assert fake.events() == before
+                return
+            written = await store.append(name, new(1))
+            [recorded] = await collect(store.read_stream(name, backwards=True, limit=1))
+            assert (recorded.stream, recorded.version, recorded.position) == (name, written.version, written.position)
+            assert [r.stream for r in await collect(store.read_all(after=written.position - 1))] == [name]
+
+        loop.run_until_complete(attempt())
+
+    try:
+        check()
+    finally:
+        loop.run_until_complete(store.close())
+        loop.close()
+
+
+async def test_an_error_message_with_lone_surrogates_is_stored_escaped(store: KurrentDBEventStore) -> None:
+    await store.append("users-1", new(1))
+    [event] = await collect(store.read_all())
+    parking = default_parking(store)
+    await parking.park(ParkedEvent("p", event, "ValueError: bad name '\ud800'", 1.0))
+    assert await parking.list("p") == [ParkedEvent("p", event, "ValueError: bad name '\\ud800'", 1.0)]
+    checkpoints = default_checkpoints(store)
+    await checkpoints.mark_failing("p", "ValueError: bad name '\ud800'")
+    assert [c.error for c in await checkpoints.list()] == ["ValueError: bad name '\\ud800'"]

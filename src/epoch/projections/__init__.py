@@ -19,9 +19,17 @@ from epoch.projections.checkpoints import (
     CheckpointStore,
     MemoryCheckpointStore,
     SQLCheckpointStore,
+    StreamCheckpointStore,
     default_checkpoints,
 )
-from epoch.projections.parking import MemoryParkingLot, ParkedEvent, ParkingLot, SQLParkingLot, default_parking
+from epoch.projections.parking import (
+    MemoryParkingLot,
+    ParkedEvent,
+    ParkingLot,
+    SQLParkingLot,
+    StreamParkingLot,
+    default_parking,
+)
 from epoch.projections.projection import (
     BatchProjection,
     EventDecoder,
@@ -57,6 +65,8 @@ __all__ = [
     "SQLCheckpointStore",
     "SQLParkingLot",
     "SagaRunner",
+    "StreamCheckpointStore",
+    "StreamParkingLot",
     "Transaction",
     "TransactionalProjection",
     "database_of",

@@ -4,6 +4,8 @@
 ``epoch_checkpoints`` of the store's own database (SQLite or PostgreSQL), created on first use, so a new
 runner resumes where the last one stopped and exactly-once projections commit it with their writes.
 Positions are kept as NUMERIC on PostgreSQL: its positions may exceed 64 bits.
+:class:`StreamCheckpointStore` keeps them in the companion streams of a store without a database
+(KurrentDB), with the same effect for a new runner.
 """
 
 from __future__ import annotations
@@ -12,9 +14,28 @@ import time
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from epoch.projections._db import Database, LazyTable, Transaction
+import msgspec
 
-__all__ = ["Checkpoint", "CheckpointStore", "MemoryCheckpointStore", "SQLCheckpointStore", "default_checkpoints"]
+from epoch.projections._companion import (
+    CompanionStreams,
+    Named,
+    NameIndex,
+    companion_name,
+    companion_streams_of,
+    decode_json,
+    first,
+)
+from epoch.projections._db import Database, LazyTable, Transaction, database_of
+from epoch.records import NewEvent
+
+__all__ = [
+    "Checkpoint",
+    "CheckpointStore",
+    "MemoryCheckpointStore",
+    "SQLCheckpointStore",
+    "StreamCheckpointStore",
+    "default_checkpoints",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,9 +192,85 @@ class SQLCheckpointStore:
         ]
 
 
-def default_checkpoints(store: object) -> CheckpointStore:
-    """Checkpoints in the store's own database when it has one (SQLite, PostgreSQL), else in memory."""
-    from epoch.projections._db import database_of
+class _Row(msgspec.Struct, frozen=True):
+    """A checkpoint as one event's JSON data (a :class:`Checkpoint`'s fields)."""
 
+    name: str
+    position: int
+    updated_at: float | None = None
+    events_per_second: float = 0.0
+    error: str | None = None
+    failing_since: float | None = None
+
+
+_SAVED = "Checkpoint"
+_DELETED = "CheckpointDeleted"
+
+
+class StreamCheckpointStore:
+    """Checkpoints in the store's companion streams (KurrentDB: ``$epoch-checkpoint-<name>``).
+
+    Each projection has a stream whose newest event is its checkpoint, written with ``$maxCount`` 1 so
+    the server keeps only that one; a delete writes a ``CheckpointDeleted`` event. The names are listed
+    in the index stream ``$epoch-checkpoints`` (for :meth:`list`). One append per save, one read per load.
+    """
+
+    def __init__(self, streams: CompanionStreams) -> None:
+        self.streams = streams
+        self._index = NameIndex(streams, "checkpoints", "CheckpointNamed")
+
+    @staticmethod
+    def stream(name: str) -> str:
+        """The companion stream of the checkpoint called ``name``."""
+        return companion_name("checkpoint", name)
+
+    async def _row(self, name: str) -> _Row | None:
+        record = await first(self.streams.read(self.stream(name), backwards=True, limit=1))
+        if record is None or record.type == _DELETED:
+            return None
+        return decode_json(record, record.data, _Row)
+
+    async def _write(self, row: _Row) -> None:
+        stream = self.stream(row.name)
+        await self._index.add(row.name, before=lambda: self.streams.set_max_count(stream, 1))
+        await self.streams.append(stream, [NewEvent(_SAVED, msgspec.json.encode(row))])
+
+    async def load(self, name: str) -> int:
+        row = await self._row(name)
+        return 0 if row is None else row.position
+
+    async def save(self, name: str, position: int, events_per_second: float = 0.0) -> None:
+        await self._write(_Row(name, position, time.time(), events_per_second))
+
+    async def mark_failing(self, name: str, error: str | None) -> None:
+        row = await self._row(name) or _Row(name, 0)
+        since = None if error is None else (row.failing_since or time.time())
+        if error is not None:  # it may quote user data with lone surrogates, which JSON cannot carry
+            error = error.encode("utf-8", "backslashreplace").decode("utf-8")
+        await self._write(msgspec.structs.replace(row, error=error, failing_since=since))
+
+    async def delete(self, name: str) -> None:
+        if await self._row(name) is not None:
+            await self.streams.append(self.stream(name), [NewEvent(_DELETED, msgspec.json.encode(Named(name)))])
+
+    async def list(self) -> list[Checkpoint]:
+        result = []
+        for name in await self._index.names():
+            row = await self._row(name)
+            if row is not None:
+                result.append(
+                    Checkpoint(
+                        row.name, row.position, row.updated_at, row.events_per_second, row.error, row.failing_since
+                    )
+                )
+        return result
+
+
+def default_checkpoints(store: object) -> CheckpointStore:
+    """Checkpoints in the store's own database when it has one (SQLite, PostgreSQL), else in its companion
+    streams when it has those (KurrentDB), else in memory (the memory store)."""
     database = database_of(store)
-    return MemoryCheckpointStore() if database is None else SQLCheckpointStore(database)
+    if database is not None:
+        return SQLCheckpointStore(database)
+    streams = companion_streams_of(store)
+    return MemoryCheckpointStore() if streams is None else StreamCheckpointStore(streams)

@@ -3,21 +3,32 @@
 An event that still fails after the runner's retries is parked with the error, and the projection moves
 on. Each entry keeps a full copy of the event, so :meth:`ProjectionRunner.replay_parked` can hand it to
 the projection again later (after a fix) and drop the entries that now succeed. In the store's database
-the table is ``epoch_parked``, created on first use; otherwise a list in memory.
+the table is ``epoch_parked``, created on first use; in a store's companion streams (KurrentDB) a stream
+per projection; otherwise a dict in memory.
 """
 
 from __future__ import annotations
 
 import time
+from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 from uuid import UUID
 
-from epoch.projections._db import Database, LazyTable, Transaction, database_of
-from epoch.records import RecordedEvent
+import msgspec
 
-__all__ = ["MemoryParkingLot", "ParkedEvent", "ParkingLot", "SQLParkingLot", "default_parking"]
+from epoch.projections._companion import (
+    CompanionStreams,
+    NameIndex,
+    companion_name,
+    companion_streams_of,
+    decode_json,
+)
+from epoch.projections._db import Database, LazyTable, Transaction, database_of
+from epoch.records import NewEvent, RecordedEvent
+
+__all__ = ["MemoryParkingLot", "ParkedEvent", "ParkingLot", "SQLParkingLot", "StreamParkingLot", "default_parking"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,10 +183,99 @@ class SQLParkingLot:
             await tx.execute("DELETE FROM epoch_parked WHERE projection = ?", [projection])
 
 
+class _Header(msgspec.Struct, frozen=True):
+    """Everything of a parked entry but the event's data (which is the parked event's data, unchanged)."""
+
+    projection: str
+    error: str
+    parked_at: float
+    stream: str
+    version: int
+    position: int
+    id: UUID
+    type: str
+    recorded_at: datetime
+    metadata: bytes  # base64 in JSON: stored metadata need not be JSON
+
+
+class _Unparked(msgspec.Struct, frozen=True):
+    position: int
+
+
+_PARKED = "Parked"
+_UNPARKED = "Unparked"
+
+
+class StreamParkingLot:
+    """Parked events in the store's companion streams (KurrentDB: ``$epoch-parked-<projection>``).
+
+    Each projection has a stream of ``Parked`` events (the parked event's data as the event's data, its
+    stream, version, position, id, type, time, metadata and the error as the event's metadata) and
+    ``Unparked`` events (a successful replay); :meth:`list` folds them, so parking an event again keeps
+    the latest error. :meth:`clear` soft-deletes the stream. Projections with parked events are listed in
+    the index stream ``$epoch-parked``.
+
+    KurrentDB limits one append (``MaxAppendSize``, 1 MiB by default), and a parked entry is its event
+    plus about 1/3 of its metadata (base64) plus the error: an event within that margin of the limit
+    cannot be parked (:class:`~epoch.errors.InvalidEvent`).
+    """
+
+    def __init__(self, streams: CompanionStreams) -> None:
+        self.streams = streams
+        self._index = NameIndex(streams, "parked", "ParkingNamed")
+
+    @staticmethod
+    def stream(projection: str) -> str:
+        """The companion stream of a projection's parked events."""
+        return companion_name("parked", projection)
+
+    async def park(self, entry: ParkedEvent) -> None:
+        stream = self.stream(entry.projection)  # refuses a name that cannot be sent, before any write
+        e = entry.event
+        # An error message may quote user data with lone surrogates, which JSON cannot carry: escape them.
+        error = entry.error.encode("utf-8", "backslashreplace").decode("utf-8")
+        header = _Header(
+            entry.projection, error, entry.parked_at, e.stream, e.version, e.position, e.id, e.type,
+            e.recorded_at, e.metadata,
+        )  # fmt: skip
+        await self._index.add(entry.projection)
+        await self.streams.append(stream, [NewEvent(_PARKED, e.data, msgspec.json.encode(header))])
+
+    async def list(self, projection: str | None = None) -> list[ParkedEvent]:
+        names = [projection] if projection is not None else await self._index.names()
+        result: list[ParkedEvent] = []
+        for name in names:
+            entries: dict[int, ParkedEvent] = {}
+            async with aclosing(self.streams.read(self.stream(name))) as records:
+                async for record in records:
+                    if record.type == _UNPARKED:
+                        entries.pop(decode_json(record, record.data, _Unparked).position, None)
+                    elif record.type == _PARKED:
+                        h = decode_json(record, record.metadata, _Header)
+                        event = RecordedEvent(
+                            h.stream, h.version, h.position, h.id, h.type, record.data, h.metadata, h.recorded_at
+                        )
+                        entries[h.position] = ParkedEvent(h.projection, event, h.error, h.parked_at)
+            result.extend(entries[position] for position in sorted(entries))
+        return result
+
+    async def remove(self, projection: str, position: int) -> None:
+        await self.streams.append(
+            self.stream(projection), [NewEvent(_UNPARKED, msgspec.json.encode(_Unparked(position)))]
+        )
+
+    async def clear(self, projection: str) -> None:
+        await self.streams.delete(self.stream(projection))
+
+
 def default_parking(store: object) -> ParkingLot:
-    """Parking in the store's own database when it has one, else in memory."""
+    """Parking in the store's own database when it has one, else in its companion streams when it has
+    those (KurrentDB), else in memory."""
     database = database_of(store)
-    return MemoryParkingLot() if database is None else SQLParkingLot(database)
+    if database is not None:
+        return SQLParkingLot(database)
+    streams = companion_streams_of(store)
+    return MemoryParkingLot() if streams is None else StreamParkingLot(streams)
 
 
 def parked_now(projection: str, event: RecordedEvent, error: BaseException) -> ParkedEvent:

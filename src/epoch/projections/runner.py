@@ -46,8 +46,9 @@ class ProjectionRunner:
 
     Each projection has its own checkpoint (by name) and its own task, so a slow or stopped projection
     does not hold the others back. Checkpoints and parked events live in the store's own database for
-    SQLite and PostgreSQL (tables ``epoch_checkpoints`` and ``epoch_parked``) and in memory otherwise;
-    pass ``checkpoints``/``parking`` to keep them elsewhere. Projections with ``handle_in_transaction``
+    SQLite and PostgreSQL (tables ``epoch_checkpoints`` and ``epoch_parked``), on the server for
+    KurrentDB (``$epoch-checkpoint-<name>`` and ``$epoch-parked-<name>`` streams) and in memory
+    otherwise; pass ``checkpoints``/``parking`` to keep them elsewhere. Projections with ``handle_in_transaction``
     need the store's database and get exactly-once processing; the others get at-least-once.
 
     Use ``async with ProjectionRunner(...) as runner:``; ``start()`` runs :meth:`run` in the background

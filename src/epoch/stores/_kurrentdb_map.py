@@ -12,14 +12,19 @@ from typing import Any
 
 import msgspec
 
-from epoch.errors import EpochError, StoreUnavailable, StreamDeleted
+from epoch.errors import ConfigurationError, EpochError, StoreUnavailable, StreamDeleted
 from epoch.records import ANY, NO_STREAM, STREAM_EXISTS, ExpectedVersion, NewEvent, RecordedEvent, category_of
 
 try:
     import grpc
     from kurrentdbclient import NewEvent as KNewEvent
     from kurrentdbclient import StreamState
-    from kurrentdbclient.exceptions import KurrentDBClientError, ProgrammingError, StreamIsDeletedError
+    from kurrentdbclient.exceptions import (
+        AccessDeniedError,
+        KurrentDBClientError,
+        ProgrammingError,
+        StreamIsDeletedError,
+    )
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     from epoch.errors import MissingDependency
 
@@ -129,5 +134,12 @@ def driver_errors(stream: str | None) -> Iterator[None]:
         raise
     except StreamIsDeletedError as exc:  # hard-deleted (tombstoned) by another tool
         raise StreamDeleted(stream or "$all") from exc
+    except AccessDeniedError as exc:  # the server's ACLs: a setting to fix, not a connection to retry
+        hint = ""
+        if stream is not None and stream.startswith("$"):
+            hint = ": system streams ($...) need a user in $admins, or the server's $systemStreamAcl to allow it"
+        raise ConfigurationError(
+            f"{stream or '$all'}: KurrentDB refused access ({str(exc) or 'access denied'}){hint}"
+        ) from exc
     except (KurrentDBClientError, ProgrammingError, grpc.RpcError, grpc.aio.BaseError, OSError) as exc:
         raise StoreUnavailable(f"KurrentDB: {type(exc).__name__}: {exc}".rstrip(": "), stream) from exc

@@ -13,10 +13,14 @@ KurrentDB already is an event store, so this module is a mapping (see docs/store
   ``WrongCurrentVersionError`` becomes :class:`~epoch.errors.WrongExpectedVersion` with the server's
   actual version.
 - Idempotency is KurrentDB's own: appending the same ids at the same place returns the first result.
-  The server does not index ids globally, so an id stored *elsewhere* is not detected (the store raises
-  :class:`~epoch.errors.DuplicateEventId` only for duplicates inside one batch, or when the server
-  answers with events that are not the batch's). :meth:`get_event` therefore scans: the given stream
-  when a ``stream`` hint is passed, else ``$all`` newest first.
+  The server does not index ids globally, so an id stored in *another stream* is not detected
+  (``detects_duplicate_ids_across_streams = False``); the store raises
+  :class:`~epoch.errors.DuplicateEventId` for duplicates inside one batch, for an id among the stream's
+  newest ``id_check_window`` events at another version, and when the server answers with events that
+  are not the batch's. :meth:`get_event` therefore scans: the given stream when a ``stream`` hint is
+  passed, else ``$all`` newest first.
+- Checkpoints and parked events of projections live in ``$epoch-...`` companion streams on the server
+  (:meth:`companion_streams`), hidden from reads like every system stream.
 - System streams (names starting with ``$``) are KurrentDB's: reads skip them and epoch refuses to
   write to them. ``delete_stream`` is KurrentDB's soft delete.
 
@@ -53,6 +57,7 @@ from epoch.stores._checks import (
     enforce_expected_version,
     is_replay,
 )
+from epoch.stores._kurrentdb_companion import KurrentDBCompanionStreams
 from epoch.stores._kurrentdb_map import (
     driver_errors,
     is_user_event,
@@ -85,6 +90,10 @@ DEFAULT_ID_CHECK_WINDOW = 1000
 """How many of a stream's newest events an append checks for the batch's ids (``None``: all of them)."""
 
 _DELETE_ATTEMPTS = 5
+_MAX_SERVER_INT = 2**63 - 1
+"""The largest revision, count or commit position KurrentDB handles (its server side is signed 64-bit;
+the protocol's fields are unsigned 64-bit). epoch's ints are unbounded: larger values are mapped here
+to what they mean (nothing to read, a guard that cannot match) instead of reaching the protocol."""
 _EPOCH_OPTIONS = {"max_event_size", "id_check_window"}
 
 
@@ -94,6 +103,11 @@ class KurrentDBEventStore(StoreLifecycle):
     ``KurrentDBEventStore("kurrentdb://localhost:2113?tls=false")`` takes the client's connection string
     (``kurrentdb://``, ``kurrentdb+discover://``, ``esdb://``, ``esdb+discover://``) unchanged.
     """
+
+    detects_duplicate_ids_across_streams = False
+    """Guarantee 5 holds within a stream only (for its newest ``id_check_window`` events): KurrentDB keeps
+    no index of event ids, so an id already stored in another stream is stored again there (see
+    docs/stores/kurrentdb.md and ``epoch.testing.contract_ids``)."""
 
     def __init__(
         self,
@@ -178,7 +192,7 @@ class KurrentDBEventStore(StoreLifecycle):
             return {}
         wanted = {event.id for event in batch}
         found: dict[UUID, RecordedEvent] = {}
-        limit = sys.maxsize if self.id_check_window is None else self.id_check_window
+        limit = sys.maxsize if self.id_check_window is None else min(self.id_check_window, sys.maxsize)
         read = self._open(stream).read_stream(stream, backwards=True, limit=limit)
         async with aclosing(self._events(stream, read)) as events:
             async for event in events:
@@ -238,7 +252,8 @@ class KurrentDBEventStore(StoreLifecycle):
                 tuple(r.position for r in replayed),
                 replayed[-1].recorded_at,
             )
-        if not batch:
+        if not batch or (isinstance(expected, int) and expected > _MAX_SERVER_INT):
+            # Nothing to write, or a guard no stream can reach: checked here, against the stream's head.
             last = await self._last_event(stream)
             enforce_expected_version(stream, expected, None if last is None else last.version)
             if last is None:
@@ -291,8 +306,15 @@ class KurrentDBEventStore(StoreLifecycle):
         client = self._open(stream)
         if limit == 0:
             return
+        if from_version is not None and from_version > _MAX_SERVER_INT:
+            if not backwards:
+                return  # past any stream's end
+            from_version = None  # backwards from beyond the end: from the last event
         read = client.read_stream(
-            stream, stream_position=from_version, backwards=backwards, limit=sys.maxsize if limit is None else limit
+            stream,
+            stream_position=from_version,
+            backwards=backwards,
+            limit=sys.maxsize if limit is None or limit > sys.maxsize else limit,
         )
         async with aclosing(self._events(stream, read)) as events:
             async for event in events:
@@ -309,6 +331,8 @@ class KurrentDBEventStore(StoreLifecycle):
         client = self._open()
         if limit == 0:
             return
+        if after - 1 > _MAX_SERVER_INT or names == ():
+            return  # past the end of any log, or an empty filter (which the server would read as none)
         count = 0
         read = client.read_all(commit_position=after - 1 if after else None, **stream_filter(names))
         async with aclosing(self._events(None, read)) as events:
@@ -328,7 +352,10 @@ class KurrentDBEventStore(StoreLifecycle):
         check_read_bounds("$all", after, None)
         names = check_categories(categories)
         client = self._open()
-        subscription = client.subscribe_to_all(commit_position=after - 1 if after else None, **stream_filter(names))
+        if after - 1 > _MAX_SERVER_INT:  # past the end of any log: live from the end, and nothing will pass
+            subscription = client.subscribe_to_all(from_end=True, **stream_filter(names))
+        else:
+            subscription = client.subscribe_to_all(commit_position=after - 1 if after else None, **stream_filter(names))
         async with aclosing(self._events(None, subscription)) as events:
             async for event in events:
                 if event.commit_position + 1 > after and is_user_event(event, names):
@@ -366,6 +393,13 @@ class KurrentDBEventStore(StoreLifecycle):
                 if event.id == id and is_user_event(event, None):
                     return to_record(event)
         return None
+
+    # -- epoch's own streams -------------------------------------------------------------------
+
+    def companion_streams(self) -> KurrentDBCompanionStreams:
+        """The ``$epoch-...`` streams where projections keep checkpoints and parked events on this server
+        (found by ``epoch.projections`` through this method, as the SQL stores' database is found)."""
+        return KurrentDBCompanionStreams(self)
 
     # -- lifecycle ------------------------------------------------------------------------------
 

@@ -43,6 +43,9 @@ class MemoryEventStore(StoreLifecycle):
     Subscriptions wake on each append. The store lives and dies with its process.
     """
 
+    detects_duplicate_ids_across_streams = True
+    """Guarantee 5 in full: every stored id is in an index (``epoch.testing.contract_ids``)."""
+
     def __init__(self, *, max_event_size: int = DEFAULT_MAX_EVENT_SIZE) -> None:
         self.max_event_size = max_event_size
         self._log: list[RecordedEvent] = []

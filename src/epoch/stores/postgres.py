@@ -85,6 +85,9 @@ class PostgresEventStore(StoreLifecycle):
       open when they reach the end of the visible log (events committed after those stay invisible).
     """
 
+    detects_duplicate_ids_across_streams = True
+    """Guarantee 5 in full: every stored id is in an index (``epoch.testing.contract_ids``)."""
+
     def __init__(
         self,
         conninfo: str,

@@ -62,6 +62,9 @@ class SQLiteEventStore(StoreLifecycle):
     Nothing is opened until the first call; use ``async with`` or call :meth:`close` to stop the threads.
     """
 
+    detects_duplicate_ids_across_streams = True
+    """Guarantee 5 in full: every stored id is in an index (``epoch.testing.contract_ids``)."""
+
     def __init__(
         self,
         path: str | os.PathLike[str] = "epoch.db",

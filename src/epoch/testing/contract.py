@@ -33,6 +33,7 @@ from epoch.errors import (
 )
 from epoch.records import ANY, NO_STREAM, STREAM_EXISTS, NewEvent, RecordedEvent
 from epoch.stores import EventStore
+from epoch.testing.contract_ids import DuplicateIdContract
 
 __all__ = ["EventStoreContract"]
 
@@ -53,8 +54,11 @@ async def nothing_stored(store: EventStore, stream: str | None = None) -> bool:
     return await store.head_position() == 0
 
 
-class EventStoreContract:
-    """Guarantees 1-8 of DESIGN §3, one test each (or a few), against the ``store`` fixture."""
+class EventStoreContract(DuplicateIdContract):
+    """Guarantees 1-8 of DESIGN §3, one test each (or a few), against the ``store`` fixture.
+
+    Guarantees split into their own modules come in as mixins (``contract_ids``: event ids stored twice).
+    """
 
     pytestmark: ClassVar[list[pytest.MarkDecorator]] = [pytest.mark.asyncio]
 
@@ -259,21 +263,6 @@ class EventStoreContract:
         again = await store.append("s-1", batch, 0)
         assert again == first
         assert await store.stream_version("s-1") == 3
-
-    async def test_same_id_elsewhere_is_a_duplicate(self, store: EventStore) -> None:
-        events = new(2)
-        await store.append("s-1", events)
-        head = await store.head_position()
-        with pytest.raises(DuplicateEventId) as info:
-            await store.append("s-2", [events[1]])
-        assert info.value.id == events[1].id
-        assert info.value.existing_stream == "s-1" and info.value.existing_version == 1
-        with pytest.raises(DuplicateEventId):
-            await store.append("s-1", [*new(1), events[0]])
-        with pytest.raises(DuplicateEventId):
-            await store.append("s-1", [events[1], events[0]])
-        assert await store.head_position() == head
-        assert await store.stream_version("s-2") is None
 
     async def test_duplicate_ids_inside_one_batch(self, store: EventStore) -> None:
         event = new(1)[0]
