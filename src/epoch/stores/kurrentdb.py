@@ -26,6 +26,7 @@ position; epoch's result carries every event's position and the server's timesta
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from contextlib import aclosing, suppress
@@ -45,13 +46,17 @@ from epoch.records import ANY, AppendResult, ExpectedVersionLike, NewEvent, Reco
 from epoch.stores._base import StoreLifecycle
 from epoch.stores._checks import (
     DEFAULT_MAX_EVENT_SIZE,
+    MAX_INT64,
     check_categories,
     check_events,
     check_expected_version,
+    check_max_event_size,
     check_read_bounds,
     check_stream_name,
+    clamp64,
     enforce_expected_version,
     is_replay,
+    url_int,
 )
 from epoch.stores._kurrentdb_map import (
     driver_errors,
@@ -85,6 +90,7 @@ DEFAULT_ID_CHECK_WINDOW = 1000
 """How many of a stream's newest events an append checks for the batch's ids (``None``: all of them)."""
 
 _DELETE_ATTEMPTS = 5
+_MAX_POSITION = 2**64  # a commit position is 64 bits unsigned; a position is one more
 _EPOCH_OPTIONS = {"max_event_size", "id_check_window"}
 
 
@@ -104,7 +110,7 @@ class KurrentDBEventStore(StoreLifecycle):
         root_certificates: str | bytes | None = None,
     ) -> None:
         self.uri = uri
-        self.max_event_size = max_event_size
+        self.max_event_size = check_max_event_size(max_event_size)
         self.id_check_window = id_check_window
         try:
             self._client: Any = AsyncKurrentDBClient(uri, root_certificates=root_certificates)
@@ -125,10 +131,7 @@ class KurrentDBEventStore(StoreLifecycle):
         uri = urlunsplit(parts._replace(query=urlencode(theirs)))
         options: dict[str, Any] = {}
         for name, value in ours.items():
-            try:
-                options[name] = None if name == "id_check_window" and value.lower() == "none" else int(value)
-            except ValueError as exc:
-                raise ConfigurationError(f"{url!r}: {name} must be an int") from exc
+            options[name] = None if name == "id_check_window" and value.lower() == "none" else url_int(name, value)
         return cls(uri, **options)
 
     # -- helpers --------------------------------------------------------------------------------
@@ -228,6 +231,10 @@ class KurrentDBEventStore(StoreLifecycle):
         expected = check_expected_version(stream, expected_version)
         batch = check_events(stream, events, self.max_event_size)
         client = self._open(stream)
+        if isinstance(expected, int) and expected > MAX_INT64:
+            # No stream reaches that version (nor would it fit the protocol's 64 bits): a wrong guard.
+            last = await self._last_event(stream)
+            raise WrongExpectedVersion(stream, expected, None if last is None else last.version)
         stored = await self._stored_in_stream(stream, batch)
         if is_replay(stream, batch, expected, {id: (r.stream, r.version) for id, r in stored.items()}):
             replayed = [stored[e.id] for e in batch]
@@ -292,7 +299,10 @@ class KurrentDBEventStore(StoreLifecycle):
         if limit == 0:
             return
         read = client.read_stream(
-            stream, stream_position=from_version, backwards=backwards, limit=sys.maxsize if limit is None else limit
+            stream,
+            stream_position=None if from_version is None else clamp64(from_version),
+            backwards=backwards,
+            limit=sys.maxsize if limit is None else min(limit, sys.maxsize),
         )
         async with aclosing(self._events(stream, read)) as events:
             async for event in events:
@@ -307,7 +317,7 @@ class KurrentDBEventStore(StoreLifecycle):
         check_read_bounds("$all", after, limit)
         names = check_categories(categories)
         client = self._open()
-        if limit == 0:
+        if limit == 0 or names == () or after > _MAX_POSITION:  # nothing can match (guarantees 11, 13)
             return
         count = 0
         read = client.read_all(commit_position=after - 1 if after else None, **stream_filter(names))
@@ -328,6 +338,11 @@ class KurrentDBEventStore(StoreLifecycle):
         check_read_bounds("$all", after, None)
         names = check_categories(categories)
         client = self._open()
+        if names == () or after > _MAX_POSITION:
+            # Nothing can match (guarantees 11, 13): wait, without asking the server, until closed.
+            while True:
+                await asyncio.sleep(1.0)
+                self._open()
         subscription = client.subscribe_to_all(commit_position=after - 1 if after else None, **stream_filter(names))
         async with aclosing(self._events(None, subscription)) as events:
             async for event in events:
