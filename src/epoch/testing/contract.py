@@ -33,6 +33,7 @@ from epoch.errors import (
 )
 from epoch.records import ANY, NO_STREAM, STREAM_EXISTS, NewEvent, RecordedEvent
 from epoch.stores import EventStore
+from epoch.testing.contract_log import LogContract
 
 __all__ = ["EventStoreContract"]
 
@@ -53,8 +54,8 @@ async def nothing_stored(store: EventStore, stream: str | None = None) -> bool:
     return await store.head_position() == 0
 
 
-class EventStoreContract:
-    """Guarantees 1-8 of DESIGN §3, one test each (or a few), against the ``store`` fixture."""
+class EventStoreContract(LogContract):
+    """Guarantees 1-8 of DESIGN §3, one test each (or a few), against the ``store`` fixture (10, 11, 13: the mixins)."""
 
     pytestmark: ClassVar[list[pytest.MarkDecorator]] = [pytest.mark.asyncio]
 
