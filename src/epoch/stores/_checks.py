@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT_MAX_EVENT_SIZE",
     "MAX_EVENT_SIZE_LIMIT",
     "MAX_INT64",
+    "MAX_METADATA_DEPTH",
     "check_append",
     "check_categories",
     "check_category",
@@ -47,9 +48,18 @@ MAX_EVENT_SIZE_LIMIT = 1_000_000_000
 MAX_STREAM_NAME = 512
 MAX_TYPE_NAME = 256
 
+MAX_METADATA_DEPTH = 64
+"""How deeply a metadata object may nest (objects and arrays, the metadata object itself counting 1).
+
+Metadata is a flat map in practice; a bound keeps every reader (the codec, the CLI, the explorer) far
+from a recursion limit, and one crafted event from bricking them.
+"""
+
 # Category Cc is exactly U+0000-U+001F and U+007F-U+009F.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 _JSON_OBJECT = msgspec.json.Decoder(dict)
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKET = re.compile(rb"[^\[\]{}]")
 
 
 def _name_problem(name: object, limit: int) -> str | None:
@@ -168,16 +178,48 @@ def check_events(stream: str, events: object, max_event_size: int = DEFAULT_MAX_
         if size > max_event_size:
             raise InvalidEvent(stream, index, f"{size} bytes of data and metadata exceed the limit of {max_event_size}")
         if event.metadata and event.metadata != valid_metadata:
-            try:
-                _JSON_OBJECT.decode(event.metadata)
-            except msgspec.DecodeError as exc:
-                raise InvalidEvent(stream, index, f"metadata must be a UTF-8 JSON object: {exc}") from None
+            problem = _metadata_problem(event.metadata)
+            if problem is not None:
+                raise InvalidEvent(stream, index, problem)
             valid_metadata = event.metadata
         key = event.id.int
         if key in seen:
             raise DuplicateEventId(stream, event.id, stream, None)
         seen.add(key)
     return batch
+
+
+def _nesting(raw: bytes) -> int:
+    """How deeply the arrays and objects of the JSON text ``raw`` nest (brackets inside strings do not count)."""
+    if raw.count(b"[") + raw.count(b"{") <= MAX_METADATA_DEPTH:
+        return 0  # the usual case, in C: too few brackets to nest too deeply
+    depth = deepest = 0
+    for byte in _NOT_BRACKET.sub(b"", _JSON_STRING.sub(b"", raw)):
+        if byte in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
+def _metadata_problem(raw: bytes) -> str | None:
+    """Why ``raw`` is not acceptable metadata (a UTF-8 JSON object nesting at most 64 levels), or None."""
+    if _nesting(raw) > MAX_METADATA_DEPTH:
+        return f"metadata nests deeper than {MAX_METADATA_DEPTH} levels"
+    try:
+        _JSON_OBJECT.decode(raw)
+    except msgspec.DecodeError as exc:
+        return f"metadata must be a UTF-8 JSON object: {exc}"
+    except UnicodeDecodeError:  # inside a string: msgspec leaves it to Python's codec
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return f"metadata must be a UTF-8 JSON object: invalid UTF-8 at byte {exc.start}"
+        return "metadata must be a UTF-8 JSON object: invalid UTF-8"  # pragma: no cover - msgspec agrees
+    except RecursionError:  # pragma: no cover - the nesting bound comes first
+        return f"metadata nests deeper than {MAX_METADATA_DEPTH} levels"
+    return None
 
 
 def is_replay(
@@ -244,11 +286,11 @@ def check_max_event_size(value: object) -> int:
 
 
 def url_int(key: str, value: str) -> int:
-    """A store URL's integer parameter (ASCII digits, at most 30), else ``ConfigurationError`` naming it.
+    """A store URL's integer parameter (ASCII digits, at most 100), else ``ConfigurationError`` naming it.
 
     (The URL itself is not quoted: it may hold a password.)
     """
     text = value.strip()
-    if not text.isascii() or not text.lstrip("-").isdigit() or len(text) > 30:
+    if not text.isascii() or not text.lstrip("-").isdigit() or len(text) > 100:
         raise ConfigurationError(f"bad value for {key} in the store URL: {value!r} is not an int")
     return int(text)

@@ -67,7 +67,11 @@ def unavailable(exc: BaseException, stream: str | None = None) -> StoreUnavailab
     else:
         text = str(exc).strip() or type(exc).__name__
         if not is_transient(exc):
-            return StoreError(f"PostgreSQL refused the operation: {text}", stream, getattr(exc, "sqlstate", None))
+            # The server's one-line message (without the statement's text, which may hold data).
+            primary, state = (
+                (exc.diag.message_primary, exc.sqlstate) if isinstance(exc, psycopg.Error) else (None, None)
+            )
+            return StoreError(f"PostgreSQL refused the operation: {primary or text}", stream, state)
         reason = f"PostgreSQL error: {text}"
     return StoreUnavailable(reason, stream)
 

@@ -126,7 +126,7 @@ class KurrentDBEventStore(StoreLifecycle):
         ``id_check_window`` (``none`` for the whole stream).
         """
         parts = urlsplit(url)
-        ours = {k.lower(): v for k, v in parse_qsl(parts.query) if k.lower() in _EPOCH_OPTIONS}
+        ours = {k.lower(): v for k, v in parse_qsl(parts.query, keep_blank_values=True) if k.lower() in _EPOCH_OPTIONS}
         theirs = [(k, v) for k, v in parse_qsl(parts.query) if k.lower() not in _EPOCH_OPTIONS]
         uri = urlunsplit(parts._replace(query=urlencode(theirs)))
         options: dict[str, Any] = {}

@@ -201,6 +201,8 @@ class MemoryEventStore(StoreLifecycle):
         return len(self._log)
 
     async def get_event(self, id: UUID, stream: str | None = None) -> RecordedEvent | None:
+        if stream is not None:
+            check_stream_name(stream)
         self._check_open()
         found = self._ids.get(id)
         return None if found is None or (stream is not None and found.stream != stream) else found

@@ -349,6 +349,8 @@ class PostgresEventStore(StoreLifecycle):
         return await self._db.run(head)
 
     async def get_event(self, id: UUID, stream: str | None = None) -> RecordedEvent | None:
+        if stream is not None:
+            check_stream_name(stream)
         self._db.check_open()
 
         async def get(conn: Conn) -> RecordedEvent | None:

@@ -187,6 +187,8 @@ class SQLiteEventStore(StoreLifecycle):
 
     async def get_event(self, id: UUID, stream: str | None = None) -> RecordedEvent | None:
         """The stored event with this id (also when its stream is deleted), or ``None``; see the protocol."""
+        if stream is not None:
+            check_stream_name(stream)
         found = await self._workers.read(work.get_event, id.bytes if isinstance(id, UUID) else b"")
         return None if found is None or (stream is not None and found.stream != stream) else found
 
