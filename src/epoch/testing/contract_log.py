@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, ClassVar
 
@@ -28,6 +29,11 @@ def _new(n: int, tag: str) -> list[NewEvent]:
 
 async def _collect(iterator: AsyncIterator[RecordedEvent]) -> list[RecordedEvent]:
     return [event async for event in iterator]
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """What epoch logged at WARNING or above (a store retrying in a loop logs each attempt)."""
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("epoch")]
 
 
 def inversions(events: Sequence[RecordedEvent]) -> list[tuple[str, int, int]]:
@@ -205,7 +211,9 @@ class LogContract:
         await self._three_categories(store)
         assert await _collect(store.read_all(categories=empty)) == []
 
-    async def test_empty_categories_subscription_waits_for_nothing(self, store: EventStore) -> None:
+    async def test_empty_categories_subscription_waits_for_nothing(
+        self, store: EventStore, caplog: pytest.LogCaptureFixture
+    ) -> None:
         await self._three_categories(store)
         subscription = store.subscribe(categories=[])
         seen: list[RecordedEvent] = []
@@ -224,6 +232,7 @@ class LogContract:
             await task
         await subscription.aclose()  # type: ignore[attr-defined]
         assert seen == []
+        assert _warnings(caplog) == []  # it waited: no error retried in a loop
         # The store still serves everything else.
         assert len(await _collect(store.read_all())) == 7
 
@@ -313,7 +322,7 @@ class LogContract:
         ]
 
     @pytest.mark.parametrize("number", HUGE_INTS)
-    async def test_huge_subscribe_after(self, store: EventStore, number: int) -> None:
+    async def test_huge_subscribe_after(self, store: EventStore, number: int, caplog: pytest.LogCaptureFixture) -> None:
         await store.append("users-1", _new(2, "x"))
         if number < 0:
             with pytest.raises(InvalidVersion) as info:
@@ -329,6 +338,7 @@ class LogContract:
         # Past the end of the log: nothing to deliver, not an error and not a retry loop; the store works on.
         for categories in (None, "users"):
             assert await _quiet(store, 0.3, after=number, categories=categories) == []
+        assert _warnings(caplog) == []  # it waited: no error retried in a loop
         assert (await store.append("users-1", _new(1, "y"))).version == 2
 
     async def test_huge_numbers_are_never_a_driver_error(self, store: EventStore) -> None:
