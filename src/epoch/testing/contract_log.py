@@ -137,7 +137,7 @@ class LogContract:
 
     @pytest.mark.parametrize("guard", ["ANY", "STREAM_EXISTS", "int", "NO_STREAM", "mixed"])
     async def test_concurrent_appends_to_one_stream_keep_version_order(self, store: EventStore, guard: str) -> None:
-        writers, rounds = 8, 12
+        writers, rounds = 8, (6 if guard == "int" else 12)  # int guards conflict often: each round costs more
         stream = "hot-1"
         if guard in ("STREAM_EXISTS", "mixed"):
             await store.append(stream, _new(1, "seed"), NO_STREAM)
@@ -204,7 +204,7 @@ class LogContract:
         delivered = await _take(store, len(wanted), categories=categories)
         assert [(e.stream, e.version) for e in delivered] == wanted
         # ... and nothing more arrives (no second copy of any event).
-        assert await _quiet(store, 0.3, categories=categories, after=delivered[-1].position) == []
+        assert await _quiet(store, 0.1, categories=categories, after=delivered[-1].position) == []
 
     @pytest.mark.parametrize("empty", [[], (), iter(()), set()])
     async def test_empty_categories_deliver_nothing(self, store: EventStore, empty: Any) -> None:
@@ -225,7 +225,7 @@ class LogContract:
         task = asyncio.ensure_future(consume())
         await asyncio.sleep(0.05)
         await store.append("users-3", _new(2, "live"))
-        done, _ = await asyncio.wait({task}, timeout=0.5)
+        done, _ = await asyncio.wait({task}, timeout=0.2)
         assert not done, "subscribe(categories=[]) must wait, not end or raise"
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -337,7 +337,7 @@ class LogContract:
             return
         # Past the end of the log: nothing to deliver, not an error and not a retry loop; the store works on.
         for categories in (None, "users"):
-            assert await _quiet(store, 0.3, after=number, categories=categories) == []
+            assert await _quiet(store, 0.1, after=number, categories=categories) == []
         assert _warnings(caplog) == []  # it waited: no error retried in a loop
         assert (await store.append("users-1", _new(1, "y"))).version == 2
 
