@@ -238,108 +238,113 @@ class LogContract:
 
     # -- guarantee 13: out-of-range numbers are bad input ---------------------------------------
 
-    @pytest.mark.parametrize("number", HUGE_INTS)
-    async def test_huge_expected_version_on_append(self, store: EventStore, number: int) -> None:
+    # Each test runs every value of HUGE_INTS on one store (the messages name the value that failed).
+
+    async def test_huge_expected_version_on_append(self, store: EventStore) -> None:
         await store.append("s-1", _new(2, "x"))
         head = await store.head_position()
-        for batch in (_new(1, "y"), []):
-            if number < 0:
-                with pytest.raises(InvalidExpectedVersion) as invalid:
-                    await store.append("s-1", batch, number)
-                assert str(invalid.value) == (
-                    f"s-1: invalid expected version {number!r} (use ANY, NO_STREAM, STREAM_EXISTS, None or an int >= 0)"
-                )
-                assert (invalid.value.stream, invalid.value.value) == ("s-1", number)
-            else:
-                with pytest.raises(WrongExpectedVersion) as wrong:
-                    await store.append("s-1", batch, number)
-                assert (wrong.value.stream, wrong.value.expected, wrong.value.actual) == ("s-1", number, 1)
-                assert str(wrong.value) == f"s-1: expected version {number}, actual 1"
-            with pytest.raises(WrongExpectedVersion if number >= 0 else InvalidExpectedVersion):
-                await store.append("new-1", batch, number)
+        for number in HUGE_INTS:
+            for batch in (_new(1, "y"), []):
+                if number < 0:
+                    with pytest.raises(InvalidExpectedVersion) as invalid:
+                        await store.append("s-1", batch, number)
+                    assert str(invalid.value) == (
+                        f"s-1: invalid expected version {number!r} "
+                        "(use ANY, NO_STREAM, STREAM_EXISTS, None or an int >= 0)"
+                    )
+                    assert (invalid.value.stream, invalid.value.value) == ("s-1", number)
+                else:
+                    with pytest.raises(WrongExpectedVersion) as wrong:
+                        await store.append("s-1", batch, number)
+                    assert (wrong.value.stream, wrong.value.expected, wrong.value.actual) == ("s-1", number, 1)
+                    assert str(wrong.value) == f"s-1: expected version {number}, actual 1"
+                with pytest.raises(WrongExpectedVersion if number >= 0 else InvalidExpectedVersion):
+                    await store.append("new-1", batch, number)
         assert await store.stream_version("s-1") == 1
         assert await store.stream_version("new-1") is None
         assert await store.head_position() == head
 
-    @pytest.mark.parametrize("number", HUGE_INTS)
-    async def test_huge_expected_version_on_delete(self, store: EventStore, number: int) -> None:
+    async def test_huge_expected_version_on_delete(self, store: EventStore) -> None:
         await store.append("s-1", _new(2, "x"))
-        if number < 0:
-            with pytest.raises(InvalidExpectedVersion) as invalid:
-                await store.delete_stream("s-1", number)
-            assert (invalid.value.stream, invalid.value.value) == ("s-1", number)
-        else:
-            with pytest.raises(WrongExpectedVersion) as wrong:
-                await store.delete_stream("s-1", number)
-            assert (wrong.value.stream, wrong.value.expected, wrong.value.actual) == ("s-1", number, 1)
-            with pytest.raises(WrongExpectedVersion) as missing:
-                await store.delete_stream("new-1", number)
-            assert (missing.value.stream, missing.value.expected, missing.value.actual) == ("new-1", number, None)
+        for number in HUGE_INTS:
+            if number < 0:
+                with pytest.raises(InvalidExpectedVersion) as invalid:
+                    await store.delete_stream("s-1", number)
+                assert (invalid.value.stream, invalid.value.value) == ("s-1", number)
+            else:
+                with pytest.raises(WrongExpectedVersion) as wrong:
+                    await store.delete_stream("s-1", number)
+                assert (wrong.value.stream, wrong.value.expected, wrong.value.actual) == ("s-1", number, 1)
+                assert str(wrong.value) == f"s-1: expected version {number}, actual 1"
+                with pytest.raises(WrongExpectedVersion) as missing:
+                    await store.delete_stream("new-1", number)
+                assert (missing.value.stream, missing.value.expected, missing.value.actual) == ("new-1", number, None)
         assert await store.stream_version("s-1") == 1
         assert len(await _collect(store.read_stream("s-1"))) == 2
 
-    @pytest.mark.parametrize("number", HUGE_INTS)
-    async def test_huge_read_stream_bounds(self, store: EventStore, number: int) -> None:
+    async def test_huge_read_stream_bounds(self, store: EventStore) -> None:
         await store.append("s-1", _new(3, "x"))
-        if number < 0:
-            cases: list[dict[str, Any]] = [
-                {"from_version": number},
-                {"limit": number},
-                {"from_version": number, "backwards": True},
-            ]
-            for kwargs in cases:
-                with pytest.raises(InvalidVersion) as info:
-                    await _collect(store.read_stream("s-1", **kwargs))
-                assert info.value.stream == "s-1"
-            return
-        # Past the end forwards: an empty read. Backwards from beyond the end: from the last event.
-        assert await _collect(store.read_stream("s-1", from_version=number)) == []
-        assert await _collect(store.read_stream("s-1", from_version=number, limit=number)) == []
-        backwards = await _collect(store.read_stream("s-1", from_version=number, backwards=True))
-        assert [e.version for e in backwards] == [2, 1, 0]
-        assert [e.version for e in await _collect(store.read_stream("s-1", limit=number))] == [0, 1, 2]
-        assert [e.version for e in await _collect(store.read_stream("s-1", backwards=True, limit=number))] == [2, 1, 0]
-        assert await _collect(store.read_stream("nobody-1", from_version=number, limit=number)) == []
+        for number in HUGE_INTS:
+            if number < 0:
+                cases: list[dict[str, Any]] = [
+                    {"from_version": number},
+                    {"limit": number},
+                    {"from_version": number, "backwards": True},
+                ]
+                for kwargs in cases:
+                    with pytest.raises(InvalidVersion) as info:
+                        await _collect(store.read_stream("s-1", **kwargs))
+                    assert (info.value.stream, info.value.actual) == ("s-1", None), number
+                continue
+            # Past the end forwards: an empty read. Backwards from beyond the end: from the last event.
+            assert await _collect(store.read_stream("s-1", from_version=number)) == [], number
+            assert await _collect(store.read_stream("s-1", from_version=number, limit=number)) == [], number
+            backwards = await _collect(store.read_stream("s-1", from_version=number, backwards=True))
+            assert [e.version for e in backwards] == [2, 1, 0], number
+            assert [e.version for e in await _collect(store.read_stream("s-1", limit=number))] == [0, 1, 2], number
+            limited = await _collect(store.read_stream("s-1", backwards=True, limit=number))
+            assert [e.version for e in limited] == [2, 1, 0], number
+            assert await _collect(store.read_stream("nobody-1", from_version=number, limit=number)) == [], number
 
-    @pytest.mark.parametrize("number", HUGE_INTS)
-    async def test_huge_read_all_bounds(self, store: EventStore, number: int) -> None:
+    async def test_huge_read_all_bounds(self, store: EventStore) -> None:
         await store.append("users-1", _new(3, "x"))
         everything = await _collect(store.read_all())
-        if number < 0:
-            for kwargs in ({"after": number}, {"limit": number}, {"after": number, "categories": "users"}):
-                with pytest.raises(InvalidVersion) as info:
-                    await _collect(store.read_all(**kwargs))
-                assert info.value.stream == "$all"
-            return
-        # Positions are the store's own (not dense on every store): what is past ``after`` is read.
-        past = [e.position for e in everything if e.position > number]
-        assert [e.position for e in await _collect(store.read_all(after=number))] == past
-        assert [e.position for e in await _collect(store.read_all(after=number, limit=number))] == past
-        assert [e.position for e in await _collect(store.read_all(after=number, categories="users"))] == past
-        assert [e.position for e in await _collect(store.read_all(limit=number))] == [e.position for e in everything]
-        assert [e.position for e in await _collect(store.read_all(limit=number, categories=["users"]))] == [
-            e.position for e in everything
-        ]
+        for number in HUGE_INTS:
+            if number < 0:
+                for kwargs in ({"after": number}, {"limit": number}, {"after": number, "categories": "users"}):
+                    with pytest.raises(InvalidVersion) as info:
+                        await _collect(store.read_all(**kwargs))
+                    assert info.value.stream == "$all", number
+                continue
+            # Positions are the store's own (not dense on every store): what is past ``after`` is read.
+            past = [e.position for e in everything if e.position > number]
+            assert [e.position for e in await _collect(store.read_all(after=number))] == past, number
+            assert [e.position for e in await _collect(store.read_all(after=number, limit=number))] == past, number
+            by_category = await _collect(store.read_all(after=number, categories="users"))
+            assert [e.position for e in by_category] == past, number
+            every = [e.position for e in everything]
+            assert [e.position for e in await _collect(store.read_all(limit=number))] == every, number
+            assert [e.position for e in await _collect(store.read_all(limit=number, categories=["users"]))] == every
 
-    @pytest.mark.parametrize("number", HUGE_INTS)
-    async def test_huge_subscribe_after(self, store: EventStore, number: int, caplog: pytest.LogCaptureFixture) -> None:
+    async def test_huge_subscribe_after(self, store: EventStore, caplog: pytest.LogCaptureFixture) -> None:
         await store.append("users-1", _new(2, "x"))
-        if number < 0:
-            with pytest.raises(InvalidVersion) as info:
-                await _quiet(store, 5, after=number)
-            assert info.value.stream == "$all"
-            return
         everything = await _collect(store.read_all())
-        past = [e.position for e in everything if e.position > number]
-        if past:  # the store's positions are beyond ``number``: it is a position like any other
-            delivered = await _take(store, len(past), after=number)
-            assert [e.position for e in delivered] == past
-            return
-        # Past the end of the log: nothing to deliver, not an error and not a retry loop; the store works on.
-        for categories in (None, "users"):
-            assert await _quiet(store, 0.1, after=number, categories=categories) == []
+        for number in HUGE_INTS:
+            if number < 0:
+                with pytest.raises(InvalidVersion) as info:
+                    await _quiet(store, 5, after=number)
+                assert info.value.stream == "$all", number
+                continue
+            past = [e.position for e in everything if e.position > number]
+            if past:  # the store's positions are beyond ``number``: it is a position like any other
+                delivered = await _take(store, len(past), after=number)
+                assert [e.position for e in delivered] == past, number
+                continue
+            # Past the end of the log: nothing to deliver, not an error and not a retry loop.
+            for categories in (None, "users"):
+                assert await _quiet(store, 0.1, after=number, categories=categories) == [], number
         assert _warnings(caplog) == []  # it waited: no error retried in a loop
-        assert (await store.append("users-1", _new(1, "y"))).version == 2
+        assert (await store.append("users-1", _new(1, "y"))).version == 2  # the store works on
 
     async def test_huge_numbers_are_never_a_driver_error(self, store: EventStore) -> None:
         """Every numeric parameter of every entry, each huge value: an EpochError or a result, nothing stored."""
