@@ -117,6 +117,7 @@ class KurrentDBEventStore(StoreLifecycle):
         except ValueError as exc:
             raise ConfigurationError(f"bad KurrentDB connection string {uri!r}: {exc}") from exc
         self._closed = False
+        self._closing = asyncio.Event()  # set by close(): wakes subscriptions that wait for nothing
 
     @classmethod
     async def from_url(cls, url: str) -> KurrentDBEventStore:
@@ -340,9 +341,8 @@ class KurrentDBEventStore(StoreLifecycle):
         client = self._open()
         if names == () or after > _MAX_POSITION:
             # Nothing can match (guarantees 11, 13): wait, without asking the server, until closed.
-            while True:
-                await asyncio.sleep(1.0)
-                self._open()
+            await self._closing.wait()
+            self._open()
         subscription = client.subscribe_to_all(commit_position=after - 1 if after else None, **stream_filter(names))
         async with aclosing(self._events(None, subscription)) as events:
             async for event in events:
@@ -388,6 +388,7 @@ class KurrentDBEventStore(StoreLifecycle):
         if self._closed:
             return
         self._closed = True
+        self._closing.set()
         with driver_errors(None), suppress(ProgrammingError):  # ProgrammingError: never connected
             await self._client.close()
 

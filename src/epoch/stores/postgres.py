@@ -121,6 +121,7 @@ class PostgresEventStore(StoreLifecycle):
             reconnect_timeout=reconnect_timeout,
         )
         self._listener: Listener | None = None
+        self._closing = asyncio.Event()  # set by close(): wakes subscriptions that wait for nothing
         self._before_commit: Callable[[], Awaitable[None]] | None = None
         """Test hook: awaited inside the append transaction, just before it commits."""
 
@@ -179,6 +180,7 @@ class PostgresEventStore(StoreLifecycle):
         if self._db.closed:
             return
         self._db.closed = True
+        self._closing.set()
         if self._listener is not None:
             await self._listener.stop()
             self._listener = None
@@ -297,9 +299,8 @@ class PostgresEventStore(StoreLifecycle):
         self._db.check_open()
         if names == ():
             # An empty filter matches nothing (guarantee 11): wait, without querying, until closed.
-            while True:
-                await asyncio.sleep(self.poll_interval)
-                self._db.check_open()
+            await self._closing.wait()
+            self._db.check_open()
         if self._listener is None:
             self._listener = Listener(self.conninfo, self.poll_interval)
         waiter = self._listener.register(names)

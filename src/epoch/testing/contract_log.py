@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from epoch.errors import EpochError, InvalidExpectedVersion, InvalidVersion, WrongExpectedVersion
+from epoch.errors import EpochError, InvalidExpectedVersion, InvalidVersion, StoreUnavailable, WrongExpectedVersion
 from epoch.records import ANY, NO_STREAM, STREAM_EXISTS, NewEvent, RecordedEvent
 from epoch.stores import EventStore
 
@@ -227,14 +227,17 @@ class LogContract:
         await store.append("users-3", _new(2, "live"))
         done, _ = await asyncio.wait({task}, timeout=0.2)
         assert not done, "subscribe(categories=[]) must wait, not end or raise"
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await subscription.aclose()  # type: ignore[attr-defined]
         assert seen == []
         assert _warnings(caplog) == []  # it waited: no error retried in a loop
         # The store still serves everything else.
         assert len(await _collect(store.read_all())) == 7
+        # It ends when the store closes, as every subscription does.
+        await store.close()
+        done, _ = await asyncio.wait({task}, timeout=5)
+        assert done, "subscribe(categories=[]) must end when the store closes"
+        with pytest.raises(StoreUnavailable):
+            task.result()
+        await subscription.aclose()  # type: ignore[attr-defined]
 
     # -- guarantee 13: out-of-range numbers are bad input ---------------------------------------
 
