@@ -334,13 +334,13 @@ async def test_migrate_command_is_idempotent(pg_dsn: str) -> None:
     first = await asyncio.to_thread(runner.invoke, app, ["migrate", "--store", pg_dsn, "--json"])
     assert first.exit_code == 0, first.output
     report = json.loads(first.output)
-    assert (report["version_before"], report["version"]) == (0, 1)
-    assert [step["version"] for step in report["applied"]] == [1]
+    assert (report["version_before"], report["version"]) == (0, 2)
+    assert [step["version"] for step in report["applied"]] == [1, 2]
     second = await asyncio.to_thread(runner.invoke, app, ["migrate", "--store", pg_dsn])
     assert second.exit_code == 0, second.output
-    assert "already at version 1" in second.output
+    assert "already at version 2" in second.output
     with psycopg.connect(pg_dsn) as conn:
-        assert conn.execute("SELECT version FROM epoch_schema_version").fetchall() == [(1,)]
+        assert conn.execute("SELECT version FROM epoch_schema_version ORDER BY version").fetchall() == [(1,), (2,)]
 
 
 async def test_migrate_false_refuses_a_missing_schema(pg_dsn: str) -> None:
@@ -357,7 +357,7 @@ async def test_concurrent_first_use_migrates_once(pg_dsn: str) -> None:
     for opened in stores:
         await opened.close()
     with psycopg.connect(pg_dsn) as conn:
-        assert conn.execute("SELECT count(*) FROM epoch_schema_version").fetchone() == (1,)
+        assert conn.execute("SELECT count(*) FROM epoch_schema_version").fetchone() == (2,)
 
 
 # -- many processes ---------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ Every error epoch raises on purpose derives from :class:`EpochError`::
     ├── DecodeError                 a stored event cannot be turned into a domain event
     │   └── UnknownEventType        ... because its type is not registered
     ├── StoreUnavailable            the store cannot be reached (connection lost, timeout)
+    ├── StoreError                  the database refused an operation; retrying cannot help
     ├── InvalidStreamName (ValueError)
     ├── InvalidExpectedVersion (ValueError)
     ├── InvalidVersion (ValueError) a version or instant outside a stream (time travel)
@@ -39,6 +40,7 @@ __all__ = [
     "InvalidVersion",
     "MissingDependency",
     "ProjectionFailed",
+    "StoreError",
     "StoreUnavailable",
     "StreamClosed",
     "StreamDeleted",
@@ -150,6 +152,24 @@ class StoreUnavailable(EpochError):
 
     def __str__(self) -> str:
         return f"{self.stream}: {self.message}" if self.stream else self.message
+
+
+class StoreError(EpochError):
+    """The store's database refused an operation for a reason retrying cannot fix (not a lost connection).
+
+    For example a broken or foreign schema, missing privileges, or a statement the database cannot run.
+    ``code`` is the database's own error code when it has one (PostgreSQL's SQLSTATE).
+    """
+
+    def __init__(self, message: str, stream: str | None = None, code: str | None = None) -> None:
+        super().__init__(message, stream, code)
+        self.message = message
+        self.stream = stream
+        self.code = code
+
+    def __str__(self) -> str:
+        text = f"{self.message} (SQLSTATE {self.code})" if self.code else self.message
+        return f"{self.stream}: {text}" if self.stream else text
 
 
 class InvalidStreamName(EpochError, ValueError):

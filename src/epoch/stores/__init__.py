@@ -34,6 +34,9 @@ class EventStore(Protocol):
     6. Bytes round-trip exactly; ``recorded_at`` is UTC.
     7. A crash leaves whole batches or none.
     8. Bad input raises an ``EpochError`` and stores nothing.
+    10. Within a stream, ``read_all``/``subscribe`` deliver events in version order, whatever the guards.
+    11. ``categories`` with repeated names delivers each event once; ``categories=[]`` delivers nothing.
+    13. Numbers beyond 64 bits are a wrong guard, an invalid version or an empty read: never a driver error.
     """
 
     async def append(
@@ -45,7 +48,10 @@ class EventStore(Protocol):
         """Append ``events`` to ``stream`` atomically if ``expected_version`` holds.
 
         Raises ``WrongExpectedVersion`` (with the actual version), ``DuplicateEventId``,
-        ``InvalidStreamName``, ``InvalidExpectedVersion``, ``InvalidEvent`` or ``StoreUnavailable``.
+        ``InvalidStreamName``, ``InvalidExpectedVersion``, ``InvalidEvent``, ``StoreUnavailable`` or
+        ``StoreError``. An int ``expected_version`` of any size is a version: one no stream can reach
+        (beyond 64 bits) raises ``WrongExpectedVersion`` with the actual version, like any wrong one;
+        a negative one, a bool or a non-int raises ``InvalidExpectedVersion`` (guarantee 13).
         """
         ...
 
@@ -58,7 +64,9 @@ class EventStore(Protocol):
     ) -> AsyncIterator[RecordedEvent]:
         """Yield a stream's events from ``from_version`` (inclusive; ``None``: first, or last backwards).
 
-        A never-written or deleted stream yields nothing.
+        A never-written or deleted stream yields nothing. ``from_version`` and ``limit`` are ints >= 0 of
+        any size (else ``InvalidVersion``): past the last version forwards reads nothing, backwards it
+        reads from the last event; a ``limit`` beyond what is stored is no limit.
         """
         ...
 
@@ -68,7 +76,12 @@ class EventStore(Protocol):
         limit: int | None = None,
         categories: str | Iterable[str] | None = None,
     ) -> AsyncIterator[RecordedEvent]:
-        """Yield every committed event with ``position > after`` in position order (deleted ones too)."""
+        """Yield every committed event with ``position > after`` in position order (deleted ones too).
+
+        ``categories``: one name or several; repeated names count once, and an empty iterable matches
+        nothing (it yields nothing, without querying). ``after`` and ``limit`` are ints >= 0 of any size
+        (else ``InvalidVersion``): an ``after`` past every position is an empty read.
+        """
         ...
 
     def subscribe(
@@ -78,7 +91,9 @@ class EventStore(Protocol):
     ) -> AsyncIterator[RecordedEvent]:
         """Like ``read_all``, then wait for and yield new events as they commit; never ends on its own.
 
-        Close it with ``aclose()`` (or ``break``) to release its resources.
+        Close it with ``aclose()`` (or ``break``) to release its resources. With ``categories=[]``, or an
+        ``after`` past every position the store can hold, nothing can match: it yields nothing and waits
+        (without querying in a loop) until it is closed, or raises ``StoreUnavailable`` once the store is.
         """
         ...
 
@@ -99,7 +114,10 @@ class EventStore(Protocol):
         ...
 
     async def delete_stream(self, stream: str, expected_version: ExpectedVersionLike = ANY) -> None:
-        """Soft-delete a stream: it reads as empty; a later append continues its versions."""
+        """Soft-delete a stream: it reads as empty; a later append continues its versions.
+
+        ``expected_version`` as for ``append`` (a version beyond 64 bits raises ``WrongExpectedVersion``).
+        """
         ...
 
     async def close(self) -> None:

@@ -10,6 +10,7 @@ from uuid import UUID
 import msgspec
 
 from epoch.errors import (
+    ConfigurationError,
     DuplicateEventId,
     InvalidEvent,
     InvalidExpectedVersion,
@@ -21,13 +22,19 @@ from epoch.records import ANY, NO_STREAM, STREAM_EXISTS, ExpectedVersion, NewEve
 
 __all__ = [
     "DEFAULT_MAX_EVENT_SIZE",
+    "MAX_EVENT_SIZE_LIMIT",
+    "MAX_INT64",
+    "MAX_METADATA_DEPTH",
     "check_append",
     "check_categories",
     "check_category",
     "check_events",
     "check_expected_version",
+    "check_max_event_size",
+    "url_int",
     "check_read_bounds",
     "check_stream_name",
+    "clamp64",
     "enforce_expected_version",
     "is_replay",
 ]
@@ -35,12 +42,24 @@ __all__ = [
 DEFAULT_MAX_EVENT_SIZE = 1024 * 1024
 """Largest ``len(data) + len(metadata)`` of one event, in bytes (1 MiB)."""
 
+MAX_EVENT_SIZE_LIMIT = 1_000_000_000
+"""The largest ``max_event_size`` a store accepts: about what one SQLite or PostgreSQL value can hold."""
+
 MAX_STREAM_NAME = 512
 MAX_TYPE_NAME = 256
+
+MAX_METADATA_DEPTH = 64
+"""How deeply a metadata object may nest (objects and arrays, the metadata object itself counting 1).
+
+Metadata is a flat map in practice; a bound keeps every reader (the codec, the CLI, the explorer) far
+from a recursion limit, and one crafted event from bricking them.
+"""
 
 # Category Cc is exactly U+0000-U+001F and U+007F-U+009F.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 _JSON_OBJECT = msgspec.json.Decoder(dict)
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKET = re.compile(rb"[^\[\]{}]")
 
 
 def _name_problem(name: object, limit: int) -> str | None:
@@ -78,13 +97,20 @@ def check_stream_name(stream: object) -> str:
 
 
 def check_categories(categories: str | Iterable[str] | None) -> tuple[str, ...] | None:
-    """Normalise a ``categories`` argument (one name or several) to a tuple, or ``None`` for all."""
+    """Normalise a ``categories`` argument (one name or several) to a tuple, or ``None`` for all.
+
+    Repeated names are dropped (the first occurrence keeps its place), so a store that queries one
+    category at a time delivers each event once (guarantee 11). An empty iterable gives ``()``: a filter
+    that matches nothing, which every store answers without querying (``read_all`` yields nothing,
+    ``subscribe`` waits until it is closed).
+    """
     if categories is None:
         return None
-    names = (categories,) if isinstance(categories, str) else tuple(categories)
-    for name in names:
-        check_category(name)
-    return names
+    if isinstance(categories, str):
+        return (check_category(categories),)
+    if isinstance(categories, (bytes, bytearray)) or not isinstance(categories, Iterable):
+        raise InvalidStreamName(categories, "categories must be a category name or an iterable of them")
+    return tuple(dict.fromkeys(check_category(name) for name in categories))
 
 
 def check_category(name: object) -> str:
@@ -152,16 +178,48 @@ def check_events(stream: str, events: object, max_event_size: int = DEFAULT_MAX_
         if size > max_event_size:
             raise InvalidEvent(stream, index, f"{size} bytes of data and metadata exceed the limit of {max_event_size}")
         if event.metadata and event.metadata != valid_metadata:
-            try:
-                _JSON_OBJECT.decode(event.metadata)
-            except msgspec.DecodeError as exc:
-                raise InvalidEvent(stream, index, f"metadata must be a UTF-8 JSON object: {exc}") from None
+            problem = _metadata_problem(event.metadata)
+            if problem is not None:
+                raise InvalidEvent(stream, index, problem)
             valid_metadata = event.metadata
         key = event.id.int
         if key in seen:
             raise DuplicateEventId(stream, event.id, stream, None)
         seen.add(key)
     return batch
+
+
+def _nesting(raw: bytes) -> int:
+    """How deeply the arrays and objects of the JSON text ``raw`` nest (brackets inside strings do not count)."""
+    if raw.count(b"[") + raw.count(b"{") <= MAX_METADATA_DEPTH:
+        return 0  # the usual case, in C: too few brackets to nest too deeply
+    depth = deepest = 0
+    for byte in _NOT_BRACKET.sub(b"", _JSON_STRING.sub(b"", raw)):
+        if byte in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
+def _metadata_problem(raw: bytes) -> str | None:
+    """Why ``raw`` is not acceptable metadata (a UTF-8 JSON object nesting at most 64 levels), or None."""
+    if _nesting(raw) > MAX_METADATA_DEPTH:
+        return f"metadata nests deeper than {MAX_METADATA_DEPTH} levels"
+    try:
+        _JSON_OBJECT.decode(raw)
+    except msgspec.DecodeError as exc:
+        return f"metadata must be a UTF-8 JSON object: {exc}"
+    except UnicodeDecodeError:  # inside a string: msgspec leaves it to Python's codec
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return f"metadata must be a UTF-8 JSON object: invalid UTF-8 at byte {exc.start}"
+        return "metadata must be a UTF-8 JSON object: invalid UTF-8"  # pragma: no cover - msgspec agrees
+    except RecursionError:  # pragma: no cover - the nesting bound comes first
+        return f"metadata nests deeper than {MAX_METADATA_DEPTH} levels"
+    return None
 
 
 def is_replay(
@@ -192,9 +250,47 @@ def is_replay(
     return False
 
 
+MAX_INT64 = 2**63 - 1
+"""The largest version (and SQLite position) a store can hold: SQL's ``bigint``/``INTEGER``."""
+
+
 def check_read_bounds(stream: str, start: int | None, limit: int | None) -> None:
-    """Refuse a negative ``from_version``/``after`` or ``limit`` with :class:`InvalidVersion`."""
+    """Refuse a ``from_version``/``after`` or ``limit`` that is not an int >= 0 with :class:`InvalidVersion`.
+
+    Any int >= 0 is accepted, also beyond 64 bits (guarantee 13): a bound past every version or position
+    a store can hold is simply past the end (an empty read forwards, the whole stream backwards), and a
+    huge ``limit`` is no limit. Stores pass such numbers to their database through :func:`clamp64`.
+    """
     if start is not None and (not isinstance(start, int) or isinstance(start, bool) or start < 0):
         raise InvalidVersion(stream, start, None)
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
         raise InvalidVersion(stream, f"limit={limit!r}", None)
+
+
+def clamp64(number: int) -> int:
+    """``number`` capped at :data:`MAX_INT64`, to bind as a bound where nothing lies beyond that value.
+
+    No version reaches ``MAX_INT64`` (a stream would need 2**63 events), so reading from a capped bound
+    reads exactly what the uncapped one would.
+    """
+    return number if number <= MAX_INT64 else MAX_INT64
+
+
+def check_max_event_size(value: object) -> int:
+    """A store's ``max_event_size`` setting: an int from 1 to :data:`MAX_EVENT_SIZE_LIMIT`, else ``ConfigurationError``."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_EVENT_SIZE_LIMIT:
+        raise ConfigurationError(
+            f"max_event_size must be an int from 1 to {MAX_EVENT_SIZE_LIMIT} (bytes), not {value!r}"
+        )
+    return value
+
+
+def url_int(key: str, value: str) -> int:
+    """A store URL's integer parameter (ASCII digits, at most 100), else ``ConfigurationError`` naming it.
+
+    (The URL itself is not quoted: it may hold a password.)
+    """
+    text = value.strip()
+    if not text.isascii() or not text.lstrip("-").isdigit() or len(text) > 100:
+        raise ConfigurationError(f"bad value for {key} in the store URL: {value!r} is not an int")
+    return int(text)

@@ -1,7 +1,10 @@
 """The PostgreSQL store's connections: the pool, and running work on it through lost connections.
 
-A lost or refused connection is retried with backoff until ``reconnect_timeout``; every other error
-becomes :class:`~epoch.errors.StoreUnavailable` (chained to psycopg's, whose ``sqlstate`` callers inspect).
+A lost or refused connection (or a server shutting down) is retried with backoff until
+``reconnect_timeout``. Other errors are raised at once, chained to psycopg's (whose ``sqlstate`` callers
+inspect): :class:`~epoch.errors.StoreUnavailable` for what may pass (timeouts, lock waits, deadlocks,
+resources such as disk or connections), :class:`~epoch.errors.StoreError` for everything else (a syntax
+error, a broken schema, missing privileges, bad data): retrying those could only loop.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from epoch.errors import MissingDependency, StoreUnavailable
+from epoch.errors import MissingDependency, StoreError, StoreUnavailable
 
 try:
     import psycopg
@@ -22,7 +25,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise MissingDependency("psycopg", "postgres") from exc
 
-__all__ = ["Conn", "Connections", "unavailable"]
+__all__ = ["Conn", "Connections", "is_transient", "unavailable"]
 
 log = logging.getLogger("epoch.stores.postgres")
 
@@ -40,13 +43,36 @@ def _is_disconnect(exc: psycopg.Error) -> bool:
     return state is None or state.startswith("08") or state in ("57P01", "57P02", "57P03")
 
 
-def unavailable(exc: BaseException, stream: str | None = None) -> StoreUnavailable:
+# SQLSTATEs of conditions that pass on their own (besides lost connections): a statement or lock timeout,
+# a deadlock or serialization failure, and class 53 (disk full, out of memory, too many connections).
+_TRANSIENT_STATES = ("57014", "55P03", "40001", "40P01")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A lost connection, or a condition that passes: ``StoreUnavailable``, not ``StoreError``."""
+    if not isinstance(exc, psycopg.Error):
+        return isinstance(exc, PoolTimeout)
+    if _is_disconnect(exc):
+        return True
+    state = exc.sqlstate or ""
+    return state in _TRANSIENT_STATES or state.startswith("53")
+
+
+def unavailable(exc: BaseException, stream: str | None = None) -> StoreUnavailable | StoreError:
+    """The epoch error for a psycopg (or pool) error: ``StoreUnavailable`` when transient, else ``StoreError``."""
     if isinstance(exc, PoolTimeout):
         reason = "no connection to PostgreSQL within the pool timeout"
     elif isinstance(exc, psycopg.errors.QueryCanceled):
         reason = "PostgreSQL statement timed out"
     else:
-        reason = f"PostgreSQL error: {str(exc).strip() or type(exc).__name__}"
+        text = str(exc).strip() or type(exc).__name__
+        if not is_transient(exc):
+            # The server's one-line message (without the statement's text, which may hold data).
+            primary, state = (
+                (exc.diag.message_primary, exc.sqlstate) if isinstance(exc, psycopg.Error) else (None, None)
+            )
+            return StoreError(f"PostgreSQL refused the operation: {primary or text}", stream, state)
+        reason = f"PostgreSQL error: {text}"
     return StoreUnavailable(reason, stream)
 
 

@@ -19,6 +19,7 @@ import psycopg
 from epoch.errors import StoreUnavailable
 from epoch.records import RecordedEvent
 from epoch.stores import _postgres_sql as q
+from epoch.stores._checks import MAX_INT64
 from epoch.stores._postgres_pool import Conn, Connections
 
 __all__ = ["PAGE", "pending", "read_page", "row_all", "subscription_page", "subscription_pending", "wait_visible"]
@@ -46,6 +47,8 @@ def _page_query(names: tuple[str, ...] | None, after: int, size: int) -> tuple[A
 
 
 async def read_page(db: Connections, names: tuple[str, ...] | None, after: int, size: int) -> list[RecordedEvent]:
+    if q.decode_position(after)[0] > MAX_INT64:
+        return []  # past every transaction id a bigint holds: past the end of the log (guarantee 13)
     sql, params = _page_query(names, after, size)
 
     async def page(conn: Conn) -> list[RecordedEvent]:
@@ -90,13 +93,16 @@ async def wait_visible(db: Connections, xid: int, within: float) -> bool:
 
 
 async def subscription_page(db: Connections, names: tuple[str, ...] | None, after: int) -> list[RecordedEvent]:
-    """A page for a subscription: lost connections are retried forever (with backoff) until closed."""
+    """A page for a subscription: lost connections (and other transient errors) are retried forever,
+    with backoff, until closed; any other error is raised."""
     delay = 0.05
     while True:
         db.check_open()
         try:
             return await read_page(db, names, after, PAGE)
         except StoreUnavailable as exc:
+            # Only what passes is retried: a StoreError (a statement the server refuses, a broken
+            # schema) is raised at once, as retrying it would loop forever.
             if db.closed or not isinstance(exc.__cause__, psycopg.Error):
                 raise
             log.warning("subscription lost PostgreSQL (%s); retrying in %.2fs", exc, delay)

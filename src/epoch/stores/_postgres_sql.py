@@ -35,6 +35,7 @@ IMPORT = (
     "SELECT r_version, r_xid, r_seq, r_recorded_at FROM epoch_append("
     "%s, -1, %b::uuid[], %b::text[], %b::bytea[], %b::bytea[], %b::timestamptz[])"
 )
+LOCK_STREAMS = "SELECT epoch_lock_streams(%s::text[])"
 SET_FIRST_VISIBLE = "UPDATE epoch_streams SET first_visible = greatest(first_visible, %s) WHERE stream = %s"
 DELETE = "SELECT epoch_delete(%s, %s)"
 

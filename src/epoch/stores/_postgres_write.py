@@ -12,15 +12,16 @@ from uuid import UUID
 
 import psycopg
 
-from epoch.errors import DuplicateEventId, StoreUnavailable, WrongExpectedVersion
+from epoch.errors import DuplicateEventId, StoreError, StoreUnavailable, WrongExpectedVersion
 from epoch.records import ANY, NO_STREAM, STREAM_EXISTS, AppendResult, ExpectedVersion, NewEvent, RecordedEvent
 from epoch.stores import _postgres_sql as q
-from epoch.stores._checks import is_replay
+from epoch.stores._checks import MAX_INT64, is_replay
 from epoch.stores._postgres_pool import Conn, Connections
 from epoch.stores._postgres_schema import (
     EXPECT_ANY,
     EXPECT_NO_STREAM,
     EXPECT_STREAM_EXISTS,
+    EXPECT_UNREACHABLE,
     UNIQUE_VIOLATION,
     WRONG_VERSION,
 )
@@ -36,7 +37,9 @@ def _expected_code(expected: ExpectedVersion | int) -> int:
     if expected is STREAM_EXISTS:
         return EXPECT_STREAM_EXISTS
     assert isinstance(expected, int)
-    return expected
+    # A bigint holds every version a stream can reach; a larger expected version can never match (and
+    # would not bind): the guard fails and reports the stream's actual version, as for any wrong one.
+    return expected if expected <= MAX_INT64 else EXPECT_UNREACHABLE
 
 
 async def append(
@@ -69,7 +72,7 @@ async def append(
 
     try:
         row = await db.run(attempt, stream)
-    except StoreUnavailable as exc:
+    except (StoreUnavailable, StoreError) as exc:
         cause = exc.__cause__
         state = getattr(cause, "sqlstate", None)
         if state not in (WRONG_VERSION, UNIQUE_VIOLATION):
@@ -119,7 +122,7 @@ async def delete(db: Connections, stream: str, expected: ExpectedVersion | int) 
 
     try:
         await db.run(statement, stream, retry=False)
-    except StoreUnavailable as exc:
+    except (StoreUnavailable, StoreError) as exc:
         cause = exc.__cause__
         if isinstance(cause, psycopg.Error) and cause.sqlstate == WRONG_VERSION:
             detail = cause.diag.message_detail
@@ -132,9 +135,15 @@ async def import_runs(
 ) -> list[int]:
     """Write each run (one stream's events, checked by ``runs_of``) at its versions, in one transaction."""
 
+    streams = [run[0].stream for run in runs] + list(first_visible or {})
+
     async def write(conn: Conn) -> list[int]:
         positions: list[int] = []
         async with conn.transaction(), conn.cursor() as cur:
+            # Every stream's lock before the first write gives this transaction its id: each run then
+            # sorts after its stream's earlier events (a lock taken later, by epoch_append, would come
+            # after the id and could not keep that order; see migration 2).
+            await cur.execute(q.LOCK_STREAMS, (streams,))
             for run in runs:
                 await cur.execute(
                     q.IMPORT,
@@ -160,7 +169,7 @@ async def import_runs(
 
     try:
         return await db.run(write, retry=False)
-    except StoreUnavailable as exc:
+    except (StoreUnavailable, StoreError) as exc:
         if getattr(exc.__cause__, "sqlstate", None) != UNIQUE_VIOLATION:
             raise
         ids = [e.id for run in runs for e in run]

@@ -229,6 +229,8 @@ StreamCursor = tuple[str, int | None, int | None, bool]  # stream, lowest, highe
 
 def log_page(connection: sqlite3.Connection, cursor: LogCursor, n: int) -> tuple[LogCursor, list[RecordedEvent]]:
     after, upto, names = cursor
+    if names == ():  # an empty filter matches nothing: no query (a subscription just waits)
+        return cursor, []
     if upto is None:
         upto = head(connection)
     if names is None:

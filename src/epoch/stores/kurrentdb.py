@@ -30,6 +30,7 @@ position; epoch's result carries every event's position and the server's timesta
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from contextlib import aclosing, suppress
@@ -49,13 +50,16 @@ from epoch.records import ANY, AppendResult, ExpectedVersionLike, NewEvent, Reco
 from epoch.stores._base import StoreLifecycle
 from epoch.stores._checks import (
     DEFAULT_MAX_EVENT_SIZE,
+    MAX_INT64,
     check_categories,
     check_events,
     check_expected_version,
+    check_max_event_size,
     check_read_bounds,
     check_stream_name,
     enforce_expected_version,
     is_replay,
+    url_int,
 )
 from epoch.stores._kurrentdb_companion import KurrentDBCompanionStreams
 from epoch.stores._kurrentdb_map import (
@@ -118,13 +122,14 @@ class KurrentDBEventStore(StoreLifecycle):
         root_certificates: str | bytes | None = None,
     ) -> None:
         self.uri = uri
-        self.max_event_size = max_event_size
+        self.max_event_size = check_max_event_size(max_event_size)
         self.id_check_window = id_check_window
         try:
             self._client: Any = AsyncKurrentDBClient(uri, root_certificates=root_certificates)
         except ValueError as exc:
             raise ConfigurationError(f"bad KurrentDB connection string {uri!r}: {exc}") from exc
         self._closed = False
+        self._closing = asyncio.Event()  # set by close(): wakes subscriptions that wait for nothing
 
     @classmethod
     async def from_url(cls, url: str) -> KurrentDBEventStore:
@@ -134,15 +139,12 @@ class KurrentDBEventStore(StoreLifecycle):
         ``id_check_window`` (``none`` for the whole stream).
         """
         parts = urlsplit(url)
-        ours = {k.lower(): v for k, v in parse_qsl(parts.query) if k.lower() in _EPOCH_OPTIONS}
+        ours = {k.lower(): v for k, v in parse_qsl(parts.query, keep_blank_values=True) if k.lower() in _EPOCH_OPTIONS}
         theirs = [(k, v) for k, v in parse_qsl(parts.query) if k.lower() not in _EPOCH_OPTIONS]
         uri = urlunsplit(parts._replace(query=urlencode(theirs)))
         options: dict[str, Any] = {}
         for name, value in ours.items():
-            try:
-                options[name] = None if name == "id_check_window" and value.lower() == "none" else int(value)
-            except ValueError as exc:
-                raise ConfigurationError(f"{url!r}: {name} must be an int") from exc
+            options[name] = None if name == "id_check_window" and value.lower() == "none" else url_int(name, value)
         return cls(uri, **options)
 
     # -- helpers --------------------------------------------------------------------------------
@@ -242,6 +244,10 @@ class KurrentDBEventStore(StoreLifecycle):
         expected = check_expected_version(stream, expected_version)
         batch = check_events(stream, events, self.max_event_size)
         client = self._open(stream)
+        if isinstance(expected, int) and expected > MAX_INT64:
+            # No stream reaches that version (nor would it fit the protocol's 64 bits): a wrong guard.
+            last = await self._last_event(stream)
+            raise WrongExpectedVersion(stream, expected, None if last is None else last.version)
         stored = await self._stored_in_stream(stream, batch)
         if is_replay(stream, batch, expected, {id: (r.stream, r.version) for id, r in stored.items()}):
             replayed = [stored[e.id] for e in batch]
@@ -329,10 +335,8 @@ class KurrentDBEventStore(StoreLifecycle):
         check_read_bounds("$all", after, limit)
         names = check_categories(categories)
         client = self._open()
-        if limit == 0:
-            return
-        if after - 1 > _MAX_SERVER_INT or names == ():
-            return  # past the end of any log, or an empty filter (which the server would read as none)
+        if limit == 0 or names == () or after - 1 > _MAX_SERVER_INT:
+            return  # nothing can match: an empty filter (guarantee 11) or past the end of any log (13)
         count = 0
         read = client.read_all(commit_position=after - 1 if after else None, **stream_filter(names))
         async with aclosing(self._events(None, read)) as events:
@@ -352,10 +356,11 @@ class KurrentDBEventStore(StoreLifecycle):
         check_read_bounds("$all", after, None)
         names = check_categories(categories)
         client = self._open()
-        if after - 1 > _MAX_SERVER_INT:  # past the end of any log: live from the end, and nothing will pass
-            subscription = client.subscribe_to_all(from_end=True, **stream_filter(names))
-        else:
-            subscription = client.subscribe_to_all(commit_position=after - 1 if after else None, **stream_filter(names))
+        if names == () or after - 1 > _MAX_SERVER_INT:
+            # Nothing can match (guarantees 11, 13): wait, without asking the server, until closed.
+            await self._closing.wait()
+            self._open()
+        subscription = client.subscribe_to_all(commit_position=after - 1 if after else None, **stream_filter(names))
         async with aclosing(self._events(None, subscription)) as events:
             async for event in events:
                 if event.commit_position + 1 > after and is_user_event(event, names):
@@ -407,6 +412,7 @@ class KurrentDBEventStore(StoreLifecycle):
         if self._closed:
             return
         self._closed = True
+        self._closing.set()
         with driver_errors(None), suppress(ProgrammingError):  # ProgrammingError: never connected
             await self._client.close()
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
+from urllib.parse import parse_qsl
 from uuid import UUID
 
-from epoch.errors import StoreUnavailable
+from epoch.errors import ConfigurationError, StoreUnavailable
 from epoch.records import ANY, AppendResult, ExpectedVersionLike, NewEvent, RecordedEvent, category_of
 from epoch.stores._base import StoreLifecycle
 from epoch.stores._checks import (
@@ -15,10 +16,12 @@ from epoch.stores._checks import (
     check_append,
     check_categories,
     check_expected_version,
+    check_max_event_size,
     check_read_bounds,
     check_stream_name,
     enforce_expected_version,
     is_replay,
+    url_int,
 )
 
 __all__ = ["MemoryEventStore"]
@@ -47,7 +50,7 @@ class MemoryEventStore(StoreLifecycle):
     """Guarantee 5 in full: every stored id is in an index (``epoch.testing.contract_ids``)."""
 
     def __init__(self, *, max_event_size: int = DEFAULT_MAX_EVENT_SIZE) -> None:
-        self.max_event_size = max_event_size
+        self.max_event_size = check_max_event_size(max_event_size)
         self._log: list[RecordedEvent] = []
         self._streams: dict[str, _Stream] = {}
         self._ids: dict[UUID, RecordedEvent] = {}
@@ -56,8 +59,26 @@ class MemoryEventStore(StoreLifecycle):
 
     @classmethod
     async def from_url(cls, url: str) -> MemoryEventStore:
-        """``memory://`` gives a fresh, private store."""
-        return cls()
+        """``memory://`` gives a fresh, private store; ``memory://?max_event_size=65536`` sets its limit.
+
+        An unknown or malformed parameter raises ``ConfigurationError`` (as on every store).
+        """
+        scheme, separator, rest = url.partition("://")
+        if not separator or scheme.lower() != "memory":
+            raise ConfigurationError(f"not a memory store URL: {url!r} (expected memory://)")
+        where, _, query = rest.partition("?")
+        if where not in ("", "/"):
+            raise ConfigurationError(f"a memory store URL names no host or path: {url!r} (use memory://)")
+        options: dict[str, int] = {}
+        try:
+            pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+        except ValueError as exc:
+            raise ConfigurationError(f"bad memory store URL parameters in {url!r}: {exc}") from None
+        for key, value in pairs:
+            if key != "max_event_size":
+                raise ConfigurationError(f"unknown memory store URL parameter {key!r} in {url!r} (use max_event_size)")
+            options[key] = url_int(key, value)
+        return cls(**options)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -142,6 +163,8 @@ class MemoryEventStore(StoreLifecycle):
         check_read_bounds("$all", after, limit)
         names = check_categories(categories)
         self._check_open()
+        if names == ():  # an empty filter matches nothing (guarantee 11)
+            return
         count = 0
         for recorded in self._log[after:]:
             if limit is not None and count >= limit:
@@ -160,7 +183,8 @@ class MemoryEventStore(StoreLifecycle):
         position = after
         while True:
             self._check_open()
-            while position < len(self._log):
+            # (An empty filter matches nothing: it only waits, until the store closes.)
+            while names != () and position < len(self._log):
                 recorded = self._log[position]
                 position += 1
                 if names is None or category_of(recorded.stream) in names:
@@ -180,6 +204,8 @@ class MemoryEventStore(StoreLifecycle):
         return len(self._log)
 
     async def get_event(self, id: UUID, stream: str | None = None) -> RecordedEvent | None:
+        if stream is not None:
+            check_stream_name(stream)
         self._check_open()
         found = self._ids.get(id)
         return None if found is None or (stream is not None and found.stream != stream) else found

@@ -35,11 +35,14 @@ from epoch.stores import _postgres_write as writes
 from epoch.stores._base import StoreLifecycle
 from epoch.stores._checks import (
     DEFAULT_MAX_EVENT_SIZE,
+    MAX_INT64,
     check_append,
     check_categories,
     check_expected_version,
+    check_max_event_size,
     check_read_bounds,
     check_stream_name,
+    clamp64,
 )
 from epoch.stores._import import runs_of
 from epoch.stores._postgres_listen import Listener
@@ -105,7 +108,7 @@ class PostgresEventStore(StoreLifecycle):
     ) -> None:
         self.conninfo = conninfo
         self.migrate = migrate
-        self.max_event_size = max_event_size
+        self.max_event_size = check_max_event_size(max_event_size)
         self.reconnect_timeout = reconnect_timeout
         self.poll_interval = poll_interval
         self.visibility_timeout = visibility_timeout
@@ -121,6 +124,7 @@ class PostgresEventStore(StoreLifecycle):
             reconnect_timeout=reconnect_timeout,
         )
         self._listener: Listener | None = None
+        self._closing = asyncio.Event()  # set by close(): wakes subscriptions that wait for nothing
         self._before_commit: Callable[[], Awaitable[None]] | None = None
         """Test hook: awaited inside the append transaction, just before it commits."""
 
@@ -179,6 +183,7 @@ class PostgresEventStore(StoreLifecycle):
         if self._db.closed:
             return
         self._db.closed = True
+        self._closing.set()
         if self._listener is not None:
             await self._listener.stop()
             self._listener = None
@@ -229,10 +234,11 @@ class PostgresEventStore(StoreLifecycle):
         check_read_bounds(stream, from_version, limit)
         self._db.check_open(stream)
         remaining = limit
+        # A bound beyond 64 bits is past every version (guarantee 13): capped, it reads the same.
         if backwards:
-            cursor = (1 << 62) if from_version is None else from_version
+            cursor = MAX_INT64 if from_version is None else clamp64(from_version)
         else:
-            cursor = 0 if from_version is None else from_version
+            cursor = 0 if from_version is None else clamp64(from_version)
         while remaining is None or remaining > 0:
             size = reads.PAGE if remaining is None else min(reads.PAGE, remaining)
             params = {"stream": stream, "from": cursor, "limit": size}
@@ -263,6 +269,8 @@ class PostgresEventStore(StoreLifecycle):
         check_read_bounds("$all", after, limit)
         names = check_categories(categories)
         self._db.check_open()
+        if names == ():  # an empty filter matches nothing (guarantee 11): no query
+            return
         remaining = limit
         waited = False
         while remaining is None or remaining > 0:
@@ -292,6 +300,10 @@ class PostgresEventStore(StoreLifecycle):
         check_read_bounds("$all", after, None)
         names = check_categories(categories)
         self._db.check_open()
+        if names == ():
+            # An empty filter matches nothing (guarantee 11): wait, without querying, until closed.
+            await self._closing.wait()
+            self._db.check_open()
         if self._listener is None:
             self._listener = Listener(self.conninfo, self.poll_interval)
         waiter = self._listener.register(names)
@@ -341,6 +353,8 @@ class PostgresEventStore(StoreLifecycle):
         return await self._db.run(head)
 
     async def get_event(self, id: UUID, stream: str | None = None) -> RecordedEvent | None:
+        if stream is not None:
+            check_stream_name(stream)
         self._db.check_open()
 
         async def get(conn: Conn) -> RecordedEvent | None:

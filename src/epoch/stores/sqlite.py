@@ -29,11 +29,15 @@ from epoch.stores import _sqlite_work as work
 from epoch.stores._base import StoreLifecycle
 from epoch.stores._checks import (
     DEFAULT_MAX_EVENT_SIZE,
+    MAX_INT64,
     check_append,
     check_categories,
     check_expected_version,
+    check_max_event_size,
     check_read_bounds,
     check_stream_name,
+    clamp64,
+    url_int,
 )
 from epoch.stores._import import runs_of
 from epoch.stores._sqlite_schema import APPLICATION_ID as APPLICATION_ID
@@ -47,7 +51,7 @@ __all__ = ["SCHEMA_VERSION", "SQLiteEventStore"]
 
 T = TypeVar("T")
 
-_MAX_POSITION = 2**63 - 1
+_MAX_READERS = 64  # reader threads: more only cost memory (WAL readers never wait for each other)
 
 
 class SQLiteEventStore(StoreLifecycle):
@@ -77,12 +81,11 @@ class SQLiteEventStore(StoreLifecycle):
         path = os.fspath(path)
         if synchronous.upper() not in SYNCHRONOUS:
             raise ConfigurationError(f"synchronous must be one of {', '.join(SYNCHRONOUS)}, not {synchronous!r}")
-        if not isinstance(max_event_size, int) or max_event_size < 1:
-            raise ConfigurationError(f"max_event_size must be a positive int, not {max_event_size!r}")
+        check_max_event_size(max_event_size)
         if not timeout >= 0:
             raise ConfigurationError(f"timeout must be >= 0 seconds, not {timeout!r}")
-        if not isinstance(readers, int) or readers < 1:
-            raise ConfigurationError(f"readers must be an int >= 1, not {readers!r}")
+        if not isinstance(readers, int) or isinstance(readers, bool) or not 1 <= readers <= _MAX_READERS:
+            raise ConfigurationError(f"readers must be an int from 1 to {_MAX_READERS}, not {readers!r}")
         self.in_memory = path in ("", ":memory:")
         self.path = ":memory:" if self.in_memory else os.path.abspath(path)
         self.max_event_size = max_event_size
@@ -140,7 +143,8 @@ class SQLiteEventStore(StoreLifecycle):
         def start() -> work.StreamCursor:
             check_stream_name(stream)
             check_read_bounds(stream, from_version, limit)
-            return (stream, None, from_version, True) if backwards else (stream, from_version, None, False)
+            start = None if from_version is None else clamp64(from_version)  # SQLite binds 64 bits at most
+            return (stream, None, start, True) if backwards else (stream, start, None, False)
 
         return self._workers.scan(start, work.stream_page, limit, follow=False)
 
@@ -154,7 +158,7 @@ class SQLiteEventStore(StoreLifecycle):
 
         def start() -> work.LogCursor:
             check_read_bounds("$all", after, limit)
-            return after, None, _unique(check_categories(categories))
+            return clamp64(after), None, check_categories(categories)
 
         return self._workers.scan(start, work.log_page, limit, follow=False)
 
@@ -171,7 +175,7 @@ class SQLiteEventStore(StoreLifecycle):
 
         def start() -> work.LogCursor:
             check_read_bounds("$all", after, None)
-            return after, _MAX_POSITION, _unique(check_categories(categories))
+            return clamp64(after), MAX_INT64, check_categories(categories)
 
         return self._workers.scan(start, work.log_page, None, follow=True)
 
@@ -186,6 +190,8 @@ class SQLiteEventStore(StoreLifecycle):
 
     async def get_event(self, id: UUID, stream: str | None = None) -> RecordedEvent | None:
         """The stored event with this id (also when its stream is deleted), or ``None``; see the protocol."""
+        if stream is not None:
+            check_stream_name(stream)
         found = await self._workers.read(work.get_event, id.bytes if isinstance(id, UUID) else b"")
         return None if found is None or (stream is not None and found.stream != stream) else found
 
@@ -231,10 +237,6 @@ class SQLiteEventStore(StoreLifecycle):
         await self._workers.start()
 
 
-def _unique(names: tuple[str, ...] | None) -> tuple[str, ...] | None:
-    return None if names is None else tuple(dict.fromkeys(names))
-
-
 def _parse_url(url: str) -> tuple[str, dict[str, Any]]:
     scheme, separator, rest = url.partition("://")
     if not separator or scheme.lower().partition("+")[0] != "sqlite":  # sqlite+pysqlite:// etc. too
@@ -248,7 +250,7 @@ def _parse_url(url: str) -> tuple[str, dict[str, Any]]:
     try:
         for key, value in parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)):
             if key in ("max_event_size", "readers"):
-                options[key] = int(value)
+                options[key] = url_int(key, value)
             elif key == "timeout":
                 options[key] = float(value)
             elif key == "synchronous":

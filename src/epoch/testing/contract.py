@@ -34,6 +34,7 @@ from epoch.errors import (
 from epoch.records import ANY, NO_STREAM, STREAM_EXISTS, NewEvent, RecordedEvent
 from epoch.stores import EventStore
 from epoch.testing.contract_ids import DuplicateIdContract
+from epoch.testing.contract_log import LogContract
 
 __all__ = ["EventStoreContract"]
 
@@ -54,10 +55,11 @@ async def nothing_stored(store: EventStore, stream: str | None = None) -> bool:
     return await store.head_position() == 0
 
 
-class EventStoreContract(DuplicateIdContract):
+class EventStoreContract(DuplicateIdContract, LogContract):
     """Guarantees 1-8 of DESIGN §3, one test each (or a few), against the ``store`` fixture.
 
-    Guarantees split into their own modules come in as mixins (``contract_ids``: event ids stored twice).
+    Guarantees split into their own modules come in as mixins (``contract_ids``: event ids stored twice;
+    ``contract_log``: per-stream order, filters and numbers — guarantees 10, 11 and 13).
     """
 
     pytestmark: ClassVar[list[pytest.MarkDecorator]] = [pytest.mark.asyncio]
