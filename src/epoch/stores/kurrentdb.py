@@ -50,7 +50,6 @@ from epoch.records import ANY, AppendResult, ExpectedVersionLike, NewEvent, Reco
 from epoch.stores._base import StoreLifecycle
 from epoch.stores._checks import (
     DEFAULT_MAX_EVENT_SIZE,
-    MAX_INT64,
     check_categories,
     check_events,
     check_expected_version,
@@ -244,7 +243,7 @@ class KurrentDBEventStore(StoreLifecycle):
         expected = check_expected_version(stream, expected_version)
         batch = check_events(stream, events, self.max_event_size)
         client = self._open(stream)
-        if isinstance(expected, int) and expected > MAX_INT64:
+        if isinstance(expected, int) and expected > _MAX_SERVER_INT:
             # No stream reaches that version (nor would it fit the protocol's 64 bits): a wrong guard.
             last = await self._last_event(stream)
             raise WrongExpectedVersion(stream, expected, None if last is None else last.version)
@@ -258,8 +257,7 @@ class KurrentDBEventStore(StoreLifecycle):
                 tuple(r.position for r in replayed),
                 replayed[-1].recorded_at,
             )
-        if not batch or (isinstance(expected, int) and expected > _MAX_SERVER_INT):
-            # Nothing to write, or a guard no stream can reach: checked here, against the stream's head.
+        if not batch:  # nothing to write: the guard is checked here, against the stream's head
             last = await self._last_event(stream)
             enforce_expected_version(stream, expected, None if last is None else last.version)
             if last is None:
