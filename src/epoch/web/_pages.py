@@ -297,7 +297,10 @@ class Pages:
         """Server-sent events: one ``append`` event (a rendered table row) per committed event."""
         explorer = _explorer(request)
         resume = request.headers.get("last-event-id", "")
-        after = int(resume) if resume.isdigit() else _int(request, "after", None)
+        # A reconnecting browser sends back the id of the last event it got: one of the positions sent,
+        # ASCII digits. Anything else did not come from here and is ignored (str.isdigit alone also
+        # accepts "²", which int() refuses).
+        after = int(resume) if resume.isascii() and resume.isdigit() else _int(request, "after", None)
         if after is None:
             after = await explorer.store.head_position()
         row = self.templates.get_template("_row.html")
