@@ -202,3 +202,25 @@ def test_epoch_errors_are_one_line_on_stderr() -> None:
     done = CliRunner().invoke(app, ["read", " users-1", "--store", "memory://"])
     assert (done.exit_code, done.stdout) == (1, "")
     assert done.stderr == "error: invalid stream name ' users-1': has leading or trailing whitespace\n"
+
+
+def test_output_never_fails_on_the_terminal_encoding(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'latin.db'}"
+
+    async def fill() -> None:
+        async with open_store(url) as store:
+            await store.append("notes-é語", [NewEvent("Note", '{"a": "é語"}'.encode())])
+
+    asyncio.run(fill())
+
+    def epoch_bytes(*args: str) -> subprocess.CompletedProcess[bytes]:
+        env = {**os.environ, "PYTHONIOENCODING": "latin-1"}  # a terminal without "語"
+        return subprocess.run([*EPOCH, *args, "--store", url], cwd=tmp_path, capture_output=True, timeout=120, env=env)
+
+    as_json = epoch_bytes("read", "notes-é語", "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    [event] = json.loads(as_json.stdout.decode("utf-8"))  # JSON is UTF-8 whatever the terminal takes
+    assert (event["stream"], event["data"]) == ("notes-é語", {"a": "é語"})
+    plain = epoch_bytes("read", "notes-é語")
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stdout.decode("latin-1") == '       1  notes-é\\u8a9e@0  Note  {"a":"é\\u8a9e"}\n'

@@ -6,6 +6,8 @@ The CLI holds no business logic: it only calls epoch's public API.
 from __future__ import annotations
 
 import importlib
+import io
+import sys
 from typing import Any
 
 import typer
@@ -60,6 +62,10 @@ def main() -> None:
 
     :class:`_Commands` does so for errors raised by a command; this catches those raised before one runs.
     """
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        # Plain text output may hold any printable character (a stream named "users-é"): on a terminal
+        # whose encoding lacks it, print an escape rather than fail.
+        sys.stdout.reconfigure(errors="backslashreplace")
     try:
         app()
     except EpochError as exc:

@@ -40,7 +40,8 @@ def event_line(event: RecordedEvent) -> str:
 
 
 def _echo_json(encoded: bytes) -> None:
-    typer.echo(encoded.decode("utf-8"))
+    # As bytes: JSON is UTF-8 (RFC 8259) whatever the terminal's encoding, and bytes cannot fail to encode.
+    typer.echo(encoded)
 
 
 def register(app: typer.Typer) -> None:
