@@ -28,7 +28,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from starlette.applications import Starlette
 
-from epoch import EventStore, NewEvent, open_store
+from epoch import EventStore, InvalidEvent, NewEvent, open_store
 from epoch._payload import MAX_DEPTH, payload_of
 from epoch.web import create_app
 from tests.hostile import any_text, bad_numbers, hostile_json, hostile_names, huge_ints, is_valid_name
@@ -196,6 +196,33 @@ async def test_the_live_log_sends_rows_for_any_stored_bytes(explorer: Explorer) 
     assert status == 200
     assert body.count(b"event: append\n") == len(SHOWN_AS_BYTES)
     assert b"&lt;Fuzzed&gt;" in body and b"<Fuzzed>" not in body
+
+
+metadata_values = st.one_of(
+    any_text,
+    st.uuids().map(str),
+    st.integers(),
+    huge_ints,
+    st.lists(any_text, max_size=3),
+    st.dictionaries(any_text, any_text, max_size=3),
+    st.none(),
+)
+
+
+@given(correlation=metadata_values, causation=metadata_values, command=metadata_values)
+async def test_event_page_for_any_correlation_metadata(
+    explorer: Explorer, correlation: object, causation: object, command: object
+) -> None:
+    metadata = json.dumps({"$correlation_id": correlation, "$causation_id": causation, "$command_id": command})
+    event = NewEvent("Fuzzed", b"{}", metadata.encode("utf-8", "surrogatepass"))
+    try:
+        await explorer.store.append(f"fuzz-{next(COUNTER)}", [event])
+    except InvalidEvent:
+        return  # the store refused it (e.g. a lone surrogate): nothing was stored, nothing to show
+    page = (await explorer.get(f"/events/{event.id}")).text
+    assert "Correlation chain" in page
+    if correlation is not None and str(correlation) != "":  # an empty id is shown as none
+        assert f"<dt>Correlation</dt><dd><code>{markupsafe.escape(str(correlation))}</code></dd>" in page
 
 
 # -- hostile names, search strings and numbers ------------------------------------------------

@@ -558,3 +558,15 @@ async def test_state_of_a_stream_its_decider_cannot_decode_names_the_event(
     assert 'href="/state?category=users&amp;id=main&amp;version=2">v2</a>' in response.text  # one step back
     before = await client.get("/state", params={"category": "users", "id": "main", "version": 2})
     assert before.status_code == 200 and '<pre class="json" id="state">' in before.text
+
+
+def test_a_state_json_cannot_show_is_shown_by_repr_or_named() -> None:
+    from epoch.web._views import state_json
+
+    assert state_json({"n": 2**100}) == '{\n  "n": 1267650600228229401496703205376\n}'
+    assert state_json({"n": 10**5000}) == "<a dict that cannot be shown>"  # too many digits even for repr
+    deep: list[Any] = []
+    for _ in range(5000):
+        deep = [deep]
+    assert state_json(deep) == "<a list that cannot be shown>"
+    assert state_json({1, 2}) == "[\n  1,\n  2\n]"
