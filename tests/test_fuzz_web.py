@@ -271,8 +271,12 @@ async def test_state_page_for_any_entity_and_version(
 
 
 @given(text=st.one_of(param_text, st.uuids().map(str)))
+@example(text="0/")
 async def test_event_page_for_any_id(explorer: Explorer, text: str) -> None:
     response = await explorer.client.get(f"/events/{encode(text)}")
+    if response.status_code == 307:  # "/events/0/" (a decoded %2F last): starlette drops the slash
+        assert received(text).endswith("/") and response.headers["location"].startswith("http://explorer/events/")
+        return
     assert response.status_code in (400, 404), response.status_code
     assert_escaped(response.text)
 
