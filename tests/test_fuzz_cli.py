@@ -151,6 +151,18 @@ def fits_64_bits(value: object) -> bool:
     return not (isinstance(value, int) and not isinstance(value, bool) and value >= 2**63)
 
 
+def as_option(value: object) -> int | None:
+    """The int an ``int`` option takes from ``str(value)``, or ``None`` when it is a usage error."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)  # typer takes "1.0" for 1
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
 @given(
     option=st.sampled_from(["--from", "--limit"]),
     value=bad_numbers.filter(fits_64_bits),
@@ -160,16 +172,30 @@ def test_read_any_number(store_url: str, option: str, value: object, backwards: 
     args = ["read", "--store", store_url, "--json", *(["--backwards"] if backwards else []), option, str(value)]
     done = epoch(*args, "--", "known-1")
     assert_clean(done)
-    if done.exit_code == 0:
-        assert isinstance(json.loads(done.stdout), list)
+    number = as_option(value)
+    if number is None:
+        assert done.exit_code == 2
+    elif number < 0:
+        assert done.exit_code == 1 and done.stderr.startswith("error: known-1: invalid version ")
+    else:  # known-1 holds one event, at version 0
+        shown = [e["version"] for e in json.loads(done.stdout)]
+        if option == "--limit":
+            assert shown == ([0] if number > 0 else [])
+        else:
+            assert shown == ([0] if number == 0 or backwards else [])
 
 
 @given(value=bad_numbers.filter(fits_64_bits))
 def test_tail_any_position(store_url: str, value: object) -> None:
     done = epoch("tail", "--store", store_url, "--json", "--after", str(value))
     assert_clean(done)
-    if done.exit_code == 0:
-        assert all(json.loads(line) for line in done.stdout.split("\n")[:-1])
+    number = as_option(value)
+    if number is None:
+        assert done.exit_code == 2
+    elif number < 0:
+        assert done.exit_code == 1 and done.stderr.startswith("error: $all: invalid version ")
+    else:  # the log holds one event, at position 1
+        assert [json.loads(line)["position"] for line in done.stdout.split("\n")[:-1]] == ([1] if number == 0 else [])
 
 
 @pytest.mark.xfail(
