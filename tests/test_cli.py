@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import subprocess
@@ -14,7 +15,9 @@ import pytest
 from typer.testing import CliRunner
 
 from epoch import NewEvent, open_store
+from epoch._payload import bytes_of
 from epoch.cli import app
+from tests.payloads import SHOWN_AS_BYTES, SHOWN_AS_JSON, plant_old_metadata
 
 ROOT = Path(__file__).resolve().parent.parent
 EPOCH = [sys.executable, "-m", "epoch.cli"]
@@ -72,7 +75,7 @@ def test_streams_read_and_tail(filled: str) -> None:
     assert [e["version"] for e in events] == [0, 1]
     assert events[0]["data"] == {"name": "ada"}
     assert events[0]["metadata"] == {"$command_id": "c1"}
-    assert events[1]["data_base64"] == "/wA="  # not JSON: shown as base64, never dropped
+    assert events[1]["data"] == {"$bytes": "/wA="}  # not JSON: shown as base64, never dropped
     backwards = runner.invoke(app, ["read", "users-1", "--store", filled, "--backwards", "--limit", "1"])
     assert "users-1@1  UserUpdated" in backwards.output
 
@@ -114,3 +117,110 @@ def test_bad_store_url_is_a_clear_error(tmp_path: Path) -> None:
     assert done.returncode != 0
     assert "unknown store URL" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# -- stored bytes that are not JSON, and names that would break a line (issue 8 item 7) -------
+
+
+@pytest.fixture
+def hostile_store(tmp_path: Path) -> str:
+    """One stream per entry of SHOWN_AS_BYTES, then one holding every SHOWN_AS_JSON payload."""
+    url = f"sqlite:///{tmp_path / 'hostile.db'}"
+
+    async def fill() -> None:
+        async with open_store(url) as store:
+            for i, raw in enumerate(SHOWN_AS_BYTES.values()):
+                await store.append(f"bytes-{i}", [NewEvent("Odd", raw, b"")])
+            await store.append("json-1", [NewEvent("Fine", raw, b"") for raw in SHOWN_AS_JSON])
+
+    asyncio.run(fill())
+    return url
+
+
+def test_read_json_shows_what_is_not_json_as_base64_bytes(hostile_store: str) -> None:
+    runner = CliRunner()
+    for i, (name, raw) in enumerate(SHOWN_AS_BYTES.items()):
+        done = runner.invoke(app, ["read", f"bytes-{i}", "--store", hostile_store, "--json"])
+        assert done.exit_code == 0, (name, done.output)
+        [event] = json.loads(done.stdout)  # the output is JSON, whatever was stored
+        assert event["data"] == {"$bytes": base64.b64encode(raw).decode()}, name
+        assert bytes_of(event["data"]) == raw, name  # the base64 round-trips to the exact stored bytes
+        assert event["metadata"] is None and bytes_of(event["metadata"]) == b""
+
+
+def test_read_json_keeps_json_tokens_verbatim(hostile_store: str) -> None:
+    done = CliRunner().invoke(app, ["read", "json-1", "--store", hostile_store, "--json"])
+    assert done.exit_code == 0, done.output
+    events = json.loads(done.stdout)
+    assert [e["data"] for e in events] == [json.loads(raw) for raw in SHOWN_AS_JSON]
+    assert [bytes_of(e["data"]) for e in events] == [None] * len(SHOWN_AS_JSON)  # none reads as bytes
+    for compact in SHOWN_AS_JSON.values():
+        assert b'"data":' + compact + b',"metadata":null}' in done.stdout_bytes  # every digit, both "a"s
+    assert events[1]["data"] == {"a": 2**100}
+
+
+def test_tail_json_is_one_json_object_per_line(hostile_store: str) -> None:
+    done = CliRunner().invoke(app, ["tail", "--store", hostile_store, "--json", "--after", "0"])
+    assert done.exit_code == 0, done.output
+    lines = done.stdout.split("\n")
+    assert lines[-1] == ""
+    events = [json.loads(line) for line in lines[:-1]]
+    assert len(events) == len(SHOWN_AS_BYTES) + len(SHOWN_AS_JSON)
+    assert [bytes_of(e["data"]) for e in events[: len(SHOWN_AS_BYTES)]] == list(SHOWN_AS_BYTES.values())
+
+
+def test_plain_read_escapes_what_would_break_the_line(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'plain.db'}"
+
+    async def fill() -> None:
+        async with open_store(url) as store:
+            await store.append("notes-a\u2028b", [NewEvent("Note\u202e", b"\x1b[31mred\x1b[0m\r\n\xff\x00")])
+            await store.append("notes-a\u2028b", [NewEvent("Note", b'{"a": "\xc2\x9b2J\\u001b"}')])
+
+    asyncio.run(fill())
+    runner = CliRunner()
+    done = runner.invoke(app, ["read", "notes-a\u2028b", "--store", url])
+    assert done.exit_code == 0, done.output
+    assert done.stdout == (
+        "       1  notes-a\\u2028b@0  Note\\u202e  \\x1b[31mred\\x1b[0m\\r\\n\\xff\\x00\n"
+        '       2  notes-a\\u2028b@1  Note  {"a":"\\x9b2J\\u001b"}\n'
+    )
+    listed = runner.invoke(app, ["streams", "--store", url])
+    assert listed.stdout == "notes-a\\u2028b  v1  2 events  last position 2\n1 streams\n"
+
+
+def test_metadata_a_store_returns_unparseable_is_shown_as_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    planted = asyncio.run(plant_old_metadata(path, "users-old"))
+    done = CliRunner().invoke(app, ["read", "users-old", "--store", f"sqlite:///{path}", "--json"])
+    assert done.exit_code == 0, done.output
+    shown = {e["id"]: e["metadata"] for e in json.loads(done.stdout)}
+    assert {i: bytes_of(m) for i, m in shown.items()} == planted
+
+
+def test_epoch_errors_are_one_line_on_stderr() -> None:
+    done = CliRunner().invoke(app, ["read", " users-1", "--store", "memory://"])
+    assert (done.exit_code, done.stdout) == (1, "")
+    assert done.stderr == "error: invalid stream name ' users-1': has leading or trailing whitespace\n"
+
+
+def test_output_never_fails_on_the_terminal_encoding(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'latin.db'}"
+
+    async def fill() -> None:
+        async with open_store(url) as store:
+            await store.append("notes-é語", [NewEvent("Note", '{"a": "é語"}'.encode())])
+
+    asyncio.run(fill())
+
+    def epoch_bytes(*args: str) -> subprocess.CompletedProcess[bytes]:
+        env = {**os.environ, "PYTHONIOENCODING": "latin-1"}  # a terminal without "語"
+        return subprocess.run([*EPOCH, *args, "--store", url], cwd=tmp_path, capture_output=True, timeout=120, env=env)
+
+    as_json = epoch_bytes("read", "notes-é語", "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    [event] = json.loads(as_json.stdout.decode("utf-8"))  # JSON is UTF-8 whatever the terminal takes
+    assert (event["stream"], event["data"]) == ("notes-é語", {"a": "é語"})
+    plain = epoch_bytes("read", "notes-é語")
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stdout.decode("latin-1") == '       1  notes-é\\u8a9e@0  Note  {"a":"é\\u8a9e"}\n'

@@ -11,6 +11,7 @@ import asyncio
 import base64
 import html
 import importlib
+import json
 import re
 import sys
 from collections.abc import AsyncIterator, MutableMapping
@@ -30,6 +31,7 @@ from typer.testing import CliRunner
 from epoch import ConfigurationError, MissingDependency, NewEvent, open_store
 from epoch.cli import app as cli_app
 from epoch.web import create_app
+from tests.payloads import SHOWN_AS_BYTES, SHOWN_AS_JSON, plant_old_metadata
 
 APPS = [
     "examples.users.projections:runner",
@@ -416,7 +418,9 @@ async def test_an_app_returning_something_else_fails_at_startup(monkeypatch: pyt
 
 def test_serve_reports_a_bad_app(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli_app, ["serve", "--store", f"sqlite:///{tmp_path}/x.db", "--app", "nope:x"])
-    assert isinstance(result.exception, ConfigurationError)
+    # A ConfigurationError, printed as every EpochError is: one line on stderr, exit status 1.
+    assert (result.exit_code, result.stdout) == (1, "")
+    assert result.stderr == "error: cannot load 'nope:x': No module named 'nope'\n"
 
 
 def test_missing_web_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -447,3 +451,122 @@ def test_the_header_never_shows_a_store_password() -> None:
 
     assert _without_password("postgresql://ada:s3cret@db:5432/epoch") == "postgresql://ada:***@db:5432/epoch"
     assert _without_password("sqlite:///epoch.db") == "sqlite:///epoch.db"
+
+
+# -- stored bytes that are not JSON (issue 8 item 7) ------------------------------------------
+
+
+def preview_of(page: str) -> list[str]:
+    return [html.unescape(p) for p in re.findall(r'<pre class="preview" data-kind="preview">(.*?)</pre>', page, re.S)]
+
+
+def base64_of(page: str) -> list[str]:
+    return re.findall(r'<pre class="base64" data-kind="base64">([^<]*)</pre>', page)
+
+
+@pytest.fixture
+async def hostile(seeded: dict[str, Any], tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, Any]]]:
+    """The seeded store plus one stream per SHOWN_AS_BYTES entry, the SHOWN_AS_JSON payloads, metadata no
+    current epoch writes (planted in the SQLite file), and an event the Users decider cannot decode."""
+    async with open_store(seeded["url"]) as store:
+        ids = {}
+        for i, (name, raw) in enumerate(SHOWN_AS_BYTES.items()):
+            event = NewEvent("Odd", raw)
+            await store.append(f"bytes-{i}", [event])
+            ids[name] = event.id
+        await store.append("json-1", [NewEvent("Fine", raw) for raw in SHOWN_AS_JSON])
+        await store.append("json-2", [NewEvent("Fine", '{"a": "\u202e\u0085\u200b\U000e0001 ok"}'.encode())])
+        await store.append("users-main", [NewEvent("UserAdded", b'{"user_id": "\xff", "name": "x"}')])
+    planted = await plant_old_metadata(Path(seeded["url"].removeprefix("sqlite:///")), "users-old")
+    app = create_app(seeded["url"], APPS)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://explorer") as client,
+    ):
+        yield client, {"ids": ids, "planted": planted}
+
+
+async def test_bytes_that_are_not_json_show_as_base64_and_an_escaped_preview(
+    hostile: tuple[httpx.AsyncClient, dict[str, Any]],
+) -> None:
+    client, seeded = hostile
+    for i, (name, raw) in enumerate(SHOWN_AS_BYTES.items()):
+        stream = await client.get("/stream", params={"name": f"bytes-{i}"})
+        event = await client.get(f"/events/{seeded['ids'][name]}")
+        for response in (stream, event):
+            assert response.status_code == 200, name
+            assert base64_of(response.text) == [base64.b64encode(raw).decode()], name
+            assert base64.b64decode(base64_of(response.text)[0]) == raw  # every byte, exactly
+            assert re.search(
+                rf"data is not (JSON|shown as JSON \([^)]*\)): {len(raw)} bytes, shown as base64", response.text
+            )
+    for page in (await client.get("/streams")).text, (await client.get("/log")).text:
+        assert "bytes-0" in page
+    event = (await client.get(f"/events/{seeded['ids']['terminal escapes']}")).text
+    assert preview_of(event) == ["\\x1b[31mred\\x1b[0m\\r\\nnext"]
+    deep = (await client.get(f"/events/{seeded['ids']['deep list']}")).text
+    assert "data is not shown as JSON (nested deeper than 100 levels): 20001 bytes" in deep
+    assert preview_of(deep) == ["[" * 4096 + "… (15905 more bytes)"]
+    null = (await client.get(f"/events/{seeded['ids']['the JSON null']}")).text
+    assert "data is not shown as JSON (the JSON null, which stands for empty bytes): 4 bytes" in null
+    form = (await client.get(f"/events/{seeded['ids']['the $bytes form itself']}")).text
+    assert "(an object with the single key &#39;$bytes&#39;, which stands for bytes): 18 bytes" in form
+    utf8 = (await client.get(f"/events/{seeded['ids']['invalid UTF-8 in a string']}")).text
+    assert preview_of(utf8) == ['{"a": "\\xff\\xfe"}']
+
+
+async def test_json_is_shown_with_its_tokens_verbatim_and_invisible_characters_escaped(
+    hostile: tuple[httpx.AsyncClient, dict[str, Any]],
+) -> None:
+    client, _ = hostile
+    page = (await client.get("/stream", params={"name": "json-1"})).text
+    shown = [html.unescape(p) for p in re.findall(r'<pre class="json" data-kind="json">(.*?)</pre>', page, re.S)]
+    assert [json.loads(p) for p in shown] == [json.loads(raw) for raw in SHOWN_AS_JSON]
+    assert '{\n  "a": 1.10000000000000000001,\n  "a": 2\n}' in shown
+    assert '{\n  "a": 1267650600228229401496703205376\n}' in shown
+    assert base64_of(page) == []
+    invisible = (await client.get("/stream", params={"name": "json-2"})).text
+    [pretty] = re.findall(r'<pre class="json" data-kind="json">(.*?)</pre>', invisible, re.S)
+    assert html.unescape(pretty) == '{\n  "a": "\\u202e\\u0085\\u200b\\udb40\\udc01 ok"\n}'  # same value
+    assert json.loads(html.unescape(pretty)) == {"a": "\u202e\u0085\u200b\U000e0001 ok"}
+
+
+async def test_metadata_a_store_returns_unparseable_never_breaks_a_page(
+    hostile: tuple[httpx.AsyncClient, dict[str, Any]],
+) -> None:
+    client, seeded = hostile
+    for path in ("/streams", "/log", "/stream?name=users-old", "/deciders"):
+        response = await client.get(path)
+        assert response.status_code == 200, path
+    for event_id, metadata in seeded["planted"].items():
+        page = await client.get(f"/events/{event_id}")
+        assert page.status_code == 200
+        assert base64_of(page.text) == [base64.b64encode(metadata).decode()]
+        assert "This event has no <code>$correlation_id</code>" in page.text
+
+
+async def test_state_of_a_stream_its_decider_cannot_decode_names_the_event(
+    hostile: tuple[httpx.AsyncClient, dict[str, Any]],
+) -> None:
+    client, _ = hostile
+    response = await client.get("/state", params={"category": "users", "id": "main"})
+    assert response.status_code == 200
+    assert (
+        '<p class="error" id="state-error">The state at version 3 cannot be built: DecodeError: users-main: '
+        "cannot decode event &#39;UserAdded&#39; at version 3: "
+    ) in response.text
+    assert 'href="/state?category=users&amp;id=main&amp;version=2">v2</a>' in response.text  # one step back
+    before = await client.get("/state", params={"category": "users", "id": "main", "version": 2})
+    assert before.status_code == 200 and '<pre class="json" id="state">' in before.text
+
+
+def test_a_state_json_cannot_show_is_shown_by_repr_or_named() -> None:
+    from epoch.web._views import state_json
+
+    assert state_json({"n": 2**100}) == '{\n  "n": 1267650600228229401496703205376\n}'
+    assert state_json({"n": 10**5000}) == "<a dict that cannot be shown>"  # too many digits even for repr
+    deep: list[Any] = []
+    for _ in range(5000):
+        deep = [deep]
+    assert state_json(deep) == "<a list that cannot be shown>"
+    assert state_json({1, 2}) == "[\n  1,\n  2\n]"

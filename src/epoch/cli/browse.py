@@ -3,39 +3,45 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import json
 from typing import Annotated, Any
 
 import msgspec
 import typer
 
 from epoch import RecordedEvent, open_store
+from epoch._payload import escape_text, payload_of
 from epoch.cli._options import JsonOption, StoreOption
 
+_ENCODER = msgspec.json.Encoder()
 
-def event_to_json(event: RecordedEvent) -> dict[str, Any]:
-    """A recorded event as plain JSON: data and metadata inline when they are JSON, else base64."""
-    out: dict[str, Any] = {
-        "stream": event.stream,
-        "version": event.version,
-        "position": event.position,
-        "id": str(event.id),
-        "type": event.type,
-        "recorded_at": event.recorded_at.isoformat(),
-    }
-    for name, raw in (("data", event.data), ("metadata", event.metadata)):
-        try:
-            out[name] = msgspec.json.decode(raw) if raw else None
-        except msgspec.DecodeError:
-            out[f"{name}_base64"] = base64.b64encode(raw).decode()
-    return out
+
+def event_to_json(event: RecordedEvent) -> bytes:
+    """A recorded event as one line of JSON; data and metadata as epoch._payload shows stored bytes."""
+    return _ENCODER.encode(
+        {
+            "stream": event.stream,
+            "version": event.version,
+            "position": event.position,
+            "id": str(event.id),
+            "type": event.type,
+            "recorded_at": event.recorded_at.isoformat(),
+            "data": payload_of(event.data).to_json(),
+            "metadata": payload_of(event.metadata).to_json(),
+        }
+    )
 
 
 def event_line(event: RecordedEvent) -> str:
-    data = event.data.decode("utf-8", errors="replace")
-    return f"{event.position:>8}  {event.stream}@{event.version}  {event.type}  {data}"
+    """A recorded event as one line of text for people: names and data escaped, so none of it can break
+    the line or send escape sequences to the terminal."""
+    where = escape_text(f"{event.stream}@{event.version}")
+    return f"{event.position:>8}  {where}  {escape_text(event.type)}  {payload_of(event.data).one_line()}"
+
+
+def _echo_json(encoded: bytes) -> None:
+    # As bytes: JSON is UTF-8 (RFC 8259) whatever the terminal's encoding, and bytes cannot fail to encode.
+    typer.echo(encoded)
 
 
 def register(app: typer.Typer) -> None:
@@ -60,11 +66,13 @@ def register(app: typer.Typer) -> None:
 
         rows = asyncio.run(run())
         if as_json:
-            typer.echo(json.dumps(rows, ensure_ascii=False))
+            _echo_json(_ENCODER.encode(rows))
             return
         for row in rows:
             version = "deleted" if row["version"] is None else f"v{row['version']}"
-            typer.echo(f"{row['stream']}  {version}  {row['events']} events  last position {row['last_position']}")
+            typer.echo(
+                f"{escape_text(row['stream'])}  {version}  {row['events']} events  last position {row['last_position']}"
+            )
         typer.echo(f"{len(rows)} streams")
 
     @app.command()
@@ -84,7 +92,7 @@ def register(app: typer.Typer) -> None:
 
         events = asyncio.run(run())
         if as_json:
-            typer.echo(json.dumps([event_to_json(e) for e in events], ensure_ascii=False))
+            _echo_json(b"[" + b",".join(event_to_json(e) for e in events) + b"]")
         else:
             for event in events:
                 typer.echo(event_line(event))
@@ -102,7 +110,10 @@ def register(app: typer.Typer) -> None:
         """Print the end of the global log (JSON lines with --json); --follow keeps going."""
 
         def show(event: RecordedEvent) -> None:
-            typer.echo(json.dumps(event_to_json(event), ensure_ascii=False) if as_json else event_line(event))
+            if as_json:
+                _echo_json(event_to_json(event))
+            else:
+                typer.echo(event_line(event))
 
         async def run() -> None:
             async with open_store(store) as opened:

@@ -15,23 +15,16 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-import msgspec
-
 from epoch import EventStore, RecordedEvent
+from epoch._payload import object_of
 
 __all__ = ["LogIndex", "StreamSummary", "metadata_of"]
 
-_METADATA = msgspec.json.Decoder(dict[str, Any])
-
 
 def metadata_of(event: RecordedEvent) -> dict[str, Any]:
-    """The event's metadata as a dict; empty when there is none or it is not a JSON object."""
-    if not event.metadata:
-        return {}
-    try:
-        return _METADATA.decode(event.metadata)
-    except msgspec.DecodeError:
-        return {}
+    """The event's metadata as a dict; empty when there is none or it is not shown as a JSON object
+    (bytes written by another tool or an older version may be anything: see ``epoch._payload``)."""
+    return object_of(event.metadata)
 
 
 @dataclass(slots=True)

@@ -19,6 +19,7 @@ from starlette.templating import Jinja2Templates
 
 from epoch import (
     CommandHandler,
+    DecodeError,
     EventStore,
     InvalidStreamName,
     InvalidVersion,
@@ -296,7 +297,10 @@ class Pages:
         """Server-sent events: one ``append`` event (a rendered table row) per committed event."""
         explorer = _explorer(request)
         resume = request.headers.get("last-event-id", "")
-        after = int(resume) if resume.isdigit() else _int(request, "after", None)
+        # A reconnecting browser sends back the id of the last event it got: one of the positions sent,
+        # ASCII digits. Anything else did not come from here and is ignored (str.isdigit alone also
+        # accepts "²", which int() refuses).
+        after = int(resume) if resume.isascii() and resume.isdigit() else _int(request, "after", None)
         if after is None:
             after = await explorer.store.head_position()
         row = self.templates.get_template("_row.html")
@@ -355,7 +359,13 @@ class Pages:
         if version is not None and version > head:
             raise HTTPException(404, f"{stream} has no version {version}: its last version is {head}")
         shown = head if version is None else version
-        state = await handler.state_at(entity_id, version=shown)
+        try:
+            state: str | None = state_json(await handler.state_at(entity_id, version=shown))
+            problem = None
+        except DecodeError as exc:
+            # An event the decider's codec cannot read (stored bytes are anyone's): say which, and keep
+            # the page, so the versions before it stay one click away.
+            state, problem = None, f"{type(exc).__name__}: {exc}"
         event = None
         async for recorded in explorer.store.read_stream(stream, from_version=shown, limit=1):
             event = recorded
@@ -371,7 +381,8 @@ class Pages:
             head=head,
             versions=list(range(low, min(head, low + 20) + 1)),
             event=event,
-            state=state_json(state),
+            state=state,
+            problem=problem,
         )
 
 
