@@ -44,15 +44,7 @@ param_text = st.one_of(
 )
 
 
-def fits_64_bits(text: str) -> bool:
-    """Whether ``int(text)`` (as the explorer parses a number) is not past 64 bits; see the xfail below."""
-    try:
-        return int(text) < 2**63
-    except ValueError:
-        return True
-
-
-number_text = param_text.filter(fits_64_bits)
+number_text = param_text
 
 
 def encode(text: str) -> str:
@@ -332,11 +324,6 @@ async def test_projections_and_deciders_pages(explorer: Explorer) -> None:
     assert state.status_code == 200 and "cannot be built: DecodeError: users-fuzz: " in state.text
 
 
-@pytest.mark.xfail(
-    raises=OverflowError,
-    reason="SQLite store: read_stream(from_version=...) and read_all(after=...) beyond 64 bits raise "
-    "OverflowError (issue 8 item 6, a store fix; guarantee 13)",
-)
 @pytest.mark.parametrize("value", [2**63, 2**64, 2**100])
 @pytest.mark.parametrize(("path", "param"), [("/stream", "from"), ("/log", "after")])
 async def test_versions_and_positions_beyond_64_bits(explorer: Explorer, path: str, param: str, value: int) -> None:
