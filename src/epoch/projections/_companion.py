@@ -9,9 +9,10 @@ that keeps epoch's own data in streams hidden from its users' reads offers ``com
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, cast
 
 import msgspec
 
@@ -24,6 +25,7 @@ __all__ = [
     "Named",
     "companion_name",
     "companion_streams_of",
+    "kept_in_memory",
     "decode_json",
     "first",
 ]
@@ -72,6 +74,20 @@ def companion_streams_of(store: object) -> CompanionStreams | None:
         return None
     streams: CompanionStreams = factory()
     return streams
+
+
+_IN_MEMORY: weakref.WeakKeyDictionary[object, dict[Callable[[], object], object]] = weakref.WeakKeyDictionary()
+
+K = TypeVar("K")
+
+
+def kept_in_memory(store: object, kind: Callable[[], K]) -> K:
+    """One in-memory ``kind()`` per store object, for a store with neither a database nor companion
+    streams (the memory store): a new runner on the same store resumes where the last one stopped."""
+    kept = _IN_MEMORY.setdefault(store, {})
+    if kind not in kept:
+        kept[kind] = kind()
+    return cast(K, kept[kind])
 
 
 async def first(iterator: AsyncGenerator[RecordedEvent, None]) -> RecordedEvent | None:

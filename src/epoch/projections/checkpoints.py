@@ -24,6 +24,7 @@ from epoch.projections._companion import (
     companion_streams_of,
     decode_json,
     first,
+    kept_in_memory,
 )
 from epoch.projections._db import Database, LazyTable, Transaction, database_of
 from epoch.records import NewEvent
@@ -273,4 +274,4 @@ def default_checkpoints(store: object) -> CheckpointStore:
     if database is not None:
         return SQLCheckpointStore(database)
     streams = companion_streams_of(store)
-    return MemoryCheckpointStore() if streams is None else StreamCheckpointStore(streams)
+    return kept_in_memory(store, MemoryCheckpointStore) if streams is None else StreamCheckpointStore(streams)

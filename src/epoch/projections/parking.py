@@ -24,6 +24,7 @@ from epoch.projections._companion import (
     companion_name,
     companion_streams_of,
     decode_json,
+    kept_in_memory,
 )
 from epoch.projections._db import Database, LazyTable, Transaction, database_of
 from epoch.records import NewEvent, RecordedEvent
@@ -275,7 +276,7 @@ def default_parking(store: object) -> ParkingLot:
     if database is not None:
         return SQLParkingLot(database)
     streams = companion_streams_of(store)
-    return MemoryParkingLot() if streams is None else StreamParkingLot(streams)
+    return kept_in_memory(store, MemoryParkingLot) if streams is None else StreamParkingLot(streams)
 
 
 def parked_now(projection: str, event: RecordedEvent, error: BaseException) -> ParkedEvent:
