@@ -202,27 +202,33 @@ def _unwritable(value: object, path: str, msgspec_kind: bool) -> str | None:
     Only on the error path. ``msgspec_kind``: try each leaf with msgspec (what encoded the event); pydantic
     serialises types msgspec does not know, so for it only the rules that hold for any encoder apply.
     """
-    if type(value) is float or isinstance(value, float):
+    if isinstance(value, float):
         return None if math.isfinite(value) else f"{path} is {value!r}, and JSON has no NaN or infinity"
     if isinstance(value, str):
-        try:
-            value.encode()
-        except UnicodeEncodeError:
-            return f"{path} holds a lone surrogate ({_preview(value)}), which UTF-8 cannot encode"
-        return None
+        return f"{path} holds a lone surrogate ({_preview(value)}), which UTF-8 cannot encode" if _lone(value) else None
     if isinstance(value, dict):
         for key in value:
-            if isinstance(key, str) and _unwritable(key, path, msgspec_kind) is not None:
+            if isinstance(key, str) and _lone(key):
                 return f"{path} has the key {_preview(key)}, a lone surrogate that UTF-8 cannot encode"
             if msgspec_kind and (problem := _unencodable({key: None})) is not None:
                 return f"{path} has the key {_preview(key)}: {problem}"
     children = _children(value, path)
     if children is None:
-        return _unencodable(value) and f"{path}: {_unencodable(value)}" if msgspec_kind else None
+        problem = _unencodable(value) if msgspec_kind else None
+        return None if problem is None else f"{path}: {problem}"
     for child_path, child in children:
         if (problem := _unwritable(child, child_path, msgspec_kind)) is not None:
             return problem
     return None
+
+
+def _lone(text: str) -> bool:
+    """Whether ``text`` holds a lone surrogate (which no UTF-8 encoder writes)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _unencodable(value: object) -> str | None:
@@ -316,7 +322,8 @@ class Codec(Generic[E]):
         """A :class:`NewEvent` for ``event``; raises :class:`InvalidEvent` for an unregistered class.
 
         ``metadata`` is merged into the JSON metadata; the codec owns ``$event_version`` and replaces any
-        value given for it. The id is a fresh UUID4 unless ``id`` is given.
+        value given for it. The id is a fresh UUID4 unless ``id`` is given. An event or metadata that
+        would not decode back to an equal value raises :class:`InvalidEvent` naming the field (guarantee 12).
         """
         entry = self._by_class.get(type(event))
         if entry is None:
@@ -355,7 +362,10 @@ class Codec(Generic[E]):
         )
 
     def decode_data(self, recorded: RecordedEvent) -> E:
-        """Only the domain event, without building the metadata dict (the fast path for folding)."""
+        """Only the domain event, without building the metadata dict (the fast path for folding).
+
+        Of the metadata it reads only ``$event_version``: what it skips is not checked (``decode`` is).
+        """
         version = 1
         if recorded.metadata:
             try:
