@@ -515,6 +515,11 @@ class Doubled(pydantic.BaseModel):
         return 2 * self.n
 
 
+class Blob(pydantic.BaseModel):
+    name: str
+    parts: list[bytes]
+
+
 class Secretive(pydantic.BaseModel):
     n: int
     note: str = pydantic.Field(default="", exclude=True)
@@ -524,12 +529,16 @@ def test_encode_refuses_what_the_classes_own_checks_would_refuse() -> None:
     """Constraints, __post_init__ checks and pydantic configurations the decoder applies, not the constructor."""
     checked = Checked(1)
     checked.n = -1  # a mutable dataclass: nothing checks the assignment
-    strict: Codec[object] = Codec([Bounded, Checked, Doubled, Secretive])
+    strict: Codec[object] = Codec([Bounded, Checked, Doubled, Secretive, Blob])
     cases: list[tuple[object, str]] = [
         (Bounded(-1), "it would not decode: ValidationError: Expected `int` >= 0 - at `$.n`"),
         (checked, "it would not decode: ValidationError: n must be >= 0"),
         (Doubled(n=1), "it would not decode: ValidationError: $.twice: Extra inputs are not permitted"),
         (Secretive(n=1, note="x"), "$.note would decode as '', not 'x'"),
+        (
+            Blob(name="a", parts=[b"ok", b"\xff\xfe"]),
+            "$.parts[1] holds bytes that are not UTF-8 (b'\\xff\\xfe'), which pydantic writes as text",
+        ),
     ]
     for event, reason in cases:
         with pytest.raises(InvalidEvent) as caught:

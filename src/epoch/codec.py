@@ -222,6 +222,18 @@ def _unwritable(value: object, path: str, msgspec_kind: bool) -> str | None:
     return None
 
 
+def _not_utf8(value: object, path: str) -> str | None:
+    """The first ``bytes`` in ``value`` that are not UTF-8 (which pydantic cannot write as text)."""
+    if isinstance(value, bytes):
+        try:
+            value.decode()
+        except UnicodeDecodeError:
+            return f"{path} holds bytes that are not UTF-8 ({_preview(value)}), which pydantic writes as text"
+        return None
+    found = (_not_utf8(child, child_path) for child_path, child in _children(value, path) or [])
+    return next((problem for problem in found if problem is not None), None)
+
+
 def _lone(text: str) -> bool:
     """Whether ``text`` holds a lone surrogate (which no UTF-8 encoder writes)."""
     try:
@@ -445,7 +457,10 @@ def _data_problem(entry: _Entry, event: Any, data: bytes | None, cause: Exceptio
     """Why ``event`` cannot be stored, found again slowly, or ``None``: it reads back equal field by field."""
     try:
         if data is None:  # the encoder refused
-            return _unwritable(event, "$", entry.msgspec_kind) or _reason(cause or ValueError())
+            found = _unwritable(event, "$", entry.msgspec_kind)
+            if found is None and not entry.msgspec_kind and "utf-8" in str(cause):
+                found = _not_utf8(event, "$")  # pydantic writes bytes as UTF-8 text unless told base64
+            return found or _reason(cause or ValueError())
         # NaN and infinity first: they decode as null, and "got null" would only puzzle.
         if (problem := _unwritable(event, "$", msgspec_kind=False)) is not None:
             return problem
