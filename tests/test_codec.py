@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
+import sys
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from decimal import Decimal
+from typing import Annotated, Any, ClassVar
 from uuid import UUID, uuid4
 
 import msgspec
@@ -17,6 +19,7 @@ from hypothesis import strategies as st
 from epoch import Codec, ConfigurationError, DecodeError, InvalidEvent, NewEvent, RecordedEvent, UnknownEventType
 from epoch.codec import Upcaster, event_type_of, event_version_of
 from tests.bank import AccountEvent, Closed, Deposited, Opened, Withdrawn
+from tests.hostile import _deep
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -28,6 +31,14 @@ def record(event: NewEvent, stream: str = "account-1", version: int = 0) -> Reco
 
 def raw(type: str, data: bytes, metadata: bytes = b"") -> RecordedEvent:
     return record(NewEvent(type, data, metadata))
+
+
+def short(value: object) -> str:
+    """A test id: the start of the value's repr (an int of 5000 digits has none)."""
+    try:
+        return repr(value)[:30]
+    except ValueError:
+        return type(value).__name__
 
 
 class Transferred(msgspec.Struct, frozen=True):
@@ -326,3 +337,463 @@ def test_decode_data_is_the_envelopes_data() -> None:
     """The fast path (used to fold streams; its speed is checked by `epoch bench`) agrees with decode."""
     events = [record(codec.encode(Deposited(i), {"$correlation_id": "c"}), version=i) for i in range(1_000)]
     assert [codec.decode_data(e) for e in events] == [codec.decode(e).data for e in events]
+
+
+# What encode writes, decode reads (guarantee 12): every kind of class, every place a bad value can hide.
+
+
+@dataclasses.dataclass(frozen=True)
+class Inner:
+    x: float
+
+
+class InnerStruct(msgspec.Struct, frozen=True):
+    x: float
+
+
+class InnerModel(pydantic.BaseModel):
+    x: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Reading:
+    value: float = 0.0
+    values: list[float] = dataclasses.field(default_factory=list)
+    scores: dict[str, float] = dataclasses.field(default_factory=dict)
+    inner: Inner | None = None
+    maybe: float | None = None
+    either: int | float | str = 0
+    extra: Any = None
+
+
+class ReadingStruct(msgspec.Struct, frozen=True):
+    value: float = 0.0
+    values: list[float] = msgspec.field(default_factory=list)
+    scores: dict[str, float] = msgspec.field(default_factory=dict)
+    inner: InnerStruct | None = None
+    maybe: float | None = None
+    either: int | float | str = 0
+    extra: Any = None
+
+
+class ReadingModel(pydantic.BaseModel):
+    value: float = 0.0
+    values: list[float] = []
+    scores: dict[str, float] = {}
+    inner: InnerModel | None = None
+    maybe: float | None = None
+    either: int | float | str = 0
+    extra: Any = None
+
+
+readings: Codec[Reading | ReadingStruct | ReadingModel] = Codec([Reading, ReadingStruct, ReadingModel])
+NO_NAN = "and JSON has no NaN or infinity"
+nan, inf = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"value": nan}, f"$.value is nan, {NO_NAN}"),
+        ({"value": inf}, f"$.value is inf, {NO_NAN}"),
+        ({"value": -inf}, f"$.value is -inf, {NO_NAN}"),
+        ({"values": [1.0, 2.0, -inf]}, f"$.values[2] is -inf, {NO_NAN}"),
+        ({"scores": {"a": 1.0, "b": nan}}, f"$.scores['b'] is nan, {NO_NAN}"),
+        ({"inner": "nan"}, f"$.inner.x is nan, {NO_NAN}"),
+        ({"maybe": nan}, f"$.maybe is nan, {NO_NAN}"),  # would read back as None: silently another event
+        ({"either": inf}, f"$.either is inf, {NO_NAN}"),
+        ({"extra": {"k": [nan]}}, f"$.extra['k'][0] is nan, {NO_NAN}"),
+        ({"extra": (1, 2)}, "$.extra would decode as [1, 2], not (1, 2)"),
+        ({"extra": {1: "a"}}, "$.extra has the key 1, not a str (JSON object keys are strings)"),
+        ({"extra": "a\ud800"}, "$.extra holds a lone surrogate ('a\\ud800'), which UTF-8 cannot encode"),
+        ({"scores": {"\udfff": 1.0}}, "$.scores has the key '\\udfff', a lone surrogate that UTF-8 cannot encode"),
+    ],
+    ids=lambda value: None if isinstance(value, str) else short(value),
+)
+@pytest.mark.parametrize("cls", [Reading, ReadingStruct, ReadingModel])
+def test_encode_refuses_what_would_not_read_back(cls: type, fields: dict[str, Any], reason: str) -> None:
+    inner = {Reading: Inner, ReadingStruct: InnerStruct, ReadingModel: InnerModel}[cls]
+    if fields.get("inner") == "nan":
+        fields = {"inner": inner(nan) if cls is not ReadingModel else inner(x=nan)}
+    event = cls(**fields)
+    with pytest.raises(InvalidEvent) as caught:
+        readings.encode(event)
+    assert str(caught.value) == f"invalid event: cannot encode {cls.__name__!r}: {reason}"
+    assert (caught.value.stream, caught.value.index) == ("", 0)
+    # The same event with the bad value taken out encodes and reads back equal.
+    assert readings.decode_data(record(readings.encode(cls()))) == cls()
+
+
+@pytest.mark.parametrize(
+    ("event", "reason"),
+    [
+        (Deposited(1.5), "it would not decode: ValidationError: Expected `int`, got `float` - at `$.amount`"),  # type: ignore[arg-type]
+        (Deposited(True), "it would not decode: ValidationError: Expected `int`, got `bool` - at `$.amount`"),
+        (Deposited(nan), f"$.amount is nan, {NO_NAN}"),  # type: ignore[arg-type]
+        (Deposited("7"), "it would not decode: ValidationError: Expected `int`, got `str` - at `$.amount`"),  # type: ignore[arg-type]
+        (Reading(value=2**63 + 1), "$.value would decode as 9.223372036854776e+18, not 9223372036854775809"),
+        (Reading(value=10**400), "it would not decode: ValidationError: Number out of range - at `$.value`"),
+        (ReadingStruct(value=10**400), "it would not decode: ValidationError: Number out of range - at `$.value`"),
+        (
+            Deposited(10**5000),
+            "$.amount: ValueError: Exceeds the limit (4300 digits) for integer string conversion; "
+            "use sys.set_int_max_str_digits() to increase the limit",
+        ),
+    ],
+    ids=[
+        "float in int",
+        "bool in int",
+        "nan in int",
+        "str in int",
+        "int in float",
+        "int beyond float",
+        "struct",
+        "5000 digits",
+    ],
+)
+def test_encode_refuses_numbers_the_decoder_would_not_give_back(event: object, reason: str) -> None:
+    both: Codec[object] = Codec([Deposited, Reading, ReadingStruct])
+    with pytest.raises(InvalidEvent) as caught:
+        both.encode(event)
+    assert str(caught.value) == f"invalid event: cannot encode {type(event).__name__!r}: {reason}"
+
+
+def test_ints_the_decoder_gives_back_are_kept() -> None:
+    """msgspec and pydantic decode ints of up to 4300 digits exactly (2**63, 2**64, 2**100 included)."""
+
+    class Big(pydantic.BaseModel):
+        n: int
+
+    big: Codec[Deposited | Big] = Codec([Deposited, Big])
+    for n in [2**63 - 1, 2**63, 2**64, 2**100, -(2**100), 10**4299]:
+        for event in (Deposited(n), Big(n=n)):
+            assert big.decode_data(record(big.encode(event, {"n": n}))) == event
+            assert big.decode(record(big.encode(event, {"n": n}))).metadata == {"n": n}
+
+
+def test_ints_beyond_the_decoders_limit_are_refused() -> None:
+    """With Python's digit limit lifted the encoder writes any int, but the decoder stops at 4300 digits."""
+    limit = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(0)
+    try:
+        with pytest.raises(InvalidEvent) as caught:
+            codec.encode(Deposited(10**5000))
+        assert str(caught.value) == (
+            "invalid event: cannot encode 'Deposited': "
+            "it would not decode: ValidationError: Integer value out of range - at `$.amount`"
+        )
+        with pytest.raises(InvalidEvent) as caught:
+            codec.encode(Deposited(1), {"n": 10**5000})
+        assert str(caught.value) == (
+            "invalid event: cannot encode 'Deposited': "
+            "metadata $: ValidationError: Integer value out of range - at `$[...]`"
+        )
+    finally:
+        sys.set_int_max_str_digits(limit)
+
+
+class Bounded(msgspec.Struct):
+    n: Annotated[int, msgspec.Meta(ge=0)]
+
+
+@dataclasses.dataclass
+class Checked:
+    n: int
+
+    def __post_init__(self) -> None:
+        if self.n < 0:
+            raise ValueError("n must be >= 0")
+
+
+class Doubled(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+    n: int
+
+    @pydantic.computed_field  # type: ignore[prop-decorator]
+    @property
+    def twice(self) -> int:
+        return 2 * self.n
+
+
+class Blob(pydantic.BaseModel):
+    name: str
+    parts: list[bytes]
+
+
+class Secretive(pydantic.BaseModel):
+    n: int
+    note: str = pydantic.Field(default="", exclude=True)
+
+
+def test_encode_refuses_what_the_classes_own_checks_would_refuse() -> None:
+    """Constraints, __post_init__ checks and pydantic configurations the decoder applies, not the constructor."""
+    checked = Checked(1)
+    checked.n = -1  # a mutable dataclass: nothing checks the assignment
+    strict: Codec[object] = Codec([Bounded, Checked, Doubled, Secretive, Blob])
+    cases: list[tuple[object, str]] = [
+        (Bounded(-1), "it would not decode: ValidationError: Expected `int` >= 0 - at `$.n`"),
+        (checked, "it would not decode: ValidationError: n must be >= 0"),
+        (Doubled(n=1), "it would not decode: ValidationError: $.twice: Extra inputs are not permitted"),
+        (Secretive(n=1, note="x"), "$.note would decode as '', not 'x'"),
+        (
+            Blob(name="a", parts=[b"ok", b"\xff\xfe"]),
+            "$.parts[1] holds bytes that are not UTF-8 (b'\\xff\\xfe'), which pydantic writes as text",
+        ),
+    ]
+    for event, reason in cases:
+        with pytest.raises(InvalidEvent) as caught:
+            strict.encode(event)
+        assert str(caught.value) == f"invalid event: cannot encode {type(event).__name__!r}: {reason}"
+    assert strict.decode_data(record(strict.encode(Secretive(n=1)))) == Secretive(n=1)
+
+
+def test_equality_is_field_by_field_when_the_class_has_none() -> None:
+    """An ``eq=False`` class compares by identity; its fields decide. Decimal("NaN") reads back as written."""
+
+    @dataclasses.dataclass(eq=False)
+    class Plain:
+        n: int
+        price: Decimal
+
+    @dataclasses.dataclass(frozen=True)
+    class Priced:
+        price: Decimal
+
+    plain: Codec[object] = Codec([Plain, Priced])
+    decoded = plain.decode_data(record(plain.encode(Plain(1, Decimal("1.10")))))
+    assert (decoded.n, str(decoded.price)) == (1, "1.10")
+    assert str(plain.decode_data(record(plain.encode(Priced(Decimal("NaN"))))).price) == "NaN"
+    with pytest.raises(InvalidEvent) as caught:
+        plain.encode(Plain(1.5, Decimal(1)))  # type: ignore[arg-type]
+    assert str(caught.value) == (
+        "invalid event: cannot encode 'Plain': it would not decode: ValidationError: Expected `int`, got `float` - at `$.n`"
+    )
+
+
+@pytest.mark.parametrize(
+    ("metadata", "reason"),
+    [
+        ({"x": nan}, f"$['x'] is nan, {NO_NAN}"),
+        ({"x": [1, inf]}, f"$['x'][1] is inf, {NO_NAN}"),
+        ({"x": {"y": -inf}}, f"$['x']['y'] is -inf, {NO_NAN}"),
+        ({1: "a"}, "$ has the key 1, not a str (JSON object keys are strings)"),
+        ({"x": {2.5: "a"}}, "$['x'] has the key 2.5, not a str (JSON object keys are strings)"),
+        ({"who": "\ud800"}, "$['who'] holds a lone surrogate ('\\ud800'), which UTF-8 cannot encode"),
+        ({"\ud800": 1}, "$ has the key '\\ud800', a lone surrogate that UTF-8 cannot encode"),
+        ({"x": object()}, "$['x']: TypeError: Encoding objects of type object is unsupported"),
+        ({(1, 2): 1}, "$ has the key (1, 2): TypeError: Only dicts with str-like or number-like keys are supported"),
+        (
+            {"x": 10**5000},
+            "$['x']: ValueError: Exceeds the limit (4300 digits) for integer string conversion; "
+            "use sys.set_int_max_str_digits() to increase the limit",
+        ),
+    ],
+    ids=lambda value: short(value) if isinstance(value, dict) else None,
+)
+def test_encode_refuses_metadata_that_would_not_read_back(metadata: dict[Any, Any], reason: str) -> None:
+    with pytest.raises(InvalidEvent) as caught:
+        codec.encode(Deposited(1), metadata)
+    assert str(caught.value) == f"invalid event: cannot encode 'Deposited': metadata {reason}"
+
+
+def test_metadata_goes_through_the_json_mapping() -> None:
+    """UUIDs, datetimes, Decimals and tuples become their JSON form, as msgspec writes them; big ints stay."""
+    some_id = UUID("12345678-1234-5678-1234-567812345678")
+    metadata = {"id": some_id, "at": NOW, "price": Decimal("1.10"), "tags": ("a", "b"), "big": 2**100, "none": None}
+    envelope = codec.decode(record(codec.encode(Deposited(1), metadata)))
+    assert envelope.metadata == {
+        "id": "12345678-1234-5678-1234-567812345678",
+        "at": "2024-05-01T12:00:00Z",
+        "price": "1.10",
+        "tags": ["a", "b"],
+        "big": 2**100,
+        "none": None,
+    }
+    with pytest.raises(InvalidEvent) as caught:
+        codec.encode(Deposited(1), [1])  # type: ignore[arg-type]
+    assert str(caught.value) == (
+        "invalid event: cannot encode 'Deposited': "
+        "metadata: TypeError: cannot convert dictionary update sequence element #0 to a sequence"
+    )
+
+
+def test_refusals_chain_the_encoders_error() -> None:
+    with pytest.raises(InvalidEvent) as caught:
+        codec.encode(Opened("\ud800"))
+    assert str(caught.value) == (
+        "invalid event: cannot encode 'Opened': $.owner holds a lone surrogate ('\\ud800'), which UTF-8 cannot encode"
+    )
+    assert isinstance(caught.value.__cause__, UnicodeEncodeError)
+    with pytest.raises(InvalidEvent) as caught:
+        codec.encode(Deposited(1.5))  # type: ignore[arg-type]
+    assert isinstance(caught.value.__cause__, msgspec.ValidationError)
+    assert pickle.loads(pickle.dumps(caught.value)).args == caught.value.args
+
+
+def test_cycles_and_deep_nesting_are_refused_not_raised() -> None:
+    loop: list[Any] = []
+    loop.append(loop)
+    deep: list[Any] = []
+    for _ in range(100_000):
+        deep = [deep]
+    for value in (loop, deep):
+        with pytest.raises(InvalidEvent) as caught:
+            readings.encode(Reading(extra=value))
+        assert str(caught.value) == (
+            "invalid event: cannot encode 'Reading': "
+            "RecursionError: maximum recursion depth exceeded while serializing an object"
+        )
+        with pytest.raises(InvalidEvent) as caught:
+            codec.encode(Deposited(1), {"x": value})
+        assert str(caught.value) == (
+            "invalid event: cannot encode 'Deposited': "
+            "metadata $: RecursionError: maximum recursion depth exceeded while serializing an object"
+        )
+
+
+# Hostile stored bytes (guarantee 8): a DecodeError naming stream, version and type, never a raw exception.
+
+MALFORMED = "DecodeError: JSON is malformed"
+DEEP = "RecursionError: maximum recursion depth exceeded while deserializing an object"
+BAD_UTF8 = "UnicodeDecodeError: invalid UTF-8 in a JSON string"
+HOSTILE_DATA = [
+    (b'{"owner": NaN}', f"{MALFORMED}: invalid character (byte 10)"),
+    (b'{"owner": -Infinity}', f"{MALFORMED}: invalid character (byte 11)"),
+    (b'{"owner": 1e999}', "ValidationError: Number out of range - at `$.owner`"),
+    (b'{"owner": "\xff\xfe"}', f"{BAD_UTF8} (invalid start byte)"),
+    (b'{"owner": "\xed\xa0\x80"}', f"{BAD_UTF8} (invalid continuation byte)"),  # an encoded surrogate
+    (b'{"owner": "\\ud800"}', "DecodeError: Input data was truncated"),  # an escaped lone surrogate
+    (b'{"owner": "\x00"}', f"{MALFORMED}: invalid character (byte 11)"),
+    (_deep(10_000, "dict"), DEEP),
+    (_deep(10_000, "list"), "ValidationError: Expected `object`, got `array`"),
+    (b"[]", "ValidationError: Expected `object`, got `array`"),
+    (b"1", "ValidationError: Expected `object`, got `int`"),
+    (b'"text"', "ValidationError: Expected `object`, got `str`"),
+    (b"null", "ValidationError: Expected `object`, got `null`"),
+    (b"\x00", f"{MALFORMED}: invalid character (byte 0)"),
+    (b"\xff", f"{MALFORMED}: invalid character (byte 0)"),
+    (b"\xef\xbb\xbf{}", f"{MALFORMED}: invalid character (byte 0)"),  # a byte order mark
+    (b"{", "DecodeError: Input data was truncated"),
+    (b'{"owner": "a",}', f"{MALFORMED}: trailing comma in object (byte 14)"),
+    (b'{"owner": "a"} trailing', f"{MALFORMED}: trailing characters (byte 16)"),
+    (b"", "DecodeError: Input data was truncated"),
+]
+
+
+@pytest.mark.parametrize(("stored", "reason"), HOSTILE_DATA, ids=short)
+def test_hostile_data_raises_decode_error(stored: bytes, reason: str) -> None:
+    for decode in (codec.decode, codec.decode_data):
+        with pytest.raises(DecodeError) as caught:
+            decode(raw("Opened", stored))
+        assert type(caught.value) is DecodeError
+        assert str(caught.value) == f"account-1: cannot decode event 'Opened' at version 0: {reason}"
+
+
+@pytest.mark.parametrize(("stored", "reason"), HOSTILE_DATA, ids=short)
+def test_hostile_data_to_upcast_raises_decode_error(stored: bytes, reason: str) -> None:
+    """Data read as a plain object for an upcaster: the same errors, before any upcaster runs."""
+    if stored == b'{"owner": 1e999}':  # a plain object: msgspec names no field, only "a value"
+        reason = "ValidationError: Number out of range - at `$[...]`"
+    for decode in (upcasting.decode, upcasting.decode_data):
+        with pytest.raises(DecodeError) as caught:
+            decode(raw("Credited", stored))
+        assert type(caught.value) is DecodeError
+        assert str(caught.value) == f"account-1: cannot decode event 'Credited' at version 0: {reason}"
+        assert caught.value.__cause__ is not None
+
+
+@pytest.mark.parametrize(
+    ("metadata", "decode_reason", "decode_data_reason"),
+    [
+        (_deep(10_000, "dict"), f"bad metadata: {DEEP}", f"bad metadata: {DEEP}"),
+        (_deep(10_000, "list"), "bad metadata: ValidationError: Expected `object`, got `array`", "same"),
+        (b'{"a": NaN}', f"bad metadata: {MALFORMED}: invalid character (byte 6)", "same"),
+        (b'{"a": Infinity}', f"bad metadata: {MALFORMED}: invalid character (byte 6)", "same"),
+        (b"[]", "bad metadata: ValidationError: Expected `object`, got `array`", "same"),
+        (b"null", "bad metadata: ValidationError: Expected `object`, got `null`", "same"),
+        (b"\x00", f"bad metadata: {MALFORMED}: invalid character (byte 0)", "same"),
+        (b"{", "bad metadata: DecodeError: Input data was truncated", "same"),
+        (b'{"a": "\\ud800"}', "bad metadata: DecodeError: Input data was truncated", "same"),
+        # decode_data reads only $event_version: what it skips is not checked (the folding fast path).
+        (b'{"a": 1e999}', "bad metadata: ValidationError: Number out of range - at `$[...]`", None),
+        (b'{"a": "\xff\xfe"}', f"bad metadata: {BAD_UTF8} (invalid start byte)", None),
+        (b'{"a": "\xed\xa0\x80"}', f"bad metadata: {BAD_UTF8} (invalid continuation byte)", None),
+        (
+            b'{"$event_version": 0}',
+            "bad $event_version 0",
+            "bad metadata: ValidationError: Expected `int` >= 1 - at `$.$event_version`",
+        ),
+        (
+            b'{"$event_version": true}',
+            "bad $event_version True",
+            "bad metadata: ValidationError: Expected `int`, got `bool` - at `$.$event_version`",
+        ),
+        (
+            b'{"$event_version": ' + str(2**100).encode() + b"}",
+            f"version {2**100} is newer than Opened (version 1)",
+            "same",
+        ),
+    ],
+    ids=lambda value: short(value) if isinstance(value, bytes) else None,
+)
+def test_hostile_metadata_raises_decode_error(
+    metadata: bytes, decode_reason: str, decode_data_reason: str | None
+) -> None:
+    stored = raw("Opened", b'{"owner": "ada"}', metadata)
+    for decode, reason in ((codec.decode, decode_reason), (codec.decode_data, decode_data_reason)):
+        if reason is None:
+            assert decode(stored) in (Opened("ada"), codec.decode(raw("Opened", b'{"owner": "ada"}')))
+            continue
+        with pytest.raises(DecodeError) as caught:
+            decode(stored)
+        assert type(caught.value) is DecodeError
+        expected = decode_reason if reason == "same" else reason
+        assert str(caught.value) == f"account-1: cannot decode event 'Opened' at version 0: {expected}"
+
+
+def test_valid_json_oddities_decode() -> None:
+    """An escaped NUL in a string and ints beyond 64 bits are JSON: they decode."""
+    assert codec.decode_data(raw("Opened", b'{"owner": "\\u0000"}')) == Opened("\x00")
+    meta = b'{"n": ' + str(2**100).encode() + b', "z": "\\u0000"}'
+    assert codec.decode(raw("Opened", b'{"owner": "a"}', meta)).metadata == {"n": 2**100, "z": "\x00"}
+
+
+def test_upcaster_failures_name_the_type_and_versions() -> None:
+    class DepositedV2(msgspec.Struct):
+        event_type: ClassVar[str] = "Deposited"
+        event_version: ClassVar[int] = 2
+        cents: int
+
+    def explode(data: dict[str, Any]) -> dict[str, Any]:
+        raise ZeroDivisionError("no cents today")
+
+    prefix = "account-1: cannot decode event 'Deposited' at version 0: upcaster ('Deposited', 1)"
+    cases: list[tuple[Upcaster, str, type[BaseException] | None]] = [
+        (explode, f"{prefix} failed: ZeroDivisionError: no cents today", ZeroDivisionError),
+        (lambda data: [data], f"{prefix} returned [{{'amount': 1}}], not a dict or a (type name, dict) pair", None),
+        (lambda data: None, f"{prefix} returned None, not a dict or a (type name, dict) pair", None),  # type: ignore[arg-type,return-value]
+        (
+            lambda data: ("Deposited", ["x" * 100]),
+            f"{prefix} returned ('Deposited', ['{'x' * 41}..., not a dict or a (type name, dict) pair",
+            None,
+        ),
+        (
+            lambda data: (7, data),
+            f"{prefix} returned (7, {{'amount': 1}}), not a dict or a (type name, dict) pair",
+            None,
+        ),
+        (
+            lambda data: {"cents": float("nan")},
+            "account-1: cannot decode event 'Deposited' at version 0: after upcasting to version 2: "
+            "ValidationError: Expected `int`, got `null` - at `$.cents`",
+            msgspec.ValidationError,
+        ),
+    ]
+    for upcaster, message, cause in cases:
+        broken = Codec([DepositedV2], {("Deposited", 1): upcaster})
+        for decode in (broken.decode, broken.decode_data):
+            with pytest.raises(DecodeError) as caught:
+                decode(raw("Deposited", b'{"amount": 1}'))
+            assert type(caught.value) is DecodeError
+            assert str(caught.value) == message
+            assert (cause is None and caught.value.__cause__ is None) or isinstance(caught.value.__cause__, cause)

@@ -10,13 +10,23 @@ the object at version ``n + 1``, either as a dict (same type) or as a ``(new_typ
 renames the type; the version keeps counting (``("Credited", 1)`` may return ``("Deposited", dict)`` at
 version 2, so the ``Deposited`` class then declares ``event_version = 2`` or more). Chains run
 ``n -> n + 1 -> ...`` until a registered class has the version reached.
+
+What ``encode`` writes, ``decode`` reads (guarantee 12): ``encode`` decodes the bytes it wrote with the
+class's own decoder and compares, so an event that would not read back as an equal value (NaN or
+infinity, which JSON writes as ``null``; a float in an int field; an int too large for a float field; a
+value outside a ``msgspec.Meta`` constraint; a tuple in an ``Any`` field) raises :class:`InvalidEvent`
+naming the field (``$.amount``) instead of bricking its stream. Metadata is a plain JSON object: its
+values go through JSON's own mapping (a UUID or a datetime becomes a str, a tuple a list) but must then
+read back as that JSON, so NaN, infinity and non-str keys are refused there too.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Iterable, Mapping
 from collections.abc import Set as AbstractSet
+from decimal import Decimal
 from typing import Annotated, Any, Generic, Protocol, TypeVar
 from uuid import UUID
 
@@ -44,6 +54,10 @@ class _Meta(msgspec.Struct):
 
 
 _META = msgspec.json.Decoder(_Meta)
+
+# What msgspec raises on stored bytes that are not the JSON asked for: its own errors, and for invalid
+# UTF-8 inside a string or nesting deeper than the interpreter's stack, Python's (DESIGN guarantee 8).
+_BAD_JSON = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 
 
 class EventCodec(Protocol[E]):
@@ -90,6 +104,21 @@ class _Entry:
     version: int
     to_json: Callable[[Any], bytes]
     from_json: Callable[[bytes], Any]
+    same: Callable[[Any, Any], bool]
+    """A fast check that a decoded event equals the original; ``False`` sends it to the careful check."""
+    msgspec_kind: bool
+    """Encoded by msgspec (dataclass, Struct), so msgspec can tell which field it cannot encode."""
+
+
+def _equal(decoded: Any, event: Any) -> bool:
+    return bool(decoded == event)
+
+
+def _pydantic_equal(decoded: Any, event: Any) -> bool:
+    # BaseModel.__eq__ costs more than the decode; the fields and extras are what was written.
+    return bool(
+        decoded.__dict__ == event.__dict__ and (decoded.__pydantic_extra__ or {}) == (event.__pydantic_extra__ or {})
+    )
 
 
 def _entry(cls: object) -> _Entry:
@@ -98,19 +127,172 @@ def _entry(cls: object) -> _Entry:
     if issubclass(cls, msgspec.Struct) or dataclasses.is_dataclass(cls):
         to_json: Callable[[Any], bytes] = _ENCODER.encode
         from_json: Callable[[bytes], Any] = msgspec.json.Decoder(cls).decode
+        same, msgspec_kind = _equal, True
     elif hasattr(cls, "model_validate_json") and hasattr(cls, "model_dump_json"):  # pydantic, not imported
         from_json = cls.model_validate_json
 
         def to_json(event: Any) -> bytes:
             return event.model_dump_json(by_alias=True).encode()  # type: ignore[no-any-return]
 
+        same, msgspec_kind = _pydantic_equal, False
     else:
         raise ConfigurationError(f"{cls.__qualname__} must be a dataclass, a msgspec.Struct or a pydantic model")
-    return _Entry(cls, event_type_of(cls), event_version_of(cls), to_json, from_json)
+    return _Entry(cls, event_type_of(cls), event_version_of(cls), to_json, from_json, same, msgspec_kind)
 
 
 def _reason(exc: BaseException) -> str:
+    """One line for an encoder's, a decoder's or a user's exception: its type and what it says."""
+    if isinstance(exc, UnicodeDecodeError):  # its "position" counts inside one JSON string, not the bytes
+        return f"UnicodeDecodeError: invalid UTF-8 in a JSON string ({exc.reason})"
+    errors = getattr(exc, "errors", None)
+    if type(exc).__module__.startswith("pydantic") and callable(errors):  # pydantic's message spans lines
+        try:
+            found = errors(include_url=False)
+            first = found[0]
+            where = _path("$", *first["loc"])
+            more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+            return f"{type(exc).__name__}: {where}: {first['msg']}{more}"
+        except Exception:  # an unexpected shape: fall back to the whole message
+            pass
     return f"{type(exc).__name__}: {exc}"
+
+
+def _path(path: str, *steps: object) -> str:
+    """A JSON path in msgspec's style from pydantic's ``loc``: ``$.field``, ``$.list[0]``."""
+    for step in steps:
+        path = f"{path}.{step}" if isinstance(step, str) and step.isidentifier() else f"{path}[{step!r}]"
+    return path
+
+
+def _preview(value: object) -> str:
+    try:
+        text = repr(value)
+    except Exception:
+        return f"<{type(value).__name__}>"
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
+def _fields(value: object) -> list[tuple[str, Any]] | None:
+    """The fields of a Struct, dataclass or pydantic model instance (by attribute name), else ``None``."""
+    if isinstance(value, msgspec.Struct):
+        return [(name, getattr(value, name)) for name in value.__struct_fields__]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return [(field.name, getattr(value, field.name)) for field in dataclasses.fields(value)]
+    model_fields = getattr(type(value), "model_fields", None)
+    if isinstance(model_fields, dict) and hasattr(value, "model_dump_json"):
+        extra = getattr(value, "__pydantic_extra__", None) or {}
+        return [(name, getattr(value, name)) for name in model_fields] + list(extra.items())
+    return None
+
+
+def _children(value: object, path: str) -> list[tuple[str, Any]] | None:
+    """``(path, value)`` of what ``value`` holds, or ``None`` for a leaf."""
+    if (fields := _fields(value)) is not None:
+        return [(f"{path}.{name}", item) for name, item in fields]
+    if isinstance(value, dict):
+        return [(f"{path}[{_preview(key)}]", item) for key, item in value.items()]
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [(f"{path}[{index}]", item) for index, item in enumerate(value)]
+    return None
+
+
+def _unwritable(value: object, path: str, msgspec_kind: bool) -> str | None:
+    """The first thing in ``value`` that JSON cannot hold: NaN/infinity, a lone surrogate, an unencodable leaf.
+
+    Only on the error path. ``msgspec_kind``: try each leaf with msgspec (what encoded the event); pydantic
+    serialises types msgspec does not know, so for it only the rules that hold for any encoder apply.
+    """
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{path} is {value!r}, and JSON has no NaN or infinity"
+    if isinstance(value, str):
+        return f"{path} holds a lone surrogate ({_preview(value)}), which UTF-8 cannot encode" if _lone(value) else None
+    if isinstance(value, dict):
+        for key in value:
+            if isinstance(key, str) and _lone(key):
+                return f"{path} has the key {_preview(key)}, a lone surrogate that UTF-8 cannot encode"
+            if msgspec_kind and (problem := _unencodable({key: None})) is not None:
+                return f"{path} has the key {_preview(key)}: {problem}"
+    children = _children(value, path)
+    if children is None:
+        problem = _unencodable(value) if msgspec_kind else None
+        return None if problem is None else f"{path}: {problem}"
+    for child_path, child in children:
+        if (problem := _unwritable(child, child_path, msgspec_kind)) is not None:
+            return problem
+    return None
+
+
+def _not_utf8(value: object, path: str) -> str | None:
+    """The first ``bytes`` in ``value`` that are not UTF-8 (which pydantic cannot write as text)."""
+    if isinstance(value, bytes):
+        try:
+            value.decode()
+        except UnicodeDecodeError:
+            return f"{path} holds bytes that are not UTF-8 ({_preview(value)}), which pydantic writes as text"
+        return None
+    found = (_not_utf8(child, child_path) for child_path, child in _children(value, path) or [])
+    return next((problem for problem in found if problem is not None), None)
+
+
+def _lone(text: str) -> bool:
+    """Whether ``text`` holds a lone surrogate (which no UTF-8 encoder writes)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _unencodable(value: object) -> str | None:
+    try:
+        _ENCODER.encode(value)
+    except Exception as exc:
+        return _reason(exc)
+    return None
+
+
+def _difference(original: object, decoded: object, path: str, as_json: bool = False) -> str | None:
+    """Where ``decoded`` differs from ``original``, compared field by field and item by item, or ``None``.
+
+    The arbiter when ``==`` says "unequal": a class without value equality (``eq=False``, a pydantic
+    private attribute) compares equal here when every field it wrote reads back equal. ``as_json``: a
+    tuple may read back as a list (metadata is plain JSON).
+    """
+    if original is decoded:
+        return None
+    differs = f"{path} would decode as {_preview(decoded)}, not {_preview(original)}"
+    if as_json and type(original) is tuple and type(decoded) is list:
+        original = list(original)
+    if type(original) is not type(decoded):
+        # An int in a float field reads back as a float: the same number when it is exactly representable.
+        exact = type(original) is int and type(decoded) is float and original == decoded
+        return None if exact else differs
+    if (fields := _fields(original)) is not None:
+        pairs = zip(fields, _fields(decoded) or [], strict=False)
+        found = (_difference(a, b, f"{path}.{name}", as_json) for (name, a), (_, b) in pairs)
+        return next((problem for problem in found if problem is not None), None)
+    if isinstance(original, dict):
+        assert isinstance(decoded, dict)
+        if original.keys() != decoded.keys():
+            for key in original:
+                if not isinstance(key, str):
+                    return f"{path} has the key {_preview(key)}, not a str (JSON object keys are strings)"
+            return differs
+        found = (_difference(item, decoded[key], f"{path}[{_preview(key)}]", as_json) for key, item in original.items())
+        return next((problem for problem in found if problem is not None), None)
+    if isinstance(original, (list, tuple)):
+        assert isinstance(decoded, (list, tuple))
+        if len(original) != len(decoded):
+            return differs
+        items = enumerate(zip(original, decoded, strict=True))
+        found = (_difference(a, b, f"{path}[{index}]", as_json) for index, (a, b) in items)
+        return next((problem for problem in found if problem is not None), None)
+    if isinstance(original, Decimal):  # written as its str: Decimal("NaN") reads back the same, unequal to itself
+        return None if str(original) == str(decoded) else differs
+    try:
+        return None if original == decoded else differs
+    except Exception:  # e.g. comparing a signalling NaN raises
+        return differs
 
 
 class Codec(Generic[E]):
@@ -152,21 +334,14 @@ class Codec(Generic[E]):
         """A :class:`NewEvent` for ``event``; raises :class:`InvalidEvent` for an unregistered class.
 
         ``metadata`` is merged into the JSON metadata; the codec owns ``$event_version`` and replaces any
-        value given for it. The id is a fresh UUID4 unless ``id`` is given.
+        value given for it. The id is a fresh UUID4 unless ``id`` is given. An event or metadata that
+        would not decode back to an equal value raises :class:`InvalidEvent` naming the field (guarantee 12).
         """
         entry = self._by_class.get(type(event))
         if entry is None:
             raise InvalidEvent("", 0, f"{type(event).__qualname__} is not registered with the codec")
-        try:
-            data = entry.to_json(event)
-            meta = dict(metadata) if metadata else {}
-            if entry.version == 1:
-                meta.pop(VERSION_KEY, None)
-            else:
-                meta[VERSION_KEY] = entry.version
-            encoded_meta = _ENCODER.encode(meta) if meta else b""
-        except (TypeError, ValueError, msgspec.EncodeError) as exc:
-            raise InvalidEvent("", 0, f"cannot encode {entry.type!r}: {_reason(exc)}") from exc
+        data = _encode_data(entry, event)
+        encoded_meta = _encode_metadata(entry, metadata)
         if id is None:
             return NewEvent(entry.type, data, encoded_meta)
         return NewEvent(entry.type, data, encoded_meta, id)
@@ -177,7 +352,7 @@ class Codec(Generic[E]):
         if recorded.metadata:
             try:
                 metadata = _OBJECT.decode(recorded.metadata)
-            except msgspec.DecodeError as exc:
+            except _BAD_JSON as exc:
                 raise DecodeError(*_where(recorded), f"bad metadata: {_reason(exc)}") from exc
         version = metadata.get(VERSION_KEY, 1)
         if type(version) is not int or version < 1:
@@ -199,12 +374,15 @@ class Codec(Generic[E]):
         )
 
     def decode_data(self, recorded: RecordedEvent) -> E:
-        """Only the domain event, without building the metadata dict (the fast path for folding)."""
+        """Only the domain event, without building the metadata dict (the fast path for folding).
+
+        Of the metadata it reads only ``$event_version``: what it skips is not checked (``decode`` is).
+        """
         version = 1
         if recorded.metadata:
             try:
                 version = _META.decode(recorded.metadata).event_version
-            except msgspec.DecodeError as exc:
+            except _BAD_JSON as exc:
                 raise DecodeError(*_where(recorded), f"bad metadata: {_reason(exc)}") from exc
         entry = self._by_type.get(recorded.type)
         if entry is not None and entry.version == version:
@@ -223,7 +401,7 @@ class Codec(Generic[E]):
             raise UnknownEventType(*_where(recorded))
         try:
             payload = _OBJECT.decode(recorded.data)
-        except msgspec.DecodeError as exc:
+        except _BAD_JSON as exc:
             raise DecodeError(*_where(recorded), _reason(exc)) from exc
         while (entry := self._by_type.get(name)) is None or entry.version != version:
             upcaster = self._upcasters.get((name, version))
@@ -244,12 +422,98 @@ class Codec(Generic[E]):
                 case (str() as name, dict() as payload):
                     pass
                 case _:
-                    raise DecodeError(*_where(recorded), f"upcaster {key!r} returned {result!r}, not a dict")
+                    raise DecodeError(
+                        *_where(recorded),
+                        f"upcaster {key!r} returned {_preview(result)}, not a dict or a (type name, dict) pair",
+                    )
             version += 1
         try:
             return entry.type, entry.from_json(_ENCODER.encode(payload))
         except Exception as exc:
             raise DecodeError(*_where(recorded), f"after upcasting to version {version}: {_reason(exc)}") from exc
+
+
+def _encode_data(entry: _Entry, event: Any) -> bytes:
+    data: bytes | None = None
+    cause: Exception | None = None
+    try:
+        data = entry.to_json(event)
+        # Guarantee 12. Dataclasses and Structs check nothing at construction (any field may hold NaN, a
+        # float in an int field, a value outside a msgspec.Meta constraint) and pydantic accepts NaN and
+        # unchecked assignments, so only the class's own decoder can say what reads back: decode and
+        # compare. About one decode per event (docs/concepts.md), far less than the append that follows.
+        if entry.same(entry.from_json(data), event):
+            return data
+    except Exception as exc:  # msgspec, pydantic, or a user's serializer, __post_init__ or __eq__
+        cause = exc
+    problem = _data_problem(entry, event, data, cause)
+    if problem is not None:
+        raise InvalidEvent("", 0, f"cannot encode {entry.type!r}: {problem}") from cause
+    assert data is not None  # an encoder error is always a problem
+    return data
+
+
+def _data_problem(entry: _Entry, event: Any, data: bytes | None, cause: Exception | None) -> str | None:
+    """Why ``event`` cannot be stored, found again slowly, or ``None``: it reads back equal field by field."""
+    try:
+        if data is None:  # the encoder refused
+            found = _unwritable(event, "$", entry.msgspec_kind)
+            if found is None and not entry.msgspec_kind and "utf-8" in str(cause):
+                found = _not_utf8(event, "$")  # pydantic writes bytes as UTF-8 text unless told base64
+            return found or _reason(cause or ValueError())
+        # NaN and infinity first: they decode as null, and "got null" would only puzzle.
+        if (problem := _unwritable(event, "$", msgspec_kind=False)) is not None:
+            return problem
+        try:
+            decoded = entry.from_json(data)
+        except Exception as exc:
+            return f"it would not decode: {_reason(exc)}"
+        return _difference(event, decoded, "$")  # also when the class's __eq__ raised
+    except RecursionError:  # a cycle or deep nesting: the walk gives up, the refusal stands
+        return _reason(cause) if cause is not None else "it would not decode back to an equal value"
+
+
+def _encode_metadata(entry: _Entry, metadata: Mapping[str, Any] | None) -> bytes:
+    if not metadata and entry.version == 1:
+        return b""
+    try:
+        meta = dict(metadata) if metadata else {}
+    except Exception as exc:
+        raise InvalidEvent("", 0, f"cannot encode {entry.type!r}: metadata: {_reason(exc)}") from exc
+    if entry.version == 1:
+        meta.pop(VERSION_KEY, None)
+    else:
+        meta[VERSION_KEY] = entry.version
+    if not meta:
+        return b""
+    encoded: bytes | None = None
+    cause: Exception | None = None
+    try:
+        encoded = _ENCODER.encode(meta)
+        # Guarantee 12 for metadata, a plain JSON object: it must read back as the JSON it was written as.
+        # Equal to the dict given is the common case (strs and ints); else to its JSON form, so a UUID or
+        # a datetime may become a str, but NaN (written as null) or an int key (written as a str) may not.
+        decoded = _OBJECT.decode(encoded)
+        if decoded == meta or decoded == msgspec.to_builtins(meta):
+            return encoded
+    except Exception as exc:
+        cause = exc
+    problem = _metadata_problem(meta, encoded, cause)
+    if problem is not None:
+        raise InvalidEvent("", 0, f"cannot encode {entry.type!r}: metadata {problem}") from cause
+    assert encoded is not None
+    return encoded
+
+
+def _metadata_problem(meta: dict[str, Any], encoded: bytes | None, cause: Exception | None) -> str | None:
+    try:
+        if (problem := _unwritable(meta, "$", msgspec_kind=True)) is not None:
+            return problem
+        if cause is not None or encoded is None:
+            return f"$: {_reason(cause or ValueError())}"
+        return _difference(msgspec.to_builtins(meta), _OBJECT.decode(encoded), "$", as_json=True)
+    except Exception:  # a cycle, deep nesting, a __eq__ that raises: the refusal stands
+        return f"$: {_reason(cause)}" if cause is not None else "$ would not decode back to an equal value"
 
 
 def _where(recorded: RecordedEvent) -> tuple[str, int, str]:

@@ -222,6 +222,8 @@ class InvalidEvent(EpochError, TypeError):
         self.reason = reason
 
     def __str__(self) -> str:
+        if not self.stream:  # from the codec, which does not know where the event is going
+            return f"invalid event: {self.reason}"
         return f"{self.stream}: invalid event at index {self.index}: {self.reason}"
 
 
