@@ -10,6 +10,7 @@ Every error epoch raises on purpose derives from :class:`EpochError`::
     ├── DecodeError                 a stored event cannot be turned into a domain event
     │   └── UnknownEventType        ... because its type is not registered
     ├── StoreUnavailable            the store cannot be reached (connection lost, timeout)
+    │   └── StoreFull               ... because its disk (or its configured size limit) is full
     ├── InvalidStreamName (ValueError)
     ├── InvalidExpectedVersion (ValueError)
     ├── InvalidVersion (ValueError) a version or instant outside a stream (time travel)
@@ -39,6 +40,7 @@ __all__ = [
     "InvalidVersion",
     "MissingDependency",
     "ProjectionFailed",
+    "StoreFull",
     "StoreUnavailable",
     "StreamClosed",
     "StreamDeleted",
@@ -150,6 +152,15 @@ class StoreUnavailable(EpochError):
 
     def __str__(self) -> str:
         return f"{self.stream}: {self.message}" if self.stream else self.message
+
+
+class StoreFull(StoreUnavailable):
+    """The store's disk, or the size limit it was given, is full: nothing of the write was stored.
+
+    A kind of :class:`StoreUnavailable` (the store recovers once space is freed, so code that retries on
+    ``StoreUnavailable`` keeps working) that names the cause, so an operator is not sent looking for a
+    lost connection.
+    """
 
 
 class InvalidStreamName(EpochError, ValueError):
