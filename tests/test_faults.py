@@ -8,19 +8,22 @@ The counts (kills, restarts) are printed and kept in ``.soak/``; ``make soak`` r
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import json
 import os
+import random
 import sqlite3
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
 
-from epoch import EventStore, NewEvent, StoreFull, StoreUnavailable, open_store
+from epoch import NO_STREAM, EventStore, NewEvent, RecordedEvent, StoreFull, StoreUnavailable, open_store
 from epoch.stores.sqlite import SQLiteEventStore
-from tests.faults import collect
+from tests.faults import Worker, check_log, collect, env_int, report
 
 # -- a full disk (SQLite) --------------------------------------------------------------------------
 
@@ -142,3 +145,124 @@ async def test_max_page_count_is_store_full_and_writes_resume(tmp_path: Path) ->
         assert result.version == acked[-1][1] + 1
     with sqlite3.connect(path) as check:
         assert check.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+
+
+# -- SIGKILLed writers (SQLite, PostgreSQL) --------------------------------------------------------
+
+KILLS = env_int("EPOCH_FAULT_KILLS", 24)
+WRITERS = 3
+
+
+def parse_acks(workers: Iterable[Worker]) -> dict[tuple[int, int, int], tuple[str, int]]:
+    """(generation, worker, batch) -> (stream, last version) of every batch a worker acknowledged."""
+    acked = {}
+    for worker in workers:
+        for line in list(worker.lines):
+            _, generation, number, batch, stream, version = line.split()
+            acked[int(generation), int(number), int(batch)] = (stream, int(version))
+    return acked
+
+
+def check_batches(
+    events: list[RecordedEvent], acked: dict[tuple[int, int, int], tuple[str, int]]
+) -> dict[tuple[int, int, int], list[RecordedEvent]]:
+    """Every batch in the log is whole, in one stream at consecutive versions; every acknowledged one is there."""
+    check_log(events)
+    batches: dict[tuple[int, int, int], list[RecordedEvent]] = {}
+    for event in events:
+        part = json.loads(event.data)
+        if event.type == "Part":
+            batches.setdefault((part["g"], part["w"], part["b"]), []).append(event)
+    for key, parts in batches.items():
+        size = json.loads(parts[0].data)["n"]
+        assert [json.loads(e.data)["i"] for e in parts] == list(range(size)), f"batch {key} is not whole"
+        assert {e.stream for e in parts} == {parts[0].stream}, f"batch {key} spans streams"
+        first = parts[0].version
+        assert [e.version for e in parts] == list(range(first, first + size)), f"batch {key}: versions"
+    for key, (stream, version) in acked.items():
+        assert key in batches, f"acknowledged batch {key} ({stream} version {version}) is lost"
+        assert (batches[key][-1].stream, batches[key][-1].version) == (stream, version), f"batch {key} moved"
+    # A worker appends its batches one after another: what is stored of one generation has no gap, and
+    # beyond what it acknowledged holds at most the batch it was killed between commit and reply.
+    generations: dict[tuple[int, int], list[int]] = {}
+    for generation, worker, batch in batches:
+        generations.setdefault((generation, worker), []).append(batch)
+    for (generation, worker), numbers in generations.items():
+        assert sorted(numbers) == list(range(len(numbers))), f"generation {generation} of worker {worker}: a gap"
+    return batches
+
+
+async def sigkill_writers(url: str, name: str, integrity: Path | None = None) -> None:
+    rng = random.Random(8)
+    kills = probes = 0
+    generation = 0
+    all_workers: list[Worker] = []
+
+    async def start(number: int) -> Worker:
+        nonlocal generation
+        generation += 1
+        worker = await Worker.start("batches", url, str(generation), str(number), name=f"writer {number}")
+        all_workers.append(worker)
+        return worker
+
+    started = time.monotonic()
+    async with open_store(url) as store:
+        await store.append("probe-1", [NewEvent("Probe", b"{}")], NO_STREAM)  # creates the schema once
+        running = [await start(number) for number in range(WRITERS)]
+        try:
+            while kills < KILLS:
+                number = rng.randrange(WRITERS)
+                victim = running[number]
+                # Let it commit a few batches, then kill it at a random moment (inside an append,
+                # between commit and reply, or between two appends).
+                await victim.wait_for_lines(len(victim.lines) + rng.randint(1, 4))
+                await asyncio.sleep(rng.uniform(0, 0.03))
+                await victim.kill()
+                kills += 1
+                acked = parse_acks(all_workers)  # before the read: every one of them must be in it
+                check_batches(await collect(store.read_all()), acked)
+                # The store keeps accepting writes, guarded ones too.
+                version = await store.stream_version("probe-1")
+                assert (await store.append("probe-1", [NewEvent("Probe", b"{}")], version)).version == version + 1
+                probes += 1
+                running[number] = await start(number)
+        finally:
+            for worker in running:
+                await worker.stop()
+        acked = parse_acks(all_workers)
+        events = await collect(store.read_all())
+        streams = {s: [e.version for e in await collect(store.read_stream(s))] for s in {e.stream for e in events}}
+        check_log(events, streams)
+        batches = check_batches(events, acked)
+    if integrity is not None:
+        with sqlite3.connect(integrity) as check:
+            assert check.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    assert kills == KILLS
+    report(
+        f"faults-sigkill-{name}",
+        {
+            "store": name,
+            "sigkills": kills,
+            "writer_processes_started": len(all_workers),
+            "batches_acknowledged": len(acked),
+            "batches_stored": len(batches),
+            "batches_committed_but_not_acknowledged": len(batches) - len(acked),
+            "events_stored": len(events),
+            "guarded_probe_appends_after_a_kill": probes,
+            "seconds": round(time.monotonic() - started, 1),
+        },
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+async def test_sigkilled_writers_sqlite(tmp_path: Path) -> None:
+    path = tmp_path / "kills.db"
+    await sigkill_writers(f"sqlite:///{path}", "sqlite", integrity=path)
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.timeout(600)
+async def test_sigkilled_writers_postgres(pg_dsn: str) -> None:
+    await sigkill_writers(pg_dsn + "?pool_max=4", "postgres")
