@@ -9,7 +9,7 @@ had been told was stored when it was SIGKILLed.
   ``ack GENERATION WORKER BATCH STREAM LAST_VERSION``.
 - ``commands URL WORKER SECONDS STREAMS``: ``Deposit`` commands through a ``CommandHandler`` on shared hot
   account streams for SECONDS, each with a command id (every fifth sent twice: the second must return
-  the first's result). Prints ``ok COMMAND_ID STREAM VERSION``, then ``done COUNT``.
+  the first's result). Prints ``ok COMMAND_ID STREAM VERSION ATTEMPTS``, then ``done COUNT``.
 - ``partitioned URL PARTITIONS``: a ``PartitionedRunner`` whose projection records, in the same
   transaction as its checkpoint, each event it handles (table ``soak_handled``). Prints ``ready``.
 """
@@ -82,7 +82,7 @@ async def commands(url: str, worker: int, seconds: float, streams: int) -> None:
             if done % 5 == 0:
                 again = await handler.execute(stream, Deposit(1), command_id=command_id)
                 assert (again.stream, again.version, again.position) == (first.stream, first.version, first.position)
-            print(f"ok {command_id} {first.stream} {first.version}", flush=True)
+            print(f"ok {command_id} {first.stream} {first.version} {first.attempts}", flush=True)
             done += 1
     print(f"done {done}", flush=True)
 
