@@ -5,7 +5,7 @@ TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 VENV := .venv
 
-.PHONY: demo test check lint typecheck bench bench-quick clean
+.PHONY: demo test soak check lint typecheck bench bench-quick clean
 
 $(UV):
 	python3 -m venv $(TOOLS)
@@ -29,6 +29,17 @@ typecheck: $(VENV)/.synced
 # scripts/test starts (and stops) unless EPOCH_TEST_PG_DSN names one already.
 test: lint typecheck
 	scripts/test
+
+# The long fault and soak runs (about 15 minutes): 1,000,000 events through read_all, a projection and
+# epoch copy; 600 s of mixed load on PostgreSQL; 200 SIGKILLs per store; 20 PostgreSQL restarts. Each
+# figure can be overridden from the environment (e.g. EPOCH_SOAK_SECONDS=60 make soak). `make test`
+# runs the same tests in their short versions. The figures land in .soak/*.json.
+soak: lint typecheck
+	rm -rf .soak
+	EPOCH_SOAK_EVENTS=$${EPOCH_SOAK_EVENTS:-1000000} EPOCH_SOAK_SECONDS=$${EPOCH_SOAK_SECONDS:-600} \
+	EPOCH_FAULT_KILLS=$${EPOCH_FAULT_KILLS:-200} EPOCH_FAULT_RESTARTS=$${EPOCH_FAULT_RESTARTS:-20} \
+	  scripts/test tests/test_soak.py tests/test_faults.py -s -q
+	@echo "figures: $$(ls .soak/*.json)"
 
 bench: $(VENV)/.synced
 	$(VENV)/bin/epoch bench
