@@ -33,12 +33,12 @@ test: lint typecheck
 # The long fault and soak runs (about 15 minutes): 1,000,000 events through read_all, a projection and
 # epoch copy; 600 s of mixed load on PostgreSQL; 200 SIGKILLs per store; 20 PostgreSQL restarts. Each
 # figure can be overridden from the environment (e.g. EPOCH_SOAK_SECONDS=60 make soak). `make test`
-# runs the same tests in their short versions. The figures land in .soak/*.json.
+# runs the same tests in their short versions. The figures land in .soak/*.json (short: .soak/short/).
 soak: lint typecheck
-	rm -rf .soak
+	rm -f .soak/*.json
 	EPOCH_SOAK_EVENTS=$${EPOCH_SOAK_EVENTS:-1000000} EPOCH_SOAK_SECONDS=$${EPOCH_SOAK_SECONDS:-600} \
 	EPOCH_FAULT_KILLS=$${EPOCH_FAULT_KILLS:-200} EPOCH_FAULT_RESTARTS=$${EPOCH_FAULT_RESTARTS:-20} \
-	  scripts/test tests/test_soak.py tests/test_faults.py -s -q
+	EPOCH_SOAK_REPORT_DIR=.soak scripts/test tests/test_soak.py tests/test_faults.py -s -q
 	@echo "figures: $$(ls .soak/*.json)"
 
 bench: $(VENV)/.synced

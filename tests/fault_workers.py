@@ -6,7 +6,8 @@ had been told was stored when it was SIGKILLed.
 - ``batches URL GENERATION WORKER``: appends batches of 1-30 events forever, with mixed guards: on the
   worker's own streams ``ANY``, ``STREAM_EXISTS``, ``NO_STREAM`` or the int version; on streams shared
   with the other workers an int guard, retried on ``WrongExpectedVersion``. Prints
-  ``ack GENERATION WORKER BATCH STREAM LAST_VERSION``.
+  ``try GENERATION WORKER BATCH`` before each append and ``ack GENERATION WORKER BATCH STREAM
+  LAST_VERSION`` after it.
 - ``commands URL WORKER SECONDS STREAMS``: ``Deposit`` commands through a ``CommandHandler`` on shared hot
   account streams for SECONDS, each with a command id (every fifth sent twice: the second must return
   the first's result). Prints ``ok COMMAND_ID STREAM VERSION ATTEMPTS``, then ``done COUNT``.
@@ -44,6 +45,7 @@ async def batches(url: str, generation: int, worker: int) -> None:
         for batch in range(10**9):
             size = rng.randint(1, 30)
             events = batch_events(generation, worker, batch, size)
+            print(f"try {generation} {worker} {batch}", flush=True)  # a kill after this lands inside an append
             if rng.random() < 0.4:
                 stream = f"shared-{rng.randrange(SHARED_STREAMS)}"
                 while True:  # an int guard, re-read on a conflict

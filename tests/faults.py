@@ -7,7 +7,7 @@
 - :func:`check_log`: the invariants of the global log every fault test checks (exactly once, positions
   strictly increasing, each stream dense and in version order).
 - :func:`peak_rss_kib` / :func:`reset_peak_rss` and :func:`report`: the figures a soak prints and keeps
-  under ``.soak/`` for the reliability report.
+  under ``.soak/`` (``make soak``) or ``.soak/short/`` (``make test``) for the reliability report.
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ import pytest
 from epoch import RecordedEvent
 
 ROOT = Path(__file__).resolve().parents[1]
-SOAK_DIR = ROOT / ".soak"
+# `make soak` keeps its figures in .soak/; the short versions (make test) in .soak/short/, so a later
+# `make test` does not overwrite the long run's.
+SOAK_DIR = ROOT / os.environ.get("EPOCH_SOAK_REPORT_DIR", ".soak/short")
 ENV = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'src'}"}
 
 
@@ -224,7 +226,7 @@ def reset_peak_rss() -> None:
 
 def report(name: str, figures: dict[str, Any]) -> None:
     """Print the figures (quotable from ``pytest -s``) and keep them in ``.soak/{name}.json``."""
-    SOAK_DIR.mkdir(exist_ok=True)
+    SOAK_DIR.mkdir(parents=True, exist_ok=True)
     text = json.dumps(figures, indent=2, sort_keys=True)
     (SOAK_DIR / f"{name}.json").write_text(text + "\n")
     print(f"\n[{name}] {text}")

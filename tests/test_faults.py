@@ -2,7 +2,7 @@
 
 Real parts only: OS processes killed with SIGKILL, a PostgreSQL cluster of this module's own with fsync
 on stopped with ``pg_ctl -m fast`` and ``-m immediate``, a size-limited tmpfs under a SQLite file.
-The counts (kills, restarts) are printed and kept in ``.soak/``; ``make soak`` raises them
+The counts (kills, restarts) are printed and kept in ``.soak/short/``; ``make soak`` raises them
 (``EPOCH_FAULT_KILLS``, ``EPOCH_FAULT_RESTARTS``).
 """
 
@@ -160,7 +160,7 @@ def parse_acks(workers: Iterable[Worker]) -> dict[tuple[int, int, int], tuple[st
     acked = {}
     for worker in workers:
         for line in list(worker.lines):
-            if len(line.split()) != 6:  # cut short by the SIGKILL: not an acknowledgement
+            if not line.startswith("ack ") or len(line.split()) != 6:  # a "try", or cut short by the kill
                 continue
             _, generation, number, batch, stream, version = line.split()
             acked[int(generation), int(number), int(batch)] = (stream, int(version))
@@ -239,7 +239,7 @@ class GrowingLog:
 
 async def sigkill_writers(url: str, name: str, integrity: Path | None = None) -> None:
     rng = random.Random(8)
-    kills = probes = 0
+    kills = probes = inside = 0
     generation = 0
     all_workers: list[Worker] = []
 
@@ -259,12 +259,19 @@ async def sigkill_writers(url: str, name: str, integrity: Path | None = None) ->
             while kills < KILLS:
                 number = rng.randrange(WRITERS)
                 victim = running[number]
-                # Let it commit a few batches, then kill it at a random moment (inside an append,
-                # between commit and reply, or between two appends).
-                await victim.wait_for_lines(len(victim.lines) + rng.randint(1, 4))
-                await asyncio.sleep(rng.uniform(0, 0.03))
+                # Let it commit a few batches, then kill it: half the time as it begins an append, else
+                # at a random moment (inside an append, between commit and reply, between appends).
+                await victim.wait_for_lines(len(victim.lines) + rng.randint(2, 8))
+                if rng.random() < 0.5:  # aim inside an append: right after it said "try"
+                    deadline = time.monotonic() + 5
+                    while not victim.lines[-1].startswith("try ") and time.monotonic() < deadline:
+                        await asyncio.sleep(0.0005)
+                else:
+                    await asyncio.sleep(rng.uniform(0, 0.03))
                 await victim.kill()
                 kills += 1
+                if victim.lines[-1].startswith("try "):  # it had begun an append and not yet replied
+                    inside += 1
                 acked = parse_acks(all_workers)  # before the read: every one of them must be in it
                 await growing.check(store, acked)
                 # The store keeps accepting writes, guarded ones too.
@@ -289,6 +296,7 @@ async def sigkill_writers(url: str, name: str, integrity: Path | None = None) ->
         {
             "store": name,
             "sigkills": kills,
+            "sigkills_inside_an_append": inside,
             "writer_processes_started": len(all_workers),
             "batches_acknowledged": len(acked),
             "batches_stored": len(batches),

@@ -2,7 +2,7 @@
 
 The short versions run in ``make test`` (100,000 events; about 20 s of mixed load). ``make soak`` runs the
 long ones: ``EPOCH_SOAK_EVENTS=1000000`` and ``EPOCH_SOAK_SECONDS=600``. Figures (events, kills, peak
-RSS, durations) are printed and kept in ``.soak/soak-*.json``.
+RSS, durations) are printed and kept in ``.soak/soak-*.json`` (the short versions: ``.soak/short/``).
 """
 
 from __future__ import annotations
