@@ -5,7 +5,7 @@ TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 VENV := .venv
 
-.PHONY: demo test check lint typecheck fuzz bench bench-quick clean
+.PHONY: demo test soak fuzz check lint typecheck bench bench-quick clean
 
 $(UV):
 	python3 -m venv $(TOOLS)
@@ -34,6 +34,16 @@ test: lint typecheck
 # `make test` runs the same tests with 60). Against the same real stores as `make test`.
 fuzz: $(VENV)/.synced
 	EPOCH_FUZZ_PROFILE=long scripts/test $$(grep -l 'from hypothesis import' tests/test_*.py) -p no:cacheprovider -q --timeout=0
+# The long fault and soak runs (about 15 minutes): 1,000,000 events through read_all, a projection and
+# epoch copy; 600 s of mixed load on PostgreSQL; 200 SIGKILLs per store; 20 PostgreSQL restarts. Each
+# figure can be overridden from the environment (e.g. EPOCH_SOAK_SECONDS=60 make soak). `make test`
+# runs the same tests in their short versions. The figures land in .soak/*.json (short: .soak/short/).
+soak: lint typecheck
+	rm -f .soak/*.json
+	EPOCH_SOAK_EVENTS=$${EPOCH_SOAK_EVENTS:-1000000} EPOCH_SOAK_SECONDS=$${EPOCH_SOAK_SECONDS:-600} \
+	EPOCH_FAULT_KILLS=$${EPOCH_FAULT_KILLS:-200} EPOCH_FAULT_RESTARTS=$${EPOCH_FAULT_RESTARTS:-20} \
+	EPOCH_SOAK_REPORT_DIR=.soak scripts/test tests/test_soak.py tests/test_faults.py -s -q
+	@echo "figures: $$(ls .soak/*.json)"
 
 bench: $(VENV)/.synced
 	$(VENV)/bin/epoch bench

@@ -10,6 +10,7 @@ Every error epoch raises on purpose derives from :class:`EpochError`::
     ├── DecodeError                 a stored event cannot be turned into a domain event
     │   └── UnknownEventType        ... because its type is not registered
     ├── StoreUnavailable            the store cannot be reached (connection lost, timeout)
+    │   └── StoreFull               ... because its disk (or its configured size limit) is full
     ├── StoreError                  the database refused an operation; retrying cannot help
     ├── InvalidStreamName (ValueError)
     ├── InvalidExpectedVersion (ValueError)
@@ -41,6 +42,7 @@ __all__ = [
     "MissingDependency",
     "ProjectionFailed",
     "StoreError",
+    "StoreFull",
     "StoreUnavailable",
     "StreamClosed",
     "StreamDeleted",
@@ -170,6 +172,14 @@ class StoreError(EpochError):
     def __str__(self) -> str:
         text = f"{self.message} (SQLSTATE {self.code})" if self.code else self.message
         return f"{self.stream}: {text}" if self.stream else text
+
+class StoreFull(StoreUnavailable):
+    """The store's disk, or the size limit it was given, is full: nothing of the write was stored.
+
+    A kind of :class:`StoreUnavailable` (the store recovers once space is freed, so code that retries on
+    ``StoreUnavailable`` keeps working) that names the cause, so an operator is not sent looking for a
+    lost connection.
+    """
 
 
 class InvalidStreamName(EpochError, ValueError):

@@ -14,7 +14,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from epoch.errors import EpochError, StoreUnavailable
+from epoch.errors import EpochError, StoreFull, StoreUnavailable
 from epoch.stores._sqlite_work import Replayed, Transaction
 
 __all__ = ["EXCLUSIVE", "READ", "WRITE", "Job", "post", "run_batch", "unavailable", "wake", "wake_all"]
@@ -33,11 +33,20 @@ def unavailable(exc: BaseException, timeout: float, stream: str | None = None) -
     if isinstance(exc, EpochError) or not isinstance(exc, sqlite3.Error):
         return exc
     text = str(exc)
-    if "locked" in text or "busy" in text:
+    error: StoreUnavailable
+    # SQLITE_FULL: the file system is out of space, or the file reached max_page_count. SQLite has
+    # rolled the transaction back; say so, so nobody goes looking for a lost connection.
+    if getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_FULL:
+        error = StoreFull(
+            "the database or disk is full: nothing of this write was stored;"
+            " free space (or raise max_page_count) and retry",
+            stream,
+        )
+    elif "locked" in text or "busy" in text:
         text = f"the database is locked: another connection held it for more than {timeout:g} s ({exc})"
+        error = StoreUnavailable(text, stream)
     else:
-        text = f"SQLite failed: {exc}"
-    error = StoreUnavailable(text, stream)
+        error = StoreUnavailable(f"SQLite failed: {exc}", stream)
     error.__cause__ = exc
     return error
 
