@@ -30,10 +30,12 @@ typecheck: $(VENV)/.synced
 test: lint typecheck
 	scripts/test
 
-# The long fuzz run: every property-based test (each test file importing hypothesis) with EPOCH_FUZZ_EXAMPLES examples each (default 2000;
-# `make test` runs the same tests with 60). Against the same real stores as `make test`.
+# The long fuzz run: every property-based test (each test file importing hypothesis) with
+# EPOCH_FUZZ_EXAMPLES examples each (default 2000; `make test` runs the same tests with 60), against
+# the same real stores as `make test`.
 fuzz: $(VENV)/.synced
 	EPOCH_FUZZ_PROFILE=long scripts/test $$(grep -l 'from hypothesis import' tests/test_*.py) -p no:cacheprovider -q --timeout=0
+
 # The long fault and soak runs (about 15 minutes): 1,000,000 events through read_all, a projection and
 # epoch copy; 600 s of mixed load on PostgreSQL; 200 SIGKILLs per store; 20 PostgreSQL restarts. Each
 # figure can be overridden from the environment (e.g. EPOCH_SOAK_SECONDS=60 make soak). `make test`
