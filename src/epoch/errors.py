@@ -173,6 +173,7 @@ class StoreError(EpochError):
         text = f"{self.message} (SQLSTATE {self.code})" if self.code else self.message
         return f"{self.stream}: {text}" if self.stream else text
 
+
 class StoreFull(StoreUnavailable):
     """The store's disk, or the size limit it was given, is full: nothing of the write was stored.
 
