@@ -19,8 +19,8 @@ demo: $(VENV)/.synced
 	$(VENV)/bin/epoch demo
 
 lint: $(VENV)/.synced
-	$(VENV)/bin/ruff check src tests examples benchmarks
-	$(VENV)/bin/ruff format --check src tests examples benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
 
 typecheck: $(VENV)/.synced
 	$(VENV)/bin/mypy

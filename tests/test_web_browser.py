@@ -24,9 +24,9 @@ from typing import TypeVar
 
 import httpx
 import pytest
-from examples.users import AddUser, UserService
 
 from epoch import open_store
+from epoch.examples.users import AddUser, UserService
 from tests.test_web import APPS, WEIRD, seed
 
 ROOT = Path(__file__).resolve().parent.parent
