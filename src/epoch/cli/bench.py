@@ -1,8 +1,10 @@
 """``epoch bench``: epoch against the ``eventsourcing`` library and the raw drivers (issue 5).
 
 The workloads live in the repository's ``benchmarks`` package (exposed by the editable install), so
-this command runs from a checkout: ``uv sync --all-groups`` (for the ``bench`` group), then
-``epoch bench``. Nothing here is imported until the command runs.
+this command runs from a checkout: ``make bench`` (which syncs the ``bench`` group), or
+``.venv/bin/epoch bench``. The wheel does not ship the suite: it measures epoch against another library
+and the raw drivers, needs that library, matplotlib and a PostgreSQL server, and its figures belong in
+the repository's BENCHMARKS.md. Nothing here is imported until the command runs.
 """
 
 from __future__ import annotations
@@ -28,12 +30,12 @@ def _load(name: str) -> ModuleType:
     try:
         return importlib.import_module(name)
     except ImportError as exc:
-        typer.echo(
-            f"epoch bench needs the repository's benchmarks package and the bench dependencies ({exc}).\n"
-            "Run it from a checkout: `uv sync --all-groups`, then `.venv/bin/epoch bench`.",
-            err=True,
-        )
-        raise typer.Exit(2) from exc
+        if isinstance(exc, ModuleNotFoundError) and exc.name == "benchmarks":  # an install, not a checkout
+            message = "epoch bench runs from a checkout of epoch's repository: there, run `make bench`"
+        else:  # a checkout without the bench group
+            message = f"epoch bench needs the bench dependency group ({exc}): run `make bench` in the checkout"
+        typer.echo(message, err=True)
+        raise typer.Exit(1) from exc
 
 
 def _stores(value: str | None, dsn: str | None) -> tuple[str, ...]:
