@@ -30,10 +30,11 @@ def _load(name: str) -> ModuleType:
     try:
         return importlib.import_module(name)
     except ImportError as exc:
-        if isinstance(exc, ModuleNotFoundError) and exc.name == "benchmarks":  # an install, not a checkout
+        missing = exc.name if isinstance(exc, ModuleNotFoundError) and exc.name else str(exc)
+        if missing == "benchmarks":  # an install, not a checkout
             message = "epoch bench runs from a checkout of epoch's repository: there, run `make bench`"
         else:  # a checkout without the bench group
-            message = f"epoch bench needs the bench dependency group ({exc}): run `make bench` in the checkout"
+            message = f"epoch bench needs the bench dependency group ({missing} is missing): run `make bench`"
         typer.echo(message, err=True)
         raise typer.Exit(1) from exc
 
@@ -93,6 +94,11 @@ def bench(
         raise typer.BadParameter("postgres needs a server: --pg-dsn or EPOCH_TEST_PG_DSN", param_hint="--stores")
     suite: Any = _load("benchmarks")
     report: Any = _load("benchmarks.report")
+    # The suite imports these only mid-run: check them first, so that a missing one is one line, not a traceback.
+    if "eventsourcing" in [i.strip() for i in impls.split(",")]:
+        _load("eventsourcing")
+    if out is not None:
+        _load("matplotlib")
     sizes = suite.Sizes.quick(scale) if quick or scale != 1.0 else suite.Sizes.full()
     if rounds is not None:
         sizes = type(sizes)(**{**_fields(sizes), "rounds": rounds})
