@@ -11,16 +11,23 @@ $(UV):
 	python3 -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install -q uv
 
+# The demo needs only the package and its runtime dependencies. --inexact keeps what `make test` installed.
+$(VENV)/.synced-demo: $(UV) pyproject.toml uv.lock
+	$(UV) sync --locked --no-default-groups --inexact
+	touch $@
+
+# Tests, lint, types and benchmarks: the dev group (pytest, mypy, ruff, playwright, the drivers) and the
+# bench group (test_bench runs the suite against eventsourcing).
 $(VENV)/.synced: $(UV) pyproject.toml uv.lock
 	$(UV) sync --locked --all-groups
 	touch $@
 
-demo: $(VENV)/.synced
+demo: $(VENV)/.synced-demo
 	$(VENV)/bin/epoch demo
 
 lint: $(VENV)/.synced
-	$(VENV)/bin/ruff check src tests examples benchmarks
-	$(VENV)/bin/ruff format --check src tests examples benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
 
 typecheck: $(VENV)/.synced
 	$(VENV)/bin/mypy

@@ -1,11 +1,21 @@
 # Throwaway services on loopback for tests and benchmarks; sourced by scripts/test.
 # pg_up exports EPOCH_TEST_PG_DSN; pg_down stops the cluster and removes its files.
+# browser_up makes sure Debian's chromium is there for the browser tests and exports EPOCH_CHROMIUM.
+# A missing Debian package is installed when we are root, or named in one line (and a failure) when not.
 _free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+
+_apt_install() {  # _apt_install PACKAGE WHAT
+  if [ "$(id -u)" != 0 ]; then
+    echo "the tests need $2: install it with \`sudo apt-get install -y $1\` (or run as root, which installs it)" >&2
+    return 1
+  fi
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >/dev/null
+}
 
 pg_up() {
   PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
   if [ -z "$PGBIN" ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    _apt_install postgresql "PostgreSQL (for a throwaway test cluster)" || return 1
     PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
   fi
   PGROOT=$(mktemp -d -t epoch-pg.XXXXXX)      # short path: unix socket paths max ~107 bytes
@@ -20,3 +30,14 @@ pg_up() {
   export EPOCH_TEST_PG_DATA="$PGROOT/data" EPOCH_TEST_PG_BIN="$PGBIN" EPOCH_TEST_PG_RUN="$PGRUN"
 }
 pg_down() { [ -n "${PGROOT:-}" ] && { $PGRUN "$PGBIN/pg_ctl" -D "$PGROOT/data" -m immediate -w stop >/dev/null 2>&1 || true; rm -rf "$PGROOT"; }; true; }
+
+browser_up() {
+  export EPOCH_CHROMIUM="${EPOCH_CHROMIUM:-/usr/bin/chromium}"
+  if [ ! -x "$EPOCH_CHROMIUM" ]; then
+    _apt_install chromium "chromium (for the browser tests, at $EPOCH_CHROMIUM)" || return 1
+    if [ ! -x "$EPOCH_CHROMIUM" ]; then
+      echo "the tests need chromium at $EPOCH_CHROMIUM, still missing after apt-get install chromium" >&2
+      return 1
+    fi
+  fi
+}

@@ -62,3 +62,20 @@ def test_quick_json_has_every_workload_for_memory_and_sqlite(tmp_path: Path) -> 
                 assert (workload, store, impl) in seen
     assert not any(r["workload"] == "concurrent_writers" for r in document["results"])  # PostgreSQL only
     assert {p.name for p in tmp_path.iterdir()} == {"results.json", "results.md", "chart.png"}
+
+
+@pytest.mark.parametrize(
+    ("blocked", "extra", "missing"),
+    [("eventsourcing", [], "eventsourcing"), ("matplotlib", ["--out", "OUT"], "matplotlib")],
+)
+def test_a_missing_bench_dependency_is_one_line_before_any_work(
+    blocked: str, extra: list[str], missing: str, tmp_path: Path
+) -> None:
+    # A checkout synced without the bench group: the suite imports these mid-run, after minutes of work.
+    blocker = f"import sys; sys.modules[{blocked!r}] = None; from epoch.cli import main; main()"
+    args = [a.replace("OUT", str(tmp_path / "out")) for a in extra]
+    command = [sys.executable, "-c", blocker, "bench", "--quick", "--stores", "memory", *args]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=60, check=False)
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == f"epoch bench needs the bench dependency group ({missing} is missing): run `make bench`\n"
+    assert not (tmp_path / "out").exists()

@@ -23,18 +23,18 @@ from urllib.parse import quote
 import httpx
 import markupsafe
 import pytest
-from examples.users import AddUser, UserService
 from hypothesis import example, given
 from hypothesis import strategies as st
 from starlette.applications import Starlette
 
 from epoch import EventStore, InvalidEvent, NewEvent, open_store
 from epoch._payload import MAX_DEPTH, payload_of
+from epoch.examples.users import AddUser, UserService
 from epoch.web import create_app
 from tests.hostile import any_text, bad_numbers, hostile_json, hostile_names, huge_ints, is_valid_name
 from tests.payloads import SHOWN_AS_BYTES
 
-APPS = ["examples.users.service:UserService", "examples.users.projections:runner"]
+APPS = ["epoch.examples.users.service:UserService", "epoch.examples.users.projections:runner"]
 MARKUP = st.builds(lambda text: json.dumps({"html": f"</pre><script>{text}</script>"}).encode(), any_text)
 stored_bytes = st.one_of(hostile_json, MARKUP, st.just(b"<script>alert(1)</script>"))
 COUNTER = itertools.count()  # a fresh stream per example: the store is shared by all of a test's examples

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from examples.users import AddUser, UpdateUser, UserService, codec
-from examples.users.projections import UserDirectory, UserNamesInMemory
 
 from epoch.errors import ConfigurationError
+from epoch.examples.users import AddUser, UpdateUser, UserService, codec
+from epoch.examples.users.projections import UserDirectory, UserNamesInMemory
 from epoch.projections import ProjectionFailed, ProjectionRunner, Retry
 from epoch.records import EventEnvelope, NewEvent
 from epoch.stores import EventStore, open_store

@@ -8,11 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from examples.users import AddUser, UserService
-
+from epoch.examples.users import AddUser, UserService
 from epoch.stores import open_store
 
-APP = "examples.users.projections:runner"
+APP = "epoch.examples.users.projections:runner"
 ROOT = Path(__file__).resolve().parents[1]
 
 

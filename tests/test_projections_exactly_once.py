@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from examples.users import AddUser, UpdateUser, UserService, codec
-from examples.users.projections import UserDirectory
 
+from epoch.examples.users import AddUser, UpdateUser, UserService, codec
+from epoch.examples.users.projections import UserDirectory
 from epoch.projections import ProjectionRunner, Retry, Transaction
 from epoch.records import EventEnvelope
 from epoch.stores import EventStore, open_store
@@ -109,8 +109,8 @@ _RUNNER_SCRIPT = textwrap.dedent(
     import asyncio, sys
     from epoch.stores import open_store
     from epoch.projections import ProjectionRunner
-    from examples.users import codec
-    from examples.users.projections import UserDirectory
+    from epoch.examples.users import codec
+    from epoch.examples.users.projections import UserDirectory
 
     class SlowDirectory(UserDirectory):
         # Slow enough that kills land inside transactions, between them and between statements.

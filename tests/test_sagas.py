@@ -8,9 +8,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from examples.users import AddUser, UpdateUser, UserAdded, UserService, UserUpdated, codec
-from examples.users.projections import UserDirectory, UserNamesInMemory
-from examples.users.registry import (
+
+from epoch import View
+from epoch.examples.users import AddUser, UpdateUser, UserAdded, UserService, UserUpdated, codec
+from epoch.examples.users.projections import UserDirectory, UserNamesInMemory
+from epoch.examples.users.registry import (
     NameTaken,
     RegisteredUsers,
     ReserveName,
@@ -18,8 +20,6 @@ from examples.users.registry import (
     name_claims_runner,
     registry_handler,
 )
-
-from epoch import View
 from epoch.projections import MemoryCheckpointStore, Transaction
 from epoch.projections.sagas import SagaRunner, command_id_for
 from epoch.stores import EventStore

@@ -16,8 +16,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from examples.users import AddUser, UserService
 
+from epoch.examples.users import AddUser, UserService
 from epoch.projections.scaleout import PartitionedRunner, partition_of
 from epoch.stores import open_store
 
@@ -29,7 +29,7 @@ _WORKER = textwrap.dedent(
     import asyncio, os, sys
     from epoch.stores import open_store
     from epoch.projections.scaleout import PartitionedRunner, partition_of
-    from examples.users import codec
+    from epoch.examples.users import codec
 
     class Handled:
         name = "handled"

@@ -23,21 +23,21 @@ from urllib.parse import quote
 import httpx
 import markupsafe
 import pytest
-from examples.users import AddUser, UpdateUser, UserService
-from examples.users.projections import runner
-from examples.users.registry import name_claims_runner
 from typer.testing import CliRunner
 
 from epoch import ConfigurationError, MissingDependency, NewEvent, open_store
 from epoch.cli import app as cli_app
+from epoch.examples.users import AddUser, UpdateUser, UserService
+from epoch.examples.users.projections import runner
+from epoch.examples.users.registry import name_claims_runner
 from epoch.web import create_app
 from tests.payloads import SHOWN_AS_BYTES, SHOWN_AS_JSON, plant_old_metadata
 
 APPS = [
-    "examples.users.projections:runner",
-    "examples.users.registry:name_claims_runner",
-    "examples.users.service:UserService",
-    "examples.users.registry:registry_handler",
+    "epoch.examples.users.projections:runner",
+    "epoch.examples.users.registry:name_claims_runner",
+    "epoch.examples.users.service:UserService",
+    "epoch.examples.users.registry:registry_handler",
 ]
 WEIRD = '<script>alert("x")</script> it\'s a/b?c#d e&f%2F'
 BINARY = b"\xff\x00not json"
@@ -405,11 +405,11 @@ def test_a_bad_app_spec_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="cannot load 'nope.nowhere:x'"):
         create_app("memory://", "nope.nowhere:x")
     with pytest.raises(ConfigurationError, match="must look like module:attr"):
-        create_app("memory://", "examples.users")
+        create_app("memory://", "epoch.examples.users")
 
 
 async def test_an_app_returning_something_else_fails_at_startup(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("EPOCH_APP", "examples.users.domain:UserState")
+    monkeypatch.setenv("EPOCH_APP", "epoch.examples.users.domain:UserState")
     app = create_app("memory://")
     with pytest.raises(ConfigurationError, match="returned UserState"):
         async with app.router.lifespan_context(app):

@@ -1,8 +1,10 @@
 """``epoch bench``: epoch against the ``eventsourcing`` library and the raw drivers (issue 5).
 
 The workloads live in the repository's ``benchmarks`` package (exposed by the editable install), so
-this command runs from a checkout: ``uv sync --all-groups`` (for the ``bench`` group), then
-``epoch bench``. Nothing here is imported until the command runs.
+this command runs from a checkout: ``make bench`` (which syncs the ``bench`` group), or
+``.venv/bin/epoch bench``. The wheel does not ship the suite: it measures epoch against another library
+and the raw drivers, needs that library, matplotlib and a PostgreSQL server, and its figures belong in
+the repository's BENCHMARKS.md. Nothing here is imported until the command runs.
 """
 
 from __future__ import annotations
@@ -28,12 +30,13 @@ def _load(name: str) -> ModuleType:
     try:
         return importlib.import_module(name)
     except ImportError as exc:
-        typer.echo(
-            f"epoch bench needs the repository's benchmarks package and the bench dependencies ({exc}).\n"
-            "Run it from a checkout: `uv sync --all-groups`, then `.venv/bin/epoch bench`.",
-            err=True,
-        )
-        raise typer.Exit(2) from exc
+        missing = exc.name if isinstance(exc, ModuleNotFoundError) and exc.name else str(exc)
+        if missing == "benchmarks":  # an install, not a checkout
+            message = "epoch bench runs from a checkout of epoch's repository: there, run `make bench`"
+        else:  # a checkout without the bench group
+            message = f"epoch bench needs the bench dependency group ({missing} is missing): run `make bench`"
+        typer.echo(message, err=True)
+        raise typer.Exit(1) from exc
 
 
 def _stores(value: str | None, dsn: str | None) -> tuple[str, ...]:
@@ -91,6 +94,11 @@ def bench(
         raise typer.BadParameter("postgres needs a server: --pg-dsn or EPOCH_TEST_PG_DSN", param_hint="--stores")
     suite: Any = _load("benchmarks")
     report: Any = _load("benchmarks.report")
+    # The suite imports these only mid-run: check them first, so that a missing one is one line, not a traceback.
+    if "eventsourcing" in [i.strip() for i in impls.split(",")]:
+        _load("eventsourcing")
+    if out is not None:
+        _load("matplotlib")
     sizes = suite.Sizes.quick(scale) if quick or scale != 1.0 else suite.Sizes.full()
     if rounds is not None:
         sizes = type(sizes)(**{**_fields(sizes), "rounds": rounds})

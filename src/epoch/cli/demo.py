@@ -13,8 +13,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def demo(store: StoreOption = None) -> None:
         """Run the Users example: commands, events, a retried conflict and time travel."""
-        try:
-            from examples.users.demo import run_demo
-        except ImportError as exc:  # installed from a wheel, without the repository's examples/
-            raise typer.BadParameter("the demo runs from a checkout of epoch (it needs examples/users)") from exc
+        # Imported here so that other commands do not load the example; it ships in the wheel.
+        from epoch.examples.users.demo import run_demo
+
         asyncio.run(run_demo(store, typer.echo))

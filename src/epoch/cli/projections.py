@@ -2,7 +2,7 @@
 
 Projections are found through ``--app module:attr`` (or ``$EPOCH_APP``): ``attr`` is a function that
 takes the open store and returns a :class:`~epoch.projections.ProjectionRunner`, e.g.
-``--app examples.users.projections:runner``. Without it, ``status`` shows every checkpoint saved in the
+``--app epoch.examples.users.projections:runner``. Without it, ``status`` shows every checkpoint saved in the
 store's database (without per-projection filters, so lag counts all events).
 """
 

@@ -3,7 +3,7 @@
 Each ``module:attr`` names a function (or class) called with the open store, as for
 ``epoch projections status --app``. It may return a :class:`~epoch.projections.ProjectionRunner`, a
 :class:`~epoch.projections.sagas.SagaRunner`, a :class:`~epoch.CommandHandler`, an object with a
-``handler`` attribute holding one (a service such as ``examples.users.service:UserService``), or a
+``handler`` attribute holding one (a service such as ``epoch.examples.users.service:UserService``), or a
 list or tuple of these.
 """
 

@@ -7,8 +7,8 @@ import uuid
 from collections.abc import Callable
 
 from epoch import EventStore, WrongExpectedVersion, open_store
-from examples.users.domain import AddUser, DuplicateName, UpdateUser, UserServices
-from examples.users.service import UserService
+from epoch.examples.users.domain import AddUser, DuplicateName, UpdateUser, UserServices
+from epoch.examples.users.service import UserService
 
 Echo = Callable[[str], None]
 

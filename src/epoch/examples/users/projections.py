@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from epoch.examples.users.domain import UserAdded, UserUpdated, codec
 from epoch.projections import ProjectionRunner, Transaction, database_of
 from epoch.records import EventEnvelope
 from epoch.stores import EventStore
-from examples.users.domain import UserAdded, UserUpdated, codec
 
 
 class UserDirectory:
@@ -79,7 +79,7 @@ class UserNamesInMemory:
 
 
 def runner(store: EventStore) -> ProjectionRunner:
-    """The Users read models for ``store``: what ``epoch projections --app examples.users.projections:runner`` runs.
+    """The Users read models for ``store``: what ``epoch projections --app epoch.examples.users.projections:runner`` runs.
 
     The exactly-once table when the store has a database (SQLite, PostgreSQL), the dict otherwise.
     """

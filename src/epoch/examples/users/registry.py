@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from epoch import Codec, CommandHandler, Decider, EventStore, ExecuteResult, Saga
+from epoch.examples.users.domain import AddUser, UserAdded, UserEvent, UserServices, UserState, UserUpdated
+from epoch.examples.users.domain import codec as users_codec
+from epoch.examples.users.service import UserService
 from epoch.projections.sagas import SagaRunner
-from examples.users.domain import AddUser, UserAdded, UserEvent, UserServices, UserState, UserUpdated
-from examples.users.domain import codec as users_codec
-from examples.users.service import UserService
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from uuid import UUID
 
 from epoch import CommandHandler, EventStore, ExecuteResult
-from examples.users.domain import (
+from epoch.examples.users.domain import (
     DEFAULT_SERVICES,
     AddUser,
     UpdateUser,

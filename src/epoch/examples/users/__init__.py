@@ -1,6 +1,6 @@
 """The origin design's Users context as an epoch decider, and a service that runs its commands."""
 
-from examples.users.domain import (
+from epoch.examples.users.domain import (
     AddUser,
     DuplicateName,
     UnknownUser,
@@ -16,7 +16,7 @@ from examples.users.domain import (
     codec,
     users,
 )
-from examples.users.service import UserService
+from epoch.examples.users.service import UserService
 
 __all__ = [
     "AddUser",
