@@ -3,7 +3,10 @@
 The store protocol reads ``$all`` forwards only, so the window's first event is found by searching on
 positions: ``read_all(after=p, limit=1)`` is one indexed seek that tells the time of the first event after
 ``p``. Stepping back from the head by doubling strides, then bisecting, finds the first position of the
-window in about ``2 * log2(events before the window)`` such seeks; then only the window's events are read.
+window in about ``2 * log2(distance in positions)`` such seeks: where positions are dense (memory, SQLite)
+that is ``2 * log2(events after the window's start)``, on PostgreSQL (sparse 64-bit positions,
+``xid << 32 | ordinal``) at most about 130. A quiet window costs one seek (the newest event). Then only the
+window's events are read, at most ``MAX_WINDOW_EVENTS`` of them.
 This assumes ``recorded_at`` grows with the position, which holds up to the commit-time jitter of
 concurrent writers (a few milliseconds on PostgreSQL): an event that close to the window's start may be
 counted or not.
@@ -60,6 +63,8 @@ async def window_start(store: EventStore, since: datetime) -> tuple[int, int]:
         return when is None or when >= since
 
     head = await store.head_position()
+    if head == 0 or not inside(await first_time_after(head - 1)):  # the newest event, or none
+        return head, seeks  # a quiet window: one seek
     high = head  # the first event after ``high`` (none) is inside the window
     stride = FIRST_STRIDE
     low = max(0, head - stride)

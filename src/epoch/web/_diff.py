@@ -85,5 +85,8 @@ def value_text(value: Any) -> str:
     try:
         text = json.dumps(value, ensure_ascii=False, sort_keys=True)
     except (ValueError, TypeError, RecursionError):
-        text = repr(value)
+        try:
+            text = repr(value)
+        except (ValueError, RecursionError):  # an int of more digits than Python converts to text
+            return f"<a {type(value).__qualname__} that cannot be shown>"
     return text if len(text) <= VALUE_LIMIT else f"{text[:VALUE_LIMIT]}… ({len(text)} characters)"
