@@ -28,7 +28,7 @@ from typing import TypeVar
 import httpx
 import pytest
 from examples.users import AddUser, UserService
-from playwright.sync_api import Page
+from playwright.sync_api import Page, ViewportSize
 
 from epoch import NewEvent, open_store
 from tests.test_web import APPS, WEIRD, seed
@@ -46,7 +46,7 @@ FLAGS = [
     "--disable-quic",
 ]
 SCREENSHOTS = ROOT / "docs" / "img"
-VIEWPORT = {"width": 1280, "height": 900}
+VIEWPORT: ViewportSize = {"width": 1280, "height": 900}
 CLICKS = 35  # events in one stream, more than one screen holds
 T = TypeVar("T")
 
@@ -149,7 +149,7 @@ def test_explore_the_users_example_in_a_browser(chromium: str, server: tuple[str
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, headless=True, args=FLAGS)
         try:
-            page = browser.new_page(viewport=VIEWPORT)  # type: ignore[arg-type]
+            page = browser.new_page(viewport=VIEWPORT)
             page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
             page.set_default_timeout(10_000)
 
