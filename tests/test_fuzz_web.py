@@ -17,6 +17,7 @@ import itertools
 import json
 import re
 from collections.abc import AsyncIterator, MutableMapping
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -74,6 +75,7 @@ TAGS = {
     *("a", "article", "body", "button", "code", "dd", "details", "dl", "dt", "form", "h1", "h2", "h3", "head"),
     *("header", "html", "input", "label", "li", "link", "main", "meta", "nav", "option", "p", "pre", "script"),
     *("section", "select", "span", "strong", "summary", "table", "tbody", "td", "th", "thead", "title", "tr", "ul"),
+    *("del", "ins", "figure", "svg", "rect", "line", "text"),  # a state's changes; the activity chart
 }
 
 
@@ -280,6 +282,65 @@ async def test_state_page_for_any_entity_and_version(
     if response.status_code == 200:  # only the one entity there is, at a version it has
         assert (category, received(entity)) == ("users", "main")
         assert '<pre class="json" id="state">' in response.text
+
+
+instants = st.one_of(
+    param_text,
+    st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat()),
+    st.datetimes().map(lambda d: d.isoformat()),  # naive: a 400, never a guess of the zone
+)
+
+
+def instant_ok(text: str) -> bool:
+    """What the state page accepts as at=: an ISO-8601 instant with a time zone, within range in UTC."""
+    try:
+        value = datetime.fromisoformat(received(text))
+        return value.utcoffset() is not None and value.astimezone(UTC) is not None
+    except (ValueError, OverflowError):
+        return False
+
+
+@given(at=instants, version=st.sampled_from(["", "0"]))
+@example(at="0001-01-01T00:00:00+01:00", version="")  # year 0 in UTC
+@example(at="9999-12-31T23:59:59-01:00", version="")  # year 10000 in UTC
+@example(at="2026-12-01T10:00:00", version="")
+@example(at="2999-01-01T00:00:00Z", version="0")
+async def test_state_page_for_any_time(explorer: Explorer, at: str, version: str) -> None:
+    response = await explorer.get("/state", category="users", id="main", at=at, version=version)
+    if received(at) == "":
+        assert response.status_code == 200 and 'id="state-version">0<' in response.text
+    elif not instant_ok(at):
+        assert response.status_code == 400
+        assert "at must " in response.text or "at is out of range" in response.text
+    elif version:
+        assert response.status_code == 400 and "give version or at, not both" in response.text
+    elif datetime.fromisoformat(received(at)) < (await first_recorded_at(explorer.store, "users-main")):
+        assert response.status_code == 404 and "users-main has no event recorded at or before " in response.text
+    else:
+        assert response.status_code == 200 and 'id="state-version">0<' in response.text
+
+
+async def first_recorded_at(store: EventStore, stream: str) -> datetime:
+    async for event in store.read_stream(stream, limit=1):
+        return event.recorded_at
+    raise AssertionError(f"{stream} is empty")
+
+
+@given(category=st.one_of(hostile_names, st.sampled_from(["", "users", "nobody"])), minutes=param_text)
+@example(category="users", minutes="60")
+@example(category="a-b", minutes="")
+async def test_activity_page_for_any_category_and_minutes(explorer: Explorer, category: str, minutes: str) -> None:
+    response = await explorer.get("/activity", category=category, minutes=minutes)
+    if not in_range(minutes, 1, 1440):
+        assert response.status_code == 400 and "minutes must be" in response.text
+    elif received(category) in ("", "users"):
+        assert response.status_code == 200
+        if int(received(minutes) or "60") >= 2:  # ada was added just now: in the window (a minute is too short)
+            assert '<p class="summary" id="activity-summary">1 event in the last ' in response.text
+    elif response.status_code == 200:
+        assert "0 events in the last" in response.text
+    else:
+        assert response.status_code == 400 and "InvalidStreamName: " in response.text
 
 
 @given(text=st.one_of(param_text, st.uuids().map(str)))

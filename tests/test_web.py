@@ -12,9 +12,11 @@ import base64
 import html
 import importlib
 import json
+import math
 import re
 import sys
 from collections.abc import AsyncIterator, MutableMapping
+from datetime import UTC, datetime, timedelta, timezone
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -25,12 +27,16 @@ import markupsafe
 import pytest
 from typer.testing import CliRunner
 
-from epoch import ConfigurationError, MissingDependency, NewEvent, open_store
+from epoch import ConfigurationError, EventStore, MissingDependency, NewEvent, open_store
 from epoch.cli import app as cli_app
 from epoch.examples.users import AddUser, UpdateUser, UserService
 from epoch.examples.users.projections import runner
 from epoch.examples.users.registry import name_claims_runner
 from epoch.web import create_app
+from epoch.web._activity import Activity, Bar, activity, chart_svg, nice_ceiling, window_start
+from epoch.web._diff import Change, diff, path_text, value_text
+from epoch.web._pages import _changes
+from epoch.web._views import state_json
 from tests.payloads import SHOWN_AS_BYTES, SHOWN_AS_JSON, plant_old_metadata
 
 APPS = [
@@ -248,23 +254,42 @@ async def test_event_without_correlation(client: httpx.AsyncClient) -> None:
 # -- the global log ---------------------------------------------------------------------------
 
 
-async def test_log_tail_and_paging(client: httpx.AsyncClient) -> None:
+def positions_of(page: str) -> list[int]:
+    return [int(p) for p in re.findall(r'data-position="(\d+)"', page)]
+
+
+def pager_links(page: str) -> dict[str, str]:
+    return {rel: html.unescape(href) for rel, href in re.findall(r'rel="(prev|next)" href="([^"]*)"', page)}
+
+
+async def test_log_opens_at_the_newest_events_and_pages_to_older_ones(client: httpx.AsyncClient) -> None:
     tail = (await client.get("/log")).text
-    positions = [int(p) for p in re.findall(r'data-position="(\d+)"', tail)]
-    assert positions == sorted(positions) and len(positions) == 10
-    head = positions[-1]
-    assert f'data-live-url="/log/live?after={head}"' in tail
+    assert positions_of(tail) == list(range(10, 0, -1))  # newest first: all 10 fit on one page
+    assert 'data-live-url="/log/live?after=10"' in tail
+    assert pager_links(tail) == {}
     assert "<script>alert" not in tail
 
+    newest = (await client.get("/log", params={"size": 4})).text
+    assert positions_of(newest) == [10, 9, 8, 7]
+    assert 'data-live-url="/log/live?after=10"' in newest
+    assert pager_links(newest) == {"next": "/log?before=7&size=4"}  # "older →" only: this is the newest
+    older = (await client.get(pager_links(newest)["next"])).text
+    assert positions_of(older) == [6, 5, 4, 3]
+    assert "data-live-url" not in older
+    assert pager_links(older) == {"prev": "/log?after=6&size=4", "next": "/log?before=3&size=4"}
+    oldest = (await client.get(pager_links(older)["next"])).text
+    assert positions_of(oldest) == [2, 1]
+    assert pager_links(oldest) == {"prev": "/log?after=2&size=4"}
+    back = (await client.get(pager_links(older)["prev"])).text
+    assert positions_of(back) == [10, 9, 8, 7] and pager_links(back) == {"next": "/log?before=7&size=4"}
+
     first = (await client.get("/log", params={"after": 0, "size": 4})).text
-    assert [int(p) for p in re.findall(r'data-position="(\d+)"', first)] == positions[:4]
-    assert "data-live-url" not in first
-    [next_page] = re.findall(r'rel="next" href="([^"]*)"', first)
-    second = (await client.get(html.unescape(next_page))).text
-    assert [int(p) for p in re.findall(r'data-position="(\d+)"', second)] == positions[4:8]
-    [prev_page] = re.findall(r'rel="prev" href="([^"]*)"', second)
-    assert html.unescape(prev_page) == "/log?after=0&size=4"
+    assert positions_of(first) == [4, 3, 2, 1]
+    assert pager_links(first) == {"prev": "/log?after=4&size=4"}
+    assert positions_of((await client.get("/log", params={"before": 1})).text) == []
     assert (await client.get("/log", params={"after": "x"})).status_code == 400
+    both = await client.get("/log", params={"after": 1, "before": 5})
+    assert both.status_code == 400 and '<p class="error" id="error">give after or before, not both</p>' in both.text
 
 
 async def test_live_log_sends_events_appended_later(seeded: dict[str, Any]) -> None:
@@ -387,6 +412,226 @@ async def test_bad_state_requests(client: httpx.AsyncClient, params: dict[str, s
     response = await client.get("/state", params=params)
     assert response.status_code == status
     assert message in response.text
+
+
+def state_of(page: str) -> str:
+    found = re.search(r'<pre class="json" id="state">(.*?)</pre>', page, re.S)
+    assert found is not None, page[-800:]
+    return html.unescape(found[1])
+
+
+def changes_of(page: str) -> list[str]:
+    """The state page's changes, one line each, as text."""
+    found = re.search(r'<ul class="diff" id="diff">(.*?)</ul>', page, re.S)
+    if found is None:
+        return []
+    return [html.unescape(re.sub(r"<[^>]+>", "", li)).strip() for li in re.findall(r"<li[^>]*>(.*?)</li>", found[1])]
+
+
+async def test_decider_state_at_a_time(client: httpx.AsyncClient, seeded: dict[str, Any]) -> None:
+    async with open_store(seeded["url"]) as store:
+        times = [e.recorded_at async for e in store.read_stream("users-main")]
+        handler = UserService(store, "main").handler
+        states = [state_json(await handler.state_at("main", version=v)) for v in range(3)]
+    assert times == sorted(times) and len(times) == 3
+    for version, when in enumerate(times):
+        # At the instant an event was recorded, it is in; the same instant in another zone is the same.
+        expected = max(v for v, t in enumerate(times) if t <= when)  # equal times: the later event is in too
+        for text in (when.isoformat(), when.astimezone(timezone(timedelta(hours=5, minutes=30))).isoformat()):
+            page = (await client.get("/state", params={"category": "users", "id": "main", "at": text})).text
+            assert f'<span id="state-version">{expected}</span>' in page, (version, text)
+            assert state_of(page) == states[expected]
+            assert f'<span id="state-at">At {when.isoformat(sep=" ", timespec="milliseconds")} its last event' in page
+    late = (await client.get("/state", params={"category": "users", "id": "main", "at": "2999-01-01T00:00:00Z"})).text
+    assert '<span id="state-version">2</span>' in late and state_of(late) == states[2]
+
+    early = await client.get("/state", params={"category": "users", "id": "main", "at": "2020-01-01T00:00:00Z"})
+    first = times[0].isoformat(sep=" ", timespec="milliseconds")
+    assert early.status_code == 404
+    assert (
+        '<p class="error" id="error">users-main has no event recorded at or before 2020-01-01 00:00:00.000+00:00: '
+        f"its first event was recorded at {first}</p>"
+    ) in early.text
+
+
+@pytest.mark.parametrize(
+    ("at", "message"),
+    [
+        (
+            "2026-12-01T10:00:00",
+            "at must name its time zone (e.g. 2026-12-01T10:00:00Z or 2026-12-01T11:00:00+01:00), "
+            "not &#39;2026-12-01T10:00:00&#39;",
+        ),
+        (
+            "yesterday",
+            "at must be an ISO-8601 instant (e.g. 2026-12-01T10:00:00Z or 2026-12-01T11:00:00+01:00), "
+            "not &#39;yesterday&#39;",
+        ),
+        ("0001-01-01T00:00:00+01:00", "at is out of range in UTC, not &#39;0001-01-01T00:00:00+01:00&#39;"),
+    ],
+)
+async def test_a_naive_or_malformed_time_is_a_clear_400(client: httpx.AsyncClient, at: str, message: str) -> None:
+    response = await client.get("/state", params={"category": "users", "id": "main", "at": at})
+    assert response.status_code == 400
+    assert f'<p class="error" id="error">{message}</p>' in response.text
+    both = await client.get(
+        "/state", params={"category": "users", "id": "main", "at": "2026-12-01T10:00Z", "version": 1}
+    )
+    assert both.status_code == 400 and '<p class="error" id="error">give version or at, not both</p>' in both.text
+
+
+async def test_the_state_page_shows_what_changed_from_the_version_before(
+    client: httpx.AsyncClient, seeded: dict[str, Any]
+) -> None:
+    ada = seeded["ada_id"]
+    pages = [
+        (await client.get("/state", params={"category": "users", "id": "main", "version": v})).text for v in range(3)
+    ]
+    grace = re.findall(r'"user_id": "([0-9a-f]+)"', state_of(pages[1]))
+    [grace_id] = [g for g in grace if g != ada]
+    assert "<h2>Changes from the initial state</h2>" in pages[0]
+    # An id that starts with a letter is a .name step, one that starts with a digit a ["…"] one (tested below).
+    at_ada, at_grace = path_text(("users", ada)), path_text(("users", grace_id))
+    assert changes_of(pages[0]) == [f'added {at_ada} {{"name": "ada", "user_id": "{ada}"}}']
+    assert "<h2>Changes from version 0</h2>" in pages[1]
+    assert changes_of(pages[1]) == [f'added {at_grace} {{"name": "grace", "user_id": "{grace_id}"}}']
+    assert changes_of(pages[2]) == [f'changed {at_ada}.name "ada" → "ada lovelace"']
+    # A scalar state (the name registry's owner): the whole state changes, from null.
+    owner = (await client.get("/state", params={"category": "usernames", "id": "ada", "version": 0})).text
+    assert changes_of(owner) == [f'changed $ null → "{ada}"']
+
+
+def test_diff_of_json_trees() -> None:
+    assert diff({"a": 1, "b": [1, 2], "c": {"d": None}}, {"a": 1, "b": [1, 2], "c": {"d": None}}) == []
+    assert diff({"a": 1, "gone": "x"}, {"a": 2, "new": [1]}) == [
+        Change("changed", ("a",), 1, 2),
+        Change("removed", ("gone",), old="x"),
+        Change("added", ("new",), new=[1]),
+    ]
+    assert diff({"l": [1, 2, 3]}, {"l": [1, 5]}) == [
+        Change("changed", ("l", 1), 2, 5),
+        Change("removed", ("l", 2), old=3),
+    ]
+    assert diff([{"x": 1}], [{"x": 1}, {"y": 2}]) == [Change("added", (1,), new={"y": 2})]
+    # 1 == 1.0 == True in Python; as JSON they differ, so each is a change.
+    assert diff({"n": 1}, {"n": 1.0}) == [Change("changed", ("n",), 1, 1.0)]
+    assert diff([1], [True]) == [Change("changed", (0,), 1, True)]
+    assert diff({"a": {"b": 1}}, {"a": [1]}) == [Change("changed", ("a",), {"b": 1}, [1])]
+    assert diff(None, "x") == [Change("changed", (), None, "x")]
+    assert diff({"deep": {"er": {"est": 1}}}, {"deep": {"er": {"est": 2}}}) == [
+        Change("changed", ("deep", "er", "est"), 1, 2)
+    ]
+
+
+def test_paths_and_values_as_text() -> None:
+    assert path_text(()) == "$"
+    assert path_text(("users", "a b", 0, "name", "_x1")) == '$.users["a b"][0].name._x1'
+    assert path_text(('say "hi"', "1st", "é")) == '$["say \\"hi\\""]["1st"]["é"]'
+    assert value_text({"b": 1, "a": "é"}) == '{"a": "é", "b": 1}'
+    assert value_text("x" * 300) == '"' + "x" * 199 + "… (302 characters)"
+
+
+async def test_a_state_change_that_cannot_be_compared_is_said_so(seeded: dict[str, Any]) -> None:
+    huge = 10**5000  # more digits than Python turns into text: listed, shown as a placeholder
+    assert _changes({"n": huge}, {"n": 1}) == [Change("changed", ("n",), huge, 1)]
+    assert value_text(huge) == "<a int that cannot be shown>"
+    assert value_text({"n": huge}) == "<a dict that cannot be shown>"
+    deep: list[Any] = []
+    for _ in range(5000):
+        deep = [deep]
+    assert _changes(deep, [deep]) is None
+
+
+# -- events per minute ------------------------------------------------------------------------
+
+
+def counts_by_minute(times: list[datetime], end: datetime, minutes: int) -> list[int]:
+    """The expected bars, counted the plain way."""
+    since = end - timedelta(minutes=minutes)
+    counts = [0] * minutes
+    for t in times:
+        if t >= since:
+            counts[min(int((t - since).total_seconds() // 60), minutes - 1)] += 1
+    return counts
+
+
+async def test_activity_page_counts_events_per_minute(client: httpx.AsyncClient, seeded: dict[str, Any]) -> None:
+    async with open_store(seeded["url"]) as store:
+        events = [e async for e in store.read_all()]
+    response = await client.get("/activity")
+    assert response.status_code == 200
+    page = response.text
+    bars = [int(n) for n in re.findall(r'<rect class="bar" data-count="(\d+)"', page)]
+    ends = re.findall(r"up to (\d{4}-\d\d-\d\d \d\d:\d\d:00\.000\+00:00) UTC", page)
+    assert len(ends) == 1
+    end = datetime.fromisoformat(ends[0])
+    assert bars == counts_by_minute([e.recorded_at for e in events], end, 60)
+    assert sum(bars) == 10 and '<p class="summary" id="activity-summary">10 events in the last 60 minutes' in page
+    assert '<svg class="chart"' in page and "UTC, one bar a minute</text>" in page
+
+    users = (await client.get("/activity", params={"category": "users", "minutes": 5})).text
+    in_users = [e.recorded_at for e in events if e.stream.startswith("users-")]
+    assert [int(n) for n in re.findall(r'data-count="(\d+)"', users)] == counts_by_minute(
+        in_users, datetime.fromisoformat(re.findall(r"up to (\S+ \S+) UTC", users)[0]), 5
+    )
+    assert f"{len(in_users)} events in the last 5 minutes" in users and len(in_users) == 4
+    assert '<code class="category">users</code>' in users
+
+    bad = await client.get("/activity", params={"category": "a-b"})
+    assert bad.status_code == 400
+    assert (
+        '<p class="error" id="error">InvalidStreamName: invalid stream name &#39;a-b&#39;: a category contains no '
+        "&#39;-&#39;</p>"
+    ) in bad.text
+    too_long = await client.get("/activity", params={"minutes": 1441})
+    assert too_long.status_code == 400 and "minutes must be between 1 and 1440, not 1441" in too_long.text
+
+
+async def test_the_window_is_found_by_a_few_seeks_and_only_its_events_are_read(store: EventStore) -> None:
+    for _ in range(30):
+        await store.append("old-1", [NewEvent("Old", b"{}") for _ in range(10)])
+    await asyncio.sleep(0.05)  # the window starts strictly after every old event
+    for _ in range(5):
+        await store.append("new-1", [NewEvent("New", b"{}")])
+    events = [e async for e in store.read_all()]
+    old, new = events[:300], events[300:]
+    assert len(new) == 5 and old[-1].recorded_at < new[0].recorded_at
+    after, seeks = await window_start(store, new[0].recorded_at)
+    assert after == old[-1].position
+    # The search runs over positions: where they are dense (memory, SQLite: 1, 2, 3 ...) it takes about
+    # 2 * log2(events); PostgreSQL's are sparse 64-bit numbers (xid << 32 | ordinal), so at most 2 * 64.
+    dense = [e.position for e in events] == list(range(1, 306))
+    assert seeks <= (2 * 9 + 2 if dense else 2 * 64 + 2), seeks
+    assert [e.position async for e in store.read_all(after=after)] == [e.position for e in new]
+
+    now = datetime.now(UTC)
+    everything = await activity(store, now, 60)
+    assert (everything.total, everything.read, everything.truncated) == (305, 305, False)
+    # The newest event, the strides back (64, 128, 256) while they stay after position 0, then position 0 itself.
+    if dense:
+        assert everything.seeks == 1 + math.ceil(math.log2(len(events) / 64)) + 1 == 5
+    else:
+        assert everything.seeks <= 2 * 64 + 2, everything.seeks
+    only_new = await activity(store, now, 60, category="new")
+    assert (only_new.total, only_new.read) == (5, 5)
+    assert [b.count for b in only_new.bars] == counts_by_minute([e.recorded_at for e in new], only_new.end, 60)
+    future = await activity(store, now + timedelta(hours=2), 60)
+    assert (future.total, future.read, future.seeks) == (0, 0, 1)  # the head's newest event is already too old
+
+
+def test_the_chart_draws_one_bar_a_minute_with_axis_labels() -> None:
+    start = datetime(2026, 12, 1, 9, 58, tzinfo=UTC)
+    bars = [Bar(start + timedelta(minutes=i), n) for i, n in enumerate([0, 3, 7, 1])]
+    svg = chart_svg(Activity(bars, start + timedelta(minutes=4), seeks=3, read=11, truncated=False), label_every=2)
+    rects = re.findall(
+        r'<rect class="bar" data-count="(\d+)" x="[\d.]+" y="([\d.]+)" width="[\d.]+" height="([\d.]+)">', svg
+    )
+    # The y axis tops at 10 (the next of 1, 2, 5, 10 ... above 7): 192 pixels high.
+    assert rects == [("0", "204.0", "0.0"), ("3", "146.4", "57.6"), ("7", "69.6", "134.4"), ("1", "184.8", "19.2")]
+    assert re.findall(r"<title>([^<]*)</title>", svg) == ["09:58: 0", "09:59: 3", "10:00: 7", "10:01: 1"]
+    labels = re.findall(r'<text class="axis"[^>]*>([^<]*)</text>', svg)
+    assert labels == ["0", "5", "10", "09:58", "10:00", "UTC, one bar a minute"]
+    assert [nice_ceiling(n) for n in (0, 1, 2, 3, 7, 10, 11, 99, 101, 4000)] == [1, 1, 2, 5, 10, 10, 20, 100, 200, 5000]
 
 
 # -- the app itself ---------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """The explorer's page handlers: streams, one stream, one event and its correlation chain, the live log,
-projections, and a decider's state at any version. Read-only: every route is a GET."""
+projections, events per minute, and a decider's state at any version or time, with what changed from the
+version before. Read-only: every route is a GET."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ import math
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import jinja2
+import markupsafe
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -27,8 +29,11 @@ from epoch import (
     StoreUnavailable,
     category_of,
 )
+from epoch.domain import initial_state_of
 from epoch.projections import format_duration
+from epoch.web._activity import MAX_WINDOW_EVENTS, activity, chart_svg
 from epoch.web._apps import Registered
+from epoch.web._diff import Change, diff, path_text, to_tree, value_text
 from epoch.web._index import LogIndex
 from epoch.web._views import EventView, event_view, link, state_json
 
@@ -38,6 +43,9 @@ HERE = Path(__file__).resolve().parent
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 CHAIN_LIMIT = 500
+ACTIVITY_MINUTES = 60
+MAX_ACTIVITY_MINUTES = 24 * 60
+PREVIEW_LIMIT = 160
 
 
 @dataclass
@@ -69,11 +77,38 @@ def templates() -> Jinja2Templates:
     env.globals["link"] = link
     env.filters["when"] = _when
     env.filters["duration"] = format_duration
+    env.filters["oneline"] = _oneline
+    env.filters["path"] = path_text
+    env.filters["value"] = value_text
     return Jinja2Templates(env=env)
 
 
 def _when(value: datetime) -> str:
     return value.isoformat(sep=" ", timespec="milliseconds")
+
+
+def _oneline(text: str) -> str:
+    """Pretty JSON on one line (newlines and the indentation after them dropped), cut for a preview."""
+    line = " ".join(part.strip() for part in text.splitlines())
+    return line if len(line) <= PREVIEW_LIMIT else line[:PREVIEW_LIMIT] + "…"
+
+
+def _instant(request: Request, name: str) -> datetime | None:
+    """An ISO-8601 instant with a time zone (``2026-12-01T10:00:00Z``), or ``None`` when not given."""
+    raw = request.query_params.get(name, "")
+    if raw == "":
+        return None
+    example = "e.g. 2026-12-01T10:00:00Z or 2026-12-01T11:00:00+01:00"
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        raise HTTPException(400, f"{name} must be an ISO-8601 instant ({example}), not {raw!r}") from None
+    if value.utcoffset() is None:
+        raise HTTPException(400, f"{name} must name its time zone ({example}), not {raw!r}")
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is in year 0 in UTC: no datetime holds it
+        raise HTTPException(400, f"{name} is out of range in UTC, not {raw!r}") from None
 
 
 def _int(request: Request, name: str, default: int | None, minimum: int = 0, maximum: int | None = None) -> int | None:
@@ -273,24 +308,44 @@ class Pages:
     # -- the global log -------------------------------------------------------------------------
 
     async def log(self, request: Request) -> Response:
+        """The global log, newest first: by default its last ``size`` events, live; ``before=P`` pages to
+        the ``size`` events before position P, ``after=P`` to the ``size`` events after it."""
         explorer = _explorer(request)
         index = explorer.index
         after = _int(request, "after", None)
+        before = _int(request, "before", None)
+        if after is not None and before is not None:
+            raise HTTPException(400, "give after or before, not both")
         size = _int(request, "size", PAGE_SIZE, minimum=1, maximum=MAX_PAGE_SIZE) or PAGE_SIZE
         await index.refresh()
-        live = after is None
-        start = index.tail_after(size) if after is None else after
+        live = after is None and before is None
+        if after is not None:
+            start = after
+        elif before is not None:
+            start = index.position_before(before - 1, size) if before > 0 else 0
+        else:
+            start = index.tail_after(size)
         events = [event_view(e) async for e in explorer.store.read_all(after=start, limit=size)]
-        last = events[-1].event.position if events else start
+        if before is not None:
+            events = [v for v in events if v.event.position < before]
+        newest = events[-1].event.position if events else start
+        oldest = events[0].event.position if events else start + 1
+        events.reverse()
+        sized = {} if size == PAGE_SIZE else {"size": size}
+        has_older = len(index.positions) > 0 and index.positions[0] < oldest
+        older = link("/log", before=oldest, **sized) if has_older else None
+        newer = None
+        if not live and newest < index.position:
+            newer = link("/log", after=newest, **sized)
         return self.render(
             request,
             "log.html",
             "log",
             events=events,
             head=index.position,
-            live_url=link("/log/live", after=max(last, index.position) if live else None) if live else None,
-            prev=link("/log", after=index.position_before(start, size), size=size) if start > 0 else None,
-            next=link("/log", after=last, size=size) if not live and last < index.position else None,
+            live_url=link("/log/live", after=max(newest, index.position)) if live else None,
+            prev=newer,
+            next=older,
         )
 
     async def live(self, request: Request) -> Response:
@@ -352,20 +407,31 @@ class Pages:
             raise HTTPException(404, f"no decider registered for category {category!r} (known: {known})")
         entity_id = _required(request, "id")
         version = _int(request, "version", None)
+        at = _instant(request, "at")
+        if version is not None and at is not None:
+            raise HTTPException(400, "give version or at, not both")
         stream = handler.stream_for(entity_id)
         head = await explorer.store.stream_version(stream)
         if head is None:
             raise HTTPException(404, f"no stream named {stream!r}")
         if version is not None and version > head:
             raise HTTPException(404, f"{stream} has no version {version}: its last version is {head}")
+        if at is not None:
+            version = await self._version_at(explorer, stream, at)
         shown = head if version is None else version
+        problem = None
+        state: str | None = None
+        changes: list[Change] | None = None
         try:
-            state: str | None = state_json(await handler.state_at(entity_id, version=shown))
-            problem = None
+            # At a time, the state is state_at's own answer for it; _version_at said which version that is.
+            current = await (handler.state_at(entity_id, at=at) if at else handler.state_at(entity_id, version=shown))
+            state = state_json(current)
+            before = initial_state_of(handler.decider) if shown == 0 else await handler.state_at(entity_id, shown - 1)
+            changes = _changes(before, current)
         except DecodeError as exc:
             # An event the decider's codec cannot read (stored bytes are anyone's): say which, and keep
             # the page, so the versions before it stay one click away.
-            state, problem = None, f"{type(exc).__name__}: {exc}"
+            problem = f"{type(exc).__name__}: {exc}"
         event = None
         async for recorded in explorer.store.read_stream(stream, from_version=shown, limit=1):
             event = recorded
@@ -378,12 +444,56 @@ class Pages:
             entity_id=entity_id,
             stream=stream,
             version=shown,
+            at=at,
             head=head,
             versions=list(range(low, min(head, low + 20) + 1)),
             event=event,
             state=state,
             problem=problem,
+            changes=changes,
         )
+
+    async def _version_at(self, explorer: Explorer, stream: str, at: datetime) -> int:
+        """The version state_at(at=...) stops at: the last before the first event recorded after ``at``."""
+        version: int | None = None
+        async for recorded in explorer.store.read_stream(stream):
+            if recorded.recorded_at > at:
+                break
+            version = recorded.version
+        if version is None:
+            first_at = ""
+            async for recorded in explorer.store.read_stream(stream, limit=1):
+                first_at = f": its first event was recorded at {_when(recorded.recorded_at)}"
+            raise HTTPException(404, f"{stream} has no event recorded at or before {_when(at)}{first_at}")
+        return version
+
+    # -- events per minute ----------------------------------------------------------------------
+
+    async def activity(self, request: Request) -> Response:
+        explorer = _explorer(request)
+        category = request.query_params.get("category", "") or None
+        minutes = _int(request, "minutes", ACTIVITY_MINUTES, minimum=1, maximum=MAX_ACTIVITY_MINUTES)
+        assert minutes is not None
+        data = await activity(explorer.store, datetime.now(UTC), minutes, category)
+        return self.render(
+            request,
+            "activity.html",
+            "activity",
+            category=category or "",
+            minutes=minutes,
+            data=data,
+            # Only numbers and times go into the SVG (never a name): it is safe to insert as markup.
+            chart=markupsafe.Markup(chart_svg(data, label_every=max(1, minutes // 6))),
+            cap=MAX_WINDOW_EVENTS,
+        )
+
+
+def _changes(before: object, after: object) -> list[Change] | None:
+    """What changed from ``before`` to ``after``; ``None`` when a state cannot be turned into a tree."""
+    try:
+        return diff(to_tree(before), to_tree(after))
+    except (ValueError, TypeError, RecursionError):
+        return None
 
 
 def _chain(members: list[RecordedEvent]) -> list[ChainNode]:

@@ -61,6 +61,7 @@ def create_app(store_url: str | None, app_spec: str | Sequence[str] | None = Non
         Route("/projections", pages.projections, name="projections"),
         Route("/deciders", pages.deciders, name="deciders"),
         Route("/state", pages.state, name="state"),
+        Route("/activity", pages.activity, name="activity"),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     app = Starlette(

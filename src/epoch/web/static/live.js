@@ -13,8 +13,8 @@
   source.addEventListener("append", function (message) {
     var empty = document.getElementById("log-empty");
     if (empty) empty.remove();
-    rows.insertAdjacentHTML("beforeend", message.data);
-    var row = rows.lastElementChild;
+    rows.insertAdjacentHTML("afterbegin", message.data);  // newest first
+    var row = rows.firstElementChild;
     if (row) row.classList.add("new");
     status.textContent = "live";
   });
