@@ -13,12 +13,18 @@ from epoch.errors import (
     ConfigurationError,
     DuplicateEventId,
     InvalidEvent,
-    InvalidExpectedVersion,
     InvalidStreamName,
     InvalidVersion,
-    WrongExpectedVersion,
 )
-from epoch.records import ANY, NO_STREAM, STREAM_EXISTS, ExpectedVersion, NewEvent
+from epoch.records import ExpectedVersion, NewEvent
+from epoch.streams import (
+    MAX_TYPE_NAME,
+    check_category,
+    check_expected_version,
+    check_name,
+    check_stream_name,
+    enforce_expected_version,
+)
 
 __all__ = [
     "DEFAULT_MAX_EVENT_SIZE",
@@ -45,9 +51,6 @@ DEFAULT_MAX_EVENT_SIZE = 1024 * 1024
 MAX_EVENT_SIZE_LIMIT = 1_000_000_000
 """The largest ``max_event_size`` a store accepts: about what one SQLite or PostgreSQL value can hold."""
 
-MAX_STREAM_NAME = 512
-MAX_TYPE_NAME = 256
-
 MAX_METADATA_DEPTH = 64
 """How deeply a metadata object may nest (objects and arrays, the metadata object itself counting 1).
 
@@ -55,45 +58,14 @@ Metadata is a flat map in practice; a bound keeps every reader (the codec, the C
 from a recursion limit, and one crafted event from bricking them.
 """
 
-# Category Cc is exactly U+0000-U+001F and U+007F-U+009F.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 _JSON_OBJECT = msgspec.json.Decoder(dict)
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _NOT_BRACKET = re.compile(rb"[^\[\]{}]")
 
 
-def _name_problem(name: object, limit: int) -> str | None:
-    if not isinstance(name, str):
-        return f"must be a str, not {type(name).__name__}"
-    if not 1 <= len(name) <= limit:
-        return f"must have 1 to {limit} characters, not {len(name)}"
-    if name != name.strip():
-        return "has leading or trailing whitespace"
-    if _CONTROL.search(name):
-        return "contains a control character"
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return "contains a lone surrogate"
-    return None
-
-
-@lru_cache(maxsize=8192)
-def _stream_problem(name: str) -> str | None:
-    return _name_problem(name, MAX_STREAM_NAME)
-
-
 @lru_cache(maxsize=1024)
 def _type_problem(name: str) -> str | None:
-    return _name_problem(name, MAX_TYPE_NAME)
-
-
-def check_stream_name(stream: object) -> str:
-    """Return ``stream`` if it is a valid stream name, else raise :class:`InvalidStreamName`."""
-    problem = _stream_problem(stream) if type(stream) is str else _name_problem(stream, MAX_STREAM_NAME)
-    if problem is not None:
-        raise InvalidStreamName(stream, problem)
-    return stream  # type: ignore[return-value]
+    return check_name(name, MAX_TYPE_NAME)  # cached: a store checks the same few type names all day
 
 
 def check_categories(categories: str | Iterable[str] | None) -> tuple[str, ...] | None:
@@ -113,14 +85,6 @@ def check_categories(categories: str | Iterable[str] | None) -> tuple[str, ...] 
     return tuple(dict.fromkeys(check_category(name) for name in categories))
 
 
-def check_category(name: object) -> str:
-    """Return ``name`` if it is a valid category (a valid stream name without ``-``), else raise."""
-    name = check_stream_name(name)
-    if "-" in name:
-        raise InvalidStreamName(name, "a category contains no '-'")
-    return name
-
-
 def check_append(
     stream: object, events: object, expected_version: object, max_event_size: int = DEFAULT_MAX_EVENT_SIZE
 ) -> tuple[str, list[NewEvent], ExpectedVersion | int]:
@@ -128,31 +92,6 @@ def check_append(
     name = check_stream_name(stream)
     expected = check_expected_version(name, expected_version)
     return name, check_events(name, events, max_event_size), expected
-
-
-def check_expected_version(stream: str, expected: object) -> ExpectedVersion | int:
-    """Normalise ``expected_version``: ``None`` becomes NO_STREAM; bools and negative ints are refused."""
-    if expected is None:
-        return NO_STREAM
-    if isinstance(expected, ExpectedVersion):
-        return expected
-    if isinstance(expected, int) and not isinstance(expected, bool) and expected >= 0:
-        return int(expected)
-    raise InvalidExpectedVersion(stream, expected)
-
-
-def enforce_expected_version(stream: str, expected: ExpectedVersion | int, actual: int | None) -> None:
-    """Raise :class:`WrongExpectedVersion` unless ``actual`` satisfies ``expected``."""
-    if expected is ANY:
-        return
-    if expected is NO_STREAM:
-        ok = actual is None
-    elif expected is STREAM_EXISTS:
-        ok = actual is not None
-    else:
-        ok = actual == expected
-    if not ok:
-        raise WrongExpectedVersion(stream, expected, actual)
 
 
 def check_events(stream: str, events: object, max_event_size: int = DEFAULT_MAX_EVENT_SIZE) -> list[NewEvent]:
@@ -166,7 +105,7 @@ def check_events(stream: str, events: object, max_event_size: int = DEFAULT_MAX_
         if not isinstance(event, NewEvent):
             raise InvalidEvent(stream, index, f"expected a NewEvent, not {type(event).__name__}")
         if type(event.type) is not str or _type_problem(event.type) is not None:
-            reason = _name_problem(event.type, MAX_TYPE_NAME)
+            reason = check_name(event.type, MAX_TYPE_NAME)
             raise InvalidEvent(stream, index, f"event type {event.type!r} {reason}")
         if type(event.data) is not bytes:
             raise InvalidEvent(stream, index, f"data must be bytes, not {type(event.data).__name__}")
