@@ -34,15 +34,15 @@ def test_a_browser_test_without_chromium_fails_when_the_browser_is_required() ->
         f"Failed: chromium is required here but unavailable: {MISSING} is missing (apt-get install -y chromium)"
         in done.stdout
     ), done.stdout
-    assert re.fullmatch(r"1 error in [0-9.]+s", done.stdout.splitlines()[-1]), done.stdout
+    assert re.fullmatch(r"2 errors in [0-9.]+s", done.stdout.splitlines()[-1]), done.stdout  # SQLite, PostgreSQL
 
 
 def test_a_bare_pytest_run_without_chromium_skips() -> None:
     done = run_browser_tests()
     assert done.returncode == 0, done.stdout
-    skipped = rf"SKIPPED \[1\] tests/test_web_browser.py:[0-9]+: {MISSING} is missing \(apt-get install -y chromium\)"
+    skipped = rf"SKIPPED \[2\] tests/test_web_browser.py:[0-9]+: {MISSING} is missing \(apt-get install -y chromium\)"
     assert re.search(skipped, done.stdout), done.stdout
-    assert re.fullmatch(r"1 skipped in [0-9.]+s", done.stdout.splitlines()[-1]), done.stdout
+    assert re.fullmatch(r"2 skipped in [0-9.]+s", done.stdout.splitlines()[-1]), done.stdout
 
 
 @pytest.mark.skipif(not hasattr(os, "geteuid"), reason="POSIX only")
