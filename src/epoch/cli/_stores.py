@@ -115,7 +115,10 @@ async def _reach_postgres(url: str) -> None:
     except TimeoutError:
         raise StoreUnavailable(f"cannot reach PostgreSQL at {where} (no answer within {budget:g} s)") from None
     except psycopg.Error as exc:
-        raise StoreUnavailable(f"cannot reach PostgreSQL at {where} ({_reason(exc)})") from exc
+        reason = _reason(exc)
+        if "timeout expired" in reason:  # libpq's words for connect_timeout
+            reason = f"no answer within {budget:g} s"
+        raise StoreUnavailable(f"cannot reach PostgreSQL at {where} ({reason})") from exc
     await conn.close()
 
 
