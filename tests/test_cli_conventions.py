@@ -364,3 +364,17 @@ def test_demo_json_refuses_a_store_that_forgets() -> None:
         "error: epoch demo --json reads back what the demo wrote: use a store that outlives it "
         "(sqlite:///demo.db, postgresql://...), not memory://\n"
     )
+
+
+def test_what_the_cli_checks_a_store_url_with() -> None:
+    from epoch.errors import ConfigurationError
+    from epoch.stores.postgres import PostgresEventStore
+    from epoch.stores.sqlite import SQLiteEventStore
+
+    assert SQLiteEventStore.path_of("sqlite:///relative.db?timeout=1") == "relative.db"
+    assert SQLiteEventStore.path_of("sqlite+pysqlite:////abs/x.db") == "/abs/x.db"
+    assert SQLiteEventStore.path_of("sqlite://") == ":memory:"
+    with pytest.raises(ConfigurationError, match="^a SQLite URL names no host: 'sqlite://host/x.db'"):
+        SQLiteEventStore.path_of("sqlite://host/x.db")
+    conninfo, options = PostgresEventStore.conninfo_of("postgresql://u@h:5/db?pool_timeout=1.5&sslmode=disable")
+    assert (conninfo, options) == ("postgresql://u@h:5/db?sslmode=disable", {"pool_timeout": 1.5})

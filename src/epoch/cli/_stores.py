@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -84,9 +83,9 @@ async def check_store(url: str, *, create: bool) -> None:
     """
     scheme = _scheme(url)
     if scheme == "sqlite" and not create:
-        from epoch.stores.sqlite import _parse_url
+        from epoch.stores.sqlite import SQLiteEventStore
 
-        path, _ = _parse_url(url)
+        path = SQLiteEventStore.path_of(url)
         if path != ":memory:" and not os.path.exists(path):
             raise ConfigurationError(f"no such store: {shown(url)}")
     elif scheme in ("postgresql", "postgres"):
@@ -94,13 +93,12 @@ async def check_store(url: str, *, create: bool) -> None:
 
 
 async def _reach_postgres(url: str) -> None:
-    importlib.import_module("epoch.stores.postgres")  # first: without psycopg it raises MissingDependency
-    import psycopg
+    from epoch.stores.postgres import PostgresEventStore  # without psycopg: MissingDependency, naming the extra
+
+    conninfo, options = PostgresEventStore.conninfo_of(url)
+    import psycopg  # installed, then
     from psycopg.conninfo import conninfo_to_dict
 
-    from epoch.stores._postgres_url import parse_url
-
-    conninfo, options = parse_url(url)
     budget = float(options.get("pool_timeout", CONNECT_BUDGET))
     params = conninfo_to_dict(conninfo)
     host = str(params.get("host") or params.get("hostaddr") or os.environ.get("PGHOST") or "localhost")

@@ -43,9 +43,9 @@ def register(app: typer.Typer) -> None:
             if isinstance(exc, MissingDependency):
                 raise
             raise MissingDependency(exc.name or "uvicorn", "web") from exc
-        # The explorer opens the store when it starts: check first, so that a mistyped SQLite path or a
+        explorer = create_app(store, app_spec or None)  # checks --app
+        # The explorer opens the store when it starts: check it now, so that a mistyped SQLite path or a
         # server that is down is one line here, not an empty new database or a failed startup in uvicorn's log.
         asyncio.run(check_store(resolve(store), create=False))
-        explorer = create_app(store, app_spec or None)
         typer.echo(f"epoch explorer on http://{host}:{port}/ (Ctrl+C to stop)")
         uvicorn.run(explorer, host=host, port=port, log_level="warning", ws="none", lifespan="on")
