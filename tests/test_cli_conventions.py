@@ -378,3 +378,14 @@ def test_what_the_cli_checks_a_store_url_with() -> None:
         SQLiteEventStore.path_of("sqlite://host/x.db")
     conninfo, options = PostgresEventStore.conninfo_of("postgresql://u@h:5/db?pool_timeout=1.5&sslmode=disable")
     assert (conninfo, options) == ("postgresql://u@h:5/db?sslmode=disable", {"pool_timeout": 1.5})
+
+
+def test_psycopg_retry_warnings_stay_off_the_terminal() -> None:
+    # What the pool logs for each failed reconnect while a command runs (several lines each time).
+    script = (
+        "import logging; from epoch.cli._stores import quiet_driver_logs; quiet_driver_logs(); "
+        "logging.getLogger('psycopg.pool').warning(\"error connecting in 'epoch': connection refused\"); "
+        "logging.getLogger('epoch').warning('still shown')"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "still shown\n")
