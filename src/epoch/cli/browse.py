@@ -9,9 +9,10 @@ from typing import Annotated, Any
 import msgspec
 import typer
 
-from epoch import RecordedEvent, open_store
+from epoch import RecordedEvent
 from epoch._payload import escape_text, payload_of
 from epoch.cli._options import JsonOption, StoreOption
+from epoch.cli._stores import cli_store, fail, resolve, shown
 
 _ENCODER = msgspec.json.Encoder()
 
@@ -55,7 +56,7 @@ def register(app: typer.Typer) -> None:
 
         async def run() -> list[dict[str, Any]]:
             found: dict[str, dict[str, Any]] = {}
-            async with open_store(store) as opened:
+            async with cli_store(store) as opened:
                 async for event in opened.read_all(categories=category):
                     row = found.setdefault(event.stream, {"stream": event.stream, "events": 0})
                     row["events"] += 1
@@ -84,11 +85,16 @@ def register(app: typer.Typer) -> None:
         backwards: Annotated[bool, typer.Option(help="Newest first.")] = False,
         limit: Annotated[int | None, typer.Option(help="At most this many events.")] = None,
     ) -> None:
-        """Print one stream's events."""
+        """Print one stream's events; a stream never written (or deleted) is an error."""
 
         async def run() -> list[RecordedEvent]:
-            async with open_store(store) as opened:
-                return [e async for e in opened.read_stream(stream, from_version, backwards, limit)]
+            async with cli_store(store) as opened:
+                events = [e async for e in opened.read_stream(stream, from_version, backwards, limit)]
+                # Nothing to show is fine for a stream that exists (--from past its end); for one that
+                # does not, an empty list would hide a typo in the name.
+                if not events and await opened.stream_version(stream) is None:
+                    fail(f"no stream {stream!r} in {shown(resolve(store))}")
+                return events
 
         events = asyncio.run(run())
         if as_json:
@@ -116,7 +122,7 @@ def register(app: typer.Typer) -> None:
                 typer.echo(event_line(event))
 
         async def run() -> None:
-            async with open_store(store) as opened:
+            async with cli_store(store) as opened:
                 start = after
                 if start is None:
                     recent = [e async for e in opened.read_all(categories=category)][-20:]

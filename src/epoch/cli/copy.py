@@ -9,13 +9,14 @@ from typing import Annotated, Any
 
 import typer
 
-from epoch import open_store
 from epoch.cli._options import JsonOption
+from epoch.cli._stores import cli_store
 from epoch.stores.copy import copy_store
 
 
 async def _copy(src_url: str, dst_url: str, chunk_size: int, show_progress: bool) -> dict[str, Any]:
-    async with open_store(src_url) as src, open_store(dst_url) as dst:
+    # The source only reads: a mistyped SQLite path there is an error, not a new empty store to copy.
+    async with cli_store(src_url) as src, cli_store(dst_url, create=True) as dst:
         if not show_progress:
             result = await copy_store(src, dst, chunk_size=chunk_size)
         else:

@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from typing import Any
 
 import typer
 
-from epoch import open_store
 from epoch.cli._options import JsonOption, StoreOption
-from epoch.stores import DEFAULT_STORE_URL
-
-
-def _resolve(url: str | None) -> str:
-    return url or os.environ.get("EPOCH_STORE") or DEFAULT_STORE_URL
+from epoch.cli._stores import check_store, cli_store, resolve
 
 
 async def _migrate(url: str) -> dict[str, Any]:
@@ -23,6 +17,7 @@ async def _migrate(url: str) -> dict[str, Any]:
     if scheme in ("postgresql", "postgres"):
         from epoch.stores.postgres import migrate
 
+        await check_store(url, create=True)  # a server that is down: one line within seconds
         before, after, applied = await migrate(url)
         return {
             "store": "postgresql",
@@ -30,7 +25,7 @@ async def _migrate(url: str) -> dict[str, Any]:
             "version": after,
             "applied": [{"version": v, "description": d} for v, d in applied],
         }
-    async with open_store(url):  # opening creates the schema
+    async with cli_store(url, create=True):  # opening creates the schema
         pass
     return {"store": scheme, "version_before": None, "version": None, "applied": []}
 
@@ -39,7 +34,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def migrate(store: StoreOption = None, as_json: JsonOption = False) -> None:
         """Create or upgrade the store's schema. Idempotent: running it again does nothing."""
-        report = asyncio.run(_migrate(_resolve(store)))
+        report = asyncio.run(_migrate(resolve(store)))
         if as_json:
             typer.echo(json.dumps(report))
         elif report["store"] != "postgresql":

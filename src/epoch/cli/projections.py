@@ -18,8 +18,9 @@ from typing import Annotated, Any
 
 import typer
 
-from epoch import EventStore, open_store
+from epoch import EventStore
 from epoch.cli._options import JsonOption, StoreOption
+from epoch.cli._stores import cli_store
 from epoch.projections import (
     ProjectionFailed,
     ProjectionRunner,
@@ -93,7 +94,7 @@ def register(app: typer.Typer) -> None:
         factory = load_runner_factory(app_spec)
 
         async def run() -> list[ProjectionStatus]:
-            async with open_store(store) as opened:
+            async with cli_store(store) as opened:
                 if factory is not None:
                     return await _runner(factory, opened).status()
                 return await projection_status(opened, default_checkpoints(opened), default_parking(opened))
@@ -126,7 +127,7 @@ def register(app: typer.Typer) -> None:
         show_bar = not as_json and sys.stdout.isatty()
 
         async def run() -> dict[str, Any]:
-            async with open_store(store) as opened:
+            async with cli_store(store, create=True) as opened:  # it writes: the read model, its checkpoint
                 runner = _runner(factory, opened)
                 if name not in runner.names:
                     raise typer.BadParameter(f"no projection named {name!r} (known: {', '.join(runner.names)})")

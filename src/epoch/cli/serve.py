@@ -6,11 +6,13 @@ without the extra.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 import typer
 
 from epoch.cli._options import StoreOption
+from epoch.cli._stores import check_store, resolve
 from epoch.errors import MissingDependency
 
 AppsOption = Annotated[
@@ -41,6 +43,9 @@ def register(app: typer.Typer) -> None:
             if isinstance(exc, MissingDependency):
                 raise
             raise MissingDependency(exc.name or "uvicorn", "web") from exc
-        explorer = create_app(store, app_spec or None)
+        explorer = create_app(store, app_spec or None)  # checks --app
+        # The explorer opens the store when it starts: check it now, so that a mistyped SQLite path or a
+        # server that is down is one line here, not an empty new database or a failed startup in uvicorn's log.
+        asyncio.run(check_store(resolve(store), create=False))
         typer.echo(f"epoch explorer on http://{host}:{port}/ (Ctrl+C to stop)")
         uvicorn.run(explorer, host=host, port=port, log_level="warning", ws="none", lifespan="on")

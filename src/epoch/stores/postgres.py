@@ -137,6 +137,12 @@ class PostgresEventStore(StoreLifecycle):
         await store.open()
         return store
 
+    @staticmethod
+    def conninfo_of(url: str) -> tuple[str, dict[str, Any]]:
+        """A ``postgresql://`` store URL split as :meth:`from_url` does: the libpq URI, and epoch's own
+        options given as query parameters (e.g. ``{"pool_timeout": 3.0}``). Raises ``ConfigurationError``."""
+        return parse_url(url)
+
     async def open(self) -> None:
         """Connect, then create or upgrade the schema (``migrate=True``) or check it is current."""
         if self._db.opened:

@@ -113,6 +113,15 @@ class SQLiteEventStore(StoreLifecycle):
         await store._workers.start()  # fail here, not at the first call, on a bad path or a foreign file
         return store
 
+    @staticmethod
+    def path_of(url: str) -> str:
+        """The file a ``sqlite://`` URL names, as :meth:`from_url` opens it (``":memory:"`` for ``sqlite://``).
+
+        Lets a caller that only reads (``epoch streams``) check that the file exists, rather than have
+        :meth:`from_url` create it. Raises ``ConfigurationError`` for a malformed URL.
+        """
+        return _parse_url(url)[0]
+
     # -- the EventStore protocol --------------------------------------------------------------------
 
     async def append(
