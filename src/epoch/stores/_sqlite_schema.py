@@ -93,7 +93,9 @@ def connect(path: str, *, timeout: float, synchronous: str, writer: bool) -> sql
 
 def create_schema(connection: sqlite3.Connection, path: str, *, in_memory: bool) -> None:
     """Switch the file to WAL and create the schema when missing; refuse foreign and newer files."""
-    if not in_memory:
+    # Switching a file to WAL takes an exclusive lock; asking first leaves a file that is already WAL
+    # (every file but a new one) alone, so a process opening it never waits on busy writers.
+    if not in_memory and connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
         connection.execute("PRAGMA journal_mode = WAL").fetchall()
     for _ in range(2):  # read without a lock first: an up-to-date file needs no write lock
         version, application = (
