@@ -198,7 +198,7 @@ class Worker:
             else:
                 for envelope in envelopes:
                     await self.projection.handle(envelope)
-            await self.checkpoints.save(self.name, checkpoint, self._measure(len(records), started))
+            await _finish(self.checkpoints.save(self.name, checkpoint, self._measure(len(records), started)))
         self.position = self._saved = checkpoint
         self._saved_at = time.monotonic()
 
@@ -287,3 +287,17 @@ class Worker:
             return exc
         await self.parking.remove(self.name, entry_event.position)
         return None
+
+
+async def _finish(save: Awaitable[None]) -> None:
+    """Await a checkpoint save that a cancellation (a runner being stopped) does not cut short.
+
+    The events are handled already: a stop that lands during the save lets it complete, so a stopped
+    runner's checkpoint covers everything its projection saw (no redelivery after a clean stop).
+    """
+    task = asyncio.ensure_future(save)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
