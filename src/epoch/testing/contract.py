@@ -28,38 +28,24 @@ from epoch.errors import (
     InvalidExpectedVersion,
     InvalidStreamName,
     InvalidVersion,
-    StoreUnavailable,
     WrongExpectedVersion,
 )
-from epoch.records import ANY, NO_STREAM, STREAM_EXISTS, NewEvent, RecordedEvent
+from epoch.records import ANY, NO_STREAM, STREAM_EXISTS, NewEvent
 from epoch.stores import EventStore
+from epoch.testing._events import collect, new, nothing_stored
 from epoch.testing.contract_ids import DuplicateIdContract
+from epoch.testing.contract_lifecycle import LifecycleContract
 from epoch.testing.contract_log import LogContract
 
 __all__ = ["EventStoreContract"]
 
 
-def new(n: int = 1, type: str = "Happened", prefix: bytes = b"") -> list[NewEvent]:
-    """``n`` fresh events with JSON data and metadata."""
-    return [NewEvent(type, prefix + b'{"n": %d}' % i, b'{"who": "test"}') for i in range(n)]
-
-
-async def collect(iterator: Any) -> list[RecordedEvent]:
-    return [event async for event in iterator]
-
-
-async def nothing_stored(store: EventStore, stream: str | None = None) -> bool:
-    """True when the store is still empty (and ``stream`` unwritten)."""
-    if stream is not None and await store.stream_version(stream) is not None:
-        return False
-    return await store.head_position() == 0
-
-
-class EventStoreContract(DuplicateIdContract, LogContract):
+class EventStoreContract(DuplicateIdContract, LogContract, LifecycleContract):
     """Guarantees 1-8 of DESIGN §3, one test each (or a few), against the ``store`` fixture.
 
     Guarantees split into their own modules come in as mixins (``contract_ids``: event ids stored twice;
-    ``contract_log``: per-stream order, filters and numbers — guarantees 10, 11 and 13).
+    ``contract_log``: per-stream order, filters and numbers — guarantees 10, 11 and 13;
+    ``contract_lifecycle``: soft delete, subscriptions and closing).
     """
 
     pytestmark: ClassVar[list[pytest.MarkDecorator]] = [pytest.mark.asyncio]
@@ -390,109 +376,3 @@ class EventStoreContract(DuplicateIdContract, LogContract):
         assert isinstance(copy, WrongExpectedVersion)
         assert (copy.stream, copy.expected, copy.actual) == ("s-1", 5, 0)
         assert str(copy) == str(info.value)
-
-    # -- soft delete ----------------------------------------------------------------------------
-
-    async def test_soft_delete(self, store: EventStore) -> None:
-        first = await store.append("s-1", new(3))
-        await store.delete_stream("s-1", 2)
-        assert await store.stream_version("s-1") is None
-        assert await collect(store.read_stream("s-1")) == []
-        assert await collect(store.read_stream("s-1", backwards=True)) == []
-        assert [r.position for r in await collect(store.read_all())] == list(first.positions)
-        again = await store.append("s-1", new(2), NO_STREAM)
-        assert again.version == 4
-        assert [r.version for r in await collect(store.read_stream("s-1"))] == [3, 4]
-        assert [r.version for r in await collect(store.read_stream("s-1", from_version=0))] == [3, 4]
-        assert [r.version for r in await collect(store.read_stream("s-1", backwards=True))] == [4, 3]
-        assert len(await collect(store.read_all())) == 5
-        assert await store.stream_version("s-1") == 4
-
-    async def test_delete_checks_expected_version(self, store: EventStore) -> None:
-        await store.append("s-1", new(2))
-        with pytest.raises(WrongExpectedVersion) as info:
-            await store.delete_stream("s-1", 0)
-        assert info.value.actual == 1
-        assert await store.stream_version("s-1") == 1
-        await store.delete_stream("s-1")
-        with pytest.raises(WrongExpectedVersion):
-            await store.delete_stream("s-1", STREAM_EXISTS)
-
-    async def test_deleted_stream_rejects_stale_version(self, store: EventStore) -> None:
-        await store.append("s-1", new(2))
-        await store.delete_stream("s-1")
-        with pytest.raises(WrongExpectedVersion) as info:
-            await store.append("s-1", new(1), 1)
-        assert info.value.actual is None
-
-    # -- subscribe ------------------------------------------------------------------------------
-
-    async def test_subscribe_catches_up_then_goes_live(self, store: EventStore) -> None:
-        first = await store.append("s-1", new(3))
-        subscription = store.subscribe()
-        seen: list[RecordedEvent] = []
-
-        async def consume() -> None:
-            async for event in subscription:
-                seen.append(event)
-                if len(seen) == 6:
-                    return
-
-        task = asyncio.create_task(consume())
-        await asyncio.sleep(0.05)
-        second = await store.append("s-2", new(2))
-        third = await store.append("s-1", new(1))
-        await asyncio.wait_for(task, 10)
-        await subscription.aclose()  # type: ignore[attr-defined]
-        assert [r.position for r in seen] == [*first.positions, *second.positions, *third.positions]
-
-    async def test_subscribe_after_and_categories(self, store: EventStore) -> None:
-        a = await store.append("users-1", new(2))
-        await store.append("orders-1", new(1))
-        subscription = store.subscribe(after=a.positions[0], categories=["users"])
-        live = asyncio.ensure_future(store.append("users-2", new(1)))
-        seen = []
-        async for event in subscription:
-            seen.append(event)
-            if len(seen) == 2:
-                break
-        await subscription.aclose()  # type: ignore[attr-defined]
-        await live
-        assert [(r.stream, r.version) for r in seen] == [("users-1", 1), ("users-2", 0)]
-
-    async def test_subscribe_with_concurrent_writers_delivers_each_once(self, store: EventStore) -> None:
-        total = 8 * 10 * 2
-
-        async def writer(w: int) -> None:
-            for i in range(10):
-                await store.append(f"w-{w}", new(2, prefix=b"%d-%d" % (w, i)))
-
-        seen: list[RecordedEvent] = []
-
-        async def consume() -> None:
-            subscription = store.subscribe()
-            try:
-                async for event in subscription:
-                    seen.append(event)
-                    if len(seen) == total:
-                        return
-            finally:
-                await subscription.aclose()  # type: ignore[attr-defined]
-
-        consumer = asyncio.create_task(consume())
-        await asyncio.gather(*(writer(w) for w in range(8)))
-        await asyncio.wait_for(consumer, 20)
-        positions = [r.position for r in seen]
-        assert positions == sorted(positions) and len(set(positions)) == total
-        assert positions == [r.position for r in await collect(store.read_all())]
-
-    # -- lifecycle ------------------------------------------------------------------------------
-
-    async def test_closed_store_is_unavailable(self, store: EventStore) -> None:
-        await store.append("s-1", new(1))
-        await store.close()
-        with pytest.raises(StoreUnavailable):
-            await store.append("s-1", new(1))
-        with pytest.raises(StoreUnavailable):
-            await collect(store.read_stream("s-1"))
-        await store.close()  # idempotent
