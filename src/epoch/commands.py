@@ -14,15 +14,15 @@ from __future__ import annotations
 import asyncio
 import enum
 import random
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, NamedTuple, TypeVar
-from uuid import UUID, uuid4, uuid5
+from uuid import UUID, uuid4
 
 import msgspec
 
+from epoch._idempotency import COMMAND_NAMESPACE, check_id, closing, event_id_for, first_execution
 from epoch.cache import CachedState, StateCache
 from epoch.codec import EventCodec
 from epoch.domain import DeciderLike, decide_events, initial_state_of
@@ -42,10 +42,6 @@ __all__ = ["COMMAND_NAMESPACE", "CommandHandler", "ExecuteResult", "LoadedState"
 C = TypeVar("C")
 S = TypeVar("S")
 E = TypeVar("E")
-
-COMMAND_NAMESPACE = UUID("6f1b6c38-52a4-4f55-9a7e-0c5d1c1f2a90")
-"""Namespace for turning a non-UUID command id into the UUID its event ids derive from."""
-
 
 _METADATA = msgspec.json.Decoder(dict[str, Any])
 
@@ -77,12 +73,6 @@ class LoadedState(NamedTuple, Generic[S]):
     version: int | None
 
 
-def event_id_for(command_id: str | UUID, stream: str, index: int) -> UUID:
-    """The id of the ``index``-th event a command writes to ``stream``: stable, so retries are no-ops."""
-    namespace = command_id if isinstance(command_id, UUID) else uuid5(COMMAND_NAMESPACE, command_id)
-    return uuid5(namespace, f"{stream}/{index}")
-
-
 class _Loaded(Generic[S]):
     __slots__ = ("position", "state", "version")
 
@@ -90,29 +80,6 @@ class _Loaded(Generic[S]):
         self.state = state
         self.version = version
         self.position = position
-
-
-def _check_id(stream: str, name: str, value: object) -> None:
-    """Command, correlation and causation ids go into every event's metadata (and ids): text that UTF-8
-    cannot carry is refused before anything is read or written."""
-    if value is None or isinstance(value, UUID):
-        return
-    if not isinstance(value, str):
-        raise InvalidEvent(stream, 0, f"{name} must be a str or UUID, not {type(value).__name__}")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidEvent(stream, 0, f"{name} {value!r} contains a lone surrogate") from None
-
-
-@asynccontextmanager
-async def _closing(events: AsyncIterator[RecordedEvent]) -> AsyncIterator[AsyncIterator[RecordedEvent]]:
-    """A store read left early (``break``) releases its connection at once, not when collected."""
-    try:
-        yield events
-    finally:
-        if isinstance(events, AsyncGenerator):
-            await events.aclose()
 
 
 class CommandHandler(Generic[C, S, E]):
@@ -177,7 +144,7 @@ class CommandHandler(Generic[C, S, E]):
         state = loaded.state
         last: RecordedEvent | None = None
         stale = check  # until the base's own event is seen
-        async with _closing(self.store.read_stream(stream, from_version=from_version)) as events:
+        async with closing(self.store.read_stream(stream, from_version=from_version)) as events:
             async for recorded in events:
                 if check:
                     check = False
@@ -223,7 +190,7 @@ class CommandHandler(Generic[C, S, E]):
         decode = self.codec.decode_data
         state = initial_state_of(self.decider)
         head: int | None = None
-        async with _closing(self.store.read_stream(stream)) as events:
+        async with closing(self.store.read_stream(stream)) as events:
             async for recorded in events:
                 if version is not None and recorded.version > version:
                     return state
@@ -266,7 +233,7 @@ class CommandHandler(Generic[C, S, E]):
             ("correlation_id", correlation_id),
             ("causation_id", causation_id),
         ):
-            _check_id(stream, name, value)
+            check_id(stream, name, value)
         watch = event_id_for(command_id, stream, 0) if command_id is not None else None
         if command_id is not None:
             prior = await self._prior_result(stream, command_id)
@@ -420,33 +387,10 @@ class CommandHandler(Generic[C, S, E]):
         return ExecuteResult(stream, appended.version, appended.position, envelopes, state, attempts)
 
     async def _prior_result(self, stream: str, command_id: str | UUID) -> ExecuteResult[S, E] | None:
-        """The result of an earlier execution of ``command_id`` on ``stream``, or ``None``.
-
-        One lookup by id (does the command's first event exist here?) and, when it does, one read of
-        the stream that folds the state up to the command's last event.
-        """
-        first_id = event_id_for(command_id, stream, 0)
-        first = await self.store.get_event(first_id, stream=stream)
-        if first is None or first.stream != stream:
+        """The result of an earlier execution of ``command_id`` on ``stream``, or ``None``."""
+        found = await first_execution(self.store, stream, command_id, self.decider, self.codec)
+        if found is None:
             return None
-        evolve = self.decider.evolve
-        decode = self.codec.decode_data
-        state = initial_state_of(self.decider)
-        written: list[RecordedEvent] = []
-        async with _closing(self.store.read_stream(stream)) as events:
-            async for recorded in events:
-                if written and recorded.id != event_id_for(command_id, stream, len(written)):
-                    break
-                if written or recorded.id == first_id:
-                    written.append(recorded)
-                state = evolve(state, decode(recorded))
-        if not written:
-            # The stream was deleted since: its events are still in the log (get_event finds them), but
-            # no state can be folded from a stream that reads empty; the state is the current one.
-            written.append(first)
-            while (
-                more := await self.store.get_event(event_id_for(command_id, stream, len(written)), stream)
-            ) is not None:
-                written.append(more)
+        written, state = found
         last = written[-1]
         return ExecuteResult(stream, last.version, last.position, [self.codec.decode(r) for r in written], state)

@@ -1,0 +1,87 @@
+"""Idempotent commands: the ids a command's events get, and finding what an earlier execution wrote.
+
+A command id makes a command idempotent per stream: the ``index``-th event it writes to ``stream`` has
+an id derived from the command id, so a retry (from any process) writes the same ids at the same place,
+which the store treats as a no-op, and the first event's id finds the first execution.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+from uuid import UUID, uuid5
+
+from epoch.codec import EventCodec
+from epoch.domain import DeciderLike, initial_state_of
+from epoch.errors import InvalidEvent
+from epoch.records import RecordedEvent
+from epoch.stores import EventStore
+
+__all__ = ["COMMAND_NAMESPACE", "check_id", "closing", "event_id_for", "first_execution"]
+
+S = TypeVar("S")
+
+COMMAND_NAMESPACE = UUID("6f1b6c38-52a4-4f55-9a7e-0c5d1c1f2a90")
+"""Namespace for turning a non-UUID command id into the UUID its event ids derive from."""
+
+
+def event_id_for(command_id: str | UUID, stream: str, index: int) -> UUID:
+    """The id of the ``index``-th event a command writes to ``stream``: stable, so retries are no-ops."""
+    namespace = command_id if isinstance(command_id, UUID) else uuid5(COMMAND_NAMESPACE, command_id)
+    return uuid5(namespace, f"{stream}/{index}")
+
+
+def check_id(stream: str, name: str, value: object) -> None:
+    """Command, correlation and causation ids go into every event's metadata (and ids): text that UTF-8
+    cannot carry is refused before anything is read or written."""
+    if value is None or isinstance(value, UUID):
+        return
+    if not isinstance(value, str):
+        raise InvalidEvent(stream, 0, f"{name} must be a str or UUID, not {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidEvent(stream, 0, f"{name} {value!r} contains a lone surrogate") from None
+
+
+@asynccontextmanager
+async def closing(events: AsyncIterator[RecordedEvent]) -> AsyncIterator[AsyncIterator[RecordedEvent]]:
+    """A store read left early (``break``) releases its connection at once, not when collected."""
+    try:
+        yield events
+    finally:
+        if isinstance(events, AsyncGenerator):
+            await events.aclose()
+
+
+async def first_execution(
+    store: EventStore, stream: str, command_id: str | UUID, decider: DeciderLike[Any, S, Any], codec: EventCodec[Any]
+) -> tuple[list[RecordedEvent], S] | None:
+    """The events an earlier execution of ``command_id`` wrote to ``stream`` and the state after them.
+
+    One lookup by id (does the command's first event exist here?) and, when it does, one read of the
+    stream that folds the state up to the command's last event. ``None`` when it never ran here.
+    """
+    first_id = event_id_for(command_id, stream, 0)
+    first = await store.get_event(first_id, stream=stream)
+    if first is None or first.stream != stream:
+        return None
+    evolve = decider.evolve
+    decode = codec.decode_data
+    state = initial_state_of(decider)
+    written: list[RecordedEvent] = []
+    async with closing(store.read_stream(stream)) as events:
+        async for recorded in events:
+            if written and recorded.id != event_id_for(command_id, stream, len(written)):
+                break
+            if written or recorded.id == first_id:
+                written.append(recorded)
+            state = evolve(state, decode(recorded))
+    if not written:
+        # The stream was deleted since: its events are still in the log (get_event finds them), but
+        # no state can be folded from a stream that reads empty; the state is the current one.
+        written.append(first)
+        while (more := await store.get_event(event_id_for(command_id, stream, len(written)), stream)) is not None:
+            written.append(more)
+    return written, state
