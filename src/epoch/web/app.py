@@ -18,8 +18,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from epoch import EpochError, open_store
 from epoch.web._apps import load_factories, register
+from epoch.web._context import HERE, Explorer, templates
 from epoch.web._index import LogIndex
-from epoch.web._pages import HERE, Explorer, Pages, templates
+from epoch.web._pages import Pages
 
 __all__ = ["create_app"]
 

@@ -1,0 +1,172 @@
+"""What the explorer's page handlers work with: the app's state, the templates, the request parameters
+they parse (numbers, instants), and the small pieces a page shows (a correlation chain, a change list)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import jinja2
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.templating import Jinja2Templates
+
+from epoch import (
+    EventStore,
+    RecordedEvent,
+)
+from epoch.projections import format_duration
+from epoch.web._apps import Registered
+from epoch.web._diff import Change, diff, path_text, to_tree, value_text
+from epoch.web._index import LogIndex
+from epoch.web._views import EventView, event_view, link
+
+__all__ = [
+    "ACTIVITY_MINUTES",
+    "CHAIN_LIMIT",
+    "ChainNode",
+    "Explorer",
+    "HERE",
+    "MAX_ACTIVITY_MINUTES",
+    "MAX_PAGE_SIZE",
+    "PAGE_SIZE",
+    "PREVIEW_LIMIT",
+    "_chain",
+    "_changes",
+    "_describe",
+    "_explorer",
+    "_instant",
+    "_int",
+    "_oneline",
+    "_required",
+    "_when",
+    "templates",
+]
+
+HERE = Path(__file__).resolve().parent
+PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+CHAIN_LIMIT = 500
+ACTIVITY_MINUTES = 60
+MAX_ACTIVITY_MINUTES = 24 * 60
+PREVIEW_LIMIT = 160
+
+
+@dataclass
+class Explorer:
+    """What the pages read: the open store, the log index and what ``--app`` registered."""
+
+    store: EventStore
+    index: LogIndex
+    registered: Registered
+
+
+@dataclass
+class ChainNode:
+    """One event of a correlation chain, with the events it caused."""
+
+    view: EventView
+    parent_in_chain: bool = False
+    children: list[ChainNode] = field(default_factory=list)
+
+
+def templates() -> Jinja2Templates:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(HERE / "templates"),
+        autoescape=True,  # every template is HTML: names, data and errors are escaped everywhere
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.globals["link"] = link
+    env.filters["when"] = _when
+    env.filters["duration"] = format_duration
+    env.filters["oneline"] = _oneline
+    env.filters["path"] = path_text
+    env.filters["value"] = value_text
+    return Jinja2Templates(env=env)
+
+
+def _when(value: datetime) -> str:
+    return value.isoformat(sep=" ", timespec="milliseconds")
+
+
+def _oneline(text: str) -> str:
+    """Pretty JSON on one line (newlines and the indentation after them dropped), cut for a preview."""
+    line = " ".join(part.strip() for part in text.splitlines())
+    return line if len(line) <= PREVIEW_LIMIT else line[:PREVIEW_LIMIT] + "…"
+
+
+def _instant(request: Request, name: str) -> datetime | None:
+    """An ISO-8601 instant with a time zone (``2026-12-01T10:00:00Z``), or ``None`` when not given."""
+    raw = request.query_params.get(name, "")
+    if raw == "":
+        return None
+    example = "e.g. 2026-12-01T10:00:00Z or 2026-12-01T11:00:00+01:00"
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        raise HTTPException(400, f"{name} must be an ISO-8601 instant ({example}), not {raw!r}") from None
+    if value.utcoffset() is None:
+        raise HTTPException(400, f"{name} must name its time zone ({example}), not {raw!r}")
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is in year 0 in UTC: no datetime holds it
+        raise HTTPException(400, f"{name} is out of range in UTC, not {raw!r}") from None
+
+
+def _int(request: Request, name: str, default: int | None, minimum: int = 0, maximum: int | None = None) -> int | None:
+    raw = request.query_params.get(name, "")
+    if raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise HTTPException(400, f"{name} must be a whole number, not {raw!r}") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        bounds = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+        raise HTTPException(400, f"{name} must be {bounds}, not {value}")
+    return value
+
+
+def _required(request: Request, name: str) -> str:
+    value = request.query_params.get(name, "")
+    if value == "":
+        raise HTTPException(400, f"the query parameter {name!r} is required")
+    return value
+
+
+def _explorer(request: Request) -> Explorer:
+    explorer: Explorer = request.app.state.explorer
+    return explorer
+
+
+def _changes(before: object, after: object) -> list[Change] | None:
+    """What changed from ``before`` to ``after``; ``None`` when a state cannot be turned into a tree."""
+    try:
+        return diff(to_tree(before), to_tree(after))
+    except (ValueError, TypeError, RecursionError):
+        return None
+
+
+def _chain(members: list[RecordedEvent]) -> list[ChainNode]:
+    """Nest the events of one correlation under their causes (``$causation_id``), in log order."""
+    nodes = {m.id: ChainNode(event_view(m)) for m in sorted(members, key=lambda m: m.position)}
+    by_text = {str(i): node for i, node in nodes.items()}
+    roots = []
+    for node in nodes.values():
+        parent = by_text.get(node.view.causation_id or "")
+        if parent is not None and parent is not node:
+            node.parent_in_chain = True
+            parent.children.append(node)
+        else:
+            roots.append(node)
+    return roots
+
+
+def _describe(decider: object) -> str:
+    kind = type(decider).__name__
+    decide = getattr(decider, "decide", None)
+    module = getattr(decide, "__module__", None) or type(decider).__module__
+    return f"{kind} ({module})"
