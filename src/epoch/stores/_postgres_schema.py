@@ -24,7 +24,13 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["LATEST_VERSION", "MIGRATIONS", "apply_migrations", "schema_version"]
+import psycopg
+
+from epoch.errors import ConfigurationError
+from epoch.stores._postgres_pool import unavailable
+from epoch.stores._postgres_url import parse_url
+
+__all__ = ["LATEST_VERSION", "MIGRATIONS", "apply_migrations", "migrate", "schema_version"]
 
 # ERRCODEs raised by the functions (class "EP" is free for applications).
 WRONG_VERSION = "EP001"
@@ -339,3 +345,22 @@ async def apply_migrations(conn: Any) -> list[tuple[int, str]]:
             )
             applied.append((version, description))
     return applied
+
+
+async def migrate(url: str) -> tuple[int, int, list[tuple[int, str]]]:
+    """Create or upgrade the schema the URL's database holds: ``(version before, version after, applied)``.
+
+    What ``epoch migrate`` runs. Idempotent, and safe to run from several processes at once.
+    """
+    conninfo, _ = parse_url(url)
+    try:
+        async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True, connect_timeout=10) as conn:
+            before = await schema_version(conn)
+            if before > LATEST_VERSION:
+                raise ConfigurationError(
+                    f"the epoch schema is at version {before}, newer than this epoch ({LATEST_VERSION}): upgrade epoch"
+                )
+            applied = await apply_migrations(conn)
+            return before, await schema_version(conn), applied
+    except psycopg.Error as exc:
+        raise unavailable(exc) from exc

@@ -25,8 +25,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 from uuid import UUID
 
-import msgspec
-
 from epoch.errors import ConfigurationError, MissingDependency, StoreUnavailable
 from epoch.records import ANY, AppendResult, ExpectedVersionLike, NewEvent, RecordedEvent
 from epoch.stores import _postgres_read as reads
@@ -45,9 +43,10 @@ from epoch.stores._checks import (
     clamp64,
 )
 from epoch.stores._import import runs_of
+from epoch.stores._postgres_lag import VisibilityLag, measure_visibility_lag
 from epoch.stores._postgres_listen import Listener
 from epoch.stores._postgres_pool import Conn, Connections, unavailable
-from epoch.stores._postgres_schema import LATEST_VERSION, apply_migrations, schema_version
+from epoch.stores._postgres_schema import LATEST_VERSION, apply_migrations, migrate, schema_version
 from epoch.stores._postgres_sql import decode_position, encode_position
 from epoch.stores._postgres_url import parse_url
 
@@ -57,19 +56,6 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise MissingDependency("psycopg", "postgres") from exc
 
 __all__ = ["PostgresEventStore", "VisibilityLag", "decode_position", "encode_position", "migrate"]
-
-
-class VisibilityLag(msgspec.Struct, frozen=True):
-    """How far the visible head of the log trails what is committed (see :meth:`PostgresEventStore.visibility_lag`)."""
-
-    visible_head: int
-    """Position of the last event readers can see (0: none)."""
-    committed_head: int
-    """Position of the last committed event, visible or not."""
-    pending_events: int
-    """Committed events not yet visible because an older transaction is still open."""
-    oldest_transaction_age: float | None
-    """Seconds the oldest open transaction (with a transaction id) in the cluster has been running."""
 
 
 class PostgresEventStore(StoreLifecycle):
@@ -379,19 +365,7 @@ class PostgresEventStore(StoreLifecycle):
         long-open transaction anywhere in the cluster (also one that never touches epoch) holds them back.
         """
 
-        async def measure(conn: Conn) -> VisibilityLag:
-            visible = await (await conn.execute(q.VISIBLE_HEAD)).fetchone()
-            newest = await (await conn.execute(q.NEWEST)).fetchone()
-            pending = await (await conn.execute(q.PENDING_COUNT)).fetchone()
-            age = await (await conn.execute(q.OLDEST_TRANSACTION_AGE)).fetchone()
-            return VisibilityLag(
-                visible_head=0 if visible is None else encode_position(*visible),
-                committed_head=0 if newest is None else encode_position(*newest),
-                pending_events=0 if pending is None else int(pending[0]),
-                oldest_transaction_age=None if age is None or age[0] is None else float(age[0]),
-            )
-
-        return await self._db.run(measure)
+        return await self._db.run(measure_visibility_lag)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Conn]:
@@ -415,22 +389,3 @@ class PostgresEventStore(StoreLifecycle):
             return await apply_migrations(conn)
 
         return await self._db.run(run, retry=False)
-
-
-async def migrate(url: str) -> tuple[int, int, list[tuple[int, str]]]:
-    """Create or upgrade the schema the URL's database holds: ``(version before, version after, applied)``.
-
-    What ``epoch migrate`` runs. Idempotent, and safe to run from several processes at once.
-    """
-    conninfo, _ = parse_url(url)
-    try:
-        async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True, connect_timeout=10) as conn:
-            before = await schema_version(conn)
-            if before > LATEST_VERSION:
-                raise ConfigurationError(
-                    f"the epoch schema is at version {before}, newer than this epoch ({LATEST_VERSION}): upgrade epoch"
-                )
-            applied = await apply_migrations(conn)
-            return before, await schema_version(conn), applied
-    except psycopg.Error as exc:
-        raise unavailable(exc) from exc
