@@ -9,11 +9,13 @@ import contextlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgspec
 
 from epoch.errors import ConfigurationError, EpochError, StoreUnavailable, StreamDeleted
 from epoch.records import ANY, NO_STREAM, STREAM_EXISTS, ExpectedVersion, NewEvent, RecordedEvent, category_of
+from epoch.stores._checks import url_int
 
 try:
     import grpc
@@ -31,6 +33,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise MissingDependency("kurrentdbclient", "kurrentdb") from exc
 
 __all__ = [
+    "exact_stream",
+    "split_url",
     "SYSTEM_STREAMS",
     "driver_errors",
     "is_user_event",
@@ -143,3 +147,23 @@ def driver_errors(stream: str | None) -> Iterator[None]:
         ) from exc
     except (KurrentDBClientError, ProgrammingError, grpc.RpcError, grpc.aio.BaseError, OSError) as exc:
         raise StoreUnavailable(f"KurrentDB: {type(exc).__name__}: {exc}".rstrip(": "), stream) from exc
+
+
+_EPOCH_OPTIONS = {"max_event_size", "id_check_window"}
+
+
+def split_url(url: str) -> tuple[str, dict[str, Any]]:
+    """The client's URI and epoch's own options, which are taken out before the client sees the URL."""
+    parts = urlsplit(url)
+    ours = {k.lower(): v for k, v in parse_qsl(parts.query, keep_blank_values=True) if k.lower() in _EPOCH_OPTIONS}
+    theirs = [(k, v) for k, v in parse_qsl(parts.query) if k.lower() not in _EPOCH_OPTIONS]
+    uri = urlunsplit(parts._replace(query=urlencode(theirs)))
+    options: dict[str, Any] = {}
+    for name, value in ours.items():
+        options[name] = None if name == "id_check_window" and value.lower() == "none" else url_int(name, value)
+    return uri, options
+
+
+def exact_stream(stream: str) -> dict[str, Any]:
+    """A server-side filter for one stream's events in ``$all`` (prefix; the caller checks the exact name)."""
+    return {"filter_include": (stream,), "filter_by_stream_name": True, "filter_by_prefix": True}

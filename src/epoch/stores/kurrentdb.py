@@ -1,28 +1,18 @@
 """The KurrentDB (formerly EventStoreDB) store, on the official ``kurrentdbclient`` asyncio gRPC client.
 
-KurrentDB already is an event store, so this module is a mapping (see docs/stores/kurrentdb.md):
+KurrentDB already is an event store, so this module is a mapping (docs/stores/kurrentdb.md has it all):
 
-- A stream is a KurrentDB stream of the same name; a version is the stream position (revision); an event
-  id is the KurrentDB event id; ``data``/``metadata`` are the event's data and custom metadata bytes,
-  unchanged (the content type says JSON only when ``data`` parses as JSON); ``recorded_at`` is the
-  server's ``created`` timestamp in UTC.
-- ``position = commit_position + 1``: commit positions are unique per event and increase in ``$all``
-  order but may be 0, and epoch's ``after=0`` means "from the beginning". ``after`` must be 0 or a
-  position this store returned (KurrentDB can only start reading at an existing commit position).
-- Expected versions map to the client's ``StreamState``/int and are checked by the server; a
-  ``WrongCurrentVersionError`` becomes :class:`~epoch.errors.WrongExpectedVersion` with the server's
-  actual version.
-- Idempotency is KurrentDB's own: appending the same ids at the same place returns the first result.
-  The server does not index ids globally, so an id stored in *another stream* is not detected
-  (``detects_duplicate_ids_across_streams = False``); the store raises
-  :class:`~epoch.errors.DuplicateEventId` for duplicates inside one batch, for an id among the stream's
-  newest ``id_check_window`` events at another version, and when the server answers with events that
-  are not the batch's. :meth:`get_event` therefore scans: the given stream when a ``stream`` hint is
-  passed, else ``$all`` newest first.
-- Checkpoints and parked events of projections live in ``$epoch-...`` companion streams on the server
-  (:meth:`companion_streams`), hidden from reads like every system stream.
-- System streams (names starting with ``$``) are KurrentDB's: reads skip them and epoch refuses to
-  write to them. ``delete_stream`` is KurrentDB's soft delete.
+- A stream is a KurrentDB stream of the same name, a version its revision, an event id KurrentDB's;
+  ``data``/``metadata`` travel unchanged; ``recorded_at`` is the server's ``created`` time in UTC.
+- ``position = commit_position + 1`` (commit positions may be 0; epoch's ``after=0`` is "from the
+  beginning"); ``after`` must be 0 or a position this store returned.
+- Expected versions are checked by the server; ``WrongCurrentVersionError`` becomes
+  :class:`~epoch.errors.WrongExpectedVersion` with the server's actual version.
+- Idempotency is KurrentDB's own, per stream: an id stored in *another stream* is not detected
+  (``detects_duplicate_ids_across_streams = False``); within a stream the newest ``id_check_window``
+  events are checked. :meth:`get_event` scans the hinted stream, else ``$all`` newest first.
+- Checkpoints and parked events live in ``$epoch-...`` companion streams (:meth:`companion_streams`);
+  system streams (``$...``) are skipped by reads and refused for writes. ``delete_stream`` is a soft delete.
 
 Each append costs one append call plus one or two reads (KurrentDB reports only the last event's commit
 position; epoch's result carries every event's position and the server's timestamp).
@@ -35,7 +25,6 @@ import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from contextlib import aclosing, suppress
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from uuid import UUID
 
 from epoch.errors import (
@@ -58,12 +47,13 @@ from epoch.stores._checks import (
     check_stream_name,
     enforce_expected_version,
     is_replay,
-    url_int,
 )
 from epoch.stores._kurrentdb_companion import KurrentDBCompanionStreams
 from epoch.stores._kurrentdb_map import (
     driver_errors,
+    exact_stream,
     is_user_event,
+    split_url,
     stream_filter,
     to_actual,
     to_new_event,
@@ -97,7 +87,6 @@ _MAX_SERVER_INT = 2**63 - 1
 """The largest revision, count or commit position KurrentDB handles (its server side is signed 64-bit;
 the protocol's fields are unsigned 64-bit). epoch's ints are unbounded: larger values are mapped here
 to what they mean (nothing to read, a guard that cannot match) instead of reaching the protocol."""
-_EPOCH_OPTIONS = {"max_event_size", "id_check_window"}
 
 
 class KurrentDBEventStore(StoreLifecycle):
@@ -137,13 +126,7 @@ class KurrentDBEventStore(StoreLifecycle):
         epoch's own options (taken out before the client sees the URL): ``max_event_size`` and
         ``id_check_window`` (``none`` for the whole stream).
         """
-        parts = urlsplit(url)
-        ours = {k.lower(): v for k, v in parse_qsl(parts.query, keep_blank_values=True) if k.lower() in _EPOCH_OPTIONS}
-        theirs = [(k, v) for k, v in parse_qsl(parts.query) if k.lower() not in _EPOCH_OPTIONS]
-        uri = urlunsplit(parts._replace(query=urlencode(theirs)))
-        options: dict[str, Any] = {}
-        for name, value in ours.items():
-            options[name] = None if name == "id_check_window" and value.lower() == "none" else url_int(name, value)
+        uri, options = split_url(url)
         return cls(uri, **options)
 
     # -- helpers --------------------------------------------------------------------------------
@@ -216,7 +199,7 @@ class KurrentDBEventStore(StoreLifecycle):
             )
         found = [last]
         if len(batch) > 1:
-            read = client.read_all(commit_position=commit_position, backwards=True, **_exact(stream))
+            read = client.read_all(commit_position=commit_position, backwards=True, **exact_stream(stream))
             async with aclosing(self._events(stream, read)) as events:
                 async for event in events:
                     if event.stream_name == stream:
@@ -413,8 +396,3 @@ class KurrentDBEventStore(StoreLifecycle):
         self._closing.set()
         with driver_errors(None), suppress(ProgrammingError):  # ProgrammingError: never connected
             await self._client.close()
-
-
-def _exact(stream: str) -> dict[str, Any]:
-    """A server-side filter for one stream's events in ``$all`` (prefix; the caller checks the exact name)."""
-    return {"filter_include": (stream,), "filter_by_stream_name": True, "filter_by_prefix": True}
