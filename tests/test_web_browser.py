@@ -17,10 +17,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,6 +30,7 @@ from playwright.sync_api import Page, ViewportSize
 
 from epoch import NewEvent, open_store
 from epoch.examples.users import AddUser, UserService
+from tests.serving import free_port, serving
 from tests.test_web import APPS, WEIRD, seed
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,12 +63,6 @@ def run_async(make: Callable[[], Awaitable[T]]) -> T:
         return pool.submit(asyncio.run, main()).result(timeout=60)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def chromium() -> str:
     if not os.path.exists(CHROMIUM):
@@ -98,29 +91,15 @@ def server(request: pytest.FixtureRequest, sqlite_url: str) -> Iterator[tuple[st
     for spec in APPS:
         command += ["--app", spec]
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/streams", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                _, err = process.communicate(timeout=5)
-                pytest.fail(f"epoch serve did not start: {err}")
-            time.sleep(0.1)
+    with serving(process, port, _answers) as base:
         yield base, store_url
-    finally:
-        process.terminate()
-        try:
-            _, err = process.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.communicate()
-            raise
-    assert "Traceback" not in err, err
+
+
+def _answers(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/streams", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 def rows_on_screen(page: Page, selector: str) -> int:

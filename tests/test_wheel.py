@@ -14,13 +14,14 @@ import re
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.serving import free_port, serving
 
 ROOT = Path(__file__).resolve().parent.parent
 UV = ROOT / ".tools" / "bin" / "uv"
@@ -140,12 +141,6 @@ def test_the_readme_example_runs_from_the_wheel(installed: Install, tmp_path: Pa
     assert printed[1] == "0 ['ada']"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def served(installed: Install, demo: Demo) -> Iterator[str]:
     """``epoch serve`` with the shipped example's apps over the demo's store, in the background."""
@@ -156,28 +151,19 @@ def served(installed: Install, demo: Demo) -> Iterator[str]:
     process = subprocess.Popen(
         command, cwd=demo.cwd, env=installed.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    try:
-        deadline = time.monotonic() + 30
-        while True:  # wait for the port to accept; the page itself is fetched once, by the test
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    process.kill()
-                    _, err = process.communicate(timeout=5)
-                    pytest.fail(f"epoch serve did not start: {err}")
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
+    with serving(process, port, _accepts(port)) as base:  # the page itself is fetched once, by the test
+        yield base
+
+
+def _accepts(port: int) -> Callable[[str], bool]:
+    def ready(base: str) -> bool:
         try:
-            _, err = process.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.communicate()
-            raise
-    assert "Traceback" not in err, err
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except OSError:
+            return False
+        return True
+
+    return ready
 
 
 def test_epoch_serve_with_the_shipped_example_app(served: str, demo: Demo) -> None:
