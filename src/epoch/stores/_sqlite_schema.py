@@ -7,7 +7,9 @@ the first version not soft-deleted). The version is kept in ``PRAGMA user_versio
 
 from __future__ import annotations
 
+import random
 import sqlite3
+import time
 
 from epoch.errors import ConfigurationError
 
@@ -96,7 +98,7 @@ def create_schema(connection: sqlite3.Connection, path: str, *, in_memory: bool)
     # Switching a file to WAL takes an exclusive lock; asking first leaves a file that is already WAL
     # (every file but a new one) alone, so a process opening it never waits on busy writers.
     if not in_memory and connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-        connection.execute("PRAGMA journal_mode = WAL").fetchall()
+        _switch_to_wal(connection)
     for _ in range(2):  # read without a lock first: an up-to-date file needs no write lock
         version, application = (
             connection.execute(f"PRAGMA {name}").fetchone()[0] for name in ("user_version", "application_id")
@@ -118,3 +120,18 @@ def create_schema(connection: sqlite3.Connection, path: str, *, in_memory: bool)
         except BaseException:
             connection.execute("ROLLBACK")
             raise
+
+
+def _switch_to_wal(connection: sqlite3.Connection, budget: float = 10.0) -> None:
+    """Switch a new file to WAL. Processes opening the same new file at once can each hold the shared
+    lock while waiting for the exclusive one; SQLite then answers "locked" at once instead of waiting,
+    so retry after a random pause (which breaks the tie) until the budget is spent."""
+    deadline = time.monotonic() + budget
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode = WAL").fetchall()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(random.uniform(0.005, 0.05))
