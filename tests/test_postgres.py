@@ -25,6 +25,7 @@ from typer.testing import CliRunner
 
 from epoch import NO_STREAM, ConfigurationError, NewEvent, RecordedEvent, StoreUnavailable, open_store
 from epoch.cli import app
+from epoch.stores._sql import sql_store
 from epoch.stores.postgres import PostgresEventStore, decode_position, encode_position
 
 pytestmark = [pytest.mark.postgres]
@@ -173,20 +174,24 @@ async def test_paged_reads(store: PostgresEventStore) -> None:
 
 
 async def test_transaction_commits_with_the_read_model(store: PostgresEventStore) -> None:
-    async with store.transaction() as conn:
-        await conn.execute("CREATE TABLE read_model (k text PRIMARY KEY, v int)")
-        await conn.execute("INSERT INTO read_model VALUES ('a', 1)")
+    async with store.transaction() as tx:
+        assert tx.dialect == "postgresql"
+        await tx.execute("CREATE TABLE read_model (k text PRIMARY KEY, v int)")
+        await tx.execute("INSERT INTO read_model VALUES (?, ?)", ["a", 1])
 
     async def failing_projection() -> None:
-        async with store.transaction() as conn:
-            await conn.execute("INSERT INTO read_model VALUES ('b', 2)")
+        async with store.transaction() as tx:
+            await tx.execute("INSERT INTO read_model VALUES ('b', 2)")
             raise RuntimeError("projection failed")
 
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="^projection failed$"):
         await failing_projection()
-    async with store.transaction() as conn:
-        rows = await (await conn.execute("SELECT k FROM read_model ORDER BY k")).fetchall()
-    assert rows == [("a",)]
+    async with store.transaction() as tx:
+        assert await tx.execute("SELECT k, v FROM read_model ORDER BY k") == [("a", 1)]
+        # the psycopg connection is there for what ``execute`` cannot say
+        cursor = await tx.connection.execute("SELECT count(*) FROM read_model")
+        assert await cursor.fetchone() == (1,)
+    assert sql_store(store) is store
 
 
 # -- faults -----------------------------------------------------------------------------------------

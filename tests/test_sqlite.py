@@ -24,6 +24,7 @@ import pytest
 from epoch.errors import ConfigurationError, DuplicateEventId, InvalidEvent, StoreUnavailable, WrongExpectedVersion
 from epoch.records import NO_STREAM, AppendResult, NewEvent, RecordedEvent
 from epoch.stores import open_store
+from epoch.stores._sql import sql_store
 from epoch.stores.sqlite import APPLICATION_ID, PAGE_SIZE, SCHEMA_VERSION, SQLiteEventStore
 
 
@@ -362,6 +363,25 @@ async def test_run_in_transaction_commits_or_rolls_back(tmp_path: Path) -> None:
         assert await store.run_in_transaction(write_both) is True
     with sqlite3.connect(tmp_path / "tx.db") as connection:
         assert connection.execute("SELECT k, v FROM model ORDER BY k").fetchall() == [("b", 2), ("c", 3)]
+
+
+async def test_transaction_runs_async_sql_atomically(tmp_path: Path) -> None:
+    async with SQLiteEventStore(tmp_path / "tx.db") as store:
+        assert sql_store(store) is store
+        async with store.transaction() as tx:
+            assert tx.dialect == "sqlite"
+            await tx.execute("CREATE TABLE model (k TEXT PRIMARY KEY, v INT)")
+            await tx.execute("INSERT INTO model VALUES (?, ?)", ["a", 1])
+
+        async def failing() -> None:
+            async with store.transaction() as tx:
+                await tx.execute("INSERT INTO model VALUES ('b', 2)")
+                raise KeyError("boom")
+
+        with pytest.raises(KeyError, match="^'boom'$"):
+            await failing()
+        async with store.transaction() as tx:
+            assert await tx.execute("SELECT k, v FROM model ORDER BY k") == [("a", 1)]
 
 
 async def test_close_stops_threads_and_subscriptions(tmp_path: Path) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,6 +21,7 @@ from uuid import UUID, uuid4
 
 import msgspec
 
+from epoch import _backoff as backoff
 from epoch._idempotency import COMMAND_NAMESPACE, check_id, closing, event_id_for, first_execution
 from epoch.cache import CachedState, StateCache
 from epoch.codec import EventCodec
@@ -353,7 +353,7 @@ class CommandHandler(Generic[C, S, E]):
         return encoded
 
     def _delay(self, attempt: int) -> float:
-        return float(min(self.max_backoff, self.backoff * 2**attempt) * random.uniform(0.5, 1.5))
+        return backoff.delay(attempt, self.backoff, self.max_backoff)
 
     def _record(
         self,

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from typing import Any
 
+from epoch import _backoff as backoff
 from epoch.errors import DecodeError
 from epoch.projections._db import Database
 from epoch.projections.checkpoints import CheckpointStore
@@ -213,7 +213,6 @@ class Worker:
         return self._rate
 
     async def _attempt(self, action: Callable[[], Awaitable[None]]) -> Exception | None:
-        delay = self.retry.backoff
         for attempt in range(self.retry.retries + 1):
             try:
                 await action()
@@ -223,8 +222,7 @@ class Worker:
                     await self.checkpoints.mark_failing(self.name, f"{type(exc).__name__}: {exc}")
                 if isinstance(exc, DecodeError) or attempt == self.retry.retries:
                     return exc
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, self.retry.max_backoff)
+                await asyncio.sleep(backoff.delay(attempt, self.retry.backoff, self.retry.max_backoff))
             else:
                 return None
         raise AssertionError("unreachable")

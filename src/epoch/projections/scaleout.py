@@ -24,14 +24,15 @@ import random
 import time
 import zlib
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 from epoch.errors import ConfigurationError
-from epoch.projections._db import PostgresTransaction
 from epoch.projections.checkpoints import SQLCheckpointStore
 from epoch.projections.projection import EventDecoder, settings_of
 from epoch.records import RecordedEvent
 from epoch.stores import EventStore
+from epoch.stores._postgres_transaction import PostgresTransaction
+from epoch.stores._sql import sql_store
 
 __all__ = ["PartitionedRunner", "partition_of"]
 
@@ -67,8 +68,9 @@ class PartitionedRunner:
         poll_interval: float = 0.2,
         rebalance_interval: float = 1.0,
     ) -> None:
+        database = sql_store(store)
         conninfo = getattr(store, "conninfo", None)
-        if conninfo is None or not callable(getattr(store, "transaction", None)):
+        if database is None or database.dialect != "postgresql" or conninfo is None:
             raise ConfigurationError("PartitionedRunner needs a PostgreSQL store")
         if partitions < 1:
             raise ConfigurationError(f"partitions must be >= 1, not {partitions}")
@@ -83,7 +85,7 @@ class PartitionedRunner:
         self.rebalance_interval = rebalance_interval
         self._conninfo: str = conninfo
         self._connection: Any = None
-        self._checkpoints = SQLCheckpointStore(_NoDatabase())
+        self._checkpoints = SQLCheckpointStore(database)  # used through *_in(tx): on the lease connection
         self.held: dict[int, int] = {}
         """Partition -> its checkpoint, for the partitions this process holds."""
         self._members_key = _lock_space("members", self.name)
@@ -207,11 +209,3 @@ class PartitionedRunner:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
-
-
-class _NoDatabase:
-    # The checkpoint store is only used through *_in(tx) here: the transactions are on the lease connection.
-    dialect: Literal["postgresql"] = "postgresql"
-
-    def transaction(self) -> Any:
-        raise RuntimeError("use the lease connection")

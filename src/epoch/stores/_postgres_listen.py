@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 
 import psycopg
+
+from epoch._backoff import Backoff
 
 __all__ = ["CHANNEL", "Listener", "Waiter"]
 
@@ -72,7 +73,7 @@ class Listener:
                 waiter.event.set()
 
     async def _run(self) -> None:
-        delay = 0.05
+        wait = Backoff(first=0.05, cap=2.0)
         while True:
             try:
                 conn = await psycopg.AsyncConnection.connect(
@@ -80,14 +81,14 @@ class Listener:
                 )
                 async with conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
-                    delay = 0.05
+                    wait.reset()
                     self._wake("")  # events may have committed while we were not listening
                     while True:
                         async for notify in conn.notifies(timeout=30.0):
                             self._wake(notify.payload)
                         await conn.execute("SELECT 1")  # quiet for a while: is the connection alive?
             except psycopg.Error as exc:
-                log.warning("LISTEN connection lost (%s); reconnecting in %.2fs", exc, delay)
+                pause = wait.next()
+                log.warning("LISTEN connection lost (%s); reconnecting in %.2fs", exc, pause)
                 self._wake("")
-                await asyncio.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 2.0)
+                await asyncio.sleep(pause)

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from epoch._backoff import Backoff
 from epoch.errors import MissingDependency, StoreError, StoreUnavailable
 
 try:
@@ -127,7 +127,7 @@ class Connections:
         """Run ``fn`` on a pooled connection; on a lost connection retry (with backoff) until ``reconnect_timeout``."""
         self.check_open(stream)
         deadline: float | None = None
-        delay = 0.02
+        wait = Backoff(first=0.02, cap=1.0)
         while True:
             try:
                 return await self._attempt(fn)
@@ -139,12 +139,12 @@ class Connections:
                 now = time.monotonic()
                 self._recovering_until = now + 60.0
                 deadline = deadline or now + self.reconnect_timeout
-                if now + delay > deadline:
+                pause = wait.next()
+                if now + pause > deadline:
                     raise unavailable(exc, stream) from exc
-                log.info("lost the PostgreSQL connection (%s), retrying in %.2fs", exc, delay)
+                log.info("lost the PostgreSQL connection (%s), retrying in %.2fs", exc, pause)
                 await self._purge()
-                await asyncio.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 1.0)
+                await asyncio.sleep(pause)
 
     async def _attempt(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
         if time.monotonic() >= self._recovering_until:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import psycopg
 
+from epoch._backoff import Backoff
 from epoch.errors import StoreUnavailable
 from epoch.records import RecordedEvent
 from epoch.stores import _postgres_sql as q
@@ -95,7 +95,7 @@ async def wait_visible(db: Connections, xid: int, within: float) -> bool:
 async def subscription_page(db: Connections, names: tuple[str, ...] | None, after: int) -> list[RecordedEvent]:
     """A page for a subscription: lost connections (and other transient errors) are retried forever,
     with backoff, until closed; any other error is raised."""
-    delay = 0.05
+    wait = Backoff(first=0.05, cap=2.0)
     while True:
         db.check_open()
         try:
@@ -105,9 +105,9 @@ async def subscription_page(db: Connections, names: tuple[str, ...] | None, afte
             # schema) is raised at once, as retrying it would loop forever.
             if db.closed or not isinstance(exc.__cause__, psycopg.Error):
                 raise
-            log.warning("subscription lost PostgreSQL (%s); retrying in %.2fs", exc, delay)
-            await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 2.0)
+            pause = wait.next()
+            log.warning("subscription lost PostgreSQL (%s); retrying in %.2fs", exc, pause)
+            await asyncio.sleep(pause)
 
 
 async def subscription_pending(db: Connections, after: int) -> bool:

@@ -7,10 +7,10 @@ the first version not soft-deleted). The version is kept in ``PRAGMA user_versio
 
 from __future__ import annotations
 
-import random
 import sqlite3
 import time
 
+from epoch._backoff import Backoff
 from epoch.errors import ConfigurationError
 
 __all__ = [
@@ -127,6 +127,7 @@ def _switch_to_wal(connection: sqlite3.Connection, budget: float = 10.0) -> None
     lock while waiting for the exclusive one; SQLite then answers "locked" at once instead of waiting,
     so retry after a random pause (which breaks the tie) until the budget is spent."""
     deadline = time.monotonic() + budget
+    wait = Backoff(first=0.005, cap=0.05)
     while True:
         try:
             connection.execute("PRAGMA journal_mode = WAL").fetchall()
@@ -134,4 +135,4 @@ def _switch_to_wal(connection: sqlite3.Connection, budget: float = 10.0) -> None
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) or time.monotonic() > deadline:
                 raise
-            time.sleep(random.uniform(0.005, 0.05))
+            time.sleep(wait.next())

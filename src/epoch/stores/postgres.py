@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, ClassVar
 from uuid import UUID
 
 from epoch.errors import ConfigurationError, MissingDependency, StoreUnavailable
@@ -48,7 +48,9 @@ from epoch.stores._postgres_listen import Listener
 from epoch.stores._postgres_pool import Conn, Connections, unavailable
 from epoch.stores._postgres_schema import LATEST_VERSION, apply_migrations, migrate, schema_version
 from epoch.stores._postgres_sql import decode_position, encode_position
+from epoch.stores._postgres_transaction import PostgresTransaction
 from epoch.stores._postgres_url import parse_url
+from epoch.stores._sql import Dialect, SQLStore
 
 try:
     import psycopg
@@ -58,7 +60,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 __all__ = ["PostgresEventStore", "VisibilityLag", "decode_position", "encode_position", "migrate"]
 
 
-class PostgresEventStore(StoreLifecycle):
+class PostgresEventStore(StoreLifecycle, SQLStore):
     """An :class:`~epoch.stores.EventStore` on PostgreSQL (13+).
 
     Construct with a libpq connection string or URI and ``await store.open()`` (or use
@@ -73,6 +75,8 @@ class PostgresEventStore(StoreLifecycle):
     - ``visibility_timeout`` (1 s): how long ``read_all``/``head_position`` wait for transactions still
       open when they reach the end of the visible log (events committed after those stay invisible).
     """
+
+    dialect: ClassVar[Dialect] = "postgresql"
 
     detects_duplicate_ids_across_streams = True
     """Guarantee 5 in full: every stored id is in an index (``epoch.testing.contract_ids``)."""
@@ -368,8 +372,11 @@ class PostgresEventStore(StoreLifecycle):
         return await self._db.run(measure_visibility_lag)
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Conn]:
+    async def transaction(self) -> AsyncIterator[PostgresTransaction]:
         """A pooled connection inside a transaction, committed when the block ends (rolled back on error).
+
+        Run ``?``-style SQL with ``await tx.execute(sql, params)``; ``tx.connection`` is the psycopg
+        connection for anything else (e.g. COPY).
 
         For exactly-once projections: update a read model and its checkpoint in one transaction.
         A lost connection raises ``StoreUnavailable``. Keep it short: while it is open (and has written),
@@ -378,7 +385,7 @@ class PostgresEventStore(StoreLifecycle):
         self._db.check_open()
         try:
             async with self._db.pool.connection() as conn, conn.transaction():
-                yield conn
+                yield PostgresTransaction(conn)
         except psycopg.OperationalError as exc:
             raise unavailable(exc) from exc
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeVar
+from contextlib import AbstractAsyncContextManager
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import parse_qsl
 from uuid import UUID
 
@@ -40,6 +41,8 @@ from epoch.stores._checks import (
     url_int,
 )
 from epoch.stores._import import runs_of
+from epoch.stores._sql import Dialect, SQLStore
+from epoch.stores._sqlite_bridge import SQLiteTransaction, transaction_on
 from epoch.stores._sqlite_schema import APPLICATION_ID as APPLICATION_ID
 from epoch.stores._sqlite_schema import SCHEMA_VERSION, SYNCHRONOUS
 from epoch.stores._sqlite_threads import MAX_GROUP as MAX_GROUP
@@ -54,7 +57,7 @@ T = TypeVar("T")
 _MAX_READERS = 64  # reader threads: more only cost memory (WAL readers never wait for each other)
 
 
-class SQLiteEventStore(StoreLifecycle):
+class SQLiteEventStore(StoreLifecycle, SQLStore):
     """An event store in one SQLite file (or in memory), safe for many threads, tasks and OS processes.
 
     ``path`` is a file name, or ``":memory:"`` for a private in-memory database (then one connection on
@@ -65,6 +68,8 @@ class SQLiteEventStore(StoreLifecycle):
 
     Nothing is opened until the first call; use ``async with`` or call :meth:`close` to stop the threads.
     """
+
+    dialect: ClassVar[Dialect] = "sqlite"
 
     detects_duplicate_ids_across_streams = True
     """Guarantee 5 in full: every stored id is in an index (``epoch.testing.contract_ids``)."""
@@ -220,6 +225,14 @@ class SQLiteEventStore(StoreLifecycle):
         unchanged; a failure to begin or commit raises ``StoreUnavailable``.
         """
         return await self._workers.exclusive(fn)
+
+    def transaction(self) -> AbstractAsyncContextManager[SQLiteTransaction]:
+        """An async transaction on the writer (``?``-style SQL via ``await tx.execute(sql, params)``).
+
+        Committed when the block ends, rolled back when it raises or is cancelled; every other write of
+        this store waits for it, so never await this store's own appends inside the block.
+        """
+        return transaction_on(self.run_in_transaction)
 
     async def import_events(
         self, events: Sequence[RecordedEvent], first_visible: Mapping[str, int] | None = None
