@@ -1,7 +1,7 @@
 """Tables the projections keep in the store's own database (checkpoints, parking, read models).
 
-The database is the store's :class:`~epoch.stores._sql.SQLStore` seam; :func:`database_of` is
-:func:`~epoch.stores._sql.sql_store` under the name the projections API has always used.
+The database is the store's :class:`~epoch.stores.SQLStore` seam; :func:`database_of` is
+:func:`~epoch.stores.sql_store` under the name the projections API has always used.
 """
 
 from __future__ import annotations
@@ -9,8 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 
-from epoch.stores._postgres_transaction import PostgresTransaction
-from epoch.stores._sql import Dialect, SQLStore, Transaction, sql_store
+from epoch.stores import Dialect, PostgresTransaction, SQLStore, Transaction, sql_store
 
 __all__ = ["Database", "Dialect", "LazyTable", "PostgresTransaction", "Transaction", "create_table", "database_of"]
 

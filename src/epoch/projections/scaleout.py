@@ -30,9 +30,7 @@ from epoch.errors import ConfigurationError
 from epoch.projections.checkpoints import SQLCheckpointStore
 from epoch.projections.projection import EventDecoder, settings_of
 from epoch.records import RecordedEvent
-from epoch.stores import EventStore
-from epoch.stores._postgres_transaction import PostgresTransaction
-from epoch.stores._sql import sql_store
+from epoch.stores import EventStore, PostgresTransaction, sql_store
 
 __all__ = ["PartitionedRunner", "partition_of"]
 

@@ -15,7 +15,19 @@ from uuid import UUID
 from epoch.errors import ConfigurationError
 from epoch.records import ANY, AppendResult, ExpectedVersionLike, NewEvent, RecordedEvent
 
-__all__ = ["DEFAULT_STORE_URL", "EventStore", "StoreOpener", "open_store"]
+__all__ = [
+    "DEFAULT_STORE_URL",
+    "Dialect",
+    "EventStore",
+    "PostgresTransaction",
+    "SQLStore",
+    "StoreOpener",
+    "SupportsImport",
+    "Transaction",
+    "importer_of",
+    "open_store",
+    "sql_store",
+]
 
 DEFAULT_STORE_URL = "sqlite:///epoch.db"
 
@@ -194,3 +206,15 @@ def open_store(url: str | None = None) -> StoreOpener:
     if "://" not in url:
         raise ConfigurationError(f"not a store URL: {url!r} (expected e.g. sqlite:///epoch.db)")
     return StoreOpener(url)
+
+
+# The declared capabilities (after EventStore: they are part of this package's public surface).
+from epoch.stores._sql import (  # noqa: E402
+    Dialect,
+    PostgresTransaction,
+    SQLStore,
+    SupportsImport,
+    Transaction,
+    importer_of,
+    sql_store,
+)

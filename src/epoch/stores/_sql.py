@@ -1,18 +1,25 @@
-"""The SQL seam: a store that runs a caller's SQL atomically in its own database.
+"""Capabilities a store declares beyond :class:`~epoch.stores.EventStore`, each asked about in one function.
 
-Exactly-once read models, checkpoints, parking and scale-out leases write their tables in the same
-transaction as the work they record, so they need "the store's own SQL transaction". A store declares
-that it can give one by deriving from :class:`SQLStore`; :func:`sql_store` is the one place that asks.
+:class:`SQLStore`: the store's own database runs a caller's SQL atomically. Exactly-once read models,
+checkpoints, parking and scale-out leases write their tables in the same transaction as the work they
+record, so they need "the store's own SQL transaction"; :func:`sql_store` is the one place that asks.
+
+:class:`SupportsImport`: the store takes already-recorded events as they are (``epoch copy`` keeps their
+``recorded_at``); :func:`importer_of` is the one place that asks.
 """
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from functools import lru_cache
 from typing import Any, ClassVar, Literal, Protocol
 
-__all__ = ["Dialect", "SQLStore", "Transaction", "sql_store"]
+from epoch.records import RecordedEvent
+
+__all__ = ["Dialect", "PostgresTransaction", "SQLStore", "SupportsImport", "Transaction", "importer_of", "sql_store"]
 
 Dialect = Literal["sqlite", "postgresql"]
 
@@ -28,6 +35,30 @@ class Transaction(Protocol):
     async def execute(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         """Run one statement and return its rows (``[]`` when it returns none)."""
         ...
+
+
+@lru_cache(maxsize=256)
+def _to_pyformat(sql: str) -> str:
+    # psycopg uses %s; keep literal % intact. A '?' inside a string literal would be misread, so pass
+    # values as parameters (the jsonb '?' operator has the spelling jsonb_exists()).
+    return re.sub(r"\?", "%s", sql.replace("%", "%%"))
+
+
+class PostgresTransaction:
+    """``?``-style SQL on a psycopg ``AsyncConnection`` that is inside a transaction (no driver import:
+    the connection is the caller's, so this seam stays importable without the ``postgres`` extra)."""
+
+    dialect: Literal["postgresql"] = "postgresql"
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+        """The psycopg ``AsyncConnection``, for anything ``execute`` cannot say (e.g. COPY)."""
+
+    async def execute(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        cursor = await self.connection.execute(_to_pyformat(sql), tuple(params))
+        if cursor.description is None:
+            return []
+        return list(await cursor.fetchall())
 
 
 class SQLStore(ABC):
@@ -48,3 +79,26 @@ class SQLStore(ABC):
 def sql_store(store: object) -> SQLStore | None:
     """``store`` as an :class:`SQLStore`, or ``None`` when its database is not SQL (memory, KurrentDB)."""
     return store if isinstance(store, SQLStore) else None
+
+
+class SupportsImport(ABC):
+    """Declared by a store that can take already-recorded events as they are (SQLite and PostgreSQL).
+
+    ``import_events`` appends ``events`` in one transaction, in the given order, each at exactly its
+    ``version`` and with its own id, type, data, metadata and ``recorded_at`` (positions are the store's
+    own), then soft-deletes each stream in ``first_visible`` below the given version. It returns the new
+    positions and raises ``WrongExpectedVersion`` (writing nothing) when a version does not continue its
+    stream.
+    """
+
+    __slots__ = ()
+
+    @abstractmethod
+    async def import_events(
+        self, events: Sequence[RecordedEvent], first_visible: Mapping[str, int] | None = None
+    ) -> list[int]: ...
+
+
+def importer_of(store: object) -> SupportsImport | None:
+    """``store`` as a :class:`SupportsImport`, or ``None`` when it can only append."""
+    return store if isinstance(store, SupportsImport) else None

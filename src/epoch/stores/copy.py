@@ -14,33 +14,17 @@ made in the source after a stream was copied are not carried over.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
 from epoch.errors import ConfigurationError
 from epoch.records import ANY, NewEvent, RecordedEvent
 from epoch.stores import EventStore
+from epoch.stores._sql import SupportsImport, importer_of
 
 __all__ = ["CopyResult", "SupportsImport", "copy_store"]
 
 _ALL_DELETED = 1 << 62
-
-
-@runtime_checkable
-class SupportsImport(Protocol):
-    """A store that can take already-recorded events as they are (the SQLite and PostgreSQL stores can).
-
-    ``import_events`` appends ``events`` in one transaction, in the given order, each at exactly its
-    ``version`` and with its own id, type, data, metadata and ``recorded_at`` (positions are the store's
-    own), then soft-deletes each stream in ``first_visible`` below the given version. It returns the new
-    positions and raises ``WrongExpectedVersion`` (writing nothing) when a version does not continue its
-    stream.
-    """
-
-    async def import_events(
-        self, events: Sequence[RecordedEvent], first_visible: Mapping[str, int] | None = None
-    ) -> list[int]: ...
 
 
 @dataclass(frozen=True)
@@ -85,7 +69,7 @@ async def copy_store(
     if chunk_size < 1:
         raise ValueError("chunk_size must be >= 1")
     after = await _resume_after(src, dst)
-    importer = dst if isinstance(dst, SupportsImport) else None
+    importer = importer_of(dst)
     first_visible: dict[str, int] = {}
 
     async def visible_from(stream: str) -> int:

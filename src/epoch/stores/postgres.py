@@ -48,9 +48,8 @@ from epoch.stores._postgres_listen import Listener
 from epoch.stores._postgres_pool import Conn, Connections, unavailable
 from epoch.stores._postgres_schema import LATEST_VERSION, apply_migrations, migrate, schema_version
 from epoch.stores._postgres_sql import decode_position, encode_position
-from epoch.stores._postgres_transaction import PostgresTransaction
 from epoch.stores._postgres_url import parse_url
-from epoch.stores._sql import Dialect, SQLStore
+from epoch.stores._sql import Dialect, PostgresTransaction, SQLStore, SupportsImport
 
 try:
     import psycopg
@@ -60,7 +59,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 __all__ = ["PostgresEventStore", "VisibilityLag", "decode_position", "encode_position", "migrate"]
 
 
-class PostgresEventStore(StoreLifecycle, SQLStore):
+class PostgresEventStore(StoreLifecycle, SQLStore, SupportsImport):
     """An :class:`~epoch.stores.EventStore` on PostgreSQL (13+).
 
     Construct with a libpq connection string or URI and ``await store.open()`` (or use

@@ -41,7 +41,7 @@ from epoch.stores._checks import (
     url_int,
 )
 from epoch.stores._import import runs_of
-from epoch.stores._sql import Dialect, SQLStore
+from epoch.stores._sql import Dialect, SQLStore, SupportsImport
 from epoch.stores._sqlite_bridge import SQLiteTransaction, transaction_on
 from epoch.stores._sqlite_schema import APPLICATION_ID as APPLICATION_ID
 from epoch.stores._sqlite_schema import SCHEMA_VERSION, SYNCHRONOUS
@@ -57,7 +57,7 @@ T = TypeVar("T")
 _MAX_READERS = 64  # reader threads: more only cost memory (WAL readers never wait for each other)
 
 
-class SQLiteEventStore(StoreLifecycle, SQLStore):
+class SQLiteEventStore(StoreLifecycle, SQLStore, SupportsImport):
     """An event store in one SQLite file (or in memory), safe for many threads, tasks and OS processes.
 
     ``path`` is a file name, or ``":memory:"`` for a private in-memory database (then one connection on
