@@ -11,7 +11,7 @@ from typing import Any
 
 from benchmarks.backends import Backend
 from benchmarks.domain import Deposit, Opened, codec, decider, deposit_event
-from epoch import NO_STREAM, CommandHandler, EventStore, NewEvent, StateCache, open_store
+from epoch import NO_STREAM, CommandHandler, EventStore, NewEvent, StateCache, WrongExpectedVersion, open_store
 
 CATEGORY = "account"
 
@@ -47,6 +47,24 @@ async def _fill_streams(store: EventStore, streams: int, per_stream: int) -> Non
             await store.append(f"{CATEGORY}-{s}", batch, NO_STREAM if version is None else version)
             version = written + chunk - 1
             written += chunk
+
+
+async def hot_commands(store: EventStore, tasks: int, commands: int) -> tuple[float, int]:
+    """Deposits to ``account-0`` from ``tasks`` concurrent tasks through one default ``CommandHandler``."""
+    handler = CommandHandler(store, decider, CATEGORY, codec)
+    failures = 0
+
+    async def task(t: int) -> None:
+        nonlocal failures
+        for i in range(t, commands, tasks):
+            try:
+                await handler.execute(0, Deposit(i % 100 + 1, f"ref-{i:08d}"))
+            except WrongExpectedVersion:
+                failures += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(task(t) for t in range(tasks)))
+    return time.perf_counter() - started, failures
 
 
 class EpochSide:
@@ -169,6 +187,27 @@ class EpochSide:
             return time.perf_counter() - started
         finally:
             await store.close()
+
+    async def hot_stream(self, location: str, tasks: int, commands: int) -> tuple[float, int]:
+        """``tasks`` concurrent tasks sending ``commands`` in all to ONE stream with a default handler;
+        returns the seconds and how many commands failed (``WrongExpectedVersion`` after the retries)."""
+        store = await self._open(location)
+        try:
+            await store.append(f"{CATEGORY}-0", _batch(0, 1, True), NO_STREAM)
+            return await hot_commands(store, tasks, commands)
+        finally:
+            await store.close()
+
+    async def hot_stream_processes(self, location: str, processes: int, tasks: int, commands: int) -> tuple[float, int]:
+        """The same from ``processes`` OS processes of ``tasks`` tasks each, on one store."""
+        store = await self._open(location)
+        try:
+            await store.append(f"{CATEGORY}-0", _batch(0, 1, True), NO_STREAM)
+        finally:
+            await store.close()
+        from benchmarks.hot_worker import run_processes
+
+        return run_processes(store_url(self.backend, location), processes, tasks, commands)
 
     async def fill(self, location: str, events: int) -> EventStore:
         store = await self._open(location)

@@ -205,6 +205,39 @@ class EventsourcingSide:
         finally:
             app.close()
 
+    async def hot_stream(self, location: str, tasks: int, commands: int) -> tuple[float, int]:
+        """``tasks`` threads depositing to ONE account, each get/deposit/save as its users write it; a save
+        that lost the race raises the library's ``IntegrityError`` (it does not retry): counted, not retried."""
+        from eventsourcing.persistence import IntegrityError
+
+        app = self._app(location, pool=tasks)
+        failures = 0
+        lock = threading.Lock()
+        try:
+            (account_id,) = self._accounts(app, 1)
+            get, save = app.repository.get, app.save
+
+            def writer(w: int) -> None:
+                nonlocal failures
+                for i in range(w, commands, tasks):
+                    account = get(account_id)
+                    account.deposit(i % 100 + 1, f"ref-{i:08d}", NOTE)
+                    try:
+                        save(account)
+                    except IntegrityError:
+                        with lock:
+                            failures += 1
+
+            threads = [threading.Thread(target=writer, args=(w,)) for w in range(tasks)]
+            started = time.perf_counter()
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            return time.perf_counter() - started, failures
+        finally:
+            app.close()
+
     async def fill(self, location: str, events: int) -> Any:
         app = self._app(location)
         self._accounts(app, max(1, events // 1_000), min(events, 1_000))

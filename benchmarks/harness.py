@@ -21,7 +21,7 @@ IMPLS = ("epoch", "eventsourcing", "raw")
 class Sizes:
     """How much work each workload does; ``--quick`` uses CI-sized numbers."""
 
-    rounds: int = 3
+    rounds: int = 5
     streams: int = 2_000
     commands: int = 20_000
     stream_commands: int = 2_000  # commands_cached on one 1-event / 10,000-event stream
@@ -33,6 +33,10 @@ class Sizes:
     read_events: int = 100_000
     writers: int = 8
     writer_commands: int = 4_000
+    concurrent_tasks: int = 16  # commands_concurrent and hot_stream
+    concurrent_streams: int = 800
+    concurrent_commands: int = 8_000
+    hot_commands: int = 3_200
     rss_events: int = 1_000_000
 
     @classmethod
@@ -55,6 +59,8 @@ class Sizes:
             rehydrate_cached_loads=s(100, 5),
             read_events=s(20_000, 500),
             writer_commands=s(400, 16),
+            concurrent_commands=s(800, 16),
+            hot_commands=s(320, 16),
             rss_events=s(50_000, 1_000),
         )
 
@@ -75,6 +81,12 @@ class Result:
     min: float = 0.0
     max: float = 0.0
     samples: list[float] = field(default_factory=list)
+    failures: list[int] = field(default_factory=list)
+    """Per round: commands that failed (hot_stream: ``WrongExpectedVersion`` after the retries)."""
+    load: tuple[float, float] | None = None
+    """The machine's 1-minute load average before and after the workload (all its sides and rounds)."""
+    round_ratios: dict[str, list[float]] = field(default_factory=dict)
+    """epoch's result only: per round, how many times better epoch was than each other side (> 1: epoch)."""
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,6 +101,7 @@ def summarise(
     higher_is_better: bool,
     variant: str | None,
     n: int,
+    failures: list[int] | None = None,
 ) -> Result:
     return Result(
         workload=workload,
@@ -103,6 +116,7 @@ def summarise(
         min=min(samples),
         max=max(samples),
         samples=samples,
+        failures=failures or [],
     )
 
 
@@ -111,6 +125,38 @@ def ratio(epoch: Result, other: Result) -> float:
     if epoch.value == 0 or other.value == 0:
         return float("nan")
     return epoch.value / other.value if epoch.higher_is_better else other.value / epoch.value
+
+
+def round_ratios(results: list[Result]) -> None:
+    """Fill each epoch result's ``round_ratios``: round i of epoch against round i of each other side
+    (the rounds are interleaved, so round i of every side ran under the same conditions)."""
+    groups: dict[tuple[str, str | None, str], dict[str, Result]] = {}
+    for result in results:
+        groups.setdefault((result.workload, result.variant, result.store), {})[result.impl] = result
+    for sides in groups.values():
+        epoch = sides.get("epoch")
+        if epoch is None:
+            continue
+        for impl, other in sides.items():
+            if impl != "epoch" and len(other.samples) == len(epoch.samples):
+                epoch.round_ratios[impl] = [
+                    round(_times_better(mine, theirs, epoch.higher_is_better), 3)
+                    for mine, theirs in zip(epoch.samples, other.samples, strict=True)
+                ]
+
+
+def _times_better(mine: float, theirs: float, higher_is_better: bool) -> float:
+    if mine <= 0 or theirs <= 0:
+        return float("nan")
+    return mine / theirs if higher_is_better else theirs / mine
+
+
+def load_average() -> float:
+    """The 1-minute load average (0.0 where the platform has none)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:  # pragma: no cover - not Unix
+        return 0.0
 
 
 def machine_info() -> dict[str, Any]:

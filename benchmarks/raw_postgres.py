@@ -60,12 +60,14 @@ class RawPostgresSide:
                     for row in rows:
                         copy.write_row(row)
 
-    def _command(self, conn: Any, stream: str, i: int, cache: dict[str, Any] | None) -> None:
+    def _command(self, conn: Any, stream: str, i: int, cache: dict[str, Any] | None, lock: bool = False) -> None:
         state, version = (0, 0), -1
         if cache is not None and stream in cache:
             state, version = cache[stream]
         data = deposit_dict(i)
         with conn.transaction():
+            if lock:  # writers of one stream take turns (else they would collide on (stream, version))
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (stream,))
             for row_version, type_name, payload in conn.execute(_SELECT_STREAM, (stream, version)):
                 state = raw_evolve(state, type_name, json.loads(payload))
                 version = row_version
@@ -186,7 +188,9 @@ class RawPostgresSide:
             assert count == events, count
             return elapsed
 
-    async def concurrent_writers(self, location: str, writers: int, streams: int, commands: int) -> float:
+    async def concurrent_writers(
+        self, location: str, writers: int, streams: int, commands: int, lock: bool = False
+    ) -> float:
         with self._connect(location) as conn:
             self._fill(conn, streams, 1)
         connections = [self._connect(location) for _ in range(writers)]
@@ -194,7 +198,7 @@ class RawPostgresSide:
 
             def writer(w: int) -> None:
                 for i in range(w, commands, writers):
-                    self._command(connections[w], f"account-{i % streams}", i, None)
+                    self._command(connections[w], f"account-{i % streams}", i, None, lock)
 
             threads = [threading.Thread(target=writer, args=(w,)) for w in range(writers)]
             started = time.perf_counter()
@@ -206,6 +210,11 @@ class RawPostgresSide:
         finally:
             for conn in connections:
                 conn.close()
+
+    async def hot_stream(self, location: str, tasks: int, commands: int) -> tuple[float, int]:
+        """``tasks`` threads on ONE stream, each command in a transaction that locks the stream's rows
+        (an advisory lock on its name), so the threads take turns and none can fail (the pessimistic ceiling)."""
+        return await self.concurrent_writers(location, tasks, 1, commands, lock=True), 0
 
     async def fill(self, location: str, events: int) -> Any:
         conn = self._connect(location)

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 import uuid
+from collections.abc import Callable
+from contextlib import closing
 from typing import Any
 
 from benchmarks.backends import Backend
@@ -34,6 +37,32 @@ def _row(stream: str, version: int, index: int, metadata: bytes, now: int) -> tu
     return (stream, version, uuid.uuid4().bytes, type_name, data, metadata, "account", now)
 
 
+def _threads(
+    connect: Callable[[int], sqlite3.Connection],
+    writers: int,
+    streams: int,
+    commands: int,
+    command: Callable[[sqlite3.Connection, str, int, None], None],
+) -> float:
+    connections = [connect(w) for w in range(writers)]
+    try:
+
+        def writer(w: int) -> None:
+            for i in range(w, commands, writers):
+                command(connections[w], f"account-{i % streams}", i, None)
+
+        threads = [threading.Thread(target=writer, args=(w,)) for w in range(writers)]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return time.perf_counter() - started
+    finally:
+        for conn in connections:
+            conn.close()
+
+
 class RawSQLiteSide:
     impl = "raw"
 
@@ -41,7 +70,8 @@ class RawSQLiteSide:
         self.backend = backend
 
     def _connect(self, location: str) -> sqlite3.Connection:
-        conn = sqlite3.connect(location, isolation_level=None, check_same_thread=False)
+        # 60 s: concurrent writers wait for the write lock rather than fail (as the other sides do)
+        conn = sqlite3.connect(location, isolation_level=None, check_same_thread=False, timeout=60)
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA synchronous = {self.backend.synchronous}")
         for statement in _SCHEMA:
@@ -195,6 +225,19 @@ class RawSQLiteSide:
             return elapsed
         finally:
             conn.close()
+
+    async def concurrent_writers(self, location: str, writers: int, streams: int, commands: int) -> float:
+        """``writers`` threads, each with its own connection and one transaction per command."""
+        with closing(self._connect(location)) as conn:
+            self._fill(conn, streams, 1)
+        return _threads(lambda w: self._connect(location), writers, streams, commands, self._command)
+
+    async def hot_stream(self, location: str, tasks: int, commands: int) -> tuple[float, int]:
+        """``tasks`` threads on ONE stream: ``BEGIN IMMEDIATE`` takes the write lock before the read, so
+        the threads take turns and none can fail (the pessimistic ceiling)."""
+        with closing(self._connect(location)) as conn:
+            self._fill(conn, 1, 1)
+        return _threads(lambda w: self._connect(location), tasks, 1, commands, self._command), 0
 
     async def fill(self, location: str, events: int) -> Any:
         conn = self._connect(location)

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from benchmarks.backends import Backend
-from benchmarks.harness import Result, Sizes, machine_info, summarise
+from benchmarks.harness import Result, Sizes, load_average, machine_info, round_ratios, summarise
 
 Progress = Callable[[str], None]
 
@@ -29,6 +29,8 @@ WORKLOADS = (
     "read_all",
     "subscribe_catchup",
     "concurrent_writers",
+    "commands_concurrent",
+    "hot_stream",
     "read_all_1m_rss",
 )
 
@@ -66,30 +68,40 @@ async def _interleaved(
     rounds: int,
     workload: str,
     variant: str | None,
-    call: Callable[[Any, str], Awaitable[float]],
+    call: Callable[[Any, str], Awaitable[float | tuple[float, int]]],
     work: int,
     per_second: bool,
     progress: Progress,
 ) -> list[Result]:
-    """``call(side, location)`` returns seconds for ``work`` units; the value is units/s, or ms per unit."""
+    """``call(side, location)`` returns seconds for ``work`` units (or seconds and failed commands); the
+    value is units/s, or ms per unit."""
     samples: dict[str, list[float]] = {side.impl: [] for side in sides}
+    failures: dict[str, list[int]] = {side.impl: [] for side in sides}
+    load_before = load_average()
     for round_ in range(rounds):
         for side in sides:
             location = backend.fresh(side.impl.replace("eventsourcing", "es"))
             try:
                 gc.collect()
-                seconds = await call(side, location)
+                measured = await call(side, location)
             finally:
                 backend.drop(location)
+            seconds, failed = measured if isinstance(measured, tuple) else (measured, 0)
             value = work / seconds if per_second else seconds * 1000 / work
             samples[side.impl].append(value)
+            failures[side.impl].append(failed)
             label = workload + (f"[{variant}]" if variant else "")
-            progress(f"{backend.name:8} {label:32} {side.impl:13} round {round_ + 1}/{rounds}: {value:,.1f}")
+            lost = f" ({failed} failed)" if failed else ""
+            progress(f"{backend.name:8} {label:32} {side.impl:13} round {round_ + 1}/{rounds}: {value:,.1f}{lost}")
+    load = (load_before, load_average())
     unit = _UNITS[workload] if per_second else "ms"
-    return [
-        summarise(workload, backend.name, impl, values, unit, per_second, variant, work)
+    results = [
+        summarise(workload, backend.name, impl, values, unit, per_second, variant, work, failures[impl])
         for impl, values in samples.items()
     ]
+    for result in results:
+        result.load = load
+    return results
 
 
 _UNITS = {
@@ -99,6 +111,8 @@ _UNITS = {
     "read_all": "events/s",
     "subscribe_catchup": "events/s",
     "concurrent_writers": "commands/s",
+    "commands_concurrent": "commands/s",
+    "hot_stream": "commands/s",
 }
 
 
@@ -109,9 +123,13 @@ async def run_store(
     z = sizes
     results: list[Result] = []
 
-    async def go(workload: str, variant: str | None, call: Any, work: int, per_second: bool = True) -> None:
+    async def go(
+        workload: str, variant: str | None, call: Any, work: int, per_second: bool = True, needs: str | None = None
+    ) -> None:
+        # ``needs``: the side method the workload calls; sides without it (e.g. no raw variant) sit it out
+        chosen = [side for side in sides if needs is None or hasattr(side, needs)]
         results.extend(
-            await _interleaved(backend, sides, z.rounds, workload, variant, call, work, per_second, progress)
+            await _interleaved(backend, chosen, z.rounds, workload, variant, call, work, per_second, progress)
         )
 
     if "commands" in workloads:
@@ -168,6 +186,32 @@ async def run_store(
             f"{z.writers}_connections",
             lambda s, loc: s.concurrent_writers(loc, z.writers, streams, z.writer_commands),
             z.writer_commands,
+        )
+    if "commands_concurrent" in workloads and backend.name == "sqlite":
+        tasks = z.concurrent_tasks
+        await go(
+            "commands_concurrent",
+            f"{tasks}_tasks",
+            lambda s, loc: s.concurrent_writers(loc, tasks, z.concurrent_streams, z.concurrent_commands),
+            z.concurrent_commands,
+            needs="concurrent_writers",
+        )
+    if "hot_stream" in workloads and backend.name != "memory":
+        for tasks in (1, z.concurrent_tasks):
+            await go(
+                "hot_stream",
+                f"{tasks}_task" + ("s" if tasks > 1 else ""),
+                lambda s, loc, tasks=tasks: s.hot_stream(loc, tasks, z.hot_commands),
+                z.hot_commands,
+                needs="hot_stream",
+            )
+        half = max(1, z.concurrent_tasks // 2)
+        await go(
+            "hot_stream",
+            f"2x{half}_processes",
+            lambda s, loc: s.hot_stream_processes(loc, 2, half, z.hot_commands),
+            z.hot_commands,
+            needs="hot_stream_processes",
         )
     if "read_all_1m_rss" in workloads:
         results.extend(_rss(backend, impls, z.rss_events, progress))
@@ -226,6 +270,7 @@ def run(
             results.extend(asyncio.run(run_store(backend, sizes, workloads, impls, progress)))
         finally:
             backend.close()
+    round_ratios(results)
     return {
         "machine": machine,
         "sizes": dataclasses.asdict(sizes),

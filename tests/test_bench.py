@@ -51,16 +51,38 @@ def test_quick_json_has_every_workload_for_memory_and_sqlite(tmp_path: Path) -> 
     assert {"python", "cpus", "settings"} <= set(document["machine"])
     assert document["machine"]["settings"]["sqlite"] == {"journal_mode": "WAL", "synchronous": "FULL"}
     for result in document["results"]:
-        assert {"workload", "store", "impl", "value", "unit", "higher_is_better"} <= set(result)
+        assert {"workload", "store", "impl", "value", "unit", "higher_is_better", "failures", "load"} <= set(result)
         assert result["impl"] in ("epoch", "eventsourcing", "raw")
         assert isinstance(result["value"], float | int)
         assert isinstance(result["higher_is_better"], bool)
+        if result["workload"] != "read_all_1m_rss":
+            assert len(result["failures"]) == len(result["samples"]) == result["rounds"]
+            before, after = result["load"]
+            assert before >= 0 and after >= 0
+        key = (result["workload"], result["variant"], result["store"])
+        others = {r["impl"] for r in document["results"] if (r["workload"], r["variant"], r["store"]) == key}
+        if result["impl"] == "epoch" and result["workload"] != "read_all_1m_rss":
+            # one ratio per round against each other side that ran the workload
+            assert set(result["round_ratios"]) == others - {"epoch"}
+            assert all(len(v) == result["rounds"] for v in result["round_ratios"].values())
     seen = {(r["workload"], r["store"], r["impl"]) for r in document["results"]}
     for store in ("memory", "sqlite"):
         for workload in WORKLOADS:
             for impl in ("epoch", "eventsourcing", "raw"):
                 assert (workload, store, impl) in seen
     assert not any(r["workload"] == "concurrent_writers" for r in document["results"])  # PostgreSQL only
+    new = {
+        (r["workload"], r.get("variant"), r["store"], r["impl"])
+        for r in document["results"]
+        if r["workload"] not in WORKLOADS
+    }
+    assert new == {
+        ("commands_concurrent", "16_tasks", "sqlite", "epoch"),
+        ("commands_concurrent", "16_tasks", "sqlite", "eventsourcing"),
+        ("commands_concurrent", "16_tasks", "sqlite", "raw"),
+        *(("hot_stream", v, "sqlite", i) for v in ("1_task", "16_tasks") for i in ("epoch", "eventsourcing", "raw")),
+        ("hot_stream", "2x8_processes", "sqlite", "epoch"),  # only epoch runs commands from several processes
+    }
     assert {p.name for p in tmp_path.iterdir()} == {"results.json", "results.md", "chart.png"}
 
 
