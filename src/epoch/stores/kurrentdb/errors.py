@@ -18,7 +18,7 @@ or ``OSError``
 
 Transient failures are retried below this table, by the client itself: it reconnects (to the leader, on a
 cluster) and repeats a failed gRPC call once. What still fails reaches epoch as ``StoreUnavailable``,
-which callers that run for long (projection runners) retry with :mod:`epoch._backoff`. Answers that are
+which callers that run for long (live projection runners) retry. Answers that are
 control flow for the store rather than errors (``NotFoundError`` for a missing stream, a
 ``WrongCurrentVersionError`` while deleting) are caught by the store inside the block, before the table.
 """
