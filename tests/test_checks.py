@@ -240,9 +240,11 @@ async def test_the_memory_store_reads_through_check_read() -> None:
     async with MemoryEventStore() as store:
         await store.append("users-1", [NewEvent("Happened", b"{}")])
         nothing: Any = None
+        one: Any = 1
+        raw: Any = b"users"
         cases: list[tuple[Any, type[EpochError], str]] = [
             (
-                store.read_stream("users-1", backwards=1),
+                store.read_stream("users-1", backwards=one),
                 InvalidVersion,
                 "users-1: invalid version 'backwards=1' (stream version no stream)",
             ),
@@ -254,7 +256,7 @@ async def test_the_memory_store_reads_through_check_read() -> None:
             (store.read_all(after=nothing), InvalidVersion, "$all: invalid version None (stream version no stream)"),
             (store.read_all(limit=-1), InvalidVersion, "$all: invalid version 'limit=-1' (stream version no stream)"),
             (
-                store.subscribe(categories=b"users"),
+                store.subscribe(categories=raw),
                 InvalidStreamName,
                 "invalid stream name b'users': categories must be a category name or an iterable of them",
             ),

@@ -769,9 +769,10 @@ async def test_reads_check_their_arguments_before_asking_the_server(
     await store.append("users-1", new(1))
     reads = fake.calls["Read"]
     nothing: Any = None
+    one: Any = 1
     cases: list[tuple[Any, str]] = [
         (
-            store.read_stream("users-1", backwards=1),
+            store.read_stream("users-1", backwards=one),
             "users-1: invalid version 'backwards=1' (stream version no stream)",
         ),
         (store.read_stream("users-1", limit=True), "users-1: invalid version 'limit=True' (stream version no stream)"),
