@@ -68,19 +68,77 @@ def test_domain_is_pure() -> None:
 def test_codec_and_stores_depend_only_on_records_and_errors() -> None:
     # streams: the name rules; _roundtrip: the codec's own field walk; _backoff: the retry delays (stdlib only)
     allowed = ("epoch.records", "epoch.errors", "epoch.streams", "epoch.stores", "epoch._roundtrip", "epoch._backoff")
-    for path in [SRC / "codec.py", *(SRC / "stores").glob("*.py")]:
+    for path in [SRC / "codec.py", *(SRC / "stores").rglob("*.py")]:
         for name in imports_of(path):
             assert name.startswith(allowed), (path.name, name)
 
 
+BACKENDS = {"memory", "sqlite", "postgres", "kurrentdb"}
+STORES = SRC / "stores"
+
+
+def backend_of_path(path: Path) -> str | None:
+    """The backend a module of ``stores/`` belongs to: its subpackage (``stores/kurrentdb/errors.py``), or
+    for a flat module the first word of its name (``_postgres_pool.py``, ``memory.py``); None for shared ones."""
+    parts = path.relative_to(STORES).with_suffix("").parts
+    word = parts[0] if len(parts) > 1 else parts[0].lstrip("_").split("_")[0]
+    return word if word in BACKENDS else None
+
+
+def backend_of_module(name: str) -> str | None:
+    """The backend an imported module belongs to (``epoch.stores.kurrentdb.mapping``: kurrentdb), or None."""
+    if not name.startswith("epoch.stores."):
+        return None
+    word = name.removeprefix("epoch.stores.").split(".")[0].lstrip("_").split("_")[0]
+    return word if word in BACKENDS else None
+
+
+def imported_modules(path: Path) -> set[str]:
+    """:func:`imports_of`, plus ``package.name`` for each ``from package import name`` (a module, maybe)."""
+    found = imports_of(path)
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "epoch":
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def test_the_rules_know_where_each_store_module_belongs() -> None:
+    assert backend_of_path(STORES / "kurrentdb" / "errors.py") == "kurrentdb"
+    assert backend_of_path(STORES / "kurrentdb" / "__init__.py") == "kurrentdb"
+    assert backend_of_path(STORES / "_postgres_pool.py") == "postgres"
+    assert backend_of_path(STORES / "memory.py") == "memory"
+    assert backend_of_path(STORES / "_checks.py") is None
+    assert backend_of_path(STORES / "copy.py") is None
+    assert backend_of_module("epoch.stores.kurrentdb.mapping") == "kurrentdb"
+    assert backend_of_module("epoch.stores._sqlite_work") == "sqlite"
+    assert backend_of_module("epoch.stores.memory") == "memory"
+    assert backend_of_module("epoch.stores._checks") is None
+    assert backend_of_module("epoch.kurrentdb") is None
+
+
 def test_backends_never_import_each_other() -> None:
-    backends = {"memory", "sqlite", "postgres", "kurrentdb"}
-    for path in (SRC / "stores").glob("*.py"):
-        own = path.stem.lstrip("_").split("_")[0]
-        for name in imports_of(path):
-            tail = name.removeprefix("epoch.stores.").lstrip("_").split("_")[0]
-            if name.startswith("epoch.stores.") and tail in backends and tail != own:
-                assert path.stem in ("__init__", "copy"), (path.name, name)
+    """A backend (its subpackage or flat modules) imports no other backend; only the shared modules that
+    open or copy any store (``stores/__init__.py``, ``copy.py``) may name them."""
+    checked = 0
+    for path in STORES.rglob("*.py"):
+        own = backend_of_path(path)
+        for name in imported_modules(path):
+            other = backend_of_module(name)
+            if other is not None and other != own:
+                assert path.relative_to(STORES).as_posix() in ("__init__.py", "copy.py"), (path, name)
+        checked += own is not None
+    assert checked >= len(BACKENDS)  # the walk saw every backend's modules (the glob is not silently empty)
+
+
+def test_a_backends_own_modules_stay_inside_stores() -> None:
+    """``epoch.stores.kurrentdb.mapping`` and its siblings are the backend's own: in ``stores/`` only its
+    own modules import them (everything else uses the package, ``epoch.stores.kurrentdb``)."""
+    for path in STORES.rglob("*.py"):
+        own = backend_of_path(path)
+        for name in imported_modules(path):
+            parts = name.split(".")
+            if len(parts) > 3 and parts[2] in BACKENDS and (STORES / parts[2] / f"{parts[3]}.py").is_file():
+                assert own == parts[2], (path, name)
 
 
 def test_cli_and_web_use_the_public_api() -> None:

@@ -22,7 +22,13 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import rule, run_state_machine_as_test
-from kurrentdbclient.exceptions import AccessDeniedError
+from kurrentdbclient.exceptions import (
+    AccessDeniedError,
+    MaximumAppendSizeExceededError,
+    NotFoundError,
+    StreamIsDeletedError,
+    WrongCurrentVersionError,
+)
 from typer.testing import CliRunner
 
 from epoch.cli import app as cli
@@ -33,14 +39,17 @@ from epoch.errors import (
     EpochError,
     InvalidEvent,
     InvalidStreamName,
+    InvalidVersion,
     StoreUnavailable,
+    StreamDeleted,
     WrongExpectedVersion,
 )
 from epoch.projections import ParkedEvent, ProjectionRunner, Retry, default_checkpoints, default_parking
 from epoch.records import ANY, NO_STREAM, AppendResult, EventEnvelope, NewEvent, RecordedEvent
 from epoch.stores import open_store
-from epoch.stores._checks import check_categories, check_read_bounds, check_stream_name
+from epoch.stores._checks import GLOBAL_LOG, check_categories, check_read, check_stream_name
 from epoch.stores.kurrentdb import DEFAULT_KURRENTDB_MAX_EVENT_SIZE, KurrentDBEventStore
+from epoch.stores.kurrentdb.errors import driver_errors
 from epoch.testing.contract import EventStoreContract
 from tests.hostile import any_text, hostile_names, is_valid_name
 from tests.kurrentdb_fake import FakeKurrentDB
@@ -140,7 +149,7 @@ class Namespaced:
     async def read_all(
         self, after: int = 0, limit: int | None = None, categories: Any = None
     ) -> AsyncIterator[RecordedEvent]:
-        check_read_bounds("$all", after, limit)
+        check_read(GLOBAL_LOG, after, limit, categories=categories)  # the store's own prologue, refused alike
         source = self.store.read_all(max(after, self.baseline), None, self._categories(categories))
         count = 0
         async for r in self._each(source):
@@ -150,7 +159,7 @@ class Namespaced:
             yield r
 
     async def subscribe(self, after: int = 0, categories: Any = None) -> AsyncIterator[RecordedEvent]:
-        check_read_bounds("$all", after, None)
+        check_read(GLOBAL_LOG, after, categories=categories)
         async for r in self._each(self.store.subscribe(max(after, self.baseline), self._categories(categories))):
             yield r
 
@@ -752,6 +761,74 @@ async def test_an_empty_category_filter_reads_nothing_and_asks_nothing(
     assert await collect(store.read_all(categories=[])) == []
     assert fake.calls["Read"] == reads  # the server would read "no filter" as "everything"
     assert [r.stream for r in await collect(store.read_all(categories=["users", "users"]))] == ["users-1"]
+
+
+async def test_reads_check_their_arguments_before_asking_the_server(
+    store: KurrentDBEventStore, fake: FakeKurrentDB
+) -> None:
+    await store.append("users-1", new(1))
+    reads = fake.calls["Read"]
+    nothing: Any = None
+    one: Any = 1
+    cases: list[tuple[Any, str]] = [
+        (
+            store.read_stream("users-1", backwards=one),
+            "users-1: invalid version 'backwards=1' (stream version no stream)",
+        ),
+        (store.read_stream("users-1", limit=True), "users-1: invalid version 'limit=True' (stream version no stream)"),
+        (store.read_all(after=nothing), "$all: invalid version None (stream version no stream)"),
+        (store.subscribe(after=-1), "$all: invalid version -1 (stream version no stream)"),
+    ]
+    for read, message in cases:
+        with pytest.raises(InvalidVersion) as info:
+            await collect(read)
+        assert str(info.value) == message
+    with pytest.raises(InvalidStreamName) as name:  # the system-stream rule comes before the bounds
+        await collect(store.read_stream("$ce-users", from_version=-1))
+    assert str(name.value) == ("invalid stream name '$ce-users': names starting with '$' are KurrentDB system streams")
+    assert fake.calls["Read"] == reads
+    assert [r.version for r in await collect(store.read_stream("users-1", limit=0))] == []
+    assert fake.calls["Read"] == reads  # limit=0 matches nothing: not asked either
+
+
+def mapped(exc: Exception, stream: str | None = "s-1", expected: Any = None) -> BaseException:
+    """What ``driver_errors`` raises for ``exc``, checking that it keeps ``exc`` as the cause."""
+    try:
+        with driver_errors(stream, expected):
+            raise exc
+    except Exception as raised:
+        assert raised is exc or raised.__cause__ is exc
+        return raised
+    raise AssertionError("driver_errors swallowed the error")
+
+
+def test_the_driver_error_table() -> None:
+    deleted = mapped(StreamIsDeletedError("tombstoned"))
+    assert (type(deleted), str(deleted)) == (StreamDeleted, "s-1: the stream is deleted (last version no stream)")
+    assert str(mapped(StreamIsDeletedError(), None)) == "$all: the stream is deleted (last version no stream)"
+    refused = mapped(AccessDeniedError("Access Denied"))
+    assert (type(refused), str(refused)) == (ConfigurationError, "s-1: KurrentDB refused access (Access Denied)")
+    wrong = mapped(WrongCurrentVersionError(actual_version=3), expected=1)
+    assert (type(wrong), str(wrong)) == (WrongExpectedVersion, "s-1: expected version 1, actual 3")
+    missing = mapped(WrongCurrentVersionError(actual_version=-1), expected=NO_STREAM)  # -1: no stream
+    assert (type(missing), str(missing)) == (WrongExpectedVersion, "s-1: expected version NO_STREAM, actual no stream")
+    unguarded = mapped(WrongCurrentVersionError("moved"))  # no guard of the caller's: not a version conflict
+    assert (type(unguarded), str(unguarded)) == (StoreUnavailable, "s-1: KurrentDB: WrongCurrentVersionError: moved")
+    big = mapped(MaximumAppendSizeExceededError("2 MiB"))
+    assert (type(big), str(big)) == (
+        InvalidEvent,
+        "s-1: invalid event at index 0: the batch exceeds the server's MaxAppendSize: 2 MiB",
+    )
+    for exc, message in [
+        (NotFoundError(), "s-1: KurrentDB: NotFoundError"),
+        (ConnectionResetError("reset by peer"), "s-1: KurrentDB: ConnectionResetError: reset by peer"),
+    ]:
+        lost = mapped(exc)
+        assert (type(lost), str(lost)) == (StoreUnavailable, message)
+    own = WrongExpectedVersion("s-1", 1, 2)
+    assert mapped(own) is own  # epoch's own errors pass through untouched
+    bug = KeyError("not a driver error")
+    assert mapped(bug) is bug  # neither is anything outside the table
 
 
 def test_any_stream_name_round_trips_or_is_refused_clearly(fake: FakeKurrentDB) -> None:

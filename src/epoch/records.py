@@ -7,6 +7,7 @@ log), and a Struct is several times cheaper to construct than a frozen dataclass
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 from uuid import UUID, uuid4
@@ -123,6 +124,19 @@ class AppendResult(msgspec.Struct, frozen=True):
     position: int
     positions: tuple[int, ...]
     recorded_at: datetime | None
+
+    @classmethod
+    def of(cls, stream: str, written: Sequence[RecordedEvent], head: RecordedEvent | None = None) -> AppendResult:
+        """The result of an append to ``stream`` that wrote (or, replayed, had already written) ``written``.
+
+        ``version``, ``position`` and ``recorded_at`` are the last written event's and ``positions`` are
+        all of theirs. When nothing was written, they are those of ``head``, the stream's last event (no
+        positions), or ``None``/0/``None`` for an empty stream.
+        """
+        last = written[-1] if written else head
+        if last is None:
+            return cls(stream, None, 0, (), None)
+        return cls(stream, last.version, last.position, tuple(e.position for e in written), last.recorded_at)
 
 
 def category_of(stream: str) -> str:

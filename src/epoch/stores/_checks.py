@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import enum
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
+from typing import NamedTuple
 from uuid import UUID
 
 import msgspec
@@ -16,7 +18,7 @@ from epoch.errors import (
     InvalidStreamName,
     InvalidVersion,
 )
-from epoch.records import ExpectedVersion, NewEvent
+from epoch.records import ExpectedVersion, NewEvent, RecordedEvent
 from epoch.streams import (
     MAX_TYPE_NAME,
     check_category,
@@ -28,6 +30,7 @@ from epoch.streams import (
 
 __all__ = [
     "DEFAULT_MAX_EVENT_SIZE",
+    "GLOBAL_LOG",
     "MAX_EVENT_SIZE_LIMIT",
     "MAX_INT64",
     "MAX_METADATA_DEPTH",
@@ -37,12 +40,15 @@ __all__ = [
     "check_events",
     "check_expected_version",
     "check_max_event_size",
-    "url_int",
+    "check_read",
     "check_read_bounds",
     "check_stream_name",
     "clamp64",
     "enforce_expected_version",
     "is_replay",
+    "Read",
+    "runs_of",
+    "url_int",
 ]
 
 DEFAULT_MAX_EVENT_SIZE = 1024 * 1024
@@ -206,6 +212,80 @@ def check_read_bounds(stream: str, start: int | None, limit: int | None) -> None
         raise InvalidVersion(stream, f"limit={limit!r}", None)
 
 
+class _Log(enum.Enum):
+    GLOBAL = "$all"
+
+    def __repr__(self) -> str:
+        return "GLOBAL_LOG"
+
+
+GLOBAL_LOG = _Log.GLOBAL
+"""What :func:`check_read` is given instead of a stream name for a read of the global log (``read_all``,
+``subscribe``): not a string, so no stream name, ``"$all"`` included, can be mistaken for it."""
+
+
+class Read(NamedTuple):
+    """A read's arguments once :func:`check_read` accepted them."""
+
+    stream: str
+    """The stream read, or ``"$all"`` for the global log (the name errors carry)."""
+    start: int | None
+    """``from_version`` of a stream read (``None``: its first event, or its last backwards); ``after`` of a
+    global read (an int)."""
+    limit: int | None
+    """At most this many events (``None``: no limit)."""
+    backwards: bool
+    """Newest first (stream reads only; always False for the global log)."""
+    categories: tuple[str, ...] | None
+    """The categories a global read keeps (``None``: all), from :func:`check_categories`."""
+
+    @property
+    def matches_nothing(self) -> bool:
+        """True when no event can be delivered (``limit=0``, or an empty ``categories`` filter), so a
+        store answers without touching storage: a read yields nothing, ``subscribe`` waits until closed."""
+        return self.limit == 0 or self.categories == ()
+
+
+def check_read(
+    stream: str | _Log,
+    start: int | None = None,
+    limit: int | None = None,
+    *,
+    backwards: bool = False,
+    categories: str | Iterable[str] | None = None,
+) -> Read:
+    """The prologue of every read: validate its arguments in one order, before the store is touched.
+
+    - ``read_stream(stream, from_version, backwards, limit)``:
+      ``check_read(stream, from_version, limit, backwards=backwards)``;
+    - ``read_all(after, limit, categories)``: ``check_read(GLOBAL_LOG, after, limit, categories=categories)``;
+    - ``subscribe(after, categories)``: ``check_read(GLOBAL_LOG, after, categories=categories)``.
+
+    The annotations are the read API's; the values are checked at run time all the same, in this order,
+    the first problem raised:
+
+    1. the stream name (:func:`check_stream_name`: :class:`InvalidStreamName`);
+    2. the start: ``from_version`` is ``None`` or an int >= 0, ``after`` an int >= 0;
+    3. the limit: ``None`` or an int >= 0 (2 and 3 as :func:`check_read_bounds`: :class:`InvalidVersion`,
+       a ``bool`` is no int here, ints beyond 64 bits are accepted: guarantee 13);
+    4. ``backwards``: a ``bool`` (:class:`InvalidVersion`; a truthy string would read newest first);
+    5. the categories of a global read (:func:`check_categories`: :class:`InvalidStreamName`).
+
+    Errors name the stream, or ``"$all"`` for a global read.
+    """
+    if stream is GLOBAL_LOG:
+        name = "$all"
+        if start is None:  # the global log has no "from the end": after=0 is its beginning
+            raise InvalidVersion(name, start, None)
+    else:
+        name = check_stream_name(stream)
+    check_read_bounds(name, start, limit)
+    if not isinstance(backwards, bool):
+        raise InvalidVersion(name, f"backwards={backwards!r}", None)
+    names = check_categories(categories) if stream is GLOBAL_LOG else None
+    return Read(name, start, limit, backwards, names)
+
+
 def clamp64(number: int) -> int:
     """``number`` capped at :data:`MAX_INT64`, to bind as a bound where nothing lies beyond that value.
 
@@ -233,3 +313,20 @@ def url_int(key: str, value: str) -> int:
     if not text.isascii() or not text.lstrip("-").isdigit() or len(text) > 100:
         raise ConfigurationError(f"bad value for {key} in the store URL: {value!r} is not an int")
     return int(text)
+
+
+def runs_of(events: Sequence[RecordedEvent], max_event_size: int) -> list[list[RecordedEvent]]:
+    """Validate ``events`` of an ``import_events`` like appends and split them into runs of consecutive
+    events of one stream (``epoch copy`` imports already-recorded events, grouped by stream)."""
+    runs: list[list[RecordedEvent]] = []
+    for index, event in enumerate(events):
+        if not isinstance(event, RecordedEvent):
+            raise InvalidEvent("$import", index, f"expected a RecordedEvent, not {type(event).__name__}")
+        check_stream_name(event.stream)
+        if runs and runs[-1][-1].stream == event.stream:
+            runs[-1].append(event)
+        else:
+            runs.append([event])
+    for run in runs:
+        check_events(run[0].stream, [NewEvent(e.type, e.data, e.metadata, e.id) for e in run], max_event_size)
+    return runs

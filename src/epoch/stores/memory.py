@@ -13,11 +13,11 @@ from epoch.records import ANY, AppendResult, ExpectedVersionLike, NewEvent, Reco
 from epoch.stores._base import StoreLifecycle
 from epoch.stores._checks import (
     DEFAULT_MAX_EVENT_SIZE,
+    GLOBAL_LOG,
     check_append,
-    check_categories,
     check_expected_version,
     check_max_event_size,
-    check_read_bounds,
+    check_read,
     check_stream_name,
     enforce_expected_version,
     is_replay,
@@ -43,7 +43,10 @@ class _Stream:
 class MemoryEventStore(StoreLifecycle):
     """Streams and the global log in lists; every call is atomic because it never awaits mid-way.
 
-    Subscriptions wake on each append. The store lives and dies with its process.
+    Subscriptions wake on each append. The store lives and dies with its process. It declares no
+    capability beyond the event store: it has no SQL database (:class:`~epoch.stores.SQLStore`), and
+    ``epoch copy`` appends into it (no :class:`~epoch.stores.SupportsImport`), so copies get new
+    ``recorded_at`` times.
     """
 
     detects_duplicate_ids_across_streams = True
@@ -95,36 +98,26 @@ class MemoryEventStore(StoreLifecycle):
         entry = self._streams.get(stream)
         stored = {e.id: (r.stream, r.version) for e in batch if (r := self._ids.get(e.id)) is not None}
         if is_replay(stream, batch, expected, stored):
-            written = [self._ids[e.id] for e in batch]
-            last = written[-1]
-            return AppendResult(
-                stream, last.version, last.position, tuple(r.position for r in written), last.recorded_at
-            )
+            return AppendResult.of(stream, [self._ids[e.id] for e in batch])
         enforce_expected_version(stream, expected, entry.version if entry else None)
         if not batch:
-            last_event = entry.events[-1] if entry and entry.version is not None else None
-            return AppendResult(
-                stream,
-                None if last_event is None else last_event.version,
-                0 if last_event is None else last_event.position,
-                (),
-                None if last_event is None else last_event.recorded_at,
-            )
+            return AppendResult.of(stream, (), entry.events[-1] if entry and entry.version is not None else None)
         if entry is None:
             entry = self._streams[stream] = _Stream()
         now = datetime.now(UTC)
         version = len(entry.events)
         position = len(self._log)
+        written = []
         for event in batch:
             position += 1
             recorded = RecordedEvent(stream, version, position, event.id, event.type, event.data, event.metadata, now)
             version += 1
-            entry.events.append(recorded)
-            self._log.append(recorded)
+            written.append(recorded)
             self._ids[event.id] = recorded
+        entry.events.extend(written)
+        self._log.extend(written)
         self._wake()
-        first = len(self._log) - len(batch) + 1
-        return AppendResult(stream, version - 1, position, tuple(range(first, position + 1)), now)
+        return AppendResult.of(stream, written)
 
     def _wake(self) -> None:
         if self._appended is not None:
@@ -138,11 +131,10 @@ class MemoryEventStore(StoreLifecycle):
         backwards: bool = False,
         limit: int | None = None,
     ) -> AsyncIterator[RecordedEvent]:
-        check_stream_name(stream)
-        check_read_bounds(stream, from_version, limit)
+        read = check_read(stream, from_version, limit, backwards=backwards)
         self._check_open()
         entry = self._streams.get(stream)
-        if entry is None or entry.version is None or limit == 0:
+        if entry is None or entry.version is None or read.matches_nothing:
             return
         events = entry.events
         if backwards:
@@ -160,11 +152,11 @@ class MemoryEventStore(StoreLifecycle):
         limit: int | None = None,
         categories: str | Iterable[str] | None = None,
     ) -> AsyncIterator[RecordedEvent]:
-        check_read_bounds("$all", after, limit)
-        names = check_categories(categories)
+        read = check_read(GLOBAL_LOG, after, limit, categories=categories)
         self._check_open()
-        if names == ():  # an empty filter matches nothing (guarantee 11)
+        if read.matches_nothing:  # limit=0, or an empty filter (guarantee 11)
             return
+        names = read.categories
         count = 0
         for recorded in self._log[after:]:
             if limit is not None and count >= limit:
@@ -178,8 +170,7 @@ class MemoryEventStore(StoreLifecycle):
         after: int = 0,
         categories: str | Iterable[str] | None = None,
     ) -> AsyncIterator[RecordedEvent]:
-        check_read_bounds("$all", after, None)
-        names = check_categories(categories)
+        names = check_read(GLOBAL_LOG, after, categories=categories).categories
         position = after
         while True:
             self._check_open()

@@ -41,8 +41,8 @@ from epoch.stores._checks import (
     check_read_bounds,
     check_stream_name,
     clamp64,
+    runs_of,
 )
-from epoch.stores._import import runs_of
 from epoch.stores._postgres_lag import VisibilityLag, measure_visibility_lag
 from epoch.stores._postgres_listen import Listener
 from epoch.stores._postgres_pool import Conn, Connections, unavailable

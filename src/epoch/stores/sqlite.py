@@ -38,9 +38,9 @@ from epoch.stores._checks import (
     check_read_bounds,
     check_stream_name,
     clamp64,
+    runs_of,
     url_int,
 )
-from epoch.stores._import import runs_of
 from epoch.stores._sql import Dialect, SQLStore, SupportsImport
 from epoch.stores._sqlite_bridge import SQLiteTransaction, transaction_on
 from epoch.stores._sqlite_schema import APPLICATION_ID as APPLICATION_ID

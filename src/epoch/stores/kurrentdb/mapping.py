@@ -1,32 +1,23 @@
-"""Translation between epoch's records and ``kurrentdbclient``'s, and between their errors.
+"""Translation between epoch's records, guards, filters and URLs and ``kurrentdbclient``'s.
 
-Kept apart from :mod:`epoch.stores.kurrentdb` so the store module reads as the store's logic only.
+Kept apart from the store (:mod:`epoch.stores.kurrentdb`) so it reads as the store's logic only; the
+client's errors are translated in :mod:`epoch.stores.kurrentdb.errors`.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgspec
 
-from epoch.errors import ConfigurationError, EpochError, StoreUnavailable, StreamDeleted
 from epoch.records import ANY, NO_STREAM, STREAM_EXISTS, ExpectedVersion, NewEvent, RecordedEvent, category_of
 from epoch.stores._checks import url_int
 
 try:
-    import grpc
     from kurrentdbclient import NewEvent as KNewEvent
     from kurrentdbclient import StreamState
-    from kurrentdbclient.exceptions import (
-        AccessDeniedError,
-        KurrentDBClientError,
-        ProgrammingError,
-        StreamIsDeletedError,
-    )
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     from epoch.errors import MissingDependency
 
@@ -36,10 +27,8 @@ __all__ = [
     "exact_stream",
     "split_url",
     "SYSTEM_STREAMS",
-    "driver_errors",
     "is_user_event",
     "stream_filter",
-    "to_actual",
     "to_new_event",
     "to_record",
     "to_stream_state",
@@ -63,11 +52,6 @@ def to_stream_state(expected: ExpectedVersion | int) -> Any:
     if expected is STREAM_EXISTS:
         return StreamState.EXISTS
     return expected
-
-
-def to_actual(value: object) -> int | None:
-    """The ``actual_version`` of a ``WrongCurrentVersionError`` as epoch's actual version."""
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def content_type(data: bytes) -> str:
@@ -127,26 +111,6 @@ def stream_filter(categories: tuple[str, ...] | None) -> dict[str, Any]:
     if categories is None:
         return {"filter_exclude": (SYSTEM_STREAMS,), "filter_by_stream_name": True}
     return {"filter_include": categories, "filter_by_stream_name": True, "filter_by_prefix": True}
-
-
-@contextlib.contextmanager
-def driver_errors(stream: str | None) -> Iterator[None]:
-    """Turn the client's and gRPC's errors into epoch's; epoch's own errors pass through."""
-    try:
-        yield
-    except EpochError:
-        raise
-    except StreamIsDeletedError as exc:  # hard-deleted (tombstoned) by another tool
-        raise StreamDeleted(stream or "$all") from exc
-    except AccessDeniedError as exc:  # the server's ACLs: a setting to fix, not a connection to retry
-        hint = ""
-        if stream is not None and stream.startswith("$"):
-            hint = ": system streams ($...) need a user in $admins, or the server's $systemStreamAcl to allow it"
-        raise ConfigurationError(
-            f"{stream or '$all'}: KurrentDB refused access ({str(exc) or 'access denied'}){hint}"
-        ) from exc
-    except (KurrentDBClientError, ProgrammingError, grpc.RpcError, grpc.aio.BaseError, OSError) as exc:
-        raise StoreUnavailable(f"KurrentDB: {type(exc).__name__}: {exc}".rstrip(": "), stream) from exc
 
 
 _EPOCH_OPTIONS = {"max_event_size", "id_check_window"}

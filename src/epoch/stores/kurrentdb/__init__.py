@@ -1,13 +1,16 @@
 """The KurrentDB (formerly EventStoreDB) store, on the official ``kurrentdbclient`` asyncio gRPC client.
 
-KurrentDB already is an event store, so this module is a mapping (docs/stores/kurrentdb.md has it all):
+KurrentDB already is an event store, so this package is a mapping (docs/stores/kurrentdb.md has it all).
+The store is here; :mod:`~epoch.stores.kurrentdb.mapping` translates records, guards, filters and URLs,
+:mod:`~epoch.stores.kurrentdb.errors` the client's errors (one table), and
+:mod:`~epoch.stores.kurrentdb.companion` keeps epoch's own ``$epoch-...`` streams.
 
 - A stream is a KurrentDB stream of the same name, a version its revision, an event id KurrentDB's;
   ``data``/``metadata`` travel unchanged; ``recorded_at`` is the server's ``created`` time in UTC.
 - ``position = commit_position + 1`` (commit positions may be 0; epoch's ``after=0`` is "from the
   beginning"); ``after`` must be 0 or a position this store returned.
 - Expected versions are checked by the server; ``WrongCurrentVersionError`` becomes
-  :class:`~epoch.errors.WrongExpectedVersion` with the server's actual version.
+  :class:`~epoch.errors.WrongExpectedVersion` with the server's actual version (in ``errors``).
 - Idempotency is KurrentDB's own, per stream: an id stored in *another stream* is not detected
   (``detects_duplicate_ids_across_streams = False``); within a stream the newest ``id_check_window``
   events are checked. :meth:`get_event` scans the hinted stream, else ``$all`` newest first.
@@ -30,7 +33,6 @@ from uuid import UUID
 from epoch.errors import (
     ConfigurationError,
     DuplicateEventId,
-    InvalidEvent,
     InvalidStreamName,
     StoreUnavailable,
     WrongExpectedVersion,
@@ -39,23 +41,22 @@ from epoch.records import ANY, AppendResult, ExpectedVersionLike, NewEvent, Reco
 from epoch.stores._base import StoreLifecycle
 from epoch.stores._checks import (
     DEFAULT_MAX_EVENT_SIZE,
-    check_categories,
+    GLOBAL_LOG,
     check_events,
     check_expected_version,
     check_max_event_size,
-    check_read_bounds,
+    check_read,
     check_stream_name,
     enforce_expected_version,
     is_replay,
 )
-from epoch.stores._kurrentdb_companion import KurrentDBCompanionStreams
-from epoch.stores._kurrentdb_map import (
-    driver_errors,
+from epoch.stores.kurrentdb.companion import KurrentDBCompanionStreams
+from epoch.stores.kurrentdb.errors import driver_errors
+from epoch.stores.kurrentdb.mapping import (
     exact_stream,
     is_user_event,
     split_url,
     stream_filter,
-    to_actual,
     to_new_event,
     to_record,
     to_stream_state,
@@ -63,12 +64,7 @@ from epoch.stores._kurrentdb_map import (
 
 try:
     from kurrentdbclient import AsyncKurrentDBClient
-    from kurrentdbclient.exceptions import (
-        MaximumAppendSizeExceededError,
-        NotFoundError,
-        ProgrammingError,
-        WrongCurrentVersionError,
-    )
+    from kurrentdbclient.exceptions import NotFoundError, ProgrammingError, WrongCurrentVersionError
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     from epoch.errors import MissingDependency
 
@@ -232,32 +228,16 @@ class KurrentDBEventStore(StoreLifecycle):
             raise WrongExpectedVersion(stream, expected, None if last is None else last.version)
         stored = await self._stored_in_stream(stream, batch)
         if is_replay(stream, batch, expected, {id: (r.stream, r.version) for id, r in stored.items()}):
-            replayed = [stored[e.id] for e in batch]
-            return AppendResult(
-                stream,
-                replayed[-1].version,
-                replayed[-1].position,
-                tuple(r.position for r in replayed),
-                replayed[-1].recorded_at,
-            )
+            return AppendResult.of(stream, [stored[e.id] for e in batch])
         if not batch:  # nothing to write: the guard is checked here, against the stream's head
             last = await self._last_event(stream)
             enforce_expected_version(stream, expected, None if last is None else last.version)
-            if last is None:
-                return AppendResult(stream, None, 0, (), None)
-            return AppendResult(stream, last.version, last.position, (), last.recorded_at)
-        with driver_errors(stream):
-            try:
-                commit_position = await client.append_to_stream(
-                    stream, events=[to_new_event(e) for e in batch], current_version=to_stream_state(expected)
-                )
-            except WrongCurrentVersionError as exc:
-                raise WrongExpectedVersion(stream, expected, to_actual(exc.actual_version)) from exc
-            except MaximumAppendSizeExceededError as exc:
-                raise InvalidEvent(stream, 0, f"the batch exceeds the server's MaxAppendSize: {exc}") from exc
-        written = await self._read_back(stream, batch, commit_position)
-        last = written[-1]
-        return AppendResult(stream, last.version, last.position, tuple(r.position for r in written), last.recorded_at)
+            return AppendResult.of(stream, (), last)
+        with driver_errors(stream, expected):  # the server checks the guard: WrongExpectedVersion from the table
+            commit_position = await client.append_to_stream(
+                stream, events=[to_new_event(e) for e in batch], current_version=to_stream_state(expected)
+            )
+        return AppendResult.of(stream, await self._read_back(stream, batch, commit_position))
 
     async def delete_stream(self, stream: str, expected_version: ExpectedVersionLike = ANY) -> None:
         """Soft-delete (KurrentDB's ``delete_stream``): the guard is checked here, then the server deletes
@@ -288,10 +268,9 @@ class KurrentDBEventStore(StoreLifecycle):
         backwards: bool = False,
         limit: int | None = None,
     ) -> AsyncIterator[RecordedEvent]:
-        self._check_name(stream)
-        check_read_bounds(stream, from_version, limit)
+        read = check_read(self._check_name(stream), from_version, limit, backwards=backwards)
         client = self._open(stream)
-        if limit == 0:
+        if read.matches_nothing:
             return
         if from_version is not None and from_version > _MAX_SERVER_INT:
             if not backwards:
@@ -313,10 +292,10 @@ class KurrentDBEventStore(StoreLifecycle):
         limit: int | None = None,
         categories: str | Iterable[str] | None = None,
     ) -> AsyncIterator[RecordedEvent]:
-        check_read_bounds("$all", after, limit)
-        names = check_categories(categories)
+        read = check_read(GLOBAL_LOG, after, limit, categories=categories)
+        names = read.categories
         client = self._open()
-        if limit == 0 or names == () or after - 1 > _MAX_SERVER_INT:
+        if read.matches_nothing or after - 1 > _MAX_SERVER_INT:
             return  # nothing can match: an empty filter (guarantee 11) or past the end of any log (13)
         count = 0
         read = client.read_all(commit_position=after - 1 if after else None, **stream_filter(names))
@@ -334,10 +313,10 @@ class KurrentDBEventStore(StoreLifecycle):
         categories: str | Iterable[str] | None = None,
     ) -> AsyncIterator[RecordedEvent]:
         """A KurrentDB catch-up subscription to ``$all`` (filtered on the server), live once caught up."""
-        check_read_bounds("$all", after, None)
-        names = check_categories(categories)
+        read = check_read(GLOBAL_LOG, after, categories=categories)
+        names = read.categories
         client = self._open()
-        if names == () or after - 1 > _MAX_SERVER_INT:
+        if read.matches_nothing or after - 1 > _MAX_SERVER_INT:
             # Nothing can match (guarantees 11, 13): wait, without asking the server, until closed.
             await self._closing.wait()
             self._open()

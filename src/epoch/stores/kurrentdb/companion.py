@@ -11,7 +11,7 @@ streams, and that is the point:
 
 The price: on a secured server, ``$`` streams are readable and writable by ``$admins`` only unless the
 server's ``$systemStreamAcl`` grants more. A refusal is a :class:`~epoch.errors.ConfigurationError`
-naming the stream (see ``driver_errors``), never a lost connection that a runner would retry forever.
+naming the stream (see :mod:`epoch.stores.kurrentdb.errors`), never a lost connection that a runner would retry forever.
 
 Writes go straight to the server (no id check, no read-back): checkpoints are rewritten on every batch
 and need neither.
@@ -26,13 +26,14 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from epoch.errors import InvalidEvent, InvalidStreamName
+from epoch.errors import InvalidStreamName
 from epoch.records import NewEvent, RecordedEvent
-from epoch.stores._kurrentdb_map import driver_errors, to_new_event, to_record
+from epoch.stores.kurrentdb.errors import driver_errors
+from epoch.stores.kurrentdb.mapping import to_new_event, to_record
 
 try:
     from kurrentdbclient import StreamState
-    from kurrentdbclient.exceptions import MaximumAppendSizeExceededError, NotFoundError
+    from kurrentdbclient.exceptions import NotFoundError
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     from epoch.errors import MissingDependency
 
@@ -76,12 +77,9 @@ class KurrentDBCompanionStreams:
         stream = self.stream_name(name)
         client = self._store._open(stream)
         with driver_errors(stream):
-            try:
-                await client.append_to_stream(
-                    stream, events=[to_new_event(e) for e in events], current_version=StreamState.ANY
-                )
-            except MaximumAppendSizeExceededError as exc:
-                raise InvalidEvent(stream, 0, f"the batch exceeds the server's MaxAppendSize: {exc}") from exc
+            await client.append_to_stream(
+                stream, events=[to_new_event(e) for e in events], current_version=StreamState.ANY
+            )
 
     async def read(
         self, name: str, backwards: bool = False, limit: int | None = None
