@@ -133,3 +133,22 @@ async def test_projection_spec_checks_redelivery() -> None:
         return await UserDirectory.rows(tx)
 
     await ProjectionSpec(UserDirectory()).given(events, stream="users-eu").then([("1", "eu", "ada2", 1)], state=rows)
+
+
+async def test_projection_spec_hands_a_batch_projection_the_whole_batch_each_time() -> None:
+    class Batches:  # no name: a spec needs none
+        def __init__(self) -> None:
+            self.calls: list[list[tuple[str, int, int]]] = []
+
+        async def handle_batch(self, envelopes: Any) -> None:
+            self.calls.append([(e.stream, e.version, e.position) for e in envelopes])
+
+    events = [UserAdded("1", "ada"), UserUpdated("1", "ada2")]
+    whole = (("users-eu", 0, 1), ("users-eu", 1, 2))
+    projection = Batches()
+    await (
+        ProjectionSpec(projection)
+        .given(events, stream="users-eu")
+        .then({whole}, state=lambda p: {tuple(call) for call in p.calls})
+    )
+    assert projection.calls == [list(whole), list(whole)]

@@ -13,12 +13,16 @@ import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Sequence
+from contextlib import suppress
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from epoch.examples.users import AddUser, UserService
+from epoch.examples.users import AddUser, UserService, codec
 from epoch.projections.scaleout import PartitionedRunner, partition_of
+from epoch.records import EventEnvelope
 from epoch.stores import open_store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -154,3 +158,47 @@ async def test_needs_postgres() -> None:
     async with open_store("memory://") as store:
         with pytest.raises(ConfigurationError):
             PartitionedRunner(store, object(), object())  # type: ignore[arg-type]
+
+
+class Batches:
+    name = "batches"
+    categories = "users"
+
+    def __init__(self) -> None:
+        self.calls: list[list[tuple[str, int]]] = []
+
+    async def handle_batch(self, envelopes: Sequence[EventEnvelope[Any]]) -> None:
+        self.calls.append([(e.stream, e.version) for e in envelopes])
+
+
+@pytest.mark.postgres
+async def test_a_batch_projection_gets_each_partitions_share_of_a_page_as_one_batch(pg_dsn: str) -> None:
+    assert (partition_of("users-asia", 2), partition_of("users-west", 2)) == (0, 1)
+    async with open_store(pg_dsn) as store:
+        asia, west = UserService(store, "asia"), UserService(store, "west")
+        for service, name in ((asia, "u0"), (west, "u0"), (asia, "u1"), (west, "u1"), (asia, "u2")):
+            await service.add_user(AddUser(name))
+        projection = Batches()
+        runner = PartitionedRunner(store, codec, projection, 2, poll_interval=0.02, rebalance_interval=60)
+        task = asyncio.create_task(runner.run())
+
+        async def handled(count: int) -> None:
+            for _ in range(500):
+                if sum(len(call) for call in projection.calls) >= count:
+                    return
+                await asyncio.sleep(0.01)
+            raise AssertionError(f"fewer than {count} events handled: {projection.calls}")
+
+        try:
+            await handled(5)
+            await west.add_user(AddUser("u2"))
+            await handled(6)
+        finally:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+    assert projection.calls == [
+        [("users-asia", 0), ("users-asia", 1), ("users-asia", 2)],
+        [("users-west", 0), ("users-west", 1)],
+        [("users-west", 2)],
+    ]

@@ -12,7 +12,6 @@ See ``docs/projections.md``. The main names:
 
 from __future__ import annotations
 
-from epoch.projections._db import Database, Dialect, PostgresTransaction, Transaction, database_of
 from epoch.projections._worker import Retry
 from epoch.projections.checkpoints import (
     Checkpoint,
@@ -20,6 +19,7 @@ from epoch.projections.checkpoints import (
     MemoryCheckpointStore,
     SQLCheckpointStore,
     StreamCheckpointStore,
+    TransactionalCheckpointStore,
     default_checkpoints,
 )
 from epoch.projections.parking import (
@@ -28,6 +28,7 @@ from epoch.projections.parking import (
     ParkingLot,
     SQLParkingLot,
     StreamParkingLot,
+    TransactionalParkingLot,
     default_parking,
 )
 from epoch.projections.projection import (
@@ -41,7 +42,14 @@ from epoch.projections.projection import (
 from epoch.projections.runner import ProjectionRunner
 from epoch.projections.sagas import SagaRunner
 from epoch.projections.status import ProjectionStatus, format_duration, projection_status
-from epoch.projections.transactional import TransactionalProjection
+from epoch.projections.transactional import (
+    Database,
+    Dialect,
+    PostgresTransaction,
+    Transaction,
+    TransactionalProjection,
+    database_of,
+)
 
 __all__ = [
     "BatchProjection",
@@ -68,6 +76,8 @@ __all__ = [
     "StreamCheckpointStore",
     "StreamParkingLot",
     "Transaction",
+    "TransactionalCheckpointStore",
+    "TransactionalParkingLot",
     "TransactionalProjection",
     "database_of",
     "default_checkpoints",

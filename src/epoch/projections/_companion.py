@@ -1,9 +1,9 @@
 """The seam to a store's *companion streams*: where checkpoints and parked events live on a store that has
 streams but no SQL database (KurrentDB).
 
-:func:`companion_streams_of` finds them by duck typing, as :func:`~epoch.projections._db.database_of`
-finds a database (stores never import projections, and projections never import a backend): a store
-that keeps epoch's own data in streams hidden from its users' reads offers ``companion_streams()``.
+:func:`companion_streams_of` finds them by duck typing (stores never import projections, and projections
+never import a backend): a store that keeps epoch's own data in streams hidden from its users' reads
+offers ``companion_streams()``.
 """
 
 from __future__ import annotations

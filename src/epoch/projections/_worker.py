@@ -19,12 +19,12 @@ from typing import Any
 
 from epoch import _backoff as backoff
 from epoch.errors import DecodeError
-from epoch.projections._db import Database
-from epoch.projections.checkpoints import CheckpointStore
-from epoch.projections.parking import ParkingLot, parked_now
+from epoch.projections._delivery import delivery_for
+from epoch.projections.checkpoints import CheckpointStore, transactional_checkpoints
+from epoch.projections.parking import ParkingLot, parked_now, transactional_parking
 from epoch.projections.projection import EventDecoder, ProjectionFailed, ProjectionSettings
 from epoch.records import RecordedEvent
-from epoch.stores import EventStore
+from epoch.stores import EventStore, SQLStore
 
 __all__ = ["Retry", "Worker"]
 
@@ -53,7 +53,7 @@ class Worker:
         codec: EventDecoder,
         checkpoints: CheckpointStore,
         parking: ParkingLot,
-        database: Database | None,
+        database: SQLStore | None,
         retry: Retry,
         batch_size: int,
     ) -> None:
@@ -65,6 +65,7 @@ class Worker:
         self.checkpoints = checkpoints
         self.parking = parking
         self.database = database
+        self.delivery = delivery_for(projection, settings.kind, settings.name, checkpoints, parking, database)
         self.retry = retry
         self.batch_size = batch_size
         self.position = 0
@@ -80,20 +81,19 @@ class Worker:
     async def start(self) -> None:
         if self._started:
             return
-        if self.database is not None:
-            for table_owner in (self.checkpoints, self.parking):
-                ensure = getattr(table_owner, "ensure_table", None)
-                if ensure is not None:
-                    await ensure()
-        setup = getattr(self.projection, "setup", None)
-        if setup is not None and self.settings.kind == "transactional":
-            assert self.database is not None
-            async with self.database.transaction() as tx:
-                await setup(tx)
-        elif setup is not None:
-            await setup()
+        # Tables in the store's database first: writes inside a transaction (exactly once) expect them.
+        if (checkpoints := transactional_checkpoints(self.checkpoints)) is not None:
+            await checkpoints.ensure_table()
+        if (parking := transactional_parking(self.parking)) is not None:
+            await parking.ensure_table()
+        await self.delivery.setup()
         self.position = self._saved = await self.checkpoints.load(self.name)
         self._started = True
+
+    def mark_stale(self) -> None:
+        """Make the next :meth:`start` run again and reload the checkpoint (after a lost connection the
+        last batch may not have committed)."""
+        self._started = False
 
     async def catch_up(self, on_batch: Callable[[int], None] | None = None) -> None:
         """Process pages of ``read_all`` until a page comes back short (the head was reached)."""
@@ -186,19 +186,7 @@ class Worker:
     async def apply(self, records: list[RecordedEvent], checkpoint: int) -> None:
         envelopes = [self.codec.decode(r) for r in records]
         started = time.monotonic()
-        if self.settings.kind == "transactional":
-            assert self.database is not None
-            async with self.database.transaction() as tx:
-                for envelope in envelopes:
-                    await self.projection.handle_in_transaction(envelope, tx)
-                await self.checkpoints.save_in(tx, self.name, checkpoint, self._measure(len(records), started))  # type: ignore[attr-defined]
-        else:
-            if self.settings.kind == "batch":
-                await self.projection.handle_batch(envelopes)
-            else:
-                for envelope in envelopes:
-                    await self.projection.handle(envelope)
-            await _finish(self.checkpoints.save(self.name, checkpoint, self._measure(len(records), started)))
+        await self.delivery.apply(envelopes, checkpoint, lambda: self._measure(len(records), started))
         self.position = self._saved = checkpoint
         self._saved_at = time.monotonic()
 
@@ -235,67 +223,21 @@ class Worker:
             self.failure = ProjectionFailed(self.name, recorded.position, recorded.stream, recorded.version, message)
             raise self.failure from error
         log.error("projection %r: parking %s version %d: %s", self.name, recorded.stream, recorded.version, message)
-        entry = parked_now(self.name, recorded, error)
-        if self.settings.kind == "transactional":
-            assert self.database is not None
-            async with self.database.transaction() as tx:
-                await self.parking.park_in(tx, entry)  # type: ignore[attr-defined]
-                await self.checkpoints.save_in(tx, self.name, recorded.position, self._rate)  # type: ignore[attr-defined]
-        else:
-            await self.parking.park(entry)
-            await self.checkpoints.save(self.name, recorded.position, self._rate)
+        await self.delivery.park(parked_now(self.name, recorded, error), self._rate)
         self.position = self._saved = recorded.position
 
     # --- maintenance --------------------------------------------------------------------------
 
     async def reset(self) -> None:
         """Clear the read model (the projection's ``reset``), the checkpoint and parked events."""
-        reset = getattr(self.projection, "reset", None)
-        if reset is None:
+        if getattr(self.projection, "reset", None) is None:
             raise ProjectionFailed(self.name, 0, "", 0, "cannot rebuild: the projection has no reset()")
         await self.start()
         await self.parking.clear(self.name)
-        if self.settings.kind == "transactional":
-            assert self.database is not None
-            async with self.database.transaction() as tx:
-                await reset(tx)
-                await self.checkpoints.delete_in(tx, self.name)  # type: ignore[attr-defined]
-        else:
-            await reset()
-            await self.checkpoints.delete(self.name)
+        await self.delivery.reset()
         self.position = self._saved = 0
         self._rate = 0.0
 
     async def replay(self, entry_event: RecordedEvent) -> Exception | None:
         """Handle a parked event again; on success drop it from the parking lot (atomically if exactly-once)."""
-        try:
-            envelope = self.codec.decode(entry_event)
-            if self.settings.kind == "transactional":
-                assert self.database is not None
-                async with self.database.transaction() as tx:
-                    await self.projection.handle_in_transaction(envelope, tx)
-                    await self.parking.remove_in(tx, self.name, entry_event.position)  # type: ignore[attr-defined]
-                return None
-            if self.settings.kind == "batch":
-                await self.projection.handle_batch([envelope])
-            else:
-                await self.projection.handle(envelope)
-        except Exception as exc:
-            await self.parking.park(parked_now(self.name, entry_event, exc))
-            return exc
-        await self.parking.remove(self.name, entry_event.position)
-        return None
-
-
-async def _finish(save: Awaitable[None]) -> None:
-    """Await a checkpoint save that a cancellation (a runner being stopped) does not cut short.
-
-    The events are handled already: a stop that lands during the save lets it complete, so a stopped
-    runner's checkpoint covers everything its projection saw (no redelivery after a clean stop).
-    """
-    task = asyncio.ensure_future(save)
-    try:
-        await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await task
-        raise
+        return await self.delivery.replay(entry_event, self.codec)

@@ -2,7 +2,8 @@
 
 :class:`MemoryCheckpointStore` lives in the process; :class:`SQLCheckpointStore` keeps them in the table
 ``epoch_checkpoints`` of the store's own database (SQLite or PostgreSQL), created on first use, so a new
-runner resumes where the last one stopped and exactly-once projections commit it with their writes.
+runner resumes where the last one stopped and exactly-once projections commit it with their writes
+(it declares :class:`TransactionalCheckpointStore`, asked about in :func:`transactional_checkpoints`).
 Positions are kept as NUMERIC on PostgreSQL: its positions may exceed 64 bits.
 :class:`StreamCheckpointStore` keeps them in the companion streams of a store without a database
 (KurrentDB), with the same effect for a new runner.
@@ -11,6 +12,7 @@ Positions are kept as NUMERIC on PostgreSQL: its positions may exceed 64 bits.
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -26,8 +28,9 @@ from epoch.projections._companion import (
     first,
     kept_in_memory,
 )
-from epoch.projections._db import Database, LazyTable, Transaction, database_of
+from epoch.projections._tables import LazyTable
 from epoch.records import NewEvent
+from epoch.stores import SQLStore, Transaction, sql_store
 
 __all__ = [
     "Checkpoint",
@@ -35,7 +38,9 @@ __all__ = [
     "MemoryCheckpointStore",
     "SQLCheckpointStore",
     "StreamCheckpointStore",
+    "TransactionalCheckpointStore",
     "default_checkpoints",
+    "transactional_checkpoints",
 ]
 
 
@@ -78,6 +83,35 @@ class CheckpointStore(Protocol):
         ...
 
 
+class TransactionalCheckpointStore(ABC):
+    """Declared by a checkpoint store that keeps its checkpoints in the store's own database, so they can be
+    written inside a transaction of that database (exactly-once projections, scale-out leases)."""
+
+    __slots__ = ()
+
+    @abstractmethod
+    async def ensure_table(self, tx: Transaction | None = None) -> None:
+        """Create the table if needed, in ``tx`` when given: the ``*_in`` methods expect it to exist."""
+
+    @abstractmethod
+    async def load_in(self, tx: Transaction, name: str) -> int:
+        """The saved position, 0 when there is none, read inside an open transaction."""
+
+    @abstractmethod
+    async def save_in(self, tx: Transaction, name: str, position: int, events_per_second: float = 0.0) -> None:
+        """Save a position (clearing any failure) inside an open transaction: it commits with the rest."""
+
+    @abstractmethod
+    async def delete_in(self, tx: Transaction, name: str) -> None:
+        """Forget a checkpoint inside an open transaction."""
+
+
+def transactional_checkpoints(checkpoints: object) -> TransactionalCheckpointStore | None:
+    """``checkpoints`` as a :class:`TransactionalCheckpointStore`, or ``None`` when they cannot join a
+    transaction (memory, companion streams)."""
+    return checkpoints if isinstance(checkpoints, TransactionalCheckpointStore) else None
+
+
 class MemoryCheckpointStore:
     """Checkpoints in a dict: for the memory store and tests."""
 
@@ -118,10 +152,10 @@ _UPSERT = """INSERT INTO epoch_checkpoints (name, position, updated_at, events_p
     events_per_second = excluded.events_per_second, error = NULL, failing_since = NULL"""
 
 
-class SQLCheckpointStore:
+class SQLCheckpointStore(TransactionalCheckpointStore):
     """Checkpoints in ``epoch_checkpoints`` of the store's database (created lazily, on first use)."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: SQLStore) -> None:
         self.database = database
         self._table = LazyTable(database, _DDL)
 
@@ -270,7 +304,7 @@ class StreamCheckpointStore:
 def default_checkpoints(store: object) -> CheckpointStore:
     """Checkpoints in the store's own database when it has one (SQLite, PostgreSQL), else in its companion
     streams when it has those (KurrentDB), else in memory (the memory store)."""
-    database = database_of(store)
+    database = sql_store(store)
     if database is not None:
         return SQLCheckpointStore(database)
     streams = companion_streams_of(store)

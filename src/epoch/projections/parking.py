@@ -3,13 +3,15 @@
 An event that still fails after the runner's retries is parked with the error, and the projection moves
 on. Each entry keeps a full copy of the event, so :meth:`ProjectionRunner.replay_parked` can hand it to
 the projection again later (after a fix) and drop the entries that now succeed. In the store's database
-the table is ``epoch_parked``, created on first use; in a store's companion streams (KurrentDB) a stream
-per projection; otherwise a dict in memory.
+the table is ``epoch_parked``, created on first use (it declares :class:`TransactionalParkingLot`, asked
+about in :func:`transactional_parking`); in a store's companion streams (KurrentDB) a stream per
+projection; otherwise a dict in memory.
 """
 
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,10 +28,20 @@ from epoch.projections._companion import (
     decode_json,
     kept_in_memory,
 )
-from epoch.projections._db import Database, LazyTable, Transaction, database_of
+from epoch.projections._tables import LazyTable
 from epoch.records import NewEvent, RecordedEvent
+from epoch.stores import SQLStore, Transaction, sql_store
 
-__all__ = ["MemoryParkingLot", "ParkedEvent", "ParkingLot", "SQLParkingLot", "StreamParkingLot", "default_parking"]
+__all__ = [
+    "MemoryParkingLot",
+    "ParkedEvent",
+    "ParkingLot",
+    "SQLParkingLot",
+    "StreamParkingLot",
+    "TransactionalParkingLot",
+    "default_parking",
+    "transactional_parking",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +73,31 @@ class ParkingLot(Protocol):
     async def clear(self, projection: str) -> None:
         """Drop all entries of a projection (a rebuild starts clean)."""
         ...
+
+
+class TransactionalParkingLot(ABC):
+    """Declared by a parking lot that keeps its entries in the store's own database, so an exactly-once
+    projection parks an event (or drops it after a replay) in the transaction that moves its checkpoint."""
+
+    __slots__ = ()
+
+    @abstractmethod
+    async def ensure_table(self, tx: Transaction | None = None) -> None:
+        """Create the table if needed, in ``tx`` when given: the ``*_in`` methods expect it to exist."""
+
+    @abstractmethod
+    async def park_in(self, tx: Transaction, entry: ParkedEvent) -> None:
+        """Keep an entry inside an open transaction."""
+
+    @abstractmethod
+    async def remove_in(self, tx: Transaction, projection: str, position: int) -> None:
+        """Drop an entry inside an open transaction."""
+
+
+def transactional_parking(parking: object) -> TransactionalParkingLot | None:
+    """``parking`` as a :class:`TransactionalParkingLot`, or ``None`` when it cannot join a transaction
+    (memory, companion streams)."""
+    return parking if isinstance(parking, TransactionalParkingLot) else None
 
 
 class MemoryParkingLot:
@@ -103,10 +140,10 @@ _INSERT = """INSERT INTO epoch_parked
     ON CONFLICT (projection, position) DO UPDATE SET error = excluded.error, parked_at = excluded.parked_at"""
 
 
-class SQLParkingLot:
+class SQLParkingLot(TransactionalParkingLot):
     """Parked events in ``epoch_parked`` of the store's database."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: SQLStore) -> None:
         self.database = database
         self._table = LazyTable(database, _DDL)
 
@@ -272,7 +309,7 @@ class StreamParkingLot:
 def default_parking(store: object) -> ParkingLot:
     """Parking in the store's own database when it has one, else in its companion streams when it has
     those (KurrentDB), else in memory."""
-    database = database_of(store)
+    database = sql_store(store)
     if database is not None:
         return SQLParkingLot(database)
     streams = companion_streams_of(store)

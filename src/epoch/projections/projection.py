@@ -28,12 +28,17 @@ __all__ = [
     "FailurePolicy",
     "Projection",
     "ProjectionFailed",
+    "ProjectionKind",
     "ProjectionSettings",
+    "kind_of",
     "settings_of",
 ]
 
 FailurePolicy = Literal["stop", "park"]
 """What happens to an event that still fails after the retries: stop the projection, or park it."""
+
+ProjectionKind = Literal["event", "batch", "transactional"]
+"""Which handler a projection has: ``handle``, ``handle_batch`` or ``handle_in_transaction``."""
 
 
 class Projection(Protocol):
@@ -65,7 +70,7 @@ class ProjectionSettings:
     """A projection's optional members, normalised."""
 
     name: str
-    kind: Literal["event", "batch", "transactional"]
+    kind: ProjectionKind
     categories: tuple[str, ...] | None
     event_types: frozenset[str] | None
     policy: FailurePolicy
@@ -87,6 +92,18 @@ def _names(value: object, what: str, name: str) -> tuple[str, ...] | None:
     raise ConfigurationError(f"projection {name!r}: {what} must be a name or names, not {value!r}")
 
 
+def kind_of(projection: object) -> ProjectionKind | None:
+    """The projection's kind from the handler it has (``handle_in_transaction`` first, then
+    ``handle_batch``, then ``handle``), or ``None`` when it has none."""
+    if callable(getattr(projection, "handle_in_transaction", None)):
+        return "transactional"
+    if callable(getattr(projection, "handle_batch", None)):
+        return "batch"
+    if callable(getattr(projection, "handle", None)):
+        return "event"
+    return None
+
+
 def settings_of(projection: object) -> ProjectionSettings:
     """Read a projection's members; raise ``ConfigurationError`` when it cannot be run."""
     name = getattr(projection, "name", None)
@@ -94,13 +111,8 @@ def settings_of(projection: object) -> ProjectionSettings:
         raise ConfigurationError(f"a projection needs a str name, got {name!r} on {projection!r}")
     if (problem := check_name(name, MAX_STREAM_NAME)) is not None:  # it keys checkpoints and parked events
         raise ConfigurationError(f"projection name {name!r} {problem}")
-    if callable(getattr(projection, "handle_in_transaction", None)):
-        kind: Literal["event", "batch", "transactional"] = "transactional"
-    elif callable(getattr(projection, "handle_batch", None)):
-        kind = "batch"
-    elif callable(getattr(projection, "handle", None)):
-        kind = "event"
-    else:
+    kind = kind_of(projection)
+    if kind is None:
         raise ConfigurationError(
             f"projection {name!r} needs handle(envelope), handle_batch(envelopes) or handle_in_transaction(envelope, tx)"
         )

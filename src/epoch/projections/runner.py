@@ -9,13 +9,12 @@ from types import TracebackType
 from typing import Any
 
 from epoch.errors import ConfigurationError, StoreUnavailable
-from epoch.projections._db import database_of
 from epoch.projections._worker import Retry, Worker
 from epoch.projections.checkpoints import CheckpointStore, default_checkpoints
 from epoch.projections.parking import ParkingLot, default_parking
 from epoch.projections.projection import EventDecoder, ProjectionFailed, settings_of
 from epoch.projections.status import ProjectionStatus, projection_status
-from epoch.stores import EventStore
+from epoch.stores import EventStore, sql_store
 
 __all__ = ["ProjectionRunner", "Retry"]
 
@@ -71,7 +70,7 @@ class ProjectionRunner:
             raise ConfigurationError(f"batch_size must be >= 1, not {batch_size}")
         self.store = store
         self.codec = codec
-        self.database = database_of(store)
+        self.database = sql_store(store)
         self.checkpoints: CheckpointStore = checkpoints if checkpoints is not None else default_checkpoints(store)
         self.parking: ParkingLot = parking if parking is not None else default_parking(store)
         self.batch_size = batch_size
@@ -82,8 +81,6 @@ class ProjectionRunner:
             settings = settings_of(projection)
             if settings.name in self._workers:
                 raise ConfigurationError(f"two projections are named {settings.name!r}")
-            if settings.kind == "transactional":
-                self._check_transactional(settings.name)
             self._workers[settings.name] = Worker(
                 projection,
                 settings,
@@ -96,19 +93,6 @@ class ProjectionRunner:
                 batch_size,
             )
         self._task: asyncio.Task[None] | None = None
-
-    def _check_transactional(self, name: str) -> None:
-        if self.database is None:
-            raise ConfigurationError(
-                f"projection {name!r} writes in the store's transaction (handle_in_transaction): "
-                "it needs a SQLite or PostgreSQL store"
-            )
-        for owner, method in ((self.checkpoints, "save_in"), (self.parking, "park_in")):
-            if not callable(getattr(owner, method, None)):
-                raise ConfigurationError(
-                    f"projection {name!r} is exactly-once: its checkpoints and parked events must live in the "
-                    "store's database (use the default checkpoints and parking)"
-                )
 
     @property
     def names(self) -> list[str]:
@@ -170,7 +154,7 @@ class ProjectionRunner:
                     raise
                 log.warning("projection %r: %s; retrying in %.1fs", worker.name, exc, self.reconnect_delay)
                 await asyncio.sleep(self.reconnect_delay)
-                worker._started = False  # reload the checkpoint: the last batch may not have committed
+                worker.mark_stale()  # reload the checkpoint: the last batch may not have committed
 
     def start(self) -> asyncio.Task[None]:
         """Run :meth:`run` in a background task owned by this runner (cancelled when the block exits)."""

@@ -7,7 +7,8 @@ partition on the connection that holds the lease, in one transaction per batch t
 checkpoint: whatever it commits, it commits while holding the lease, and when the process dies its
 connection closes, PostgreSQL releases the lock and another process takes the partition over from the
 last committed checkpoint (within ``rebalance_interval`` seconds). Events of one stream are therefore
-handled in order, by one process at a time; with ``handle_in_transaction`` exactly once.
+handled in order, by one process at a time; with ``handle_in_transaction`` exactly once. A batch
+projection gets each partition's share of a page as one ``handle_batch`` call.
 
 Balance: every runner also holds a member lock; each wants ``ceil(partitions / members)`` partitions,
 takes free ones and releases the extras, so partitions spread out as processes come and go.
@@ -27,7 +28,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from epoch.errors import ConfigurationError
+from epoch.projections._delivery import delivery_for
 from epoch.projections.checkpoints import SQLCheckpointStore
+from epoch.projections.parking import SQLParkingLot
 from epoch.projections.projection import EventDecoder, settings_of
 from epoch.records import RecordedEvent
 from epoch.stores import EventStore, PostgresTransaction, sql_store
@@ -67,8 +70,8 @@ class PartitionedRunner:
         rebalance_interval: float = 1.0,
     ) -> None:
         database = sql_store(store)
-        conninfo = getattr(store, "conninfo", None)
-        if database is None or database.dialect != "postgresql" or conninfo is None:
+        conninfo = None if database is None or database.dialect != "postgresql" else database.conninfo
+        if database is None or conninfo is None:
             raise ConfigurationError("PartitionedRunner needs a PostgreSQL store")
         if partitions < 1:
             raise ConfigurationError(f"partitions must be >= 1, not {partitions}")
@@ -84,6 +87,10 @@ class PartitionedRunner:
         self._conninfo: str = conninfo
         self._connection: Any = None
         self._checkpoints = SQLCheckpointStore(database)  # used through *_in(tx): on the lease connection
+        # Only setup and handle are used (in the lease connection's transactions): nothing is parked here.
+        self._delivery = delivery_for(
+            projection, self.settings.kind, self.name, self._checkpoints, SQLParkingLot(database), database
+        )
         self.held: dict[int, int] = {}
         """Partition -> its checkpoint, for the partitions this process holds."""
         self._members_key = _lock_space("members", self.name)
@@ -102,8 +109,7 @@ class PartitionedRunner:
         async with self._connection.transaction():
             tx = PostgresTransaction(self._connection)
             await self._checkpoints.ensure_table(tx)
-            if (setup := getattr(self.projection, "setup", None)) is not None:
-                await (setup(tx) if self.settings.kind == "transactional" else setup())
+            await self._delivery.setup(tx)
         for slot in random.sample(range(_MEMBER_SLOTS), _MEMBER_SLOTS):
             if await self._try_lock(self._members_key, slot):
                 self._member_slot = slot
@@ -185,13 +191,7 @@ class PartitionedRunner:
         last = records[-1].position
         async with self._connection.transaction():
             tx = PostgresTransaction(self._connection)
-            for envelope in wanted:
-                if self.settings.kind == "transactional":
-                    await self.projection.handle_in_transaction(envelope, tx)
-                elif self.settings.kind == "batch":
-                    await self.projection.handle_batch([envelope])
-                else:
-                    await self.projection.handle(envelope)
+            await self._delivery.handle(wanted, tx)
             await self._checkpoints.save_in(tx, self.checkpoint_name(partition), last)
         self.held[partition] = last
 

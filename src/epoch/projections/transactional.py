@@ -29,8 +29,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from epoch.projections._db import Database, Dialect, PostgresTransaction, Transaction, database_of
 from epoch.records import EventEnvelope
+from epoch.stores import Dialect, PostgresTransaction, SQLStore, Transaction, sql_store
 
 __all__ = [
     "Database",
@@ -40,6 +40,12 @@ __all__ = [
     "TransactionalProjection",
     "database_of",
 ]
+
+Database = SQLStore
+"""Where transactions come from: the store itself, when it declares :class:`~epoch.stores.SQLStore`."""
+
+database_of = sql_store
+"""The store as its own database (:func:`~epoch.stores.sql_store` under the projections' name), or ``None``."""
 
 
 class TransactionalProjection(Protocol):

@@ -68,6 +68,11 @@ class SQLStore(ABC):
 
     dialect: ClassVar[Dialect]
 
+    conninfo: str | None = None
+    """Where other connections to the same database open (PostgreSQL: the libpq connection string), for
+    work that needs a session of its own (scale-out's session-level leases); ``None`` when the store offers
+    none (SQLite)."""
+
     @abstractmethod
     def transaction(self) -> AbstractAsyncContextManager[Transaction]:
         """Open a transaction: committed when the block ends, rolled back when it raises or is cancelled.

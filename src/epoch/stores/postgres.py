@@ -95,7 +95,7 @@ class PostgresEventStore(StoreLifecycle, SQLStore, SupportsImport):
         visibility_timeout: float = 1.0,
         max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
     ) -> None:
-        self.conninfo = conninfo
+        self.conninfo: str = conninfo
         self.migrate = migrate
         self.max_event_size = check_max_event_size(max_event_size)
         self.reconnect_timeout = reconnect_timeout

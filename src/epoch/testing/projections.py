@@ -13,14 +13,20 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Generic, Literal, TypeVar
 
 from epoch.domain.decider import initial_state_of
 from epoch.domain.view import View
+from epoch.projections._delivery import TransactionalDelivery, delivery_for
+from epoch.projections.checkpoints import SQLCheckpointStore
+from epoch.projections.parking import SQLParkingLot
+from epoch.projections.projection import kind_of
 from epoch.records import EventEnvelope
+from epoch.stores import SQLStore, Transaction
 
 __all__ = ["ProjectionSpec", "SagaSpec", "ViewSpec", "envelopes_for"]
 
@@ -80,6 +86,20 @@ class _SpecTransaction:
         return self.connection.execute(sql, tuple(params)).fetchall()
 
 
+class _SpecDatabase(SQLStore):
+    """That database as the store's own, so the runner's deliveries take it; every transaction is the one
+    open transaction (the spec hands it to ``state`` as it is)."""
+
+    dialect = "sqlite"
+
+    def __init__(self) -> None:
+        self.tx = _SpecTransaction()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        yield self.tx
+
+
 @dataclass(frozen=True, slots=True)
 class ProjectionSpec(Generic[P]):
     """``await ProjectionSpec(p).given(events).then(expected, state=...)``: handled once and twice.
@@ -102,31 +122,21 @@ class ProjectionSpec(Generic[P]):
     async def then(self, expected: object, state: Callable[..., object]) -> None:
         """Assert ``state(...)`` (sync or async) equals ``expected`` after one and after two deliveries."""
         envelopes = envelopes_for(self.events, self.stream)
-        projection: Any = self.projection
-        if callable(getattr(projection, "handle_in_transaction", None)):
-            tx = _SpecTransaction()
-            try:
-                if (setup := getattr(projection, "setup", None)) is not None:
-                    await setup(tx)
-                for envelope in envelopes:
-                    await projection.handle_in_transaction(envelope, tx)
-                _check(expected, await _call(state, projection, tx), "after handling the events")
-            finally:
-                tx.connection.close()
-            return
-        for delivery, label in ((1, "after handling the events"), (2, "after the events were delivered again")):
-            if delivery == 1 or envelopes:
-                await _deliver(projection, envelopes)
-            _check(expected, await _call(state, projection), label)
-
-
-async def _deliver(projection: Any, envelopes: list[EventEnvelope[Any]]) -> None:
-    if callable(getattr(projection, "handle_batch", None)):
-        if envelopes:
-            await projection.handle_batch(envelopes)
-    else:
-        for envelope in envelopes:
-            await projection.handle(envelope)
+        kind = kind_of(self.projection) or "event"  # without a handler, handle() is called and raises
+        database = _SpecDatabase()
+        checkpoints, parking = SQLCheckpointStore(database), SQLParkingLot(database)  # never written by a spec
+        delivery = delivery_for(self.projection, kind, "spec", checkpoints, parking, database)
+        try:
+            if isinstance(delivery, TransactionalDelivery):
+                await delivery.setup(database.tx)
+                await delivery.handle(envelopes, database.tx)
+                _check(expected, await _call(state, self.projection, database.tx), "after handling the events")
+                return
+            for label in ("after handling the events", "after the events were delivered again"):
+                await delivery.handle(envelopes)
+                _check(expected, await _call(state, self.projection), label)
+        finally:
+            database.tx.connection.close()
 
 
 async def _call(state: Callable[..., object], *args: object) -> object:

@@ -1,7 +1,6 @@
-"""Tables the projections keep in the store's own database (checkpoints, parking, read models).
+"""Tables the projections keep in the store's own database (checkpoints, parking), created on first use.
 
-The database is the store's :class:`~epoch.stores.SQLStore` seam; :func:`database_of` is
-:func:`~epoch.stores.sql_store` under the name the projections API has always used.
+The database is the store's :class:`~epoch.stores.SQLStore` seam, found by :func:`~epoch.stores.sql_store`.
 """
 
 from __future__ import annotations
@@ -9,14 +8,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 
-from epoch.stores import Dialect, PostgresTransaction, SQLStore, Transaction, sql_store
+from epoch.stores import SQLStore, Transaction
 
-__all__ = ["Database", "Dialect", "LazyTable", "PostgresTransaction", "Transaction", "create_table", "database_of"]
-
-Database = SQLStore
-"""Where transactions come from: the store itself, when it declares :class:`SQLStore`."""
-
-database_of = sql_store
+__all__ = ["LazyTable", "create_table"]
 
 
 async def create_table(tx: Transaction, ddl: str) -> None:
@@ -30,7 +24,7 @@ async def create_table(tx: Transaction, ddl: str) -> None:
 class LazyTable:
     """A table in the store's database created on first use (once per instance), e.g. checkpoints."""
 
-    def __init__(self, database: Database, ddl: Mapping[str, str]) -> None:
+    def __init__(self, database: SQLStore, ddl: Mapping[str, str]) -> None:
         self.database = database
         self._ddl = ddl
         self._ready = False
