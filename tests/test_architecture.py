@@ -68,19 +68,63 @@ def test_domain_is_pure() -> None:
 def test_codec_and_stores_depend_only_on_records_and_errors() -> None:
     # streams: the name rules; _roundtrip: the codec's own field walk; _backoff: the retry delays (stdlib only)
     allowed = ("epoch.records", "epoch.errors", "epoch.streams", "epoch.stores", "epoch._roundtrip", "epoch._backoff")
-    for path in [SRC / "codec.py", *(SRC / "stores").glob("*.py")]:
+    for path in [SRC / "codec.py", *(SRC / "stores").rglob("*.py")]:
         for name in imports_of(path):
             assert name.startswith(allowed), (path.name, name)
 
 
+BACKENDS = {"memory", "sqlite", "postgres", "kurrentdb"}
+STORES = SRC / "stores"
+
+
+def store_imports(path: Path) -> set[str]:
+    """The epoch modules ``path`` imports, with ``from epoch.stores.sqlite import work`` read as the module
+    ``epoch.stores.sqlite.work`` (a name imported from a package is a module when its file exists)."""
+    found = imports_of(path)
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("epoch.stores"):
+            for alias in node.names:
+                module = SRC.parent.joinpath(*node.module.split("."), alias.name)
+                if module.with_suffix(".py").is_file() or module.is_dir():
+                    found.add(f"{node.module}.{alias.name}")
+    return found
+
+
+def backend_of_module(name: str) -> str | None:
+    """The backend a store module belongs to: ``epoch.stores.sqlite.work`` and ``epoch.stores._postgres_pool``
+    (the flat layout) alike; ``None`` for the shared modules (``epoch.stores``, ``_checks``, ``_sql`` ...)."""
+    if not name.startswith("epoch.stores."):
+        return None
+    head = name.removeprefix("epoch.stores.").split(".")[0].lstrip("_").split("_")[0]
+    return head if head in BACKENDS else None
+
+
+def backend_of_path(path: Path) -> str | None:
+    """The backend a file under ``stores/`` belongs to: its subpackage, or its flat module's name."""
+    relative = path.relative_to(STORES)
+    if len(relative.parts) > 1:
+        return relative.parts[0]
+    return backend_of_module(f"epoch.stores.{path.stem}")
+
+
 def test_backends_never_import_each_other() -> None:
-    backends = {"memory", "sqlite", "postgres", "kurrentdb"}
-    for path in (SRC / "stores").glob("*.py"):
-        own = path.stem.lstrip("_").split("_")[0]
-        for name in imports_of(path):
-            tail = name.removeprefix("epoch.stores.").lstrip("_").split("_")[0]
-            if name.startswith("epoch.stores.") and tail in backends and tail != own:
-                assert path.stem in ("__init__", "copy"), (path.name, name)
+    shared = {STORES / "__init__.py", STORES / "copy.py"}  # open_store and epoch copy name every backend
+    for path in STORES.rglob("*.py"):
+        own = backend_of_path(path)
+        for name in store_imports(path):
+            other = backend_of_module(name)
+            if other is not None and other != own:
+                assert path in shared, (str(path.relative_to(STORES)), name)
+
+
+def test_backend_internals_stay_inside_their_backend() -> None:
+    """``epoch.stores.sqlite.work`` and the like are imported only from their own subpackage."""
+    for path in SRC.rglob("*.py"):
+        inside = backend_of_path(path) if path.is_relative_to(STORES) else None
+        for name in store_imports(path):
+            parts = name.split(".")
+            if len(parts) > 3 and parts[2] in BACKENDS and (STORES / parts[2]).is_dir():
+                assert inside == parts[2], (str(path.relative_to(SRC)), name)
 
 
 def test_cli_and_web_use_the_public_api() -> None:

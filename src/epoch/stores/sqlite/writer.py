@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from epoch.errors import EpochError, StoreFull, StoreUnavailable
-from epoch.stores._sqlite_work import Replayed, Transaction
+from epoch.stores.sqlite.work import Replayed, Transaction
 
 __all__ = ["EXCLUSIVE", "READ", "WRITE", "Job", "post", "run_batch", "unavailable", "wake", "wake_all"]
 

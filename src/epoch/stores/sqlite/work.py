@@ -13,7 +13,7 @@ from uuid import UUID, SafeUUID
 from epoch.errors import DuplicateEventId, WrongExpectedVersion
 from epoch.records import NO_STREAM, AppendResult, ExpectedVersion, NewEvent, RecordedEvent, category_of
 from epoch.stores._checks import enforce_expected_version, is_replay
-from epoch.stores._sqlite_schema import (
+from epoch.stores.sqlite.schema import (
     CATEGORY_ARM,
     COLUMNS,
     INSERT_EVENT,

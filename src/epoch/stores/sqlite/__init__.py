@@ -26,7 +26,7 @@ from uuid import UUID
 
 from epoch.errors import ConfigurationError
 from epoch.records import ANY, AppendResult, ExpectedVersionLike, NewEvent, RecordedEvent
-from epoch.stores import _sqlite_work as work
+from epoch.stores.sqlite import work
 from epoch.stores._base import StoreLifecycle
 from epoch.stores._checks import (
     DEFAULT_MAX_EVENT_SIZE,
@@ -42,13 +42,13 @@ from epoch.stores._checks import (
 )
 from epoch.stores._import import runs_of
 from epoch.stores._sql import Dialect, SQLStore, SupportsImport
-from epoch.stores._sqlite_bridge import SQLiteTransaction, transaction_on
-from epoch.stores._sqlite_schema import APPLICATION_ID as APPLICATION_ID
-from epoch.stores._sqlite_schema import SCHEMA_VERSION, SYNCHRONOUS
-from epoch.stores._sqlite_threads import MAX_GROUP as MAX_GROUP
-from epoch.stores._sqlite_threads import PAGE_SIZE as PAGE_SIZE
-from epoch.stores._sqlite_threads import POLL_INTERVAL as POLL_INTERVAL
-from epoch.stores._sqlite_threads import Workers
+from epoch.stores.sqlite.bridge import SQLiteTransaction, transaction_on
+from epoch.stores.sqlite.schema import APPLICATION_ID as APPLICATION_ID
+from epoch.stores.sqlite.schema import SCHEMA_VERSION, SYNCHRONOUS
+from epoch.stores.sqlite.threads import MAX_GROUP as MAX_GROUP
+from epoch.stores.sqlite.threads import PAGE_SIZE as PAGE_SIZE
+from epoch.stores.sqlite.threads import POLL_INTERVAL as POLL_INTERVAL
+from epoch.stores.sqlite.threads import Workers
 
 __all__ = ["SCHEMA_VERSION", "SQLiteEventStore"]
 

@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 
 from epoch.errors import StoreUnavailable
 from epoch.records import RecordedEvent
-from epoch.stores._sqlite_jobs import EXCLUSIVE, READ, WRITE, Job, post, run_batch, unavailable, wake, wake_all
-from epoch.stores._sqlite_schema import connect, create_schema
+from epoch.stores.sqlite.writer import EXCLUSIVE, READ, WRITE, Job, post, run_batch, unavailable, wake, wake_all
+from epoch.stores.sqlite.schema import connect, create_schema
 
 __all__ = ["MAX_GROUP", "PAGE_SIZE", "POLL_INTERVAL", "Workers"]
 
