@@ -1,8 +1,8 @@
 """The embedded default store: one SQLite file in WAL mode, no server.
 
 Threads. SQLite calls block, so none run on the event loop. One writer thread owns the only writing
-connection; a few reader threads each own a read-only connection (``_sqlite_threads``). The writer commits
-every append waiting in its queue together, each in a SAVEPOINT of its own (group commit, ``_sqlite_jobs``).
+connection; a few reader threads each own a read-only connection (``threads``). The writer commits
+every append waiting in its queue together, each in a SAVEPOINT of its own (group commit, ``writer``).
 
 Processes. ``BEGIN IMMEDIATE`` takes SQLite's write lock before the expected-version check, so the check
 and the insert are atomic across threads and OS processes; a writer waits up to ``timeout`` seconds for
@@ -10,8 +10,10 @@ the lock, then gets :class:`~epoch.errors.StoreUnavailable`. Positions are assig
 they commit in order: ``read_all`` never has to wait for a gap. Subscribers wake at once on appends of
 this store and poll every 0.1 s for other processes' commits.
 
-Schema (version 1, in ``PRAGMA user_version``; ``_sqlite_schema``): ``events`` and ``streams``.
-See docs/stores/sqlite.md.
+Schema (version 1, in ``PRAGMA user_version``; ``schema``, which holds every statement): ``events`` and
+``streams``. The work on a connection is in ``work``; the one table from driver errors to epoch errors in
+``errors``; futures across the loop and the threads, and the async SQL bridge of :meth:`transaction`, in
+``bridge``. See docs/stores/sqlite.md.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from uuid import UUID
 
 from epoch.errors import ConfigurationError
 from epoch.records import ANY, AppendResult, ExpectedVersionLike, NewEvent, RecordedEvent
-from epoch.stores.sqlite import work
 from epoch.stores._base import StoreLifecycle
 from epoch.stores._checks import (
     DEFAULT_MAX_EVENT_SIZE,
@@ -42,6 +43,7 @@ from epoch.stores._checks import (
 )
 from epoch.stores._import import runs_of
 from epoch.stores._sql import Dialect, SQLStore, SupportsImport
+from epoch.stores.sqlite import work
 from epoch.stores.sqlite.bridge import SQLiteTransaction, transaction_on
 from epoch.stores.sqlite.schema import APPLICATION_ID as APPLICATION_ID
 from epoch.stores.sqlite.schema import SCHEMA_VERSION, SYNCHRONOUS
@@ -158,7 +160,9 @@ class SQLiteEventStore(StoreLifecycle, SQLStore, SupportsImport):
             check_stream_name(stream)
             check_read_bounds(stream, from_version, limit)
             start = None if from_version is None else clamp64(from_version)  # SQLite binds 64 bits at most
-            return (stream, None, start, True) if backwards else (stream, start, None, False)
+            if backwards:
+                return work.StreamCursor(stream, None, start, True)
+            return work.StreamCursor(stream, start, None, False)
 
         return self._workers.scan(start, work.stream_page, limit, follow=False)
 
@@ -172,7 +176,7 @@ class SQLiteEventStore(StoreLifecycle, SQLStore, SupportsImport):
 
         def start() -> work.LogCursor:
             check_read_bounds("$all", after, limit)
-            return clamp64(after), None, check_categories(categories)
+            return work.LogCursor(clamp64(after), None, check_categories(categories))
 
         return self._workers.scan(start, work.log_page, limit, follow=False)
 
@@ -189,7 +193,7 @@ class SQLiteEventStore(StoreLifecycle, SQLStore, SupportsImport):
 
         def start() -> work.LogCursor:
             check_read_bounds("$all", after, None)
-            return clamp64(after), MAX_INT64, check_categories(categories)
+            return work.LogCursor(clamp64(after), MAX_INT64, check_categories(categories))
 
         return self._workers.scan(start, work.log_page, None, follow=True)
 

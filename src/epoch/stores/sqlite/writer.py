@@ -1,5 +1,6 @@
-"""Jobs for the SQLite store's threads: how the writer runs a batch of them (group commit), how a failure
-becomes an epoch error, and how each caller's future is settled on the caller's event loop.
+"""How the SQLite store's writer runs the jobs it takes from its queue: group commit, savepoints, rollback,
+and each outcome (a result, or a driver error mapped by :mod:`~epoch.stores.sqlite.errors`) sent back to
+its caller's event loop.
 
 Group commit. The writer takes every append waiting in its queue and commits them in one
 ``BEGIN IMMEDIATE ... COMMIT``, each inside its own SAVEPOINT, so one failing append (a wrong expected
@@ -12,91 +13,63 @@ import asyncio
 import contextlib
 import sqlite3
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
-from epoch.errors import EpochError, StoreFull, StoreUnavailable
-from epoch.stores.sqlite.work import Replayed, Transaction
+from epoch.stores.sqlite.bridge import Outcome, post
+from epoch.stores.sqlite.errors import epoch_error
+from epoch.stores.sqlite.schema import BEGIN, COMMIT, RELEASE_SAVEPOINT, ROLLBACK, ROLLBACK_TO_SAVEPOINT, SAVEPOINT
+from epoch.stores.sqlite.work import Group, Replay
 
-__all__ = ["EXCLUSIVE", "READ", "WRITE", "Job", "post", "run_batch", "unavailable", "wake", "wake_all"]
+__all__ = ["EXCLUSIVE", "READ", "WRITE", "Job", "run_batch", "run_read"]
 
 T = TypeVar("T")
 
 # Job kinds. WRITE jobs run inside the group transaction; EXCLUSIVE ones in a transaction of their own;
 # READ jobs outside any explicit transaction.
 WRITE, EXCLUSIVE, READ = 0, 1, 2
-Job = tuple[int, Callable[..., Any], tuple[Any, ...], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
-_Outcome = tuple[Job, Any, BaseException | None]
 
 
-def unavailable(exc: BaseException, timeout: float, stream: str | None = None) -> BaseException:
-    """The epoch error for an exception raised by SQLite (others pass unchanged), chained to it."""
-    if isinstance(exc, EpochError) or not isinstance(exc, sqlite3.Error):
-        return exc
-    text = str(exc)
-    error: StoreUnavailable
-    # SQLITE_FULL: the file system is out of space, or the file reached max_page_count. SQLite has
-    # rolled the transaction back; say so, so nobody goes looking for a lost connection.
-    if getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_FULL:
-        error = StoreFull(
-            "the database or disk is full: nothing of this write was stored;"
-            " free space (or raise max_page_count) and retry",
-            stream,
-        )
-    elif "locked" in text or "busy" in text:
-        text = f"the database is locked: another connection held it for more than {timeout:g} s ({exc})"
-        error = StoreUnavailable(text, stream)
-    else:
-        error = StoreUnavailable(f"SQLite failed: {exc}", stream)
-    error.__cause__ = exc
-    return error
+class Job(NamedTuple):
+    """One call handed to a thread: ``fn(group or connection, *args)``, settled on ``future`` in ``loop``."""
+
+    kind: int
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    stream: str | None  # the stream a WRITE job writes, named by its errors
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
 
 
-# --- settling callers' futures --------------------------------------------------------------------
+class _Done(NamedTuple):
+    job: Job
+    result: Any
+    error: BaseException | None
 
 
-def _settle(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
-    for future, result, error in outcomes:
-        if future.cancelled():
-            continue
-        if error is None:
-            future.set_result(result)
-        else:
-            future.set_exception(error)
-
-
-def wake(future: asyncio.Future[Any]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-def post(
-    loop: asyncio.AbstractEventLoop, outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]
-) -> None:
-    with contextlib.suppress(RuntimeError):  # the caller's loop is closed: nobody is waiting any more
-        loop.call_soon_threadsafe(_settle, outcomes)
-
-
-def wake_all(waiters: dict[asyncio.Future[None], asyncio.AbstractEventLoop]) -> None:
-    for future, loop in waiters.items():
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(wake, future)
-
-
-def _finish(outcomes: list[_Outcome]) -> None:
-    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]] = {}
+def _finish(outcomes: list[_Done]) -> None:
+    by_loop: dict[asyncio.AbstractEventLoop, list[Outcome]] = {}
     for job, result, error in outcomes:
-        by_loop.setdefault(job[3], []).append((job[4], result, error))
+        by_loop.setdefault(job.loop, []).append(Outcome(job.future, result, error))
     for loop, settled in by_loop.items():
         post(loop, settled)
 
 
-# --- the writer's batches -------------------------------------------------------------------------
+def run_read(connection: sqlite3.Connection, job: Job, timeout: float) -> None:
+    """Run a READ job on ``connection`` (a reader's, or the writer's in memory) and settle its future."""
+    if job.future.cancelled():
+        return
+    try:
+        result = job.fn(connection, *job.args)
+    except Exception as exc:
+        _finish([_Done(job, None, epoch_error(exc, timeout))])
+    else:
+        _finish([_Done(job, result, None)])
 
 
 def _rollback(connection: sqlite3.Connection) -> None:
     if connection.in_transaction:
         with contextlib.suppress(sqlite3.Error):  # the transaction is lost anyway; the caller reports why
-            connection.execute("ROLLBACK")
+            connection.execute(ROLLBACK)
 
 
 def run_batch(connection: sqlite3.Connection, batch: list[Job], timeout: float, committed: Callable[[], None]) -> None:
@@ -104,12 +77,14 @@ def run_batch(connection: sqlite3.Connection, batch: list[Job], timeout: float, 
     start = 0
     while start < len(batch):  # consecutive WRITE jobs share one transaction
         end = start + 1
-        if batch[start][0] == WRITE:
-            while end < len(batch) and batch[end][0] == WRITE:
+        if batch[start].kind == WRITE:
+            while end < len(batch) and batch[end].kind == WRITE:
                 end += 1
             _commit_group(connection, batch[start:end], timeout, committed)
+        elif batch[start].kind == READ:
+            run_read(connection, batch[start], timeout)
         else:
-            _run_alone(connection, batch[start], timeout, committed)
+            _run_exclusive(connection, batch[start], timeout, committed)
         start = end
 
 
@@ -117,80 +92,88 @@ def _commit_group(
     connection: sqlite3.Connection, jobs: list[Job], timeout: float, committed: Callable[[], None]
 ) -> None:
     """Run appends (WRITE jobs) in one transaction, each in a SAVEPOINT of its own when there are several."""
-    jobs = [job for job in jobs if not job[4].cancelled()]
+    jobs = [job for job in jobs if not job.future.cancelled()]
     if not jobs:
         return
     alone = len(jobs) == 1
-    outcomes: list[_Outcome] = []
+    outcomes: list[_Done] = []
     try:
-        connection.execute("BEGIN IMMEDIATE")
-        tx = Transaction(connection)
+        connection.execute(BEGIN)
+        group = Group(connection)
         for job in jobs:
-            outcomes.append(_apply(tx, job, alone, timeout))
+            outcomes.append(_apply(group, job, alone, timeout))
         if connection.in_transaction:
-            connection.execute("COMMIT")
+            connection.execute(COMMIT)
     except sqlite3.Error as exc:  # the transaction is lost: nothing of it was committed
         _rollback(connection)
-        failed = {id(job): error for job, _, error in outcomes if error is not None}
-        _finish([(job, None, failed.get(id(job)) or unavailable(exc, timeout, job[2][0])) for job in jobs])
+        failed = {id(done.job): done.error for done in outcomes if done.error is not None}
+        _finish([_Done(job, None, failed.get(id(job)) or epoch_error(exc, timeout, job.stream)) for job in jobs])
         return
     committed()
     _finish(outcomes)
 
 
-def _apply(tx: Transaction, job: Job, alone: bool, timeout: float) -> _Outcome:
-    connection = tx.connection
-    head = tx.head
+def _undo(group: Group, head: int, alone: bool) -> None:
+    """Roll back what one append of the group wrote (all of the transaction when it is alone)."""
+    connection = group.connection
+    group.head = head
+    connection.execute(ROLLBACK if alone else ROLLBACK_TO_SAVEPOINT)
     if not alone:
-        connection.execute("SAVEPOINT append")
+        connection.execute(RELEASE_SAVEPOINT)
+
+
+def _apply(group: Group, job: Job, alone: bool, timeout: float) -> _Done:
+    connection = group.connection
+    head = group.head
+    if not alone:
+        connection.execute(SAVEPOINT)
     try:
-        result = job[1](tx, *job[2])
+        result = job.fn(group, *job.args)
     except Exception as exc:
         if not connection.in_transaction:  # SQLite gave up the whole transaction (e.g. disk full)
             raise
-        tx.head = head
-        connection.execute("ROLLBACK" if alone else "ROLLBACK TO append")
-        if not alone:
-            connection.execute("RELEASE append")
-        if isinstance(exc, Replayed):
-            return job, exc.result, None
-        return job, None, unavailable(exc, timeout, job[2][0])
+        _undo(group, head, alone)
+        return _Done(job, None, epoch_error(exc, timeout, job.stream))
+    if isinstance(result, Replay):  # stored already: keep nothing of the attempt, answer as the first time
+        _undo(group, head, alone)
+        return _Done(job, result.result, None)
     if not alone:
-        connection.execute("RELEASE append")
-    return job, result, None
+        connection.execute(RELEASE_SAVEPOINT)
+    return _Done(job, result, None)
 
 
-def _run_alone(connection: sqlite3.Connection, job: Job, timeout: float, committed: Callable[[], None]) -> None:
-    kind, fn, args, _, future = job
-    if future.cancelled():
+def _run_exclusive(connection: sqlite3.Connection, job: Job, timeout: float, committed: Callable[[], None]) -> None:
+    """``job.fn(connection)`` in a transaction of its own: its own exceptions pass unchanged, the driver's
+    (failing to begin or commit) are mapped."""
+    if job.future.cancelled():
         return
     try:
-        result = fn(connection, *args) if kind == READ else _run_exclusive(connection, fn, timeout, committed)
-    except Exception as exc:  # run_in_transaction's own errors are mapped already; its fn's pass unchanged
-        _finish([(job, None, unavailable(exc, timeout) if kind == READ else exc)])
+        result = _in_transaction(connection, job.fn, timeout, committed)
+    except Exception as exc:
+        _finish([_Done(job, None, exc)])
     else:
-        _finish([(job, result, None)])
+        _finish([_Done(job, result, None)])
 
 
-def _run_exclusive(
+def _in_transaction(
     connection: sqlite3.Connection,
     fn: Callable[[sqlite3.Connection], T],
     timeout: float,
     committed: Callable[[], None],
 ) -> T:
     try:
-        connection.execute("BEGIN IMMEDIATE")
+        connection.execute(BEGIN)
     except sqlite3.Error as exc:
-        raise unavailable(exc, timeout) from exc
+        raise epoch_error(exc, timeout) from exc
     try:
         result = fn(connection)
     except BaseException:
         _rollback(connection)
         raise
     try:
-        connection.execute("COMMIT")
+        connection.execute(COMMIT)
     except sqlite3.Error as exc:
         _rollback(connection)
-        raise unavailable(exc, timeout) from exc
+        raise epoch_error(exc, timeout) from exc
     committed()
     return result
