@@ -1,5 +1,9 @@
 """The work the SQLite store's threads do on their connections: appends, deletes and imports on the
-writer (inside its transaction), page reads and point queries on the readers, and rows to records."""
+writer (inside its transaction), page reads and point queries on the readers, and rows to records.
+
+An append whose events are stored already at the same place (guarantee 5) returns a :class:`Replay`
+holding the first append's result; exceptions are for errors only. The statements are in ``schema``.
+"""
 
 from __future__ import annotations
 
