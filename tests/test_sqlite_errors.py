@@ -48,6 +48,24 @@ async def test_a_full_file_is_store_full(tmp_path: Path) -> None:
         assert await store.stream_version("s-1") == 0
 
 
+async def test_an_import_into_a_full_file_is_store_full(tmp_path: Path) -> None:
+    """``import_events`` is the store's own work in a transaction of its own: its driver errors are mapped too."""
+    async with SQLiteEventStore(tmp_path / "source.db") as source:
+        await source.append("s-1", events(20, size=8000))
+        recorded = await collect(source.read_all())
+    async with SQLiteEventStore(tmp_path / "full.db") as store:
+        await store.append("t-1", events(1))
+        pages = await store.run_in_transaction(lambda c: c.execute("PRAGMA page_count").fetchone()[0])
+        await store.run_in_transaction(lambda c: c.execute(f"PRAGMA max_page_count = {pages}").fetchall())
+        with pytest.raises(StoreFull) as info:
+            await store.import_events(recorded)
+        assert str(info.value) == (
+            "the database or disk is full: nothing of this write was stored; free space (or raise max_page_count) and retry"
+        )
+        assert cause_of(info.value).sqlite_errorname == "SQLITE_FULL"
+        assert (await store.stream_version("s-1"), await store.head_position()) == (None, 1)
+
+
 async def test_a_write_lock_held_elsewhere_is_unavailable(tmp_path: Path) -> None:
     path = tmp_path / "busy.db"
     async with SQLiteEventStore(path, timeout=0.2) as store:

@@ -246,11 +246,14 @@ class SQLiteEventStore(StoreLifecycle, SQLStore, SupportsImport):
         Each event lands at exactly its ``version`` (a stream's versions must continue where it ends) and
         keeps its id, type, data, metadata and ``recorded_at``; positions are this store's, in the given
         order, and are returned. ``first_visible`` then soft-deletes each named stream below that version.
-        Raises ``WrongExpectedVersion`` or ``DuplicateEventId`` and writes nothing when an event does not fit.
+        Raises ``WrongExpectedVersion`` or ``DuplicateEventId`` and writes nothing when an event does not fit;
+        the database's own failures raise as for :meth:`append` (``StoreFull``, ``StoreUnavailable``, ...).
         """
         runs = runs_of(events, self.max_event_size)
         deletes = dict(first_visible or {})
-        return await self.run_in_transaction(lambda connection: work.import_runs(connection, runs, deletes))
+        return await self._workers.exclusive(
+            lambda connection: work.import_runs(connection, runs, deletes), store_work=True
+        )
 
     async def close(self) -> None:
         """Finish queued work, stop the threads and close the connections. Idempotent.

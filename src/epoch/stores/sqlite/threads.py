@@ -22,7 +22,7 @@ from epoch.stores.sqlite.bridge import wake, wake_all
 from epoch.stores.sqlite.errors import epoch_error
 from epoch.stores.sqlite.schema import connect, create_schema
 from epoch.stores.sqlite.work import Replay
-from epoch.stores.sqlite.writer import EXCLUSIVE, READ, WRITE, Job, run_batch, run_read
+from epoch.stores.sqlite.writer import EXCLUSIVE, READ, STORE_EXCLUSIVE, WRITE, Job, run_batch, run_read
 
 __all__ = ["MAX_GROUP", "PAGE_SIZE", "POLL_INTERVAL", "Workers"]
 
@@ -102,10 +102,14 @@ class Workers:
         future: asyncio.Future[T] = self._submit(self._writes, WRITE, fn, (stream, *args), stream)
         return await future
 
-    async def exclusive(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """``fn(connection)`` on the writer, in a transaction of its own."""
+    async def exclusive(self, fn: Callable[[sqlite3.Connection], T], *, store_work: bool = False) -> T:
+        """``fn(connection)`` on the writer, in a transaction of its own.
+
+        ``fn`` is a caller's (its exceptions pass unchanged), or with ``store_work`` the store's own (its
+        driver errors become epoch errors, as for every other call).
+        """
         await self.start()
-        future: asyncio.Future[T] = self._submit(self._writes, EXCLUSIVE, fn, ())
+        future: asyncio.Future[T] = self._submit(self._writes, STORE_EXCLUSIVE if store_work else EXCLUSIVE, fn, ())
         return await future
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:

@@ -20,13 +20,14 @@ from epoch.stores.sqlite.errors import epoch_error
 from epoch.stores.sqlite.schema import BEGIN, COMMIT, RELEASE_SAVEPOINT, ROLLBACK, ROLLBACK_TO_SAVEPOINT, SAVEPOINT
 from epoch.stores.sqlite.work import Group, Replay
 
-__all__ = ["EXCLUSIVE", "READ", "WRITE", "Job", "run_batch", "run_read"]
+__all__ = ["EXCLUSIVE", "READ", "STORE_EXCLUSIVE", "WRITE", "Job", "run_batch", "run_read"]
 
 T = TypeVar("T")
 
-# Job kinds. WRITE jobs run inside the group transaction; EXCLUSIVE ones in a transaction of their own;
-# READ jobs outside any explicit transaction.
-WRITE, EXCLUSIVE, READ = 0, 1, 2
+# Job kinds. WRITE jobs run inside the group transaction; EXCLUSIVE ones (a caller's fn, whose own
+# exceptions pass unchanged) and STORE_EXCLUSIVE ones (the store's own work, such as an import, whose driver
+# errors are mapped like a WRITE's) in a transaction of their own; READ jobs outside any explicit transaction.
+WRITE, EXCLUSIVE, STORE_EXCLUSIVE, READ = 0, 1, 2, 3
 
 
 class Job(NamedTuple):
@@ -143,14 +144,14 @@ def _apply(group: Group, job: Job, alone: bool, timeout: float) -> _Done:
 
 
 def _run_exclusive(connection: sqlite3.Connection, job: Job, timeout: float, committed: Callable[[], None]) -> None:
-    """``job.fn(connection)`` in a transaction of its own: its own exceptions pass unchanged, the driver's
-    (failing to begin or commit) are mapped."""
+    """``job.fn(connection)`` in a transaction of its own. Failing to begin or commit is mapped; what ``fn``
+    raises is mapped too for the store's own work, and passes unchanged from a caller's ``fn``."""
     if job.future.cancelled():
         return
     try:
         result = _in_transaction(connection, job.fn, timeout, committed)
     except Exception as exc:
-        _finish([_Done(job, None, exc)])
+        _finish([_Done(job, None, epoch_error(exc, timeout) if job.kind == STORE_EXCLUSIVE else exc)])
     else:
         _finish([_Done(job, result, None)])
 
