@@ -141,8 +141,9 @@ class SQLiteEventStore(StoreLifecycle, SQLStore, SupportsImport):
 
         Concurrent appends (from any task or thread) are committed together, each atomic on its own.
         Raises ``WrongExpectedVersion``, ``DuplicateEventId``, ``InvalidStreamName``,
-        ``InvalidExpectedVersion``, ``InvalidEvent``, or ``StoreUnavailable`` (e.g. the write lock was
-        held by another process for longer than ``timeout``).
+        ``InvalidExpectedVersion``, ``InvalidEvent``, ``StoreUnavailable`` (e.g. the write lock was
+        held by another process for longer than ``timeout``; ``StoreFull`` when the disk is full) or
+        ``StoreError`` (a damaged or read-only file: retrying cannot help).
         """
         stream, batch, expected = check_append(stream, events, expected_version, self.max_event_size)
         return await self._workers.write(work.append, stream, batch, expected)
@@ -225,8 +226,9 @@ class SQLiteEventStore(StoreLifecycle, SQLStore, SupportsImport):
         For work that must commit atomically with nothing else in between, such as a projection
         writing its read model and its checkpoint together (exactly-once processing). ``fn`` runs on
         another thread while every other write of this store waits: it must be quick, must not wait for
-        this store's own writes (they queue behind it), and must neither commit nor roll back itself. When it raises, the transaction is rolled back and its exception propagates
-        unchanged; a failure to begin or commit raises ``StoreUnavailable``.
+        this store's own writes (they queue behind it), and must neither commit nor roll back itself.
+        When it raises, the transaction is rolled back and its exception propagates unchanged; a failure
+        to begin or commit raises ``StoreUnavailable`` (or ``StoreError`` for a damaged or read-only file).
         """
         return await self._workers.exclusive(fn)
 
