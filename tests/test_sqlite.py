@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from epoch.errors import ConfigurationError, DuplicateEventId, InvalidEvent, StoreUnavailable, WrongExpectedVersion
-from epoch.records import NO_STREAM, AppendResult, NewEvent, RecordedEvent
+from epoch.records import ANY, NO_STREAM, AppendResult, NewEvent, RecordedEvent
 from epoch.stores import open_store
 from epoch.stores._sql import sql_store
 from epoch.stores.sqlite import APPLICATION_ID, PAGE_SIZE, SCHEMA_VERSION, SQLiteEventStore
@@ -228,6 +228,25 @@ async def test_one_failing_append_in_a_group_fails_alone(tmp_path: Path) -> None
         assert await store.stream_version("dup-7") is None
         logged = [e.position for e in await collect(store.read_all())]
         assert logged == sorted([taken.position, *positions])
+
+
+async def test_replays_in_a_group_return_the_first_results(tmp_path: Path) -> None:
+    """Guarantee 5 inside group commit: a replay answers with the first result and writes nothing, and the
+    appends committed with it keep dense positions (found by the version check or by the unique id)."""
+    async with SQLiteEventStore(tmp_path / "replay.db") as store:
+        batches = {f"replay-{i}": new(2) for i in range(100)}
+        firsts = [await store.append(stream, batch, NO_STREAM) for stream, batch in batches.items()]
+        calls = []
+        for i, (stream, batch) in enumerate(batches.items()):
+            calls.append(store.append(stream, batch, NO_STREAM if i % 2 else ANY))
+            calls.append(store.append(f"fresh-{i}", new(1), NO_STREAM))
+        results = await asyncio.gather(*calls)
+        assert results[0::2] == firsts
+        fresh = results[1::2]
+        assert [r.positions for r in fresh] == [(201 + i,) for i in range(100)]
+        assert len({r.recorded_at for r in fresh}) < len(fresh)  # they shared transactions
+        assert await store.head_position() == 300
+        assert [await store.stream_version(stream) for stream in batches] == [1] * 100
 
 
 async def test_threads_with_their_own_loops_share_one_store(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""The SQLite store's file: schema version 1, pragmas, connections, and every SQL statement it runs.
+"""The SQLite store's file: schema version 1, pragmas, connections, and every SQL statement the store runs
+(a caller's own statements, in ``run_in_transaction`` or ``transaction()``, are the caller's).
 
 ``events`` (``position INTEGER PRIMARY KEY``; unique ``id`` and ``(stream, version)``; an index on
 ``(category, position)``) and ``streams`` (the version of each stream's last event and ``first_visible``,
@@ -12,21 +13,36 @@ import time
 
 from epoch._backoff import Backoff
 from epoch.errors import ConfigurationError
+from epoch.stores.sqlite.errors import is_lock_conflict
 
 __all__ = [
     "APPLICATION_ID",
-    "CATEGORY_ARM",
-    "COLUMNS",
+    "BEGIN",
+    "COMMIT",
+    "DELETE_STREAM",
+    "DROP_FROM",
+    "GET_EVENT",
+    "HEAD",
+    "IDS_PER_QUERY",
     "INSERT_EVENT",
+    "LAST_EVENT",
     "LOG_PAGE",
+    "PLACE_OF_ID",
+    "RELEASE_SAVEPOINT",
+    "ROLLBACK",
+    "ROLLBACK_TO_SAVEPOINT",
+    "SAVEPOINT",
     "SCHEMA_VERSION",
     "SELECT_STREAM",
+    "SET_FIRST_VISIBLE",
     "STREAM_PAGE",
     "STREAM_PAGE_BACKWARDS",
     "SYNCHRONOUS",
     "UPSERT_STREAM",
+    "category_page",
     "connect",
     "create_schema",
+    "places_of",
 ]
 
 SCHEMA_VERSION = 1
@@ -58,23 +74,66 @@ _SCHEMA = (
     f"PRAGMA user_version = {SCHEMA_VERSION}",
 )
 
-COLUMNS = "stream, version, position, id, type, data, metadata, recorded_at"
+# -- transactions (the writer's; a group of appends shares one, each in a savepoint when there are several)
+
+BEGIN = "BEGIN IMMEDIATE"  # takes the write lock before the expected-version check: atomic across processes
+COMMIT = "COMMIT"
+ROLLBACK = "ROLLBACK"
+SAVEPOINT = "SAVEPOINT append"
+ROLLBACK_TO_SAVEPOINT = "ROLLBACK TO append"
+RELEASE_SAVEPOINT = "RELEASE append"
+
+# -- writes ----------------------------------------------------------------------------------------
+
+_COLUMNS = "stream, version, position, id, type, data, metadata, recorded_at"  # the order records are built in
+HEAD = "SELECT coalesce(max(position), 0) FROM events"
 SELECT_STREAM = "SELECT version, first_visible FROM streams WHERE stream = ?"
+LAST_EVENT = "SELECT position, recorded_at FROM events WHERE stream = ? AND version = ?"
 INSERT_EVENT = (
     "INSERT INTO events (position, stream, version, id, type, data, metadata, category, recorded_at)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+DROP_FROM = "DELETE FROM events WHERE position >= ?"  # a failed batch's rows, inside its own transaction
 UPSERT_STREAM = (
     "INSERT INTO streams (stream, version) VALUES (?, ?) ON CONFLICT (stream) DO UPDATE SET version = excluded.version"
 )
-LOG_PAGE = f"SELECT {COLUMNS} FROM events WHERE position > ?1 AND position <= ?2 ORDER BY position LIMIT ?3"
-CATEGORY_ARM = f"SELECT {COLUMNS} FROM events WHERE category = ?{{}} AND position > ?1 AND position <= ?2"
+DELETE_STREAM = "UPDATE streams SET first_visible = version + 1 WHERE stream = ?"
+SET_FIRST_VISIBLE = "UPDATE streams SET first_visible = ? WHERE stream = ?"
+PLACE_OF_ID = "SELECT stream, version FROM events WHERE id = ?"
+
+IDS_PER_QUERY = 500
+"""Ids looked up by one :func:`places_of` query (SQLite allows 32766 parameters; a page of ids is plenty)."""
+
+
+def places_of(n: int) -> str:
+    """Where each of ``n`` ids (parameters 1 to ``n``) is stored: ``id, stream, version, position, recorded_at``."""
+    return f"SELECT id, stream, version, position, recorded_at FROM events WHERE id IN ({','.join('?' * n)})"
+
+
+# -- reads -----------------------------------------------------------------------------------------
+
+GET_EVENT = f"SELECT {_COLUMNS} FROM events WHERE id = ?"
+LOG_PAGE = f"SELECT {_COLUMNS} FROM events WHERE position > ?1 AND position <= ?2 ORDER BY position LIMIT ?3"
+_CATEGORY_ARM = f"SELECT {_COLUMNS} FROM events WHERE category = ?{{}} AND position > ?1 AND position <= ?2"
 STREAM_PAGE = (
-    f"SELECT {COLUMNS} FROM events WHERE stream = ? AND version >= ? AND version <= ? ORDER BY version LIMIT ?"
+    f"SELECT {_COLUMNS} FROM events WHERE stream = ? AND version >= ? AND version <= ? ORDER BY version LIMIT ?"
 )
 STREAM_PAGE_BACKWARDS = (
-    f"SELECT {COLUMNS} FROM events WHERE stream = ? AND version >= ? AND version <= ? ORDER BY version DESC LIMIT ?"
+    f"SELECT {_COLUMNS} FROM events WHERE stream = ? AND version >= ? AND version <= ? ORDER BY version DESC LIMIT ?"
 )
+
+
+def category_page(categories: int) -> str:
+    """A page of the log in ``categories`` categories: after ``?1``, up to ``?2``, ``?3`` rows, names from ``?4``.
+
+    Several categories are a merge of one index range each (SQLite runs ``UNION ALL ... ORDER BY`` as a merge).
+    """
+    if categories == 1:
+        return _CATEGORY_ARM.format(4) + " ORDER BY position LIMIT ?3"
+    return " UNION ALL ".join(_CATEGORY_ARM.format(4 + i) for i in range(categories)) + " ORDER BY 3 LIMIT ?3"
+
+
+# -- the file --------------------------------------------------------------------------------------
 
 
 def connect(path: str, *, timeout: float, synchronous: str, writer: bool) -> sqlite3.Connection:
@@ -111,14 +170,14 @@ def create_schema(connection: sqlite3.Connection, path: str, *, in_memory: bool)
             )
         if version == SCHEMA_VERSION or connection.in_transaction:
             break
-        connection.execute("BEGIN IMMEDIATE")
+        connection.execute(BEGIN)
     if connection.in_transaction:
         try:
             for statement in _SCHEMA:
                 connection.execute(statement)
-            connection.execute("COMMIT")
+            connection.execute(COMMIT)
         except BaseException:
-            connection.execute("ROLLBACK")
+            connection.execute(ROLLBACK)
             raise
 
 
@@ -132,7 +191,7 @@ def _switch_to_wal(connection: sqlite3.Connection, budget: float = 10.0) -> None
         try:
             connection.execute("PRAGMA journal_mode = WAL").fetchall()
             return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
+        except sqlite3.Error as exc:
+            if not is_lock_conflict(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(wait.next())

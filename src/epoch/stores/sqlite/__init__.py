@@ -1,8 +1,8 @@
 """The embedded default store: one SQLite file in WAL mode, no server.
 
 Threads. SQLite calls block, so none run on the event loop. One writer thread owns the only writing
-connection; a few reader threads each own a read-only connection (``_sqlite_threads``). The writer commits
-every append waiting in its queue together, each in a SAVEPOINT of its own (group commit, ``_sqlite_jobs``).
+connection; a few reader threads each own a read-only connection (``threads``). The writer commits
+every append waiting in its queue together, each in a SAVEPOINT of its own (group commit, ``writer``).
 
 Processes. ``BEGIN IMMEDIATE`` takes SQLite's write lock before the expected-version check, so the check
 and the insert are atomic across threads and OS processes; a writer waits up to ``timeout`` seconds for
@@ -10,8 +10,10 @@ the lock, then gets :class:`~epoch.errors.StoreUnavailable`. Positions are assig
 they commit in order: ``read_all`` never has to wait for a gap. Subscribers wake at once on appends of
 this store and poll every 0.1 s for other processes' commits.
 
-Schema (version 1, in ``PRAGMA user_version``; ``_sqlite_schema``): ``events`` and ``streams``.
-See docs/stores/sqlite.md.
+Schema (version 1, in ``PRAGMA user_version``; ``schema``, which holds every statement): ``events`` and
+``streams``. The work on a connection is in ``work``; the one table from driver errors to epoch errors in
+``errors``; futures across the loop and the threads, and the async SQL bridge of :meth:`transaction`, in
+``bridge``. See docs/stores/sqlite.md.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from uuid import UUID
 
 from epoch.errors import ConfigurationError
 from epoch.records import ANY, AppendResult, ExpectedVersionLike, NewEvent, RecordedEvent
-from epoch.stores import _sqlite_work as work
 from epoch.stores._base import StoreLifecycle
 from epoch.stores._checks import (
     DEFAULT_MAX_EVENT_SIZE,
@@ -42,13 +43,14 @@ from epoch.stores._checks import (
     url_int,
 )
 from epoch.stores._sql import Dialect, SQLStore, SupportsImport
-from epoch.stores._sqlite_bridge import SQLiteTransaction, transaction_on
-from epoch.stores._sqlite_schema import APPLICATION_ID as APPLICATION_ID
-from epoch.stores._sqlite_schema import SCHEMA_VERSION, SYNCHRONOUS
-from epoch.stores._sqlite_threads import MAX_GROUP as MAX_GROUP
-from epoch.stores._sqlite_threads import PAGE_SIZE as PAGE_SIZE
-from epoch.stores._sqlite_threads import POLL_INTERVAL as POLL_INTERVAL
-from epoch.stores._sqlite_threads import Workers
+from epoch.stores.sqlite import work
+from epoch.stores.sqlite.bridge import SQLiteTransaction, transaction_on
+from epoch.stores.sqlite.schema import APPLICATION_ID as APPLICATION_ID
+from epoch.stores.sqlite.schema import SCHEMA_VERSION, SYNCHRONOUS
+from epoch.stores.sqlite.threads import MAX_GROUP as MAX_GROUP
+from epoch.stores.sqlite.threads import PAGE_SIZE as PAGE_SIZE
+from epoch.stores.sqlite.threads import POLL_INTERVAL as POLL_INTERVAL
+from epoch.stores.sqlite.threads import Workers
 
 __all__ = ["SCHEMA_VERSION", "SQLiteEventStore"]
 
@@ -139,8 +141,9 @@ class SQLiteEventStore(StoreLifecycle, SQLStore, SupportsImport):
 
         Concurrent appends (from any task or thread) are committed together, each atomic on its own.
         Raises ``WrongExpectedVersion``, ``DuplicateEventId``, ``InvalidStreamName``,
-        ``InvalidExpectedVersion``, ``InvalidEvent``, or ``StoreUnavailable`` (e.g. the write lock was
-        held by another process for longer than ``timeout``).
+        ``InvalidExpectedVersion``, ``InvalidEvent``, ``StoreUnavailable`` (e.g. the write lock was
+        held by another process for longer than ``timeout``; ``StoreFull`` when the disk is full) or
+        ``StoreError`` (a damaged or read-only file: retrying cannot help).
         """
         stream, batch, expected = check_append(stream, events, expected_version, self.max_event_size)
         return await self._workers.write(work.append, stream, batch, expected)
@@ -158,7 +161,9 @@ class SQLiteEventStore(StoreLifecycle, SQLStore, SupportsImport):
             check_stream_name(stream)
             check_read_bounds(stream, from_version, limit)
             start = None if from_version is None else clamp64(from_version)  # SQLite binds 64 bits at most
-            return (stream, None, start, True) if backwards else (stream, start, None, False)
+            if backwards:
+                return work.StreamCursor(stream, None, start, True)
+            return work.StreamCursor(stream, start, None, False)
 
         return self._workers.scan(start, work.stream_page, limit, follow=False)
 
@@ -172,7 +177,7 @@ class SQLiteEventStore(StoreLifecycle, SQLStore, SupportsImport):
 
         def start() -> work.LogCursor:
             check_read_bounds("$all", after, limit)
-            return clamp64(after), None, check_categories(categories)
+            return work.LogCursor(clamp64(after), None, check_categories(categories))
 
         return self._workers.scan(start, work.log_page, limit, follow=False)
 
@@ -189,7 +194,7 @@ class SQLiteEventStore(StoreLifecycle, SQLStore, SupportsImport):
 
         def start() -> work.LogCursor:
             check_read_bounds("$all", after, None)
-            return clamp64(after), MAX_INT64, check_categories(categories)
+            return work.LogCursor(clamp64(after), MAX_INT64, check_categories(categories))
 
         return self._workers.scan(start, work.log_page, None, follow=True)
 
@@ -221,8 +226,9 @@ class SQLiteEventStore(StoreLifecycle, SQLStore, SupportsImport):
         For work that must commit atomically with nothing else in between, such as a projection
         writing its read model and its checkpoint together (exactly-once processing). ``fn`` runs on
         another thread while every other write of this store waits: it must be quick, must not wait for
-        this store's own writes (they queue behind it), and must neither commit nor roll back itself. When it raises, the transaction is rolled back and its exception propagates
-        unchanged; a failure to begin or commit raises ``StoreUnavailable``.
+        this store's own writes (they queue behind it), and must neither commit nor roll back itself.
+        When it raises, the transaction is rolled back and its exception propagates unchanged; a failure
+        to begin or commit raises ``StoreUnavailable`` (or ``StoreError`` for a damaged or read-only file).
         """
         return await self._workers.exclusive(fn)
 
@@ -242,11 +248,14 @@ class SQLiteEventStore(StoreLifecycle, SQLStore, SupportsImport):
         Each event lands at exactly its ``version`` (a stream's versions must continue where it ends) and
         keeps its id, type, data, metadata and ``recorded_at``; positions are this store's, in the given
         order, and are returned. ``first_visible`` then soft-deletes each named stream below that version.
-        Raises ``WrongExpectedVersion`` or ``DuplicateEventId`` and writes nothing when an event does not fit.
+        Raises ``WrongExpectedVersion`` or ``DuplicateEventId`` and writes nothing when an event does not fit;
+        the database's own failures raise as for :meth:`append` (``StoreFull``, ``StoreUnavailable``, ...).
         """
         runs = runs_of(events, self.max_event_size)
         deletes = dict(first_visible or {})
-        return await self.run_in_transaction(lambda connection: work.import_runs(connection, runs, deletes))
+        return await self._workers.exclusive(
+            lambda connection: work.import_runs(connection, runs, deletes), store_work=True
+        )
 
     async def close(self) -> None:
         """Finish queued work, stop the threads and close the connections. Idempotent.

@@ -18,8 +18,11 @@ from typing import Any, TypeVar
 
 from epoch.errors import StoreUnavailable
 from epoch.records import RecordedEvent
-from epoch.stores._sqlite_jobs import EXCLUSIVE, READ, WRITE, Job, post, run_batch, unavailable, wake, wake_all
-from epoch.stores._sqlite_schema import connect, create_schema
+from epoch.stores.sqlite.bridge import wake, wake_all
+from epoch.stores.sqlite.errors import epoch_error
+from epoch.stores.sqlite.schema import connect, create_schema
+from epoch.stores.sqlite.work import Replay
+from epoch.stores.sqlite.writer import EXCLUSIVE, READ, STORE_EXCLUSIVE, WRITE, Job, run_batch, run_read
 
 __all__ = ["MAX_GROUP", "PAGE_SIZE", "POLL_INTERVAL", "Workers"]
 
@@ -74,30 +77,46 @@ class Workers:
         await asyncio.wrap_future(started)
 
     def _submit(
-        self, jobs: queue.SimpleQueue[Job | None], kind: int, fn: Callable[..., T], args: tuple[Any, ...]
-    ) -> asyncio.Future[T]:
+        self,
+        jobs: queue.SimpleQueue[Job | None],
+        kind: int,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        stream: str | None = None,
+    ) -> asyncio.Future[Any]:
+        """Queue ``fn`` for a thread; the future gets its result (the caller knows its type)."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
+        future: asyncio.Future[Any] = loop.create_future()
         with self._lock:
             if self._closed:
                 raise StoreUnavailable(f"the SQLite store {self.path} is closed")
-            jobs.put((kind, fn, args, loop, future))
+            jobs.put(Job(kind, fn, args, stream, loop, future))
         return future
 
-    async def write(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(transaction, *args)`` on the writer, in the next group commit."""
-        await self.start()
-        return await self._submit(self._writes, WRITE, fn, args)
+    async def write(self, fn: Callable[..., T | Replay], stream: str, *args: Any) -> T:
+        """``fn(group, stream, *args)`` on the writer, in the next group commit (see ``work.Group``).
 
-    async def exclusive(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """``fn(connection)`` on the writer, in a transaction of its own."""
+        A :class:`~epoch.stores.sqlite.work.Replay` it returns is answered with the first append's result.
+        """
         await self.start()
-        return await self._submit(self._writes, EXCLUSIVE, fn, ())
+        future: asyncio.Future[T] = self._submit(self._writes, WRITE, fn, (stream, *args), stream)
+        return await future
+
+    async def exclusive(self, fn: Callable[[sqlite3.Connection], T], *, store_work: bool = False) -> T:
+        """``fn(connection)`` on the writer, in a transaction of its own.
+
+        ``fn`` is a caller's (its exceptions pass unchanged), or with ``store_work`` the store's own (its
+        driver errors become epoch errors, as for every other call).
+        """
+        await self.start()
+        future: asyncio.Future[T] = self._submit(self._writes, STORE_EXCLUSIVE if store_work else EXCLUSIVE, fn, ())
+        return await future
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(connection, *args)`` on a reader."""
         await self.start()
-        return await self._submit(self._reads, READ, fn, args)
+        future: asyncio.Future[T] = self._submit(self._reads, READ, fn, args)
+        return await future
 
     async def close(self) -> None:
         """Finish queued work, stop the threads and close the connections; wake every waiter. Idempotent."""
@@ -202,7 +221,7 @@ class Workers:
             except BaseException as exc:
                 with self._lock:
                     self._started = None  # the next call tries again
-                started.set_exception(unavailable(exc, self.timeout))
+                started.set_exception(epoch_error(exc, self.timeout))
                 return
             self._ready = True
             started.set_result(None)
@@ -248,18 +267,7 @@ class Workers:
         jobs = self._reads
         try:
             while (job := jobs.get()) is not None:
-                self._run_read(connection, job)
+                run_read(connection, job, self.timeout)
                 del job  # hold no caller's loop or future while waiting for work
         finally:
             connection.close()
-
-    def _run_read(self, connection: sqlite3.Connection, job: Job) -> None:
-        _, fn, args, loop, future = job
-        if future.cancelled():
-            return
-        try:
-            result = fn(connection, *args)
-        except Exception as exc:
-            post(loop, [(future, None, unavailable(exc, self.timeout))])
-        else:
-            post(loop, [(future, result, None)])

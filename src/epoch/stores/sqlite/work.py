@@ -1,5 +1,9 @@
 """The work the SQLite store's threads do on their connections: appends, deletes and imports on the
-writer (inside its transaction), page reads and point queries on the readers, and rows to records."""
+writer (inside its transaction), page reads and point queries on the readers, and rows to records.
+
+An append whose events are stored already at the same place (guarantee 5) returns a :class:`Replay`
+holding the first append's result; exceptions are for errors only. The statements are in ``schema``.
+"""
 
 from __future__ import annotations
 
@@ -7,28 +11,36 @@ import sqlite3
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID, SafeUUID
 
 from epoch.errors import DuplicateEventId, WrongExpectedVersion
 from epoch.records import NO_STREAM, AppendResult, ExpectedVersion, NewEvent, RecordedEvent, category_of
 from epoch.stores._checks import enforce_expected_version, is_replay
-from epoch.stores._sqlite_schema import (
-    CATEGORY_ARM,
-    COLUMNS,
+from epoch.stores.sqlite.schema import (
+    DELETE_STREAM,
+    DROP_FROM,
+    GET_EVENT,
+    HEAD,
+    IDS_PER_QUERY,
     INSERT_EVENT,
+    LAST_EVENT,
     LOG_PAGE,
+    PLACE_OF_ID,
     SELECT_STREAM,
+    SET_FIRST_VISIBLE,
     STREAM_PAGE,
     STREAM_PAGE_BACKWARDS,
     UPSERT_STREAM,
+    category_page,
+    places_of,
 )
 
 __all__ = [
+    "Group",
     "LogCursor",
-    "Replayed",
+    "Replay",
     "StreamCursor",
-    "Transaction",
     "append",
     "delete",
     "get_event",
@@ -85,20 +97,25 @@ def _records(rows: Iterable[tuple[Any, ...]]) -> list[RecordedEvent]:
 # --- work done on the writer thread ---------------------------------------------------------------
 
 
-class Transaction:
-    """The state of one group transaction, shared by the appends in it."""
+class Group:
+    """The state of one group transaction (``BEGIN IMMEDIATE`` taken), shared by the appends in it."""
 
     __slots__ = ("connection", "head", "now")
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         self.connection = connection
-        self.head: int = connection.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()[0]
+        self.head: int = connection.execute(HEAD).fetchone()[0]
         self.now = time.time_ns() // 1000
 
 
-class Replayed(Exception):  # a signal, not an error: roll back, then return ``result``
-    def __init__(self, result: AppendResult) -> None:
-        self.result = result
+class Replay(NamedTuple):
+    """What :func:`append` returns when its events are stored already, at the same place (guarantee 5).
+
+    ``result`` is the first append's result; this append wrote nothing (the writer still rolls back its
+    savepoint, so nothing of the attempt stays either way).
+    """
+
+    result: AppendResult
 
 
 def _visible(row: tuple[int, int] | None) -> int | None:
@@ -107,39 +124,39 @@ def _visible(row: tuple[int, int] | None) -> int | None:
 
 def _replayed(
     connection: sqlite3.Connection, stream: str, batch: Sequence[NewEvent], expected: ExpectedVersion | int
-) -> AppendResult | None:
+) -> Replay | None:
     """The original result if ``batch`` is already stored here (raises DuplicateEventId if elsewhere)."""
     found: dict[UUID, tuple[str, int, int, int]] = {}
-    for start in range(0, len(batch), 500):
-        chunk = [event.id.bytes for event in batch[start : start + 500]]
-        sql = (
-            f"SELECT id, stream, version, position, recorded_at FROM events WHERE id IN ({','.join('?' * len(chunk))})"
-        )
-        for raw_id, *place in connection.execute(sql, chunk).fetchall():
+    for start in range(0, len(batch), IDS_PER_QUERY):
+        chunk = [event.id.bytes for event in batch[start : start + IDS_PER_QUERY]]
+        for raw_id, *place in connection.execute(places_of(len(chunk)), chunk).fetchall():
             found[_uuid(raw_id)] = tuple(place)
     if not is_replay(stream, batch, expected, {key: (row[0], row[1]) for key, row in found.items()}):
         return None
     last = found[batch[-1].id]
     positions = tuple(found[event.id][2] for event in batch)
-    return AppendResult(stream, last[1], last[2], positions, _instant(last[3]))
+    return Replay(AppendResult(stream, last[1], last[2], positions, _instant(last[3])))
 
 
-def append(tx: Transaction, stream: str, batch: list[NewEvent], expected: ExpectedVersion | int) -> AppendResult:
+def append(tx: Group, stream: str, batch: list[NewEvent], expected: ExpectedVersion | int) -> AppendResult | Replay:
+    """Append ``batch`` inside the group's transaction; a :class:`Replay` when it is stored already.
+
+    Raises ``WrongExpectedVersion`` or ``DuplicateEventId``; the writer rolls back what an append that
+    raised (or replayed) may have written.
+    """
     connection = tx.connection
     row = connection.execute(SELECT_STREAM, (stream,)).fetchone()
     actual = _visible(row)
     try:
         enforce_expected_version(stream, expected, actual)
     except WrongExpectedVersion:
-        if batch and (original := _replayed(connection, stream, batch, expected)) is not None:
-            raise Replayed(original) from None
+        if batch and (replay := _replayed(connection, stream, batch, expected)) is not None:
+            return replay
         raise
     if not batch:
         if actual is None:
             return AppendResult(stream, None, 0, (), None)
-        position, recorded_at = connection.execute(
-            "SELECT position, recorded_at FROM events WHERE stream = ? AND version = ?", (stream, actual)
-        ).fetchone()
+        position, recorded_at = connection.execute(LAST_EVENT, (stream, actual)).fetchone()
         return AppendResult(stream, actual, position, (), _instant(recorded_at))
     first_position = tx.head + 1
     first_version = 0 if row is None else row[0] + 1
@@ -157,9 +174,9 @@ def append(tx: Transaction, stream: str, batch: list[NewEvent], expected: Expect
     except sqlite3.IntegrityError as exc:
         # An id is stored already (BEGIN IMMEDIATE kept (stream, version) free). Drop this batch's rows
         # inserted before the failing one, so that they are not taken for stored ones.
-        connection.execute("DELETE FROM events WHERE position >= ?", (first_position,))
-        if (original := _replayed(connection, stream, batch, expected)) is not None:
-            raise Replayed(original) from None
+        connection.execute(DROP_FROM, (first_position,))
+        if (replay := _replayed(connection, stream, batch, expected)) is not None:
+            return replay
         raise WrongExpectedVersion(stream, expected, actual) from exc
     last_version = first_version + len(rows) - 1
     connection.execute(UPSERT_STREAM, (stream, last_version))
@@ -169,18 +186,18 @@ def append(tx: Transaction, stream: str, batch: list[NewEvent], expected: Expect
     )
 
 
-def delete(tx: Transaction, stream: str, expected: ExpectedVersion | int) -> None:
+def delete(tx: Group, stream: str, expected: ExpectedVersion | int) -> None:
     connection = tx.connection
     row = connection.execute(SELECT_STREAM, (stream,)).fetchone()
     enforce_expected_version(stream, expected, _visible(row))
     if row is not None:
-        connection.execute("UPDATE streams SET first_visible = version + 1 WHERE stream = ?", (stream,))
+        connection.execute(DELETE_STREAM, (stream,))
 
 
 def import_runs(
     connection: sqlite3.Connection, runs: list[list[RecordedEvent]], first_visible: Mapping[str, int]
 ) -> list[int]:
-    position: int = connection.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()[0]
+    position: int = connection.execute(HEAD).fetchone()[0]
     positions: list[int] = []
     for run in runs:
         stream = run[0].stream
@@ -211,20 +228,35 @@ def import_runs(
             connection.executemany(INSERT_EVENT, rows)
         except sqlite3.IntegrityError:  # an id is stored already: name the first one
             for event in run:
-                place = connection.execute("SELECT stream, version FROM events WHERE id = ?", (event.id.bytes,))
-                if (found := place.fetchone()) is not None:
+                if (found := connection.execute(PLACE_OF_ID, (event.id.bytes,)).fetchone()) is not None:
                     raise DuplicateEventId(stream, event.id, found[0], found[1]) from None
             raise
         connection.execute(UPSERT_STREAM, (stream, run[-1].version))
     for stream, version in first_visible.items():
-        connection.execute("UPDATE streams SET first_visible = ? WHERE stream = ?", (version, stream))
+        connection.execute(SET_FIRST_VISIBLE, (version, stream))
     return positions
 
 
 # --- work done on reader threads ------------------------------------------------------------------
 
-LogCursor = tuple[int, int | None, tuple[str, ...] | None]  # after, upto (None: the head now), categories
-StreamCursor = tuple[str, int | None, int | None, bool]  # stream, lowest, highest version, backwards
+
+class LogCursor(NamedTuple):
+    """Where a read of the log stands: after ``after``, up to ``upto`` (``None``: the head when the next
+    page is read), in ``categories`` (``None``: all of them)."""
+
+    after: int
+    upto: int | None
+    categories: tuple[str, ...] | None
+
+
+class StreamCursor(NamedTuple):
+    """Where a read of a stream stands: the versions from ``low`` to ``high`` not read yet (``None``: fixed
+    by the first page, as a snapshot), read ``backwards`` or forwards."""
+
+    stream: str
+    low: int | None
+    high: int | None
+    backwards: bool
 
 
 def log_page(connection: sqlite3.Connection, cursor: LogCursor, n: int) -> tuple[LogCursor, list[RecordedEvent]]:
@@ -235,14 +267,10 @@ def log_page(connection: sqlite3.Connection, cursor: LogCursor, n: int) -> tuple
         upto = head(connection)
     if names is None:
         rows = connection.execute(LOG_PAGE, (after, upto, n)).fetchall()
-    elif len(names) == 1:
-        sql = CATEGORY_ARM.format(4) + " ORDER BY position LIMIT ?3"
-        rows = connection.execute(sql, (after, upto, n, names[0])).fetchall()
-    else:  # a merge of one index range per category (SQLite runs UNION ALL ... ORDER BY as a merge)
-        sql = " UNION ALL ".join(CATEGORY_ARM.format(4 + i) for i in range(len(names))) + " ORDER BY 3 LIMIT ?3"
-        rows = connection.execute(sql, (after, upto, n, *names)).fetchall()
+    else:
+        rows = connection.execute(category_page(len(names)), (after, upto, n, *names)).fetchall()
     records = _records(rows)
-    return (records[-1].position if records else after, upto, names), records
+    return LogCursor(records[-1].position if records else after, upto, names), records
 
 
 def stream_page(
@@ -266,7 +294,7 @@ def stream_page(
             high = records[-1].version - 1
         else:
             low = records[-1].version + 1
-    return (stream, low, high, backwards), records
+    return StreamCursor(stream, low, high, backwards), records
 
 
 def stream_version(connection: sqlite3.Connection, stream: str) -> int | None:
@@ -275,9 +303,9 @@ def stream_version(connection: sqlite3.Connection, stream: str) -> int | None:
 
 
 def head(connection: sqlite3.Connection) -> int:
-    return int(connection.execute("SELECT coalesce(max(position), 0) FROM events").fetchall()[0][0])
+    return int(connection.execute(HEAD).fetchall()[0][0])
 
 
 def get_event(connection: sqlite3.Connection, raw_id: bytes) -> RecordedEvent | None:
-    records = _records(connection.execute(f"SELECT {COLUMNS} FROM events WHERE id = ?", (raw_id,)).fetchall())
+    records = _records(connection.execute(GET_EVENT, (raw_id,)).fetchall())
     return records[0] if records else None

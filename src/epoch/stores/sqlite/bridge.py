@@ -1,7 +1,8 @@
-"""Async SQL inside the SQLite writer's transaction: statements sent from the event loop to the thread.
+"""Between the event loop and the SQLite store's threads: futures settled from a thread on their loop, and
+async SQL inside the writer's transaction (statements sent from the loop to the thread).
 
-The SQLite store runs ``fn(connection)`` on its writer thread inside one ``BEGIN IMMEDIATE ... COMMIT``.
-To let async code (a projection's read model) run SQL in that transaction, ``fn`` serves a queue of
+The writer runs ``fn(connection)`` inside one ``BEGIN IMMEDIATE ... COMMIT`` (``run_in_transaction``). To
+let async code (a projection's read model) run SQL in that transaction, ``fn`` serves a queue of
 statements sent from the event loop until the block ends, then returns (commit) or raises (rollback).
 """
 
@@ -13,9 +14,52 @@ import sqlite3
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
-from typing import Any, Literal, cast
+from typing import Any, Literal, NamedTuple, cast
 
-__all__ = ["SQLiteTransaction", "transaction_on"]
+__all__ = ["Outcome", "SQLiteTransaction", "post", "transaction_on", "wake", "wake_all"]
+
+
+# --- settling callers' futures --------------------------------------------------------------------
+
+
+class Outcome(NamedTuple):
+    """What a thread sends back for one call: its ``result``, or the ``error`` it raised."""
+
+    future: asyncio.Future[Any]
+    result: Any
+    error: BaseException | None
+
+
+def _settle(outcomes: list[Outcome]) -> None:
+    for future, result, error in outcomes:
+        if future.done():  # cancelled by its caller: nobody is waiting for it
+            continue
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
+
+
+def post(loop: asyncio.AbstractEventLoop, outcomes: list[Outcome]) -> None:
+    """Settle ``outcomes`` on ``loop`` (their futures' loop), from any thread."""
+    with suppress(RuntimeError):  # the caller's loop is closed: nobody is waiting any more
+        loop.call_soon_threadsafe(_settle, outcomes)
+
+
+def wake(future: asyncio.Future[Any]) -> None:
+    """Resolve ``future`` with ``None`` unless it is done (on its own loop)."""
+    if not future.done():
+        future.set_result(None)
+
+
+def wake_all(waiters: dict[asyncio.Future[None], asyncio.AbstractEventLoop]) -> None:
+    """:func:`wake` each waiter on its loop, from any thread; waiters of closed loops are skipped."""
+    for future, loop in waiters.items():
+        with suppress(RuntimeError):
+            loop.call_soon_threadsafe(wake, future)
+
+
+# --- the statement bridge -------------------------------------------------------------------------
 
 
 class _Rollback(Exception):
@@ -24,15 +68,6 @@ class _Rollback(Exception):
 
 _COMMIT = object()
 _ROLLBACK = object()
-
-
-def _resolve(future: asyncio.Future[Any], rows: object, error: BaseException | None) -> None:
-    if future.done():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(rows)
 
 
 class SQLiteTransaction:
@@ -56,12 +91,14 @@ class SQLiteTransaction:
             if item is _ROLLBACK:
                 raise _Rollback
             sql, params, future = cast("tuple[str, tuple[object, ...], asyncio.Future[Any]]", item)
+            # Not post(): when the loop is closed, nobody can end the block, so let the RuntimeError end
+            # it here (rolled back) instead of leaving the writer waiting for a statement forever.
             try:
                 rows = connection.execute(sql, params).fetchall()
             except BaseException as exc:
-                self._loop.call_soon_threadsafe(_resolve, future, None, exc)
+                self._loop.call_soon_threadsafe(_settle, [Outcome(future, None, exc)])
             else:
-                self._loop.call_soon_threadsafe(_resolve, future, rows, None)
+                self._loop.call_soon_threadsafe(_settle, [Outcome(future, rows, None)])
 
     async def execute(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         assert self._worker is not None

@@ -1,0 +1,180 @@
+"""How the SQLite store's writer runs the jobs it takes from its queue: group commit, savepoints, rollback,
+and each outcome (a result, or a driver error mapped by :mod:`~epoch.stores.sqlite.errors`) sent back to
+its caller's event loop.
+
+Group commit. The writer takes every append waiting in its queue and commits them in one
+``BEGIN IMMEDIATE ... COMMIT``, each inside its own SAVEPOINT, so one failing append (a wrong expected
+version, say) rolls back alone while the others share a single commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import Callable
+from typing import Any, NamedTuple, TypeVar
+
+from epoch.stores.sqlite.bridge import Outcome, post
+from epoch.stores.sqlite.errors import epoch_error
+from epoch.stores.sqlite.schema import BEGIN, COMMIT, RELEASE_SAVEPOINT, ROLLBACK, ROLLBACK_TO_SAVEPOINT, SAVEPOINT
+from epoch.stores.sqlite.work import Group, Replay
+
+__all__ = ["EXCLUSIVE", "READ", "STORE_EXCLUSIVE", "WRITE", "Job", "run_batch", "run_read"]
+
+T = TypeVar("T")
+
+# Job kinds. WRITE jobs run inside the group transaction; EXCLUSIVE ones (a caller's fn, whose own
+# exceptions pass unchanged) and STORE_EXCLUSIVE ones (the store's own work, such as an import, whose driver
+# errors are mapped like a WRITE's) in a transaction of their own; READ jobs outside any explicit transaction.
+WRITE, EXCLUSIVE, STORE_EXCLUSIVE, READ = 0, 1, 2, 3
+
+
+class Job(NamedTuple):
+    """One call handed to a thread: ``fn(group or connection, *args)``, settled on ``future`` in ``loop``."""
+
+    kind: int
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    stream: str | None  # the stream a WRITE job writes, named by its errors
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+
+
+class _Done(NamedTuple):
+    job: Job
+    result: Any
+    error: BaseException | None
+
+
+def _finish(outcomes: list[_Done]) -> None:
+    by_loop: dict[asyncio.AbstractEventLoop, list[Outcome]] = {}
+    for job, result, error in outcomes:
+        by_loop.setdefault(job.loop, []).append(Outcome(job.future, result, error))
+    for loop, settled in by_loop.items():
+        post(loop, settled)
+
+
+def run_read(connection: sqlite3.Connection, job: Job, timeout: float) -> None:
+    """Run a READ job on ``connection`` (a reader's, or the writer's in memory) and settle its future."""
+    if job.future.cancelled():
+        return
+    try:
+        result = job.fn(connection, *job.args)
+    except Exception as exc:
+        _finish([_Done(job, None, epoch_error(exc, timeout))])
+    else:
+        _finish([_Done(job, result, None)])
+
+
+def _rollback(connection: sqlite3.Connection) -> None:
+    if connection.in_transaction:
+        with contextlib.suppress(sqlite3.Error):  # the transaction is lost anyway; the caller reports why
+            connection.execute(ROLLBACK)
+
+
+def run_batch(connection: sqlite3.Connection, batch: list[Job], timeout: float, committed: Callable[[], None]) -> None:
+    """Run the jobs the writer took from its queue, in order; ``committed()`` after each commit."""
+    start = 0
+    while start < len(batch):  # consecutive WRITE jobs share one transaction
+        end = start + 1
+        if batch[start].kind == WRITE:
+            while end < len(batch) and batch[end].kind == WRITE:
+                end += 1
+            _commit_group(connection, batch[start:end], timeout, committed)
+        elif batch[start].kind == READ:
+            run_read(connection, batch[start], timeout)
+        else:
+            _run_exclusive(connection, batch[start], timeout, committed)
+        start = end
+
+
+def _commit_group(
+    connection: sqlite3.Connection, jobs: list[Job], timeout: float, committed: Callable[[], None]
+) -> None:
+    """Run appends (WRITE jobs) in one transaction, each in a SAVEPOINT of its own when there are several."""
+    jobs = [job for job in jobs if not job.future.cancelled()]
+    if not jobs:
+        return
+    alone = len(jobs) == 1
+    outcomes: list[_Done] = []
+    try:
+        connection.execute(BEGIN)
+        group = Group(connection)
+        for job in jobs:
+            outcomes.append(_apply(group, job, alone, timeout))
+        if connection.in_transaction:
+            connection.execute(COMMIT)
+    except sqlite3.Error as exc:  # the transaction is lost: nothing of it was committed
+        _rollback(connection)
+        failed = {id(done.job): done.error for done in outcomes if done.error is not None}
+        _finish([_Done(job, None, failed.get(id(job)) or epoch_error(exc, timeout, job.stream)) for job in jobs])
+        return
+    committed()
+    _finish(outcomes)
+
+
+def _undo(group: Group, head: int, alone: bool) -> None:
+    """Roll back what one append of the group wrote (all of the transaction when it is alone)."""
+    connection = group.connection
+    group.head = head
+    connection.execute(ROLLBACK if alone else ROLLBACK_TO_SAVEPOINT)
+    if not alone:
+        connection.execute(RELEASE_SAVEPOINT)
+
+
+def _apply(group: Group, job: Job, alone: bool, timeout: float) -> _Done:
+    connection = group.connection
+    head = group.head
+    if not alone:
+        connection.execute(SAVEPOINT)
+    try:
+        result = job.fn(group, *job.args)
+    except Exception as exc:
+        if not connection.in_transaction:  # SQLite gave up the whole transaction (e.g. disk full)
+            raise
+        _undo(group, head, alone)
+        return _Done(job, None, epoch_error(exc, timeout, job.stream))
+    if isinstance(result, Replay):  # stored already: keep nothing of the attempt, answer as the first time
+        _undo(group, head, alone)
+        return _Done(job, result.result, None)
+    if not alone:
+        connection.execute(RELEASE_SAVEPOINT)
+    return _Done(job, result, None)
+
+
+def _run_exclusive(connection: sqlite3.Connection, job: Job, timeout: float, committed: Callable[[], None]) -> None:
+    """``job.fn(connection)`` in a transaction of its own. Failing to begin or commit is mapped; what ``fn``
+    raises is mapped too for the store's own work, and passes unchanged from a caller's ``fn``."""
+    if job.future.cancelled():
+        return
+    try:
+        result = _in_transaction(connection, job.fn, timeout, committed)
+    except Exception as exc:
+        _finish([_Done(job, None, epoch_error(exc, timeout) if job.kind == STORE_EXCLUSIVE else exc)])
+    else:
+        _finish([_Done(job, result, None)])
+
+
+def _in_transaction(
+    connection: sqlite3.Connection,
+    fn: Callable[[sqlite3.Connection], T],
+    timeout: float,
+    committed: Callable[[], None],
+) -> T:
+    try:
+        connection.execute(BEGIN)
+    except sqlite3.Error as exc:
+        raise epoch_error(exc, timeout) from exc
+    try:
+        result = fn(connection)
+    except BaseException:
+        _rollback(connection)
+        raise
+    try:
+        connection.execute(COMMIT)
+    except sqlite3.Error as exc:
+        _rollback(connection)
+        raise epoch_error(exc, timeout) from exc
+    committed()
+    return result
