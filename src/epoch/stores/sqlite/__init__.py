@@ -31,12 +31,12 @@ from epoch.records import ANY, AppendResult, ExpectedVersionLike, NewEvent, Reco
 from epoch.stores._base import StoreLifecycle
 from epoch.stores._checks import (
     DEFAULT_MAX_EVENT_SIZE,
+    GLOBAL_LOG,
     MAX_INT64,
     check_append,
-    check_categories,
     check_expected_version,
     check_max_event_size,
-    check_read_bounds,
+    check_read,
     check_stream_name,
     clamp64,
     runs_of,
@@ -158,8 +158,7 @@ class SQLiteEventStore(StoreLifecycle, SQLStore, SupportsImport):
         """Yield a stream's events from ``from_version`` (inclusive), as they were when reading began."""
 
         def start() -> work.StreamCursor:
-            check_stream_name(stream)
-            check_read_bounds(stream, from_version, limit)
+            check_read(stream, from_version, limit, backwards=backwards)
             start = None if from_version is None else clamp64(from_version)  # SQLite binds 64 bits at most
             if backwards:
                 return work.StreamCursor(stream, None, start, True)
@@ -176,8 +175,8 @@ class SQLiteEventStore(StoreLifecycle, SQLStore, SupportsImport):
         """Yield the events with ``position > after`` committed when reading began, in position order."""
 
         def start() -> work.LogCursor:
-            check_read_bounds("$all", after, limit)
-            return work.LogCursor(clamp64(after), None, check_categories(categories))
+            read = check_read(GLOBAL_LOG, after, limit, categories=categories)
+            return work.LogCursor(clamp64(after), None, read.categories)
 
         return self._workers.scan(start, work.log_page, limit, follow=False)
 
@@ -193,8 +192,8 @@ class SQLiteEventStore(StoreLifecycle, SQLStore, SupportsImport):
         """
 
         def start() -> work.LogCursor:
-            check_read_bounds("$all", after, None)
-            return work.LogCursor(clamp64(after), MAX_INT64, check_categories(categories))
+            read = check_read(GLOBAL_LOG, after, categories=categories)
+            return work.LogCursor(clamp64(after), MAX_INT64, read.categories)
 
         return self._workers.scan(start, work.log_page, None, follow=True)
 
