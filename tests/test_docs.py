@@ -5,6 +5,9 @@ blocks in order in one namespace, as one file would. On every other page each bl
 namespace, its own empty working directory. A block that cannot run here (it needs a server the suite
 does not have, or serves forever) says so to its reader in a comment line ending ": not run by the docs
 test", and the list of those blocks is pinned below. The quickstart's program also passes ``mypy --strict``.
+
+A ``console`` block is a shell session: each ``$ epoch ...`` command runs in the working directory of the
+page's Python block before it, and prints what the block shows after it (timings and rates aside).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import contextlib
 import io
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -115,6 +119,47 @@ def test_docs_code_runs(name: str, sources: list[str], tmp_path: Path, monkeypat
     assert len(printed) == len(expected), printed
     for line, pattern in zip(printed, expected, strict=True):
         assert re.fullmatch(pattern, line), (line, pattern)
+
+
+def console_sessions() -> list[tuple[str, str, str]]:
+    """``(page#i, the Python block before it, the console block)`` for every console block."""
+    found = []
+    for page in pages():
+        before = None
+        for index, (language, body) in enumerate(FENCE.findall(page.read_text())):
+            if language == "python":
+                before = body
+            elif language == "console":
+                assert before is not None, f"{name_of(page)}: a console block needs a Python block before it"
+                found.append((f"{name_of(page)}#{index}", before, body))
+    return found
+
+
+def shown(lines: list[str]) -> list[str]:
+    """Lines as compared: timings and rates vary, the spacing of columns does not matter."""
+    return [" ".join(re.sub(r"\d+\.\d+", "N", line).split()) for line in lines]
+
+
+@pytest.mark.parametrize(("name", "before", "session"), console_sessions(), ids=[n for n, _, _ in console_sessions()])
+def test_console_sessions_print_what_they_show(
+    name: str, before: str, session: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    run([before], name)
+    commands: list[tuple[str, list[str]]] = []
+    for line in session.splitlines():
+        if line.startswith("$ "):
+            commands.append((line[2:], []))
+        else:
+            commands[-1][1].append(line)
+    assert commands, session
+    epoch = str(Path(sys.executable).parent / "epoch")
+    for command, expected in commands:
+        argv = shlex.split(command)
+        assert argv[0] == "epoch", command
+        done = subprocess.run([epoch, *argv[1:]], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert (done.returncode, done.stderr) == (0, ""), command
+        assert shown(done.stdout.splitlines()) == shown(expected), command
 
 
 def test_the_quickstart_passes_mypy_strict(tmp_path: Path) -> None:
