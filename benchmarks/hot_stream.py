@@ -42,8 +42,11 @@ codec = Codec([Incremented])
 
 async def worker(url: str, stream_id: str, tasks: int, commands: int, retries: int | None) -> dict[str, Any]:
     async with open_store(url) as store:
-        kwargs = {} if retries is None else {"retries": retries}
-        handler: CommandHandler[Increment, int, Incremented] = CommandHandler(store, counter, "hot", codec, **kwargs)
+        handler: CommandHandler[Increment, int, Incremented] = (
+            CommandHandler(store, counter, "hot", codec)  # the default budget
+            if retries is None
+            else CommandHandler(store, counter, "hot", codec, retries=retries)
+        )
         succeeded = failed = most = 0
 
         async def run_task() -> None:
