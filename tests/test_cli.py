@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -29,17 +30,76 @@ def run_epoch(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subpr
     )
 
 
+def demo_lines(stream: str, first_position: int) -> list[str]:
+    """What ``epoch demo`` prints on the default store, line by line, as patterns: ids, the racers'
+    versions and attempts, and the order of their events vary from run to run; nothing else does."""
+    user = r"[0-9a-f]{12}"
+
+    def event(version: int, type: str, name: str) -> str:
+        padded = f"v{version:<3} pos {first_position + version:<6} {type:<12} "
+        return re.escape(f"  {padded}") + rf'\{{"user_id":"{user}","name":"{name}"\}}'
+
+    racers = "alan|edsger|donald|margaret|ken"
+    return [
+        re.escape(f"Users directory stream '{stream}' on the default store (sqlite:///epoch.db)"),
+        re.escape("Each step says what it shows, then lists the events it wrote (v: version in the stream,"),
+        re.escape("pos: position in the store's log)."),
+        "",
+        re.escape("1. Commands become events: decide turns each command into events, appended to the stream."),
+        re.escape("   AddUser(ada), AddUser(grace), UpdateUser(ada -> 'ada lovelace'):"),
+        event(0, "UserAdded", "ada"),
+        event(1, "UserAdded", "grace"),
+        event(2, "UserUpdated", "ada lovelace"),
+        "",
+        re.escape("2. decide may refuse a command or decide nothing; either way nothing is written."),
+        re.escape("   AddUser(grace) again is refused by decide: DuplicateName: a user named 'grace' already exists"),
+        re.escape("   UpdateUser with the same name decides nothing: 0 events, version 2"),
+        "",
+        re.escape("3. An explicit expected_version (e.g. from an HTTP If-Match) is checked once, never retried."),
+        re.escape("   We load the directory at version 2; meanwhile another writer adds linus:"),
+        event(3, "UserAdded", "linus"),
+        re.escape("   AddUser(barbara) expecting version 2 is refused, nothing written:"),
+        re.escape(f"   WrongExpectedVersion: {stream}: expected version 2, actual 3"),
+        "",
+        re.escape("4. Without expected_version, racing writers re-load, re-decide and retry: 5 add a user at once."),
+        *(rf"   AddUser\({name:<9}\) -> version [4-8], decided [1-5]x" for name in racers.split("|")),
+        r"   (\d+) retries after conflicts; every user was added exactly once:",
+        *(event(version, "UserAdded", f"({racers})") for version in range(4, 9)),
+        "",
+        re.escape("5. Time travel: state_at folds the events up to a version; at 1, after grace was added:"),
+        rf"   {user}  ada",
+        rf"   {user}  grace",
+        re.escape("   ... and now it has 8 users: ada lovelace, alan, donald, edsger, grace, ken, linus, margaret"),
+        "",
+        re.escape("Next (in a checkout, epoch is .venv/bin/epoch):"),
+        re.escape("  epoch streams                            # every stream in the store"),
+        re.escape(f"  {'epoch read ' + stream:<40} # this directory's events"),
+        re.escape("  epoch tail --follow                      # the global log, live"),
+        re.escape("  epoch serve                              # the web explorer"),
+        re.escape("  make test                                # the whole suite"),
+    ]
+
+
 def test_demo_runs_twice_on_the_default_sqlite_store(tmp_path: Path) -> None:
     env = {"EPOCH_STORE": "", "PYTHONPATH": str(ROOT)}
-    for _ in range(2):
+    for run in range(2):
         done = run_epoch("demo", cwd=tmp_path, env=env)
-        assert done.returncode == 0, done.stderr
-        assert "UserAdded" in done.stdout
-        assert "UserUpdated" in done.stdout
-        assert "WrongExpectedVersion" in done.stdout
-        assert "every user was added exactly once" in done.stdout
-        assert "Time travel" in done.stdout
-        assert "epoch read users-" in done.stdout
+        assert (done.returncode, done.stderr) == (0, "")
+        lines = done.stdout.splitlines()
+        stream = re.fullmatch(r"Users directory stream '(users-[0-9a-f]{8})' on .*", lines[0])
+        assert stream is not None, lines[0]
+        patterns = demo_lines(stream.group(1), first_position=1 + 9 * run)
+        assert len(lines) == len(patterns), done.stdout
+        for line, pattern in zip(lines, patterns, strict=True):
+            assert re.fullmatch(pattern, line), (line, pattern)
+        racers = [re.fullmatch(r"   AddUser\((\w+) *\) -> version (\d), decided (\d)x", line) for line in lines[21:26]]
+        versions = sorted(int(m.group(2)) for m in racers if m)
+        retries = sum(int(m.group(3)) - 1 for m in racers if m)
+        assert versions == [4, 5, 6, 7, 8]  # each racer's user added once, at its own version
+        assert lines[26] == f"   {retries} retries after conflicts; every user was added exactly once:"
+        names = [json.loads(line.split(maxsplit=4)[4])["name"] for line in lines[27:32]]
+        by_version = {int(m.group(2)): m.group(1) for m in racers if m}
+        assert names == [by_version[version] for version in range(4, 9)]
     assert (tmp_path / "epoch.db").exists()
     listed = run_epoch("streams", "--json", cwd=tmp_path, env=env)
     rows = json.loads(listed.stdout)

@@ -13,6 +13,7 @@ import pytest
 
 from epoch import (
     NO_STREAM,
+    CachedState,
     Codec,
     CommandHandler,
     Decider,
@@ -22,6 +23,7 @@ from epoch import (
     InvalidVersion,
     LoadedState,
     NewEvent,
+    StateCache,
     StreamClosed,
     UnknownEventType,
     WrongExpectedVersion,
@@ -344,6 +346,17 @@ async def test_cache_never_misses_another_handlers_writes(store: EventStore) -> 
     assert result.state.balance == 111
     assert result.version == 3
     assert cached.cache is not None and len(cached.cache) == 1
+
+
+def test_the_cache_keeps_the_newest_version_and_no_empty_streams() -> None:
+    cache: StateCache[int] = StateCache(max_entries=2)
+    cache.put("a", CachedState(5, 1, 2))
+    cache.put("a", CachedState(4, 0, 1))  # an older version: ignored
+    cache.put("b", CachedState(0, None, 0))  # a stream without events: nothing to fold on from
+    assert (cache.get("a"), cache.get("b"), len(cache)) == (CachedState(5, 1, 2), None, 1)
+    cache.put("b", CachedState(1, 0, 3))
+    cache.put("c", CachedState(2, 0, 4))  # one too many: the least recently used, "a", goes
+    assert (cache.get("a"), cache.get("b"), cache.get("c")) == (None, CachedState(1, 0, 3), CachedState(2, 0, 4))
 
 
 async def test_undecodable_history_raises(store: EventStore) -> None:

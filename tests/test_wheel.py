@@ -128,7 +128,7 @@ def test_epoch_demo_runs_from_the_wheel(demo: Demo) -> None:
 
 
 def test_the_readme_example_runs_from_the_wheel(installed: Install, tmp_path: Path) -> None:
-    [program] = [b for b in BLOCK.findall((ROOT / "README.md").read_text()) if "asyncio.run(" in b]
+    program = next(b for b in BLOCK.findall((ROOT / "README.md").read_text()) if "asyncio.run(" in b)
     assert "from epoch.examples.users import" in program
     script = outside_checkout(tmp_path) / "first.py"
     script.write_text(program)

@@ -2,7 +2,9 @@
 
 A command id makes a command idempotent per stream: the ``index``-th event it writes to ``stream`` has
 an id derived from the command id, so a retry (from any process) writes the same ids at the same place,
-which the store treats as a no-op, and the first event's id finds the first execution.
+which the store treats as a no-op, and the first event's id finds the first execution. A saga derives
+its commands' ids from the triggering event the same way (:func:`command_id_for`), so a redelivered
+event issues commands the handler has already seen.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from epoch.errors import InvalidEvent
 from epoch.records import RecordedEvent
 from epoch.stores import EventStore
 
-__all__ = ["COMMAND_NAMESPACE", "check_id", "closing", "event_id_for", "first_execution"]
+__all__ = ["COMMAND_NAMESPACE", "check_id", "closing", "command_id_for", "event_id_for", "first_execution"]
 
 S = TypeVar("S")
 
@@ -30,6 +32,11 @@ def event_id_for(command_id: str | UUID, stream: str, index: int) -> UUID:
     """The id of the ``index``-th event a command writes to ``stream``: stable, so retries are no-ops."""
     namespace = command_id if isinstance(command_id, UUID) else uuid5(COMMAND_NAMESPACE, command_id)
     return uuid5(namespace, f"{stream}/{index}")
+
+
+def command_id_for(event_id: UUID, saga: str, index: int) -> UUID:
+    """The id of the ``index``-th command a saga issues for an event: the same on every redelivery."""
+    return uuid5(event_id, f"{saga}/{index}")
 
 
 def check_id(stream: str, name: str, value: object) -> None:

@@ -1,6 +1,6 @@
 """An in-process LRU of stream states for :class:`~epoch.commands.CommandHandler` (as Equinox caches).
 
-A cached entry is only a starting point: the handler still reads the events after the cached version,
+:class:`CachedState` is also the state the handler's attempt loop decides on. A cached entry is only a starting point: the handler still reads the events after the cached version,
 and the append is guarded by the version it ended on, so another process's writes are never missed.
 """
 
@@ -17,10 +17,15 @@ S = TypeVar("S")
 
 @dataclass(frozen=True, slots=True)
 class CachedState(Generic[S]):
-    """A stream's state after ``version`` (whose event is at ``position``)."""
+    """A stream's state after ``version`` (whose event is at ``position``; ``None`` and 0 for a new stream).
+
+    What the handler decides on and keeps in its cache; the position lets a later read check that the
+    event at ``version`` is still the one the state was folded from. (``CommandHandler.load`` returns the
+    public two-field view, :class:`~epoch.commands.LoadedState`, which unpacks as ``state, version``.)
+    """
 
     state: S
-    version: int
+    version: int | None
     position: int
 
 
@@ -41,9 +46,14 @@ class StateCache(Generic[S]):
         return entry
 
     def put(self, stream: str, entry: CachedState[S]) -> None:
-        """Store an entry unless a newer version is already cached; evict the least recently used."""
+        """Store an entry unless a newer version is already cached; evict the least recently used.
+
+        An entry without a version (a stream with no events) is not kept: there is nothing to fold on from.
+        """
+        if entry.version is None:
+            return
         current = self._entries.get(stream)
-        if current is not None and current.version > entry.version:
+        if current is not None and current.version is not None and current.version > entry.version:
             return
         self._entries[stream] = entry
         self._entries.move_to_end(stream)

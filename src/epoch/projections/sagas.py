@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, Protocol, TypeVar
-from uuid import UUID, uuid5
 
+from epoch._idempotency import command_id_for
 from epoch.commands import CommandHandler
 from epoch.projections._worker import Retry
 from epoch.projections.checkpoints import CheckpointStore
@@ -41,11 +41,6 @@ Route = Callable[[C], tuple[CommandHandler[Any, Any, Any], object]]
 
 class _Reacts(Protocol[E_contra, C_co]):
     def react(self, event: E_contra) -> Iterable[C_co]: ...
-
-
-def command_id_for(event_id: UUID, saga: str, index: int) -> UUID:
-    """The id of the ``index``-th command a saga issues for an event: the same on every redelivery."""
-    return uuid5(event_id, f"{saga}/{index}")
 
 
 class SagaProjection(Generic[E, C]):

@@ -26,11 +26,15 @@ class UserService:
         store: EventStore,
         directory: str = "main",
         services: UserServices = DEFAULT_SERVICES,
-        retries: int = 3,
+        retries: int | None = None,
     ) -> None:
         self.directory = directory
         self.services = services
-        self.handler = CommandHandler(store, users, "users", codec, retries=retries)
+        # None: the handler's own default budget, so the example shows what users get.
+        if retries is None:
+            self.handler = CommandHandler(store, users, "users", codec)
+        else:
+            self.handler = CommandHandler(store, users, "users", codec, retries=retries)
 
     async def add_user(
         self, command: AddUser, command_id: str | UUID | None = None
