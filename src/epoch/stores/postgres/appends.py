@@ -14,10 +14,10 @@ import psycopg
 
 from epoch.errors import DuplicateEventId, StoreError, StoreUnavailable, WrongExpectedVersion
 from epoch.records import ANY, NO_STREAM, STREAM_EXISTS, AppendResult, ExpectedVersion, NewEvent, RecordedEvent
-from epoch.stores import _postgres_sql as q
 from epoch.stores._checks import MAX_INT64, is_replay
-from epoch.stores._postgres_pool import Conn, Connections
-from epoch.stores._postgres_schema import (
+from epoch.stores.postgres import sql as q
+from epoch.stores.postgres.pool import Conn, Connections
+from epoch.stores.postgres.schema import (
     EXPECT_ANY,
     EXPECT_NO_STREAM,
     EXPECT_STREAM_EXISTS,

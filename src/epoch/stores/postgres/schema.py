@@ -27,8 +27,8 @@ from typing import Any
 import psycopg
 
 from epoch.errors import ConfigurationError
-from epoch.stores._postgres_pool import unavailable
-from epoch.stores._postgres_url import parse_url
+from epoch.stores.postgres.pool import unavailable
+from epoch.stores.postgres.url import parse_url
 
 __all__ = ["LATEST_VERSION", "MIGRATIONS", "apply_migrations", "migrate", "schema_version"]
 

@@ -27,9 +27,6 @@ from uuid import UUID
 
 from epoch.errors import ConfigurationError, MissingDependency, StoreUnavailable
 from epoch.records import ANY, AppendResult, ExpectedVersionLike, NewEvent, RecordedEvent
-from epoch.stores import _postgres_read as reads
-from epoch.stores import _postgres_sql as q
-from epoch.stores import _postgres_write as writes
 from epoch.stores._base import StoreLifecycle
 from epoch.stores._checks import (
     DEFAULT_MAX_EVENT_SIZE,
@@ -43,13 +40,16 @@ from epoch.stores._checks import (
     clamp64,
 )
 from epoch.stores._import import runs_of
-from epoch.stores._postgres_lag import VisibilityLag, measure_visibility_lag
-from epoch.stores._postgres_listen import Listener
-from epoch.stores._postgres_pool import Conn, Connections, unavailable
-from epoch.stores._postgres_schema import LATEST_VERSION, apply_migrations, migrate, schema_version
-from epoch.stores._postgres_sql import decode_position, encode_position
-from epoch.stores._postgres_url import parse_url
 from epoch.stores._sql import Dialect, PostgresTransaction, SQLStore, SupportsImport
+from epoch.stores.postgres import appends as writes
+from epoch.stores.postgres import reads
+from epoch.stores.postgres import sql as q
+from epoch.stores.postgres.lag import VisibilityLag, measure_visibility_lag
+from epoch.stores.postgres.listen import Listener
+from epoch.stores.postgres.pool import Conn, Connections, unavailable
+from epoch.stores.postgres.schema import LATEST_VERSION, apply_migrations, migrate, schema_version
+from epoch.stores.postgres.sql import decode_position, encode_position
+from epoch.stores.postgres.url import parse_url
 
 try:
     import psycopg

@@ -18,9 +18,9 @@ import psycopg
 from epoch._backoff import Backoff
 from epoch.errors import StoreUnavailable
 from epoch.records import RecordedEvent
-from epoch.stores import _postgres_sql as q
 from epoch.stores._checks import MAX_INT64
-from epoch.stores._postgres_pool import Conn, Connections
+from epoch.stores.postgres import sql as q
+from epoch.stores.postgres.pool import Conn, Connections
 
 __all__ = ["PAGE", "pending", "read_page", "row_all", "subscription_page", "subscription_pending", "wait_visible"]
 
