@@ -14,9 +14,10 @@ open, events committed after it started stay invisible to ``read_all``/``subscri
 (see :meth:`PostgresEventStore.visibility_lag`).
 
 The modules, one concern each: ``sql`` (statements, codes, the position codec), ``schema`` (migrations),
-``pool`` (connections, retries, and the one table that maps driver errors to epoch's), ``appends`` (one
-round trip per append), ``reads`` (pages, the visibility wait), ``listen`` (one ``LISTEN`` connection per
-store; subscriptions fall back to a slow poll), ``lag`` and ``url``.
+``pool`` (connections, retries, and the one table that maps driver errors to epoch's), ``appends``
+(appends in one round trip, deletes, imports), ``reads`` (pages, the visibility wait), ``listen`` (one
+``LISTEN`` connection per store; subscriptions fall back to a slow poll), ``lag`` (the visibility lag)
+and ``url`` (store URLs).
 """
 
 from __future__ import annotations

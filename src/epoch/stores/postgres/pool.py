@@ -53,9 +53,13 @@ _Guard = ExpectedVersion | int | None
 _Make = Callable[[psycopg.Error, str | None, _Guard], EpochError]
 
 
+def _text(exc: psycopg.Error) -> str:
+    return str(exc).strip() or type(exc).__name__
+
+
 def _server_says(exc: psycopg.Error) -> str:
     # The server's one-line message (without the statement's text, which may hold data).
-    return f"PostgreSQL refused the operation: {exc.diag.message_primary or str(exc).strip() or type(exc).__name__}"
+    return f"PostgreSQL refused the operation: {exc.diag.message_primary or _text(exc)}"
 
 
 def _refused(exc: psycopg.Error, stream: str | None, expected: _Guard) -> EpochError:
@@ -63,11 +67,11 @@ def _refused(exc: psycopg.Error, stream: str | None, expected: _Guard) -> EpochE
 
 
 def _passes(exc: psycopg.Error, stream: str | None, expected: _Guard) -> EpochError:
-    return StoreUnavailable(f"PostgreSQL error: {str(exc).strip() or type(exc).__name__}", stream)
+    return StoreUnavailable(f"PostgreSQL error: {_text(exc)}", stream)
 
 
 def _lost(exc: psycopg.Error, stream: str | None, expected: _Guard) -> EpochError:
-    return ConnectionLost(f"PostgreSQL error: {str(exc).strip() or type(exc).__name__}", stream)
+    return ConnectionLost(f"PostgreSQL error: {_text(exc)}", stream)
 
 
 def _no_connection(exc: psycopg.Error, stream: str | None, expected: _Guard) -> EpochError:

@@ -1,6 +1,7 @@
-"""What the PostgreSQL store says to its server: the statements it runs (all static, so psycopg prepares
-them once per connection; the schema's DDL and functions are in ``schema.py``), the codes its functions
-take and raise, and the position codec.
+"""What the PostgreSQL store says to its server: the statements it runs on its tables and sessions (all
+static, so psycopg prepares them once per connection), the codes its functions take and raise, and the
+position codec. The schema's DDL, functions and migration bookkeeping are in ``schema.py``; ``LISTEN`` is
+in ``listen.py``.
 
 Positions: ``position = xid << 32 | seq`` where ``xid`` is the 64-bit id of the writing transaction
 (``pg_current_xact_id()``) and ``seq`` the event's ordinal inside that transaction. Readers see only rows
