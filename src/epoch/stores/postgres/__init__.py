@@ -5,9 +5,9 @@
 or automatically on first use unless the URL says ``?migrate=false``).
 
 **Global order without a global lock.** Each event row records the id of the transaction that wrote it
-(``pg_current_xact_id()``, 64 bits, never wraps) and its ordinal inside that transaction. The public
-position is ``xid << 32 | ordinal``. Readers only see rows of transactions older than the oldest
-transaction still running (``pg_snapshot_xmin(pg_current_snapshot())``): every such transaction has
+(``pg_current_xact_id()``, 64 bits, never wraps) and its ordinal inside that transaction; the public
+position is the pair as one int (``sql.Position``). Readers only see rows of transactions older than the
+oldest transaction still running (``pg_snapshot_xmin(pg_current_snapshot())``): every such transaction has
 ended, so nothing can commit later *before* what a reader has already seen. Writers never wait for each
 other unless they append to the same stream. The trade-off: while any transaction in the cluster stays
 open, events committed after it started stay invisible to ``read_all``/``subscribe``
