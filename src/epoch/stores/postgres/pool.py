@@ -2,9 +2,10 @@
 one table that turns driver errors into epoch's (:func:`driver_errors`).
 
 Every psycopg error becomes an :class:`~epoch.errors.EpochError` where it leaves the driver, chained to
-psycopg's: a lost or refused connection (or a server shutting down) is :class:`ConnectionLost`, which
-:meth:`Connections.run` retries with backoff until ``reconnect_timeout``; a failed expected-version guard
-is :class:`~epoch.errors.WrongExpectedVersion`; an event id stored already is :class:`IdsTaken`;
+psycopg's (only the errors of a caller's own SQL in ``transaction()`` stay psycopg's): a lost or refused
+connection (or a server shutting down) is :class:`ConnectionLost`, which :meth:`Connections.run` retries
+with backoff until ``reconnect_timeout``; the failed guard of an append or a delete is
+:class:`~epoch.errors.WrongExpectedVersion`; an event id stored already is :class:`IdsTaken`;
 :class:`~epoch.errors.StoreUnavailable` is what may pass (timeouts, lock waits, deadlocks, resources such
 as disk or connections), :class:`~epoch.errors.StoreError` everything else (a syntax error, a broken
 schema, missing privileges, bad data): retrying those could only loop.
