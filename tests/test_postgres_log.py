@@ -22,8 +22,8 @@ from typer.testing import CliRunner
 
 from epoch import ConfigurationError, NewEvent, RecordedEvent, StoreError, WrongExpectedVersion, open_store
 from epoch.cli import app
-from epoch.stores._postgres_schema import MIGRATIONS
 from epoch.stores.postgres import PostgresEventStore
+from epoch.stores.postgres.schema import MIGRATIONS
 from epoch.testing.contract_log import inversions
 
 pytestmark = [pytest.mark.postgres]

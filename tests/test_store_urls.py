@@ -1,10 +1,12 @@
-"""Store URL parameters: every store honours ``max_event_size`` and refuses unknown or malformed ones."""
+"""Store URL parameters: every store honours ``max_event_size`` and refuses unknown or malformed ones; the
+one option parser they share (``epoch.stores._urls``)."""
 
 from __future__ import annotations
 
 import pytest
 
 from epoch import ConfigurationError, InvalidEvent, NewEvent, open_store
+from epoch.stores._urls import Parser, count, event_size, flag, parse_query, seconds
 
 _RANGE = "max_event_size must be an int from 1 to 1000000000 (bytes), not"
 
@@ -87,3 +89,75 @@ async def test_unknown_or_malformed_parameters_are_refused(url: str, message: st
         await open_store(url)
     assert str(info.value) == message
     assert "secret" not in str(info.value)
+
+
+# -- stores/_urls.py: the one parser of epoch's query options ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("parser", "value", "parsed"),
+    [
+        (flag, "TRUE", True),
+        (flag, "yes", True),
+        (flag, "1", True),
+        (flag, "On", True),
+        (flag, "off", False),
+        (flag, "0", False),
+        (flag, "No", False),
+        (flag, "false", False),
+        (count(1, 3), "1", 1),
+        (count(1, 3), " 3 ", 3),
+        (seconds, "0", 0.0),
+        (seconds, "0.25", 0.25),
+        (seconds, "30", 30.0),
+        (event_size, "100", 100),
+    ],
+)
+def test_option_parsers_read_good_values(parser: Parser, value: str, parsed: object) -> None:
+    result = parser("opt", value)
+    assert (result, type(result)) == (parsed, type(parsed))
+
+
+@pytest.mark.parametrize(
+    ("parser", "value", "message"),
+    [
+        (flag, "maybe", "bad value for opt in the store URL: 'maybe' (use true or false)"),
+        (flag, "", "bad value for opt in the store URL: '' (use true or false)"),
+        (count(1, 3), "0", "bad value for opt in the store URL: '0' (an int from 1 to 3)"),
+        (count(1, 3), "4", "bad value for opt in the store URL: '4' (an int from 1 to 3)"),
+        (count(1, 3), "two", "bad value for opt in the store URL: 'two' is not an int"),
+        (seconds, "-0.5", "bad value for opt in the store URL: '-0.5' (a finite number of seconds >= 0)"),
+        (seconds, "inf", "bad value for opt in the store URL: 'inf' (a finite number of seconds >= 0)"),
+        (seconds, "nan", "bad value for opt in the store URL: 'nan' (a finite number of seconds >= 0)"),
+        (seconds, "soon", "bad value for opt in the store URL: 'soon' (a finite number of seconds >= 0)"),
+        (event_size, "0", f"{_RANGE} 0"),
+        (event_size, "1e3", "bad value for opt in the store URL: '1e3' is not an int"),
+    ],
+)
+def test_option_parsers_name_the_parameter_and_the_value(parser: Parser, value: str, message: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        parser("opt", value)
+    assert str(info.value) == message
+
+
+_TABLE: dict[str, Parser] = {"size": count(0, 9), "wait": seconds, "on": flag}
+
+
+def test_parse_query_parses_the_named_options_and_keeps_the_rest_in_order() -> None:
+    query = "size=1&sslmode=require&wait=0.5&application_name=&size=2&on=yes&x=1"
+    assert parse_query(query, _TABLE) == (
+        {"size": 2, "wait": 0.5, "on": True},  # the last value given wins
+        [("sslmode", "require"), ("application_name", ""), ("x", "1")],
+    )
+    assert parse_query("", _TABLE) == ({}, [])
+    assert parse_query("a%20b=c%26d", {}) == ({}, [("a b", "c&d")])
+
+
+def test_parse_query_raises_the_parsers_error_and_strict_refuses_a_field_without_a_value() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        parse_query("size=10", _TABLE)
+    assert str(info.value) == "bad value for size in the store URL: '10' (an int from 0 to 9)"
+    assert parse_query("size", {}) == ({}, [("size", "")])
+    with pytest.raises(ValueError, match=r"^bad query field: 'size'$"):
+        parse_query("size", {}, strict=True)
+    assert parse_query("", {}, strict=True) == ({}, [])

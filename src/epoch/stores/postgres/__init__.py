@@ -5,19 +5,31 @@
 or automatically on first use unless the URL says ``?migrate=false``).
 
 **Global order without a global lock.** Each event row records the id of the transaction that wrote it
-(``pg_current_xact_id()``, 64 bits, never wraps) and its ordinal inside that transaction. The public
-position is ``xid << 32 | ordinal``. Readers only see rows of transactions older than the oldest
-transaction still running (``pg_snapshot_xmin(pg_current_snapshot())``): every such transaction has
+(``pg_current_xact_id()``, 64 bits, never wraps) and its ordinal inside that transaction; the public
+position is the pair as one int (``sql.Position``). Readers only see rows of transactions older than the
+oldest transaction still running (``pg_snapshot_xmin(pg_current_snapshot())``): every such transaction has
 ended, so nothing can commit later *before* what a reader has already seen. Writers never wait for each
 other unless they append to the same stream. The trade-off: while any transaction in the cluster stays
 open, events committed after it started stay invisible to ``read_all``/``subscribe``
 (see :meth:`PostgresEventStore.visibility_lag`).
 
-Appends are one round trip (``_postgres_write``). Subscriptions share one ``LISTEN`` connection per store
-(``_postgres_listen``) and fall back to a slow poll. Lost connections are retried (``_postgres_pool``).
+The modules, one concern each: ``sql`` (statements, codes, the position codec), ``schema`` (migrations),
+``pool`` (connections, retries, and the one table that maps driver errors to epoch's), ``appends``
+(appends in one round trip, deletes, imports), ``reads`` (pages, the visibility wait), ``listen`` (one
+``LISTEN`` connection per store; subscriptions fall back to a slow poll), ``lag`` (the visibility lag)
+and ``url`` (store URLs).
 """
 
 from __future__ import annotations
+
+# psycopg first: without the ``postgres`` extra, importing this package raises MissingDependency naming it
+# (importing ``epoch`` or ``epoch.stores`` never imports psycopg).
+try:
+    import psycopg
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    from epoch.errors import MissingDependency
+
+    raise MissingDependency("psycopg", "postgres") from exc
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
@@ -25,11 +37,8 @@ from contextlib import asynccontextmanager
 from typing import Any, ClassVar
 from uuid import UUID
 
-from epoch.errors import ConfigurationError, MissingDependency, StoreUnavailable
+from epoch.errors import ConfigurationError, StoreUnavailable
 from epoch.records import ANY, AppendResult, ExpectedVersionLike, NewEvent, RecordedEvent
-from epoch.stores import _postgres_read as reads
-from epoch.stores import _postgres_sql as q
-from epoch.stores import _postgres_write as writes
 from epoch.stores._base import StoreLifecycle
 from epoch.stores._checks import (
     DEFAULT_MAX_EVENT_SIZE,
@@ -43,18 +52,15 @@ from epoch.stores._checks import (
     clamp64,
     runs_of,
 )
-from epoch.stores._postgres_lag import VisibilityLag, measure_visibility_lag
-from epoch.stores._postgres_listen import Listener
-from epoch.stores._postgres_pool import Conn, Connections, unavailable
-from epoch.stores._postgres_schema import LATEST_VERSION, apply_migrations, migrate, schema_version
-from epoch.stores._postgres_sql import decode_position, encode_position
-from epoch.stores._postgres_url import parse_url
 from epoch.stores._sql import Dialect, PostgresTransaction, SQLStore, SupportsImport
-
-try:
-    import psycopg
-except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise MissingDependency("psycopg", "postgres") from exc
+from epoch.stores.postgres import appends, reads
+from epoch.stores.postgres import sql as q
+from epoch.stores.postgres.lag import VisibilityLag, measure_visibility_lag
+from epoch.stores.postgres.listen import Listener
+from epoch.stores.postgres.pool import Conn, Connections, driver_errors
+from epoch.stores.postgres.schema import LATEST_VERSION, apply_migrations, migrate, schema_version
+from epoch.stores.postgres.sql import decode_position, encode_position
+from epoch.stores.postgres.url import parse_url
 
 __all__ = ["PostgresEventStore", "VisibilityLag", "decode_position", "encode_position", "migrate"]
 
@@ -139,39 +145,39 @@ class PostgresEventStore(StoreLifecycle, SQLStore, SupportsImport):
         if self._db.closed:
             raise StoreUnavailable("the PostgreSQL store is closed")
         try:
-            await self._db.pool.open(wait=True, timeout=self._db.pool.timeout)
-            async with self._db.pool.connection() as conn:
-                row = await (await conn.execute("SHOW server_encoding", prepare=False)).fetchone()
-                if row is None or row[0] != "UTF8":
-                    raise ConfigurationError(f"the database encoding must be UTF8, not {row and row[0]!r}")
-                version = await schema_version(conn)
-                if version < LATEST_VERSION:
-                    if not self.migrate:
-                        raise ConfigurationError(
-                            f"the epoch schema is at version {version}, {LATEST_VERSION} is needed: "
-                            "run `epoch migrate --store URL` (or open without ?migrate=false)"
-                        )
-                    await apply_migrations(conn)
-                elif version > LATEST_VERSION:
-                    raise ConfigurationError(
-                        f"the epoch schema is at version {version}, newer than this epoch ({LATEST_VERSION}): upgrade epoch"
-                    )
-                newest = await (await conn.execute(q.NEWEST, prepare=False)).fetchone()
-                xmax = await (await conn.execute(q.XMAX, prepare=False)).fetchone()
-                if newest is not None and xmax is not None and newest[0] >= xmax[0]:
-                    raise ConfigurationError(
-                        "epoch_events holds transaction ids newer than this server's: it was restored from a dump "
-                        "into another cluster, so new positions would sort before old ones; use `epoch copy` instead"
-                    )
-        except psycopg.Error as exc:
-            await self._db.pool.close()
-            self._db.closed = True
-            raise unavailable(exc) from exc
+            with driver_errors():
+                await self._db.pool.open(wait=True, timeout=self._db.pool.timeout)
+                async with self._db.pool.connection() as conn:
+                    await self._check_schema(conn)
         except BaseException:
             await self._db.pool.close()
             self._db.closed = True
             raise
         self._db.opened = True
+
+    async def _check_schema(self, conn: Conn) -> None:
+        row = await (await conn.execute(q.SERVER_ENCODING, prepare=False)).fetchone()
+        if row is None or row[0] != "UTF8":
+            raise ConfigurationError(f"the database encoding must be UTF8, not {row and row[0]!r}")
+        version = await schema_version(conn)
+        if version < LATEST_VERSION:
+            if not self.migrate:
+                raise ConfigurationError(
+                    f"the epoch schema is at version {version}, {LATEST_VERSION} is needed: "
+                    "run `epoch migrate --store URL` (or open without ?migrate=false)"
+                )
+            await apply_migrations(conn)
+        elif version > LATEST_VERSION:
+            raise ConfigurationError(
+                f"the epoch schema is at version {version}, newer than this epoch ({LATEST_VERSION}): upgrade epoch"
+            )
+        newest = await (await conn.execute(q.NEWEST, prepare=False)).fetchone()
+        xmax = await (await conn.execute(q.XMAX, prepare=False)).fetchone()
+        if newest is not None and xmax is not None and newest[0] >= xmax[0]:
+            raise ConfigurationError(
+                "epoch_events holds transaction ids newer than this server's: it was restored from a dump "
+                "into another cluster, so new positions would sort before old ones; use `epoch copy` instead"
+            )
 
     async def close(self) -> None:
         """Close the pool and the LISTEN connection; subscriptions then raise ``StoreUnavailable``. Idempotent."""
@@ -196,12 +202,12 @@ class PostgresEventStore(StoreLifecycle, SQLStore, SupportsImport):
         expected_version: ExpectedVersionLike = ANY,
     ) -> AppendResult:
         stream, batch, expected = check_append(stream, events, expected_version, self.max_event_size)
-        return await writes.append(self._db, stream, batch, expected, self._before_commit)
+        return await appends.append(self._db, stream, batch, expected, self._before_commit)
 
     async def delete_stream(self, stream: str, expected_version: ExpectedVersionLike = ANY) -> None:
         check_stream_name(stream)
         expected = check_expected_version(stream, expected_version)
-        await writes.delete(self._db, stream, expected)
+        await appends.delete(self._db, stream, expected)
 
     async def import_events(
         self, events: Sequence[RecordedEvent], first_visible: Mapping[str, int] | None = None
@@ -214,7 +220,7 @@ class PostgresEventStore(StoreLifecycle, SQLStore, SupportsImport):
         below the given one. Raises ``WrongExpectedVersion`` when a version does not fit.
         """
         runs = runs_of(events, self.max_event_size)
-        return await writes.import_runs(self._db, runs, first_visible)
+        return await appends.import_runs(self._db, runs, first_visible)
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -236,22 +242,14 @@ class PostgresEventStore(StoreLifecycle, SQLStore, SupportsImport):
             cursor = 0 if from_version is None else clamp64(from_version)
         while remaining is None or remaining > 0:
             size = reads.PAGE if remaining is None else min(reads.PAGE, remaining)
-            params = {"stream": stream, "from": cursor, "limit": size}
-            sql = q.READ_STREAM_BACKWARD if backwards else q.READ_STREAM_FORWARD
-
-            async def page(conn: Conn, sql: Any = sql, params: dict[str, Any] = params) -> list[Any]:
-                async with conn.cursor(binary=True) as cur:
-                    await cur.execute(sql, params)
-                    return await cur.fetchall()
-
-            rows = await self._db.run(page, stream)
-            for version, xid, seq, id, type, data, metadata, at in rows:
-                yield RecordedEvent(stream, version, (xid << 32) | seq, id, type, data, metadata, at)
-            if len(rows) < size:
+            events = await reads.stream_page(self._db, stream, cursor, size, backwards)
+            for event in events:
+                yield event
+            if len(events) < size:
                 return
             if remaining is not None:
-                remaining -= len(rows)
-            cursor = rows[-1][0] + (-1 if backwards else 1)
+                remaining -= len(events)
+            cursor = events[-1].version + (-1 if backwards else 1)
             if cursor < 0:
                 return
 
@@ -382,11 +380,10 @@ class PostgresEventStore(StoreLifecycle, SQLStore, SupportsImport):
         events committed after it started stay invisible to every reader.
         """
         self._db.check_open()
-        try:
+        # Only errors of the connection are epoch's; those of the caller's own SQL are raised as psycopg's.
+        with driver_errors(only=psycopg.OperationalError):
             async with self._db.pool.connection() as conn, conn.transaction():
                 yield PostgresTransaction(conn)
-        except psycopg.OperationalError as exc:
-            raise unavailable(exc) from exc
 
     async def migrate_schema(self) -> list[tuple[int, str]]:
         """Apply missing migrations now; returns the ``(version, description)`` pairs applied."""

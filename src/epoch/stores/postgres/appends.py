@@ -1,7 +1,9 @@
 """The PostgreSQL store's writes: appends (with idempotent replays), soft deletes and imports.
 
-Appends are one round trip: the ``epoch_append`` function locks the stream's row, checks the ids and the
-expected version, inserts the batch (``unnest``) and sends ``NOTIFY epoch_events`` in one statement.
+Appends are one round trip: the ``epoch_append`` function locks the stream, checks the expected version,
+inserts the batch (``unnest``) and sends ``NOTIFY epoch_events`` in one statement. A failed guard comes
+back as ``WrongExpectedVersion`` and an id stored already as ``IdsTaken`` (``pool.driver_errors``); only
+then are the batch's ids looked up, to tell an idempotent replay from ``DuplicateEventId``.
 """
 
 from __future__ import annotations
@@ -10,36 +12,16 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from uuid import UUID
 
-import psycopg
-
-from epoch.errors import DuplicateEventId, StoreError, StoreUnavailable, WrongExpectedVersion
-from epoch.records import ANY, NO_STREAM, STREAM_EXISTS, AppendResult, ExpectedVersion, NewEvent, RecordedEvent
-from epoch.stores import _postgres_sql as q
-from epoch.stores._checks import MAX_INT64, is_replay
-from epoch.stores._postgres_pool import Conn, Connections
-from epoch.stores._postgres_schema import (
-    EXPECT_ANY,
-    EXPECT_NO_STREAM,
-    EXPECT_STREAM_EXISTS,
-    EXPECT_UNREACHABLE,
-    UNIQUE_VIOLATION,
-    WRONG_VERSION,
-)
+from epoch.errors import DuplicateEventId, WrongExpectedVersion
+from epoch.records import AppendResult, ExpectedVersion, NewEvent, RecordedEvent
+from epoch.stores._checks import is_replay
+from epoch.stores.postgres import sql as q
+from epoch.stores.postgres.pool import Conn, Connections, IdsTaken
 
 __all__ = ["append", "delete", "import_runs"]
 
-
-def _expected_code(expected: ExpectedVersion | int) -> int:
-    if expected is ANY:
-        return EXPECT_ANY
-    if expected is NO_STREAM:
-        return EXPECT_NO_STREAM
-    if expected is STREAM_EXISTS:
-        return EXPECT_STREAM_EXISTS
-    assert isinstance(expected, int)
-    # A bigint holds every version a stream can reach; a larger expected version can never match (and
-    # would not bind): the guard fails and reports the stream's actual version, as for any wrong one.
-    return expected if expected <= MAX_INT64 else EXPECT_UNREACHABLE
+_Row = tuple[int | None, int, int, datetime | None]
+_Found = tuple[UUID, str, int, int, int, datetime]
 
 
 async def append(
@@ -52,14 +34,14 @@ async def append(
     """Append a checked batch; ``hook`` (a test's) is awaited inside the transaction before it commits."""
     params = (
         stream,
-        _expected_code(expected),
+        q.expected_code(expected),
         [e.id for e in batch],
         [e.type for e in batch],
         [e.data for e in batch],
         [e.metadata for e in batch],
     )
 
-    async def attempt(conn: Conn) -> tuple[int | None, int, int, datetime | None] | None:
+    async def attempt(conn: Conn) -> _Row | None:
         async with conn.cursor() as cur:
             if hook is None:
                 await cur.execute(q.APPEND, params)
@@ -71,20 +53,14 @@ async def append(
                 return row
 
     try:
-        row = await db.run(attempt, stream)
-    except (StoreUnavailable, StoreError) as exc:
-        cause = exc.__cause__
-        state = getattr(cause, "sqlstate", None)
-        if state not in (WRONG_VERSION, UNIQUE_VIOLATION):
-            raise
+        row = await db.run(attempt, stream, expected=expected)
+    except (WrongExpectedVersion, IdsTaken):
         # Some ids may be stored already: an idempotent retry (even with a stale guard) returns the
         # first result; ids stored elsewhere raise DuplicateEventId (as on every store, that wins).
+        # IdsTaken with no id found is not reached: only ids are unique outside the stream's lock.
         if batch and (replayed := await _replay(db, stream, batch, expected)) is not None:
             return replayed
-        if state == UNIQUE_VIOLATION:  # only ids are unique outside the stream lock: not reached
-            raise
-        detail = cause.diag.message_detail if isinstance(cause, psycopg.Error) else None
-        raise WrongExpectedVersion(stream, expected, int(detail) if detail else None) from None
+        raise
     if not batch:
         if row is None:
             return AppendResult(stream, None, 0, (), None)
@@ -92,9 +68,18 @@ async def append(
         return AppendResult(stream, version, q.encode_position(xid, seq), (), at)
     assert row is not None
     version, xid, seq, at = row
-    base = xid << q.SEQ_BITS
-    positions = tuple(range(base | seq, (base | seq) + len(batch)))
+    positions = q.positions_of(xid, seq, len(batch))
     return AppendResult(stream, version, positions[-1], positions, at)
+
+
+async def _found(db: Connections, ids: list[UUID], stream: str | None = None) -> dict[UUID, _Found]:
+    """Where each of ``ids`` is stored: ``{id: (id, stream, version, xid, seq, recorded_at)}``."""
+
+    async def fetch(conn: Conn) -> list[_Found]:
+        cur = await conn.execute(q.FOUND_IDS, (ids,))
+        return await cur.fetchall()
+
+    return {row[0]: row for row in await db.run(fetch, stream)}
 
 
 async def _replay(
@@ -102,12 +87,7 @@ async def _replay(
 ) -> AppendResult | None:
     """The first result when ``batch`` is stored here already; ``DuplicateEventId`` when any id is
     stored elsewhere; ``None`` when no id is stored."""
-
-    async def fetch(conn: Conn) -> list[tuple[UUID, str, int, int, int, datetime]]:
-        cur = await conn.execute(q.FOUND_IDS, ([e.id for e in batch],))
-        return await cur.fetchall()
-
-    rows = {row[0]: row for row in await db.run(fetch, stream)}
+    rows = await _found(db, [e.id for e in batch], stream)
     stored = {id: (row[1], row[2]) for id, row in rows.items()}
     if not is_replay(stream, batch, expected, stored):  # raises DuplicateEventId when misplaced
         return None
@@ -118,16 +98,9 @@ async def _replay(
 
 async def delete(db: Connections, stream: str, expected: ExpectedVersion | int) -> None:
     async def statement(conn: Conn) -> None:
-        await conn.execute(q.DELETE, (stream, _expected_code(expected)))
+        await conn.execute(q.DELETE, (stream, q.expected_code(expected)))
 
-    try:
-        await db.run(statement, stream, retry=False)
-    except (StoreUnavailable, StoreError) as exc:
-        cause = exc.__cause__
-        if isinstance(cause, psycopg.Error) and cause.sqlstate == WRONG_VERSION:
-            detail = cause.diag.message_detail
-            raise WrongExpectedVersion(stream, expected, int(detail) if detail else None) from None
-        raise
+    await db.run(statement, stream, retry=False, expected=expected)
 
 
 async def import_runs(
@@ -162,23 +135,15 @@ async def import_runs(
                 if version != run[-1].version:
                     actual = version - len(run)
                     raise WrongExpectedVersion(run[0].stream, run[0].version - 1, None if actual < 0 else actual)
-                positions.extend(q.encode_position(xid, seq + i) for i in range(len(run)))
+                positions.extend(q.positions_of(xid, seq, len(run)))
             for stream, version in (first_visible or {}).items():
                 await cur.execute(q.SET_FIRST_VISIBLE, (version, stream))
         return positions
 
     try:
         return await db.run(write, retry=False)
-    except (StoreUnavailable, StoreError) as exc:
-        if getattr(exc.__cause__, "sqlstate", None) != UNIQUE_VIOLATION:
-            raise
-        ids = [e.id for run in runs for e in run]
-
-        async def fetch(conn: Conn) -> list[tuple[UUID, str, int, int, int, datetime]]:
-            cur = await conn.execute(q.FOUND_IDS, (ids,))
-            return await cur.fetchall()
-
-        found = {row[0]: row for row in await db.run(fetch)}
+    except IdsTaken:
+        found = await _found(db, [e.id for run in runs for e in run])
         for run in runs:
             for event in run:
                 if (place := found.get(event.id)) is not None:

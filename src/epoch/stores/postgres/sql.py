@@ -1,4 +1,7 @@
-"""The statements the PostgreSQL store runs (all static, so psycopg prepares them once per connection).
+"""What the PostgreSQL store says to its server: the statements it runs on its tables and sessions (all
+static, so psycopg prepares them once per connection), the codes its functions take and raise, and the
+position codec. The schema's DDL, functions and migration bookkeeping are in ``schema.py``; ``LISTEN`` is
+in ``listen.py``.
 
 Positions: ``position = xid << 32 | seq`` where ``xid`` is the 64-bit id of the writing transaction
 (``pg_current_xact_id()``) and ``seq`` the event's ordinal inside that transaction. Readers see only rows
@@ -8,21 +11,81 @@ transactions have all ended, so no event can later appear before what was alread
 
 from __future__ import annotations
 
-from typing import LiteralString
+from typing import LiteralString, NamedTuple
+
+from epoch.records import ANY, NO_STREAM, STREAM_EXISTS, ExpectedVersion
+from epoch.stores._checks import MAX_INT64
+
+CHANNEL = "epoch_events"
+"""``epoch_append`` sends ``pg_notify('epoch_events', <category>)`` inside the append transaction."""
+
+# SQLSTATEs the functions raise (class "EP" is free for applications), and the one of the id index.
+WRONG_VERSION = "EP001"
+OUT_OF_ORDER = "EP002"  # an append in a transaction older than the stream's last writer (schema.py, _V2)
+UNIQUE_VIOLATION = "23505"  # an event id is stored already (the unique index on id)
+
+# Expected-version codes passed to the functions (an int >= 0 is itself).
+EXPECT_ANY = -1
+EXPECT_NO_STREAM = -2
+EXPECT_STREAM_EXISTS = -3
+EXPECT_UNREACHABLE = -4  # an int beyond 64 bits: no stream has that version, the guard always fails
+
+
+def expected_code(expected: ExpectedVersion | int) -> int:
+    """The ``p_expected`` argument of ``epoch_append``/``epoch_delete`` for a checked expected version."""
+    if expected is ANY:
+        return EXPECT_ANY
+    if expected is NO_STREAM:
+        return EXPECT_NO_STREAM
+    if expected is STREAM_EXISTS:
+        return EXPECT_STREAM_EXISTS
+    assert isinstance(expected, int)
+    # A bigint holds every version a stream can reach; a larger expected version can never match (and
+    # would not bind): the guard fails and reports the stream's actual version, as for any wrong one.
+    return expected if expected <= MAX_INT64 else EXPECT_UNREACHABLE
+
 
 SEQ_BITS = 32
 SEQ_MASK = (1 << SEQ_BITS) - 1
 
 
+class Position(NamedTuple):
+    """A place in the global log: the id of the transaction that wrote the event, and its ordinal in it."""
+
+    xid: int
+    seq: int
+
+    def encode(self) -> int:
+        """The public position: ``xid << 32 | seq`` (the order of ``(xid, seq)``, as one int)."""
+        return (self.xid << SEQ_BITS) | self.seq
+
+    @classmethod
+    def decode(cls, position: int) -> Position:
+        """The ``(xid, seq)`` of a public position (``0`` decodes to ``(0, 0)``, before every event)."""
+        return cls(position >> SEQ_BITS, position & SEQ_MASK)
+
+
 def encode_position(xid: int, seq: int) -> int:
     """The public position of the ``seq``-th event written by transaction ``xid``."""
-    return (xid << SEQ_BITS) | seq
+    return Position(xid, seq).encode()
 
 
 def decode_position(position: int) -> tuple[int, int]:
     """``(xid, seq)`` of a position (``after=0`` decodes to ``(0, 0)``, before every event)."""
-    return position >> SEQ_BITS, position & SEQ_MASK
+    return Position.decode(position)
 
+
+def positions_of(xid: int, seq: int, count: int) -> tuple[int, ...]:
+    """The positions of ``count`` events written by transaction ``xid`` from ordinal ``seq`` on."""
+    first = Position(xid, seq).encode()
+    return tuple(range(first, first + count))  # consecutive ordinals are consecutive positions
+
+
+CONFIGURE = (  # each new connection's session: the store's timeouts (in ms) and UTC
+    "SELECT set_config('statement_timeout', %s, false), set_config('TimeZone', 'UTC', false),"
+    " set_config('idle_in_transaction_session_timeout', %s, false)"
+)
+SERVER_ENCODING = "SHOW server_encoding"
 
 XMIN = "(SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint)"
 
@@ -33,7 +96,7 @@ APPEND = (
 )
 IMPORT = (
     "SELECT r_version, r_xid, r_seq, r_recorded_at FROM epoch_append("
-    "%s, -1, %b::uuid[], %b::text[], %b::bytea[], %b::bytea[], %b::timestamptz[])"
+    f"%s, {EXPECT_ANY}, %b::uuid[], %b::text[], %b::bytea[], %b::bytea[], %b::timestamptz[])"
 )
 LOCK_STREAMS = "SELECT epoch_lock_streams(%s::text[])"
 SET_FIRST_VISIBLE = "UPDATE epoch_streams SET first_visible = greatest(first_visible, %s) WHERE stream = %s"

@@ -1,5 +1,5 @@
-"""The PostgreSQL store's reads of the global log: pages, and waiting for events held back by open
-transactions (the visibility wait) or for a subscription's lost connection to come back.
+"""The PostgreSQL store's reads: pages of a stream and of the global log, and waiting for events held back
+by open transactions (the visibility wait) or for a subscription's lost connection to come back.
 
 Readers only see rows of transactions older than the oldest one still running, so an event committed
 after an older transaction began stays invisible until that transaction ends.
@@ -13,16 +13,23 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import psycopg
-
 from epoch._backoff import Backoff
 from epoch.errors import StoreUnavailable
 from epoch.records import RecordedEvent
-from epoch.stores import _postgres_sql as q
 from epoch.stores._checks import MAX_INT64
-from epoch.stores._postgres_pool import Conn, Connections
+from epoch.stores.postgres import sql as q
+from epoch.stores.postgres.pool import Conn, Connections
 
-__all__ = ["PAGE", "pending", "read_page", "row_all", "subscription_page", "subscription_pending", "wait_visible"]
+__all__ = [
+    "PAGE",
+    "pending",
+    "read_page",
+    "row_all",
+    "stream_page",
+    "subscription_page",
+    "subscription_pending",
+    "wait_visible",
+]
 
 log = logging.getLogger("epoch.stores.postgres")
 
@@ -30,8 +37,27 @@ PAGE = 1000
 
 
 def row_all(row: Sequence[Any]) -> RecordedEvent:
+    """The event of a row of the global log (``stream, version, xid, seq, id, ...``)."""
     stream, version, xid, seq, id, type, data, metadata, at = row
-    return RecordedEvent(stream, version, (xid << 32) | seq, id, type, data, metadata, at)
+    return RecordedEvent(stream, version, q.encode_position(xid, seq), id, type, data, metadata, at)
+
+
+async def stream_page(db: Connections, stream: str, cursor: int, size: int, backwards: bool) -> list[RecordedEvent]:
+    """Up to ``size`` events of ``stream`` from version ``cursor`` on (down, ``backwards``), soft-deleted
+    versions left out; ``cursor`` is a 64-bit int (a larger bound is capped by the caller)."""
+    sql = q.READ_STREAM_BACKWARD if backwards else q.READ_STREAM_FORWARD
+    params = {"stream": stream, "from": cursor, "limit": size}
+
+    async def page(conn: Conn) -> list[RecordedEvent]:
+        async with conn.cursor(binary=True) as cur:
+            await cur.execute(sql, params)
+            rows = await cur.fetchall()
+        return [
+            RecordedEvent(stream, version, q.encode_position(xid, seq), id, type, data, metadata, at)
+            for version, xid, seq, id, type, data, metadata, at in rows
+        ]
+
+    return await db.run(page, stream)
 
 
 def _page_query(names: tuple[str, ...] | None, after: int, size: int) -> tuple[Any, dict[str, Any]]:
@@ -102,8 +128,9 @@ async def subscription_page(db: Connections, names: tuple[str, ...] | None, afte
             return await read_page(db, names, after, PAGE)
         except StoreUnavailable as exc:
             # Only what passes is retried: a StoreError (a statement the server refuses, a broken
-            # schema) is raised at once, as retrying it would loop forever.
-            if db.closed or not isinstance(exc.__cause__, psycopg.Error):
+            # schema) is raised at once, as retrying it would loop forever. The store was open above,
+            # so a StoreUnavailable is the server's or the network's, unless the store closed since.
+            if db.closed:
                 raise
             pause = wait.next()
             log.warning("subscription lost PostgreSQL (%s); retrying in %.2fs", exc, pause)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import msgspec
 
-from epoch.stores import _postgres_sql as q
-from epoch.stores._postgres_pool import Conn
-from epoch.stores._postgres_sql import encode_position
+from epoch.stores.postgres import sql as q
+from epoch.stores.postgres.pool import Conn
+from epoch.stores.postgres.sql import encode_position
 
 __all__ = ["VisibilityLag", "measure_visibility_lag"]
 

@@ -9,13 +9,11 @@ import logging
 import psycopg
 
 from epoch._backoff import Backoff
+from epoch.stores.postgres.sql import CHANNEL
 
-__all__ = ["CHANNEL", "Listener", "Waiter"]
+__all__ = ["Listener", "Waiter"]
 
 log = logging.getLogger("epoch.stores.postgres")
-
-CHANNEL = "epoch_events"
-"""``epoch_append`` sends ``pg_notify('epoch_events', <category>)`` inside the append transaction."""
 
 
 class Waiter:

@@ -3,11 +3,11 @@
 Tables (all prefixed ``epoch_``)::
 
     epoch_schema_version(version PK, description, applied_at)      one row per applied migration
-    epoch_streams(stream PK, version, first_visible)                one row per stream: the append lock,
-                                                                    its last version (-1: none) and the
-                                                                    first version not soft-deleted
+    epoch_streams(stream PK, version, first_visible)                one row per stream: its last version
+                                                                    (-1: none) and the first version not
+                                                                    soft-deleted
     epoch_events(xid, seq, stream, version, id, type, data, metadata, recorded_at, category)
-        PK (xid, seq)            read_all / subscribe order, and the position (see postgres.py)
+        PK (xid, seq)            read_all / subscribe order, and the position (see sql.py)
         UNIQUE (stream, version) read_stream, dense versions
         UNIQUE (id)              idempotent writes, get_event
         INDEX (category, xid, seq)  read_all / subscribe by category
@@ -27,23 +27,31 @@ from typing import Any
 import psycopg
 
 from epoch.errors import ConfigurationError
-from epoch.stores._postgres_pool import unavailable
-from epoch.stores._postgres_url import parse_url
+from epoch.stores.postgres.pool import driver_errors
+from epoch.stores.postgres.sql import (
+    CHANNEL,
+    EXPECT_ANY,
+    EXPECT_NO_STREAM,
+    EXPECT_STREAM_EXISTS,
+    EXPECT_UNREACHABLE,
+    OUT_OF_ORDER,
+    WRONG_VERSION,
+)
+from epoch.stores.postgres.url import parse_url
 
 __all__ = ["LATEST_VERSION", "MIGRATIONS", "apply_migrations", "migrate", "schema_version"]
 
-# ERRCODEs raised by the functions (class "EP" is free for applications).
-WRONG_VERSION = "EP001"
-OUT_OF_ORDER = "EP002"  # an append in a transaction older than the stream's last writer (see _V2)
-UNIQUE_VIOLATION = "23505"  # an event id is stored already (the unique index on id)
+# The version 1 guard, as released (two copies in the SQL it sent, one here); version 2 replaced both
+# functions with calls to one guard, epoch_check_expected.
+_V1_GUARD = f"""    v_actual := CASE WHEN v_version >= v_first THEN v_version END;
+    IF (p_expected = {EXPECT_NO_STREAM} AND v_actual IS NOT NULL)
+       OR (p_expected = {EXPECT_STREAM_EXISTS} AND v_actual IS NULL)
+       OR (p_expected >= 0 AND v_actual IS DISTINCT FROM p_expected) THEN
+        RAISE EXCEPTION 'epoch: wrong expected version' USING ERRCODE = '{WRONG_VERSION}', DETAIL = coalesce(v_actual::text, '');
+    END IF;
+"""
 
-# Expected-version codes passed to the functions (an int >= 0 is itself).
-EXPECT_ANY = -1
-EXPECT_NO_STREAM = -2
-EXPECT_STREAM_EXISTS = -3
-EXPECT_UNREACHABLE = -4  # an int beyond 64 bits: no stream has that version, the guard always fails
-
-_V1 = """
+_V1 = f"""
 CREATE TABLE epoch_streams (
     stream        text   PRIMARY KEY,
     version       bigint NOT NULL DEFAULT -1,
@@ -109,13 +117,7 @@ BEGIN
     --    unique index refuses them (23505), and on that or on a wrong version the caller looks the ids
     --    up once to tell an idempotent replay from DuplicateEventId. The fast path stays a few index
     --    probes whatever the table statistics say (a lookup planned on an empty table degrades).
-    v_actual := CASE WHEN v_version >= v_first THEN v_version END;
-    IF (p_expected = -2 AND v_actual IS NOT NULL)
-       OR (p_expected = -3 AND v_actual IS NULL)
-       OR (p_expected >= 0 AND v_actual IS DISTINCT FROM p_expected) THEN
-        RAISE EXCEPTION 'epoch: wrong expected version' USING ERRCODE = 'EP001', DETAIL = coalesce(v_actual::text, '');
-    END IF;
-    IF v_n = 0 THEN
+{_V1_GUARD}    IF v_n = 0 THEN
         RETURN QUERY SELECT v_actual, e.xid, e.seq, e.recorded_at
             FROM epoch_events e WHERE e.stream = p_stream AND e.version = v_actual;
         RETURN;
@@ -132,7 +134,7 @@ BEGIN
            coalesce(u.at, v_now)
     FROM unnest(p_ids, p_types, p_data, p_metadata, p_recorded_at)
          WITH ORDINALITY AS u(id, type, data, metadata, at, i);
-    PERFORM pg_notify('epoch_events', split_part(p_stream, '-', 1));
+    PERFORM pg_notify('{CHANNEL}', split_part(p_stream, '-', 1));
     RETURN QUERY SELECT v_version + v_n, v_xid, v_seq, v_now;
 END
 $fn$;
@@ -146,13 +148,7 @@ DECLARE
 BEGIN
     SELECT s.version, s.first_visible INTO v_version, v_first
     FROM epoch_streams s WHERE s.stream = p_stream FOR UPDATE;
-    v_actual := CASE WHEN v_version >= v_first THEN v_version END;
-    IF (p_expected = -2 AND v_actual IS NOT NULL)
-       OR (p_expected = -3 AND v_actual IS NULL)
-       OR (p_expected >= 0 AND v_actual IS DISTINCT FROM p_expected) THEN
-        RAISE EXCEPTION 'epoch: wrong expected version' USING ERRCODE = 'EP001', DETAIL = coalesce(v_actual::text, '');
-    END IF;
-    IF v_actual IS NOT NULL THEN
+{_V1_GUARD}    IF v_actual IS NOT NULL THEN
         UPDATE epoch_streams SET first_visible = v_version + 1 WHERE stream = p_stream;
     END IF;
 END
@@ -174,7 +170,7 @@ $fn$;
 # import does) could still sort before a younger writer of the stream: imports lock all their streams
 # first (epoch_lock_streams), and epoch_append refuses, rather than reorders, when it finds the stream's
 # last event written by a younger transaction (EP002).
-_V2 = """
+_V2 = f"""
 CREATE OR REPLACE FUNCTION epoch_stream_lock_key(p_stream text) RETURNS bigint
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$ SELECT hashtextextended(p_stream, 0) $fn$;
 
@@ -193,15 +189,15 @@ $fn$;
 CREATE OR REPLACE FUNCTION epoch_check_expected(p_stream text, p_expected bigint, p_actual bigint) RETURNS void
 LANGUAGE plpgsql AS $fn$
 BEGIN
-    -- p_expected: >= 0 a version, -1 ANY, -2 NO_STREAM, -3 STREAM_EXISTS, -4 a version no stream can
+    -- p_expected: >= 0 a version, {EXPECT_ANY} ANY, {EXPECT_NO_STREAM} NO_STREAM, {EXPECT_STREAM_EXISTS} STREAM_EXISTS, {EXPECT_UNREACHABLE} a version no stream can
     -- reach (beyond 64 bits). p_actual: the stream's visible version, NULL when empty or deleted.
-    IF (p_expected = -2 AND p_actual IS NOT NULL)
-       OR (p_expected = -3 AND p_actual IS NULL)
-       OR p_expected = -4
-       OR p_expected < -4
+    IF (p_expected = {EXPECT_NO_STREAM} AND p_actual IS NOT NULL)
+       OR (p_expected = {EXPECT_STREAM_EXISTS} AND p_actual IS NULL)
+       OR p_expected = {EXPECT_UNREACHABLE}
+       OR p_expected < {EXPECT_UNREACHABLE}
        OR (p_expected >= 0 AND p_actual IS DISTINCT FROM p_expected) THEN
         RAISE EXCEPTION 'epoch: % is at version %, not the expected one', p_stream, coalesce(p_actual::text, 'none')
-            USING ERRCODE = 'EP001', DETAIL = coalesce(p_actual::text, '');
+            USING ERRCODE = '{WRONG_VERSION}', DETAIL = coalesce(p_actual::text, '');
     END IF;
 END
 $fn$;
@@ -260,7 +256,7 @@ BEGIN
        AND (SELECT e.xid FROM epoch_events e WHERE e.stream = p_stream AND e.version = v_version) > v_xid THEN
         RAISE EXCEPTION 'epoch: % was written by a transaction younger than this one: appending here would '
             'put its versions out of order in the global log', p_stream
-            USING ERRCODE = 'EP002',
+            USING ERRCODE = '{OUT_OF_ORDER}',
                   HINT = 'append before any other write of the transaction, or lock its streams first (epoch_lock_streams)';
     END IF;
     -- 4. Insert: position = (this transaction's id, ordinal inside the transaction). The next ordinal
@@ -273,7 +269,7 @@ BEGIN
            coalesce(u.at, v_now)
     FROM unnest(p_ids, p_types, p_data, p_metadata, p_recorded_at)
          WITH ORDINALITY AS u(id, type, data, metadata, at, i);
-    PERFORM pg_notify('epoch_events', split_part(p_stream, '-', 1));
+    PERFORM pg_notify('{CHANNEL}', split_part(p_stream, '-', 1));
     RETURN QUERY SELECT v_version + v_n, v_xid, v_seq, v_now;
 END
 $fn$;
@@ -353,7 +349,7 @@ async def migrate(url: str) -> tuple[int, int, list[tuple[int, str]]]:
     What ``epoch migrate`` runs. Idempotent, and safe to run from several processes at once.
     """
     conninfo, _ = parse_url(url)
-    try:
+    with driver_errors():
         async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True, connect_timeout=10) as conn:
             before = await schema_version(conn)
             if before > LATEST_VERSION:
@@ -362,5 +358,3 @@ async def migrate(url: str) -> tuple[int, int, list[tuple[int, str]]]:
                 )
             applied = await apply_migrations(conn)
             return before, await schema_version(conn), applied
-    except psycopg.Error as exc:
-        raise unavailable(exc) from exc

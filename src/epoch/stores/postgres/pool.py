@@ -1,0 +1,260 @@
+"""The PostgreSQL store's connections: the pool, running work on it through lost connections, and the
+one table that turns driver errors into epoch's (:func:`driver_errors`).
+
+Every psycopg error becomes an :class:`~epoch.errors.EpochError` where it leaves the driver, chained to
+psycopg's (only the errors of a caller's own SQL in ``transaction()`` stay psycopg's): a lost or refused
+connection (or a server shutting down) is :class:`ConnectionLost`, which :meth:`Connections.run` retries
+with backoff until ``reconnect_timeout``; the failed guard of an append or a delete is
+:class:`~epoch.errors.WrongExpectedVersion`; an event id stored already is :class:`IdsTaken`;
+:class:`~epoch.errors.StoreUnavailable` is what may pass (timeouts, lock waits, deadlocks, resources such
+as disk or connections), :class:`~epoch.errors.StoreError` everything else (a syntax error, a broken
+schema, missing privileges, bad data): retrying those could only loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from epoch._backoff import Backoff
+from epoch.errors import EpochError, MissingDependency, StoreError, StoreUnavailable, WrongExpectedVersion
+from epoch.records import ExpectedVersion
+from epoch.stores.postgres.sql import CONFIGURE, UNIQUE_VIOLATION, WRONG_VERSION
+
+try:
+    import psycopg
+    import psycopg.errors
+    from psycopg_pool import AsyncConnectionPool, PoolTimeout
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise MissingDependency("psycopg", "postgres") from exc
+
+__all__ = ["Conn", "ConnectionLost", "Connections", "IdsTaken", "driver_errors", "epoch_error"]
+
+log = logging.getLogger("epoch.stores.postgres")
+
+T = TypeVar("T")
+Conn = psycopg.AsyncConnection[Any]
+
+
+class ConnectionLost(StoreUnavailable):
+    """A lost or refused connection, a server shutting down, or no free connection in the pool: the
+    next attempt, on a new connection, may succeed (:meth:`Connections.run` retries it)."""
+
+
+class IdsTaken(StoreError):
+    """An event id of the write is stored already (the unique index on ids refused it): the writer tells
+    an idempotent replay from :class:`~epoch.errors.DuplicateEventId` by looking the ids up."""
+
+
+_Guard = ExpectedVersion | int | None
+_Make = Callable[[psycopg.Error, str | None, _Guard], EpochError]
+
+
+def _text(exc: psycopg.Error) -> str:
+    return str(exc).strip() or type(exc).__name__
+
+
+def _server_says(exc: psycopg.Error) -> str:
+    # The server's one-line message (without the statement's text, which may hold data).
+    return f"PostgreSQL refused the operation: {exc.diag.message_primary or _text(exc)}"
+
+
+def _refused(exc: psycopg.Error, stream: str | None, expected: _Guard) -> EpochError:
+    return StoreError(_server_says(exc), stream, exc.sqlstate)
+
+
+def _passes(exc: psycopg.Error, stream: str | None, expected: _Guard) -> EpochError:
+    return StoreUnavailable(f"PostgreSQL error: {_text(exc)}", stream)
+
+
+def _lost(exc: psycopg.Error, stream: str | None, expected: _Guard) -> EpochError:
+    return ConnectionLost(f"PostgreSQL error: {_text(exc)}", stream)
+
+
+def _no_connection(exc: psycopg.Error, stream: str | None, expected: _Guard) -> EpochError:
+    return ConnectionLost("no connection to PostgreSQL within the pool timeout", stream)
+
+
+def _timed_out(exc: psycopg.Error, stream: str | None, expected: _Guard) -> EpochError:
+    return StoreUnavailable("PostgreSQL statement timed out", stream)
+
+
+def _wrong_version(exc: psycopg.Error, stream: str | None, expected: _Guard) -> EpochError:
+    if stream is None or expected is None:  # not a guard of epoch's: a statement of the caller's own
+        return _refused(exc, stream, expected)
+    detail = exc.diag.message_detail  # epoch_check_expected: the stream's actual version ('' for none)
+    return WrongExpectedVersion(stream, expected, int(detail) if detail else None)
+
+
+def _ids_taken(exc: psycopg.Error, stream: str | None, expected: _Guard) -> EpochError:
+    return IdsTaken(_server_says(exc), stream, exc.sqlstate)
+
+
+_ANY_STATE = "*"
+
+_TABLE: tuple[tuple[type[psycopg.Error], str | None, _Make], ...] = (
+    # (psycopg exception, its SQLSTATE or SQLSTATE class, or None for none, or "*" for any; the epoch error)
+    # The first row that matches wins.
+    (PoolTimeout, _ANY_STATE, _no_connection),
+    (psycopg.errors.QueryCanceled, _ANY_STATE, _timed_out),  # 57014: statement_timeout
+    (psycopg.InterfaceError, _ANY_STATE, _lost),  # the connection is closed or broken on the client side
+    (psycopg.OperationalError, None, _lost),  # no answer from the server: the connection broke
+    (psycopg.OperationalError, "08", _lost),  # connection exceptions
+    (psycopg.OperationalError, "57P01", _lost),  # admin shutdown (pg_terminate_backend, a fast stop)
+    (psycopg.OperationalError, "57P02", _lost),  # crash shutdown
+    (psycopg.OperationalError, "57P03", _lost),  # cannot connect now (the server is starting)
+    (psycopg.Error, WRONG_VERSION, _wrong_version),  # EP001, from epoch_check_expected
+    (psycopg.Error, UNIQUE_VIOLATION, _ids_taken),  # 23505: the unique index on event ids
+    (psycopg.Error, "55P03", _passes),  # lock not available (lock_timeout)
+    (psycopg.Error, "40001", _passes),  # serialization failure
+    (psycopg.Error, "40P01", _passes),  # deadlock detected
+    (psycopg.Error, "53", _passes),  # insufficient resources: disk full, out of memory, too many connections
+    (psycopg.Error, _ANY_STATE, _refused),
+)
+
+
+def _state_matches(code: str | None, state: str | None) -> bool:
+    if code == _ANY_STATE:
+        return True
+    if code is None:
+        return state is None
+    return state is not None and state.startswith(code)  # a class ("08") or a whole SQLSTATE
+
+
+def epoch_error(exc: psycopg.Error, stream: str | None = None, expected: _Guard = None) -> EpochError:
+    """The epoch error for a psycopg (or pool) error, from the first matching row of the table.
+
+    ``stream`` is named in the error; ``expected`` (the checked expected version of an append or a
+    delete) turns a failed guard into :class:`~epoch.errors.WrongExpectedVersion`.
+    """
+    for kind, code, make in _TABLE:
+        if isinstance(exc, kind) and _state_matches(code, exc.sqlstate):
+            return make(exc, stream, expected)
+    raise AssertionError("unreachable: the table's last row matches every psycopg error")  # pragma: no cover
+
+
+@contextmanager
+def driver_errors(
+    stream: str | None = None,
+    expected: _Guard = None,
+    *,
+    closed: Callable[[], bool] | None = None,
+    only: type[psycopg.Error] = psycopg.Error,
+) -> Iterator[None]:
+    """Raise the epoch error for a psycopg error inside the block (see :func:`epoch_error`), ``from`` it.
+
+    ``closed`` says whether the store has been closed meanwhile: then any driver error is
+    ``StoreUnavailable("the PostgreSQL store is closed")``, whatever the server said. ``only`` narrows
+    what is mapped (``psycopg.OperationalError`` around a caller's own SQL, whose errors stay its own).
+    """
+    try:
+        yield
+    except only as exc:
+        if closed is not None and closed():
+            raise StoreUnavailable("the PostgreSQL store is closed", stream) from exc
+        raise epoch_error(exc, stream, expected) from exc
+
+
+class Connections:
+    """One store's pool (opened by the store), its session settings, and :meth:`run` with retries."""
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        pool_min: int,
+        pool_max: int,
+        pool_timeout: float,
+        statement_timeout: float,
+        idle_in_transaction_timeout: float,
+        reconnect_timeout: float,
+    ) -> None:
+        self.conninfo = conninfo
+        self.statement_timeout = statement_timeout
+        self.idle_in_transaction_timeout = idle_in_transaction_timeout
+        self.reconnect_timeout = reconnect_timeout
+        self.pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+            conninfo,
+            min_size=pool_min,
+            max_size=max(pool_min, pool_max),
+            timeout=pool_timeout,
+            kwargs={"autocommit": True, "prepare_threshold": 0, "connect_timeout": max(1, round(pool_timeout))},
+            configure=self.configure,
+            open=False,
+            name="epoch",
+        )
+        self.opened = False
+        self.closed = False
+        self._recovering_until = 0.0  # after a lost connection: bypass the pool while it reconnects
+
+    async def configure(self, conn: Conn) -> None:
+        await conn.execute(
+            CONFIGURE,
+            (str(round(self.statement_timeout * 1000)), str(round(self.idle_in_transaction_timeout * 1000))),
+            prepare=False,
+        )
+
+    def check_open(self, stream: str | None = None) -> None:
+        if self.closed or not self.opened:
+            raise StoreUnavailable("the PostgreSQL store is closed" if self.closed else "the store is not open", stream)
+
+    async def run(
+        self,
+        fn: Callable[[Conn], Awaitable[T]],
+        stream: str | None = None,
+        *,
+        retry: bool = True,
+        expected: ExpectedVersion | int | None = None,
+    ) -> T:
+        """Run ``fn`` on a pooled connection, its driver errors mapped by :func:`driver_errors` (``expected``:
+        the guard ``fn`` passes, if any); on a lost connection retry (with backoff) until ``reconnect_timeout``."""
+        self.check_open(stream)
+        deadline: float | None = None
+        wait = Backoff(first=0.02, cap=1.0)
+        while True:
+            try:
+                with driver_errors(stream, expected, closed=lambda: self.closed):
+                    return await self._attempt(fn)
+            except ConnectionLost as lost:
+                if not retry:
+                    raise
+                now = time.monotonic()
+                self._recovering_until = now + 60.0
+                deadline = deadline or now + self.reconnect_timeout
+                pause = wait.next()
+                if now + pause > deadline:
+                    raise
+                log.info("lost the PostgreSQL connection (%s), retrying in %.2fs", lost.message, pause)
+                await self._purge()
+                await asyncio.sleep(pause)
+
+    async def _attempt(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        if time.monotonic() >= self._recovering_until:
+            async with self.pool.connection() as conn:
+                return await fn(conn)
+        # Shortly after a lost connection the pool reconnects with its own backoff (1 s, 2 s, 4 s, ...):
+        # take a pooled connection if one is ready, else a direct one, so recovery is not delayed.
+        try:
+            async with self.pool.connection(timeout=0.05) as conn:
+                result = await fn(conn)
+            self._recovering_until = 0.0
+            return result
+        except PoolTimeout:
+            pass
+        direct = await psycopg.AsyncConnection.connect(
+            self.conninfo, autocommit=True, connect_timeout=max(1, round(self.pool.timeout))
+        )
+        async with direct:
+            await self.configure(direct)
+            return await fn(direct)
+
+    async def _purge(self) -> None:
+        """Drop the pool's dead connections (after a server restart all of them are)."""
+        try:
+            await self.pool.check()
+        except Exception:  # pragma: no cover - best effort
+            log.debug("pool check failed", exc_info=True)
