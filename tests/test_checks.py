@@ -12,8 +12,8 @@ import pytest
 
 from epoch.errors import EpochError, InvalidEvent, InvalidStreamName, InvalidVersion
 from epoch.records import AppendResult, NewEvent, RecordedEvent
+from epoch.stores import EventStore
 from epoch.stores._checks import GLOBAL_LOG, Read, check_read, runs_of
-from epoch.stores.memory import MemoryEventStore
 
 WHEN = datetime(2026, 5, 17, 12, 30, 15, tzinfo=UTC)
 LATER = datetime(2026, 5, 17, 12, 30, 16, tzinfo=UTC)
@@ -233,37 +233,37 @@ def test_append_result_of_ignores_the_head_when_something_was_written() -> None:
     assert AppendResult.of("s-1", written, head) == AppendResult("s-1", 3, 6, (6,), LATER)
 
 
-# -- the stores that read through check_read -------------------------------------------------------
+# -- every store reads through check_read -------------------------------------------------------
 
 
-async def test_the_memory_store_reads_through_check_read() -> None:
-    async with MemoryEventStore() as store:
-        await store.append("users-1", [NewEvent("Happened", b"{}")])
-        nothing: Any = None
-        one: Any = 1
-        raw: Any = b"users"
-        cases: list[tuple[Any, type[EpochError], str]] = [
-            (
-                store.read_stream("users-1", backwards=one),
-                InvalidVersion,
-                "users-1: invalid version 'backwards=1' (stream version no stream)",
-            ),
-            (
-                store.read_stream(" users-1"),
-                InvalidStreamName,
-                "invalid stream name ' users-1': has leading or trailing whitespace",
-            ),
-            (store.read_all(after=nothing), InvalidVersion, "$all: invalid version None (stream version no stream)"),
-            (store.read_all(limit=-1), InvalidVersion, "$all: invalid version 'limit=-1' (stream version no stream)"),
-            (
-                store.subscribe(categories=raw),
-                InvalidStreamName,
-                "invalid stream name b'users': categories must be a category name or an iterable of them",
-            ),
-        ]
-        for read, kind, message in cases:
-            with pytest.raises(kind) as info:
-                await anext(read)
-            assert str(info.value) == message
-        assert [e.stream async for e in store.read_all(after=0, limit=0)] == []
-        assert [e.stream async for e in store.read_all(categories="users")] == ["users-1"]
+async def test_every_store_reads_through_check_read(store: EventStore) -> None:
+    """The same refusals, in the same words, on memory, SQLite and PostgreSQL."""
+    await store.append("users-1", [NewEvent("Happened", b"{}")])
+    nothing: Any = None
+    one: Any = 1
+    raw: Any = b"users"
+    cases: list[tuple[Any, type[EpochError], str]] = [
+        (
+            store.read_stream("users-1", backwards=one),
+            InvalidVersion,
+            "users-1: invalid version 'backwards=1' (stream version no stream)",
+        ),
+        (
+            store.read_stream(" users-1"),
+            InvalidStreamName,
+            "invalid stream name ' users-1': has leading or trailing whitespace",
+        ),
+        (store.read_all(after=nothing), InvalidVersion, "$all: invalid version None (stream version no stream)"),
+        (store.read_all(limit=-1), InvalidVersion, "$all: invalid version 'limit=-1' (stream version no stream)"),
+        (
+            store.subscribe(categories=raw),
+            InvalidStreamName,
+            "invalid stream name b'users': categories must be a category name or an iterable of them",
+        ),
+    ]
+    for read, kind, message in cases:
+        with pytest.raises(kind) as info:
+            await anext(read)
+        assert str(info.value) == message
+    assert [e.stream async for e in store.read_all(after=0, limit=0)] == []
+    assert [e.stream async for e in store.read_all(categories="users")] == ["users-1"]

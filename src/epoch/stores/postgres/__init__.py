@@ -42,12 +42,12 @@ from epoch.records import ANY, AppendResult, ExpectedVersionLike, NewEvent, Reco
 from epoch.stores._base import StoreLifecycle
 from epoch.stores._checks import (
     DEFAULT_MAX_EVENT_SIZE,
+    GLOBAL_LOG,
     MAX_INT64,
     check_append,
-    check_categories,
     check_expected_version,
     check_max_event_size,
-    check_read_bounds,
+    check_read,
     check_stream_name,
     clamp64,
     runs_of,
@@ -231,8 +231,7 @@ class PostgresEventStore(StoreLifecycle, SQLStore, SupportsImport):
         backwards: bool = False,
         limit: int | None = None,
     ) -> AsyncIterator[RecordedEvent]:
-        check_stream_name(stream)
-        check_read_bounds(stream, from_version, limit)
+        check_read(stream, from_version, limit, backwards=backwards)
         self._db.check_open(stream)
         remaining = limit
         # A bound beyond 64 bits is past every version (guarantee 13): capped, it reads the same.
@@ -259,8 +258,7 @@ class PostgresEventStore(StoreLifecycle, SQLStore, SupportsImport):
         limit: int | None = None,
         categories: str | Iterable[str] | None = None,
     ) -> AsyncIterator[RecordedEvent]:
-        check_read_bounds("$all", after, limit)
-        names = check_categories(categories)
+        names = check_read(GLOBAL_LOG, after, limit, categories=categories).categories
         self._db.check_open()
         if names == ():  # an empty filter matches nothing (guarantee 11): no query
             return
@@ -290,8 +288,7 @@ class PostgresEventStore(StoreLifecycle, SQLStore, SupportsImport):
         after: int = 0,
         categories: str | Iterable[str] | None = None,
     ) -> AsyncIterator[RecordedEvent]:
-        check_read_bounds("$all", after, None)
-        names = check_categories(categories)
+        names = check_read(GLOBAL_LOG, after, categories=categories).categories
         self._db.check_open()
         if names == ():
             # An empty filter matches nothing (guarantee 11): wait, without querying, until closed.
