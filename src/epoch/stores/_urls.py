@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl
 from epoch.errors import ConfigurationError
 from epoch.stores._checks import check_max_event_size, url_int
 
-__all__ = ["Parser", "count", "event_size", "flag", "parse_query", "seconds"]
+__all__ = ["Parser", "count", "event_size", "flag", "integer", "only_options", "parse_query", "seconds", "text"]
 
 Parser = Callable[[str, str], Any]
 """``parser(name, raw_value)``: the option's value, or ``ConfigurationError`` naming the parameter."""
@@ -59,6 +59,16 @@ def seconds(key: str, value: str) -> float:
     return number
 
 
+def integer(key: str, value: str) -> int:
+    """An int parameter the store range-checks itself (ASCII digits)."""
+    return url_int(key, value)
+
+
+def text(key: str, value: str) -> str:
+    """A parameter the store checks itself (e.g. ``synchronous=FULL``)."""
+    return value
+
+
 def event_size(key: str, value: str) -> int:
     """``max_event_size``: an int of bytes, in the range every store accepts."""
     return check_max_event_size(url_int(key, value))
@@ -82,3 +92,22 @@ def parse_query(
         else:
             rest.append((key, value))
     return parsed, rest
+
+
+def only_options(url: str, query: str, options: Mapping[str, Parser], store: str) -> dict[str, Any]:
+    """epoch's options of a URL that takes no other parameter (memory, SQLite: no driver to hand them to).
+
+    A malformed query, or a parameter not in ``options``, raises ``ConfigurationError`` naming the URL
+    (these URLs hold no password) and, for an unknown parameter, the known ones: ``unknown SQLite URL
+    parameter 'bogus' in 'sqlite://?bogus=1' (use max_event_size, ...)``.
+    """
+    try:
+        parsed, rest = parse_query(query, options, strict=True)
+    except ConfigurationError:
+        raise
+    except ValueError as exc:
+        raise ConfigurationError(f"bad {store} URL parameters in {url!r}: {exc}") from None
+    if rest:
+        known = ", ".join(options)
+        raise ConfigurationError(f"unknown {store} URL parameter {rest[0][0]!r} in {url!r} (use {known})")
+    return parsed

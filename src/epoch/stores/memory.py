@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
-from urllib.parse import parse_qsl
 from uuid import UUID
 
 from epoch.errors import ConfigurationError, StoreUnavailable
@@ -21,8 +20,8 @@ from epoch.stores._checks import (
     check_stream_name,
     enforce_expected_version,
     is_replay,
-    url_int,
 )
+from epoch.stores._urls import integer, only_options
 
 __all__ = ["MemoryEventStore"]
 
@@ -72,16 +71,7 @@ class MemoryEventStore(StoreLifecycle):
         where, _, query = rest.partition("?")
         if where not in ("", "/"):
             raise ConfigurationError(f"a memory store URL names no host or path: {url!r} (use memory://)")
-        options: dict[str, int] = {}
-        try:
-            pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
-        except ValueError as exc:
-            raise ConfigurationError(f"bad memory store URL parameters in {url!r}: {exc}") from None
-        for key, value in pairs:
-            if key != "max_event_size":
-                raise ConfigurationError(f"unknown memory store URL parameter {key!r} in {url!r} (use max_event_size)")
-            options[key] = url_int(key, value)
-        return cls(**options)
+        return cls(**only_options(url, query, {"max_event_size": integer}, "memory store"))
 
     def _check_open(self) -> None:
         if self._closed:

@@ -23,7 +23,6 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, ClassVar, TypeVar
-from urllib.parse import parse_qsl
 from uuid import UUID
 
 from epoch.errors import ConfigurationError
@@ -40,9 +39,9 @@ from epoch.stores._checks import (
     check_stream_name,
     clamp64,
     runs_of,
-    url_int,
 )
 from epoch.stores._sql import Dialect, SQLStore, SupportsImport
+from epoch.stores._urls import Parser, integer, only_options, seconds, text
 from epoch.stores.sqlite import work
 from epoch.stores.sqlite.bridge import SQLiteTransaction, transaction_on
 from epoch.stores.sqlite.schema import APPLICATION_ID as APPLICATION_ID
@@ -276,21 +275,8 @@ def _parse_url(url: str) -> tuple[str, dict[str, Any]]:
         raise ConfigurationError(
             f"a SQLite URL names no host: {url!r} (use sqlite:///relative.db or sqlite:////abs.db)"
         )
-    options: dict[str, Any] = {}
-    try:
-        for key, value in parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)):
-            if key in ("max_event_size", "readers"):
-                options[key] = url_int(key, value)
-            elif key == "timeout":
-                options[key] = float(value)
-            elif key == "synchronous":
-                options[key] = value
-            else:
-                raise ConfigurationError(
-                    f"unknown SQLite URL parameter {key!r} in {url!r} (use max_event_size, synchronous, timeout, readers)"
-                )
-    except ValueError as exc:
-        if isinstance(exc, ConfigurationError):
-            raise
-        raise ConfigurationError(f"bad SQLite URL parameters in {url!r}: {exc}") from exc
-    return rest[1:] or ":memory:", options
+    return rest[1:] or ":memory:", only_options(url, query, _OPTIONS, "SQLite")
+
+
+_OPTIONS: dict[str, Parser] = {"max_event_size": integer, "synchronous": text, "timeout": seconds, "readers": integer}
+"""The SQLite URL's parameters; the store checks ``max_event_size``, ``synchronous`` and ``readers``."""
