@@ -11,7 +11,6 @@ import inspect
 import os
 from pathlib import Path
 
-
 import epoch
 
 ROOT = Path(__file__).resolve().parent.parent
