@@ -180,7 +180,7 @@ async def test_services_reach_decide(store: EventStore) -> None:
 async def test_conflicts_are_retried_with_a_fresh_decision(store: EventStore) -> None:
     racing = RacingStore(store, interfere=2)
     await handler_for(store).execute("1", Open("ada"))
-    handler = CommandHandler(racing, accounts, "account", codec, retries=3)  # type: ignore[arg-type]
+    handler = CommandHandler(racing, accounts, "account", codec, retries=3)
     result = await handler.execute("1", Deposit(10))
     assert result.attempts == 3
     assert result.state == Account("ada", 12, 3)
@@ -190,7 +190,7 @@ async def test_conflicts_are_retried_with_a_fresh_decision(store: EventStore) ->
 async def test_retries_run_out_with_the_last_conflict(store: EventStore) -> None:
     await handler_for(store).execute("1", Open("ada"))
     racing = RacingStore(store, interfere=10)
-    handler = CommandHandler(racing, accounts, "account", codec, retries=2)  # type: ignore[arg-type]
+    handler = CommandHandler(racing, accounts, "account", codec, retries=2)
     with pytest.raises(WrongExpectedVersion) as info:
         await handler.execute("1", Deposit(10))
     assert info.value.stream == "account-1"
@@ -206,7 +206,7 @@ async def test_explicit_expected_version_is_never_retried(store: EventStore) -> 
         await handler.execute("1", Deposit(1), 0)
     assert (info.value.expected, info.value.actual) == (0, 1)
     racing = RacingStore(store, interfere=1)
-    raced = CommandHandler(racing, accounts, "account", codec)  # type: ignore[arg-type]
+    raced = CommandHandler(racing, accounts, "account", codec)
     with pytest.raises(WrongExpectedVersion):
         await raced.execute("1", Deposit(1), 1)
     assert await store.stream_version("account-1") == 2  # only the interfering write

@@ -42,10 +42,10 @@ def key(event: RecordedEvent, with_time: bool = True) -> tuple[object, ...]:
 
 
 async def snapshot(store: EventStore, with_time: bool = True) -> dict[str, object]:
-    log = [key(e, with_time) async for e in store.read_all()]
-    streams = sorted({entry[0] for entry in log})  # type: ignore[type-var]
+    events = [e async for e in store.read_all()]
+    streams = sorted({e.stream for e in events})
     return {
-        "log": log,
+        "log": [key(e, with_time) for e in events],
         "streams": {s: [key(e, with_time) async for e in store.read_stream(s)] for s in streams},
         "versions": {s: await store.stream_version(s) for s in streams},
     }

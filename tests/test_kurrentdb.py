@@ -11,7 +11,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
@@ -329,11 +329,7 @@ def _busy_threads(fake: FakeKurrentDB) -> list[Any]:
     import threading
 
     frames = sys._current_frames()
-    return [
-        t
-        for t in threading.enumerate()
-        if t.ident in frames and _in_subscription(frames[t.ident])  # type: ignore[index]
-    ]
+    return [t for t in threading.enumerate() if t.ident in frames and _in_subscription(frames[t.ident])]
 
 
 def _in_subscription(frame: Any) -> bool:
@@ -710,7 +706,7 @@ async def test_numbers_beyond_the_protocol_behave_as_on_the_memory_store(
 
     async def outcomes(s: Any) -> list[Any]:
         await s.append("a-1", new(2))
-        calls = {
+        calls: dict[str, Callable[[], Awaitable[object]]] = {
             "read_all after": lambda: collect(s.read_all(after=number)),
             "read_all limit": lambda: collect(s.read_all(limit=number)),
             "read_stream from": lambda: collect(s.read_stream("a-1", from_version=number)),
@@ -720,7 +716,7 @@ async def test_numbers_beyond_the_protocol_behave_as_on_the_memory_store(
             "append nothing": lambda: s.append("a-1", [], number),
             "delete": lambda: s.delete_stream("a-1", number),
         }
-        found = []
+        found: list[tuple[object, ...]] = []
         for what, call in calls.items():
             try:
                 result = await call()

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 
 import psycopg
@@ -219,6 +219,7 @@ async def test_terminated_connections_are_replaced(store: PostgresEventStore, pg
     result = await store.append("s-1", new(1))  # retried on a fresh connection
     assert result.version == 1
     assert (await asyncio.wait_for(anext(subscription), 10)).version == 1
+    assert isinstance(subscription, AsyncGenerator)
     await subscription.aclose()
 
 

@@ -34,8 +34,8 @@ from epoch.examples.users.projections import runner
 from epoch.examples.users.registry import name_claims_runner
 from epoch.web import create_app
 from epoch.web._activity import Activity, Bar, activity, chart_svg, nice_ceiling, window_start
+from epoch.web._context import _changes
 from epoch.web._diff import Change, diff, path_text, value_text
-from epoch.web._pages import _changes
 from epoch.web._views import state_json
 from tests.payloads import SHOWN_AS_BYTES, SHOWN_AS_JSON, plant_old_metadata
 
@@ -747,8 +747,8 @@ async def test_bytes_that_are_not_json_show_as_base64_and_an_escaped_preview(
             )
     for page in (await client.get("/streams")).text, (await client.get("/log")).text:
         assert "bytes-0" in page
-    event = (await client.get(f"/events/{seeded['ids']['terminal escapes']}")).text
-    assert preview_of(event) == ["\\x1b[31mred\\x1b[0m\\r\\nnext"]
+    escapes = (await client.get(f"/events/{seeded['ids']['terminal escapes']}")).text
+    assert preview_of(escapes) == ["\\x1b[31mred\\x1b[0m\\r\\nnext"]
     deep = (await client.get(f"/events/{seeded['ids']['deep list']}")).text
     assert "data is not shown as JSON (nested deeper than 100 levels): 20001 bytes" in deep
     assert preview_of(deep) == ["[" * 4096 + "… (15905 more bytes)"]

@@ -26,7 +26,7 @@ from typing import TypeVar
 
 import httpx
 import pytest
-from playwright.sync_api import Page, ViewportSize
+from playwright.sync_api import Dialog, Page, ViewportSize
 
 from epoch import NewEvent, open_store
 from epoch.examples.users import AddUser, UserService
@@ -130,7 +130,12 @@ def test_explore_the_users_example_in_a_browser(chromium: str, server: tuple[str
         browser = playwright.chromium.launch(executable_path=chromium, headless=True, args=FLAGS)
         try:
             page = browser.new_page(viewport=VIEWPORT)
-            page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+
+            def dismiss(dialog: Dialog) -> None:
+                dialogs.append(dialog.message)
+                dialog.dismiss()
+
+            page.on("dialog", dismiss)
             page.set_default_timeout(10_000)
 
             # Streams, then a prefix search.
