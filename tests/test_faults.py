@@ -24,8 +24,9 @@ import pytest
 
 from epoch import NO_STREAM, EventStore, NewEvent, RecordedEvent, StoreFull, StoreUnavailable, open_store
 from epoch.stores.sqlite import SQLiteEventStore
+from epoch.testing import collect
 from tests.conftest import create_database, drop_database
-from tests.faults import PgCluster, Worker, check_log, collect, counted, env_int, report
+from tests.faults import PgCluster, Worker, check_log, counted, env_int, report
 
 # -- a full disk (SQLite) --------------------------------------------------------------------------
 

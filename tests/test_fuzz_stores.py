@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from epoch import EventStore, NewEvent, RecordedEvent, open_store
+from epoch import EventStore, NewEvent, open_store
 from epoch.errors import (
     EpochError,
     InvalidEvent,
@@ -26,6 +26,7 @@ from epoch.errors import (
     WrongExpectedVersion,
 )
 from epoch.stores._checks import MAX_METADATA_DEPTH
+from epoch.testing import collect
 from tests.hostile import bad_numbers, categories_arg, hostile_json, hostile_names, is_valid_name
 
 T = TypeVar("T")
@@ -62,10 +63,6 @@ def opened(store_url: str) -> Iterator[Opened]:
     handle = Opened(store_url)
     yield handle
     handle.close()
-
-
-async def collect(iterator: AsyncIterator[RecordedEvent]) -> list[RecordedEvent]:
-    return [event async for event in iterator]
 
 
 # -- hostile metadata -------------------------------------------------------------------------------

@@ -41,20 +41,14 @@ from epoch.records import ANY, NO_STREAM, AppendResult, EventEnvelope, NewEvent,
 from epoch.stores import open_store
 from epoch.stores._checks import check_categories, check_read_bounds, check_stream_name
 from epoch.stores.kurrentdb import DEFAULT_KURRENTDB_MAX_EVENT_SIZE, KurrentDBEventStore
+from epoch.testing import collect
+from epoch.testing import new_events as new
 from epoch.testing.contract import EventStoreContract
 from tests.hostile import any_text, hostile_names, is_valid_name
 from tests.kurrentdb_fake import FakeKurrentDB
 from tests.test_model import STREAMS, make_machine
 
 REAL_URI = os.environ.get("EPOCH_TEST_KURRENTDB_URI")
-
-
-def new(n: int = 1, prefix: str = "") -> list[NewEvent]:
-    return [NewEvent("Happened", json.dumps({"n": f"{prefix}{i}"}).encode()) for i in range(n)]
-
-
-async def collect(iterator: AsyncIterator[RecordedEvent]) -> list[RecordedEvent]:
-    return [event async for event in iterator]
 
 
 @pytest.fixture
@@ -380,7 +374,7 @@ async def test_urls() -> None:
 
 @dataclass(frozen=True)
 class Happened:
-    n: str
+    n: int
 
 
 CODEC = Codec([Happened])
@@ -391,7 +385,7 @@ class Recorder:
 
     categories = "users"
 
-    def __init__(self, name: str = "recorder", policy: str = "stop", poison: tuple[str, ...] = ()) -> None:
+    def __init__(self, name: str = "recorder", policy: str = "stop", poison: tuple[int, ...] = ()) -> None:
         self.name = name
         self.policy = policy
         self.poison = set(poison)
@@ -435,7 +429,7 @@ async def test_a_new_runner_on_a_new_store_resumes_from_the_checkpoint(fake: Fak
 async def test_checkpoint_streams_are_hidden_from_reads(fake: FakeKurrentDB) -> None:
     async with KurrentDBEventStore(fake.uri) as store:
         written = await store.append("users-1", new(2))
-        await ProjectionRunner(store, CODEC, [Recorder(policy="park", poison=("1",))], retry=FAST).run_until_idle()
+        await ProjectionRunner(store, CODEC, [Recorder(policy="park", poison=(1,))], retry=FAST).run_until_idle()
         assert {e[0] for e in fake.events()} >= {"$epoch-checkpoint-recorder", "$epoch-parked-recorder"}
         assert [(r.stream, r.version) for r in await collect(store.read_all())] == [("users-1", 0), ("users-1", 1)]
         assert await collect(store.read_all(categories="$epoch")) == []
@@ -486,11 +480,11 @@ async def test_parked_events_survive_a_new_runner(fake: FakeKurrentDB) -> None:
     async with KurrentDBEventStore(fake.uri) as first:
         await first.append("users-1", new(3))
         bad = (await collect(first.read_stream("users-1")))[1]
-        recorder = Recorder(policy="park", poison=("1",))
+        recorder = Recorder(policy="park", poison=(1,))
         await ProjectionRunner(first, CODEC, [recorder], retry=FAST).run_until_idle()
         assert recorder.seen == [("users-1", 0), ("users-1", 0), ("users-1", 2)]  # the batch, then one by one
     async with KurrentDBEventStore(fake.uri) as second:
-        recorder = Recorder(policy="park", poison=("1",))
+        recorder = Recorder(policy="park", poison=(1,))
         runner = ProjectionRunner(second, CODEC, [recorder], retry=FAST)
         [parked] = await runner.parking.list("recorder")
         assert parked.event == bad  # the original event: id, stream, version, position, bytes, time
@@ -509,11 +503,11 @@ async def test_parked_events_survive_a_new_runner(fake: FakeKurrentDB) -> None:
 async def test_rebuild_clears_parked_events_on_the_server(fake: FakeKurrentDB) -> None:
     async with KurrentDBEventStore(fake.uri) as store:
         await store.append("users-1", new(3))
-        recorder = Recorder(policy="park", poison=("0", "2"))
+        recorder = Recorder(policy="park", poison=(0, 2))
         runner = ProjectionRunner(store, CODEC, [recorder], retry=FAST)
         await runner.run_until_idle()
         assert [p.event.version for p in await runner.parking.list("recorder")] == [0, 2]
-        recorder.poison = {"2"}
+        recorder.poison = {2}
         await runner.rebuild("recorder")
         assert recorder.seen == [("users-1", 0), ("users-1", 1)] * 2  # the batch, then one by one
     async with KurrentDBEventStore(fake.uri) as again:
@@ -543,7 +537,7 @@ async def test_parked_bytes_round_trip(fake: FakeKurrentDB) -> None:
 async def test_projections_status_on_a_kurrentdb_url(store: KurrentDBEventStore, fake: FakeKurrentDB) -> None:
     await store.append("orders-1", new(1))
     await store.append("users-1", new(2))
-    await ProjectionRunner(store, CODEC, [Recorder(policy="park", poison=("1",))], retry=FAST).run_until_idle()
+    await ProjectionRunner(store, CODEC, [Recorder(policy="park", poison=(1,))], retry=FAST).run_until_idle()
     head = await store.head_position()
 
     def epoch(*args: str) -> Any:  # the CLI runs its own event loop: give it a thread

@@ -23,20 +23,14 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from epoch import NO_STREAM, ConfigurationError, NewEvent, RecordedEvent, StoreUnavailable, open_store
+from epoch import NO_STREAM, ConfigurationError, RecordedEvent, StoreUnavailable, open_store
 from epoch.cli import app
 from epoch.stores._sql import sql_store
 from epoch.stores.postgres import PostgresEventStore, decode_position, encode_position
+from epoch.testing import collect
+from epoch.testing import new_events as new
 
 pytestmark = [pytest.mark.postgres]
-
-
-def new(n: int = 1, tag: str = "") -> list[NewEvent]:
-    return [NewEvent("Happened", f'{{"tag": "{tag}", "n": {i}}}'.encode()) for i in range(n)]
-
-
-async def collect(iterator: AsyncIterator[RecordedEvent]) -> list[RecordedEvent]:
-    return [event async for event in iterator]
 
 
 @pytest.fixture

@@ -13,28 +13,21 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from epoch import ConfigurationError, NewEvent, RecordedEvent, StoreError, WrongExpectedVersion, open_store
+from epoch import ConfigurationError, RecordedEvent, StoreError, WrongExpectedVersion, open_store
 from epoch.cli import app
 from epoch.stores._postgres_schema import MIGRATIONS
 from epoch.stores.postgres import PostgresEventStore
+from epoch.testing import collect
+from epoch.testing import new_events as new
 from epoch.testing.contract_log import inversions
 
 pytestmark = [pytest.mark.postgres]
-
-
-def new(n: int = 1, tag: str = "") -> list[NewEvent]:
-    return [NewEvent("Happened", f'{{"tag": "{tag}", "n": {i}}}'.encode()) for i in range(n)]
-
-
-async def collect(iterator: AsyncIterator[RecordedEvent]) -> list[RecordedEvent]:
-    return [event async for event in iterator]
 
 
 # -- guarantee 10 with OS processes ---------------------------------------------------------------

@@ -22,12 +22,12 @@ import psycopg
 import pytest
 
 from epoch import Codec, EventEnvelope, ProjectionRunner, RecordedEvent, open_store
+from epoch.testing import collect
 from tests.faults import (
     ENV,
     ROOT,
     Worker,
     check_log,
-    collect,
     env_int,
     mib,
     peak_rss_kib,

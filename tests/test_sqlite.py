@@ -15,25 +15,18 @@ import textwrap
 import threading
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from epoch.errors import ConfigurationError, DuplicateEventId, InvalidEvent, StoreUnavailable, WrongExpectedVersion
-from epoch.records import NO_STREAM, AppendResult, NewEvent, RecordedEvent
+from epoch.records import NO_STREAM, AppendResult, NewEvent
 from epoch.stores import open_store
 from epoch.stores._sql import sql_store
 from epoch.stores.sqlite import APPLICATION_ID, PAGE_SIZE, SCHEMA_VERSION, SQLiteEventStore
-
-
-def new(n: int = 1, prefix: str = "") -> list[NewEvent]:
-    return [NewEvent("Happened", json.dumps({"n": f"{prefix}{i}"}).encode()) for i in range(n)]
-
-
-async def collect(iterator: AsyncIterator[RecordedEvent]) -> list[RecordedEvent]:
-    return [event async for event in iterator]
+from epoch.testing import collect
+from epoch.testing import new_events as new
 
 
 def run_child(code: str, *args: str) -> subprocess.Popen[str]:
@@ -240,9 +233,7 @@ async def test_threads_with_their_own_loops_share_one_store(tmp_path: Path) -> N
             while True:  # optimistic concurrency: re-read, retry
                 version = await store.stream_version(stream)
                 try:
-                    await store.append(
-                        stream, new(1, prefix=f"{t}.{k}.{i}."), NO_STREAM if version is None else version
-                    )
+                    await store.append(stream, new(1, tag=f"{t}.{k}.{i}."), NO_STREAM if version is None else version)
                     break
                 except WrongExpectedVersion:
                     continue
@@ -274,7 +265,7 @@ async def test_reads_cross_page_boundaries(tmp_path: Path) -> None:
     total = 2 * PAGE_SIZE + 345
     async with SQLiteEventStore(tmp_path / "pages.db") as store:
         for chunk in range(0, total, 500):
-            await store.append("big-1", new(min(500, total - chunk), prefix=f"{chunk}."))
+            await store.append("big-1", new(min(500, total - chunk), tag=f"{chunk}."))
             await store.append(f"other-{chunk}", new(2))
             await store.append(f"third-{chunk}", new(1))
         versions = [e.version for e in await collect(store.read_stream("big-1"))]

@@ -80,10 +80,10 @@ async def seed_all(url: str) -> None:
             await store.append("clicks-1", [NewEvent("Clicked", json.dumps({"n": n, "button": "ok"}).encode())])
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def server(request: pytest.FixtureRequest, sqlite_url: str) -> Iterator[tuple[str, str]]:
+@pytest.fixture
+def server(sql_store_url: str) -> Iterator[tuple[str, str]]:
     """``epoch serve`` on a free port over a seeded store of each kind: (base URL, store URL)."""
-    store_url = sqlite_url if request.param == "sqlite" else str(request.getfixturevalue("pg_dsn"))
+    store_url = sql_store_url
     run_async(lambda: seed_all(store_url))
     port = free_port()
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'src'}"}
