@@ -371,5 +371,7 @@ async def test_an_unregistered_event_names_the_stream(store: EventStore) -> None
     with pytest.raises(InvalidEvent) as info:
         await handler.execute("1", Open("x"))
     assert (info.value.stream, info.value.index) == ("account-1", 1)
-    assert "Stray" in str(info.value)
+    assert (
+        str(info.value) == f"account-1: invalid event at index 1: {Stray.__qualname__} is not registered with the codec"
+    )
     assert await store.head_position() == 0

@@ -87,8 +87,12 @@ async def test_copy_refuses_an_unrelated_destination(pg_dsn: str) -> None:
     async with open_store("memory://") as src, open_store(pg_dsn) as dst:
         await fill(src)
         await dst.append("other-1", [NewEvent("X", b"")])
-        with pytest.raises(ConfigurationError, match="not a partial copy"):
+        with pytest.raises(ConfigurationError) as info:
             await copy_store(src, dst)
+        assert (
+            str(info.value)
+            == "the destination store is not empty and is not a partial copy of the source: copy into an empty store"
+        )
 
 
 async def test_sqlite_to_postgres_to_sqlite(pg_dsn: str, tmp_path: Path) -> None:

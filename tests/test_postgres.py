@@ -338,14 +338,18 @@ async def test_migrate_command_is_idempotent(pg_dsn: str) -> None:
     assert [step["version"] for step in report["applied"]] == [1, 2]
     second = await asyncio.to_thread(runner.invoke, app, ["migrate", "--store", pg_dsn])
     assert second.exit_code == 0, second.output
-    assert "already at version 2" in second.output
+    assert second.output == "schema already at version 2; nothing to do\n"
     with psycopg.connect(pg_dsn) as conn:
         assert conn.execute("SELECT version FROM epoch_schema_version ORDER BY version").fetchall() == [(1,), (2,)]
 
 
 async def test_migrate_false_refuses_a_missing_schema(pg_dsn: str) -> None:
-    with pytest.raises(ConfigurationError, match="epoch migrate"):
+    with pytest.raises(ConfigurationError) as info:
         await open_store(pg_dsn + "?migrate=false")
+    assert (
+        str(info.value)
+        == "the epoch schema is at version 0, 2 is needed: run `epoch migrate --store URL` (or open without ?migrate=false)"
+    )
     async with open_store(pg_dsn) as store:  # creates the schema
         await store.append("s-1", new(1))
     async with open_store(pg_dsn + "?migrate=false") as store:

@@ -113,8 +113,11 @@ async def test_bad_url_is_a_configuration_error(url: str) -> None:
 async def test_max_event_size_is_configurable(tmp_path: Path) -> None:
     async with SQLiteEventStore(tmp_path / "e.db", max_event_size=100) as store:
         await store.append("s-1", [NewEvent("T", b"x" * 90, b'{"a":1}')])  # 97 bytes
-        with pytest.raises(InvalidEvent, match="exceed the limit of 100"):
+        with pytest.raises(InvalidEvent) as info:
             await store.append("s-1", [NewEvent("T", b"x" * 94, b'{"a":1}')])  # 101 bytes
+        assert (
+            str(info.value) == "s-1: invalid event at index 0: 101 bytes of data and metadata exceed the limit of 100"
+        )
         assert await store.stream_version("s-1") == 0
 
 
