@@ -27,38 +27,15 @@ from epoch import (
     WrongExpectedVersion,
 )
 from epoch.records import AppendResult, ExpectedVersionLike
+from tests.bank import Close as Close
+from tests.bank import Closed as Closed
+from tests.bank import Deposit as Deposit
+from tests.bank import Deposited as Deposited
+from tests.bank import Open as Open
+from tests.bank import Opened as Opened
 
-# -- a small account domain --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Open:
-    owner: str
-
-
-@dataclass(frozen=True)
-class Deposit:
-    amount: int
-
-
-@dataclass(frozen=True)
-class Close:
-    pass
-
-
-@dataclass(frozen=True)
-class Opened:
-    owner: str
-
-
-@dataclass(frozen=True)
-class Deposited:
-    amount: int
-
-
-@dataclass(frozen=True)
-class Closed:
-    pass
+# -- the account domain of tests/bank.py, with a state that counts deposits and a decide that takes a
+# bonus from its services --------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
