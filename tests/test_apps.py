@@ -3,6 +3,7 @@ same messages from both, ``$EPOCH_APP`` when no option is given, saved checkpoin
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -60,20 +61,35 @@ def test_load_factories_splits_and_reads_epoch_app(monkeypatch: pytest.MonkeyPat
     assert load_factories(None) == []
 
 
-async def test_saved_status_without_runners_lists_saved_checkpoints(tmp_path: Path) -> None:
-    async with open_store(f"sqlite:///{tmp_path}/e.db") as store:
-        assert await saved_status(store, []) == []
-        database = database_of(store)
-        assert database is not None
-        await SQLCheckpointStore(database).save("somewhere", 0)
-        [saved] = await saved_status(store, [])
-        assert (saved.name, saved.checkpoint, saved.head, saved.parked, saved.failing) == ("somewhere", 0, 0, 0, False)
+# The status tests run their own event loop, as `epoch projections status` does (asyncio.run).
 
 
-async def test_saved_status_with_runners_is_theirs_in_order() -> None:
-    async with MemoryEventStore() as store:
-        users = runner(store)
-        assert isinstance(users, ProjectionRunner)
-        rows = await saved_status(store, [users, users])
-        assert all(isinstance(row, ProjectionStatus) for row in rows)
-        assert [row.name for row in rows] == [*users.names, *users.names]
+def test_saved_status_without_runners_lists_saved_checkpoints(tmp_path: Path) -> None:
+    async def check() -> None:
+        async with open_store(f"sqlite:///{tmp_path}/e.db") as store:
+            assert await saved_status(store, []) == []
+            database = database_of(store)
+            assert database is not None
+            await SQLCheckpointStore(database).save("somewhere", 0)
+            [saved] = await saved_status(store, [])
+            assert (saved.name, saved.checkpoint, saved.head, saved.parked, saved.failing) == (
+                "somewhere",
+                0,
+                0,
+                0,
+                False,
+            )
+
+    asyncio.run(check())
+
+
+def test_saved_status_with_runners_is_theirs_in_order() -> None:
+    async def check() -> None:
+        async with MemoryEventStore() as store:
+            users = runner(store)
+            assert isinstance(users, ProjectionRunner)
+            rows = await saved_status(store, [users, users])
+            assert all(isinstance(row, ProjectionStatus) for row in rows)
+            assert [row.name for row in rows] == ["user-names", "user-names"]
+
+    asyncio.run(check())

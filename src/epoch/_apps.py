@@ -3,7 +3,8 @@
 Each ``module:attr`` names a function (or class) that takes the open store and returns what the caller
 shows: a :class:`~epoch.projections.ProjectionRunner` for ``epoch projections``; runners, sagas and
 command handlers for the explorer. ``$EPOCH_APP`` is read here and nowhere else. Problems raise
-:class:`~epoch.ConfigurationError`; the CLI turns that into its one-line usage error.
+:class:`~epoch.ConfigurationError`: ``epoch projections`` turns it into its one-line usage error (exit
+status 2), ``epoch serve`` and the explorer report it as they report any ``EpochError``.
 """
 
 from __future__ import annotations
