@@ -21,8 +21,6 @@ import pytest
 
 from epoch.stores import EventStore, open_store
 
-BACKENDS = ["memory", "sqlite", "postgres"]
-
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -139,15 +137,18 @@ def url_for(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str
 
 
 POSTGRES = pytest.param("postgres", marks=pytest.mark.postgres)
+BACKENDS = ["memory", "sqlite", POSTGRES]
+"""Every backend a test runs on; tests reach them through ``store_url`` (or ``sql_store_url``)."""
+SQL_BACKENDS = ["sqlite", POSTGRES]
 
 
-@pytest.fixture(params=["memory", "sqlite", POSTGRES])
+@pytest.fixture(params=BACKENDS)
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A URL naming a fresh, empty store: one case per backend."""
     return url_for(request.param, request, tmp_path)
 
 
-@pytest.fixture(params=["sqlite", POSTGRES])
+@pytest.fixture(params=SQL_BACKENDS)
 def sql_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A URL naming a fresh, empty store in a SQL database (for exactly-once projections)."""
     return url_for(request.param, request, tmp_path)

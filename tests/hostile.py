@@ -80,7 +80,7 @@ def is_valid_name(name: str, limit: int = 512) -> bool:
     return not any(unicodedata.category(c) in ("Cc", "Cs") for c in name)
 
 
-_name_char = st.characters(exclude_categories=["Cc", "Cs"])  # type: ignore[list-item]
+_name_char = st.characters(exclude_categories=["Cc", "Cs"])
 valid_names = st.one_of(
     st.text(_name_char, min_size=1, max_size=40).map(str.strip).filter(bool),
     st.builds(lambda c, n: c * n, st.sampled_from(["a", "é", "語", "\U0001d518"]), st.integers(500, 512)),
@@ -98,7 +98,7 @@ bad_numbers = st.one_of(
 """Anything that is not a version or position a store accepts (negative, bool, float, str, overflow)."""
 
 
-categories_arg = st.one_of(
+categories_arg: st.SearchStrategy[list[str] | str] = st.one_of(
     st.just([]),
     st.lists(st.sampled_from(["users", "orders", "a", "x"]), max_size=6),
     st.sampled_from(["users", "orders"]),

@@ -96,7 +96,7 @@ class _Stream:
         return events[-max_count:] if isinstance(max_count, int) and max_count >= 1 else events
 
 
-class _Streams(pbg.StreamsServicer):  # type: ignore[misc]
+class _Streams(pbg.StreamsServicer):
     def __init__(self, max_append_size: int) -> None:
         self.max_append_size = max_append_size
         self.lock = threading.Condition()
@@ -344,6 +344,7 @@ def _matcher(options: pb.ReadReq.Options) -> Any:
     if options.WhichOneof("filter_option") != "filter":
         return lambda event: True
     which = options.filter.WhichOneof("filter")
+    assert which is not None, "a filter option names its filter"
     expression = getattr(options.filter, which)
     key = "stream" if which == "stream_identifier" else "type"
     prefixes = tuple(expression.prefix)

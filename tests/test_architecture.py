@@ -1,5 +1,8 @@
-"""The public surface and the layering: ``epoch.__all__`` matches tests/public_api.txt, and modules only
-import in the allowed direction (STYLE §3)."""
+"""The public surface and the layering (docs/architecture.md): ``epoch.__all__`` and the members of the main
+classes match tests/public_api.txt, and modules only import in the allowed direction (STYLE §3).
+
+The rules hold for the flat store layout (``stores/_sqlite_work.py``) and for one subpackage per backend
+(``stores/sqlite/work.py``) alike."""
 
 from __future__ import annotations
 
@@ -14,6 +17,45 @@ ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src" / "epoch"
 SNAPSHOT = ROOT / "tests" / "public_api.txt"
 
+# The classes whose public members are pinned too, not only their constructors.
+MEMBERS_PINNED = ("Codec", "CommandHandler", "EventStore", "ProjectionRunner")
+
+# What may import what: a module imports only modules of its own layer or of a lower one. A unit is a
+# top-level module or package of epoch ("epoch" itself is the package's __init__, the public API).
+LAYERS = {
+    "errors": 0,
+    "records": 0,
+    "_roundtrip": 0,
+    "_backoff": 0,
+    "_payload": 0,
+    "streams": 1,
+    "domain": 1,
+    "codec": 2,
+    "stores": 2,
+    "cache": 3,
+    "_idempotency": 3,
+    "commands": 3,
+    "epoch": 4,
+    "projections": 4,
+    "testing": 5,
+    "examples": 5,
+    "_apps": 5,
+    "web": 6,
+    "cli": 7,
+}
+
+# The only store modules a module outside epoch/stores may import: the seam and the stores themselves.
+PUBLIC_STORE_MODULES = {
+    "epoch.stores",
+    "epoch.stores.memory",
+    "epoch.stores.copy",
+    "epoch.stores.sqlite",
+    "epoch.stores.postgres",
+    "epoch.stores.kurrentdb",
+}
+BACKENDS = ("memory", "sqlite", "postgres", "kurrentdb")
+MAX_LINES = 400
+
 
 def describe(name: str) -> str:
     value = getattr(epoch, name)
@@ -27,6 +69,41 @@ def describe(name: str) -> str:
     return f"{name} = {value!r}"
 
 
+def describe_members(name: str) -> list[str]:
+    """One line per public member (and async context manager method) the class defines or inherits from
+    epoch's own classes, not from object or typing."""
+    cls = getattr(epoch, name)
+    lines = []
+    for member in sorted(dir(cls)):
+        if member.startswith("_") and member not in ("__aenter__", "__aexit__"):
+            continue
+        owner = next(klass for klass in cls.__mro__ if member in vars(klass))
+        if not owner.__module__.startswith("epoch"):
+            continue
+        value = vars(owner)[member]
+        if isinstance(value, property):
+            lines.append(f"  {name}.{member}: property")
+        elif isinstance(value, staticmethod | classmethod) or inspect.isfunction(value):
+            function = value.__func__ if isinstance(value, staticmethod | classmethod) else value
+            kind = (
+                "async def" if inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function) else "def"
+            )
+            lines.append(f"  {kind} {name}.{member}{inspect.signature(function)}")
+        else:
+            lines.append(f"  {name}.{member}: attribute")
+    return lines
+
+
+def public_api() -> str:
+    lines = []
+    for name in epoch.__all__:
+        if name != "__version__":
+            lines.append(describe(name))
+            if name in MEMBERS_PINNED:
+                lines.extend(describe_members(name))
+    return "\n".join(lines) + "\n"
+
+
 def test_all_is_sorted_and_complete() -> None:
     assert list(epoch.__all__) == sorted(epoch.__all__)
     for name in epoch.__all__:
@@ -35,20 +112,18 @@ def test_all_is_sorted_and_complete() -> None:
 
 def test_public_api_snapshot() -> None:
     """Changing the public API is a reviewed change: run with EPOCH_UPDATE_API=1 to rewrite the snapshot."""
-    current = "\n".join(describe(name) for name in epoch.__all__ if name != "__version__") + "\n"
+    current = public_api()
     if os.environ.get("EPOCH_UPDATE_API") == "1":
         SNAPSHOT.write_text(current)
     assert SNAPSHOT.read_text() == current
 
 
-def imports_of(path: Path) -> set[str]:
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            found.add(node.module)
-        elif isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-    return {name for name in found if name.split(".")[0] == "epoch"}
+def test_the_snapshot_pins_members() -> None:
+    snapshot = SNAPSHOT.read_text().splitlines()
+    for name in MEMBERS_PINNED:
+        assert any(line.startswith(f"  async def {name}.") or line.startswith(f"  def {name}.") for line in snapshot), (
+            name
+        )
 
 
 def module_name(path: Path) -> str:
@@ -56,8 +131,107 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def is_module(name: str) -> bool:
+    """Whether ``name`` (``epoch.x.y``) is a module or package of src/epoch."""
+    base = SRC.parent.joinpath(*name.split("."))
+    return base.with_suffix(".py").is_file() or (base / "__init__.py").is_file()
+
+
+def imports_of(path: Path, module: str | None = None) -> set[str]:
+    """Every epoch module ``path`` (the module ``module``, by default the one its place in src/ names)
+    imports, anywhere in it. ``from epoch.stores import _checks`` counts as importing
+    ``epoch.stores._checks``; relative imports are resolved against the module's package."""
+    own = module or module_name(path)
+    package = own if path.name == "__init__.py" else own.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join([*base, node.module] if node.module else base)
+            else:
+                module = node.module or ""
+            submodules = {f"{module}.{alias.name}" for alias in node.names if is_module(f"{module}.{alias.name}")}
+            found.update(submodules)
+            if len(submodules) < len(node.names):  # some names are the module's own
+                found.add(module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {name for name in found if name.split(".")[0] == "epoch"}
+
+
+def sources(under: str = "") -> list[Path]:
+    return sorted((SRC / under).rglob("*.py"))
+
+
+def unit_of(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "epoch"
+
+
+def backend_of(module: str) -> str | None:
+    """``sqlite`` for ``epoch.stores.sqlite``, ``epoch.stores.sqlite.work`` or ``epoch.stores._sqlite_work``."""
+    if not module.startswith("epoch.stores."):
+        return None
+    first = module.removeprefix("epoch.stores.").split(".")[0].lstrip("_").split("_")[0]
+    return first if first in BACKENDS else None
+
+
+def test_imports_of_resolves_submodules_and_relative_imports(tmp_path: Path) -> None:
+    assert {"epoch.errors", "epoch.records"} <= imports_of(SRC / "stores" / "__init__.py")
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "from epoch.stores import _checks, EventStore\nfrom epoch import cli\nimport epoch.web\n"
+        "def later():\n    from epoch.stores import memory\n"
+    )
+    found = imports_of(probe, "epoch.projections.probe")
+    assert found == {"epoch.stores", "epoch.stores._checks", "epoch.cli", "epoch.web", "epoch.stores.memory"}
+    probe.write_text("from . import _tables\nfrom ..stores import _checks\n")
+    assert imports_of(probe, "epoch.projections.probe") == {
+        "epoch.projections._tables",
+        "epoch.stores._checks",
+    }
+
+
+def test_every_module_is_in_a_layer() -> None:
+    units = {unit_of(module_name(path)) for path in sources()}
+    assert sorted(units - LAYERS.keys()) == []
+
+
+def test_modules_import_only_their_own_layer_or_lower() -> None:
+    wrong = []
+    for path in sources():
+        layer = LAYERS[unit_of(module_name(path))]
+        for name in imports_of(path):
+            if LAYERS[unit_of(name)] > layer:
+                wrong.append((module_name(path), name))
+    assert wrong == []
+
+
+def test_only_stores_import_store_internals() -> None:
+    """Outside epoch/stores, a store is reached through epoch.stores (the seams) or a store's own module."""
+    wrong = []
+    for path in sources():
+        if module_name(path).startswith("epoch.stores"):
+            continue
+        for name in imports_of(path):
+            if name.startswith("epoch.stores.") and name not in PUBLIC_STORE_MODULES:
+                wrong.append((module_name(path), name))
+    assert wrong == []
+
+
+def test_web_never_imports_the_cli() -> None:
+    wrong = [(module_name(p), n) for p in sources("web") for n in imports_of(p) if unit_of(n) == "cli"]
+    assert wrong == []
+
+
+def test_no_module_is_over_400_lines() -> None:
+    long = {module_name(p): n for p in sources() if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert long == {}
+
+
 def test_domain_is_pure() -> None:
-    for path in (SRC / "domain").glob("*.py"):
+    for path in sources("domain"):
         for name in imports_of(path):
             assert name.startswith(("epoch.domain", "epoch.records", "epoch.errors")), (path.name, name)
         text = path.read_text()
@@ -68,12 +242,11 @@ def test_domain_is_pure() -> None:
 def test_codec_and_stores_depend_only_on_records_and_errors() -> None:
     # streams: the name rules; _roundtrip: the codec's own field walk; _backoff: the retry delays (stdlib only)
     allowed = ("epoch.records", "epoch.errors", "epoch.streams", "epoch.stores", "epoch._roundtrip", "epoch._backoff")
-    for path in [SRC / "codec.py", *(SRC / "stores").rglob("*.py")]:  # the backends' subpackages too
+    for path in [SRC / "codec.py", *sources("stores")]:
         for name in imports_of(path):
             assert name.startswith(allowed), (path.name, name)
 
 
-BACKENDS = {"memory", "sqlite", "postgres", "kurrentdb"}
 STORES = SRC / "stores"
 
 
@@ -141,9 +314,18 @@ def test_backend_internals_stay_inside_their_backend() -> None:
                 assert inside == parts[2], (str(path.relative_to(SRC)), name)
 
 
+def test_backend_of_reads_both_layouts() -> None:
+    assert [backend_of(m) for m in ("epoch.stores._sqlite_work", "epoch.stores.sqlite.work")] == ["sqlite", "sqlite"]
+    assert [backend_of(m) for m in ("epoch.stores.postgres", "epoch.stores._sql", "epoch.stores")] == [
+        "postgres",
+        None,
+        None,
+    ]
+
+
 def test_cli_and_web_use_the_public_api() -> None:
     internal = ("epoch.stores._", "epoch.commands", "epoch.cache", "epoch.projections._")
-    for path in [*(SRC / "cli").glob("*.py"), *(SRC / "web").glob("*.py")]:
+    for path in [*sources("cli"), *sources("web")]:
         for name in imports_of(path):
             assert not name.startswith(internal), (path.name, name)
 

@@ -174,8 +174,10 @@ def test_tail_follow_prints_new_events(filled: str, tmp_path: Path) -> None:
 
 def test_bad_store_url_is_a_clear_error(tmp_path: Path) -> None:
     done = run_epoch("streams", "--store", "nosuch://x", cwd=tmp_path)
-    assert done.returncode != 0
-    assert "unknown store URL" in done.stderr
+    assert done.returncode == 1
+    assert done.stderr == (
+        "error: unknown store URL 'nosuch://x': use memory://, sqlite:///path.db, postgresql://... or kurrentdb://...\n"
+    )
     assert "Traceback" not in done.stderr
 
 

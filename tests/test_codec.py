@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 import pickle
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, cast
 from uuid import UUID, uuid4
 
 import msgspec
@@ -114,12 +115,24 @@ def test_encode_rejects_unregistered_and_unencodable_events() -> None:
     class Stranger:
         x: int
 
-    with pytest.raises(InvalidEvent, match="Stranger is not registered"):
+    with pytest.raises(InvalidEvent) as info:
         codec.encode(Stranger(1))  # type: ignore[arg-type]
-    with pytest.raises(InvalidEvent, match="cannot encode 'Opened'"):
+    assert (
+        str(info.value)
+        == "invalid event: test_encode_rejects_unregistered_and_unencodable_events.<locals>.Stranger is not registered with the codec"
+    )
+    with pytest.raises(InvalidEvent) as info:
         codec.encode(Opened(object()))  # type: ignore[arg-type]
-    with pytest.raises(InvalidEvent, match="cannot encode 'Opened'"):
+    assert (
+        str(info.value)
+        == "invalid event: cannot encode 'Opened': $.owner: TypeError: Encoding objects of type object is unsupported"
+    )
+    with pytest.raises(InvalidEvent) as info:
         codec.encode(Opened("ada"), {"x": object()})
+    assert (
+        str(info.value)
+        == "invalid event: cannot encode 'Opened': metadata $['x']: TypeError: Encoding objects of type object is unsupported"
+    )
 
 
 def test_configuration_errors() -> None:
@@ -127,12 +140,15 @@ def test_configuration_errors() -> None:
     class Opened:  # same name as bank.Opened
         owner: str
 
-    with pytest.raises(ConfigurationError, match="share the event type 'Opened'"):
+    with pytest.raises(ConfigurationError) as info:
         Codec([bank_opened(), Opened])
-    with pytest.raises(ConfigurationError, match="must be classes"):
+    assert str(info.value) == "Opened and test_configuration_errors.<locals>.Opened share the event type 'Opened'"
+    with pytest.raises(ConfigurationError) as info:
         Codec([Opened("x")])  # type: ignore[arg-type]
-    with pytest.raises(ConfigurationError, match="must be a dataclass"):
+    assert str(info.value) == "event classes must be classes, not test_configuration_errors.<locals>.Opened(owner='x')"
+    with pytest.raises(ConfigurationError) as info:
         Codec([int])
+    assert str(info.value) == "int must be a dataclass, a msgspec.Struct or a pydantic model"
 
     class BadName(msgspec.Struct):
         event_type: ClassVar[object] = 3
@@ -151,8 +167,9 @@ def test_configuration_errors() -> None:
     for key in [("Deposited", 0), ("Deposited", True), "Deposited", ("Deposited", 1, 2)]:
         with pytest.raises(ConfigurationError, match="upcaster keys"):
             Codec([Deposited], {key: upcast})  # type: ignore[dict-item]
-    with pytest.raises(ConfigurationError, match="never runs"):
+    with pytest.raises(ConfigurationError) as info:
         Codec([Deposited], {("Deposited", 1): upcast})
+    assert str(info.value) == "upcaster ('Deposited', 1) never runs: Deposited is at version 1"
 
 
 def bank_opened() -> type[AccountEvent]:
@@ -192,8 +209,11 @@ def test_decode_errors_chain_the_cause() -> None:
 
 def test_unknown_types_are_never_dropped() -> None:
     for decode in (codec.decode, codec.decode_data):
-        with pytest.raises(UnknownEventType, match="'Robbed'"):
+        with pytest.raises(UnknownEventType) as info:
             decode(raw("Robbed", b"{}"))
+        assert (
+            str(info.value) == "account-1: unknown event type 'Robbed' at version 0 (register its class with the codec)"
+        )
 
 
 class DepositedV3(msgspec.Struct, frozen=True):
@@ -258,8 +278,12 @@ def test_upcaster_failures(upcaster: Upcaster, match: str) -> None:
     broken = Codec([DepositedV2], {("Deposited", 1): upcaster})
     with pytest.raises(DecodeError, match=match):
         broken.decode_data(raw("Deposited", b'{"amount": 1}'))
-    with pytest.raises(DecodeError, match="Expected `object`"):
+    with pytest.raises(DecodeError) as info:
         broken.decode(raw("Deposited", b"[]"))
+    assert (
+        str(info.value)
+        == "account-1: cannot decode event 'Deposited' at version 0: ValidationError: Expected `object`, got `array`"
+    )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -561,8 +585,11 @@ def test_equality_is_field_by_field_when_the_class_has_none() -> None:
 
     plain: Codec[object] = Codec([Plain, Priced])
     decoded = plain.decode_data(record(plain.encode(Plain(1, Decimal("1.10")))))
+    assert isinstance(decoded, Plain)
     assert (decoded.n, str(decoded.price)) == (1, "1.10")
-    assert str(plain.decode_data(record(plain.encode(Priced(Decimal("NaN"))))).price) == "NaN"
+    nan = plain.decode_data(record(plain.encode(Priced(Decimal("NaN")))))
+    assert isinstance(nan, Priced)
+    assert str(nan.price) == "NaN"
     with pytest.raises(InvalidEvent) as caught:
         plain.encode(Plain(1.5, Decimal(1)))  # type: ignore[arg-type]
     assert str(caught.value) == (
@@ -768,10 +795,11 @@ def test_upcaster_failures_name_the_type_and_versions() -> None:
         raise ZeroDivisionError("no cents today")
 
     prefix = "account-1: cannot decode event 'Deposited' at version 0: upcaster ('Deposited', 1)"
-    cases: list[tuple[Upcaster, str, type[BaseException] | None]] = [
+    # Upcasters that break their contract on purpose: typed as what they return.
+    cases: list[tuple[Callable[[dict[str, Any]], object], str, type[BaseException] | None]] = [
         (explode, f"{prefix} failed: ZeroDivisionError: no cents today", ZeroDivisionError),
         (lambda data: [data], f"{prefix} returned [{{'amount': 1}}], not a dict or a (type name, dict) pair", None),
-        (lambda data: None, f"{prefix} returned None, not a dict or a (type name, dict) pair", None),  # type: ignore[arg-type,return-value]
+        (lambda data: None, f"{prefix} returned None, not a dict or a (type name, dict) pair", None),
         (
             lambda data: ("Deposited", ["x" * 100]),
             f"{prefix} returned ('Deposited', ['{'x' * 41}..., not a dict or a (type name, dict) pair",
@@ -790,10 +818,13 @@ def test_upcaster_failures_name_the_type_and_versions() -> None:
         ),
     ]
     for upcaster, message, cause in cases:
-        broken = Codec([DepositedV2], {("Deposited", 1): upcaster})
+        broken = Codec([DepositedV2], {("Deposited", 1): cast(Upcaster, upcaster)})
         for decode in (broken.decode, broken.decode_data):
             with pytest.raises(DecodeError) as caught:
                 decode(raw("Deposited", b'{"amount": 1}'))
             assert type(caught.value) is DecodeError
             assert str(caught.value) == message
-            assert (cause is None and caught.value.__cause__ is None) or isinstance(caught.value.__cause__, cause)
+            if cause is None:
+                assert caught.value.__cause__ is None
+            else:
+                assert isinstance(caught.value.__cause__, cause)

@@ -299,11 +299,8 @@ async def test_a_command_id_that_wins_elsewhere_meanwhile_returns_its_result(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def test_processes_racing_one_command_id_return_the_first_result(
-    backend: str, request: pytest.FixtureRequest
-) -> None:
-    url = request.getfixturevalue("sqlite_url") if backend == "sqlite" else request.getfixturevalue("pg_dsn")
+async def test_processes_racing_one_command_id_return_the_first_result(sql_store_url: str) -> None:
+    url = sql_store_url
     async with open_store(url) as store:
         await handler_for(store).execute("1", Open("ada"))
     start = datetime.now(UTC).timestamp() + 2.0  # every process decides, then all append at once

@@ -46,8 +46,9 @@ def test_decide_and_evolve() -> None:
 
 def test_decide_events_runs_a_generator_to_completion() -> None:
     # A generator decide raises only when iterated: decide_events must surface it immediately.
-    with pytest.raises(AccountError, match="not open"):
+    with pytest.raises(AccountError) as info:
         decide_events(account, Deposit(1), Account())
+    assert str(info.value) == "not open"
 
 
 @dataclass
@@ -127,10 +128,12 @@ def test_combine_passes_services_to_both_sides() -> None:
 
 def test_combine_rejects_foreign_commands_and_events() -> None:
     foreign: Any = "withdraw everything"
-    with pytest.raises(TypeError, match="command"):
+    with pytest.raises(TypeError) as info:
         decide_events(both, foreign, (Account(), 0))
-    with pytest.raises(TypeError, match="event"):
+    assert str(info.value) == "no combined decider handles the command 'withdraw everything'"
+    with pytest.raises(TypeError) as info:
         fold(both, (Account(), 0), [foreign])
+    assert str(info.value) == "no combined decider handles the event 'withdraw everything'"
 
 
 def test_combine_sends_a_shared_type_to_both_sides() -> None:

@@ -24,8 +24,9 @@ import pytest
 
 from epoch import NO_STREAM, EventStore, NewEvent, RecordedEvent, StoreFull, StoreUnavailable, open_store
 from epoch.stores.sqlite import SQLiteEventStore
+from epoch.testing import collect
 from tests.conftest import create_database, drop_database
-from tests.faults import PgCluster, Worker, check_log, collect, counted, env_int, report
+from tests.faults import PgCluster, Worker, check_log, counted, env_int, report
 
 # -- a full disk (SQLite) --------------------------------------------------------------------------
 
@@ -79,6 +80,7 @@ async def append_until_full(
             result = await store.append(stream, batch)
         except StoreFull as exc:
             return exc
+        assert result.version is not None  # a batch of size >= 1 was written
         first = result.version - size + 1
         acked.extend((stream, first + j, event.data) for j, event in enumerate(batch))
     raise AssertionError(f"{stream}: 10000 appends and the store is still not full")
@@ -97,6 +99,7 @@ async def test_a_full_disk_is_store_full_and_writes_resume(small_disk: Path) -> 
     async with open_store(url) as store:
         for i in range(20):
             result = await store.append(f"disk-{i % 3}", [NewEvent("Filled", payload(f"a{i}"))])
+            assert result.version is not None
             acked.append((result.stream, result.version, payload(f"a{i}")))
         filler = small_disk / "filler"
         fill(filler)
@@ -136,6 +139,7 @@ async def test_max_page_count_is_store_full_and_writes_resume(tmp_path: Path) ->
         first = await store.append("pages-1", [NewEvent("Filled", payload("0"))])
         pages = await store.run_in_transaction(lambda c: c.execute("PRAGMA page_count").fetchone()[0])
         await store.run_in_transaction(lambda c: c.execute(f"PRAGMA max_page_count = {pages + 8}").fetchall())
+        assert first.version == 0
         acked = [(first.stream, first.version, payload("0"))]
         error = await append_until_full(store, "pages-1", 4, acked)
         assert str(error) == full_message("pages-1")
@@ -276,6 +280,7 @@ async def sigkill_writers(url: str, name: str, integrity: Path | None = None) ->
                 await growing.check(store, acked)
                 # The store keeps accepting writes, guarded ones too.
                 version = await store.stream_version("probe-1")
+                assert version is not None  # written before the first kill
                 assert (await store.append("probe-1", [NewEvent("Probe", b"{}")], version)).version == version + 1
                 probes += 1
                 running[number] = await start(number)
@@ -369,6 +374,7 @@ async def test_postgres_restarts_under_writers_and_subscribers(durable_pg: PgClu
                     except StoreUnavailable:
                         unavailable[number] += 1
                         await asyncio.sleep(0.1)
+                assert result.version is not None
                 acked.append((stream, result.version, list(result.positions), [e.id for e in events]))
                 versions[stream] = result.version
                 i += 1

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from epoch import EventStore, NewEvent, RecordedEvent, open_store
+from epoch import EventStore, NewEvent, open_store
 from epoch.errors import (
     EpochError,
     InvalidEvent,
@@ -26,6 +26,7 @@ from epoch.errors import (
     WrongExpectedVersion,
 )
 from epoch.stores._checks import MAX_METADATA_DEPTH
+from epoch.testing import collect
 from tests.hostile import bad_numbers, categories_arg, hostile_json, hostile_names, is_valid_name
 
 T = TypeVar("T")
@@ -62,10 +63,6 @@ def opened(store_url: str) -> Iterator[Opened]:
     handle = Opened(store_url)
     yield handle
     handle.close()
-
-
-async def collect(iterator: AsyncIterator[RecordedEvent]) -> list[RecordedEvent]:
-    return [event async for event in iterator]
 
 
 # -- hostile metadata -------------------------------------------------------------------------------
@@ -218,7 +215,8 @@ async def _call(store: EventStore, entry: str, stream: str, number: Any) -> obje
     if entry == "append":
         return await store.append(stream, [NewEvent("N", b"{}")], number)
     if entry == "delete_stream":
-        return await store.delete_stream(stream, number)
+        await store.delete_stream(stream, number)
+        return None
     if entry == "read_stream.from_version":
         return await collect(store.read_stream(stream, from_version=number))
     if entry == "read_stream.backwards":
@@ -231,7 +229,7 @@ async def _call(store: EventStore, entry: str, stream: str, number: Any) -> obje
         return await collect(store.read_all(limit=number))
     subscription = store.subscribe(after=number)
     try:
-        return await asyncio.wait_for(anext(subscription), 0.2)  # type: ignore[arg-type]
+        return await asyncio.wait_for(anext(subscription), 0.2)
     except TimeoutError:
         return None  # past the end: it waits (not an error, not a loop)
     finally:
@@ -278,13 +276,13 @@ def test_categories_filter_delivers_each_matching_event_once(opened: Opened, cat
         subscription = store.subscribe(categories=categories)
         try:
             while len(seen) < len(wanted):
-                seen.append((await asyncio.wait_for(anext(subscription), 10)).position)  # type: ignore[arg-type]
+                seen.append((await asyncio.wait_for(anext(subscription), 10)).position)
             if not names:
                 with pytest.raises(TimeoutError):
-                    await asyncio.wait_for(anext(subscription), 0.05)  # type: ignore[arg-type]
+                    await asyncio.wait_for(anext(subscription), 0.05)
                 return seen
             marker = await store.append(f"{sorted(names)[0]}-marker", [NewEvent("Marker", b"{}")])
-            while (event := await asyncio.wait_for(anext(subscription), 10)).position != marker.position:  # type: ignore[arg-type]
+            while (event := await asyncio.wait_for(anext(subscription), 10)).position != marker.position:
                 seen.append(event.position)
         finally:
             await subscription.aclose()  # type: ignore[attr-defined]

@@ -16,27 +16,21 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 
 import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from epoch import NO_STREAM, ConfigurationError, NewEvent, RecordedEvent, StoreUnavailable, open_store
+from epoch import NO_STREAM, ConfigurationError, RecordedEvent, StoreUnavailable, open_store
 from epoch.cli import app
 from epoch.stores._sql import sql_store
 from epoch.stores.postgres import PostgresEventStore, decode_position, encode_position
+from epoch.testing import collect
+from epoch.testing import new_events as new
 
 pytestmark = [pytest.mark.postgres]
-
-
-def new(n: int = 1, tag: str = "") -> list[NewEvent]:
-    return [NewEvent("Happened", f'{{"tag": "{tag}", "n": {i}}}'.encode()) for i in range(n)]
-
-
-async def collect(iterator: AsyncIterator[RecordedEvent]) -> list[RecordedEvent]:
-    return [event async for event in iterator]
 
 
 @pytest.fixture
@@ -219,6 +213,7 @@ async def test_terminated_connections_are_replaced(store: PostgresEventStore, pg
     result = await store.append("s-1", new(1))  # retried on a fresh connection
     assert result.version == 1
     assert (await asyncio.wait_for(anext(subscription), 10)).version == 1
+    assert isinstance(subscription, AsyncGenerator)
     await subscription.aclose()
 
 
@@ -343,14 +338,18 @@ async def test_migrate_command_is_idempotent(pg_dsn: str) -> None:
     assert [step["version"] for step in report["applied"]] == [1, 2]
     second = await asyncio.to_thread(runner.invoke, app, ["migrate", "--store", pg_dsn])
     assert second.exit_code == 0, second.output
-    assert "already at version 2" in second.output
+    assert second.output == "schema already at version 2; nothing to do\n"
     with psycopg.connect(pg_dsn) as conn:
         assert conn.execute("SELECT version FROM epoch_schema_version ORDER BY version").fetchall() == [(1,), (2,)]
 
 
 async def test_migrate_false_refuses_a_missing_schema(pg_dsn: str) -> None:
-    with pytest.raises(ConfigurationError, match="epoch migrate"):
+    with pytest.raises(ConfigurationError) as info:
         await open_store(pg_dsn + "?migrate=false")
+    assert (
+        str(info.value)
+        == "the epoch schema is at version 0, 2 is needed: run `epoch migrate --store URL` (or open without ?migrate=false)"
+    )
     async with open_store(pg_dsn) as store:  # creates the schema
         await store.append("s-1", new(1))
     async with open_store(pg_dsn + "?migrate=false") as store:

@@ -13,28 +13,21 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from epoch import ConfigurationError, NewEvent, RecordedEvent, StoreError, WrongExpectedVersion, open_store
+from epoch import ConfigurationError, RecordedEvent, StoreError, WrongExpectedVersion, open_store
 from epoch.cli import app
 from epoch.stores.postgres import PostgresEventStore
 from epoch.stores.postgres.schema import MIGRATIONS
+from epoch.testing import collect
+from epoch.testing import new_events as new
 from epoch.testing.contract_log import inversions
 
 pytestmark = [pytest.mark.postgres]
-
-
-def new(n: int = 1, tag: str = "") -> list[NewEvent]:
-    return [NewEvent("Happened", f'{{"tag": "{tag}", "n": {i}}}'.encode()) for i in range(n)]
-
-
-async def collect(iterator: AsyncIterator[RecordedEvent]) -> list[RecordedEvent]:
-    return [event async for event in iterator]
 
 
 # -- guarantee 10 with OS processes ---------------------------------------------------------------
@@ -175,7 +168,7 @@ async def test_a_database_at_schema_1_upgrades_to_2_and_keeps_working(pg_dsn: st
             "CREATE TABLE epoch_schema_version (version integer PRIMARY KEY, description text NOT NULL,"
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
-        conn.execute(sql)  # type: ignore[call-overload]
+        conn.execute(sql)
         conn.execute("INSERT INTO epoch_schema_version (version, description) VALUES (1, %s)", (description,))
         append = "SELECT * FROM epoch_append(%s, %s, %s::uuid[], %s::text[], %s::bytea[], %s::bytea[])"
         for stream, expected in (("users-1", -2), ("users-1", 0), ("orders-1", -1), ("gone-1", -1)):
@@ -231,15 +224,15 @@ async def test_subscribe_raises_on_a_broken_schema_instead_of_retrying(pg_dsn: s
     async with await PostgresEventStore.from_url(pg_dsn + "?poll_interval=0.2") as store:
         await store.append("users-1", new(2))
         subscription = store.subscribe()
-        first = await asyncio.wait_for(anext(subscription), 10)  # type: ignore[arg-type]
+        first = await asyncio.wait_for(anext(subscription), 10)
         assert first.version == 0
-        second = await asyncio.wait_for(anext(subscription), 10)  # type: ignore[arg-type]
+        second = await asyncio.wait_for(anext(subscription), 10)
         assert second.version == 1
         with psycopg.connect(pg_dsn, autocommit=True) as conn:  # broken on purpose
             conn.execute("ALTER TABLE epoch_events RENAME COLUMN data TO data_moved")
         began = time.monotonic()
         with pytest.raises(StoreError) as info:
-            await asyncio.wait_for(anext(subscription), 10)  # type: ignore[arg-type]
+            await asyncio.wait_for(anext(subscription), 10)
         assert time.monotonic() - began < 5  # at the next poll, not after a retry loop
         assert str(info.value) == "PostgreSQL refused the operation: column e.data does not exist (SQLSTATE 42703)"
         assert (info.value.code, info.value.stream) == ("42703", None)

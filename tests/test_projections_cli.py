@@ -48,6 +48,14 @@ async def test_status_and_rebuild(sqlite_url: str) -> None:
 
 
 def test_rebuild_needs_a_known_projection(sqlite_url: str) -> None:
-    assert epoch("projections", "rebuild", "user-directory", "--store", sqlite_url).returncode != 0
+    # The usage line names the program as the test runs it (python -c): only the error line is epoch's.
+    no_app = epoch("projections", "rebuild", "user-directory", "--store", sqlite_url)
+    assert (no_app.returncode, no_app.stderr.splitlines()[0]) == (
+        2,
+        "error: rebuild needs --app module:attr (or $EPOCH_APP) to find the projection",
+    )
     unknown = epoch("projections", "rebuild", "nope", "--store", sqlite_url, "--app", APP, "--json")
-    assert unknown.returncode != 0 and "no projection named 'nope'" in unknown.stderr
+    assert (unknown.returncode, unknown.stderr.splitlines()[0]) == (
+        2,
+        "error: no projection named 'nope' (known: user-directory)",
+    )

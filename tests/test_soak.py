@@ -22,12 +22,12 @@ import psycopg
 import pytest
 
 from epoch import Codec, EventEnvelope, ProjectionRunner, RecordedEvent, open_store
+from epoch.testing import collect
 from tests.faults import (
     ENV,
     ROOT,
     Worker,
     check_log,
-    collect,
     env_int,
     mib,
     peak_rss_kib,
@@ -310,8 +310,8 @@ async def test_soak_mixed_load_on_postgres(pg_dsn: str) -> None:
         *oks, last_line = commander.lines
         assert last_line == f"done {len(oks)}"
         for line in oks:
-            _, command_id, stream, _, tries = line.split()
-            done[command_id] = stream
+            _, command_id, command_stream, _, tries = line.split()
+            done[command_id] = command_stream
             attempts += int(tries)
     deposits = {json.loads(e.metadata)["$command_id"]: e.stream for e in stored if e.type == "Deposited"}
     handled = await asyncio.to_thread(_reread_handled, pg_dsn)  # after the pause: duplicates included

@@ -15,25 +15,18 @@ import textwrap
 import threading
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from epoch.errors import ConfigurationError, DuplicateEventId, InvalidEvent, StoreUnavailable, WrongExpectedVersion
-from epoch.records import ANY, NO_STREAM, AppendResult, NewEvent, RecordedEvent
+from epoch.records import ANY, NO_STREAM, AppendResult, NewEvent
 from epoch.stores import open_store
 from epoch.stores._sql import sql_store
 from epoch.stores.sqlite import APPLICATION_ID, PAGE_SIZE, SCHEMA_VERSION, SQLiteEventStore
-
-
-def new(n: int = 1, prefix: str = "") -> list[NewEvent]:
-    return [NewEvent("Happened", json.dumps({"n": f"{prefix}{i}"}).encode()) for i in range(n)]
-
-
-async def collect(iterator: AsyncIterator[RecordedEvent]) -> list[RecordedEvent]:
-    return [event async for event in iterator]
+from epoch.testing import collect
+from epoch.testing import new_events as new
 
 
 def run_child(code: str, *args: str) -> subprocess.Popen[str]:
@@ -120,8 +113,11 @@ async def test_bad_url_is_a_configuration_error(url: str) -> None:
 async def test_max_event_size_is_configurable(tmp_path: Path) -> None:
     async with SQLiteEventStore(tmp_path / "e.db", max_event_size=100) as store:
         await store.append("s-1", [NewEvent("T", b"x" * 90, b'{"a":1}')])  # 97 bytes
-        with pytest.raises(InvalidEvent, match="exceed the limit of 100"):
+        with pytest.raises(InvalidEvent) as info:
             await store.append("s-1", [NewEvent("T", b"x" * 94, b'{"a":1}')])  # 101 bytes
+        assert (
+            str(info.value) == "s-1: invalid event at index 0: 101 bytes of data and metadata exceed the limit of 100"
+        )
         assert await store.stream_version("s-1") == 0
 
 
@@ -259,9 +255,7 @@ async def test_threads_with_their_own_loops_share_one_store(tmp_path: Path) -> N
             while True:  # optimistic concurrency: re-read, retry
                 version = await store.stream_version(stream)
                 try:
-                    await store.append(
-                        stream, new(1, prefix=f"{t}.{k}.{i}."), NO_STREAM if version is None else version
-                    )
+                    await store.append(stream, new(1, tag=f"{t}.{k}.{i}."), NO_STREAM if version is None else version)
                     break
                 except WrongExpectedVersion:
                     continue
@@ -293,7 +287,7 @@ async def test_reads_cross_page_boundaries(tmp_path: Path) -> None:
     total = 2 * PAGE_SIZE + 345
     async with SQLiteEventStore(tmp_path / "pages.db") as store:
         for chunk in range(0, total, 500):
-            await store.append("big-1", new(min(500, total - chunk), prefix=f"{chunk}."))
+            await store.append("big-1", new(min(500, total - chunk), tag=f"{chunk}."))
             await store.append(f"other-{chunk}", new(2))
             await store.append(f"third-{chunk}", new(1))
         versions = [e.version for e in await collect(store.read_stream("big-1"))]

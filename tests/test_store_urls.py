@@ -49,9 +49,8 @@ async def test_malformed_max_event_size_is_refused(
     assert str(info.value) == message
 
 
-@pytest.mark.parametrize("backend", ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def test_max_event_size_in_the_url_is_honoured(backend: str, request: pytest.FixtureRequest) -> None:
-    async with open_store(_with(_base(backend, request), "max_event_size=100")) as store:
+async def test_max_event_size_in_the_url_is_honoured(store_url: str) -> None:
+    async with open_store(_with(store_url, "max_event_size=100")) as store:
         assert store.max_event_size == 100  # type: ignore[attr-defined]
         with pytest.raises(InvalidEvent) as info:
             await store.append("s-1", [NewEvent("Big", b"x" * 90, b'{"a": 12345}')])

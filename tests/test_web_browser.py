@@ -26,7 +26,7 @@ from typing import TypeVar
 
 import httpx
 import pytest
-from playwright.sync_api import Page, ViewportSize
+from playwright.sync_api import Dialog, Page, ViewportSize
 
 from epoch import NewEvent, open_store
 from epoch.examples.users import AddUser, UserService
@@ -80,10 +80,10 @@ async def seed_all(url: str) -> None:
             await store.append("clicks-1", [NewEvent("Clicked", json.dumps({"n": n, "button": "ok"}).encode())])
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def server(request: pytest.FixtureRequest, sqlite_url: str) -> Iterator[tuple[str, str]]:
+@pytest.fixture
+def server(sql_store_url: str) -> Iterator[tuple[str, str]]:
     """``epoch serve`` on a free port over a seeded store of each kind: (base URL, store URL)."""
-    store_url = sqlite_url if request.param == "sqlite" else str(request.getfixturevalue("pg_dsn"))
+    store_url = sql_store_url
     run_async(lambda: seed_all(store_url))
     port = free_port()
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'src'}"}
@@ -130,7 +130,12 @@ def test_explore_the_users_example_in_a_browser(chromium: str, server: tuple[str
         browser = playwright.chromium.launch(executable_path=chromium, headless=True, args=FLAGS)
         try:
             page = browser.new_page(viewport=VIEWPORT)
-            page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+
+            def dismiss(dialog: Dialog) -> None:
+                dialogs.append(dialog.message)
+                dialog.dismiss()
+
+            page.on("dialog", dismiss)
             page.set_default_timeout(10_000)
 
             # Streams, then a prefix search.

@@ -9,26 +9,22 @@ store's database (without per-projection filters, so lag counts all events).
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
-import os
 import sys
 import time
 from typing import Annotated, Any
 
 import typer
 
-from epoch import EventStore
+from epoch import ConfigurationError, EventStore
+from epoch._apps import Factory, env_app, load_factory, saved_status
 from epoch.cli._options import JsonOption, StoreOption
 from epoch.cli._stores import cli_store
 from epoch.projections import (
     ProjectionFailed,
     ProjectionRunner,
     ProjectionStatus,
-    default_checkpoints,
-    default_parking,
     format_duration,
-    projection_status,
 )
 
 AppOption = Annotated[
@@ -41,26 +37,18 @@ AppOption = Annotated[
 ]
 
 
-def load_runner_factory(spec: str | None) -> Any:
-    """Import the ``module:attr`` an ``--app`` option (or ``$EPOCH_APP``) names; ``None`` when neither is set."""
-    spec = spec or os.environ.get("EPOCH_APP")
+def load_runner_factory(spec: str | None) -> Factory | None:
+    """The function ``--app`` (or ``$EPOCH_APP``) names; ``None`` when neither is set."""
+    spec = spec or env_app()
     if not spec:
         return None
-    module_name, _, attr = spec.partition(":")
-    if not attr:
-        raise typer.BadParameter(f"--app must look like module:attr, not {spec!r}")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())  # like uvicorn: modules of the current project are importable
     try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise typer.BadParameter(f"cannot load {spec!r}: {exc}") from exc
-    if not callable(factory):
-        raise typer.BadParameter(f"{spec!r} is not a function (store) -> ProjectionRunner")
-    return factory
+        return load_factory(spec)
+    except ConfigurationError as exc:  # a problem with the option: the one-line usage error
+        raise typer.BadParameter(str(exc)) from exc
 
 
-def _runner(factory: Any, store: EventStore) -> ProjectionRunner:
+def _runner(factory: Factory, store: EventStore) -> ProjectionRunner:
     runner = factory(store)
     if not isinstance(runner, ProjectionRunner):
         raise typer.BadParameter(f"the --app function returned {type(runner).__name__}, not a ProjectionRunner")
@@ -95,9 +83,7 @@ def register(app: typer.Typer) -> None:
 
         async def run() -> list[ProjectionStatus]:
             async with cli_store(store) as opened:
-                if factory is not None:
-                    return await _runner(factory, opened).status()
-                return await projection_status(opened, default_checkpoints(opened), default_parking(opened))
+                return await saved_status(opened, [] if factory is None else [_runner(factory, opened)])
 
         rows = asyncio.run(run())
         if as_json:

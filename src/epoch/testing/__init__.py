@@ -1,4 +1,5 @@
-"""Test kit: decider specifications, read-side specifications, and the store contract suite.
+"""Test kit: decider specifications, read-side specifications, the store contract suite, and two helpers
+for tests of stores (``new_events``, ``collect``).
 
 ``EventStoreContract`` needs pytest and pytest-asyncio, so it is imported only when asked for.
 """
@@ -7,13 +8,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from epoch.testing._events import collect, new_events
 from epoch.testing.projections import ProjectionSpec, SagaSpec, ViewSpec
 from epoch.testing.spec import DeciderSpec
 
 if TYPE_CHECKING:
     from epoch.testing.contract import EventStoreContract
 
-__all__ = ["DeciderSpec", "EventStoreContract", "ProjectionSpec", "SagaSpec", "ViewSpec"]
+__all__ = ["DeciderSpec", "EventStoreContract", "ProjectionSpec", "SagaSpec", "ViewSpec", "collect", "new_events"]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,22 +1,29 @@
-"""Small helpers the contract suite's modules share: fresh events, collecting a read, an empty store."""
+"""Helpers for tests of stores and of code on top of them: fresh events, collecting a read, an empty store.
+
+``new_events`` and ``collect`` are exported by :mod:`epoch.testing`; the contract suite uses them too.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from collections.abc import AsyncIterable
 
 from epoch.records import NewEvent, RecordedEvent
 from epoch.stores import EventStore
 
-__all__ = ["collect", "new", "nothing_stored"]
+__all__ = ["collect", "new_events", "nothing_stored"]
 
 
-def new(n: int = 1, type: str = "Happened", prefix: bytes = b"") -> list[NewEvent]:
-    """``n`` fresh events with JSON data and metadata."""
-    return [NewEvent(type, prefix + b'{"n": %d}' % i, b'{"who": "test"}') for i in range(n)]
+def new_events(n: int = 1, tag: str = "", type: str = "Happened") -> list[NewEvent]:
+    """``n`` fresh events (new ids) with metadata ``{"who": "test"}`` and JSON data ``{"n": 0}``, ``{"n": 1}``,
+    ...; with a ``tag``, ``{"tag": tag, "n": 0}``, so that batches written with different tags differ."""
+    tagged = {"tag": tag} if tag else {}
+    return [NewEvent(type, json.dumps({**tagged, "n": i}).encode(), b'{"who": "test"}') for i in range(n)]
 
 
-async def collect(iterator: Any) -> list[RecordedEvent]:
-    return [event async for event in iterator]
+async def collect(read: AsyncIterable[RecordedEvent]) -> list[RecordedEvent]:
+    """Every event a read (``read_stream``, ``read_all``) yields, in order."""
+    return [event async for event in read]
 
 
 async def nothing_stored(store: EventStore, stream: str | None = None) -> bool:

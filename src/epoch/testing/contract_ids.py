@@ -1,7 +1,7 @@
-"""Guarantee 5 (event ids), second half, as a capability each store declares.
+"""Guarantee 5 (event ids): the same ids at the same place are a no-op, and an event is found by its id.
 
-"The same id anywhere else raises ``DuplicateEventId``" needs an index of every stored id. A store
-that has one declares ``detects_duplicate_ids_across_streams = True`` (memory, SQLite, PostgreSQL);
+The second half is a capability each store declares. "The same id anywhere else raises
+``DuplicateEventId``" needs an index of every stored id. A store that has one declares ``detects_duplicate_ids_across_streams = True`` (memory, SQLite, PostgreSQL);
 one that cannot afford it declares ``False`` and documents what it does instead (KurrentDB: the server
 keeps no global id index, so an id already stored in *another* stream is stored again). Inside one
 stream every store must still refuse an id stored at another version. The suite reads the flag and
@@ -11,13 +11,14 @@ asserts the declared behaviour exactly, either way; a store that declares nothin
 
 from __future__ import annotations
 
-from typing import Any
+from uuid import uuid4
 
 import pytest
 
 from epoch.errors import DuplicateEventId
-from epoch.records import NewEvent, RecordedEvent
+from epoch.records import ANY, NO_STREAM
 from epoch.stores import EventStore
+from epoch.testing._events import collect, new_events, nothing_stored
 
 __all__ = ["DuplicateIdContract", "detects_duplicate_ids_across_streams"]
 
@@ -30,28 +31,61 @@ def detects_duplicate_ids_across_streams(store: object) -> bool:
     return declared
 
 
-def _new(n: int) -> list[NewEvent]:
-    return [NewEvent("Happened", b'{"n": %d}' % i, b'{"who": "test"}') for i in range(n)]
-
-
-async def _collect(iterator: Any) -> list[RecordedEvent]:
-    return [event async for event in iterator]
-
-
 class DuplicateIdContract:
-    """Event ids stored twice: refused in the same stream everywhere, across streams where declared."""
+    """Event ids: the same ids at the same place are a no-op, an event is found by its id, and an id stored
+    twice is refused in the same stream everywhere, across streams where declared."""
+
+    # -- guarantee 5: idempotent writes ---------------------------------------------------------
+
+    async def test_same_ids_same_place_is_a_no_op(self, store: EventStore) -> None:
+        events = new_events(3)
+        first = await store.append("s-1", events, NO_STREAM)
+        again = await store.append("s-1", events, NO_STREAM)
+        assert again == first
+        also = await store.append("s-1", events, ANY)
+        assert also == first
+        assert await store.stream_version("s-1") == 2
+        assert await store.head_position() == first.position
+
+    async def test_idempotent_retry_after_later_writes(self, store: EventStore) -> None:
+        batch = new_events(2)
+        await store.append("s-1", new_events(1))
+        first = await store.append("s-1", batch, 0)
+        await store.append("s-1", new_events(1), 2)
+        again = await store.append("s-1", batch, 0)
+        assert again == first
+        assert await store.stream_version("s-1") == 3
+
+    async def test_duplicate_ids_inside_one_batch(self, store: EventStore) -> None:
+        event = new_events(1)[0]
+        with pytest.raises(DuplicateEventId):
+            await store.append("s-1", [event, event])
+        assert await nothing_stored(store, "s-1")
+
+    async def test_get_event(self, store: EventStore) -> None:
+        events = new_events(2)
+        await store.append("s-1", events)
+        found = await store.get_event(events[1].id)
+        assert found is not None and (found.stream, found.version, found.data) == ("s-1", 1, events[1].data)
+        assert await store.get_event(uuid4()) is None
+        hinted = await store.get_event(events[1].id, stream="s-1")
+        assert hinted is not None
+        assert hinted.id == events[1].id
+        assert await store.get_event(events[1].id, stream="s-2") is None  # stored elsewhere
+
+    # -- the same id elsewhere -------------------------------------------------------------------
 
     async def test_duplicate_id_capability_is_declared(self, store: EventStore) -> None:
         assert detects_duplicate_ids_across_streams(store) in (True, False)
 
     async def test_same_id_elsewhere_is_a_duplicate(self, store: EventStore) -> None:
-        events = _new(2)
+        events = new_events(2)
         first = await store.append("s-1", events)
         head = await store.head_position()
 
         # The same stream, another version: every store refuses it, and writes nothing.
         with pytest.raises(DuplicateEventId) as info:
-            await store.append("s-1", [*_new(1), events[0]])
+            await store.append("s-1", [*new_events(1), events[0]])
         assert (info.value.stream, info.value.id) == ("s-1", events[0].id)
         assert (info.value.existing_stream, info.value.existing_version) == ("s-1", 0)
         assert str(info.value) == f"s-1: event id {events[0].id} is already stored at s-1 version 0"
@@ -70,7 +104,7 @@ class DuplicateIdContract:
             assert str(info.value) == f"s-2: event id {events[1].id} is already stored at s-1 version 1"
             assert await store.head_position() == head
             assert await store.stream_version("s-2") is None
-            assert [(r.stream, r.version) for r in await _collect(store.read_all())] == [("s-1", 0), ("s-1", 1)]
+            assert [(r.stream, r.version) for r in await collect(store.read_all())] == [("s-1", 0), ("s-1", 1)]
             return
 
         # ...else (as documented, e.g. KurrentDB) the id is stored a second time, in the other stream,
@@ -79,7 +113,7 @@ class DuplicateIdContract:
         assert (second.stream, second.version, second.positions) == ("s-2", 0, (second.position,))
         assert second.position > head
         assert await store.head_position() == second.position
-        everything = await _collect(store.read_all())
+        everything = await collect(store.read_all())
         assert [(r.stream, r.version, r.id) for r in everything] == [
             ("s-1", 0, events[0].id),
             ("s-1", 1, events[1].id),

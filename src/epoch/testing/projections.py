@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from epoch.domain.decider import initial_state_of
 from epoch.domain.view import View
@@ -34,6 +34,14 @@ S = TypeVar("S")
 E = TypeVar("E")
 C = TypeVar("C")
 P = TypeVar("P")
+E_contra = TypeVar("E_contra", contravariant=True)
+C_co = TypeVar("C_co", covariant=True)
+
+
+class _Reacts(Protocol[E_contra, C_co]):
+    """A saga, or any object that reacts to an event with commands."""
+
+    def react(self, event: E_contra) -> Iterable[C_co]: ...
 
 
 def envelopes_for(events: Iterable[object], stream: str = "spec-1") -> list[EventEnvelope[Any]]:
@@ -155,8 +163,8 @@ def _check(expected: object, actual: object, when: str) -> None:
 class SagaSpec(Generic[E, C]):
     """``SagaSpec(saga).given(event).then([commands])`` / ``.then_nothing()``."""
 
-    saga: Any
-    event: object = None
+    saga: _Reacts[E, C]
+    event: Any = None  # the event given(); None until then
 
     def given(self, event: E) -> SagaSpec[E, C]:
         """The triggering event."""

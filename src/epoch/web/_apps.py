@@ -9,44 +9,15 @@ list or tuple of these.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import typer
-
 from epoch import CommandHandler, ConfigurationError, EventStore
-from epoch.cli.projections import load_runner_factory
-from epoch.projections import (
-    ProjectionRunner,
-    ProjectionStatus,
-    default_checkpoints,
-    default_parking,
-    projection_status,
-)
+from epoch._apps import Factory, load_factories, saved_status
+from epoch.projections import ProjectionRunner, ProjectionStatus
 from epoch.projections.sagas import SagaRunner
 
 __all__ = ["Registered", "load_factories", "register"]
-
-Factory = Callable[[EventStore], object]
-
-
-def load_factories(app_spec: str | Sequence[str] | None) -> list[tuple[str, Factory]]:
-    """Import each ``module:attr`` (comma-separated or a sequence; ``$EPOCH_APP`` when none is given)."""
-    if app_spec is None:
-        app_spec = os.environ.get("EPOCH_APP", "")
-    specs = app_spec.split(",") if isinstance(app_spec, str) else list(app_spec)
-    factories = []
-    for spec in (s.strip() for s in specs):
-        if not spec:
-            continue
-        try:
-            factory = load_runner_factory(spec)
-        except typer.BadParameter as exc:
-            raise ConfigurationError(exc.message) from exc
-        factories.append((spec, factory))
-    return factories
 
 
 @dataclass
@@ -58,15 +29,7 @@ class Registered:
 
     async def status(self, store: EventStore) -> list[ProjectionStatus]:
         """Every registered projection's status; without any, every checkpoint saved in the store."""
-        if not self.runners:
-            return await projection_status(store, default_checkpoints(store), default_parking(store))
-        rows: list[ProjectionStatus] = []
-        for runner in self.runners:
-            if isinstance(runner, SagaRunner):
-                rows.append(await runner.status())
-            else:
-                rows.extend(await runner.status())
-        return rows
+        return await saved_status(store, self.runners)
 
 
 def register(factories: list[tuple[str, Factory]], store: EventStore) -> Registered:

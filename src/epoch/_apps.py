@@ -1,0 +1,77 @@
+"""``--app module:attr``: the application code ``epoch projections`` and the explorer load.
+
+Each ``module:attr`` names a function (or class) that takes the open store and returns what the caller
+shows: a :class:`~epoch.projections.ProjectionRunner` for ``epoch projections``; runners, sagas and
+command handlers for the explorer. ``$EPOCH_APP`` is read here and nowhere else. Problems raise
+:class:`~epoch.ConfigurationError`: ``epoch projections`` turns it into its one-line usage error (exit
+status 2), ``epoch serve`` and the explorer report it as they report any ``EpochError``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from epoch.errors import ConfigurationError
+from epoch.projections import (
+    ProjectionRunner,
+    ProjectionStatus,
+    default_checkpoints,
+    default_parking,
+    projection_status,
+)
+from epoch.projections.sagas import SagaRunner
+from epoch.stores import EventStore
+
+__all__ = ["Factory", "env_app", "load_factories", "load_factory", "saved_status"]
+
+Factory = Callable[[EventStore], object]
+
+
+def env_app() -> str:
+    """``$EPOCH_APP``, or ``""`` when it is not set."""
+    return os.environ.get("EPOCH_APP", "")
+
+
+def load_factory(spec: str) -> Factory:
+    """Import the function ``spec`` (``module:attr``) names, from the current directory too."""
+    module_name, _, attr = spec.partition(":")
+    if not attr:
+        raise ConfigurationError(f"--app must look like module:attr, not {spec!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # like uvicorn: modules of the current project are importable
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigurationError(f"cannot load {spec!r}: {exc}") from exc
+    if not callable(factory):
+        raise ConfigurationError(f"{spec!r} is not a function (store) -> ProjectionRunner")
+    loaded: Factory = factory
+    return loaded
+
+
+def load_factories(app_spec: str | Sequence[str] | None) -> list[tuple[str, Factory]]:
+    """Import each ``module:attr`` (comma-separated or a sequence; ``$EPOCH_APP`` when none is given)."""
+    if app_spec is None:
+        app_spec = env_app()
+    specs = app_spec.split(",") if isinstance(app_spec, str) else list(app_spec)
+    return [(spec, load_factory(spec)) for spec in (s.strip() for s in specs) if spec]
+
+
+async def saved_status(
+    store: EventStore, runners: Sequence[ProjectionRunner | SagaRunner[Any, Any]]
+) -> list[ProjectionStatus]:
+    """The status of each runner's projections, in order; without runners, of every checkpoint saved in
+    the store (without per-projection filters, so their lag counts every event)."""
+    if not runners:
+        return await projection_status(store, default_checkpoints(store), default_parking(store))
+    rows: list[ProjectionStatus] = []
+    for runner in runners:
+        if isinstance(runner, SagaRunner):
+            rows.append(await runner.status())
+        else:
+            rows.extend(await runner.status())
+    return rows
