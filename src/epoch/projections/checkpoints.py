@@ -227,17 +227,6 @@ class SQLCheckpointStore(TransactionalCheckpointStore):
         ]
 
 
-class _Row(msgspec.Struct, frozen=True):
-    """A checkpoint as one event's JSON data (a :class:`Checkpoint`'s fields)."""
-
-    name: str
-    position: int
-    updated_at: float | None = None
-    events_per_second: float = 0.0
-    error: str | None = None
-    failing_since: float | None = None
-
-
 _SAVED = "Checkpoint"
 _DELETED = "CheckpointDeleted"
 
@@ -259,13 +248,13 @@ class StreamCheckpointStore:
         """The companion stream of the checkpoint called ``name``."""
         return companion_name("checkpoint", name)
 
-    async def _row(self, name: str) -> _Row | None:
+    async def _row(self, name: str) -> Checkpoint | None:
         record = await first(self.streams.read(self.stream(name), backwards=True, limit=1))
         if record is None or record.type == _DELETED:
             return None
-        return decode_json(record, record.data, _Row)
+        return decode_json(record, record.data, Checkpoint)
 
-    async def _write(self, row: _Row) -> None:
+    async def _write(self, row: Checkpoint) -> None:
         stream = self.stream(row.name)
         await self._index.add(row.name, before=lambda: self.streams.set_max_count(stream, 1))
         await self.streams.append(stream, [NewEvent(_SAVED, msgspec.json.encode(row))])
@@ -275,14 +264,14 @@ class StreamCheckpointStore:
         return 0 if row is None else row.position
 
     async def save(self, name: str, position: int, events_per_second: float = 0.0) -> None:
-        await self._write(_Row(name, position, time.time(), events_per_second))
+        await self._write(Checkpoint(name, position, time.time(), events_per_second))
 
     async def mark_failing(self, name: str, error: str | None) -> None:
-        row = await self._row(name) or _Row(name, 0)
+        row = await self._row(name) or Checkpoint(name, 0)
         since = None if error is None else (row.failing_since or time.time())
         if error is not None:  # it may quote user data with lone surrogates, which JSON cannot carry
             error = error.encode("utf-8", "backslashreplace").decode("utf-8")
-        await self._write(msgspec.structs.replace(row, error=error, failing_since=since))
+        await self._write(replace(row, error=error, failing_since=since))
 
     async def delete(self, name: str) -> None:
         if await self._row(name) is not None:
@@ -293,11 +282,7 @@ class StreamCheckpointStore:
         for name in await self._index.names():
             row = await self._row(name)
             if row is not None:
-                result.append(
-                    Checkpoint(
-                        row.name, row.position, row.updated_at, row.events_per_second, row.error, row.failing_since
-                    )
-                )
+                result.append(row)
         return result
 
 
