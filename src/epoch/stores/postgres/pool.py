@@ -183,7 +183,7 @@ class Connections:
         self.statement_timeout = statement_timeout
         self.idle_in_transaction_timeout = idle_in_transaction_timeout
         self.reconnect_timeout = reconnect_timeout
-        self.network = network_options(conninfo)
+        self.network: dict[str, Any] = network_options(conninfo)
         self._server_side = server_side(conninfo)
         self.pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
             conninfo,
@@ -224,25 +224,37 @@ class Connections:
         expected: ExpectedVersion | int | None = None,
     ) -> T:
         """Run ``fn`` on a pooled connection, its driver errors mapped by :func:`driver_errors` (``expected``:
-        the guard ``fn`` passes, if any); on a lost connection retry (with backoff) until ``reconnect_timeout``."""
+        the guard ``fn`` passes, if any); on a lost connection retry (with backoff) until ``reconnect_timeout``
+        after the call."""
         self.check_open(stream)
-        deadline: float | None = None
+        # Counted from the call, not from the loss, and the retries are cut off there: a caller cut off
+        # from the server hears within reconnect_timeout, or the time the network options take to notice
+        # the dead connection if that is longer.
+        deadline = time.monotonic() + self.reconnect_timeout
         wait = Backoff(first=0.02, cap=1.0)
+        lost: ConnectionLost | None = None
         while True:
             try:
                 with driver_errors(stream, expected, closed=lambda: self.closed):
-                    return await self._attempt(fn)
-            except ConnectionLost as lost:
+                    if lost is None:
+                        return await self._attempt(fn)
+                    async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                        await self._purge()
+                        return await self._attempt(fn)
+            except TimeoutError:
+                if lost is None:
+                    raise
+                raise lost from lost.__cause__  # the last loss, still chained to the driver error
+            except ConnectionLost as exc:
                 if not retry:
                     raise
+                lost = exc
                 now = time.monotonic()
                 self._recovering_until = now + 60.0
-                deadline = deadline or now + self.reconnect_timeout
                 pause = wait.next()
                 if now + pause > deadline:
                     raise
-                log.info("lost the PostgreSQL connection (%s), retrying in %.2fs", lost.message, pause)
-                await self._purge()
+                log.info("lost the PostgreSQL connection (%s), retrying in %.2fs", exc.message, pause)
                 await asyncio.sleep(pause)
 
     async def _attempt(self, fn: Callable[[Conn], Awaitable[T]]) -> T:

@@ -67,7 +67,7 @@ SERVER_KEEPALIVES = ("tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keep
 """The server's settings of the same names, set per session from the client's values (see :func:`server_side`)."""
 
 
-def network_options(conninfo: str) -> dict[str, str]:
+def network_options(conninfo: str) -> dict[str, Any]:
     """The :data:`NETWORK_DEFAULTS` that ``conninfo`` does not set itself, as keyword arguments of a connect."""
     given = conninfo_to_dict(conninfo)
     return {key: value for key, value in NETWORK_DEFAULTS.items() if key not in given}
