@@ -153,11 +153,18 @@ class Network:
         )
         self.dsn = f"postgresql://postgres@{self.server}:{port}/postgres"
 
-    def cut(self, host: int) -> None:
-        """Partition an app host from everything: its link goes down (packets dropped, nothing reset)."""
-        _ip("link", "set", self.link(host), "down")
+    def cut(self, host: int, replies: bool = False) -> None:
+        """Partition an app host: its link goes down (packets dropped both ways, nothing reset). With
+        ``replies``, only what the database host sends it is dropped (a blackhole route): its requests still
+        arrive and commit, the answers never come back (the ambiguous commit)."""
+        if replies:
+            _ip("route", "add", "blackhole", f"{self.address(host)}/32")
+        else:
+            _ip("link", "set", self.link(host), "down")
 
     def heal(self, host: int) -> None:
+        """Undo :meth:`cut` (either kind)."""
+        _ip("route", "del", "blackhole", f"{self.address(host)}/32", check=False)
         _ip("link", "set", self.link(host), "up")
 
     def spawn(self, host: int, *argv: str) -> subprocess.Popen[bytes]:
@@ -189,7 +196,8 @@ class Network:
             )
             shutil.rmtree(data.parent, ignore_errors=True)
             self._pg = None
-        for name in self.hosts:
+        for i, name in enumerate(self.hosts):
+            _ip("route", "del", "blackhole", f"{self.address(i)}/32", check=False)
             _ip("netns", "del", name, check=False)  # takes its end of the veth (and so the whole pair) with it
         for i in range(len(self.hosts)):
             _ip("link", "del", self.link(i), check=False)

@@ -85,6 +85,7 @@ async def writer(url: str, count: int) -> None:
     async with open_store(url) as store:
         services = [UserService(store, f"x{d}") for d in range(APPEND_STREAMS)]
         versions = [-1] * APPEND_STREAMS
+        print("ready", flush=True)
         for i in range(count):
             failures, stored_before_retry = 0, None
             while True:

@@ -218,7 +218,7 @@ class PartitionedRunner:
                     pause = wait.next()
                     log.warning("%s: store unavailable (%s); retrying in %.2fs", self.name, exc, pause)
                     await asyncio.sleep(pause)
-                except psycopg.OperationalError as exc:
+                except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                     pause = wait.next()
                     log.warning("%s: lease connection lost (%s); rejoining in %.2fs", self.name, exc, pause)
                     await self.close()
