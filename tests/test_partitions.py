@@ -222,16 +222,20 @@ async def test_ambiguous_commits_retried_with_the_same_ids_are_written_once(netw
     assert await asyncio.to_thread(_readline, writer) == b"ready\n"
     rng = random.Random()
     cuts = {"both": 0, "replies": 0}
-    while writer.poll() is None:
-        await asyncio.sleep(rng.uniform(0.02, 0.3))
+    lines: list[dict[str, Any]] = []
+    while len(lines) < WRITES:
+        # Cut after a random number of writes and a random delay (so at random points of a write), 2 s long.
+        for _ in range(min(rng.randint(3, 30), WRITES - len(lines))):
+            lines.append(json.loads(await asyncio.to_thread(_readline, writer)))
+        if len(lines) == WRITES:
+            break
+        await asyncio.sleep(rng.uniform(0.0, 0.02))
         kind = rng.choice(sorted(cuts))
         network.cut(1, replies=kind == "replies")
         cuts[kind] += 1
         await asyncio.sleep(2.0)
         network.heal(1)
-    assert writer.stdout is not None
-    lines = [json.loads(line) for line in writer.stdout.read().splitlines()]
-    assert writer.returncode == 0
+    assert await asyncio.to_thread(writer.wait, 30) == 0
     assert [line["i"] for line in lines] == list(range(WRITES))
     failed = [line for line in lines if line["failures"]]
     # Both outcomes of an ambiguous write happened: stored before the retry (the answer was lost) and not.
