@@ -4,8 +4,9 @@
 
 - ``lease URL PARTITIONS``: one :class:`PartitionedRunner` of the ``handled`` projection (each event a row
   with the process id; each batch's time span in ``batches``); prints ``ready``.
-- ``writer URL COUNT``: COUNT operations, appends (even) and commands (odd), each retried with the same
-  event ids / ``command_id`` after ``StoreUnavailable`` until it succeeds; one JSON line per operation.
+- ``writer URL``: operations until a line arrives on stdin, appends (even) and commands (odd), each
+  retried with the same event ids / ``command_id`` after ``StoreUnavailable`` until it succeeds; one JSON
+  line per operation.
 - ``probe URL``: prints ``ready`` after one append, then for each line read from stdin one append and a
   JSON line with its outcome and the seconds it took.
 """
@@ -13,9 +14,11 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import sys
+import threading
 import time
 import uuid
 from typing import Any
@@ -81,12 +84,21 @@ async def _stored(store: EventStore, i: int) -> bool:
     return await store.get_event(event_id_for(f"cmd-{i}", stream, 0), stream) is not None
 
 
-async def writer(url: str, count: int) -> None:
+async def writer(url: str) -> None:
+    stop = threading.Event()
+
+    def wait_for_stop() -> None:
+        sys.stdin.readline()
+        stop.set()
+
+    threading.Thread(target=wait_for_stop, daemon=True).start()
     async with open_store(url) as store:
         services = [UserService(store, f"x{d}") for d in range(APPEND_STREAMS)]
         versions = [-1] * APPEND_STREAMS
         print("ready", flush=True)
-        for i in range(count):
+        for i in itertools.count():
+            if stop.is_set():
+                break
             failures, stored_before_retry = 0, None
             while True:
                 try:
@@ -134,6 +146,6 @@ if __name__ == "__main__":
     if kind == "lease":
         asyncio.run(lease(url, int(rest[0])))
     elif kind == "writer":
-        asyncio.run(writer(url, int(rest[0])))
+        asyncio.run(writer(url))
     else:
         asyncio.run(probe(url))
