@@ -34,7 +34,7 @@ DETECTION_BOUND = 10.0
 """reconnect_timeout's default: a cut-off append raises StoreUnavailable within it (docs/scaling.md)."""
 SERVER_BOUND = 5.0
 """keepalives_idle + keepalives_interval * keepalives_count (2 + 1 * 3 s): the server ends a cut-off session."""
-SLACK = 2.0
+SLACK = 3.0
 """A shared, loaded test machine: scheduling and the tests' own 0.05 s polls."""
 
 
@@ -82,7 +82,8 @@ def test_a_cut_off_client_hears_within_the_bound_and_the_server_ends_its_session
         probe.stdin.flush()
         assert json.loads(_readline(probe))["outcome"] == "ok"
     assert outcome["outcome"].split(": ")[:3] == ["ConnectionLost", "probe", "PostgreSQL error"]
-    assert DETECTION_BOUND - 0.5 <= outcome["seconds"] <= DETECTION_BOUND + SLACK
+    # Not sooner than the retries allow: they stop once the next pause (at most 1.5 s) would pass the bound.
+    assert DETECTION_BOUND - 2.0 <= outcome["seconds"] <= DETECTION_BOUND + SLACK
     assert client <= DETECTION_BOUND + SLACK
     assert server <= SERVER_BOUND + SLACK
 
