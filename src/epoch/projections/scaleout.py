@@ -10,10 +10,18 @@ last committed checkpoint (within ``rebalance_interval`` seconds). Events of one
 handled in order, by one process at a time; with ``handle_in_transaction`` exactly once. A batch
 projection gets each partition's share of a page as one ``handle_batch`` call.
 
+Fencing: a lease also has a generation (table ``epoch_leases``), bumped by every takeover, and each batch
+transaction first checks (and share-locks) the generation it took: a runner whose lease was lost without
+its connection failing (a session pooler that swapped the server session under it, a lock released
+behind its back) finds a newer generation, commits nothing and drops the partition. A lost lease
+connection (a network partition: the keepalives of ``network_options`` notice it within seconds, and the
+server's end within the same bound, releasing the locks) makes the runner drop every partition and rejoin
+on a new connection, taking partitions with new generations from their committed checkpoints.
+
 Balance: every runner also holds a member lock; each wants ``ceil(partitions / members)`` partitions,
 takes free ones and releases the extras, so partitions spread out as processes come and go.
 
-Failures stop the runner (``policy`` is not applied here; ``ProjectionRunner`` parks).
+Other failures stop the runner (``policy`` is not applied here; ``ProjectionRunner`` parks).
 """
 
 from __future__ import annotations
@@ -27,19 +35,36 @@ import zlib
 from collections.abc import Sequence
 from typing import Any
 
-from epoch.errors import ConfigurationError
+from epoch._backoff import Backoff
+from epoch.errors import ConfigurationError, EpochError, StoreUnavailable
 from epoch.projections._delivery import delivery_for
+from epoch.projections._tables import create_table
 from epoch.projections.checkpoints import SQLCheckpointStore
 from epoch.projections.parking import SQLParkingLot
 from epoch.projections.projection import EventDecoder, settings_of
 from epoch.records import RecordedEvent
 from epoch.stores import EventStore, PostgresTransaction, sql_store
 
-__all__ = ["PartitionedRunner", "partition_of"]
+__all__ = ["LeaseLost", "PartitionedRunner", "partition_of"]
 
 log = logging.getLogger("epoch.projections.scaleout")
 
 _MEMBER_SLOTS = 1024
+
+_LEASES = (
+    "CREATE TABLE IF NOT EXISTS epoch_leases (name TEXT NOT NULL, partition INTEGER NOT NULL,"
+    " generation BIGINT NOT NULL, PRIMARY KEY (name, partition))"
+)
+_TAKE = (
+    "INSERT INTO epoch_leases (name, partition, generation) VALUES (?, ?, 1) ON CONFLICT (name, partition)"
+    " DO UPDATE SET generation = epoch_leases.generation + 1 RETURNING generation"
+)
+# FOR SHARE: a takeover's bump waits for this batch to commit or roll back, so its checkpoint load sees it.
+_FENCE = "SELECT generation FROM epoch_leases WHERE name = ? AND partition = ? FOR SHARE"
+
+
+class LeaseLost(EpochError):
+    """A partition's lease has a newer generation than the one this runner took: another runner owns it."""
 
 
 def partition_of(stream: str, partitions: int) -> int:
@@ -93,6 +118,8 @@ class PartitionedRunner:
         )
         self.held: dict[int, int] = {}
         """Partition -> its checkpoint, for the partitions this process holds."""
+        self.generations: dict[int, int] = {}
+        """Partition -> the lease generation this process took it with."""
         self._members_key = _lock_space("members", self.name)
         self._partitions_key = _lock_space("partitions", self.name)
         self._member_slot: int | None = None
@@ -105,10 +132,22 @@ class PartitionedRunner:
     async def _connect(self) -> None:
         import psycopg
 
-        self._connection = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+        from epoch.stores.postgres import network_options, server_side
+
+        self._connection = await psycopg.AsyncConnection.connect(
+            self._conninfo, autocommit=True, **network_options(self._conninfo)
+        )
+        # The server probes this session as the client probes the server: cut off, the session ends
+        # within the same bound and its advisory locks (the leases) go to the other runners.
+        await self._connection.execute(
+            "SELECT set_config('tcp_keepalives_idle', %s, false), set_config('tcp_keepalives_interval', %s, false),"
+            " set_config('tcp_keepalives_count', %s, false), set_config('tcp_user_timeout', %s, false)",
+            server_side(self._conninfo),
+        )
         async with self._connection.transaction():
             tx = PostgresTransaction(self._connection)
             await self._checkpoints.ensure_table(tx)
+            await create_table(tx, _LEASES)
             await self._delivery.setup(tx)
         for slot in random.sample(range(_MEMBER_SLOTS), _MEMBER_SLOTS):
             if await self._try_lock(self._members_key, slot):
@@ -136,6 +175,7 @@ class PartitionedRunner:
         for partition in sorted(self.held, reverse=True)[: max(0, len(self.held) - target)]:
             await self._scalar("SELECT pg_advisory_unlock(%s, %s)", (self._partitions_key, partition))
             del self.held[partition]
+            self.generations.pop(partition, None)
             log.info("%s: released partition %d (%d members)", self.name, partition, members)
         if len(self.held) < target:
             for partition in random.sample(range(self.partitions), self.partitions):
@@ -143,23 +183,46 @@ class PartitionedRunner:
                     break
                 if partition not in self.held and await self._try_lock(self._partitions_key, partition):
                     async with self._connection.transaction():
-                        position = await self._checkpoints.load_in(
-                            PostgresTransaction(self._connection), self.checkpoint_name(partition)
-                        )
+                        tx = PostgresTransaction(self._connection)
+                        [[generation]] = await tx.execute(_TAKE, [self.name, partition])
+                        position = await self._checkpoints.load_in(tx, self.checkpoint_name(partition))
                     self.held[partition] = position
-                    log.info("%s: took partition %d from position %d", self.name, partition, position)
+                    self.generations[partition] = int(generation)
+                    log.info(
+                        "%s: took partition %d from position %d (generation %d)",
+                        self.name,
+                        partition,
+                        position,
+                        generation,
+                    )
         self._rebalanced_at = time.monotonic()
 
     async def run(self) -> None:
-        """Hold partitions and process their events until cancelled; releases everything on exit."""
-        if self._connection is None:
-            await self._connect()
+        """Hold partitions and process their events until cancelled; releases everything on exit.
+
+        A lost lease connection drops every partition and rejoins on a new connection (with backoff)."""
+        import psycopg
+
+        wait = Backoff(first=0.05, cap=2.0)
         try:
             while True:
-                if time.monotonic() - self._rebalanced_at >= self.rebalance_interval:
-                    await self._rebalance()
-                if not await self._step():
-                    await asyncio.sleep(self.poll_interval)
+                try:
+                    if self._connection is None:
+                        await self._connect()
+                        wait.reset()
+                    if time.monotonic() - self._rebalanced_at >= self.rebalance_interval:
+                        await self._rebalance()
+                    if not await self._step():
+                        await asyncio.sleep(self.poll_interval)
+                except StoreUnavailable as exc:  # the store's reads: the lease connection may still be fine
+                    pause = wait.next()
+                    log.warning("%s: store unavailable (%s); retrying in %.2fs", self.name, exc, pause)
+                    await asyncio.sleep(pause)
+                except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                    pause = wait.next()
+                    log.warning("%s: lease connection lost (%s); rejoining in %.2fs", self.name, exc, pause)
+                    await self.close()
+                    await asyncio.sleep(pause)
         finally:
             await self.close()
 
@@ -178,7 +241,13 @@ class PartitionedRunner:
             if partition in self.held and recorded.position > self.held[partition]:
                 groups.setdefault(partition, []).append(recorded)
         for partition, records in groups.items():
-            await self._process(partition, records)
+            try:
+                await self._process(partition, records)
+            except LeaseLost as lost:
+                log.warning("%s: %s; dropping it", self.name, lost)
+                await self._scalar("SELECT pg_advisory_unlock(%s, %s)", (self._partitions_key, partition))
+                del self.held[partition]
+                del self.generations[partition]
         if page:
             # Every held partition has now seen the whole page: move the quiet ones on (in memory only),
             # so a partition without events does not pin `after`.
@@ -191,6 +260,13 @@ class PartitionedRunner:
         last = records[-1].position
         async with self._connection.transaction():
             tx = PostgresTransaction(self._connection)
+            rows = await tx.execute(_FENCE, [self.name, partition])
+            current = int(rows[0][0]) if rows else 0
+            if current != self.generations[partition]:
+                raise LeaseLost(
+                    f"partition {partition} of {self.name!r} has lease generation {current},"
+                    f" not {self.generations[partition]}"
+                )
             await self._delivery.handle(wanted, tx)
             await self._checkpoints.save_in(tx, self.checkpoint_name(partition), last)
         self.held[partition] = last
@@ -199,6 +275,9 @@ class PartitionedRunner:
         """Release the leases (by closing the connection)."""
         connection, self._connection = self._connection, None
         self.held.clear()
+        self.generations.clear()
+        self._member_slot = None
+        self._rebalanced_at = 0.0
         if connection is not None:
             await connection.close()
 

@@ -60,9 +60,10 @@ from epoch.stores.postgres.listen import Listener
 from epoch.stores.postgres.pool import Conn, Connections, driver_errors
 from epoch.stores.postgres.schema import LATEST_VERSION, apply_migrations, migrate, schema_version
 from epoch.stores.postgres.sql import decode_position, encode_position
-from epoch.stores.postgres.url import parse_url
+from epoch.stores.postgres.url import network_options, parse_url, server_side
 
 __all__ = ["PostgresEventStore", "VisibilityLag", "decode_position", "encode_position", "migrate"]
+__all__ += ["network_options", "server_side"]  # a lease session's network settings (projections.scaleout)
 
 
 class PostgresEventStore(StoreLifecycle, SQLStore, SupportsImport):

@@ -10,6 +10,7 @@ import psycopg
 
 from epoch._backoff import Backoff
 from epoch.stores.postgres.sql import CHANNEL
+from epoch.stores.postgres.url import network_options
 
 __all__ = ["Listener", "Waiter"]
 
@@ -75,7 +76,7 @@ class Listener:
         while True:
             try:
                 conn = await psycopg.AsyncConnection.connect(
-                    self.conninfo, autocommit=True, connect_timeout=5, keepalives_idle=10, keepalives_interval=5
+                    self.conninfo, autocommit=True, **network_options(self.conninfo)
                 )
                 async with conn:
                     await conn.execute(f"LISTEN {CHANNEL}")

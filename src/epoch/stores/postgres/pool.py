@@ -24,6 +24,7 @@ from epoch._backoff import Backoff
 from epoch.errors import EpochError, MissingDependency, StoreError, StoreUnavailable, WrongExpectedVersion
 from epoch.records import ExpectedVersion
 from epoch.stores.postgres.sql import CONFIGURE, UNIQUE_VIOLATION, WRONG_VERSION
+from epoch.stores.postgres.url import SERVER_KEEPALIVES, network_options, server_side
 
 try:
     import psycopg
@@ -159,6 +160,11 @@ def driver_errors(
         raise epoch_error(exc, stream, expected) from exc
 
 
+# The server probes the client as the client probes it: a session whose client is gone ends within the same
+# bound, releasing its locks (a lease's advisory lock with it).
+_SERVER_KEEPALIVES = "".join(f", set_config('{name}', %s, false)" for name in SERVER_KEEPALIVES)
+
+
 class Connections:
     """One store's pool (opened by the store), its session settings, and :meth:`run` with retries."""
 
@@ -177,12 +183,15 @@ class Connections:
         self.statement_timeout = statement_timeout
         self.idle_in_transaction_timeout = idle_in_transaction_timeout
         self.reconnect_timeout = reconnect_timeout
+        self.network: dict[str, Any] = network_options(conninfo)
+        self._server_side = server_side(conninfo)
         self.pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
             conninfo,
             min_size=pool_min,
             max_size=max(pool_min, pool_max),
             timeout=pool_timeout,
-            kwargs={"autocommit": True, "prepare_threshold": 0, "connect_timeout": max(1, round(pool_timeout))},
+            # The network options (keepalives, timeouts) bound how long a cut-off connection goes unnoticed.
+            kwargs={"autocommit": True, "prepare_threshold": 0, **self.network},
             configure=self.configure,
             open=False,
             name="epoch",
@@ -193,8 +202,12 @@ class Connections:
 
     async def configure(self, conn: Conn) -> None:
         await conn.execute(
-            CONFIGURE,
-            (str(round(self.statement_timeout * 1000)), str(round(self.idle_in_transaction_timeout * 1000))),
+            CONFIGURE + _SERVER_KEEPALIVES,
+            (
+                str(round(self.statement_timeout * 1000)),
+                str(round(self.idle_in_transaction_timeout * 1000)),
+                *self._server_side,
+            ),
             prepare=False,
         )
 
@@ -211,25 +224,37 @@ class Connections:
         expected: ExpectedVersion | int | None = None,
     ) -> T:
         """Run ``fn`` on a pooled connection, its driver errors mapped by :func:`driver_errors` (``expected``:
-        the guard ``fn`` passes, if any); on a lost connection retry (with backoff) until ``reconnect_timeout``."""
+        the guard ``fn`` passes, if any); on a lost connection retry (with backoff) until ``reconnect_timeout``
+        after the call."""
         self.check_open(stream)
-        deadline: float | None = None
+        # Counted from the call, not from the loss, and the retries are cut off there: a caller cut off
+        # from the server hears within reconnect_timeout, or the time the network options take to notice
+        # the dead connection if that is longer.
+        deadline = time.monotonic() + self.reconnect_timeout
         wait = Backoff(first=0.02, cap=1.0)
+        lost: ConnectionLost | None = None
         while True:
             try:
                 with driver_errors(stream, expected, closed=lambda: self.closed):
-                    return await self._attempt(fn)
-            except ConnectionLost as lost:
+                    if lost is None:
+                        return await self._attempt(fn)
+                    async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                        await self._purge()
+                        return await self._attempt(fn)
+            except TimeoutError:
+                if lost is None:
+                    raise
+                raise lost from lost.__cause__  # the last loss, still chained to the driver error
+            except ConnectionLost as exc:
                 if not retry:
                     raise
+                lost = exc
                 now = time.monotonic()
                 self._recovering_until = now + 60.0
-                deadline = deadline or now + self.reconnect_timeout
                 pause = wait.next()
                 if now + pause > deadline:
                     raise
-                log.info("lost the PostgreSQL connection (%s), retrying in %.2fs", lost.message, pause)
-                await self._purge()
+                log.info("lost the PostgreSQL connection (%s), retrying in %.2fs", exc.message, pause)
                 await asyncio.sleep(pause)
 
     async def _attempt(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
@@ -245,9 +270,7 @@ class Connections:
             return result
         except PoolTimeout:
             pass
-        direct = await psycopg.AsyncConnection.connect(
-            self.conninfo, autocommit=True, connect_timeout=max(1, round(self.pool.timeout))
-        )
+        direct = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True, **self.network)
         async with direct:
             await self.configure(direct)
             return await fn(direct)

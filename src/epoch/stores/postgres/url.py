@@ -11,7 +11,7 @@ from psycopg.conninfo import conninfo_to_dict
 from epoch.errors import ConfigurationError
 from epoch.stores._urls import Parser, count, event_size, flag, parse_query, seconds
 
-__all__ = ["OPTIONS", "parse_url"]
+__all__ = ["NETWORK_DEFAULTS", "OPTIONS", "SERVER_KEEPALIVES", "network_options", "parse_url", "server_side"]
 
 _MAX_POOL = 10_000
 
@@ -48,3 +48,41 @@ def parse_url(url: str) -> tuple[str, dict[str, Any]]:
             f" the others given: {unknown})"
         ) from None
     return conninfo, options
+
+
+NETWORK_DEFAULTS: dict[str, str] = {
+    "connect_timeout": "5",  # seconds to open a connection (libpq counts it per host address)
+    "keepalives": "1",
+    "keepalives_idle": "2",  # seconds quiet before the first probe
+    "keepalives_interval": "1",  # seconds between probes
+    "keepalives_count": "3",  # unanswered probes before the connection counts as dead
+    "tcp_user_timeout": "5000",  # ms a sent request may stay unacknowledged (a cut link during a write)
+}
+"""libpq's network parameters as epoch sets them unless the URL names them: a client cut off from the
+server sees its connection fail within about 5 s (``keepalives_idle`` + ``keepalives_interval`` *
+``keepalives_count``, or ``tcp_user_timeout`` while a request is unacknowledged) rather than after the
+kernel's defaults (hours idle, about 15 minutes for unacknowledged data)."""
+
+SERVER_KEEPALIVES = ("tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count", "tcp_user_timeout")
+"""The server's settings of the same names, set per session from the client's values (see :func:`server_side`)."""
+
+
+def network_options(conninfo: str) -> dict[str, Any]:
+    """The :data:`NETWORK_DEFAULTS` that ``conninfo`` does not set itself, as keyword arguments of a connect."""
+    given = conninfo_to_dict(conninfo)
+    return {key: value for key, value in NETWORK_DEFAULTS.items() if key not in given}
+
+
+def server_side(conninfo: str) -> tuple[str, str, str, str]:
+    """The values of :data:`SERVER_KEEPALIVES` for a session of ``conninfo``: the server probes a quiet
+    client as the client probes the server, so a session whose client was cut off ends (and its locks and
+    advisory-lock leases are released) within the same bound. ``tcp_user_timeout`` is in ms on both sides."""
+    given = {**NETWORK_DEFAULTS, **{key: str(value) for key, value in conninfo_to_dict(conninfo).items()}}
+    if given.get("keepalives") == "0":  # keepalives off on the client: leave the server's own settings
+        return ("0", "0", "0", given["tcp_user_timeout"])
+    return (
+        given["keepalives_idle"],
+        given["keepalives_interval"],
+        given["keepalives_count"],
+        given["tcp_user_timeout"],
+    )
