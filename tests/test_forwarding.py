@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from uuid import UUID
 import nats
 import pytest
 
-from epoch import EventStore, NewEvent, open_store
+from epoch import EventStore, NewEvent, ProjectionFailed, open_store
 from epoch.errors import ConfigurationError
 from epoch.forwarding import Forwarder, Message
 from epoch.forwarding.nats import JetStreamSink, subject_token
@@ -242,6 +243,7 @@ async def test_a_broker_restart_delays_forwarding_and_loses_nothing(tmp_path: Pa
                         assert time.monotonic() < deadline
                         await asyncio.sleep(0.01)
                     server.stop()
+                    await asyncio.sleep(0.2)  # acknowledgements already received are counted
                     stopped_at = sink.published
                     await asyncio.sleep(1.5)
                     assert sink.published == stopped_at  # nothing is acknowledged while the broker is down
@@ -258,3 +260,51 @@ async def test_a_broker_restart_delays_forwarding_and_loses_nothing(tmp_path: Pa
         assert versions_by_stream(messages) == {"one-1": list(range(301)), "two-2": list(range(300))}
     finally:
         server.stop()
+
+
+class Refusing:
+    """A broker that never accepts a message."""
+
+    def __init__(self) -> None:
+        self.attempts = 0
+
+    async def publish(self, message: Message) -> None:
+        self.attempts += 1
+        raise RuntimeError("broker says no")
+
+
+async def test_a_broker_that_keeps_failing_stops_the_forwarder_before_the_batch() -> None:
+    async with open_store("memory://") as store:
+        await store.append("a-1", [NewEvent("T", b"1"), NewEvent("T", b"2")])
+        sink = Refusing()
+        forwarder = Forwarder(store, sink, name="f", retry_for=0.2, first_backoff=0.01, max_backoff=0.02)
+        with pytest.raises(ProjectionFailed) as raised:
+            await forwarder.run_until_idle()
+        assert str(raised.value) == "projection 'f' stopped at a-1 version 0 (position 1): RuntimeError: broker says no"
+        assert await forwarder.position() == 0
+        assert sink.attempts > 2  # retried with backoff, not given up at once
+
+
+class Jittery:
+    """Acknowledges after a random delay, so streams published side by side finish in any order."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int]] = []
+        self.rng = random.Random(7)
+
+    async def publish(self, message: Message) -> None:
+        await asyncio.sleep(self.rng.random() / 500)
+        self.seen.append((message.stream, message.version))
+
+
+async def test_streams_go_side_by_side_and_each_stays_in_version_order() -> None:
+    async with open_store("memory://") as store:
+        streams = [f"s-{i}" for i in range(8)]
+        await seed(store, streams, 25, chunk=5)
+        sink = Jittery()
+        await Forwarder(store, sink, batch_size=64, concurrency=4).run_until_idle()
+    by_stream: dict[str, list[int]] = {}
+    for stream, version in sink.seen:
+        by_stream.setdefault(stream, []).append(version)
+    assert by_stream == {stream: list(range(25)) for stream in streams}
+    assert [s for s, _ in sink.seen] != sorted((s for s, _ in sink.seen), key=streams.index)  # interleaved
