@@ -33,7 +33,8 @@ typecheck: $(VENV)/.synced
 	$(VENV)/bin/mypy
 
 # The whole suite: lint, types, then pytest. PostgreSQL is a private throwaway cluster that
-# scripts/test starts (and stops) unless EPOCH_TEST_PG_DSN names one already.
+# scripts/test starts (and stops) unless EPOCH_TEST_PG_DSN names one already; so is NATS JetStream
+# (a nats-server) unless EPOCH_TEST_NATS_URL names one.
 test: lint typecheck
 	scripts/test
 

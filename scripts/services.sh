@@ -1,5 +1,7 @@
 # Throwaway services on loopback for tests and benchmarks; sourced by scripts/test.
 # pg_up exports EPOCH_TEST_PG_DSN; pg_down stops the cluster and removes its files.
+# nats_up starts a throwaway nats-server with JetStream and exports EPOCH_TEST_NATS_URL (and
+# EPOCH_NATS_SERVER, the binary, for tests that start and stop a server of their own); nats_down stops it.
 # browser_up makes sure Debian's chromium is there for the browser tests and exports EPOCH_CHROMIUM.
 # A missing Debian package is installed when we are root, or named in one line (and a failure) when not.
 _free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
@@ -41,3 +43,19 @@ browser_up() {
     fi
   fi
 }
+
+nats_up() {
+  if ! command -v nats-server >/dev/null; then
+    _apt_install nats-server "nats-server (NATS JetStream, for the forwarding tests)" || return 1
+  fi
+  NATSROOT=$(mktemp -d -t epoch-nats.XXXXXX)
+  NATS_PORT=$(_free_port); NATS_MON=$(_free_port)
+  nats-server -js -a 127.0.0.1 -p "$NATS_PORT" -m "$NATS_MON" -sd "$NATSROOT/js" -l "$NATSROOT/nats.log" &
+  NATS_PID=$!
+  for _ in $(seq 1 100); do
+    python3 -c "import urllib.request as u;u.urlopen('http://127.0.0.1:$NATS_MON/healthz?js-enabled-only=true',timeout=1)" 2>/dev/null && break
+    sleep 0.1
+  done
+  export EPOCH_TEST_NATS_URL="nats://127.0.0.1:$NATS_PORT" EPOCH_NATS_SERVER="$(command -v nats-server)"
+}
+nats_down() { [ -n "${NATS_PID:-}" ] && { kill "$NATS_PID" 2>/dev/null || true; wait "$NATS_PID" 2>/dev/null || true; rm -rf "$NATSROOT"; }; true; }

@@ -39,6 +39,8 @@ LAYERS = {
     "projections": 4,
     "testing": 5,
     "examples": 5,
+    "forwarding": 5,
+    "http": 5,
     "_apps": 5,
     "web": 6,
     "cli": 7,

@@ -92,7 +92,7 @@ USAGE_ERRORS = [
     ),
     (
         ["demo", "--stor", "x"],
-        "error: no such option: --stor (did you mean --json, --store?)\ntry 'epoch demo --help'\n",
+        "error: no such option: --stor (did you mean --json, --port, --store?)\ntry 'epoch demo --help'\n",
     ),
     (["bench", "--rounds", "0"], "error: invalid value for '--rounds': '0' is not >= 1\ntry 'epoch bench --help'\n"),
 ]

@@ -33,6 +33,8 @@ NOT_RUN_BLOCKS = {
     "docs/stores/postgresql.md#0",  # a server at db.example.com
     "docs/stores/postgresql.md#1",  # a fragment of a PostgreSQL projection
     "docs/web.md#0",  # uvicorn.run serves until stopped
+    "docs/forwarding.md#0",  # a nats-server with JetStream
+    "docs/http.md#1",  # FastAPI, which the suite does not install
 }
 
 # What each block prints, where a block prints; ids, times and paths vary and are matched as patterns.

@@ -1,0 +1,151 @@
+"""The Users context over HTTP: a Starlette app (``epoch demo --http`` serves it; FastAPI would do the same).
+
+Each directory is one stream, ``users-{directory}``, and its version is the ETag of every resource in it:
+
+- ``GET /directories/{directory}`` — the users (304 when ``If-None-Match`` names the version);
+- ``GET /directories/{directory}/users/{user_id}`` — one user;
+- ``POST /directories/{directory}/users`` ``{"name": ...}`` — add a user (201 with ``Location``);
+- ``PATCH /directories/{directory}/users/{user_id}`` ``{"name": ...}`` — rename a user.
+
+Writes take ``If-Match`` (412 when the directory moved on), ``If-None-Match: *`` (create the directory
+only) and ``Idempotency-Key`` (sent again, the same response). Errors are problem+json: a taken name is
+409, an unknown user 404, a bad body or directory name 422.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from epoch import CommandHandler, EventStore, ExecuteResult, open_store
+from epoch.examples.users.domain import AddUser as AddUserCommand
+from epoch.examples.users.domain import (
+    DuplicateName,
+    UnknownUser,
+    UpdateUser,
+    User,
+    UserEvent,
+    UserServices,
+    UserState,
+    codec,
+    users,
+)
+from epoch.http import Problem, etag, execute, not_modified, problem_handlers
+
+__all__ = ["DOMAIN_ERRORS", "create_app"]
+
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+
+
+class NewUser(msgspec.Struct, forbid_unknown_fields=True):
+    name: Name
+
+
+class Rename(msgspec.Struct, forbid_unknown_fields=True):
+    name: Name
+
+
+DOMAIN_ERRORS: dict[type[BaseException], int | Problem] = {
+    DuplicateName: 409,
+    UnknownUser: Problem(404, title="Unknown user"),
+}
+"""How the decider's refusals are answered."""
+
+
+def _json(body: object, status: int, version: int | None, headers: dict[str, str] | None = None) -> Response:
+    headers = dict(headers or {})
+    if version is not None:
+        headers["ETag"] = etag(version)
+    return Response(msgspec.json.encode(body), status, headers=headers, media_type="application/json")
+
+
+def _user(user: User) -> dict[str, str]:
+    return {"user_id": user.user_id, "name": user.name}
+
+
+class UsersAPI:
+    """The routes over one store; ``services`` gives ``decide`` its id generator."""
+
+    def __init__(self, services: UserServices) -> None:
+        self.services = services
+        self.handler: CommandHandler[AddUserCommand | UpdateUser, UserState, UserEvent] | None = None
+
+    def _handler(self) -> CommandHandler[AddUserCommand | UpdateUser, UserState, UserEvent]:
+        assert self.handler is not None, "the app's store is opened by its lifespan"
+        return self.handler
+
+    async def directory(self, request: Request) -> Response:
+        directory = request.path_params["directory"]
+        state, version = await self._handler().load(directory)
+        if version is None:
+            raise HTTPException(404, f"no directory {directory!r}")
+        if not_modified(request.headers, version):
+            return Response(status_code=304, headers={"ETag": etag(version)})
+        listed = [_user(u) for u in sorted(state.users.values(), key=lambda u: u.name)]
+        return _json({"directory": directory, "version": version, "users": listed}, 200, version)
+
+    async def user(self, request: Request) -> Response:
+        directory, user_id = request.path_params["directory"], request.path_params["user_id"]
+        state, version = await self._handler().load(directory)
+        found = state.users.get(user_id)
+        if found is None:
+            raise UnknownUser(user_id)
+        if not_modified(request.headers, version):
+            return Response(status_code=304, headers={"ETag": etag(version)} if version is not None else {})
+        return _json(_user(found), 200, version)
+
+    async def add(self, request: Request) -> Response:
+        directory = request.path_params["directory"]
+        body = msgspec.json.decode(await request.body(), type=NewUser)
+        result = await execute(
+            self._handler(), directory, AddUserCommand(body.name), request.headers, services=self.services
+        )
+        user_id = _added(result)
+        location = {"Location": f"/directories/{directory}/users/{user_id}"}
+        return _json({**_user(result.state.users[user_id]), "version": result.version}, 201, result.version, location)
+
+    async def rename(self, request: Request) -> Response:
+        directory, user_id = request.path_params["directory"], request.path_params["user_id"]
+        body = msgspec.json.decode(await request.body(), type=Rename)
+        result = await execute(
+            self._handler(), directory, UpdateUser(user_id, body.name), request.headers, services=self.services
+        )
+        return _json({**_user(result.state.users[user_id]), "version": result.version}, 200, result.version)
+
+
+def _added(result: ExecuteResult[UserState, UserEvent]) -> str:
+    # The one event AddUser decides; a replayed Idempotency-Key returns the same events.
+    return result.events[0].data.user_id
+
+
+def create_app(store: str | EventStore | None = None, services: UserServices | None = None) -> Starlette:
+    """The Users HTTP API over ``store``: a URL (opened when the app starts, closed when it stops; the
+    default store without one) or an open store, which stays the caller's."""
+    api = UsersAPI(services or UserServices())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        if isinstance(store, str) or store is None:
+            async with open_store(store) as opened:
+                api.handler = CommandHandler(opened, users, "users", codec)
+                yield
+        else:
+            yield
+
+    if not (isinstance(store, str) or store is None):
+        api.handler = CommandHandler(store, users, "users", codec)  # usable without a lifespan (ASGI tests)
+    routes = [
+        Route("/directories/{directory}", api.directory, methods=["GET"]),
+        Route("/directories/{directory}/users", api.add, methods=["POST"]),
+        Route("/directories/{directory}/users/{user_id}", api.user, methods=["GET"]),
+        Route("/directories/{directory}/users/{user_id}", api.rename, methods=["PATCH"]),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=problem_handlers(DOMAIN_ERRORS))

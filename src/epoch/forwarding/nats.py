@@ -1,0 +1,147 @@
+"""``JetStreamSink``: publishes events to NATS JetStream (extra ``nats``: ``pip install 'epoch-es[nats]'``).
+
+Each event is one message: the stored data bytes as the payload, ``Nats-Msg-Id`` set to the event id
+(so JetStream drops a message it already stored within the stream's duplicate window), and headers
+carrying where the event is in the store. The subject comes from a template over the event's
+``category``, ``type`` and ``stream``.
+"""
+
+from __future__ import annotations
+
+import re
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from epoch.errors import ConfigurationError, MissingDependency
+from epoch.forwarding.forwarder import Message
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+    from nats.js import JetStreamContext
+
+__all__ = ["JetStreamSink", "subject_token"]
+
+# A subject token may not hold whitespace, the token separator or the wildcards.
+_NOT_IN_TOKEN = re.compile(r"[\s.*>]")
+
+
+def subject_token(name: str) -> str:
+    """``name`` as one NATS subject token: whitespace, ``.``, ``*`` and ``>`` become ``_``."""
+    return _NOT_IN_TOKEN.sub("_", name)
+
+
+def headers_of(message: Message) -> dict[str, str]:
+    """The headers published with an event; ``Nats-Msg-Id`` is what JetStream deduplicates on."""
+    headers = {
+        "Nats-Msg-Id": str(message.id),
+        "Epoch-Stream": message.stream,
+        "Epoch-Version": str(message.version),
+        "Epoch-Position": str(message.position),
+        "Epoch-Type": message.type,
+        "Epoch-Recorded-At": message.recorded_at.isoformat(),
+    }
+    if message.metadata:
+        headers["Epoch-Metadata"] = msgspec.json.encode(message.metadata).decode()
+    return headers
+
+
+class JetStreamSink:
+    """A :class:`~epoch.forwarding.Sink` publishing to NATS JetStream at ``url``.
+
+    ``subject`` is a template: ``{category}``, ``{type}`` and ``{stream}`` are replaced by the event's,
+    each made a single subject token by :func:`subject_token`. Every publish waits for JetStream's
+    acknowledgement (``timeout`` seconds); the connection reconnects on its own after a broker restart
+    (the forwarder retries meanwhile). The JetStream stream must exist and cover the subjects:
+    :meth:`ensure_stream` creates one. Use ``async with JetStreamSink(...) as sink:``.
+    """
+
+    def __init__(
+        self,
+        url: str = "nats://127.0.0.1:4222",
+        *,
+        subject: str = "epoch.{category}.{type}",
+        timeout: float = 5.0,
+        connect_options: dict[str, Any] | None = None,
+    ) -> None:
+        try:
+            subject.format(category="c", type="t", stream="s")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigurationError(
+                f"subject template {subject!r} may use only {{category}}, {{type}} and {{stream}}"
+            ) from exc
+        self.url = url
+        self.subject = subject
+        self.timeout = timeout
+        self.connect_options = connect_options or {}
+        self.published = 0
+        self.duplicates = 0
+        self._client: Client | None = None
+        self._js: JetStreamContext | None = None
+
+    def subject_of(self, message: Message) -> str:
+        """The subject ``message`` is published on."""
+        return self.subject.format(
+            category=subject_token(message.category),
+            type=subject_token(message.type),
+            stream=subject_token(message.stream),
+        )
+
+    async def connect(self) -> None:
+        """Connect to the server (done by ``async with``); reconnects forever after that."""
+        try:
+            import nats
+        except ImportError as exc:
+            raise MissingDependency("nats-py", "nats") from exc
+        options: dict[str, Any] = {"max_reconnect_attempts": -1, "reconnect_time_wait": 0.5}
+        options.update(self.connect_options)
+        self._client = await nats.connect(self.url, **options)
+        self._js = self._client.jetstream(timeout=self.timeout)
+
+    async def ensure_stream(self, name: str, subjects: list[str], duplicate_window: float = 120.0) -> None:
+        """Create the JetStream stream ``name`` on ``subjects`` (file storage) unless it exists.
+
+        ``duplicate_window`` (seconds) is how long JetStream remembers message ids: a forwarder that is
+        down for longer than that may store an event twice when it restarts.
+        """
+        from nats.js.api import StorageType, StreamConfig
+        from nats.js.errors import NotFoundError
+
+        js = self._context()
+        try:
+            await js.stream_info(name)
+        except NotFoundError:
+            config = StreamConfig(
+                name=name, subjects=subjects, storage=StorageType.FILE, duplicate_window=duplicate_window
+            )
+            await js.add_stream(config)
+
+    async def publish(self, message: Message) -> None:
+        """Publish one event and wait for JetStream's acknowledgement."""
+        ack = await self._context().publish(
+            self.subject_of(message), message.data, timeout=self.timeout, headers=headers_of(message)
+        )
+        self.published += 1
+        if ack.duplicate:
+            self.duplicates += 1
+
+    def _context(self) -> JetStreamContext:
+        if self._js is None:
+            raise ConfigurationError("JetStreamSink is not connected: use `async with JetStreamSink(...)`")
+        return self._js
+
+    async def close(self) -> None:
+        """Drain and close the connection."""
+        client, self._client, self._js = self._client, None, None
+        if client is not None:
+            await client.close()
+
+    async def __aenter__(self) -> JetStreamSink:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()

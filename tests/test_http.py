@@ -1,0 +1,352 @@
+"""The HTTP helpers and the Users HTTP API, over httpx against the real app on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from epoch import ANY, NO_STREAM, STREAM_EXISTS, EventStore, StoreUnavailable, StreamClosed, StreamDeleted, open_store
+from epoch.examples.users import UserServices
+from epoch.examples.users.http import create_app
+from epoch.http import (
+    PreconditionError,
+    command_id_from,
+    etag,
+    expected_version_from,
+    not_modified,
+    problem_handlers,
+)
+from tests.serving import free_port, serving
+
+PROBLEM = "application/problem+json"
+
+
+def ids() -> UserServices:
+    counter = itertools.count(1)
+    return UserServices(new_user_id=lambda: f"u{next(counter)}")
+
+
+@dataclass
+class API:
+    http: httpx.AsyncClient
+    store: EventStore
+
+    async def add(self, name: str, directory: str = "eu", **headers: str) -> httpx.Response:
+        return await self.http.post(f"/directories/{directory}/users", json={"name": name}, headers=headers)
+
+    async def events(self, directory: str = "eu") -> list[str]:
+        return [e.type async for e in self.store.read_stream(f"users-{directory}")]
+
+
+@pytest.fixture
+async def api(sql_store_url: str) -> AsyncIterator[API]:
+    async with open_store(sql_store_url) as store:
+        app = create_app(store, ids())
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
+            yield API(http, store)
+
+
+def problem_of(response: httpx.Response) -> dict[str, object]:
+    assert response.headers["content-type"] == PROBLEM
+    body = json.loads(response.content)
+    assert isinstance(body, dict)
+    return body
+
+
+# --- the Users API --------------------------------------------------------------------------------
+
+
+async def test_a_write_answers_with_the_new_version_as_etag_and_a_read_too(api: API) -> None:
+    added = await api.add("ada")
+    assert (added.status_code, added.headers["etag"], added.headers["location"]) == (
+        201,
+        '"0"',
+        "/directories/eu/users/u1",
+    )
+    assert added.json() == {"user_id": "u1", "name": "ada", "version": 0}
+    read = await api.http.get("/directories/eu")
+    assert (read.status_code, read.headers["etag"]) == (200, '"0"')
+    assert read.json() == {"directory": "eu", "version": 0, "users": [{"user_id": "u1", "name": "ada"}]}
+    one = await api.http.get("/directories/eu/users/u1")
+    assert (one.status_code, one.headers["etag"], one.json()) == (200, '"0"', {"user_id": "u1", "name": "ada"})
+    cached = await api.http.get("/directories/eu", headers={"If-None-Match": '"0"'})
+    assert (cached.status_code, cached.headers["etag"], cached.content) == (304, '"0"', b"")
+    moved = await api.http.get("/directories/eu", headers={"If-None-Match": '"7", W/"9"'})
+    assert moved.status_code == 200
+
+
+async def test_if_match_with_the_current_version_writes(api: API) -> None:
+    await api.add("ada")
+    renamed = await api.http.patch("/directories/eu/users/u1", json={"name": "ada l"}, headers={"If-Match": '"0"'})
+    assert (renamed.status_code, renamed.headers["etag"]) == (200, '"1"')
+    assert renamed.json() == {"user_id": "u1", "name": "ada l", "version": 1}
+    weak = await api.add("grace", **{"If-Match": 'W/"1"'})  # a proxy may have weakened the tag
+    assert (weak.status_code, weak.headers["etag"]) == (201, '"2"')
+
+
+async def test_a_stale_if_match_is_412_with_the_current_etag_and_writes_nothing(api: API) -> None:
+    await api.add("ada")
+    await api.add("grace")
+    stale = await api.add("linus", **{"If-Match": '"0"'})
+    assert (stale.status_code, stale.headers["etag"]) == (412, '"1"')
+    assert problem_of(stale) == {
+        "type": "urn:epoch:problem:wrong-expected-version",
+        "title": "Precondition Failed",
+        "status": 412,
+        "detail": "users-eu: expected version 0, actual 1",
+        "instance": "/directories/eu/users",
+        "stream": "users-eu",
+        "expected": 0,
+        "actual": 1,
+    }
+    assert await api.events() == ["UserAdded", "UserAdded"]
+
+
+async def test_if_none_match_star_creates_only_and_if_match_star_needs_the_stream(api: API) -> None:
+    missing = await api.add("ada", **{"If-Match": "*"})
+    assert missing.status_code == 412
+    assert "etag" not in missing.headers  # there is no version to name
+    assert problem_of(missing)["detail"] == "users-eu: expected version STREAM_EXISTS, actual no stream"
+    created = await api.add("ada", **{"If-None-Match": "*"})
+    assert (created.status_code, created.headers["etag"]) == (201, '"0"')
+    again = await api.add("grace", **{"If-None-Match": "*"})
+    assert (again.status_code, again.headers["etag"]) == (412, '"0"')
+    assert problem_of(again)["detail"] == "users-eu: expected version NO_STREAM, actual 0"
+    exists = await api.add("grace", **{"If-Match": "*"})
+    assert (exists.status_code, exists.headers["etag"]) == (201, '"1"')
+
+
+async def test_an_idempotency_key_sent_again_gets_the_same_response(api: API) -> None:
+    first = await api.add("ada", **{"Idempotency-Key": "add-ada-1"})
+    await api.add("grace")
+    again = await api.add("ada", **{"Idempotency-Key": "add-ada-1"})
+    assert (again.status_code, again.headers["etag"], again.headers["location"], again.content) == (
+        first.status_code,
+        first.headers["etag"],
+        first.headers["location"],
+        first.content,
+    )
+    assert first.json() == {"user_id": "u1", "name": "ada", "version": 0}
+    assert await api.events() == ["UserAdded", "UserAdded"]
+
+
+async def test_the_deciders_refusals_are_answered_from_the_table(api: API) -> None:
+    await api.add("ada")
+    taken = await api.add("ada")
+    assert taken.status_code == 409
+    assert problem_of(taken) == {
+        "type": "urn:epoch:problem:DuplicateName",
+        "title": "DuplicateName",
+        "status": 409,
+        "detail": "a user named 'ada' already exists",
+        "instance": "/directories/eu/users",
+    }
+    unknown = await api.http.patch("/directories/eu/users/nobody", json={"name": "x"})
+    assert problem_of(unknown) == {
+        "type": "urn:epoch:problem:UnknownUser",
+        "title": "Unknown user",
+        "status": 404,
+        "detail": "unknown user 'nobody'",
+        "instance": "/directories/eu/users/nobody",
+    }
+    no_directory = await api.http.get("/directories/nowhere")
+    assert problem_of(no_directory) == {
+        "type": "about:blank",
+        "title": "Not Found",
+        "status": 404,
+        "detail": "no directory 'nowhere'",
+        "instance": "/directories/nowhere",
+    }
+    assert await api.events() == ["UserAdded"]
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        (b'{"name": 5}', "Expected `str`, got `int` - at `$.name`"),
+        (b'{"name": ""}', "Expected `str` of length >= 1 - at `$.name`"),
+        (b'{"name": "ada", "admin": true}', "Object contains unknown field `admin`"),
+        (b'{"name": "ada"', "Input data was truncated"),
+        (b"\xff", "JSON is malformed: invalid character (byte 0)"),
+    ],
+)
+async def test_a_body_that_does_not_decode_is_422(api: API, body: bytes, detail: str) -> None:
+    response = await api.http.post("/directories/eu/users", content=body)
+    assert problem_of(response) == {
+        "type": "urn:epoch:problem:invalid-body",
+        "title": "Invalid request body",
+        "status": 422,
+        "detail": detail,
+        "instance": "/directories/eu/users",
+    }
+    assert await api.events() == []
+
+
+async def test_a_directory_name_that_is_no_stream_name_is_422(api: API) -> None:
+    response = await api.add("ada", directory="%01x")
+    assert problem_of(response) == {
+        "type": "urn:epoch:problem:invalid-input",
+        "title": "Invalid input",
+        "status": 422,
+        "detail": "invalid stream name 'users-\\x01x': contains a control character",
+        "instance": "/directories/\x01x/users",
+    }
+
+
+@pytest.mark.parametrize(
+    ("headers", "detail"),
+    [
+        ({"If-Match": "3"}, "If-Match: not a list of entity tags: '3'"),
+        ({"If-Match": '"v3"'}, 'If-Match: "v3" is not a stream version'),
+        ({"If-Match": '"1", "2"'}, "If-Match: give one entity tag, not several"),
+        ({"If-Match": '"1"', "If-None-Match": "*"}, "If-Match and If-None-Match together"),
+        ({"If-None-Match": '"1"'}, "If-None-Match on a write must be *"),
+    ],
+)
+async def test_a_precondition_that_cannot_be_used_is_400(api: API, headers: dict[str, str], detail: str) -> None:
+    response = await api.add("ada", **headers)
+    assert problem_of(response) == {
+        "type": "urn:epoch:problem:precondition",
+        "title": "Malformed precondition",
+        "status": 400,
+        "detail": detail,
+        "instance": "/directories/eu/users",
+    }
+    assert await api.events() == []
+
+
+# --- the helpers on their own ---------------------------------------------------------------------
+
+
+def test_preconditions_map_to_expected_versions() -> None:
+    assert etag(12) == '"12"'
+    assert expected_version_from({"if-match": '"12"'}) == 12
+    assert expected_version_from({"if-match": " * "}) is STREAM_EXISTS
+    assert expected_version_from({"if-none-match": "*"}) is NO_STREAM
+    assert expected_version_from({}) is ANY
+    assert expected_version_from({}, missing=NO_STREAM) is NO_STREAM
+    with pytest.raises(PreconditionError) as raised:
+        expected_version_from({}, required=True)
+    assert (raised.value.status, raised.value.title, str(raised.value)) == (
+        428,
+        "Precondition Required",
+        "this request needs an If-Match header",
+    )
+    with pytest.raises(PreconditionError) as too_big:
+        expected_version_from({"if-match": '"123456789012345678901"'})
+    assert str(too_big.value) == 'If-Match: "123456789012345678901" is not a stream version'
+    assert not_modified({"if-none-match": "*"}, 0)
+    assert not not_modified({"if-none-match": "*"}, None)
+    assert not not_modified({"if-none-match": "garbage"}, 3)
+    assert command_id_from({"idempotency-key": " k-1 "}) == "k-1"
+    assert command_id_from({}) is None
+    for bad in ("", "a b", "é", "x" * 256):
+        with pytest.raises(PreconditionError) as key:
+            command_id_from({"idempotency-key": bad})
+        assert (key.value.status, str(key.value)) == (400, "Idempotency-Key must be 1-255 visible ASCII characters")
+
+
+def raising(error: Exception) -> Starlette:
+    async def endpoint(request: Request) -> Response:
+        raise error
+
+    return Starlette(routes=[Route("/x", endpoint)], exception_handlers=problem_handlers())
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "expected"),
+    [
+        (
+            StreamClosed("orders-1", 4),
+            409,
+            {
+                "type": "urn:epoch:problem:stream-closed",
+                "title": "Stream closed",
+                "status": 409,
+                "detail": "orders-1: the stream is closed at version 4",
+                "instance": "/x",
+                "stream": "orders-1",
+            },
+        ),
+        (
+            StreamDeleted("orders-1", 4),
+            410,
+            {
+                "type": "urn:epoch:problem:stream-deleted",
+                "title": "Stream deleted",
+                "status": 410,
+                "detail": "orders-1: the stream is deleted (last version 4)",
+                "instance": "/x",
+                "stream": "orders-1",
+            },
+        ),
+        (
+            StoreUnavailable("connection lost"),
+            503,
+            {
+                "type": "urn:epoch:problem:store-unavailable",
+                "title": "Store unavailable",
+                "status": 503,
+                "detail": "connection lost",
+                "instance": "/x",
+            },
+        ),
+    ],
+)
+async def test_stream_and_store_errors_have_their_status(
+    error: Exception, status: int, expected: dict[str, object]
+) -> None:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=raising(error)), base_url="http://t") as http:
+        response = await http.get("/x")
+    assert response.status_code == status
+    assert problem_of(response) == expected
+
+
+async def test_an_error_the_api_does_not_answer_stays_a_server_error() -> None:
+    app = raising(RuntimeError("a bug"))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+        with pytest.raises(RuntimeError, match="^a bug$"):
+            await http.get("/x")
+
+
+# --- served for real ------------------------------------------------------------------------------
+
+
+def test_epoch_demo_http_serves_the_api_on_loopback(tmp_path: Path) -> None:
+    port = free_port()
+    url = f"sqlite:///{tmp_path / 'users.db'}"
+    epoch = str(Path(sys.executable).parent / "epoch")
+    process = subprocess.Popen(
+        [epoch, "demo", "--http", "--store", url, "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    def ready(base: str) -> bool:
+        try:
+            return httpx.get(f"{base}/directories/main", timeout=1).status_code == 404
+        except httpx.TransportError:
+            return False
+
+    with serving(process, port, ready) as base:
+        added = httpx.post(f"{base}/directories/main/users", json={"name": "ada"}, headers={"Idempotency-Key": "k"})
+        assert (added.status_code, added.headers["etag"]) == (201, '"0"')
+        again = httpx.post(f"{base}/directories/main/users", json={"name": "ada"}, headers={"Idempotency-Key": "k"})
+        assert (again.status_code, again.content) == (201, added.content)
+        stale = httpx.post(f"{base}/directories/main/users", json={"name": "bob"}, headers={"If-Match": '"7"'})
+        assert (stale.status_code, stale.headers["etag"], stale.headers["content-type"]) == (412, '"0"', PROBLEM)
+        listed = httpx.get(f"{base}/directories/main").json()
+        assert [u["name"] for u in listed["users"]] == ["ada"]
