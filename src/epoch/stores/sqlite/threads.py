@@ -6,8 +6,9 @@ A write hands its work to the writer and awaits a future the writer settles. A s
 query, the first page of a read, at most ``INLINE_ROWS`` rows) runs on the caller's own thread, on a
 read-only connection of that thread that never waits for a lock: a WAL read takes tens of
 microseconds, less than two thread hand-offs. When it would wait (SQLite answers "busy", e.g. while
-another connection recovers the WAL index), and for every later page, a reader thread does it; the
-next page is fetched there while the caller consumes the current one.
+another connection recovers the WAL index), when other calls of that thread wait for the store's
+threads (its loop has other work), and for every later page, a reader thread does it; the next page
+is fetched there while the caller consumes the current one.
 """
 
 from __future__ import annotations
@@ -33,16 +34,18 @@ __all__ = ["INLINE_ROWS", "MAX_GROUP", "PAGE_SIZE", "POLL_INTERVAL", "Workers"]
 
 T = TypeVar("T")
 
-_BUSY = object()  # a read on the caller's thread would have waited for a lock: a reader thread does it
+_BUSY = object()  # a reader thread does this read: here it would wait for a lock, or the loop is busy
 
 
 class _Here:
-    """A caller thread's read-only connection, held by that thread only (a connection has no weak references)."""
+    """A caller thread's read-only connection, held by that thread only (a connection has no weak
+    references), and how many of that thread's calls wait for the store's threads."""
 
-    __slots__ = ("__weakref__", "connection")
+    __slots__ = ("__weakref__", "connection", "waiting")
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         self.connection = connection
+        self.waiting = 0
 
 
 PAGE_SIZE = 1000  # rows per thread hop when reading
@@ -97,6 +100,8 @@ class Workers:
                 ).start()
             started = self._started
         await asyncio.wrap_future(started)
+        if not self.in_memory and getattr(self._here, "held", None) is None:
+            self._connect_here()  # now, so that the first read does not pay for it
 
     def _submit(
         self,
@@ -122,7 +127,7 @@ class Workers:
         """
         await self.start()
         future: asyncio.Future[T] = self._submit(self._writes, WRITE, fn, (stream, *args), stream)
-        return await future
+        return await self._wait(future)
 
     async def exclusive(self, fn: Callable[[sqlite3.Connection], T], *, store_work: bool = False) -> T:
         """``fn(connection)`` on the writer, in a transaction of its own.
@@ -132,7 +137,7 @@ class Workers:
         """
         await self.start()
         future: asyncio.Future[T] = self._submit(self._writes, STORE_EXCLUSIVE if store_work else EXCLUSIVE, fn, ())
-        return await future
+        return await self._wait(future)
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(connection, *args)``, a point query: on this thread when it need not wait, else on a reader."""
@@ -141,34 +146,54 @@ class Workers:
         if result is not _BUSY:
             return cast("T", result)
         future: asyncio.Future[T] = self._submit(self._reads, READ, fn, args)
-        return await future
+        return await self._wait(future)
+
+    async def _wait(self, future: asyncio.Future[T]) -> T:
+        """``await future``, counted as this thread's work in flight while it waits (see ``_read_here``)."""
+        held: _Here | None = getattr(self._here, "held", None)
+        if held is None:
+            return await future
+        held.waiting += 1
+        try:
+            return await future
+        finally:
+            held.waiting -= 1
 
     def _read_here(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         """``fn(connection, *args)`` on this thread's own read-only connection, or ``_BUSY``: in memory
-        (one connection, the writer's), or when SQLite would make the read wait for a lock."""
+        (one connection, the writer's), when SQLite would make the read wait for a lock, or when other
+        calls of this thread wait for the store's threads. Then the loop has other work (concurrent
+        commands), and a reader thread, whose SQLite calls run beside the loop on another core, serves
+        it better than the loop doing every read itself (measured: half the commands/s with 16 tasks)."""
         if self.in_memory:
             return _BUSY
         if self._closed:
             raise StoreUnavailable(f"the SQLite store {self.path} is closed")
         held: _Here | None = getattr(self._here, "held", None)
-        if held is None:
-            try:  # timeout 0: a read on the caller's thread never sleeps in SQLite's busy handler
-                connection = connect(self.path, timeout=0, synchronous=self.synchronous, writer=False, here=True)
-            except sqlite3.Error as exc:
-                raise epoch_error(exc, self.timeout) from exc
-            with self._lock:
-                if self._closed:
-                    connection.close()
-                    raise StoreUnavailable(f"the SQLite store {self.path} is closed")
-                held = _Here(connection)
-                self._here_connections.add(held)
-            self._here.held = held
+        if held is not None and held.waiting:
+            return _BUSY
+        connection = self._connect_here() if held is None else held.connection
         try:
-            return fn(held.connection, *args)
+            return fn(connection, *args)
         except sqlite3.Error as exc:
             if is_lock_conflict(exc):
                 return _BUSY
             raise epoch_error(exc, self.timeout) from exc
+
+    def _connect_here(self) -> sqlite3.Connection:
+        """Open this thread's read-only connection (the store's ``close`` closes it)."""
+        try:  # timeout 0: a read on the caller's thread never sleeps in SQLite's busy handler
+            connection = connect(self.path, timeout=0, synchronous=self.synchronous, writer=False, here=True)
+        except sqlite3.Error as exc:
+            raise epoch_error(exc, self.timeout) from exc
+        with self._lock:
+            if self._closed:
+                connection.close()
+                raise StoreUnavailable(f"the SQLite store {self.path} is closed")
+            held = _Here(connection)
+            self._here_connections.add(held)
+        self._here.held = held
+        return connection
 
     def _fetch(
         self, page: Callable[..., Any], cursor: Any, size: int, *, here: bool
@@ -225,7 +250,7 @@ class Workers:
         pending, asked = self._fetch(page, cursor, size, here=True)
         try:
             while pending is not None:
-                cursor, events = await pending
+                cursor, events = await self._wait(pending)
                 pending = None
                 if limit is not None:
                     limit -= len(events)
