@@ -19,6 +19,7 @@ __all__ = [
     "APPLICATION_ID",
     "BEGIN",
     "COMMIT",
+    "DATA_VERSION",
     "DELETE_STREAM",
     "DROP_FROM",
     "GET_EVENT",
@@ -87,6 +88,7 @@ RELEASE_SAVEPOINT = "RELEASE append"
 
 _COLUMNS = "stream, version, position, id, type, data, metadata, recorded_at"  # the order records are built in
 HEAD = "SELECT coalesce(max(position), 0) FROM events"
+DATA_VERSION = "PRAGMA data_version"  # changes when another connection commits to the file
 SELECT_STREAM = "SELECT version, first_visible FROM streams WHERE stream = ?"
 LAST_EVENT = "SELECT position, recorded_at FROM events WHERE stream = ? AND version = ?"
 INSERT_EVENT = (
@@ -136,10 +138,13 @@ def category_page(categories: int) -> str:
 # -- the file --------------------------------------------------------------------------------------
 
 
-def connect(path: str, *, timeout: float, synchronous: str, writer: bool) -> sqlite3.Connection:
-    """A connection for one thread: the writer's at the ``synchronous`` level, or a read-only one."""
+def connect(path: str, *, timeout: float, synchronous: str, writer: bool, here: bool = False) -> sqlite3.Connection:
+    """A connection for one thread: the writer's at the ``synchronous`` level, or a read-only one.
+
+    ``here``: a caller thread's read-only connection, which the store's ``close`` closes from its own thread.
+    """
     connection = sqlite3.connect(
-        path, timeout=timeout, isolation_level=None, check_same_thread=True, cached_statements=256
+        path, timeout=timeout, isolation_level=None, check_same_thread=not here, cached_statements=256
     )
     try:
         if writer:

@@ -2,8 +2,13 @@
 owning a read-only one (WAL readers never wait for the writer), the job queues between the event loop and
 them, and the subscribers waiting for the writer's next commit.
 
-A call hands its work to a thread and awaits a future the thread settles; a read hands over a page of
-rows at a time, and the next page is fetched while the caller consumes the current one.
+A write hands its work to the writer and awaits a future the writer settles. A small read (a point
+query, the first page of a read, at most ``INLINE_ROWS`` rows) runs on the caller's own thread, on a
+read-only connection of that thread that never waits for a lock: a WAL read takes tens of
+microseconds, less than two thread hand-offs. When it would wait (SQLite answers "busy", e.g. while
+another connection recovers the WAL index), when other calls of that thread wait for the store's
+threads (its loop has other work), and for every later page, a reader thread does it; the next page
+is fetched there while the caller consumes the current one.
 """
 
 from __future__ import annotations
@@ -13,22 +18,38 @@ import concurrent.futures
 import queue
 import sqlite3
 import threading
+import weakref
 from collections.abc import AsyncIterator, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from epoch.errors import StoreUnavailable
 from epoch.records import RecordedEvent
 from epoch.stores.sqlite.bridge import wake, wake_all
-from epoch.stores.sqlite.errors import epoch_error
+from epoch.stores.sqlite.errors import epoch_error, is_lock_conflict
 from epoch.stores.sqlite.schema import connect, create_schema
-from epoch.stores.sqlite.work import Replay
+from epoch.stores.sqlite.work import Memo, Replay
 from epoch.stores.sqlite.writer import EXCLUSIVE, READ, STORE_EXCLUSIVE, WRITE, Job, run_batch, run_read
 
-__all__ = ["MAX_GROUP", "PAGE_SIZE", "POLL_INTERVAL", "Workers"]
+__all__ = ["INLINE_ROWS", "MAX_GROUP", "PAGE_SIZE", "POLL_INTERVAL", "Workers"]
 
 T = TypeVar("T")
 
+_BUSY = object()  # a reader thread does this read: here it would wait for a lock, or the loop is busy
+
+
+class _Here:
+    """A caller thread's read-only connection, held by that thread only (a connection has no weak
+    references), and how many of that thread's calls wait for the store's threads."""
+
+    __slots__ = ("__weakref__", "connection", "waiting")
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.connection = connection
+        self.waiting = 0
+
+
 PAGE_SIZE = 1000  # rows per thread hop when reading
+INLINE_ROWS = 100  # rows a read fetches on the caller's thread: measured ~0.15 ms (one row: ~10 us)
 MAX_GROUP = 256  # appends committed together, at most
 POLL_INTERVAL = 0.1  # seconds between a subscriber's checks for other processes' commits
 
@@ -54,6 +75,10 @@ class Workers:
         self._closed = False
         self._commits = 0  # bumped by the writer after each commit; subscribers compare it
         self._waiters: dict[asyncio.Future[None], asyncio.AbstractEventLoop] = {}
+        # Each caller thread's read-only connection for small reads. Weak: a thread that ends drops its
+        # connection (closed when collected); close() closes those still alive.
+        self._here = threading.local()
+        self._here_connections: weakref.WeakSet[_Here] = weakref.WeakSet()
 
     # -- the event loop's side ----------------------------------------------------------------------
 
@@ -75,6 +100,8 @@ class Workers:
                 ).start()
             started = self._started
         await asyncio.wrap_future(started)
+        if not self.in_memory and getattr(self._here, "held", None) is None:
+            self._connect_here()  # now, so that the first read does not pay for it
 
     def _submit(
         self,
@@ -100,7 +127,7 @@ class Workers:
         """
         await self.start()
         future: asyncio.Future[T] = self._submit(self._writes, WRITE, fn, (stream, *args), stream)
-        return await future
+        return await self._wait(future)
 
     async def exclusive(self, fn: Callable[[sqlite3.Connection], T], *, store_work: bool = False) -> T:
         """``fn(connection)`` on the writer, in a transaction of its own.
@@ -110,13 +137,77 @@ class Workers:
         """
         await self.start()
         future: asyncio.Future[T] = self._submit(self._writes, STORE_EXCLUSIVE if store_work else EXCLUSIVE, fn, ())
-        return await future
+        return await self._wait(future)
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(connection, *args)`` on a reader."""
+        """``fn(connection, *args)``, a point query: on this thread when it need not wait, else on a reader."""
         await self.start()
+        result = self._read_here(fn, args)
+        if result is not _BUSY:
+            return cast("T", result)
         future: asyncio.Future[T] = self._submit(self._reads, READ, fn, args)
-        return await future
+        return await self._wait(future)
+
+    async def _wait(self, future: asyncio.Future[T]) -> T:
+        """``await future``, counted as this thread's work in flight while it waits (see ``_read_here``)."""
+        held: _Here | None = getattr(self._here, "held", None)
+        if held is None:
+            return await future
+        held.waiting += 1
+        try:
+            return await future
+        finally:
+            held.waiting -= 1
+
+    def _read_here(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        """``fn(connection, *args)`` on this thread's own read-only connection, or ``_BUSY``: in memory
+        (one connection, the writer's), when SQLite would make the read wait for a lock, or when other
+        calls of this thread wait for the store's threads. Then the loop has other work (concurrent
+        commands), and a reader thread, whose SQLite calls run beside the loop on another core, serves
+        it better than the loop doing every read itself (measured: half the commands/s with 16 tasks)."""
+        if self.in_memory:
+            return _BUSY
+        if self._closed:
+            raise StoreUnavailable(f"the SQLite store {self.path} is closed")
+        held: _Here | None = getattr(self._here, "held", None)
+        if held is not None and held.waiting:
+            return _BUSY
+        connection = self._connect_here() if held is None else held.connection
+        try:
+            return fn(connection, *args)
+        except sqlite3.Error as exc:
+            if is_lock_conflict(exc):
+                return _BUSY
+            raise epoch_error(exc, self.timeout) from exc
+
+    def _connect_here(self) -> sqlite3.Connection:
+        """Open this thread's read-only connection (the store's ``close`` closes it)."""
+        try:  # timeout 0: a read on the caller's thread never sleeps in SQLite's busy handler
+            connection = connect(self.path, timeout=0, synchronous=self.synchronous, writer=False, here=True)
+        except sqlite3.Error as exc:
+            raise epoch_error(exc, self.timeout) from exc
+        with self._lock:
+            if self._closed:
+                connection.close()
+                raise StoreUnavailable(f"the SQLite store {self.path} is closed")
+            held = _Here(connection)
+            self._here_connections.add(held)
+        self._here.held = held
+        return connection
+
+    def _fetch(
+        self, page: Callable[..., Any], cursor: Any, size: int, *, here: bool
+    ) -> tuple[asyncio.Future[Any], int]:
+        """The next page (a future) and the rows asked for: at most ``INLINE_ROWS`` on this thread when
+        ``here``, else (or when that would wait) ``size`` on a reader."""
+        if here:
+            rows = min(size, INLINE_ROWS)
+            result = self._read_here(page, (cursor, rows))
+            if result is not _BUSY:
+                future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+                future.set_result(result)
+                return future, rows
+        return self._submit(self._reads, READ, page, (cursor, size)), size
 
     async def close(self) -> None:
         """Finish queued work, stop the threads and close the connections; wake every waiter. Idempotent."""
@@ -127,6 +218,9 @@ class Workers:
                     self._writes.put(None)
             waiters, self._waiters = self._waiters, {}
             stopped = self._stopped
+            here, self._here_connections = list(self._here_connections), weakref.WeakSet()
+        for held in here:
+            held.connection.close()
         wake_all(waiters)
         if stopped is not None:
             await asyncio.wrap_future(stopped)
@@ -152,25 +246,24 @@ class Workers:
             return
         size = PAGE_SIZE if limit is None else min(PAGE_SIZE, limit)
         seen = self._commits  # read before each query: a later commit may be missing from its result
-        pending: asyncio.Future[tuple[Any, list[RecordedEvent]]] | None = self._submit(
-            self._reads, READ, page, (cursor, size)
-        )
+        pending: asyncio.Future[tuple[Any, list[RecordedEvent]]] | None
+        pending, asked = self._fetch(page, cursor, size, here=True)
         try:
             while pending is not None:
-                cursor, events = await pending
+                cursor, events = await self._wait(pending)
                 pending = None
                 if limit is not None:
                     limit -= len(events)
-                if len(events) == size and limit != 0:
+                if len(events) == asked and limit != 0:
                     size = PAGE_SIZE if limit is None else min(PAGE_SIZE, limit)
                     seen = self._commits
-                    pending = self._submit(self._reads, READ, page, (cursor, size))
+                    pending, asked = self._fetch(page, cursor, size, here=False)
                 for event in events:
                     yield event
                 if pending is None and follow:
                     await self._wait_for_commit(seen)
                     seen = self._commits
-                    pending = self._submit(self._reads, READ, page, (cursor, size))
+                    pending, asked = self._fetch(page, cursor, size, here=True)
         finally:
             if pending is not None:
                 pending.cancel()
@@ -237,6 +330,7 @@ class Workers:
 
     def _writer_loop(self, connection: sqlite3.Connection) -> None:
         jobs = self._writes
+        memo = Memo()
         while True:
             batch: list[Job | None] = [jobs.get()]
             while len(batch) < MAX_GROUP and batch[-1] is not None:
@@ -245,7 +339,7 @@ class Workers:
                 except queue.Empty:
                     break
             stop = batch[-1] is None
-            run_batch(connection, [job for job in batch if job is not None], self.timeout, self._committed)
+            run_batch(connection, [job for job in batch if job is not None], self.timeout, self._committed, memo)
             del batch  # hold no caller's loop or future while waiting for work
             if stop:
                 return

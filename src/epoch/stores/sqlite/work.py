@@ -18,6 +18,7 @@ from epoch.errors import DuplicateEventId, WrongExpectedVersion
 from epoch.records import NO_STREAM, AppendResult, ExpectedVersion, NewEvent, RecordedEvent, category_of
 from epoch.stores._checks import enforce_expected_version, is_replay
 from epoch.stores.sqlite.schema import (
+    DATA_VERSION,
     DELETE_STREAM,
     DROP_FROM,
     GET_EVENT,
@@ -38,6 +39,7 @@ from epoch.stores.sqlite.schema import (
 
 __all__ = [
     "Group",
+    "Memo",
     "LogCursor",
     "Replay",
     "StreamCursor",
@@ -97,15 +99,59 @@ def _records(rows: Iterable[tuple[Any, ...]]) -> list[RecordedEvent]:
 # --- work done on the writer thread ---------------------------------------------------------------
 
 
+_MEMO_STREAMS = 100_000  # streams the writer remembers; past that it starts again from none
+
+
+class Memo:
+    """What the writer knows of the committed file between its transactions: the log's ``head`` and each
+    remembered stream's ``SELECT_STREAM`` row (``None``: no such stream). Only this process's writer
+    writes through its connection, so what it committed stays true until another connection commits,
+    which ``PRAGMA data_version`` (read inside the write lock) shows: then all of it is forgotten.
+    """
+
+    __slots__ = ("data_version", "head", "streams")
+
+    def __init__(self) -> None:
+        self.data_version = -1
+        self.head: int | None = None
+        self.streams: dict[str, tuple[int, int] | None] = {}
+
+    def forget(self) -> None:
+        """After a write this memo cannot follow (a caller's own transaction) or a failed one."""
+        self.head = None
+        self.streams.clear()
+
+
 class Group:
-    """The state of one group transaction (``BEGIN IMMEDIATE`` taken), shared by the appends in it."""
+    """The state of one group transaction (``BEGIN IMMEDIATE`` taken), shared by the appends in it.
 
-    __slots__ = ("connection", "head", "now")
+    ``memo.streams`` holds what the appends of this transaction wrote: the writer pops a stream whose
+    savepoint it rolls back, forgets everything when the transaction fails, and sets ``memo.head`` to
+    ``head`` once it committed.
+    """
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
+    __slots__ = ("connection", "head", "memo", "now")
+
+    def __init__(self, connection: sqlite3.Connection, memo: Memo) -> None:
         self.connection = connection
-        self.head: int = connection.execute(HEAD).fetchone()[0]
+        self.memo = memo
+        data_version: int = connection.execute(DATA_VERSION).fetchone()[0]
+        if data_version != memo.data_version or len(memo.streams) > _MEMO_STREAMS:
+            memo.forget()
+            memo.data_version = data_version
+        head = memo.head
+        self.head: int = connection.execute(HEAD).fetchone()[0] if head is None else head
+        memo.head = None  # until this transaction commits
         self.now = time.time_ns() // 1000
+
+    def stream(self, stream: str) -> tuple[int, int] | None:
+        """The stream's ``(version, first_visible)`` in this transaction, ``None`` when it was never written."""
+        streams = self.memo.streams
+        if stream in streams:
+            return streams[stream]
+        row: tuple[int, int] | None = self.connection.execute(SELECT_STREAM, (stream,)).fetchone()
+        streams[stream] = row
+        return row
 
 
 class Replay(NamedTuple):
@@ -145,7 +191,7 @@ def append(tx: Group, stream: str, batch: list[NewEvent], expected: ExpectedVers
     raised (or replayed) may have written.
     """
     connection = tx.connection
-    row = connection.execute(SELECT_STREAM, (stream,)).fetchone()
+    row = tx.stream(stream)
     actual = _visible(row)
     try:
         enforce_expected_version(stream, expected, actual)
@@ -180,6 +226,7 @@ def append(tx: Group, stream: str, batch: list[NewEvent], expected: ExpectedVers
         raise WrongExpectedVersion(stream, expected, actual) from exc
     last_version = first_version + len(rows) - 1
     connection.execute(UPSERT_STREAM, (stream, last_version))
+    tx.memo.streams[stream] = (last_version, 0 if row is None else row[1])
     tx.head = last_position = first_position + len(rows) - 1
     return AppendResult(
         stream, last_version, last_position, tuple(range(first_position, last_position + 1)), _instant(now)
@@ -187,11 +234,11 @@ def append(tx: Group, stream: str, batch: list[NewEvent], expected: ExpectedVers
 
 
 def delete(tx: Group, stream: str, expected: ExpectedVersion | int) -> None:
-    connection = tx.connection
-    row = connection.execute(SELECT_STREAM, (stream,)).fetchone()
+    row = tx.stream(stream)
     enforce_expected_version(stream, expected, _visible(row))
     if row is not None:
-        connection.execute(DELETE_STREAM, (stream,))
+        tx.connection.execute(DELETE_STREAM, (stream,))
+        tx.memo.streams[stream] = (row[0], row[0] + 1)
 
 
 def import_runs(

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple, TypeVar
 from epoch.stores.sqlite.bridge import Outcome, post
 from epoch.stores.sqlite.errors import epoch_error
 from epoch.stores.sqlite.schema import BEGIN, COMMIT, RELEASE_SAVEPOINT, ROLLBACK, ROLLBACK_TO_SAVEPOINT, SAVEPOINT
-from epoch.stores.sqlite.work import Group, Replay
+from epoch.stores.sqlite.work import Group, Memo, Replay
 
 __all__ = ["EXCLUSIVE", "READ", "STORE_EXCLUSIVE", "WRITE", "Job", "run_batch", "run_read"]
 
@@ -73,24 +73,32 @@ def _rollback(connection: sqlite3.Connection) -> None:
             connection.execute(ROLLBACK)
 
 
-def run_batch(connection: sqlite3.Connection, batch: list[Job], timeout: float, committed: Callable[[], None]) -> None:
-    """Run the jobs the writer took from its queue, in order; ``committed()`` after each commit."""
+def run_batch(
+    connection: sqlite3.Connection, batch: list[Job], timeout: float, committed: Callable[[], None], memo: Memo
+) -> None:
+    """Run the jobs the writer took from its queue, in order; ``committed()`` after each commit.
+
+    ``memo`` is what the writer knows of the file (see ``work.Memo``): kept up to date by the appends,
+    forgotten after a failed transaction and after every transaction of a caller's own.
+    """
     start = 0
     while start < len(batch):  # consecutive WRITE jobs share one transaction
         end = start + 1
         if batch[start].kind == WRITE:
             while end < len(batch) and batch[end].kind == WRITE:
                 end += 1
-            _commit_group(connection, batch[start:end], timeout, committed)
+            _commit_group(connection, batch[start:end], timeout, committed, memo)
         elif batch[start].kind == READ:
             run_read(connection, batch[start], timeout)
         else:
+            memo.forget()  # it may write anything, and its commits do not move data_version
             _run_exclusive(connection, batch[start], timeout, committed)
+            memo.forget()
         start = end
 
 
 def _commit_group(
-    connection: sqlite3.Connection, jobs: list[Job], timeout: float, committed: Callable[[], None]
+    connection: sqlite3.Connection, jobs: list[Job], timeout: float, committed: Callable[[], None], memo: Memo
 ) -> None:
     """Run appends (WRITE jobs) in one transaction, each in a SAVEPOINT of its own when there are several."""
     jobs = [job for job in jobs if not job.future.cancelled()]
@@ -100,12 +108,14 @@ def _commit_group(
     outcomes: list[_Done] = []
     try:
         connection.execute(BEGIN)
-        group = Group(connection)
+        group = Group(connection, memo)
         for job in jobs:
             outcomes.append(_apply(group, job, alone, timeout))
         if connection.in_transaction:
             connection.execute(COMMIT)
+        memo.head = group.head  # committed (or, for one append rolled back, as the transaction found it)
     except sqlite3.Error as exc:  # the transaction is lost: nothing of it was committed
+        memo.forget()
         _rollback(connection)
         failed = {id(done.job): done.error for done in outcomes if done.error is not None}
         _finish([_Done(job, None, failed.get(id(job)) or epoch_error(exc, timeout, job.stream)) for job in jobs])
@@ -114,10 +124,11 @@ def _commit_group(
     _finish(outcomes)
 
 
-def _undo(group: Group, head: int, alone: bool) -> None:
+def _undo(group: Group, head: int, alone: bool, stream: str | None) -> None:
     """Roll back what one append of the group wrote (all of the transaction when it is alone)."""
     connection = group.connection
     group.head = head
+    group.memo.streams.pop(stream or "", None)  # asked again next time
     connection.execute(ROLLBACK if alone else ROLLBACK_TO_SAVEPOINT)
     if not alone:
         connection.execute(RELEASE_SAVEPOINT)
@@ -133,10 +144,10 @@ def _apply(group: Group, job: Job, alone: bool, timeout: float) -> _Done:
     except Exception as exc:
         if not connection.in_transaction:  # SQLite gave up the whole transaction (e.g. disk full)
             raise
-        _undo(group, head, alone)
+        _undo(group, head, alone, job.stream)
         return _Done(job, None, epoch_error(exc, timeout, job.stream))
     if isinstance(result, Replay):  # stored already: keep nothing of the attempt, answer as the first time
-        _undo(group, head, alone)
+        _undo(group, head, alone, job.stream)
         return _Done(job, result.result, None)
     if not alone:
         connection.execute(RELEASE_SAVEPOINT)
