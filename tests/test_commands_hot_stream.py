@@ -184,7 +184,7 @@ async def test_a_command_id_repeated_inside_a_batch_gets_the_first_result(store:
     counting = CountingStore(store)
     handler = await opened(counting)
     counting.hold(7)  # the appends wait until every command id below was checked
-    ids = ["a", "b", "same", "c", "same", UUID("6b0c9d8e-2f43-4b6e-9a51-0d9f7c3e1a22"), "d"]
+    ids: list[str | UUID] = ["a", "b", "same", "c", "same", UUID("6b0c9d8e-2f43-4b6e-9a51-0d9f7c3e1a22"), "d"]
     first = handler.execute("hot", Deposit(1))  # no command id: it runs alone while the others queue
     results = await asyncio.gather(first, *(handler.execute("hot", Deposit(10), command_id=i) for i in ids))
     assert [len(a) for a in counting.appends] == [1, 1, 6]
