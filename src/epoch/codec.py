@@ -298,10 +298,10 @@ def encode_events(
     codec: EventCodec[E], events: Sequence[E], metadata: Mapping[str, Any] | None, ids: Sequence[UUID] | None = None
 ) -> list[NewEvent]:
     """``codec.encode`` of each event with ``metadata`` and the id at its index in ``ids``; the handler's
-    batch encoder. For a :class:`Codec` the metadata is encoded once per schema version, not once per
-    event, and missing ids come from one :func:`~epoch.records.uuid4s` call. :class:`InvalidEvent` carries
-    the index of the event it refuses (and no stream: the caller knows it)."""
-    if isinstance(codec, Codec):
+    batch encoder. For a :class:`Codec` and several events the metadata is encoded (and checked) once per
+    schema version, not once per event, and missing ids come from one :func:`~epoch.records.uuid4s` call.
+    :class:`InvalidEvent` carries the index of the event it refuses (no stream: the caller knows it)."""
+    if isinstance(codec, Codec) and len(events) > 1:  # one event: encode() itself is the fastest
         return codec._encode_all(events, metadata, uuid4s(len(events)) if ids is None else ids)
     encoded = []
     for index, event in enumerate(events):
