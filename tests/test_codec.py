@@ -877,7 +877,7 @@ def test_encode_events_names_the_index_it_refuses() -> None:
     assert str(caught.value) == f"invalid event: cannot encode 'Deposited': $.amount is nan, {NO_NAN}"
     assert (caught.value.stream, caught.value.index) == ("", 2)
     with pytest.raises(InvalidEvent) as unknown:
-        encode_events(codec, [Deposited(1), object()], None)
+        encode_events(cast(Codec[object], codec), [Deposited(1), object()], None)
     assert str(unknown.value) == "invalid event: object is not registered with the codec"
     assert unknown.value.index == 1
     with pytest.raises(InvalidEvent) as bad_meta:
