@@ -32,6 +32,7 @@ from tests.bank import (
     Account,
     AccountCommand,
     AccountEvent,
+    Close,
     Closed,
     Deposit,
     Deposited,
@@ -178,6 +179,22 @@ async def test_a_failing_decision_fails_only_its_own_command(store: EventStore) 
     ]
     assert isinstance(results[2], InsufficientFunds)
     assert counting.appends == [["Opened"], ["Deposited"], ["Deposited", "Deposited", "Withdrawn", "Deposited"]]
+
+
+async def test_a_batch_that_closes_the_stream_refuses_the_commands_after(store: EventStore) -> None:
+    counting = CountingStore(store)
+    handler = await opened(counting)
+    commands: list[AccountCommand] = [Deposit(1), Deposit(2), Close(), Deposit(3)]
+    results = await asyncio.gather(*(handler.execute("hot", c) for c in commands), return_exceptions=True)
+    assert [r if isinstance(r, ExecuteResult) else f"{type(r).__name__}: {r}" for r in results][3] == (
+        "StreamClosed: account-hot: the stream is closed at version 3"
+    )
+    assert [(r.version, r.state) for r in results[:3] if isinstance(r, ExecuteResult)] == [
+        (1, Account("ada", 1)),
+        (2, Account("ada", 3)),
+        (3, Account("ada", 3, closed=True)),
+    ]
+    assert counting.appends == [["Opened"], ["Deposited"], ["Deposited", "Closed"]]
 
 
 async def test_a_command_id_repeated_inside_a_batch_gets_the_first_result(store: EventStore) -> None:

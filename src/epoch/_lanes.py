@@ -46,9 +46,10 @@ class Waiting(Generic[J, R]):
 
 
 class _Lane(Generic[J, R]):
-    __slots__ = ("queue", "task")
+    __slots__ = ("loop", "queue", "task")
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
         self.queue: deque[Waiting[J, R]] = deque()
         self.task: asyncio.Task[None] | None = None  # held here: the loop keeps only weak references
 
@@ -68,17 +69,18 @@ class Lanes(Generic[J, R, T]):
 
     async def run(self, stream: str, job: J) -> R:
         """Run ``job`` on ``stream``: alone if the stream is idle, else in the batch after the current one."""
+        loop = asyncio.get_running_loop()
         lane = self._lanes.get(stream)
-        if lane is None:
-            lane = self._lanes[stream] = _Lane()
+        if lane is None or lane.loop is not loop:  # (a lane left by a loop that closed mid-batch is dead)
+            lane = self._lanes[stream] = _Lane(loop)
             try:
                 return await self._alone(stream, job)
             finally:
                 if lane.queue:
-                    lane.task = asyncio.get_running_loop().create_task(self._drain(stream, lane))
-                else:
+                    lane.task = loop.create_task(self._drain(stream, lane))
+                elif self._lanes.get(stream) is lane:
                     del self._lanes[stream]
-        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[R] = loop.create_future()
         lane.queue.append(Waiting(job, future))
         try:
             return await future
@@ -121,4 +123,5 @@ class Lanes(Generic[J, R, T]):
         finally:
             for each in lane.queue:  # only when this task itself is cancelled (the loop is closing)
                 each.future.cancel()
-            del self._lanes[stream]
+            if self._lanes.get(stream) is lane:
+                del self._lanes[stream]

@@ -94,14 +94,22 @@ class Job(Generic[C]):
 class CommandHandler(Generic[C, S, E]):
     """Runs commands of one decider against streams ``"{category}-{id}"`` of one store.
 
-    ``retries`` bounds the re-load/re-decide cycles after a concurrent write (jittered exponential
-    backoff from ``backoff`` seconds up to ``max_backoff``). The default, 20, is sized for a hot stream
-    (benchmarks/hot_stream.py, every command on one stream): up to 20 concurrent writers (2 processes x
-    10 tasks) lost no command on SQLite or PostgreSQL, where 3 retries lost 12-38% of them. The price
-    is the wait before a command that keeps losing raises: about 3 s of backoff (4.3 s at most) once all
-    20 retries are used. Pass fewer to fail fast under overload, more for a stream with more concurrent
-    writers. ``cache`` keeps recent states in process (pass ``None`` to disable, or a
-    :class:`StateCache` to size or share it).
+    Commands for one stream never race each other inside one handler: while one runs, the others sent to
+    that stream queue, and are then decided one after another, each on the state the ones before it left,
+    and appended together in ONE append guarded by the version the batch started from (epoch/_run.py).
+    Each command still gets its own result (its events, version and state) or its own error: a decide
+    error fails only that command. The trade-offs: a queued command waits for the batch ahead of it (one
+    append), and the append is all or nothing, so when another process wrote first, the whole batch is
+    decided again on the new state — no command's outcome stands before the append that confirms it.
+    A command with an explicit ``expected_version`` is not queued: it is checked once, on its own.
+
+    ``retries`` bounds the re-load/re-decide cycles after a concurrent write from elsewhere (another
+    handler or process), with jittered exponential backoff from ``backoff`` seconds up to
+    ``max_backoff``. The default, 20, is sized for a hot stream written by several processes
+    (benchmarks/hot_stream.py, docs/concepts.md "The retry budget"). The price is the wait before a
+    command that keeps losing raises: about 3 s of backoff (4.3 s at most) once all 20 retries are used.
+    Pass fewer to fail fast under overload, more for a stream with more concurrent writers. ``cache``
+    keeps recent states in process (pass ``None`` to disable, or a :class:`StateCache` to size or share it).
     """
 
     def __init__(
@@ -236,9 +244,11 @@ class CommandHandler(Generic[C, S, E]):
     ) -> ExecuteResult[S, E]:
         """Decide ``command`` against entity ``id``'s state and append the events.
 
-        Without ``expected_version`` a concurrent write makes the handler re-load and re-decide, at
-        most ``1 + retries`` decisions in all, then the last :class:`WrongExpectedVersion` is raised.
-        With it (e.g. from an HTTP If-Match) the guard is checked once and never retried. A
+        Without ``expected_version`` the command joins its stream's queue when another command is
+        running there (see the class docstring), and a concurrent write from elsewhere makes the handler
+        re-load and re-decide, at most ``1 + retries`` decisions in all, then the last
+        :class:`WrongExpectedVersion` is raised. With it (e.g. from an HTTP If-Match) the guard is
+        checked once and never retried. A
         ``command_id`` makes the command idempotent per stream: executing it again — also while another
         execution of it races this one — returns the first execution's result without deciding again.
         Errors raised by ``decide`` pass through unchanged.
