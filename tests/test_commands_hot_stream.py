@@ -84,6 +84,7 @@ async def test_two_processes_of_eight_tasks_on_one_sqlite_file(sqlite_url: str) 
     async with open_store(sqlite_url) as store:
         state, version = await default_handler(store).load("hot")
         assert (state, version) == (Account("ada", 160), 160)
+        assert [e.version async for e in store.read_stream("account-hot")] == list(range(161))
 
 
 class CountingStore:
