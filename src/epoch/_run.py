@@ -295,8 +295,11 @@ async def batch(
             conflicts += 1
             await _settle_replays(handler, stream, waiting)
             _spend(waiting, budget, conflict)
-            await asyncio.sleep(handler._delay(conflicts - 1))
+            if any(not queued.future.done() for queued in waiting):
+                await asyncio.sleep(handler._delay(conflicts - 1))
             refill()
+            if all(queued.future.done() for queued in waiting):
+                return None  # every command is settled: nobody is left to catch up for
             base = await handler._fold(stream, base)
             fresh = True
             continue
