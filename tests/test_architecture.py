@@ -34,6 +34,8 @@ LAYERS = {
     "stores": 2,
     "cache": 3,
     "_idempotency": 3,
+    "_lanes": 3,
+    "_run": 3,
     "commands": 3,
     "epoch": 4,
     "projections": 4,

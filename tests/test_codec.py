@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar, cast
-from uuid import UUID, uuid4
+from uuid import RFC_4122, UUID, uuid4
 
 import msgspec
 import pydantic
@@ -18,7 +18,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from epoch import Codec, ConfigurationError, DecodeError, InvalidEvent, NewEvent, RecordedEvent, UnknownEventType
-from epoch.codec import Upcaster, event_type_of, event_version_of
+from epoch.codec import Upcaster, encode_events, event_type_of, event_version_of
+from epoch.records import uuid4s
 from tests.bank import AccountEvent, Closed, Deposited, Opened, Withdrawn
 from tests.hostile import _deep
 
@@ -828,3 +829,88 @@ def test_upcaster_failures_name_the_type_and_versions() -> None:
                 assert caught.value.__cause__ is None
             else:
                 assert isinstance(caught.value.__cause__, cause)
+
+
+# -- encoding a batch: ids from one urandom call, metadata once per schema version -------------------
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 15, 16, 65_535, 65_536])
+def test_uuid4s_are_distinct_version_4_uuids(count: int) -> None:
+    # The msgpack header changes at 16 (fixarray to array16) and at 65,536 (array32).
+    ids = uuid4s(count)
+    assert len(ids) == len(set(ids)) == count
+    assert {type(i) for i in ids} <= {UUID}
+    assert {(i.version, i.variant) for i in ids} <= {(4, RFC_4122)}
+    assert all(i == UUID(str(i)) for i in ids[:100])
+
+
+def test_uuid4s_leave_the_other_bits_random() -> None:
+    ids = uuid4s(2_000)
+    # Of the 128 bits only the 4 version and 2 variant bits are fixed: every other bit takes both values.
+    fixed = (0xF << 76) | (0x3 << 62)
+    ones = zeros = 0
+    for i in ids:
+        ones |= i.int
+        zeros |= ~i.int
+    assert (ones & zeros) & ((1 << 128) - 1) == ((1 << 128) - 1) & ~fixed
+
+
+def test_encode_events_writes_what_encode_writes() -> None:
+    meta = {"$correlation_id": "c-1", "user": "ada", "nested": {"a": [1, 2]}}
+    events: list[Any] = [Opened("ada"), Deposited(5), Renamed(first="Ada", lastName="L"), Deposited(7)]
+    batch = encode_events(codec, events, meta)
+    one_by_one = [codec.encode(e, metadata=meta) for e in events]
+    assert [(e.type, e.data, e.metadata) for e in batch] == [(e.type, e.data, e.metadata) for e in one_by_one]
+    assert batch[2].metadata == b'{"$correlation_id":"c-1","user":"ada","nested":{"a":[1,2]},"$event_version":2}'
+    assert batch[0].metadata is batch[1].metadata is batch[3].metadata  # encoded once for version 1
+    assert len({e.id for e in batch}) == 4
+    assert {(e.id.version, e.id.variant) for e in batch} == {(4, RFC_4122)}
+    given = [uuid4() for _ in events]
+    assert [e.id for e in encode_events(codec, events, meta, given)] == given
+    assert [codec.decode_data(record(e)) for e in batch] == events
+
+
+def test_encode_events_names_the_index_it_refuses() -> None:
+    events: list[Any] = [Deposited(1), Deposited(2), Deposited(cast(int, nan)), Deposited(4)]
+    with pytest.raises(InvalidEvent) as caught:
+        encode_events(codec, events, None)
+    assert str(caught.value) == f"invalid event: cannot encode 'Deposited': $.amount is nan, {NO_NAN}"
+    assert (caught.value.stream, caught.value.index) == ("", 2)
+    with pytest.raises(InvalidEvent) as unknown:
+        encode_events(cast(Codec[object], codec), [Deposited(1), object()], None)
+    assert str(unknown.value) == "invalid event: object is not registered with the codec"
+    assert unknown.value.index == 1
+    with pytest.raises(InvalidEvent) as bad_meta:
+        encode_events(codec, [Deposited(1), Deposited(2)], {"x": float("inf")})
+    assert str(bad_meta.value) == f"invalid event: cannot encode 'Deposited': metadata $['x'] is inf, {NO_NAN}"
+    assert bad_meta.value.index == 0
+
+
+def test_encode_events_calls_any_codecs_encode_with_the_ids() -> None:
+    calls: list[tuple[object, object, object]] = []
+
+    class Plain:
+        event_types = frozenset({"Deposited"})
+
+        def encode(self, event: Any, metadata: Any = None, id: UUID | None = None) -> NewEvent:
+            calls.append((event, metadata, id))
+            if event == Deposited(3):
+                raise InvalidEvent("", 0, "three is refused")
+            return NewEvent("Deposited", b"{}", b"", id or uuid4())
+
+        def decode(self, recorded: RecordedEvent) -> Any:
+            raise NotImplementedError
+
+        def decode_data(self, recorded: RecordedEvent) -> Any:
+            raise NotImplementedError
+
+    ids = [uuid4(), uuid4()]
+    written = encode_events(Plain(), [Deposited(1), Deposited(2)], {"m": 1}, ids)
+    assert [e.id for e in written] == ids
+    assert calls == [(Deposited(1), {"m": 1}, ids[0]), (Deposited(2), {"m": 1}, ids[1])]
+    calls.clear()
+    assert len(encode_events(Plain(), [Deposited(1)], None)) == 1
+    assert calls == [(Deposited(1), None, None)]  # its own ids when none are given, as before
+    with pytest.raises(InvalidEvent) as caught:
+        encode_events(Plain(), [Deposited(1), Deposited(3)], None)
+    assert (str(caught.value), caught.value.index) == ("invalid event: three is refused", 1)

@@ -14,15 +14,28 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 from uuid import UUID, uuid5
 
+import msgspec
+
 from epoch.codec import EventCodec
 from epoch.domain import DeciderLike, initial_state_of
 from epoch.errors import InvalidEvent
 from epoch.records import RecordedEvent
 from epoch.stores import EventStore
 
-__all__ = ["COMMAND_NAMESPACE", "check_id", "closing", "command_id_for", "event_id_for", "first_execution"]
+__all__ = [
+    "COMMAND_NAMESPACE",
+    "check_id",
+    "closing",
+    "command_id_for",
+    "correlation_of",
+    "event_id_for",
+    "event_ids_for",
+    "first_execution",
+]
 
 S = TypeVar("S")
+
+_METADATA = msgspec.json.Decoder(dict[str, Any])
 
 COMMAND_NAMESPACE = UUID("6f1b6c38-52a4-4f55-9a7e-0c5d1c1f2a90")
 """Namespace for turning a non-UUID command id into the UUID its event ids derive from."""
@@ -32,6 +45,12 @@ def event_id_for(command_id: str | UUID, stream: str, index: int) -> UUID:
     """The id of the ``index``-th event a command writes to ``stream``: stable, so retries are no-ops."""
     namespace = command_id if isinstance(command_id, UUID) else uuid5(COMMAND_NAMESPACE, command_id)
     return uuid5(namespace, f"{stream}/{index}")
+
+
+def event_ids_for(command_id: str | UUID, stream: str, count: int) -> list[UUID]:
+    """The ids of the first ``count`` events a command writes to ``stream`` (``event_id_for`` of each index)."""
+    namespace = command_id if isinstance(command_id, UUID) else uuid5(COMMAND_NAMESPACE, command_id)
+    return [uuid5(namespace, f"{stream}/{index}") for index in range(count)]
 
 
 def command_id_for(event_id: UUID, saga: str, index: int) -> UUID:
@@ -92,3 +111,21 @@ async def first_execution(
         while (more := await store.get_event(event_id_for(command_id, stream, len(written)), stream)) is not None:
             written.append(more)
     return written, state
+
+
+async def correlation_of(store: EventStore, causation_id: str | UUID | None) -> str | None:
+    """The correlation id of the stored event that caused a command, if the causation is one."""
+    if causation_id is None:
+        return None
+    try:
+        event_id = causation_id if isinstance(causation_id, UUID) else UUID(causation_id)
+    except ValueError:
+        return None
+    cause = await store.get_event(event_id)
+    if cause is None or not cause.metadata:
+        return None
+    try:
+        value = _METADATA.decode(cause.metadata).get("$correlation_id")
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
+        return None  # the cause's metadata is unreadable: this command starts its own correlation
+    return None if value is None else str(value)

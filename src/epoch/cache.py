@@ -1,4 +1,4 @@
-"""An in-process LRU of stream states for :class:`~epoch.commands.CommandHandler` (as Equinox caches).
+"""An in-process LRU of stream states for :class:`~epoch.commands.CommandHandler`.
 
 :class:`CachedState` is also the state the handler's attempt loop decides on. A cached entry is only a starting point: the handler still reads the events after the cached version,
 and the append is guarded by the version it ended on, so another process's writes are never missed.

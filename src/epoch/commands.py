@@ -11,8 +11,8 @@ Loading folds the stream's events through ``evolve`` (starting from a cached sta
 
 from __future__ import annotations
 
-import asyncio
 import enum
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,20 +22,26 @@ from uuid import UUID, uuid4
 import msgspec
 
 from epoch import _backoff as backoff
-from epoch._idempotency import COMMAND_NAMESPACE, check_id, closing, event_id_for, first_execution
+from epoch._idempotency import (
+    COMMAND_NAMESPACE,
+    check_id,
+    closing,
+    correlation_of,
+    event_id_for,
+    event_ids_for,
+    first_execution,
+)
+from epoch._lanes import Lanes
 from epoch.cache import CachedState, StateCache
-from epoch.codec import EventCodec
-from epoch.domain import DeciderLike, decide_events, initial_state_of
+from epoch.codec import EventCodec, encode_events
+from epoch.domain import DeciderLike, initial_state_of
 from epoch.errors import (
-    DuplicateEventId,
     InvalidEvent,
     InvalidVersion,
-    StreamClosed,
-    WrongExpectedVersion,
 )
-from epoch.records import NO_STREAM, AppendResult, EventEnvelope, ExpectedVersionLike, NewEvent, RecordedEvent
+from epoch.records import AppendResult, EventEnvelope, ExpectedVersionLike, NewEvent, RecordedEvent
 from epoch.stores import EventStore
-from epoch.streams import check_category, check_expected_version, check_stream_name, enforce_expected_version
+from epoch.streams import check_category, check_expected_version, check_stream_name
 
 __all__ = ["COMMAND_NAMESPACE", "CommandHandler", "ExecuteResult", "LoadedState", "event_id_for"]
 
@@ -73,17 +79,37 @@ class LoadedState(NamedTuple, Generic[S]):
     version: int | None
 
 
+@dataclass(slots=True, eq=False)
+class Job(Generic[C]):
+    """One ``execute`` call, checked and ready to decide; ``decisions`` counts its runs of ``decide``."""
+
+    command: C
+    services: object
+    command_id: str | UUID | None
+    watch: UUID | None  # the id of the command's first event, when it has a command id
+    metadata: dict[str, Any]
+    decisions: int = 0
+
+
 class CommandHandler(Generic[C, S, E]):
     """Runs commands of one decider against streams ``"{category}-{id}"`` of one store.
 
-    ``retries`` bounds the re-load/re-decide cycles after a concurrent write (jittered exponential
-    backoff from ``backoff`` seconds up to ``max_backoff``). The default, 20, is sized for a hot stream
-    (benchmarks/hot_stream.py, every command on one stream): up to 20 concurrent writers (2 processes x
-    10 tasks) lost no command on SQLite or PostgreSQL, where 3 retries lost 12-38% of them. The price
-    is the wait before a command that keeps losing raises: about 3 s of backoff (4.3 s at most) once all
-    20 retries are used. Pass fewer to fail fast under overload, more for a stream with more concurrent
-    writers. ``cache`` keeps recent states in process (pass ``None`` to disable, or a
-    :class:`StateCache` to size or share it).
+    Commands for one stream never race each other inside one handler: while one runs, the others sent to
+    that stream queue, and are then decided one after another, each on the state the ones before it left,
+    and appended together in ONE append guarded by the version the batch started from (epoch/_run.py).
+    Each command still gets its own result (its events, version and state) or its own error: a decide
+    error fails only that command. The trade-offs: a queued command waits for the batch ahead of it (one
+    append), and the append is all or nothing, so when another process wrote first, the whole batch is
+    decided again on the new state — no command's outcome stands before the append that confirms it.
+    A command with an explicit ``expected_version`` is not queued: it is checked once, on its own.
+
+    ``retries`` bounds the re-load/re-decide cycles after a concurrent write from elsewhere (another
+    handler or process), with jittered exponential backoff from ``backoff`` seconds up to
+    ``max_backoff``. The default, 20, is sized for a hot stream written by several processes
+    (benchmarks/hot_stream.py, docs/concepts.md "The retry budget"). The price is the wait before a
+    command that keeps losing raises: about 3 s of backoff (4.3 s at most) once all 20 retries are used.
+    Pass fewer to fail fast under overload, more for a stream with more concurrent writers. ``cache``
+    keeps recent states in process (pass ``None`` to disable, or a :class:`StateCache` to size or share it).
     """
 
     def __init__(
@@ -113,6 +139,12 @@ class CommandHandler(Generic[C, S, E]):
         # Not `cache or None`: an empty StateCache is falsy (it has a length).
         self.cache: StateCache[S] | None = cache if isinstance(cache, StateCache) else None
         self._is_terminal: Callable[[S], bool] | None = getattr(decider, "is_terminal", None)
+        from epoch import _run  # it builds this module's results, so it is imported once this module is loaded
+
+        self._alone = functools.partial(_run.alone, self)
+        self._lanes: Lanes[Job[C], ExecuteResult[S, E], CachedState[S]] = Lanes(
+            lambda stream, job: self._alone(stream, job, None), functools.partial(_run.batch, self)
+        )
 
     def stream_for(self, id: object) -> str:
         """The stream name of an entity id: ``"{category}-{id}"``."""
@@ -212,9 +244,11 @@ class CommandHandler(Generic[C, S, E]):
     ) -> ExecuteResult[S, E]:
         """Decide ``command`` against entity ``id``'s state and append the events.
 
-        Without ``expected_version`` a concurrent write makes the handler re-load and re-decide, at
-        most ``1 + retries`` decisions in all, then the last :class:`WrongExpectedVersion` is raised.
-        With it (e.g. from an HTTP If-Match) the guard is checked once and never retried. A
+        Without ``expected_version`` the command joins its stream's queue when another command is
+        running there (see the class docstring), and a concurrent write from elsewhere makes the handler
+        re-load and re-decide, at most ``1 + retries`` decisions in all, then the last
+        :class:`WrongExpectedVersion` is raised. With it (e.g. from an HTTP If-Match) the guard is
+        checked once and never retried. A
         ``command_id`` makes the command idempotent per stream: executing it again — also while another
         execution of it races this one — returns the first execution's result without deciding again.
         Errors raised by ``decide`` pass through unchanged.
@@ -238,76 +272,13 @@ class CommandHandler(Generic[C, S, E]):
         if correlation_id is not None:
             correlation = str(correlation_id)
         else:
-            correlation = await self._correlation_of(causation_id) or causation
+            correlation = await correlation_of(self.store, causation_id) or causation
         base_metadata: dict[str, Any] = dict(metadata or {})
         base_metadata.update({"$correlation_id": correlation, "$causation_id": causation, "$command_id": own_id})
-
-        # One loop, one budget: every run of ``decide`` is an attempt. The first may decide on the cached
-        # state without reading (the append's guard proves it current); an outcome that would not be
-        # checked by an append (an error, an empty decision, a terminal state) is confirmed by one read
-        # first, and a cached state found stale counts as a conflict like a failed append.
-        budget = 1 if explicit else 1 + self.retries
-        loaded = self.cache.get(stream) if (not explicit and self.cache is not None) else None
-        fresh = loaded is None
-        decisions = 0
-        while True:
-            if loaded is None:
-                loaded = await self._load(stream, watch)
-                fresh = True
-                if loaded is None:  # the command's first event is in the stream: it ran meanwhile
-                    return await self._prior_or_raise(stream, command_id)
-            if expected is not None:
-                enforce_expected_version(stream, expected, loaded.version)
-            if self._is_terminal is not None and self._is_terminal(loaded.state):
-                if not fresh:  # no decision ran on it: confirm the cached state before refusing
-                    loaded = await self._fold(stream, loaded, watch)
-                    fresh = True
-                    continue
-                raise StreamClosed(stream, loaded.version)
-            decisions += 1
-            error: Exception | None = None
-            try:
-                events = decide_events(self.decider, command, loaded.state, services)
-            except Exception as exc:
-                if fresh:
-                    raise
-                events, error = None, exc
-            if not fresh and not events:  # an error or nothing to do, decided on the cached state
-                current = await self._fold(stream, loaded, watch)
-                if current is None:
-                    return await self._prior_or_raise(stream, command_id)
-                if current.version == loaded.version and current.position == loaded.position:
-                    if error is not None:
-                        raise error  # decided on the current state: the decider's own error stands
-                    return ExecuteResult(stream, loaded.version, loaded.position, [], loaded.state, decisions)
-                else:  # the cached state was stale: a conflict detected before appending
-                    if decisions >= budget:
-                        raise WrongExpectedVersion(stream, loaded.version, current.version)
-                    loaded, fresh = current, True
-                    continue
-            if not events:
-                return ExecuteResult(stream, loaded.version, loaded.position, [], loaded.state, decisions)
-            new_events = self._encode(stream, events, base_metadata, command_id)
-            guard = expected if expected is not None else (NO_STREAM if loaded.version is None else loaded.version)
-            try:
-                appended = await self.store.append(stream, new_events, guard)
-            except WrongExpectedVersion:
-                if command_id is not None and (prior := await self._prior_result(stream, command_id)) is not None:
-                    return prior  # a concurrent execution of the same command id won
-                if explicit or decisions >= budget:
-                    raise
-                await asyncio.sleep(self._delay(decisions - 1))
-                loaded = await self._fold(stream, loaded, watch)
-                fresh = True
-                if loaded is None:
-                    return await self._prior_or_raise(stream, command_id)
-                continue
-            except DuplicateEventId:
-                # A concurrent execution of the same command id won at another version.
-                if command_id is not None and (prior := await self._prior_result(stream, command_id)) is not None:
-                    return prior
-                raise
-            return self._record(stream, loaded.state, events, new_events, appended, decisions)
+        job = Job(command, services, command_id, watch, base_metadata)
+        if explicit:  # checked once against the version it names: no lane, nothing to serialise
+            return await self._alone(stream, job, expected)
+        return await self._lanes.run(stream, job)
 
     async def _prior_or_raise(self, stream: str, command_id: str | UUID | None) -> ExecuteResult[S, E]:
         assert command_id is not None  # only a watched command id stops a fold
@@ -316,34 +287,14 @@ class CommandHandler(Generic[C, S, E]):
             raise AssertionError(f"{stream}: command {command_id!r} vanished")
         return prior
 
-    async def _correlation_of(self, causation_id: str | UUID | None) -> str | None:
-        """The correlation id of the stored event that caused this command, if it is one."""
-        if causation_id is None:
-            return None
-        try:
-            event_id = causation_id if isinstance(causation_id, UUID) else UUID(causation_id)
-        except ValueError:
-            return None
-        cause = await self.store.get_event(event_id)
-        if cause is None or not cause.metadata:
-            return None
-        try:
-            value = _METADATA.decode(cause.metadata).get("$correlation_id")
-        except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
-            return None  # the cause's metadata is unreadable: this command starts its own correlation
-        return None if value is None else str(value)
-
     def _encode(
         self, stream: str, events: list[E], metadata: dict[str, Any], command_id: str | UUID | None
     ) -> list[NewEvent]:
-        encoded = []
-        for index, event in enumerate(events):
-            event_id = event_id_for(command_id, stream, index) if command_id is not None else None
-            try:
-                encoded.append(self.codec.encode(event, metadata=metadata, id=event_id))
-            except InvalidEvent as exc:  # the codec cannot know where the event was going
-                raise InvalidEvent(stream, index, exc.reason) from exc
-        return encoded
+        ids = event_ids_for(command_id, stream, len(events)) if command_id is not None else None
+        try:
+            return encode_events(self.codec, events, metadata, ids)
+        except InvalidEvent as exc:  # the codec cannot know where the event was going
+            raise InvalidEvent(stream, exc.index, exc.reason) from exc
 
     def _delay(self, attempt: int) -> float:
         return backoff.delay(attempt, self.backoff, self.max_backoff)
@@ -357,9 +308,7 @@ class CommandHandler(Generic[C, S, E]):
         appended: AppendResult,
         attempts: int,
     ) -> ExecuteResult[S, E]:
-        evolve = self.decider.evolve
-        for event in events:
-            state = evolve(state, event)
+        """The result of an append that wrote ``events``; ``state`` is the state after them."""
         assert appended.version is not None and appended.recorded_at is not None  # events were written
         first_version = appended.version - len(events) + 1
         envelopes = [

@@ -7,6 +7,7 @@ log), and a Struct is several times cheaper to construct than a frozen dataclass
 from __future__ import annotations
 
 import enum
+import os
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -25,6 +26,7 @@ __all__ = [
     "NewEvent",
     "RecordedEvent",
     "category_of",
+    "uuid4s",
 ]
 
 E = TypeVar("E")
@@ -50,6 +52,30 @@ STREAM_EXISTS = ExpectedVersion.STREAM_EXISTS
 
 ExpectedVersionLike = ExpectedVersion | int | None
 """What ``expected_version`` accepts: a member, ``None`` (same as NO_STREAM) or a version >= 0."""
+
+
+# uuid4s builds every id of a batch from one os.urandom call: each id is a msgpack bin (0xc4, length 16,
+# then its 16 bytes), so one decode in C makes all the UUID objects, several times faster than uuid4()
+# per id from a few ids up. The translate tables set the version (4) and variant (RFC 4122) bits.
+_UUIDS = msgspec.msgpack.Decoder(list[UUID])
+_VERSION_4 = bytes((b & 0x0F) | 0x40 for b in range(256))
+_VARIANT_RFC4122 = bytes((b & 0x3F) | 0x80 for b in range(256))
+
+
+def uuid4s(count: int) -> list[UUID]:
+    """``count`` fresh random (version 4) UUIDs, as ``uuid4()`` makes them, from one ``os.urandom`` call."""
+    if count < 16:
+        header = bytes((0x90 | count,))  # msgpack fixarray
+    elif count < 1 << 16:
+        header = b"\xdc" + count.to_bytes(2, "big")
+    else:
+        header = b"\xdd" + count.to_bytes(4, "big")
+    ids = bytearray(os.urandom(18 * count))
+    ids[0::18] = b"\xc4" * count
+    ids[1::18] = b"\x10" * count
+    ids[8::18] = ids[8::18].translate(_VERSION_4)  # byte 6 of the UUID: the version nibble
+    ids[10::18] = ids[10::18].translate(_VARIANT_RFC4122)  # byte 8: the variant bits
+    return _UUIDS.decode(header + ids)
 
 
 class NewEvent(msgspec.Struct, frozen=True):

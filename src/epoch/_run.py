@@ -1,0 +1,316 @@
+"""How a :class:`~epoch.commands.CommandHandler` runs commands: alone, or a stream's queue as one batch.
+
+``alone`` is the attempt loop of one command (an idle stream, or an explicit ``expected_version``).
+``batch`` runs the commands queued on one busy stream (epoch/_lanes.py) together: it decides them one
+after another, each on the state the ones before it left, and appends all their events in ONE append
+guarded by the version the batch started from. Each command keeps its own outcome: a decide (or encode)
+error fails only its own command, and the next ones decide as if it had not been sent; an empty decision
+writes nothing; a command id repeated inside the batch gets the first one's result. The append is all or
+nothing, so no outcome stands until it has succeeded: on a conflict (another process wrote), every
+command of the batch is decided again on the new state, with the commands queued since, after the
+handler's backoff, each within its own retry budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+from uuid import UUID
+
+from epoch._lanes import Waiting
+from epoch.cache import CachedState
+from epoch.commands import ExecuteResult, Job
+from epoch.domain import decide_events
+from epoch.errors import DuplicateEventId, InvalidEvent, StreamClosed, WrongExpectedVersion
+from epoch.records import NO_STREAM, AppendResult, ExpectedVersionLike, NewEvent
+from epoch.streams import enforce_expected_version
+
+if TYPE_CHECKING:
+    from epoch.commands import CommandHandler
+
+__all__ = ["alone", "batch"]
+
+C = TypeVar("C")
+S = TypeVar("S")
+E = TypeVar("E")
+
+Queued = Waiting[Job[Any], ExecuteResult[S, Any]]
+
+
+async def alone(
+    handler: CommandHandler[C, S, E], stream: str, job: Job[C], expected: ExpectedVersionLike
+) -> ExecuteResult[S, E]:
+    """Execute one command on its own: the path of an idle stream and of an explicit ``expected_version``."""
+    command, services, command_id, watch = job.command, job.services, job.command_id, job.watch
+    explicit = expected is not None
+    # One loop, one budget: every run of ``decide`` is an attempt. The first may decide on the cached
+    # state without reading (the append's guard proves it current); an outcome that would not be
+    # checked by an append (an error, an empty decision, a terminal state) is confirmed by one read
+    # first, and a cached state found stale counts as a conflict like a failed append.
+    budget = 1 if explicit else 1 + handler.retries
+    loaded = handler.cache.get(stream) if (not explicit and handler.cache is not None) else None
+    fresh = loaded is None
+    decisions = 0
+    while True:
+        if loaded is None:
+            loaded = await handler._load(stream, watch)
+            fresh = True
+            if loaded is None:  # the command's first event is in the stream: it ran meanwhile
+                return await handler._prior_or_raise(stream, command_id)
+        if expected is not None:
+            enforce_expected_version(stream, expected, loaded.version)
+        if handler._is_terminal is not None and handler._is_terminal(loaded.state):
+            if not fresh:  # no decision ran on it: confirm the cached state before refusing
+                loaded = await handler._fold(stream, loaded, watch)
+                fresh = True
+                continue
+            raise StreamClosed(stream, loaded.version)
+        decisions += 1
+        error: Exception | None = None
+        try:
+            events = decide_events(handler.decider, command, loaded.state, services)
+        except Exception as exc:
+            if fresh:
+                raise
+            events, error = None, exc
+        if not fresh and not events:  # an error or nothing to do, decided on the cached state
+            current = await handler._fold(stream, loaded, watch)
+            if current is None:
+                return await handler._prior_or_raise(stream, command_id)
+            if current.version == loaded.version and current.position == loaded.position:
+                if error is not None:
+                    raise error  # decided on the current state: the decider's own error stands
+                return ExecuteResult(stream, loaded.version, loaded.position, [], loaded.state, decisions)
+            else:  # the cached state was stale: a conflict detected before appending
+                if decisions >= budget:
+                    raise WrongExpectedVersion(stream, loaded.version, current.version)
+                loaded, fresh = current, True
+                continue
+        if not events:
+            return ExecuteResult(stream, loaded.version, loaded.position, [], loaded.state, decisions)
+        new_events = handler._encode(stream, events, job.metadata, command_id)
+        guard = expected if expected is not None else (NO_STREAM if loaded.version is None else loaded.version)
+        try:
+            appended = await handler.store.append(stream, new_events, guard)
+        except WrongExpectedVersion:
+            if command_id is not None and (prior := await handler._prior_result(stream, command_id)) is not None:
+                return prior  # a concurrent execution of the same command id won
+            if explicit or decisions >= budget:
+                raise
+            await asyncio.sleep(handler._delay(decisions - 1))
+            loaded = await handler._fold(stream, loaded, watch)
+            fresh = True
+            if loaded is None:
+                return await handler._prior_or_raise(stream, command_id)
+            continue
+        except DuplicateEventId:
+            # A concurrent execution of the same command id won at another version.
+            if command_id is not None and (prior := await handler._prior_result(stream, command_id)) is not None:
+                return prior
+            raise
+        state = loaded.state
+        for event in events:
+            state = handler.decider.evolve(state, event)
+        return handler._record(stream, state, events, new_events, appended, decisions)
+
+
+class _Decided:
+    """One queued command's decision in a batch attempt, settled once the attempt is confirmed."""
+
+    __slots__ = ("closed", "encoded", "error", "events", "first", "queued", "result", "start", "state")
+
+    def __init__(self, queued: Queued[Any], start: int, state: Any) -> None:
+        self.queued = queued
+        self.start = start  # the index of its first event in the batch
+        self.state = state  # the state after its events
+        self.events: list[Any] = []
+        self.encoded: list[NewEvent] = []
+        self.error: Exception | None = None
+        self.closed = False  # decided on a terminal state: refused with StreamClosed
+        self.first: _Decided | None = None  # the earlier command with the same command id
+        self.result: ExecuteResult[Any, Any] | None = None
+
+
+def _decide(
+    handler: CommandHandler[Any, S, Any], stream: str, waiting: list[Queued[S]], base: CachedState[S]
+) -> tuple[list[_Decided], list[NewEvent], S]:
+    """Decide every command in turn on the state the ones before it left; their events, and the last state."""
+    evolve, is_terminal = handler.decider.evolve, handler._is_terminal
+    state = base.state
+    decided: list[_Decided] = []
+    new_events: list[NewEvent] = []
+    firsts: dict[UUID, _Decided] = {}
+    for queued in waiting:
+        job = queued.job
+        outcome = _Decided(queued, len(new_events), state)
+        decided.append(outcome)
+        if job.watch is not None and (first := firsts.get(job.watch)) is not None:
+            outcome.first = first  # a replay of a command id already in this batch: no second decision
+            continue
+        if is_terminal is not None and is_terminal(state):
+            outcome.closed = True
+            continue
+        job.decisions += 1
+        try:
+            events = decide_events(handler.decider, job.command, state, job.services)
+            if not events:
+                continue
+            encoded = handler._encode(stream, events, job.metadata, job.command_id)
+            after = state
+            for event in events:
+                after = evolve(after, event)
+        except Exception as exc:  # the decider's, the codec's or evolve's: this command's alone
+            outcome.error = exc
+            continue
+        outcome.events, outcome.encoded, outcome.state = events, encoded, after
+        new_events += encoded
+        state = after
+        if job.watch is not None:
+            firsts[job.watch] = outcome
+    return decided, new_events, state
+
+
+def _settle(
+    handler: CommandHandler[Any, S, Any],
+    stream: str,
+    decided: list[_Decided],
+    base: CachedState[S],
+    appended: AppendResult | None,
+    total: int,
+) -> None:
+    """Give every command of a confirmed attempt its result: its own events, version and state."""
+    first_version = 0 if appended is None or appended.version is None else appended.version - total + 1
+    for outcome in decided:
+        queued, start = outcome.queued, outcome.start
+        if outcome.first is not None:
+            assert outcome.first.result is not None  # settled before: it came first
+            queued.settle(outcome.first.result)
+            continue
+        if start and appended is not None:  # after events of this batch
+            version_before: int | None = first_version + start - 1
+            position_before = appended.positions[start - 1]
+        else:
+            version_before, position_before = base.version, base.position
+        if outcome.closed:
+            queued.settle(StreamClosed(stream, version_before))
+        elif outcome.error is not None:
+            queued.settle(outcome.error)
+        elif outcome.events and appended is not None:
+            end = start + len(outcome.events)
+            own = AppendResult(
+                stream,
+                first_version + end - 1,
+                appended.positions[end - 1],
+                appended.positions[start:end],
+                appended.recorded_at,
+            )
+            outcome.result = handler._record(
+                stream, outcome.state, outcome.events, outcome.encoded, own, queued.job.decisions
+            )
+            queued.settle(outcome.result)
+        else:
+            queued.settle(
+                ExecuteResult(stream, version_before, position_before, [], outcome.state, queued.job.decisions)
+            )
+
+
+async def _settle_replays(handler: CommandHandler[Any, S, Any], stream: str, waiting: list[Queued[S]]) -> bool:
+    """Settle the commands whose command id has run meanwhile (another process) with that first result."""
+    found = False
+    done: set[UUID] = set()
+    for queued in waiting:
+        job = queued.job
+        if job.command_id is None or job.watch is None or job.watch in done or queued.future.done():
+            continue
+        done.add(job.watch)
+        prior = await handler._prior_result(stream, job.command_id)
+        if prior is not None:
+            found = True
+            for other in waiting:
+                if other.job.watch == job.watch:
+                    other.settle(prior)
+    return found
+
+
+def _spend(waiting: list[Queued[S]], budget: int, conflict: WrongExpectedVersion) -> None:
+    for queued in waiting:
+        if queued.job.decisions >= budget:
+            queued.settle(conflict)
+
+
+async def _one_by_one(handler: CommandHandler[Any, S, Any], stream: str, waiting: list[Queued[S]]) -> None:
+    # After a refusal the store gives the whole batch (an event it will not take): each command alone,
+    # so the refusal reaches only the command it is about.
+    for queued in waiting:
+        if queued.future.done():
+            continue
+        try:
+            queued.settle(await alone(handler, stream, queued.job, None))
+        except Exception as exc:
+            queued.settle(exc)
+
+
+async def batch(
+    handler: CommandHandler[Any, S, Any],
+    stream: str,
+    waiting: list[Queued[S]],
+    refill: Callable[[], None],
+    carried: CachedState[S] | None,
+) -> CachedState[S] | None:
+    """Run the commands queued on ``stream`` as one batch (see the module docstring); settle each of them.
+
+    Starts from the cached state (or ``carried``, the state the stream's previous batch left) and returns
+    the state it leaves, for the next batch.
+    """
+    base = handler.cache.get(stream) if handler.cache is not None else None
+    base = base or carried
+    fresh = base is None
+    budget = 1 + handler.retries
+    conflicts = 0
+    while True:
+        waiting[:] = [queued for queued in waiting if not queued.future.done()]
+        if not waiting:
+            return base
+        if base is None:
+            base = await handler._fold(stream, None)
+            assert base is not None  # nothing is watched
+            fresh = True
+        decided, new_events, state = _decide(handler, stream, waiting, base)
+        if not new_events:  # nothing to append: confirm a cached state by one read before it stands
+            if not fresh:
+                current = await handler._fold(stream, base)
+                assert current is not None
+                if current.version != base.version or current.position != base.position:
+                    _spend(waiting, budget, WrongExpectedVersion(stream, base.version, current.version))
+                    base, fresh = current, True
+                    continue
+            _settle(handler, stream, decided, base, None, 0)
+            return base
+        try:
+            appended = await handler.store.append(
+                stream, new_events, NO_STREAM if base.version is None else base.version
+            )
+        except WrongExpectedVersion as conflict:
+            conflicts += 1
+            await _settle_replays(handler, stream, waiting)
+            _spend(waiting, budget, conflict)
+            if any(not queued.future.done() for queued in waiting):
+                await asyncio.sleep(handler._delay(conflicts - 1))
+            refill()
+            if all(queued.future.done() for queued in waiting):
+                return None  # every command is settled: nobody is left to catch up for
+            base = await handler._fold(stream, base)
+            fresh = True
+            continue
+        except DuplicateEventId:  # a command id that ran meanwhile, at another version
+            if not await _settle_replays(handler, stream, waiting):
+                await _one_by_one(handler, stream, waiting)
+                return None
+            continue
+        except InvalidEvent:
+            await _one_by_one(handler, stream, waiting)
+            return None
+        _settle(handler, stream, decided, base, appended, len(new_events))
+        assert appended.version is not None
+        return CachedState(state, appended.version, appended.position)
