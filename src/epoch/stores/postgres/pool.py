@@ -14,10 +14,13 @@ schema, missing privileges, bad data): retrying those could only loop.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager, contextmanager
+from functools import partial
 from typing import Any, TypeVar
 
 from epoch._backoff import Backoff
@@ -28,16 +31,17 @@ from epoch.stores.postgres.sql import CONFIGURE, UNIQUE_VIOLATION, WRONG_VERSION
 try:
     import psycopg
     import psycopg.errors
-    from psycopg_pool import AsyncConnectionPool, PoolTimeout
+    from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise MissingDependency("psycopg", "postgres") from exc
 
-__all__ = ["Conn", "ConnectionLost", "Connections", "IdsTaken", "driver_errors", "epoch_error"]
+__all__ = ["Conn", "ConnectionLost", "Connections", "IdsTaken", "SyncConn", "driver_errors", "epoch_error"]
 
 log = logging.getLogger("epoch.stores.postgres")
 
 T = TypeVar("T")
 Conn = psycopg.AsyncConnection[Any]
+SyncConn = psycopg.Connection[Any]
 
 
 class ConnectionLost(StoreUnavailable):
@@ -160,7 +164,15 @@ def driver_errors(
 
 
 class Connections:
-    """One store's pool (opened by the store), its session settings, and :meth:`run` with retries."""
+    """One store's connections: blocking psycopg connections (``pool``) that its threads use for every
+    append and read, the asyncio pool (``apool``) that only ``transaction()`` draws from, one budget of
+    ``pool_max`` connections in use shared by both, and :meth:`run` with retries.
+
+    Why threads: per statement, psycopg's blocking path (its C wait loop) costs a fraction of its asyncio
+    path, and one hand-off to a thread and back costs less than the difference (docs/stores/postgresql.md,
+    "The write path"). Each call of :meth:`run` is one hand-off: the whole statement, its fetch and
+    the row conversion run in the thread.
+    """
 
     def __init__(
         self,
@@ -177,9 +189,9 @@ class Connections:
         self.statement_timeout = statement_timeout
         self.idle_in_transaction_timeout = idle_in_transaction_timeout
         self.reconnect_timeout = reconnect_timeout
-        self.pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+        self.apool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
             conninfo,
-            min_size=pool_min,
+            min_size=0,  # transaction() only: no connection until one is asked for
             max_size=max(pool_min, pool_max),
             timeout=pool_timeout,
             kwargs={"autocommit": True, "prepare_threshold": 0, "connect_timeout": max(1, round(pool_timeout))},
@@ -187,38 +199,91 @@ class Connections:
             open=False,
             name="epoch",
         )
+        # The same connection options as the asyncio pool's, so both kinds of session are alike.
+        options = self.apool.kwargs
+        assert isinstance(options, dict)
+        self.options: dict[str, Any] = options
+        self.pool: ConnectionPool[SyncConn] = ConnectionPool(
+            conninfo,
+            min_size=pool_min,
+            max_size=max(pool_min, pool_max),
+            timeout=pool_timeout,
+            kwargs=self.options,
+            configure=self.configure_sync,
+            open=False,
+            name="epoch-sync",
+        )
+        self.timeout = pool_timeout
+        self._threads = ThreadPoolExecutor(max(pool_min, pool_max), thread_name_prefix="epoch-postgres")
+        self._budget = asyncio.Semaphore(max(pool_min, pool_max))
         self.opened = False
         self.closed = False
         self._recovering_until = 0.0  # after a lost connection: bypass the pool while it reconnects
 
+    def _settings(self) -> tuple[str, str]:
+        return str(round(self.statement_timeout * 1000)), str(round(self.idle_in_transaction_timeout * 1000))
+
     async def configure(self, conn: Conn) -> None:
-        await conn.execute(
-            CONFIGURE,
-            (str(round(self.statement_timeout * 1000)), str(round(self.idle_in_transaction_timeout * 1000))),
-            prepare=False,
-        )
+        await conn.execute(CONFIGURE, self._settings(), prepare=False)
+
+    def configure_sync(self, conn: SyncConn) -> None:
+        conn.execute(CONFIGURE, self._settings(), prepare=False)
 
     def check_open(self, stream: str | None = None) -> None:
         if self.closed or not self.opened:
             raise StoreUnavailable("the PostgreSQL store is closed" if self.closed else "the store is not open", stream)
 
+    async def open(self) -> None:
+        await self._hand_off(partial(self.pool.open, wait=True, timeout=self.timeout))
+        await self.apool.open(wait=False)
+
+    async def close(self) -> None:
+        await self.apool.close()
+        await self._hand_off(self.pool.close)
+        self._threads.shutdown(wait=False)
+
+    @asynccontextmanager
+    async def direct(self) -> AsyncIterator[Conn]:
+        """A new asyncio connection of its own (configured as the pooled ones), closed after the block."""
+        conn = await psycopg.AsyncConnection.connect(self.conninfo, **self.options)
+        async with conn:
+            await self.configure(conn)
+            yield conn
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """One of the ``pool_max`` connections in use (``PoolTimeout`` when none frees within the timeout)."""
+        if self._budget.locked():
+            try:
+                await asyncio.wait_for(self._budget.acquire(), self.timeout)
+            except TimeoutError:
+                raise PoolTimeout(f"couldn't get a connection after {self.timeout:.2f} sec") from None
+        else:
+            await self._budget.acquire()  # free: returns at once
+        try:
+            yield
+        finally:
+            self._budget.release()
+
     async def run(
         self,
-        fn: Callable[[Conn], Awaitable[T]],
+        fn: Callable[[SyncConn], T],
         stream: str | None = None,
         *,
         retry: bool = True,
         expected: ExpectedVersion | int | None = None,
     ) -> T:
-        """Run ``fn`` on a pooled connection, its driver errors mapped by :func:`driver_errors` (``expected``:
-        the guard ``fn`` passes, if any); on a lost connection retry (with backoff) until ``reconnect_timeout``."""
+        """Run ``fn`` in a thread on a pooled connection, its driver errors mapped by :func:`driver_errors`
+        (``expected``: the guard ``fn`` passes, if any); on a lost connection retry (with backoff) until
+        ``reconnect_timeout``."""
         self.check_open(stream)
         deadline: float | None = None
         wait = Backoff(first=0.02, cap=1.0)
         while True:
             try:
                 with driver_errors(stream, expected, closed=lambda: self.closed):
-                    return await self._attempt(fn)
+                    async with self.slot():
+                        return await self._hand_off(partial(self._attempt, fn))
             except ConnectionLost as lost:
                 if not retry:
                     raise
@@ -232,29 +297,31 @@ class Connections:
                 await self._purge()
                 await asyncio.sleep(pause)
 
-    async def _attempt(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+    async def _hand_off(self, call: Callable[[], T]) -> T:
+        # The caller's context goes along (as asyncio.to_thread does), for what runs there.
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(self._threads, context.run, call)
+
+    def _attempt(self, fn: Callable[[SyncConn], T]) -> T:  # in a thread
         if time.monotonic() >= self._recovering_until:
-            async with self.pool.connection() as conn:
-                return await fn(conn)
+            with self.pool.connection() as conn:
+                return fn(conn)
         # Shortly after a lost connection the pool reconnects with its own backoff (1 s, 2 s, 4 s, ...):
         # take a pooled connection if one is ready, else a direct one, so recovery is not delayed.
         try:
-            async with self.pool.connection(timeout=0.05) as conn:
-                result = await fn(conn)
+            with self.pool.connection(timeout=0.05) as conn:
+                result = fn(conn)
             self._recovering_until = 0.0
             return result
         except PoolTimeout:
             pass
-        direct = await psycopg.AsyncConnection.connect(
-            self.conninfo, autocommit=True, connect_timeout=max(1, round(self.pool.timeout))
-        )
-        async with direct:
-            await self.configure(direct)
-            return await fn(direct)
+        with psycopg.Connection.connect(self.conninfo, **self.options) as direct:
+            self.configure_sync(direct)
+            return fn(direct)
 
     async def _purge(self) -> None:
         """Drop the pool's dead connections (after a server restart all of them are)."""
         try:
-            await self.pool.check()
+            await self._hand_off(self.pool.check)
         except Exception:  # pragma: no cover - best effort
             log.debug("pool check failed", exc_info=True)
