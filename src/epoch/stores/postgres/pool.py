@@ -14,11 +14,9 @@ schema, missing privileges, bad data): retrying those could only loop.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from functools import partial
 from typing import Any, TypeVar
@@ -27,6 +25,7 @@ from epoch._backoff import Backoff
 from epoch.errors import EpochError, MissingDependency, StoreError, StoreUnavailable, WrongExpectedVersion
 from epoch.records import ExpectedVersion
 from epoch.stores.postgres.sql import CONFIGURE, UNIQUE_VIOLATION, WRONG_VERSION
+from epoch.stores.postgres.threads import Threads
 
 try:
     import psycopg
@@ -214,7 +213,7 @@ class Connections:
             name="epoch-sync",
         )
         self.timeout = pool_timeout
-        self._threads = ThreadPoolExecutor(max(pool_min, pool_max), thread_name_prefix="epoch-postgres")
+        self._threads = Threads(max(pool_min, pool_max), "epoch-postgres")
         self._budget = asyncio.Semaphore(max(pool_min, pool_max))
         self.opened = False
         self.closed = False
@@ -240,7 +239,7 @@ class Connections:
     async def close(self) -> None:
         await self.apool.close()
         await self._hand_off(self.pool.close)
-        self._threads.shutdown(wait=False)
+        self._threads.stop()
 
     @asynccontextmanager
     async def direct(self) -> AsyncIterator[Conn]:
@@ -298,9 +297,7 @@ class Connections:
                 await asyncio.sleep(pause)
 
     async def _hand_off(self, call: Callable[[], T]) -> T:
-        # The caller's context goes along (as asyncio.to_thread does), for what runs there.
-        context = contextvars.copy_context()
-        return await asyncio.get_running_loop().run_in_executor(self._threads, context.run, call)
+        return await self._threads.run(call)
 
     def _attempt(self, fn: Callable[[SyncConn], T]) -> T:  # in a thread
         if time.monotonic() >= self._recovering_until:
