@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
+from typing import LiteralString
 from uuid import UUID
 
 from epoch.errors import DuplicateEventId, WrongExpectedVersion
@@ -33,24 +34,31 @@ async def append(
     hook: Callable[[], Awaitable[None]] | None,
 ) -> AppendResult:
     """Append a checked batch; ``hook`` (a test's) is awaited inside the transaction before it commits."""
-    params = (
-        stream,
-        q.expected_code(expected),
-        [e.id for e in batch],
-        [e.type for e in batch],
-        [e.data for e in batch],
-        [e.metadata for e in batch],
-    )
+    statement: LiteralString
+    params: tuple[object, ...]
+    if len(batch) == 1:
+        one = batch[0]
+        statement, params = q.APPEND_ONE, (stream, q.expected_code(expected), one.id, one.type, one.data, one.metadata)
+    else:
+        statement = q.APPEND
+        params = (
+            stream,
+            q.expected_code(expected),
+            [e.id for e in batch],
+            [e.type for e in batch],
+            [e.data for e in batch],
+            [e.metadata for e in batch],
+        )
 
     loop = asyncio.get_running_loop()
 
     def attempt(conn: SyncConn) -> _Row | None:
         with conn.cursor() as cur:
             if hook is None:
-                cur.execute(q.APPEND, params)
+                cur.execute(statement, params)
                 return cur.fetchone()
             with conn.transaction():
-                cur.execute(q.APPEND, params)
+                cur.execute(statement, params)
                 row = cur.fetchone()
                 asyncio.run_coroutine_threadsafe(hook(), loop).result()  # on the loop, this thread waits
                 return row
