@@ -1,8 +1,10 @@
 """The PostgreSQL event store: many processes on many machines, gap-free global order, live subscriptions.
 
-``open_store("postgresql://user:password@host:5432/db")``. Built on psycopg 3 (async) and an
-``AsyncConnectionPool``; the schema is created and upgraded by versioned migrations (``epoch migrate``,
-or automatically on first use unless the URL says ``?migrate=false``).
+``open_store("postgresql://user:password@host:5432/db")``. Built on psycopg 3: appends and reads run on
+its blocking connections in the store's threads, one hand-off per statement (faster than its asyncio
+path, see ``pool.Connections``); ``transaction()`` yields an asyncio connection. The schema is created and
+upgraded by versioned migrations (``epoch migrate``, or automatically on first use unless the URL says
+``?migrate=false``).
 
 **Global order without a global lock.** Each event row records the id of the transaction that wrote it
 (``pg_current_xact_id()``, 64 bits, never wraps) and its ordinal inside that transaction; the public
@@ -14,7 +16,8 @@ open, events committed after it started stay invisible to ``read_all``/``subscri
 (see :meth:`PostgresEventStore.visibility_lag`).
 
 The modules, one concern each: ``sql`` (statements, codes, the position codec), ``schema`` (migrations),
-``pool`` (connections, retries, and the one table that maps driver errors to epoch's), ``appends``
+``pool`` (connections, retries, and the one table that maps driver errors to epoch's), ``threads`` (where
+the blocking statements run), ``appends``
 (appends in one round trip, deletes, imports), ``reads`` (pages, the visibility wait), ``listen`` (one
 ``LISTEN`` connection per store; subscriptions fall back to a slow poll), ``lag`` (the visibility lag)
 and ``url`` (store URLs).
