@@ -80,6 +80,23 @@ async def test_threads_start_on_demand_up_to_the_size_and_calls_beyond_wait() ->
         threads.stop()
 
 
+def _live(prefix: str) -> list[str]:
+    return sorted(t.name for t in threading.enumerate() if t.name.startswith(prefix))
+
+
+async def test_an_idle_thread_ends_and_a_new_one_starts_for_the_next_call() -> None:
+    threads = Threads(2, "idle-test", idle_exit=0.05)
+    try:
+        assert await threads.run(lambda: threading.current_thread().name) == "idle-test-1"
+        deadline = time.monotonic() + 5
+        while _live("idle-test-") and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert _live("idle-test-") == []
+        assert await threads.run(lambda: threading.current_thread().name) == "idle-test-2"
+    finally:
+        threads.stop()
+
+
 async def test_stopped_threads_refuse_calls() -> None:
     threads = Threads(1, "t")
     assert await threads.run(lambda: 1) == 1

@@ -5,7 +5,8 @@ context, as ``asyncio.to_thread`` does) and resolves the future through ``call_s
 is the whole round trip: no ``concurrent.futures`` future chained to the loop's, which costs about as
 much again per call. Threads start when a call finds none free, up to ``size``; a call queued while all
 are busy waits for one, so ``size`` must be at least the number of calls that may wait on each other
-(the store sizes it to its connection budget, ``pool_max``).
+(the store sizes it to its connection budget, ``pool_max``). A thread idle for ``idle_exit`` seconds
+ends, so a burst of calls does not keep its threads for the life of the store.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import itertools
 import queue
 import threading
 from collections.abc import Callable
@@ -37,9 +39,11 @@ def _resolve(future: asyncio.Future[Any], value: Any, error: BaseException | Non
 class Threads:
     """Up to ``size`` daemon threads running blocking calls for coroutines (:meth:`run`)."""
 
-    def __init__(self, size: int, name: str) -> None:
+    def __init__(self, size: int, name: str, idle_exit: float = 60.0) -> None:
         self.size = size
         self.name = name
+        self.idle_exit = idle_exit
+        self._numbers = itertools.count(1)
         self._queue: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
         self._idle = threading.Semaphore(0)  # one token per thread waiting for a call
         self._started = 0
@@ -62,12 +66,21 @@ class Threads:
             if self._started >= self.size:
                 return
             self._started += 1
-            number = self._started
+            number = next(self._numbers)
         threading.Thread(target=self._work, name=f"{self.name}-{number}", daemon=True).start()
 
     def _work(self) -> None:
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=self.idle_exit)
+            except queue.Empty:
+                # Idle long enough. Its token taken back, no caller counts on this thread: it ends. No
+                # token left means each is claimed by a call queued just now: serve on.
+                if self._idle.acquire(blocking=False):
+                    with self._lock:
+                        self._started -= 1
+                    return
+                continue
             if item is None:
                 return
             loop, future, context, call = item
