@@ -46,6 +46,15 @@ async def test_a_call_raises_its_exception_here() -> None:
         threads.stop()
 
 
+async def test_calls_in_sequence_stay_on_one_thread() -> None:
+    threads = Threads(4, "t")
+    try:
+        names = {await threads.run(lambda: threading.current_thread().name) for _ in range(200)}
+        assert names == {"t-1"}
+    finally:
+        threads.stop()
+
+
 async def test_the_callers_context_goes_to_the_thread() -> None:
     threads = Threads(1, "t")
     try:

@@ -90,10 +90,12 @@ class Threads:
                 value = context.run(call)
             except BaseException as exc:  # handed to the caller, whatever it is
                 error = exc
+            # Free before the caller hears back: its next call then finds this thread, rather than
+            # starting another one (calls in sequence stay on one warm thread).
+            self._idle.release()
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits for the outcome
                 loop.call_soon_threadsafe(_resolve, future, value, error)
             del item, loop, future, context, call, value, error  # hold nothing while idle
-            self._idle.release()
 
     def stop(self) -> None:
         """Let every thread end once the calls queued before have run (it does not wait for them)."""
