@@ -1,8 +1,10 @@
 """The PostgreSQL event store: many processes on many machines, gap-free global order, live subscriptions.
 
-``open_store("postgresql://user:password@host:5432/db")``. Built on psycopg 3 (async) and an
-``AsyncConnectionPool``; the schema is created and upgraded by versioned migrations (``epoch migrate``,
-or automatically on first use unless the URL says ``?migrate=false``).
+``open_store("postgresql://user:password@host:5432/db")``. Built on psycopg 3: appends and reads run on
+its blocking connections in the store's threads, one hand-off per statement (faster than its asyncio
+path, see ``pool.Connections``); ``transaction()`` yields an asyncio connection. The schema is created and
+upgraded by versioned migrations (``epoch migrate``, or automatically on first use unless the URL says
+``?migrate=false``).
 
 **Global order without a global lock.** Each event row records the id of the transaction that wrote it
 (``pg_current_xact_id()``, 64 bits, never wraps) and its ordinal inside that transaction; the public
@@ -14,7 +16,8 @@ open, events committed after it started stay invisible to ``read_all``/``subscri
 (see :meth:`PostgresEventStore.visibility_lag`).
 
 The modules, one concern each: ``sql`` (statements, codes, the position codec), ``schema`` (migrations),
-``pool`` (connections, retries, and the one table that maps driver errors to epoch's), ``appends``
+``pool`` (connections, retries, and the one table that maps driver errors to epoch's), ``threads`` (where
+the blocking statements run), ``appends``
 (appends in one round trip, deletes, imports), ``reads`` (pages, the visibility wait), ``listen`` (one
 ``LISTEN`` connection per store; subscriptions fall back to a slow poll), ``lag`` (the visibility lag)
 and ``url`` (store URLs).
@@ -57,7 +60,7 @@ from epoch.stores.postgres import appends, reads
 from epoch.stores.postgres import sql as q
 from epoch.stores.postgres.lag import VisibilityLag, measure_visibility_lag
 from epoch.stores.postgres.listen import Listener
-from epoch.stores.postgres.pool import Conn, Connections, driver_errors
+from epoch.stores.postgres.pool import Conn, Connections, SyncConn, driver_errors
 from epoch.stores.postgres.schema import LATEST_VERSION, apply_migrations, migrate, schema_version
 from epoch.stores.postgres.sql import decode_position, encode_position
 from epoch.stores.postgres.url import network_options, parse_url, server_side
@@ -147,11 +150,11 @@ class PostgresEventStore(StoreLifecycle, SQLStore, SupportsImport):
             raise StoreUnavailable("the PostgreSQL store is closed")
         try:
             with driver_errors():
-                await self._db.pool.open(wait=True, timeout=self._db.pool.timeout)
-                async with self._db.pool.connection() as conn:
+                await self._db.open()
+                async with self._db.direct() as conn:  # not pooled: the pools keep only what they use
                     await self._check_schema(conn)
         except BaseException:
-            await self._db.pool.close()
+            await self._db.close()
             self._db.closed = True
             raise
         self._db.opened = True
@@ -189,7 +192,7 @@ class PostgresEventStore(StoreLifecycle, SQLStore, SupportsImport):
         if self._listener is not None:
             await self._listener.stop()
             self._listener = None
-        await self._db.pool.close()
+        await self._db.close()
 
     async def _enter(self) -> None:
         await self.open()
@@ -325,8 +328,8 @@ class PostgresEventStore(StoreLifecycle, SQLStore, SupportsImport):
     async def stream_version(self, stream: str) -> int | None:
         check_stream_name(stream)
 
-        async def version(conn: Conn) -> int | None:
-            row = await (await conn.execute(q.STREAM_VERSION, (stream,))).fetchone()
+        def version(conn: SyncConn) -> int | None:
+            row = conn.execute(q.STREAM_VERSION, (stream,)).fetchone()
             return None if row is None else row[0]
 
         return await self._db.run(version, stream)
@@ -337,8 +340,8 @@ class PostgresEventStore(StoreLifecycle, SQLStore, SupportsImport):
         if pending is not None:
             await reads.wait_visible(self._db, pending, self.visibility_timeout)
 
-        async def head(conn: Conn) -> int:
-            row = await (await conn.execute(q.VISIBLE_HEAD)).fetchone()
+        def head(conn: SyncConn) -> int:
+            row = conn.execute(q.VISIBLE_HEAD).fetchone()
             return 0 if row is None else encode_position(row[0], row[1])
 
         return await self._db.run(head)
@@ -348,10 +351,9 @@ class PostgresEventStore(StoreLifecycle, SQLStore, SupportsImport):
             check_stream_name(stream)
         self._db.check_open()
 
-        async def get(conn: Conn) -> RecordedEvent | None:
-            async with conn.cursor(binary=True) as cur:
-                await cur.execute(q.GET_EVENT, (id,))
-                row = await cur.fetchone()
+        def get(conn: SyncConn) -> RecordedEvent | None:
+            with conn.cursor(binary=True) as cur:
+                row = cur.execute(q.GET_EVENT, (id,)).fetchone()
             return None if row is None else reads.row_all(row)
 
         found = await self._db.run(get)
@@ -380,13 +382,13 @@ class PostgresEventStore(StoreLifecycle, SQLStore, SupportsImport):
         self._db.check_open()
         # Only errors of the connection are epoch's; those of the caller's own SQL are raised as psycopg's.
         with driver_errors(only=psycopg.OperationalError):
-            async with self._db.pool.connection() as conn, conn.transaction():
+            async with self._db.slot(), self._db.apool.connection() as conn, conn.transaction():
                 yield PostgresTransaction(conn)
 
     async def migrate_schema(self) -> list[tuple[int, str]]:
         """Apply missing migrations now; returns the ``(version, description)`` pairs applied."""
 
-        async def run(conn: Conn) -> list[tuple[int, str]]:
-            return await apply_migrations(conn)
-
-        return await self._db.run(run, retry=False)
+        self._db.check_open()
+        with driver_errors(closed=lambda: self._db.closed):
+            async with self._db.direct() as conn:
+                return await apply_migrations(conn)

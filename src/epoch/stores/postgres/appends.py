@@ -8,15 +8,17 @@ then are the batch's ids looked up, to tell an idempotent replay from ``Duplicat
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
+from typing import LiteralString
 from uuid import UUID
 
 from epoch.errors import DuplicateEventId, WrongExpectedVersion
 from epoch.records import AppendResult, ExpectedVersion, NewEvent, RecordedEvent
 from epoch.stores._checks import is_replay
 from epoch.stores.postgres import sql as q
-from epoch.stores.postgres.pool import Conn, Connections, IdsTaken
+from epoch.stores.postgres.pool import Connections, IdsTaken, SyncConn
 
 __all__ = ["append", "delete", "import_runs"]
 
@@ -32,24 +34,33 @@ async def append(
     hook: Callable[[], Awaitable[None]] | None,
 ) -> AppendResult:
     """Append a checked batch; ``hook`` (a test's) is awaited inside the transaction before it commits."""
-    params = (
-        stream,
-        q.expected_code(expected),
-        [e.id for e in batch],
-        [e.type for e in batch],
-        [e.data for e in batch],
-        [e.metadata for e in batch],
-    )
+    statement: LiteralString
+    params: tuple[object, ...]
+    if len(batch) == 1:
+        one = batch[0]
+        statement, params = q.APPEND_ONE, (stream, q.expected_code(expected), one.id, one.type, one.data, one.metadata)
+    else:
+        statement = q.APPEND
+        params = (
+            stream,
+            q.expected_code(expected),
+            [e.id for e in batch],
+            [e.type for e in batch],
+            [e.data for e in batch],
+            [e.metadata for e in batch],
+        )
 
-    async def attempt(conn: Conn) -> _Row | None:
-        async with conn.cursor() as cur:
+    loop = asyncio.get_running_loop()
+
+    def attempt(conn: SyncConn) -> _Row | None:
+        with conn.cursor() as cur:
             if hook is None:
-                await cur.execute(q.APPEND, params)
-                return await cur.fetchone()
-            async with conn.transaction():
-                await cur.execute(q.APPEND, params)
-                row = await cur.fetchone()
-                await hook()
+                cur.execute(statement, params)
+                return cur.fetchone()
+            with conn.transaction():
+                cur.execute(statement, params)
+                row = cur.fetchone()
+                asyncio.run_coroutine_threadsafe(hook(), loop).result()  # on the loop, this thread waits
                 return row
 
     try:
@@ -75,9 +86,8 @@ async def append(
 async def _found(db: Connections, ids: list[UUID], stream: str | None = None) -> dict[UUID, _Found]:
     """Where each of ``ids`` is stored: ``{id: (id, stream, version, xid, seq, recorded_at)}``."""
 
-    async def fetch(conn: Conn) -> list[_Found]:
-        cur = await conn.execute(q.FOUND_IDS, (ids,))
-        return await cur.fetchall()
+    def fetch(conn: SyncConn) -> list[_Found]:
+        return conn.execute(q.FOUND_IDS, (ids,)).fetchall()
 
     return {row[0]: row for row in await db.run(fetch, stream)}
 
@@ -97,8 +107,8 @@ async def _replay(
 
 
 async def delete(db: Connections, stream: str, expected: ExpectedVersion | int) -> None:
-    async def statement(conn: Conn) -> None:
-        await conn.execute(q.DELETE, (stream, q.expected_code(expected)))
+    def statement(conn: SyncConn) -> None:
+        conn.execute(q.DELETE, (stream, q.expected_code(expected)))
 
     await db.run(statement, stream, retry=False, expected=expected)
 
@@ -110,15 +120,15 @@ async def import_runs(
 
     streams = [run[0].stream for run in runs] + list(first_visible or {})
 
-    async def write(conn: Conn) -> list[int]:
+    def write(conn: SyncConn) -> list[int]:
         positions: list[int] = []
-        async with conn.transaction(), conn.cursor() as cur:
+        with conn.transaction(), conn.cursor() as cur:
             # Every stream's lock before the first write gives this transaction its id: each run then
             # sorts after its stream's earlier events (a lock taken later, by epoch_append, would come
             # after the id and could not keep that order; see migration 2).
-            await cur.execute(q.LOCK_STREAMS, (streams,))
+            cur.execute(q.LOCK_STREAMS, (streams,))
             for run in runs:
-                await cur.execute(
+                cur.execute(
                     q.IMPORT,
                     (
                         run[0].stream,
@@ -129,7 +139,7 @@ async def import_runs(
                         [e.recorded_at for e in run],
                     ),
                 )
-                row = await cur.fetchone()
+                row = cur.fetchone()
                 assert row is not None
                 version, xid, seq, _ = row
                 if version != run[-1].version:
@@ -137,7 +147,7 @@ async def import_runs(
                     raise WrongExpectedVersion(run[0].stream, run[0].version - 1, None if actual < 0 else actual)
                 positions.extend(q.positions_of(xid, seq, len(run)))
             for stream, version in (first_visible or {}).items():
-                await cur.execute(q.SET_FIRST_VISIBLE, (version, stream))
+                cur.execute(q.SET_FIRST_VISIBLE, (version, stream))
         return positions
 
     try:

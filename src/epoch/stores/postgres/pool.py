@@ -16,29 +16,32 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from functools import partial
 from typing import Any, TypeVar
 
 from epoch._backoff import Backoff
 from epoch.errors import EpochError, MissingDependency, StoreError, StoreUnavailable, WrongExpectedVersion
 from epoch.records import ExpectedVersion
 from epoch.stores.postgres.sql import CONFIGURE, UNIQUE_VIOLATION, WRONG_VERSION
+from epoch.stores.postgres.threads import Threads
 from epoch.stores.postgres.url import SERVER_KEEPALIVES, network_options, server_side
 
 try:
     import psycopg
     import psycopg.errors
-    from psycopg_pool import AsyncConnectionPool, PoolTimeout
+    from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise MissingDependency("psycopg", "postgres") from exc
 
-__all__ = ["Conn", "ConnectionLost", "Connections", "IdsTaken", "driver_errors", "epoch_error"]
+__all__ = ["Conn", "ConnectionLost", "Connections", "IdsTaken", "SyncConn", "driver_errors", "epoch_error"]
 
 log = logging.getLogger("epoch.stores.postgres")
 
 T = TypeVar("T")
 Conn = psycopg.AsyncConnection[Any]
+SyncConn = psycopg.Connection[Any]
 
 
 class ConnectionLost(StoreUnavailable):
@@ -166,7 +169,15 @@ _SERVER_KEEPALIVES = "".join(f", set_config('{name}', %s, false)" for name in SE
 
 
 class Connections:
-    """One store's pool (opened by the store), its session settings, and :meth:`run` with retries."""
+    """One store's connections: blocking psycopg connections (``pool``) that its threads use for every
+    append and read, the asyncio pool (``apool``) that only ``transaction()`` draws from, one budget of
+    ``pool_max`` connections in use shared by both, and :meth:`run` with retries.
+
+    Why threads: per statement, psycopg's blocking path (its C wait loop) costs a fraction of its asyncio
+    path, and one hand-off to a thread and back costs less than the difference (docs/stores/postgresql.md,
+    "The write path"). Each call of :meth:`run` is one hand-off: the whole statement, its fetch and
+    the row conversion run in the thread.
+    """
 
     def __init__(
         self,
@@ -185,9 +196,9 @@ class Connections:
         self.reconnect_timeout = reconnect_timeout
         self.network: dict[str, Any] = network_options(conninfo)
         self._server_side = server_side(conninfo)
-        self.pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+        self.apool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
             conninfo,
-            min_size=pool_min,
+            min_size=0,  # transaction() only: no connection until one is asked for
             max_size=max(pool_min, pool_max),
             timeout=pool_timeout,
             # The network options (keepalives, timeouts) bound how long a cut-off connection goes unnoticed.
@@ -196,36 +207,84 @@ class Connections:
             open=False,
             name="epoch",
         )
+        # The same connection options as the asyncio pool's, so both kinds of session are alike.
+        options = self.apool.kwargs
+        assert isinstance(options, dict)
+        self.options: dict[str, Any] = options
+        self.pool: ConnectionPool[SyncConn] = ConnectionPool(
+            conninfo,
+            min_size=pool_min,
+            max_size=max(pool_min, pool_max),
+            timeout=pool_timeout,
+            kwargs=self.options,
+            configure=self.configure_sync,
+            open=False,
+            name="epoch-sync",
+        )
+        self.timeout = pool_timeout
+        self._threads = Threads(max(pool_min, pool_max), "epoch-postgres")
+        self._budget = asyncio.Semaphore(max(pool_min, pool_max))
         self.opened = False
         self.closed = False
         self._recovering_until = 0.0  # after a lost connection: bypass the pool while it reconnects
 
+    def _settings(self) -> tuple[str, ...]:
+        timeouts = str(round(self.statement_timeout * 1000)), str(round(self.idle_in_transaction_timeout * 1000))
+        return (*timeouts, *self._server_side)
+
     async def configure(self, conn: Conn) -> None:
-        await conn.execute(
-            CONFIGURE + _SERVER_KEEPALIVES,
-            (
-                str(round(self.statement_timeout * 1000)),
-                str(round(self.idle_in_transaction_timeout * 1000)),
-                *self._server_side,
-            ),
-            prepare=False,
-        )
+        await conn.execute(CONFIGURE + _SERVER_KEEPALIVES, self._settings(), prepare=False)
+
+    def configure_sync(self, conn: SyncConn) -> None:
+        conn.execute(CONFIGURE + _SERVER_KEEPALIVES, self._settings(), prepare=False)
 
     def check_open(self, stream: str | None = None) -> None:
         if self.closed or not self.opened:
             raise StoreUnavailable("the PostgreSQL store is closed" if self.closed else "the store is not open", stream)
 
+    async def open(self) -> None:
+        await self._hand_off(partial(self.pool.open, wait=True, timeout=self.timeout))
+        await self.apool.open(wait=False)
+
+    async def close(self) -> None:
+        await self.apool.close()
+        await self._hand_off(self.pool.close)
+        self._threads.stop()
+
+    @asynccontextmanager
+    async def direct(self) -> AsyncIterator[Conn]:
+        """A new asyncio connection of its own (configured as the pooled ones), closed after the block."""
+        conn = await psycopg.AsyncConnection.connect(self.conninfo, **self.options)
+        async with conn:
+            await self.configure(conn)
+            yield conn
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """One of the ``pool_max`` connections in use (``PoolTimeout`` when none frees within the timeout)."""
+        if self._budget.locked():
+            try:
+                await asyncio.wait_for(self._budget.acquire(), self.timeout)
+            except TimeoutError:
+                raise PoolTimeout(f"couldn't get a connection after {self.timeout:.2f} sec") from None
+        else:
+            await self._budget.acquire()  # free: returns at once
+        try:
+            yield
+        finally:
+            self._budget.release()
+
     async def run(
         self,
-        fn: Callable[[Conn], Awaitable[T]],
+        fn: Callable[[SyncConn], T],
         stream: str | None = None,
         *,
         retry: bool = True,
         expected: ExpectedVersion | int | None = None,
     ) -> T:
-        """Run ``fn`` on a pooled connection, its driver errors mapped by :func:`driver_errors` (``expected``:
-        the guard ``fn`` passes, if any); on a lost connection retry (with backoff) until ``reconnect_timeout``
-        after the call."""
+        """Run ``fn`` in a thread on a pooled connection, its driver errors mapped by :func:`driver_errors`
+        (``expected``: the guard ``fn`` passes, if any); on a lost connection retry (with backoff) until
+        ``reconnect_timeout`` after the call."""
         self.check_open(stream)
         # Counted from the call, not from the loss, and the retries are cut off there: a caller cut off
         # from the server hears within reconnect_timeout, or the time the network options take to notice
@@ -237,10 +296,14 @@ class Connections:
             try:
                 with driver_errors(stream, expected, closed=lambda: self.closed):
                     if lost is None:
-                        return await self._attempt(fn)
+                        async with self.slot():
+                            return await self._hand_off(partial(self._attempt, fn))
+                    # A retry waits no longer than the deadline; a statement abandoned here still ends in
+                    # its thread (an append may commit: retrying it with the same ids is a replay).
                     async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
                         await self._purge()
-                        return await self._attempt(fn)
+                        async with self.slot():
+                            return await self._hand_off(partial(self._attempt, fn))
             except TimeoutError:
                 if lost is None:
                     raise
@@ -257,27 +320,29 @@ class Connections:
                 log.info("lost the PostgreSQL connection (%s), retrying in %.2fs", exc.message, pause)
                 await asyncio.sleep(pause)
 
-    async def _attempt(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+    async def _hand_off(self, call: Callable[[], T]) -> T:
+        return await self._threads.run(call)
+
+    def _attempt(self, fn: Callable[[SyncConn], T]) -> T:  # in a thread
         if time.monotonic() >= self._recovering_until:
-            async with self.pool.connection() as conn:
-                return await fn(conn)
+            with self.pool.connection() as conn:
+                return fn(conn)
         # Shortly after a lost connection the pool reconnects with its own backoff (1 s, 2 s, 4 s, ...):
         # take a pooled connection if one is ready, else a direct one, so recovery is not delayed.
         try:
-            async with self.pool.connection(timeout=0.05) as conn:
-                result = await fn(conn)
+            with self.pool.connection(timeout=0.05) as conn:
+                result = fn(conn)
             self._recovering_until = 0.0
             return result
         except PoolTimeout:
             pass
-        direct = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True, **self.network)
-        async with direct:
-            await self.configure(direct)
-            return await fn(direct)
+        with psycopg.Connection.connect(self.conninfo, **self.options) as direct:
+            self.configure_sync(direct)
+            return fn(direct)
 
     async def _purge(self) -> None:
         """Drop the pool's dead connections (after a server restart all of them are)."""
         try:
-            await self.pool.check()
+            await self._hand_off(self.pool.check)
         except Exception:  # pragma: no cover - best effort
             log.debug("pool check failed", exc_info=True)

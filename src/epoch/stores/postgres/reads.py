@@ -18,7 +18,7 @@ from epoch.errors import StoreUnavailable
 from epoch.records import RecordedEvent
 from epoch.stores._checks import MAX_INT64
 from epoch.stores.postgres import sql as q
-from epoch.stores.postgres.pool import Conn, Connections
+from epoch.stores.postgres.pool import Connections, SyncConn
 
 __all__ = [
     "PAGE",
@@ -48,10 +48,9 @@ async def stream_page(db: Connections, stream: str, cursor: int, size: int, back
     sql = q.READ_STREAM_BACKWARD if backwards else q.READ_STREAM_FORWARD
     params = {"stream": stream, "from": cursor, "limit": size}
 
-    async def page(conn: Conn) -> list[RecordedEvent]:
-        async with conn.cursor(binary=True) as cur:
-            await cur.execute(sql, params)
-            rows = await cur.fetchall()
+    def page(conn: SyncConn) -> list[RecordedEvent]:
+        with conn.cursor(binary=True) as cur:
+            rows = cur.execute(sql, params).fetchall()
         return [
             RecordedEvent(stream, version, q.encode_position(xid, seq), id, type, data, metadata, at)
             for version, xid, seq, id, type, data, metadata, at in rows
@@ -77,10 +76,9 @@ async def read_page(db: Connections, names: tuple[str, ...] | None, after: int, 
         return []  # past every transaction id a bigint holds: past the end of the log (guarantee 13)
     sql, params = _page_query(names, after, size)
 
-    async def page(conn: Conn) -> list[RecordedEvent]:
-        async with conn.cursor(binary=True) as cur:
-            await cur.execute(sql, params)
-            return [row_all(row) for row in await cur.fetchall()]
+    def page(conn: SyncConn) -> list[RecordedEvent]:
+        with conn.cursor(binary=True) as cur:
+            return [row_all(row) for row in cur.execute(sql, params).fetchall()]
 
     return await db.run(page)
 
@@ -88,9 +86,8 @@ async def read_page(db: Connections, names: tuple[str, ...] | None, after: int, 
 async def pending(db: Connections, after: int) -> int | None:
     """The newest committed-but-invisible transaction id past ``after``, or None when there is none."""
 
-    async def check(conn: Conn) -> tuple[int | None, int]:
-        cur = await conn.execute(q.NEWEST_AND_XMIN)
-        row = await cur.fetchone()
+    def check(conn: SyncConn) -> tuple[int | None, int]:
+        row = conn.execute(q.NEWEST_AND_XMIN).fetchone()
         assert row is not None
         return row[0], row[1]
 
@@ -105,8 +102,8 @@ async def wait_visible(db: Connections, xid: int, within: float) -> bool:
     deadline = time.monotonic() + within
     delay = 0.001
 
-    async def xmin(conn: Conn) -> int:
-        row = await (await conn.execute(q.XMIN_ONLY)).fetchone()
+    def xmin(conn: SyncConn) -> int:
+        row = conn.execute(q.XMIN_ONLY).fetchone()
         assert row is not None
         return int(row[0])
 
