@@ -35,6 +35,7 @@ LAYERS = {
     "cache": 3,
     "_idempotency": 3,
     "commands": 3,
+    "telemetry": 3,
     "epoch": 4,
     "projections": 4,
     "testing": 5,

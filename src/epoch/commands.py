@@ -36,6 +36,7 @@ from epoch.errors import (
 from epoch.records import NO_STREAM, AppendResult, EventEnvelope, ExpectedVersionLike, NewEvent, RecordedEvent
 from epoch.stores import EventStore
 from epoch.streams import check_category, check_expected_version, check_stream_name, enforce_expected_version
+from epoch.telemetry import current as current_telemetry
 
 __all__ = ["COMMAND_NAMESPACE", "CommandHandler", "ExecuteResult", "LoadedState", "event_id_for"]
 
@@ -101,7 +102,8 @@ class CommandHandler(Generic[C, S, E]):
         check_category(category)
         if retries < 0:
             raise ValueError("retries must be >= 0")
-        self.store = store
+        self._telemetry = current_telemetry()  # None without an OpenTelemetry SDK: nothing is recorded
+        self.store = store if self._telemetry is None else self._telemetry.traced(store)
         self.decider = decider
         self.category = category
         self.codec = codec
@@ -219,6 +221,9 @@ class CommandHandler(Generic[C, S, E]):
         execution of it races this one — returns the first execution's result without deciding again.
         Errors raised by ``decide`` pass through unchanged.
         """
+        if self._telemetry is not None and self._telemetry.outside():  # run again inside a span
+            args = (metadata, services, command_id, correlation_id, causation_id)
+            return await self._telemetry.execute(self, id, command, expected_version, *args)
         stream = self.stream_for(id)
         explicit = expected_version is not _MISSING
         expected = check_expected_version(stream, expected_version) if explicit else None
@@ -241,6 +246,8 @@ class CommandHandler(Generic[C, S, E]):
             correlation = await self._correlation_of(causation_id) or causation
         base_metadata: dict[str, Any] = dict(metadata or {})
         base_metadata.update({"$correlation_id": correlation, "$causation_id": causation, "$command_id": own_id})
+        if self._telemetry is not None:
+            self._telemetry.inject(base_metadata)
 
         # One loop, one budget: every run of ``decide`` is an attempt. The first may decide on the cached
         # state without reading (the append's guard proves it current); an outcome that would not be
