@@ -338,7 +338,7 @@ async def test_the_docs_show_the_trace_the_example_records(tmp_path: Path) -> No
     page = (ROOT / "docs" / "observability.md").read_text()
     assert f"```text\n{span_tree(spans)}\n```" in page
     # The console exporter's JSON on the page is of the same span: name, kind and attributes.
-    shown = json.loads(page.split("```json\n", 1)[1].split("\n```", 1)[0])
+    shown = json.loads("{" + page.split("\n```text\n{", 1)[1].split("\n```", 1)[0])
     [written] = [span for span in console_spans(console.getvalue()) if span["name"] == "execute users"]
     for key in ("name", "kind", "attributes", "parent_id", "status", "events", "links"):
         assert shown[key] == written[key], key
