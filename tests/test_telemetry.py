@@ -7,7 +7,7 @@ import io
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from epoch.examples.users import AddUser, DuplicateName, UserAdded, UserService,
 from epoch.examples.users.registry import name_claims_runner
 from epoch.projections import ProjectionRunner
 from epoch.records import EventEnvelope
+from epoch.telemetry._store import TracedStore
 from tests.conftest import url_for
 from tests.telemetry_trace import console_spans, record_trace, span_tree
 
@@ -342,3 +343,29 @@ async def test_the_docs_show_the_trace_the_example_records(tmp_path: Path) -> No
     [written] = [span for span in console_spans(console.getvalue()) if span["name"] == "execute users"]
     for key in ("name", "kind", "attributes", "parent_id", "status", "events", "links"):
         assert shown[key] == written[key], key
+
+
+async def test_the_traced_store_ends_a_read_left_early_and_passes_the_rest_through(
+    otel: Recorded, traced_store: EventStore
+) -> None:
+    handler = CommandHandler(traced_store, users, "users", codec)
+    await handler.execute("eu", AddUser("ada"))
+    await handler.execute("us", AddUser("bob"))
+    wrapped = handler.store
+    assert isinstance(wrapped, TracedStore)
+    assert (await wrapped.head_position(), await wrapped.stream_version("users-eu")) == (2, 0)
+    assert wrapped.from_url.__self__ is type(traced_store)  # not in the protocol: the store's own classmethod
+
+    events = wrapped.read_all()
+    assert isinstance(events, AsyncGenerator)
+    first = await anext(events)
+    await events.aclose()
+
+    assert first.stream == "users-eu"
+    read = otel.span("read_all")
+    assert dict(read.attributes or {}) == {
+        "db.system.name": system(traced_store),
+        "db.operation.name": "read_all",
+        "db.response.returned_rows": 1,
+    }
+    assert read.end_time is not None and parent_of(read) is None

@@ -84,7 +84,8 @@ class CommandHandler(Generic[C, S, E]):
     is the wait before a command that keeps losing raises: about 3 s of backoff (4.3 s at most) once all
     20 retries are used. Pass fewer to fail fast under overload, more for a stream with more concurrent
     writers. ``cache`` keeps recent states in process (pass ``None`` to disable, or a
-    :class:`StateCache` to size or share it).
+    :class:`StateCache` to size or share it). With an OpenTelemetry SDK set up when the handler is
+    created (docs/observability.md), ``store`` is the given store wrapped in spans.
     """
 
     def __init__(

@@ -194,9 +194,10 @@ class Worker:
         else:
             with self.probe.batch(envelopes, checkpoint):
                 await self.delivery.apply(envelopes, checkpoint, lambda: self._measure(len(records), started))
-            await self.probe.measure_lag(self.store, checkpoint)
         self.position = self._saved = checkpoint
         self._saved_at = time.monotonic()
+        if self.probe is not None:
+            await self.probe.measure_lag(self.store, checkpoint)
 
     def _measure(self, count: int, started: float) -> float:
         # Events per wall-clock second over the last ~10 s of batches: what `projections status` shows.

@@ -163,9 +163,10 @@ class Telemetry:
                         "epoch.command.outcome": outcome,
                         "epoch.command.attempts": attempts,
                         "epoch.command.conflicts": probe.conflicts,
-                        "epoch.version": -1 if result.version is None else result.version,
                     }
                 )
+                if result.version is not None:  # None: a new stream that nothing was written to
+                    span.set_attribute("epoch.version", result.version)
                 return result
         finally:
             _COMMAND.reset(token)
