@@ -187,11 +187,14 @@ def render_table(document: dict[str, Any]) -> Any:
     from rich.table import Table
 
     table = Table(title="epoch bench (medians of interleaved rounds)")
+    # epoch-otel (epoch with an OpenTelemetry SDK recording) gets columns only when it ran.
+    otel = any(r["impl"] == "epoch-otel" for r in document["results"])
     for name, justify in (
         ("workload", "left"),
         ("store", "left"),
         ("unit", "left"),
         ("epoch", "right"),
+        *([("epoch-otel", "right"), ("epoch vs otel by round (min / median)", "right")] if otel else []),
         ("eventsourcing", "right"),
         ("raw", "right"),
         ("epoch vs es", "right"),
@@ -202,11 +205,13 @@ def render_table(document: dict[str, Any]) -> Any:
     for row in rows(document):
         label = row.workload + (f" [{row.variant}]" if row.variant else "")
         mark = "" if row.met is None else (" [green]met[/]" if row.met else " [red]missed[/]")
+        with_otel = [_fmt(row.values.get("epoch-otel"), row.unit), by_round(document, row, "epoch-otel")]
         table.add_row(
             label,
             row.store,
             row.unit,
             _fmt(row.values.get("epoch"), row.unit),
+            *(with_otel if otel else []),
             _fmt(row.values.get("eventsourcing"), row.unit),
             _fmt(row.values.get("raw"), row.unit),
             "-" if row.vs_eventsourcing is None else f"{row.vs_eventsourcing:.2f}x",

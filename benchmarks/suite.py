@@ -36,12 +36,19 @@ WORKLOADS = (
 
 
 def make_sides(backend: Backend, impls: tuple[str, ...]) -> list[Any]:
+    if os.environ.get("EPOCH_BENCH_OTEL") == "1" and "epoch" in impls and "epoch-otel" not in impls:
+        at = impls.index("epoch") + 1
+        impls = (*impls[:at], "epoch-otel", *impls[at:])
     sides: list[Any] = []
     for impl in impls:
         if impl == "epoch":
             from benchmarks.epoch_side import EpochSide
 
             sides.append(EpochSide(backend))
+        elif impl == "epoch-otel":
+            from benchmarks.otel_side import EpochOtelSide
+
+            sides.append(EpochOtelSide(backend))
         elif impl == "eventsourcing":
             from benchmarks.es_side import EventsourcingSide
 
@@ -222,6 +229,8 @@ def _rss(backend: Backend, impls: tuple[str, ...], events: int, progress: Progre
     """Peak RSS growth while reading (and decoding) the whole log, each side in a subprocess of its own."""
     results = []
     for impl in impls:
+        if impl == "epoch-otel":  # measured in a subprocess of its own, which records nothing
+            continue
         location = backend.fresh(impl.replace("eventsourcing", "es"))
         try:
             spec = {

@@ -6,6 +6,7 @@ Only the shape is checked: timings on shared machines prove nothing in a test (i
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -84,6 +85,20 @@ def test_quick_json_has_every_workload_for_memory_and_sqlite(tmp_path: Path) -> 
         ("hot_stream", "2x8_processes", "sqlite", "epoch"),  # only epoch runs commands from several processes
     }
     assert {p.name for p in tmp_path.iterdir()} == {"results.json", "results.md", "chart.png"}
+
+
+@pytest.mark.timeout(90)
+def test_epoch_bench_otel_adds_epoch_with_an_sdk_next_to_epoch() -> None:
+    command = [sys.executable, "-c", "from epoch.cli import main; main()", "bench", "--quick", "--json"]
+    command += ["--stores", "memory", "--workloads", "commands", "--impls", "epoch,raw", "--scale", "0.02"]
+    env = {**os.environ, "EPOCH_BENCH_OTEL": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=85, check=False, env=env)
+    assert done.returncode == 0, done.stderr
+    results = json.loads(done.stdout)["results"]
+    assert [r["impl"] for r in results] == ["epoch", "epoch-otel", "raw"]
+    [epoch] = [r for r in results if r["impl"] == "epoch"]
+    assert sorted(epoch["round_ratios"]) == ["epoch-otel", "raw"]
+    assert len(epoch["round_ratios"]["epoch-otel"]) == epoch["rounds"]
 
 
 @pytest.mark.parametrize(

@@ -48,6 +48,7 @@ PRINTED = {
         re.escape("user-directory 2 0"),
     ],
     "docs/projections.md#1": [re.escape("NameTaken: the name 'ada' is taken by ") + "[0-9a-f]{12}"],
+    "docs/observability.md#0": [re.escape("['read_stream users', 'append users', 'execute users']"), "00"],
     "docs/quickstart.md": [re.escape("account-42 0 10"), re.escape("account-42 1 7")],
     "docs/stores/sqlite.md#0": [re.escape("0 1"), re.escape('UserAdded b\'{"name": "Ada"}\'')],
 }

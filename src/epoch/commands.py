@@ -42,6 +42,7 @@ from epoch.errors import (
 from epoch.records import AppendResult, EventEnvelope, ExpectedVersionLike, NewEvent, RecordedEvent
 from epoch.stores import EventStore
 from epoch.streams import check_category, check_expected_version, check_stream_name
+from epoch.telemetry import current as current_telemetry
 
 __all__ = ["COMMAND_NAMESPACE", "CommandHandler", "ExecuteResult", "LoadedState", "event_id_for"]
 
@@ -110,6 +111,8 @@ class CommandHandler(Generic[C, S, E]):
     command that keeps losing raises: about 3 s of backoff (4.3 s at most) once all 20 retries are used.
     Pass fewer to fail fast under overload, more for a stream with more concurrent writers. ``cache``
     keeps recent states in process (pass ``None`` to disable, or a :class:`StateCache` to size or share it).
+    With an OpenTelemetry SDK set up when the handler is created (docs/observability.md), ``store`` is
+    the given store wrapped in spans.
     """
 
     def __init__(
@@ -127,7 +130,8 @@ class CommandHandler(Generic[C, S, E]):
         check_category(category)
         if retries < 0:
             raise ValueError("retries must be >= 0")
-        self.store = store
+        self._telemetry = current_telemetry()  # None without an OpenTelemetry SDK: nothing is recorded
+        self.store = store if self._telemetry is None else self._telemetry.traced(store)
         self.decider = decider
         self.category = category
         self.codec = codec
@@ -253,6 +257,9 @@ class CommandHandler(Generic[C, S, E]):
         execution of it races this one — returns the first execution's result without deciding again.
         Errors raised by ``decide`` pass through unchanged.
         """
+        if self._telemetry is not None and self._telemetry.outside():  # run again inside a span
+            args = (metadata, services, command_id, correlation_id, causation_id)
+            return await self._telemetry.execute(self, id, command, expected_version, *args)
         stream = self.stream_for(id)
         explicit = expected_version is not _MISSING
         expected = check_expected_version(stream, expected_version) if explicit else None
@@ -275,6 +282,8 @@ class CommandHandler(Generic[C, S, E]):
             correlation = await correlation_of(self.store, causation_id) or causation
         base_metadata: dict[str, Any] = dict(metadata or {})
         base_metadata.update({"$correlation_id": correlation, "$causation_id": causation, "$command_id": own_id})
+        if self._telemetry is not None:
+            self._telemetry.inject(base_metadata)
         job = Job(command, services, command_id, watch, base_metadata)
         if explicit:  # checked once against the version it names: no lane, nothing to serialise
             return await self._alone(stream, job, expected)

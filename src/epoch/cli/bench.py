@@ -70,7 +70,12 @@ def bench(
         str | None, typer.Option("--workloads", help="Comma-separated subset of the workloads.")
     ] = None,
     impls: Annotated[
-        str, typer.Option("--impls", help="Comma-separated subset of epoch,eventsourcing,raw.")
+        str,
+        typer.Option(
+            "--impls",
+            help="Comma-separated subset of epoch,eventsourcing,raw; epoch-otel is epoch with an OpenTelemetry "
+            "SDK recording (EPOCH_BENCH_OTEL=1 adds it).",
+        ),
     ] = "epoch,eventsourcing,raw",
     rounds: Annotated[int | None, typer.Option("--rounds", min=1, help="Interleaved rounds per workload.")] = None,
     scale: Annotated[

@@ -25,6 +25,7 @@ from epoch.projections.parking import ParkingLot, parked_now, transactional_park
 from epoch.projections.projection import EventDecoder, ProjectionFailed, ProjectionSettings
 from epoch.records import RecordedEvent
 from epoch.stores import EventStore, SQLStore
+from epoch.telemetry import current as current_telemetry
 
 __all__ = ["Retry", "Worker"]
 
@@ -60,6 +61,8 @@ class Worker:
         self.projection = projection
         self.settings = settings
         self.name = settings.name
+        telemetry = current_telemetry()  # None without an OpenTelemetry SDK: nothing is recorded
+        self.probe = None if telemetry is None else telemetry.projection(settings.name)
         self.store = store
         self.codec = codec
         self.checkpoints = checkpoints
@@ -186,9 +189,15 @@ class Worker:
     async def apply(self, records: list[RecordedEvent], checkpoint: int) -> None:
         envelopes = [self.codec.decode(r) for r in records]
         started = time.monotonic()
-        await self.delivery.apply(envelopes, checkpoint, lambda: self._measure(len(records), started))
+        if self.probe is None:
+            await self.delivery.apply(envelopes, checkpoint, lambda: self._measure(len(records), started))
+        else:
+            with self.probe.batch(envelopes, checkpoint):
+                await self.delivery.apply(envelopes, checkpoint, lambda: self._measure(len(records), started))
         self.position = self._saved = checkpoint
         self._saved_at = time.monotonic()
+        if self.probe is not None:
+            await self.probe.measure_lag(self.store, checkpoint)
 
     def _measure(self, count: int, started: float) -> float:
         # Events per wall-clock second over the last ~10 s of batches: what `projections status` shows.

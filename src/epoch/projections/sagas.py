@@ -27,6 +27,7 @@ from epoch.projections.runner import ProjectionRunner
 from epoch.projections.status import ProjectionStatus
 from epoch.records import EventEnvelope
 from epoch.stores import EventStore
+from epoch.telemetry import current as current_telemetry
 
 __all__ = ["Route", "SagaProjection", "SagaRunner", "command_id_for"]
 
@@ -62,8 +63,16 @@ class SagaProjection(Generic[E, C]):
         self.categories = categories
         self.event_types = None if event_types is None else tuple(event_types)
         self.policy = policy
+        self._telemetry = current_telemetry()  # None without an OpenTelemetry SDK: nothing is recorded
 
     async def handle(self, envelope: EventEnvelope[Any]) -> None:
+        if self._telemetry is None:
+            await self._react(envelope)
+        else:
+            with self._telemetry.react(self.name, envelope):
+                await self._react(envelope)
+
+    async def _react(self, envelope: EventEnvelope[Any]) -> None:
         correlation = envelope.correlation_id or str(envelope.id)
         for index, command in enumerate(self.saga.react(envelope.data)):
             handler, id = self.route(command)

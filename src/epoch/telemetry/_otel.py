@@ -1,0 +1,289 @@
+"""The instruments and the spans around commands, projection batches and saga reactions.
+
+Imported only by :func:`epoch.telemetry.current`, and only when ``opentelemetry-api`` is installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import metrics, trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from epoch.errors import WrongExpectedVersion
+from epoch.records import EventEnvelope
+from epoch.stores import EventStore
+from epoch.telemetry import TRACEPARENT, TRACESTATE
+from epoch.telemetry._store import TracedStore
+
+if TYPE_CHECKING:
+    from uuid import UUID
+
+    from epoch.commands import CommandHandler, ExecuteResult, _Missing
+    from epoch.records import ExpectedVersionLike
+
+__all__ = ["CommandProbe", "ProjectionProbe", "Telemetry", "active_providers"]
+
+# The semantic conventions' buckets for db.client.operation.duration (seconds).
+_DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
+# How often a projection asks the store for its head to measure the lag in events.
+_HEAD_SAMPLE_SECONDS = 1.0
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+
+
+class CommandProbe:
+    """What one execution saw: how many of its appends a concurrent write refused."""
+
+    __slots__ = ("conflicts",)
+
+    def __init__(self) -> None:
+        self.conflicts = 0
+
+
+_COMMAND: ContextVar[CommandProbe | None] = ContextVar("epoch_command", default=None)
+
+
+def active_providers(
+    tracer_provider: trace.TracerProvider | None, meter_provider: metrics.MeterProvider | None
+) -> tuple[trace.TracerProvider | None, metrics.MeterProvider | None]:
+    """The given (else the global) providers, each ``None`` when it is only the API's no-op default."""
+    tracer_provider = tracer_provider or trace.get_tracer_provider()
+    meter_provider = meter_provider or metrics.get_meter_provider()
+    if isinstance(tracer_provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
+        tracer_provider = None
+    # The API's stand-in before an SDK is set is a private class (_ProxyMeterProvider): named, not imported.
+    if isinstance(meter_provider, metrics.NoOpMeterProvider) or type(meter_provider).__name__ == "_ProxyMeterProvider":
+        meter_provider = None
+    return tracer_provider, meter_provider
+
+
+def context_of(metadata: Mapping[str, Any]) -> Context | None:
+    """The trace context an event's metadata carries, or ``None`` (absent or malformed)."""
+    traceparent = metadata.get(TRACEPARENT)
+    if not isinstance(traceparent, str):
+        return None
+    carrier = {"traceparent": traceparent}
+    if isinstance(tracestate := metadata.get(TRACESTATE), str):
+        carrier["tracestate"] = tracestate
+    context = _PROPAGATOR.extract(carrier)
+    return context if trace.get_current_span(context).get_span_context().is_valid else None
+
+
+class Telemetry:
+    """The tracer and the metric instruments of one pair of providers (a missing one records nothing)."""
+
+    def __init__(self, tracer_provider: trace.TracerProvider | None, meter_provider: metrics.MeterProvider | None):
+        self.tracer = (tracer_provider or trace.NoOpTracerProvider()).get_tracer("epoch")
+        meter = (meter_provider or metrics.NoOpMeterProvider()).get_meter("epoch")
+        self.commands = meter.create_counter("epoch.commands", "{command}", "Commands executed, by outcome")
+        self.conflicts = meter.create_counter(
+            "epoch.command.conflicts", "{conflict}", "Appends of commands refused by a concurrent write"
+        )
+        self.retries = meter.create_counter("epoch.command.retries", "{retry}", "Decisions after a command's first")
+        self.duration = meter.create_histogram(
+            "db.client.operation.duration",
+            "s",
+            "Duration of event store operations",
+            explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
+        )
+        self.appended = meter.create_counter("epoch.events.appended", "{event}", "Events appended")
+        self.handled = meter.create_counter("epoch.projection.events", "{event}", "Events handled by projections")
+        self.lag = meter.create_gauge("epoch.projection.lag", "{event}", "Events in the log after a checkpoint")
+        self.lag_duration = meter.create_gauge(
+            "epoch.projection.lag.duration", "s", "Age of the last event a projection handled, when it handled it"
+        )
+
+    def traced(self, store: EventStore) -> EventStore:
+        """``store`` with a span and a duration for each append and read."""
+        return TracedStore(store, self)
+
+    def projection(self, name: str) -> ProjectionProbe:
+        return ProjectionProbe(self, name)
+
+    # -- commands ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def outside() -> bool:
+        """Whether no traced execution is running in this context (the handler's own call is inside one)."""
+        return _COMMAND.get() is None
+
+    async def execute(
+        self,
+        handler: CommandHandler[Any, Any, Any],
+        id: object,
+        command: object,
+        expected_version: ExpectedVersionLike | _Missing,
+        metadata: Mapping[str, Any] | None,
+        services: object,
+        command_id: str | UUID | None,
+        correlation_id: str | UUID | None,
+        causation_id: str | UUID | None,
+    ) -> ExecuteResult[Any, Any]:
+        """``handler.execute`` inside a span ``execute {category}``, counted in the command metrics."""
+        stream = handler.stream_for(id)
+        category = handler.category
+        probe = CommandProbe()
+        token = _COMMAND.set(probe)
+        outcome, attempts, error = "failed", 0, ""
+        attributes = {"epoch.stream": stream, "epoch.category": category, "epoch.command.type": type(command).__name__}
+        try:
+            with self.tracer.start_as_current_span(f"execute {category}", attributes=attributes) as span:
+                try:
+                    result = await handler.execute(
+                        id,
+                        command,
+                        expected_version,
+                        metadata=metadata,
+                        services=services,
+                        command_id=command_id,
+                        correlation_id=correlation_id,
+                        causation_id=causation_id,
+                    )
+                except BaseException as exc:
+                    error = type(exc).__qualname__
+                    if isinstance(exc, WrongExpectedVersion):
+                        outcome = "conflict"
+                    elif isinstance(exc, asyncio.CancelledError):
+                        outcome = "cancelled"
+                    span.set_attributes({"epoch.command.outcome": outcome, "epoch.command.conflicts": probe.conflicts})
+                    span.set_attribute("error.type", error)
+                    raise
+                outcome, attempts = ("appended" if result.events else "unchanged"), result.attempts
+                span.set_attributes(
+                    {
+                        "epoch.command.outcome": outcome,
+                        "epoch.command.attempts": attempts,
+                        "epoch.command.conflicts": probe.conflicts,
+                    }
+                )
+                if result.version is not None:  # None: a new stream that nothing was written to
+                    span.set_attribute("epoch.version", result.version)
+                return result
+        finally:
+            _COMMAND.reset(token)
+            labels = {"epoch.category": category, "epoch.command.outcome": outcome}
+            if error:
+                labels["error.type"] = error
+            self.commands.add(1, labels)
+            if probe.conflicts:
+                self.conflicts.add(probe.conflicts, {"epoch.category": category})
+            # On success every decision after the first is a retry; on a failure, each refused append
+            # that was decided again (a conflict that ends the command was not retried).
+            retries = attempts - 1 if attempts else probe.conflicts - (outcome == "conflict")
+            if retries > 0:
+                self.retries.add(retries, {"epoch.category": category})
+
+    def inject(self, metadata: dict[str, Any]) -> None:
+        """Put the current span's W3C trace context into an event's ``metadata``."""
+        carrier: dict[str, str] = {}
+        _PROPAGATOR.inject(carrier)
+        if (traceparent := carrier.get("traceparent")) is not None:
+            metadata[TRACEPARENT] = traceparent
+            if tracestate := carrier.get("tracestate"):
+                metadata[TRACESTATE] = tracestate
+
+    def append_refused(self) -> None:
+        """Count a conflict for the command being executed in this context, if any."""
+        if (probe := _COMMAND.get()) is not None:
+            probe.conflicts += 1
+
+    # -- sagas ------------------------------------------------------------------------------------
+
+    @contextmanager
+    def react(self, saga: str, envelope: EventEnvelope[Any]) -> Iterator[None]:
+        """A span ``react {saga}`` for the commands one event causes, in the trace of the event's command.
+
+        Its parent is the current span (the batch) when that is in the event's trace already, else the
+        context in the event's metadata, with a link to the current span.
+        """
+        parent: Context | None = None
+        links: list[Link] = []
+        current = trace.get_current_span().get_span_context()
+        event_context = context_of(envelope.metadata)
+        if event_context is not None:
+            event_trace = trace.get_current_span(event_context).get_span_context().trace_id
+            if event_trace != current.trace_id:
+                parent = event_context
+                links = [Link(current)] if current.is_valid else []
+        attributes: dict[str, str | int] = {
+            "epoch.saga": saga,
+            "epoch.stream": envelope.stream,
+            "epoch.event.type": envelope.type,
+            "epoch.position": envelope.position,
+        }
+        with self.tracer.start_as_current_span(f"react {saga}", context=parent, links=links, attributes=attributes):
+            yield
+
+
+class ProjectionProbe:
+    """One projection's batch spans and lag gauges."""
+
+    def __init__(self, telemetry: Telemetry, name: str) -> None:
+        self.telemetry = telemetry
+        self.name = name
+        self.labels = {"epoch.projection": name}
+        self._head = 0
+        self._sampled_at = -_HEAD_SAMPLE_SECONDS
+
+    @contextmanager
+    def batch(self, envelopes: Sequence[EventEnvelope[Any]], checkpoint: int) -> Iterator[None]:
+        """A span ``process {projection}`` around handling ``envelopes`` and saving ``checkpoint``.
+
+        The span continues the trace of the events' command when they all carry the same trace context;
+        a batch of several traces starts its own, linked to each of them.
+        """
+        parent: Context | None = None
+        links: list[Link] = []
+        traceparents = {envelope.metadata.get(TRACEPARENT) for envelope in envelopes}
+        contexts = [c for m in _one_per_traceparent(envelopes) if (c := context_of(m)) is not None]
+        if len(traceparents) == 1 and len(contexts) == 1:
+            parent = contexts[0]
+        else:
+            links = [Link(trace.get_current_span(c).get_span_context()) for c in contexts]
+        attributes: dict[str, str | int] = {
+            "messaging.system": "epoch",
+            "messaging.operation.name": "process",
+            "messaging.operation.type": "process",
+            "messaging.consumer.group.name": self.name,
+            "messaging.batch.message_count": len(envelopes),
+            "epoch.projection": self.name,
+            "epoch.checkpoint": checkpoint,
+        }
+        name = f"process {self.name}"
+        with self.telemetry.tracer.start_as_current_span(
+            name, context=parent, kind=SpanKind.CONSUMER, links=links, attributes=attributes
+        ):
+            yield
+        self.telemetry.handled.add(len(envelopes), self.labels)
+        if envelopes:
+            age = (datetime.now(UTC) - envelopes[-1].recorded_at).total_seconds()
+            self.telemetry.lag_duration.set(max(age, 0.0), self.labels)
+
+    async def measure_lag(self, store: EventStore, position: int) -> None:
+        """Record how many events the log holds past ``position``, asking the store at most once a second.
+
+        Best effort: the batch is committed already, so a store that cannot answer records nothing.
+        """
+        now = time.monotonic()
+        if now - self._sampled_at >= _HEAD_SAMPLE_SECONDS:
+            with suppress(Exception):
+                self._head = await store.head_position()
+                self._sampled_at = now
+        self._head = max(self._head, position)
+        self.telemetry.lag.set(self._head - position, self.labels)
+
+
+def _one_per_traceparent(envelopes: Sequence[EventEnvelope[Any]]) -> list[Mapping[str, Any]]:
+    seen: dict[object, Mapping[str, Any]] = {}
+    for envelope in envelopes:
+        seen.setdefault(envelope.metadata.get(TRACEPARENT), envelope.metadata)
+    return list(seen.values())
