@@ -34,7 +34,7 @@ NOT_RUN_BLOCKS = {
     "docs/stores/postgresql.md#1",  # a fragment of a PostgreSQL projection
     "docs/web.md#0",  # uvicorn.run serves until stopped
     "docs/forwarding.md#0",  # a nats-server with JetStream
-    "docs/http.md#1",  # FastAPI, which the suite does not install
+    "docs/http.md#1",  # a FastAPI fragment of the program before it (tests/test_http_fastapi.py runs FastAPI)
 }
 
 # What each block prints, where a block prints; ids, times and paths vary and are matched as patterns.

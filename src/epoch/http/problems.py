@@ -9,7 +9,7 @@ the app passes) each become one response with ``type``, ``title``, ``status``, `
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -40,7 +40,8 @@ __all__ = ["PROBLEM_JSON", "Problem", "ProblemHandler", "problem", "problem_hand
 PROBLEM_JSON = "application/problem+json"
 _TYPE = "urn:epoch:problem:"  # a URN: the type names the problem, it does not promise a page to read
 
-ProblemHandler = Callable[[Request, Exception], Awaitable[Response]]
+# A coroutine function (not any awaitable): what both Starlette's and FastAPI's exception_handlers accept.
+ProblemHandler = Callable[[Request, Exception], Coroutine[Any, Any, Response]]
 
 
 @dataclass(frozen=True, slots=True)
