@@ -77,3 +77,11 @@ async def test_a_fastapi_app_maps_preconditions_problems_and_idempotency(http: h
         "detail": "a user named 'ada' already exists",
         "instance": "/directories/eu/users",
     }
+
+
+def test_epoch_web_api_is_the_same_helpers() -> None:
+    import epoch.http
+    import epoch.web.api
+
+    assert epoch.web.api.__all__ == epoch.http.__all__
+    assert all(getattr(epoch.web.api, name) is getattr(epoch.http, name) for name in epoch.http.__all__)
