@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from benchmarks.backends import Backend
 from benchmarks.domain import NOTE
+from benchmarks.harness import timed_threads
 
 
 def _env(backend: Backend, location: str, cached: bool = False, pool: int | None = None) -> dict[str, str]:
@@ -195,13 +196,7 @@ class EventsourcingSide:
                     account.deposit(i % 100 + 1, f"ref-{i:08d}", NOTE)
                     save(account)
 
-            threads = [threading.Thread(target=writer, args=(w,)) for w in range(writers)]
-            started = time.perf_counter()
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            return time.perf_counter() - started
+            return timed_threads(writer, writers)
         finally:
             app.close()
 
@@ -228,13 +223,7 @@ class EventsourcingSide:
                         with lock:
                             failures += 1
 
-            threads = [threading.Thread(target=writer, args=(w,)) for w in range(tasks)]
-            started = time.perf_counter()
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            return time.perf_counter() - started, failures
+            return timed_threads(writer, tasks), failures
         finally:
             app.close()
 

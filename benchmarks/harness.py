@@ -11,6 +11,9 @@ import platform
 import re
 import statistics
 import sys
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -125,6 +128,18 @@ def ratio(epoch: Result, other: Result) -> float:
     if epoch.value == 0 or other.value == 0:
         return float("nan")
     return epoch.value / other.value if epoch.higher_is_better else other.value / epoch.value
+
+
+def timed_threads(target: Callable[[int], None], count: int) -> float:
+    """Seconds from starting ``count`` threads running ``target(0)`` ... ``target(count - 1)`` until the
+    last one ends (the threaded sides' concurrent workloads)."""
+    threads = [threading.Thread(target=target, args=(w,)) for w in range(count)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started
 
 
 def round_ratios(results: list[Result]) -> None:

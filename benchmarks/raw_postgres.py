@@ -6,7 +6,6 @@ beyond a ``bigserial`` (it has the sequence-gap problem epoch's store solves), n
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 from datetime import UTC, datetime
@@ -14,6 +13,7 @@ from typing import Any
 
 from benchmarks.backends import Backend
 from benchmarks.domain import deposit_dict, raw_event, raw_evolve, raw_metadata
+from benchmarks.harness import timed_threads
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS events (
@@ -200,13 +200,7 @@ class RawPostgresSide:
                 for i in range(w, commands, writers):
                     self._command(connections[w], f"account-{i % streams}", i, None, lock)
 
-            threads = [threading.Thread(target=writer, args=(w,)) for w in range(writers)]
-            started = time.perf_counter()
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            return time.perf_counter() - started
+            return timed_threads(writer, writers)
         finally:
             for conn in connections:
                 conn.close()

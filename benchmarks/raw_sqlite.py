@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from typing import Any
 
 from benchmarks.backends import Backend
 from benchmarks.domain import deposit_dict, raw_event, raw_evolve, raw_metadata
+from benchmarks.harness import timed_threads
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS events (
@@ -51,13 +51,7 @@ def _threads(
             for i in range(w, commands, writers):
                 command(connections[w], f"account-{i % streams}", i, None)
 
-        threads = [threading.Thread(target=writer, args=(w,)) for w in range(writers)]
-        started = time.perf_counter()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        return time.perf_counter() - started
+        return timed_threads(writer, writers)
     finally:
         for conn in connections:
             conn.close()

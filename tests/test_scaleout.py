@@ -13,17 +13,15 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Sequence
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from epoch.examples.users import AddUser, UserService, codec
 from epoch.projections.scaleout import PartitionedRunner, partition_of
-from epoch.records import EventEnvelope
 from epoch.stores import open_store
+from tests.test_projections_seams import Batches  # the batch-recording projection both files use
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTITIONS = 6
@@ -160,17 +158,6 @@ async def test_needs_postgres() -> None:
     async with open_store("memory://") as store:
         with pytest.raises(ConfigurationError):
             PartitionedRunner(store, object(), object())  # type: ignore[arg-type]
-
-
-class Batches:
-    name = "batches"
-    categories = "users"
-
-    def __init__(self) -> None:
-        self.calls: list[list[tuple[str, int]]] = []
-
-    async def handle_batch(self, envelopes: Sequence[EventEnvelope[Any]]) -> None:
-        self.calls.append([(e.stream, e.version) for e in envelopes])
 
 
 @pytest.mark.postgres
