@@ -1,9 +1,9 @@
-"""The SQLite store's file: schema version 1, pragmas, connections, and every SQL statement the store runs
+"""The SQLite store's file: its schema migrations, pragmas, connections, and every SQL statement the store runs
 (a caller's own statements, in ``run_in_transaction`` or ``transaction()``, are the caller's).
 
 ``events`` (``position INTEGER PRIMARY KEY``; unique ``id`` and ``(stream, version)``; an index on
 ``(category, position)``) and ``streams`` (the version of each stream's last event and ``first_visible``,
-the first version not soft-deleted). The version is kept in ``PRAGMA user_version``.
+the first version not soft-deleted). The applied migration is kept in ``PRAGMA user_version``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from epoch.stores.sqlite.errors import is_lock_conflict
 
 __all__ = [
     "APPLICATION_ID",
+    "MIGRATIONS",
     "BEGIN",
     "COMMIT",
     "DATA_VERSION",
@@ -46,13 +47,7 @@ __all__ = [
     "places_of",
 ]
 
-SCHEMA_VERSION = 1
-"""The schema this module writes, kept in ``PRAGMA user_version``."""
-
-APPLICATION_ID = 0x45504F43  # "EPOC" in ``PRAGMA application_id``: marks the file as an epoch store
-SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
-
-_SCHEMA = (
+_V1 = (
     """CREATE TABLE IF NOT EXISTS events (
         position    INTEGER PRIMARY KEY,
         stream      TEXT    NOT NULL,
@@ -71,9 +66,18 @@ _SCHEMA = (
         version       INTEGER NOT NULL,
         first_visible INTEGER NOT NULL DEFAULT 0
     ) WITHOUT ROWID""",
-    f"PRAGMA application_id = {APPLICATION_ID}",
-    f"PRAGMA user_version = {SCHEMA_VERSION}",
 )
+
+MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = ((1, "events and streams", _V1),)
+"""``(version, description, statements)`` in version order, applied in one transaction by
+:func:`create_schema`. Never edit a released one; add a new one (its statements may live in the module
+of the feature that needs them)."""
+
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+"""The schema this module writes, kept in ``PRAGMA user_version``."""
+
+APPLICATION_ID = 0x45504F43  # "EPOC" in ``PRAGMA application_id``: marks the file as an epoch store
+SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 # -- transactions (the writer's; a group of appends shares one, each in a savepoint when there are several)
 
@@ -178,8 +182,12 @@ def create_schema(connection: sqlite3.Connection, path: str, *, in_memory: bool)
         connection.execute(BEGIN)
     if connection.in_transaction:
         try:
-            for statement in _SCHEMA:
-                connection.execute(statement)
+            for number, _, statements in MIGRATIONS:
+                if number > version:
+                    for statement in statements:
+                        connection.execute(statement)
+            connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             connection.execute(COMMIT)
         except BaseException:
             connection.execute(ROLLBACK)

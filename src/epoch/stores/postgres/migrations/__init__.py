@@ -1,0 +1,18 @@
+"""The PostgreSQL schema's migrations, one module each, applied in order by :mod:`..schema`.
+
+Never edit a released migration; add a module ``vN.py`` with its ``SQL`` and one line to ``MIGRATIONS``.
+"""
+
+from __future__ import annotations
+
+from epoch.stores.postgres.migrations import v1, v2
+
+__all__ = ["LATEST_VERSION", "MIGRATIONS"]
+
+MIGRATIONS: tuple[tuple[int, str, str], ...] = (
+    (1, "events, streams, epoch_append, epoch_delete", v1.SQL),
+    (2, "stream lock before the transaction id (per-stream order), one expected-version guard", v2.SQL),
+)
+"""``(version, description, sql)``, in version order."""
+
+LATEST_VERSION = MIGRATIONS[-1][0]
