@@ -29,6 +29,7 @@ LAYERS = {
     "_backoff": 0,
     "_payload": 0,
     "streams": 1,
+    "queries": 1,
     "domain": 1,
     "codec": 2,
     "stores": 2,
@@ -245,8 +246,16 @@ def test_domain_is_pure() -> None:
 
 
 def test_codec_and_stores_depend_only_on_records_and_errors() -> None:
-    # streams: the name rules; _roundtrip: the codec's own field walk; _backoff: the retry delays (stdlib only)
-    allowed = ("epoch.records", "epoch.errors", "epoch.streams", "epoch.stores", "epoch._roundtrip", "epoch._backoff")
+    # streams: the name rules; queries: the consistency-boundary queries stores answer; _roundtrip: the codec's own field walk; _backoff: the retry delays (stdlib only)
+    allowed = (
+        "epoch.records",
+        "epoch.errors",
+        "epoch.streams",
+        "epoch.queries",
+        "epoch.stores",
+        "epoch._roundtrip",
+        "epoch._backoff",
+    )
     for path in [SRC / "codec.py", *sources("stores")]:
         for name in imports_of(path):
             assert name.startswith(allowed), (path.name, name)

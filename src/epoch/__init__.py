@@ -15,15 +15,18 @@ from epoch.codec import Codec, EventCodec
 from epoch.commands import CommandHandler, ExecuteResult, LoadedState
 from epoch.domain import Decider, DeciderLike, Saga, View
 from epoch.errors import (
+    AppendConditionFailed,
     ConfigurationError,
     DecodeError,
     DuplicateEventId,
     EpochError,
     InvalidEvent,
     InvalidExpectedVersion,
+    InvalidQuery,
     InvalidStreamName,
     InvalidVersion,
     MissingDependency,
+    NotSupported,
     ProjectionFailed,
     StoreError,
     StoreFull,
@@ -41,6 +44,7 @@ from epoch.projections import (
     SagaRunner,
     TransactionalProjection,
 )
+from epoch.queries import AppendCondition, Query, QueryItem
 from epoch.records import (
     ANY,
     NO_STREAM,
@@ -59,6 +63,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ANY",
+    "AppendCondition",
+    "AppendConditionFailed",
     "AppendResult",
     "BatchProjection",
     "CachedState",
@@ -79,15 +85,19 @@ __all__ = [
     "ExpectedVersionLike",
     "InvalidEvent",
     "InvalidExpectedVersion",
+    "InvalidQuery",
     "InvalidStreamName",
     "InvalidVersion",
     "LoadedState",
     "MissingDependency",
     "NO_STREAM",
     "NewEvent",
+    "NotSupported",
     "Projection",
     "ProjectionFailed",
     "ProjectionRunner",
+    "Query",
+    "QueryItem",
     "RecordedEvent",
     "STREAM_EXISTS",
     "Saga",

@@ -232,6 +232,7 @@ class Codec(Generic[E]):
             data=event,
             metadata=metadata,
             recorded_at=recorded.recorded_at,
+            tags=recorded.tags,
         )
 
     def decode_data(self, recorded: RecordedEvent) -> E:

@@ -330,6 +330,7 @@ class CommandHandler(Generic[C, S, E]):
                 event,
                 _METADATA.decode(new_event.metadata) if new_event.metadata else {},
                 appended.recorded_at,
+                new_event.tags,
             )
             for index, (event, new_event) in enumerate(zip(events, new_events, strict=True))
         ]

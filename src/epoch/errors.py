@@ -4,6 +4,7 @@ Every error epoch raises on purpose derives from :class:`EpochError`::
 
     EpochError
     ├── WrongExpectedVersion        optimistic-concurrency guard failed
+    ├── AppendConditionFailed       an event matching an append condition's query was recorded since
     ├── StreamDeleted               the stream was deleted and may not be used this way
     ├── StreamClosed                a terminal stream received a command
     ├── DuplicateEventId            an event id is already stored elsewhere
@@ -15,8 +16,10 @@ Every error epoch raises on purpose derives from :class:`EpochError`::
     ├── InvalidStreamName (ValueError)
     ├── InvalidExpectedVersion (ValueError)
     ├── InvalidVersion (ValueError) a version or instant outside a stream (time travel)
-    ├── InvalidEvent (TypeError)    bad type name, non-bytes data, too large
+    ├── InvalidEvent (TypeError)    bad type name or tag, non-bytes data, too large
+    ├── InvalidQuery (ValueError)   a malformed query or append condition
     ├── ProjectionFailed            a projection stopped on an event that kept failing
+    ├── NotSupported                the store cannot do this (atomically)
     ├── ConfigurationError (ValueError)  a bad store URL or setting
     └── MissingDependency (ImportError)  an optional extra is not installed
 
@@ -31,15 +34,18 @@ from typing import Any
 from uuid import UUID
 
 __all__ = [
+    "AppendConditionFailed",
     "ConfigurationError",
     "DecodeError",
     "DuplicateEventId",
     "EpochError",
     "InvalidEvent",
     "InvalidExpectedVersion",
+    "InvalidQuery",
     "InvalidStreamName",
     "InvalidVersion",
     "MissingDependency",
+    "NotSupported",
     "ProjectionFailed",
     "StoreError",
     "StoreFull",
@@ -74,6 +80,24 @@ class WrongExpectedVersion(EpochError):
 
     def __str__(self) -> str:
         return f"{self.stream}: expected version {_fmt_version(self.expected)}, actual {_fmt_version(self.actual)}"
+
+
+class AppendConditionFailed(EpochError):
+    """An ``append_with_condition`` found an event matching the condition's query after its ``after``.
+
+    ``position`` is the first such event's position (``None`` when the store does not say which).
+    """
+
+    def __init__(self, stream: str, after: int | None, position: int | None = None) -> None:
+        super().__init__(stream, after, position)
+        self.stream = stream
+        self.after = after
+        self.position = position
+
+    def __str__(self) -> str:
+        since = "the start" if self.after is None else f"position {self.after}"
+        found = "" if self.position is None else f" at position {self.position}"
+        return f"{self.stream}: append condition failed: an event matching its query was recorded{found}, after {since}"
 
 
 class StreamDeleted(EpochError):
@@ -236,6 +260,23 @@ class InvalidEvent(EpochError, TypeError):
         if not self.stream:  # from the codec, which does not know where the event is going
             return f"invalid event: {self.reason}"
         return f"{self.stream}: invalid event at index {self.index}: {self.reason}"
+
+
+class NotSupported(EpochError):
+    """The store cannot do this operation (or not atomically): e.g. a multi-stream append on KurrentDB."""
+
+    def __init__(self, store: str, operation: str, reason: str) -> None:
+        super().__init__(store, operation, reason)
+        self.store = store
+        self.operation = operation
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.store} does not support {self.operation}: {self.reason}"
+
+
+class InvalidQuery(EpochError, ValueError):
+    """A :class:`~epoch.queries.Query`, query item or append condition is malformed (the message says how)."""
 
 
 class ConfigurationError(EpochError, ValueError):

@@ -82,12 +82,16 @@ class NewEvent(msgspec.Struct, frozen=True):
     """An event to append: a type name, opaque ``data`` bytes, optional JSON ``metadata`` bytes, an id.
 
     The id defaults to a fresh UUID4; appending the same ids again at the same place is a no-op.
+    ``tags`` (strings following the rules of an event type name) index the event for
+    :meth:`~epoch.stores.EventStore.read_query` and append conditions (dynamic consistency boundaries);
+    they are stored de-duplicated, in the order given.
     """
 
     type: str
     data: bytes
     metadata: bytes = b""
     id: UUID = msgspec.field(default_factory=uuid4)
+    tags: tuple[str, ...] = ()
 
 
 class RecordedEvent(msgspec.Struct, frozen=True, gc=False):
@@ -101,6 +105,7 @@ class RecordedEvent(msgspec.Struct, frozen=True, gc=False):
     data: bytes
     metadata: bytes
     recorded_at: datetime
+    tags: tuple[str, ...] = ()
 
     @property
     def category(self) -> str:
@@ -119,6 +124,7 @@ class EventEnvelope(msgspec.Struct, Generic[E], frozen=True):
     data: E
     metadata: dict[str, Any]
     recorded_at: datetime
+    tags: tuple[str, ...] = ()
 
     @property
     def correlation_id(self) -> str | None:

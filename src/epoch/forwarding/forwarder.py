@@ -71,6 +71,7 @@ class _Bytes:
             data=recorded.data,
             metadata=metadata,
             recorded_at=recorded.recorded_at,
+            tags=recorded.tags,
         )
 
 

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from epoch.errors import ConfigurationError
+from epoch.queries import AppendCondition, Query
 from epoch.records import ANY, AppendResult, ExpectedVersionLike, NewEvent, RecordedEvent
 
 __all__ = [
@@ -129,6 +130,41 @@ class EventStore(Protocol):
         """Soft-delete a stream: it reads as empty; a later append continues its versions.
 
         ``expected_version`` as for ``append`` (a version beyond 64 bits raises ``WrongExpectedVersion``).
+        """
+        ...
+
+    def read_query(self, query: Query, after: int = 0, limit: int | None = None) -> AsyncIterator[RecordedEvent]:
+        """Yield the events matching ``query`` with ``position > after``, in position order, each once.
+
+        Served by an index of types and tags (never a scan of the whole log on the SQL stores).
+        ``Query([])`` yields nothing without querying; ``after``/``limit`` as for ``read_all``. Events of
+        deleted streams are yielded as ``read_all`` yields them.
+        """
+        ...
+
+    async def append_with_condition(
+        self,
+        stream: str,
+        events: Iterable[NewEvent],
+        condition: AppendCondition,
+        expected_version: ExpectedVersionLike = ANY,
+    ) -> AppendResult:
+        """Append atomically unless an event matching ``condition.fail_if_events_match`` has a position
+        greater than ``condition.after`` (``None``: any such event), which raises ``AppendConditionFailed``.
+
+        Safe under concurrent writers (in other processes too) without a store-wide lock on PostgreSQL;
+        ``expected_version`` is checked as ``append`` checks it, and an idempotent replay of the same ids
+        returns the first result without checking the condition again.
+        """
+        ...
+
+    async def append_many(
+        self, appends: Iterable[tuple[str, Iterable[NewEvent], ExpectedVersionLike]]
+    ) -> list[AppendResult]:
+        """Append to several streams, each with its own guard, all or nothing; results in input order.
+
+        A failing guard raises ``WrongExpectedVersion`` naming that stream, and nothing is written. A
+        stream may appear once. Stores that cannot do this atomically raise ``NotSupported``.
         """
         ...
 

@@ -18,6 +18,7 @@ from epoch.errors import (
     InvalidStreamName,
     InvalidVersion,
 )
+from epoch.queries import check_tags
 from epoch.records import ExpectedVersion, NewEvent, RecordedEvent
 from epoch.streams import (
     MAX_TYPE_NAME,
@@ -127,6 +128,12 @@ def check_events(stream: str, events: object, max_event_size: int = DEFAULT_MAX_
             if problem is not None:
                 raise InvalidEvent(stream, index, problem)
             valid_metadata = event.metadata
+        if event.tags or type(event.tags) is not tuple:
+            tags = check_tags(event.tags)
+            if type(tags) is str:
+                raise InvalidEvent(stream, index, tags)
+            if tags != event.tags:  # de-duplicated (or a list made a tuple): store what will be read back
+                batch[index] = event = msgspec.structs.replace(event, tags=tags)
         key = event.id.int
         if key in seen:
             raise DuplicateEventId(stream, event.id, stream, None)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
 from uuid import UUID
 
-from epoch.errors import ConfigurationError, StoreUnavailable
-from epoch.records import ANY, AppendResult, ExpectedVersionLike, NewEvent, RecordedEvent, category_of
+from epoch.errors import AppendConditionFailed, ConfigurationError, StoreUnavailable
+from epoch.queries import AppendCondition, Query
+from epoch.records import ANY, AppendResult, ExpectedVersion, ExpectedVersionLike, NewEvent, RecordedEvent, category_of
 from epoch.stores._base import StoreLifecycle
 from epoch.stores._checks import (
     DEFAULT_MAX_EVENT_SIZE,
@@ -21,6 +23,7 @@ from epoch.stores._checks import (
     enforce_expected_version,
     is_replay,
 )
+from epoch.stores._dcb import check_condition, check_many, check_query_read
 from epoch.stores._urls import integer, only_options
 
 __all__ = ["MemoryEventStore"]
@@ -56,6 +59,8 @@ class MemoryEventStore(StoreLifecycle):
         self._log: list[RecordedEvent] = []
         self._streams: dict[str, _Stream] = {}
         self._ids: dict[UUID, RecordedEvent] = {}
+        self._by_tag: dict[str, list[int]] = {}  # tag -> positions of the events carrying it, ascending
+        self._by_type: dict[str, list[int]] = {}  # type -> positions, ascending
         self._appended: asyncio.Event | None = None
         self._closed = False
 
@@ -85,6 +90,40 @@ class MemoryEventStore(StoreLifecycle):
     ) -> AppendResult:
         stream, batch, expected = check_append(stream, events, expected_version, self.max_event_size)
         self._check_open()
+        return self._replayed(stream, batch, expected) or self._write(stream, batch)
+
+    async def append_with_condition(
+        self,
+        stream: str,
+        events: Iterable[NewEvent],
+        condition: AppendCondition,
+        expected_version: ExpectedVersionLike = ANY,
+    ) -> AppendResult:
+        stream, batch, expected = check_append(stream, events, expected_version, self.max_event_size)
+        condition = check_condition(condition)
+        self._check_open()
+        replayed = self._replayed(stream, batch, expected)
+        if replayed is not None:
+            return replayed
+        after = condition.after or 0
+        for position in self._matching(condition.fail_if_events_match, after):
+            raise AppendConditionFailed(stream, condition.after, position)
+        return self._write(stream, batch)
+
+    async def append_many(
+        self, appends: Iterable[tuple[str, Iterable[NewEvent], ExpectedVersionLike]]
+    ) -> list[AppendResult]:
+        checked = check_many(appends, self.max_event_size)
+        self._check_open()
+        # Every guard is checked before anything is written (nothing awaits in between: atomic).
+        replayed = [self._replayed(entry.stream, entry.events, entry.expected) for entry in checked]
+        return [
+            done if done is not None else self._write(entry.stream, entry.events)
+            for entry, done in zip(checked, replayed, strict=True)
+        ]
+
+    def _replayed(self, stream: str, batch: list[NewEvent], expected: ExpectedVersion | int) -> AppendResult | None:
+        """The first result when ``batch`` is already stored here (a replay); else check the guard, or raise."""
         entry = self._streams.get(stream)
         stored = {e.id: (r.stream, r.version) for e in batch if (r := self._ids.get(e.id)) is not None}
         if is_replay(stream, batch, expected, stored):
@@ -92,6 +131,10 @@ class MemoryEventStore(StoreLifecycle):
         enforce_expected_version(stream, expected, entry.version if entry else None)
         if not batch:
             return AppendResult.of(stream, (), entry.events[-1] if entry and entry.version is not None else None)
+        return None
+
+    def _write(self, stream: str, batch: list[NewEvent]) -> AppendResult:
+        entry = self._streams.get(stream)
         if entry is None:
             entry = self._streams[stream] = _Stream()
         now = datetime.now(UTC)
@@ -100,14 +143,38 @@ class MemoryEventStore(StoreLifecycle):
         written = []
         for event in batch:
             position += 1
-            recorded = RecordedEvent(stream, version, position, event.id, event.type, event.data, event.metadata, now)
+            recorded = RecordedEvent(
+                stream, version, position, event.id, event.type, event.data, event.metadata, now, event.tags
+            )
             version += 1
             written.append(recorded)
             self._ids[event.id] = recorded
+            self._by_type.setdefault(event.type, []).append(position)
+            for tag in event.tags:
+                self._by_tag.setdefault(tag, []).append(position)
         entry.events.extend(written)
         self._log.extend(written)
         self._wake()
         return AppendResult.of(stream, written)
+
+    def _matching(self, query: Query, after: int) -> list[int]:
+        """The positions after ``after`` of the events matching ``query``, ascending, from the indexes."""
+        if query.matches_nothing:
+            return []
+        if query.matches_everything:
+            return list(range(after + 1, len(self._log) + 1))
+        found: set[int] = set()
+        for item in query.items:
+            if item.tags:  # the rarest tag's events, each then checked against the whole item
+                runs = [min((self._by_tag.get(tag, []) for tag in item.tags), key=len)]
+            else:
+                runs = [self._by_type.get(name, []) for name in item.types]
+            for run in runs:  # each run is ascending
+                for position in run[bisect.bisect_right(run, after) :]:
+                    recorded = self._log[position - 1]
+                    if item.matches(recorded.type, recorded.tags):
+                        found.add(position)
+        return sorted(found)
 
     def _wake(self) -> None:
         if self._appended is not None:
@@ -173,6 +240,15 @@ class MemoryEventStore(StoreLifecycle):
             if self._appended is None:
                 self._appended = asyncio.Event()
             await self._appended.wait()
+
+    async def read_query(self, query: Query, after: int = 0, limit: int | None = None) -> AsyncIterator[RecordedEvent]:
+        query = check_query_read(query, after, limit)
+        self._check_open()
+        if limit == 0:
+            return
+        positions = self._matching(query, after)
+        for position in positions if limit is None else positions[:limit]:
+            yield self._log[position - 1]
 
     async def stream_version(self, stream: str) -> int | None:
         check_stream_name(stream)

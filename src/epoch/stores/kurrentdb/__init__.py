@@ -50,6 +50,7 @@ from epoch.stores._checks import (
     enforce_expected_version,
     is_replay,
 )
+from epoch.stores._dcb import WithoutBoundaries
 from epoch.stores.kurrentdb.companion import KurrentDBCompanionStreams
 from epoch.stores.kurrentdb.errors import driver_errors
 from epoch.stores.kurrentdb.mapping import (
@@ -85,7 +86,7 @@ the protocol's fields are unsigned 64-bit). epoch's ints are unbounded: larger v
 to what they mean (nothing to read, a guard that cannot match) instead of reaching the protocol."""
 
 
-class KurrentDBEventStore(StoreLifecycle):
+class KurrentDBEventStore(WithoutBoundaries, StoreLifecycle):
     """An :class:`~epoch.stores.EventStore` on a KurrentDB server or cluster.
 
     ``KurrentDBEventStore("kurrentdb://localhost:2113?tls=false")`` takes the client's connection string
