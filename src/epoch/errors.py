@@ -135,6 +135,8 @@ class DuplicateEventId(EpochError):
         self.existing_version = existing_version
 
     def __str__(self) -> str:
+        if self.existing_stream is not None and self.existing_version is None:  # not stored: twice in one call
+            return f"{self.stream}: event id {self.id} is given twice in one call (also for {self.existing_stream})"
         where = (
             f"{self.existing_stream} version {self.existing_version}"
             if self.existing_stream is not None

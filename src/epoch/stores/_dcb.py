@@ -11,7 +11,10 @@ from epoch.queries import AppendCondition, Query
 from epoch.records import ANY, AppendResult, ExpectedVersion, ExpectedVersionLike, NewEvent, RecordedEvent
 from epoch.stores._checks import check_append, check_read_bounds
 
-__all__ = ["QUERY", "Many", "WithoutBoundaries", "check_condition", "check_many", "check_query_read"]
+__all__ = ["ALL_OPERATIONS", "QUERY", "Many", "WithoutBoundaries", "check_condition", "check_many", "check_query_read"]
+
+ALL_OPERATIONS = frozenset({"read_query", "append_with_condition", "append_many"})
+"""What a store serving every boundary operation declares as its ``boundary_operations``."""
 
 QUERY = "$query"
 """The name errors of a query read carry where a stream read names its stream."""
@@ -80,6 +83,9 @@ class WithoutBoundaries:
     (after checking its arguments, so bad input still gets its own error)."""
 
     max_event_size: int
+
+    boundary_operations: frozenset[str] = frozenset()
+    """The boundary operations this store serves (none): ``epoch.testing.contract_dcb`` reads it."""
 
     def _unsupported(self, operation: str) -> NotSupported:
         return NotSupported(

@@ -23,7 +23,7 @@ from epoch.stores._checks import (
     enforce_expected_version,
     is_replay,
 )
-from epoch.stores._dcb import check_condition, check_many, check_query_read
+from epoch.stores._dcb import ALL_OPERATIONS, check_condition, check_many, check_query_read
 from epoch.stores._urls import integer, only_options
 
 __all__ = ["MemoryEventStore"]
@@ -53,6 +53,9 @@ class MemoryEventStore(StoreLifecycle):
 
     detects_duplicate_ids_across_streams = True
     """Guarantee 5 in full: every stored id is in an index (``epoch.testing.contract_ids``)."""
+
+    boundary_operations = ALL_OPERATIONS
+    """Every consistency-boundary operation, from the type and tag indexes (``epoch.testing.contract_dcb``)."""
 
     def __init__(self, *, max_event_size: int = DEFAULT_MAX_EVENT_SIZE) -> None:
         self.max_event_size = check_max_event_size(max_event_size)
@@ -103,12 +106,12 @@ class MemoryEventStore(StoreLifecycle):
         condition = check_condition(condition)
         self._check_open()
         replayed = self._replayed(stream, batch, expected)
-        if replayed is not None:
+        if replayed is not None and batch:  # an idempotent replay: the first result, condition unread
             return replayed
         after = condition.after or 0
         for position in self._matching(condition.fail_if_events_match, after):
             raise AppendConditionFailed(stream, condition.after, position)
-        return self._write(stream, batch)
+        return replayed or self._write(stream, batch)  # no events: guard and condition checked
 
     async def append_many(
         self, appends: Iterable[tuple[str, Iterable[NewEvent], ExpectedVersionLike]]

@@ -19,6 +19,8 @@ from typing import ClassVar
 import pytest
 
 from epoch.testing.contract_appends import AppendContract
+from epoch.testing.contract_dcb import TagsAndQueriesContract
+from epoch.testing.contract_dcb_appends import ConditionsContract
 from epoch.testing.contract_ids import DuplicateIdContract
 from epoch.testing.contract_input import InputContract
 from epoch.testing.contract_lifecycle import LifecycleContract
@@ -37,6 +39,8 @@ class EventStoreContract(
     InputContract,
     NumbersContract,
     LifecycleContract,
+    TagsAndQueriesContract,
+    ConditionsContract,
 ):
     """The guarantees of DESIGN §3 every store shows, against the ``store`` fixture; one module each:
 
@@ -46,7 +50,10 @@ class EventStoreContract(
     - ``contract_roundtrip``: bytes, names and ``recorded_at`` round-trip exactly (6);
     - ``contract_input``: bad input is refused with a clear error (8);
     - ``contract_numbers``: out-of-range numbers are bad input (13);
-    - ``contract_lifecycle``: soft delete, subscriptions and closing (3, 4 and 9's live half).
+    - ``contract_lifecycle``: soft delete, subscriptions and closing (3, 4 and 9's live half);
+    - ``contract_dcb``: tags and ``read_query`` (dynamic consistency boundaries, DESIGN §8), and which of
+      the boundary operations the store declares (``boundary_operations``);
+    - ``contract_dcb_appends``: ``append_with_condition``, ``append_many``, racing claimants of one tag.
     """
 
     pytestmark: ClassVar[list[pytest.MarkDecorator]] = [pytest.mark.asyncio]
