@@ -111,8 +111,8 @@ async def test_a_damaged_file_is_a_store_error(tmp_path: Path) -> None:
         for i in range(50):
             await store.append(f"s-{i}", events(10, size=500))
     with path.open("r+b") as file:  # the header page stays, the pages of the events table do not
-        file.seek(4096 * 3)
-        file.write(b"\xff" * 4096 * 4)
+        file.seek(4096 * 3)  # pages 4 to 9: indexes, streams, the (empty) tag index and the first events
+        file.write(b"\xff" * 4096 * 6)
     async with SQLiteEventStore(path) as store:
         with pytest.raises(StoreError) as read:
             await collect(store.read_all())

@@ -335,5 +335,10 @@ def runs_of(events: Sequence[RecordedEvent], max_event_size: int) -> list[list[R
         else:
             runs.append([event])
     for run in runs:
-        check_events(run[0].stream, [NewEvent(e.type, e.data, e.metadata, e.id) for e in run], max_event_size)
+        checked = check_events(
+            run[0].stream, [NewEvent(e.type, e.data, e.metadata, e.id, e.tags) for e in run], max_event_size
+        )
+        for index, (event, new) in enumerate(zip(run, checked, strict=True)):
+            if new.tags is not event.tags:  # de-duplicated (or a list made a tuple): import what will be read back
+                run[index] = msgspec.structs.replace(event, tags=new.tags)
     return runs

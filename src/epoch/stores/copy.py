@@ -1,7 +1,7 @@
 """Copy a whole store into another (``epoch copy SRC DST``): any backend to any backend, resumable.
 
 What is kept: every event (also those of soft-deleted streams), in the source's global order, with its
-stream, version, id, type, data, metadata and — when the destination can import (see
+stream, version, id, type, data, metadata, tags and — when the destination can import (see
 :class:`SupportsImport`) — its ``recorded_at``; and which versions of each stream are soft-deleted.
 What is not: positions. Each store numbers its log its own way, so the copy gets new positions in the
 same order; checkpoints taken against the source (projections) do not carry over — rebuild them.
@@ -128,7 +128,7 @@ async def _append_chunk(
         for part, delete_after in ((before, True), (rest, False)):
             if not part:
                 continue
-            result = await dst.append(stream, [NewEvent(e.type, e.data, e.metadata, e.id) for e in part], ANY)
+            result = await dst.append(stream, [NewEvent(e.type, e.data, e.metadata, e.id, e.tags) for e in part], ANY)
             if result.version != part[-1].version:
                 raise ConfigurationError(
                     f"{stream}: the copy landed at version {result.version}, not {part[-1].version}: "

@@ -10,10 +10,11 @@ the lock, then gets :class:`~epoch.errors.StoreUnavailable`. Positions are assig
 they commit in order: ``read_all`` never has to wait for a gap. Subscribers wake at once on appends of
 this store and poll every 0.1 s for other processes' commits.
 
-Schema (version 1, in ``PRAGMA user_version``; ``schema``, which holds every statement): ``events`` and
-``streams``. The work on a connection is in ``work``; the one table from driver errors to epoch errors in
-``errors``; futures across the loop and the threads, and the async SQL bridge of :meth:`transaction`, in
-``bridge``. See docs/stores/sqlite.md.
+Schema (version 2, in ``PRAGMA user_version``; ``schema``, which holds the migrations): ``events``,
+``streams`` and the tag index ``event_tags`` (``tags``). The work on a connection is in ``work``; queries
+by type and tag and the conditional and multi-stream appends in ``dcb``; the one table from driver errors
+to epoch errors in ``errors``; futures across the loop and the threads, and the async SQL bridge of
+:meth:`transaction`, in ``bridge``. See docs/stores/sqlite.md.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
 from epoch.errors import ConfigurationError
+from epoch.queries import AppendCondition, Query
 from epoch.records import ANY, AppendResult, ExpectedVersionLike, NewEvent, RecordedEvent
 from epoch.stores._base import StoreLifecycle
 from epoch.stores._checks import (
@@ -40,10 +42,10 @@ from epoch.stores._checks import (
     clamp64,
     runs_of,
 )
-from epoch.stores._dcb import WithoutBoundaries
+from epoch.stores._dcb import ALL_OPERATIONS, check_condition, check_many, check_query_read
 from epoch.stores._sql import Dialect, SQLStore, SupportsImport
 from epoch.stores._urls import Parser, integer, only_options, seconds, text
-from epoch.stores.sqlite import work
+from epoch.stores.sqlite import dcb, work
 from epoch.stores.sqlite.bridge import SQLiteTransaction, transaction_on
 from epoch.stores.sqlite.schema import APPLICATION_ID as APPLICATION_ID
 from epoch.stores.sqlite.schema import SCHEMA_VERSION, SYNCHRONOUS
@@ -59,7 +61,7 @@ T = TypeVar("T")
 _MAX_READERS = 64  # reader threads: more only cost memory (WAL readers never wait for each other)
 
 
-class SQLiteEventStore(WithoutBoundaries, StoreLifecycle, SQLStore, SupportsImport):
+class SQLiteEventStore(StoreLifecycle, SQLStore, SupportsImport):
     """An event store in one SQLite file (or in memory), safe for many threads, tasks and OS processes.
 
     ``path`` is a file name, or ``":memory:"`` for a private in-memory database (then one connection on
@@ -75,6 +77,9 @@ class SQLiteEventStore(WithoutBoundaries, StoreLifecycle, SQLStore, SupportsImpo
 
     detects_duplicate_ids_across_streams = True
     """Guarantee 5 in full: every stored id is in an index (``epoch.testing.contract_ids``)."""
+
+    boundary_operations = ALL_OPERATIONS
+    """``read_query`` from the tag and type indexes; conditions and ``append_many`` in the writer's transaction."""
 
     def __init__(
         self,
@@ -196,6 +201,44 @@ class SQLiteEventStore(WithoutBoundaries, StoreLifecycle, SQLStore, SupportsImpo
             return work.LogCursor(clamp64(after), MAX_INT64, read.categories)
 
         return self._workers.scan(start, work.log_page, None, follow=True)
+
+    def read_query(self, query: Query, after: int = 0, limit: int | None = None) -> AsyncIterator[RecordedEvent]:
+        """Yield the events matching ``query`` after ``after``, committed when reading began, in position order.
+
+        Served by the indexes ``event_tags (tag, position)`` and ``events_type (type, position)``, a page
+        at a time, as ``read_all`` (see ``dcb``).
+        """
+
+        def start() -> dcb.QueryCursor:
+            return dcb.QueryCursor(check_query_read(query, after, limit), clamp64(after), None)
+
+        return self._workers.scan(start, dcb.query_page, limit, follow=False)
+
+    async def append_with_condition(
+        self,
+        stream: str,
+        events: Iterable[NewEvent],
+        condition: AppendCondition,
+        expected_version: ExpectedVersionLike = ANY,
+    ) -> AppendResult:
+        """Append atomically unless an event matching the condition's query has a position after
+        ``condition.after`` (``AppendConditionFailed``); checked on the writer, under the file's write lock,
+        so it holds against every thread and process. Raises what :meth:`append` raises, too."""
+        stream, batch, expected = check_append(stream, events, expected_version, self.max_event_size)
+        condition = check_condition(condition)
+        return await self._workers.write(dcb.append_if, stream, batch, expected, condition)
+
+    async def append_many(
+        self, appends: Iterable[tuple[str, Iterable[NewEvent], ExpectedVersionLike]]
+    ) -> list[AppendResult]:
+        """Append to several streams in one transaction, all or nothing; results in input order.
+
+        A failing guard raises ``WrongExpectedVersion`` naming its stream; raises what :meth:`append` raises.
+        """
+        checked = check_many(appends, self.max_event_size)
+        first = checked[0].stream if checked else ""
+        results: list[AppendResult] = await self._workers.write(dcb.append_many, first, checked)
+        return results
 
     async def stream_version(self, stream: str) -> int | None:
         """The version of the stream's last event, or ``None`` if it is empty, unwritten or deleted."""

@@ -1,9 +1,10 @@
 """The SQLite store's file: its schema migrations, pragmas, connections, and every SQL statement the store runs
 (a caller's own statements, in ``run_in_transaction`` or ``transaction()``, are the caller's).
 
-``events`` (``position INTEGER PRIMARY KEY``; unique ``id`` and ``(stream, version)``; an index on
-``(category, position)``) and ``streams`` (the version of each stream's last event and ``first_visible``,
-the first version not soft-deleted). The applied migration is kept in ``PRAGMA user_version``.
+``events`` (``position INTEGER PRIMARY KEY``; unique ``id`` and ``(stream, version)``; indexes on
+``(category, position)`` and ``(type, position)``; ``tags``) and ``streams`` (the version of each stream's
+last event and ``first_visible``, the first version not soft-deleted); ``event_tags``, the tag index
+(``tags``). The applied migration is kept in ``PRAGMA user_version``.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ import time
 
 from epoch._backoff import Backoff
 from epoch.errors import ConfigurationError
+from epoch.stores.sqlite import tags
 from epoch.stores.sqlite.errors import is_lock_conflict
 
 __all__ = [
     "APPLICATION_ID",
     "MIGRATIONS",
     "BEGIN",
+    "COLUMNS",
     "COMMIT",
     "DATA_VERSION",
     "DELETE_STREAM",
@@ -68,7 +71,10 @@ _V1 = (
     ) WITHOUT ROWID""",
 )
 
-MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = ((1, "events and streams", _V1),)
+MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
+    (1, "events and streams", _V1),
+    (2, "event tags, the tag index and the type index", tags.MIGRATION),
+)
 """``(version, description, statements)`` in version order, applied in one transaction by
 :func:`create_schema`. Never edit a released one; add a new one (its statements may live in the module
 of the feature that needs them)."""
@@ -90,14 +96,14 @@ RELEASE_SAVEPOINT = "RELEASE append"
 
 # -- writes ----------------------------------------------------------------------------------------
 
-_COLUMNS = "stream, version, position, id, type, data, metadata, recorded_at"  # the order records are built in
+COLUMNS = "stream, version, position, id, type, data, metadata, recorded_at, tags"  # the order records are built in
 HEAD = "SELECT coalesce(max(position), 0) FROM events"
 DATA_VERSION = "PRAGMA data_version"  # changes when another connection commits to the file
 SELECT_STREAM = "SELECT version, first_visible FROM streams WHERE stream = ?"
 LAST_EVENT = "SELECT position, recorded_at FROM events WHERE stream = ? AND version = ?"
 INSERT_EVENT = (
-    "INSERT INTO events (position, stream, version, id, type, data, metadata, category, recorded_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO events (position, stream, version, id, type, data, metadata, category, recorded_at, tags)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 DROP_FROM = "DELETE FROM events WHERE position >= ?"  # a failed batch's rows, inside its own transaction
 UPSERT_STREAM = (
@@ -118,14 +124,14 @@ def places_of(n: int) -> str:
 
 # -- reads -----------------------------------------------------------------------------------------
 
-GET_EVENT = f"SELECT {_COLUMNS} FROM events WHERE id = ?"
-LOG_PAGE = f"SELECT {_COLUMNS} FROM events WHERE position > ?1 AND position <= ?2 ORDER BY position LIMIT ?3"
-_CATEGORY_ARM = f"SELECT {_COLUMNS} FROM events WHERE category = ?{{}} AND position > ?1 AND position <= ?2"
+GET_EVENT = f"SELECT {COLUMNS} FROM events WHERE id = ?"
+LOG_PAGE = f"SELECT {COLUMNS} FROM events WHERE position > ?1 AND position <= ?2 ORDER BY position LIMIT ?3"
+_CATEGORY_ARM = f"SELECT {COLUMNS} FROM events WHERE category = ?{{}} AND position > ?1 AND position <= ?2"
 STREAM_PAGE = (
-    f"SELECT {_COLUMNS} FROM events WHERE stream = ? AND version >= ? AND version <= ? ORDER BY version LIMIT ?"
+    f"SELECT {COLUMNS} FROM events WHERE stream = ? AND version >= ? AND version <= ? ORDER BY version LIMIT ?"
 )
 STREAM_PAGE_BACKWARDS = (
-    f"SELECT {_COLUMNS} FROM events WHERE stream = ? AND version >= ? AND version <= ? ORDER BY version DESC LIMIT ?"
+    f"SELECT {COLUMNS} FROM events WHERE stream = ? AND version >= ? AND version <= ? ORDER BY version DESC LIMIT ?"
 )
 
 

@@ -36,6 +36,7 @@ from epoch.stores.sqlite.schema import (
     category_page,
     places_of,
 )
+from epoch.stores.sqlite.tags import INSERT_TAG, joined, split, tag_rows
 
 __all__ = [
     "Group",
@@ -49,6 +50,7 @@ __all__ = [
     "head",
     "import_runs",
     "log_page",
+    "to_records",
     "stream_page",
     "stream_version",
 ]
@@ -80,20 +82,24 @@ def _instant(microseconds: int) -> datetime:
     return _from_timestamp(microseconds / 1e6, UTC)
 
 
-def _records(rows: Iterable[tuple[Any, ...]]) -> list[RecordedEvent]:
-    records: list[RecordedEvent] = []
-    append = records.append
+def to_records(rows: Iterable[tuple[Any, ...]]) -> list[RecordedEvent]:
+    """The records of rows of ``schema.COLUMNS``, in the order given."""
+    built: list[RecordedEvent] = []
+    append = built.append
     last_us = -1
     instant = _instant(0)
-    for stream, version, position, raw_id, type_, data, metadata, recorded_at in rows:
+    for stream, version, position, raw_id, type_, data, metadata, recorded_at, tags in rows:
         if recorded_at != last_us:  # the events of one append share their instant
             last_us = recorded_at
             instant = _from_timestamp(recorded_at / 1e6, UTC)
         event_id = _new_object(UUID)
         _set_attribute(event_id, "int", _from_bytes(raw_id, "big"))
         _set_attribute(event_id, "is_safe", _UNKNOWN)
-        append(RecordedEvent(stream, version, position, event_id, type_, data, metadata, instant))
-    return records
+        if tags is None:  # untagged (the usual case): the record's default, no split
+            append(RecordedEvent(stream, version, position, event_id, type_, data, metadata, instant))
+        else:
+            append(RecordedEvent(stream, version, position, event_id, type_, data, metadata, instant, split(tags)))
+    return built
 
 
 # --- work done on the writer thread ---------------------------------------------------------------
@@ -209,7 +215,18 @@ def append(tx: Group, stream: str, batch: list[NewEvent], expected: ExpectedVers
     category = category_of(stream)
     now = tx.now
     rows = [
-        (first_position + i, stream, first_version + i, e.id.bytes, e.type, e.data, e.metadata, category, now)
+        (
+            first_position + i,
+            stream,
+            first_version + i,
+            e.id.bytes,
+            e.type,
+            e.data,
+            e.metadata,
+            category,
+            now,
+            joined(e.tags),
+        )
         for i, e in enumerate(batch)
     ]
     try:
@@ -224,6 +241,8 @@ def append(tx: Group, stream: str, batch: list[NewEvent], expected: ExpectedVers
         if (replay := _replayed(connection, stream, batch, expected)) is not None:
             return replay
         raise WrongExpectedVersion(stream, expected, actual) from exc
+    if tagged := tag_rows(batch, first_position):
+        connection.executemany(INSERT_TAG, tagged)
     last_version = first_version + len(rows) - 1
     connection.execute(UPSERT_STREAM, (stream, last_version))
     tx.memo.streams[stream] = (last_version, 0 if row is None else row[1])
@@ -269,6 +288,7 @@ def import_runs(
                     event.metadata,
                     category_of(stream),
                     micros,
+                    joined(event.tags),
                 )
             )
         try:
@@ -278,6 +298,8 @@ def import_runs(
                 if (found := connection.execute(PLACE_OF_ID, (event.id.bytes,)).fetchone()) is not None:
                     raise DuplicateEventId(stream, event.id, found[0], found[1]) from None
             raise
+        if tagged := tag_rows(run, positions[-len(run)]):
+            connection.executemany(INSERT_TAG, tagged)
         connection.execute(UPSERT_STREAM, (stream, run[-1].version))
     for stream, version in first_visible.items():
         connection.execute(SET_FIRST_VISIBLE, (version, stream))
@@ -316,7 +338,7 @@ def log_page(connection: sqlite3.Connection, cursor: LogCursor, n: int) -> tuple
         rows = connection.execute(LOG_PAGE, (after, upto, n)).fetchall()
     else:
         rows = connection.execute(category_page(len(names)), (after, upto, n, *names)).fetchall()
-    records = _records(rows)
+    records = to_records(rows)
     return LogCursor(records[-1].position if records else after, upto, names), records
 
 
@@ -335,7 +357,7 @@ def stream_page(
         else:
             low, high = first_visible if low is None else max(low, first_visible), last
     rows = connection.execute(STREAM_PAGE_BACKWARDS if backwards else STREAM_PAGE, (stream, low, high, n)).fetchall()
-    records = _records(rows)
+    records = to_records(rows)
     if records:
         if backwards:
             high = records[-1].version - 1
@@ -354,5 +376,5 @@ def head(connection: sqlite3.Connection) -> int:
 
 
 def get_event(connection: sqlite3.Connection, raw_id: bytes) -> RecordedEvent | None:
-    records = _records(connection.execute(GET_EVENT, (raw_id,)).fetchall())
+    records = to_records(connection.execute(GET_EVENT, (raw_id,)).fetchall())
     return records[0] if records else None

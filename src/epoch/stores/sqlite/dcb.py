@@ -1,0 +1,153 @@
+"""The SQLite store's consistency boundaries: ``read_query`` from the tag and type indexes, and the writer
+jobs of ``append_with_condition`` and ``append_many`` (DESIGN §8; the tables are in ``tags``).
+
+A query becomes one SELECT: ``events`` by ``position IN (...)``, the positions a ``UNION ALL`` of one arm
+per query item (a range of ``event_tags`` for its first tag, with ``EXISTS`` for each further tag and a
+join on ``events`` for its types) or, for an item naming types only, one arm per type (a range of
+``events_type``). Each arm is ordered by position and limited to the page size, so a page reads at most
+that many index entries per arm, however many events match; ``IN`` gives each event once, and SQLite
+walks the IN-list in position order (no sort: ``EXPLAIN QUERY PLAN`` in tests/test_sqlite_dcb.py).
+
+Conditions run on the writer, inside the append's transaction (and its savepoint, under group commit):
+the append is written first, so that an idempotent replay is answered as ``append`` answers it, and the
+condition then looks for a matching event between ``after`` and the log's head before this append. A
+failing condition raises, and the writer rolls back that append alone. ``BEGIN IMMEDIATE`` holds the
+file's write lock from the check to the commit, so no other thread or process writes in between.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from functools import lru_cache
+from typing import NamedTuple
+
+from epoch.errors import AppendConditionFailed
+from epoch.queries import AppendCondition, Query
+from epoch.records import AppendResult, ExpectedVersion, NewEvent, RecordedEvent
+from epoch.stores._checks import clamp64
+from epoch.stores._dcb import Many
+from epoch.stores.sqlite import work
+from epoch.stores.sqlite.schema import COLUMNS, LOG_PAGE
+from epoch.stores.sqlite.work import Group, Replay
+
+__all__ = ["QueryCursor", "append_if", "append_many", "first_match", "query_page", "query_sql"]
+
+
+class _Sql(NamedTuple):
+    page: str  # a page of matching events: after ?1, up to ?2, at most ?3, the names from ?4 on
+    first: str  # the first matching position after ?1, up to ?2 (NULL: none)
+    names: tuple[str, ...]  # the tags and types bound from ?4 on
+
+
+def _arms(query: Query) -> tuple[list[str], tuple[str, ...]]:
+    """The position subqueries of ``query``'s items, and the names they bind from ``?4`` on."""
+    slots: dict[str, int] = {}
+
+    def slot(name: str) -> str:
+        return f"?{slots.setdefault(name, 4 + len(slots))}"
+
+    arms: dict[str, None] = {}  # de-duplicated, in order
+    for item in query.items:
+        if item.tags:
+            join = " JOIN events AS e ON e.position = t.position" if item.types else ""
+            where = [f"t.tag = {slot(item.tags[0])}", "t.position > ?1", "t.position <= ?2"]
+            where += [
+                f"EXISTS (SELECT 1 FROM event_tags AS u WHERE u.tag = {slot(tag)} AND u.position = t.position)"
+                for tag in item.tags[1:]
+            ]
+            if item.types:
+                where.append(f"e.type IN ({', '.join(slot(name) for name in item.types)})")
+            inner = f"SELECT t.position FROM event_tags AS t{join} WHERE {' AND '.join(where)}"
+            arms[f"SELECT position FROM ({inner} ORDER BY t.position LIMIT ?3)"] = None
+            continue
+        for name in item.types:
+            inner = f"SELECT position FROM events WHERE type = {slot(name)} AND position > ?1 AND position <= ?2"
+            arms[f"SELECT position FROM ({inner} ORDER BY position LIMIT ?3)"] = None
+    return list(arms), tuple(slots)
+
+
+@lru_cache(maxsize=512)
+def query_sql(query: Query) -> _Sql:
+    """The statements of ``query`` (neither ``Query([])`` nor one matching everything), built once each."""
+    arms, names = _arms(query)
+    positions = " UNION ALL ".join(arms)
+    page = f"SELECT {COLUMNS} FROM events WHERE position IN ({positions}) ORDER BY position LIMIT ?3"
+    return _Sql(page, f"SELECT min(position) FROM ({positions})", names)
+
+
+_FIRST_OF_ALL = "SELECT min(position) FROM events WHERE position > ?1 AND position <= ?2"
+
+
+class QueryCursor(NamedTuple):
+    """Where a ``read_query`` stands: after ``after``, up to ``upto`` (``None``: the head when the first
+    page is read, so the read is a snapshot, as ``read_all``'s)."""
+
+    query: Query
+    after: int
+    upto: int | None
+
+
+def query_page(connection: sqlite3.Connection, cursor: QueryCursor, n: int) -> tuple[QueryCursor, list[RecordedEvent]]:
+    query, after, upto = cursor
+    if query.matches_nothing:
+        return cursor, []
+    if upto is None:
+        upto = work.head(connection)
+    if query.matches_everything:
+        rows = connection.execute(LOG_PAGE, (after, upto, n)).fetchall()
+    else:
+        sql = query_sql(query)
+        rows = connection.execute(sql.page, (after, upto, n, *sql.names)).fetchall()
+    records = work.to_records(rows)
+    return QueryCursor(query, records[-1].position if records else after, upto), records
+
+
+def first_match(connection: sqlite3.Connection, query: Query, after: int, upto: int) -> int | None:
+    """The first position in ``(after, upto]`` of an event matching ``query``, or ``None``."""
+    if query.matches_nothing or after >= upto:
+        return None
+    if query.matches_everything:
+        row = connection.execute(_FIRST_OF_ALL, (after, upto)).fetchone()
+    else:
+        sql = query_sql(query)
+        row = connection.execute(sql.first, (after, upto, 1, *sql.names)).fetchone()
+    return None if row is None else row[0]
+
+
+# --- writer jobs ----------------------------------------------------------------------------------
+
+
+def append_if(
+    tx: Group, stream: str, batch: list[NewEvent], expected: ExpectedVersion | int, condition: AppendCondition
+) -> AppendResult | Replay:
+    """``work.append``, then the condition over the log as it was before this append (see the module docs).
+
+    Raises ``AppendConditionFailed`` naming the first matching position; the writer rolls back the append.
+    """
+    head = tx.head
+    result = work.append(tx, stream, batch, expected)
+    if isinstance(result, Replay):
+        return result
+    after = 0 if condition.after is None else clamp64(condition.after)
+    found = first_match(tx.connection, condition.fail_if_events_match, after, head)
+    if found is not None:
+        raise AppendConditionFailed(stream, condition.after, found)
+    return result
+
+
+def append_many(tx: Group, first_stream: str, entries: list[Many]) -> list[AppendResult]:
+    """Each entry's ``work.append`` in input order, in one savepoint: the first that raises undoes them all.
+
+    ``first_stream`` is the stream the job is filed under (named by driver errors); the writer forgets
+    only that stream when it rolls back, so this forgets the others' remembered rows itself.
+    """
+    results: list[AppendResult] = []
+    try:
+        for entry in entries:
+            done = work.append(tx, entry.stream, entry.events, entry.expected)
+            results.append(done.result if isinstance(done, Replay) else done)
+    except BaseException:
+        for entry in entries:
+            tx.memo.streams.pop(entry.stream, None)
+        raise
+    return results

@@ -1,0 +1,207 @@
+"""What only the SQLite store can show of the consistency boundaries (the contract is in
+``epoch.testing.contract_dcb``): the query plans use the tag and type indexes, not a scan of the log;
+migration 2 on a version-1 file; a failing condition under group commit rolls back alone; 16 claimants
+of one tag in several OS processes, exactly one wins."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from epoch.errors import AppendConditionFailed, WrongExpectedVersion
+from epoch.queries import AppendCondition, Query, QueryItem
+from epoch.records import NO_STREAM, NewEvent
+from epoch.stores.sqlite import SCHEMA_VERSION, SQLiteEventStore
+from epoch.stores.sqlite.dcb import query_sql
+from epoch.stores.sqlite.schema import MIGRATIONS
+from epoch.testing import collect
+from epoch.testing import new_events as new
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TAG_RANGE = "SEARCH t USING PRIMARY KEY (tag=? AND position>? AND position<?)"
+BY_POSITION = "SEARCH events USING INTEGER PRIMARY KEY (rowid=?)"
+
+
+def plan(path: Path, sql: str, names: tuple[str, ...]) -> list[str]:
+    """The details of ``EXPLAIN QUERY PLAN`` for a statement of ``dcb.query_sql``."""
+    with sqlite3.connect(path) as connection:
+        rows = connection.execute(f"EXPLAIN QUERY PLAN {sql}", (0, 100, 10, *names)).fetchall()
+    return [row[3] for row in rows]
+
+
+async def filled(path: Path) -> None:
+    async with SQLiteEventStore(path) as store:
+        for i in range(200):
+            tags = (f"course:{i % 10}", f"student:{i % 7}")
+            await store.append(f"course-{i % 10}", [NewEvent(f"T{i % 3}", b"{}", tags=tags)])
+    with sqlite3.connect(path) as connection:
+        connection.execute("ANALYZE")  # the planner with statistics too: still the indexes
+
+
+# -- the index, not a scan of the log ----------------------------------------------------------------
+
+
+async def test_query_plans_use_the_indexes(tmp_path: Path) -> None:
+    path = tmp_path / "q.db"
+    await filled(path)
+    one_tag = query_sql(Query([QueryItem(tags=("course:1",))]))
+    assert plan(path, one_tag.page, one_tag.names) == [BY_POSITION, "LIST SUBQUERY 2", TAG_RANGE]
+    assert plan(path, one_tag.first, one_tag.names) == ["CO-ROUTINE (subquery-1)", TAG_RANGE, "SEARCH (subquery-1)"]
+    two_tags_and_types = query_sql(Query([QueryItem(types=("T1", "T2"), tags=("course:1", "student:2"))]))
+    assert plan(path, two_tags_and_types.page, two_tags_and_types.names) == [
+        BY_POSITION,
+        "LIST SUBQUERY 3",
+        TAG_RANGE,
+        "CORRELATED SCALAR SUBQUERY 1",
+        "SEARCH u USING PRIMARY KEY (tag=? AND position=?)",
+        "SEARCH e USING INTEGER PRIMARY KEY (rowid=?)",
+    ]
+    types_only = query_sql(Query([QueryItem(types=("T1", "T2"))]))
+    details = plan(path, types_only.page, types_only.names)
+    assert details.count("SEARCH events USING COVERING INDEX events_type (type=? AND position>? AND position<?)") == 2
+    several = query_sql(Query([QueryItem(tags=("course:1",)), QueryItem(types=("T0",)), QueryItem(tags=("x",))]))
+    for statement in (several.page, several.first):
+        details = plan(path, statement, several.names)
+        assert not [d for d in details if d.startswith("SCAN events") or "TEMP B-TREE FOR ORDER BY" in d], details
+        assert sum("USING PRIMARY KEY (tag=? AND position>? AND position<?)" in d for d in details) == 2
+        assert sum("events_type (type=? AND position>? AND position<?)" in d for d in details) == 1
+
+
+async def test_query_sql_binds_each_name_once(tmp_path: Path) -> None:
+    sql = query_sql(
+        Query([QueryItem(types=("A",), tags=("x", "y")), QueryItem(types=("A", "B")), QueryItem(tags=("y",))])
+    )
+    assert sql.names == ("x", "y", "A", "B")
+    assert sql.page.count("?4") == 1 and sql.page.count("?5") == 2 and sql.page.count("?6") == 2
+    assert query_sql(Query([QueryItem(tags=("x",))])) is query_sql(Query([QueryItem(tags=("x",))]))  # built once
+
+
+# -- the schema ---------------------------------------------------------------------------------------
+
+
+async def test_migration_2_on_a_version_1_file(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    number, _, statements = MIGRATIONS[0]
+    assert (number, SCHEMA_VERSION) == (1, 2)
+    with sqlite3.connect(path) as connection:
+        for statement in statements:
+            connection.execute(statement)
+        connection.execute(
+            "INSERT INTO events (position, stream, version, id, type, data, metadata, category, recorded_at)"
+            " VALUES (1, 'users-1', 0, ?, 'Registered', x'7b7d', x'', 'users', 0)",
+            (b"\x01" * 16,),
+        )
+        connection.execute("INSERT INTO streams (stream, version) VALUES ('users-1', 0)")
+        connection.execute("PRAGMA application_id = 1162891075")
+        connection.execute("PRAGMA user_version = 1")
+    connection.close()
+    async with SQLiteEventStore(path) as store:
+        [old] = await collect(store.read_all())
+        assert (old.stream, old.version, old.position, old.tags) == ("users-1", 0, 1, ())
+        again = await store.append("users-1", [NewEvent("Renamed", b"{}", tags=("user:1",))], 0)
+        found = await collect(store.read_query(Query([QueryItem(tags=("user:1",))])))
+        assert [(e.version, e.position, e.tags) for e in found] == [(1, again.position, ("user:1",))]
+        assert [e.position for e in await collect(store.read_query(Query([QueryItem(types=("Registered",))])))] == [1]
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert connection.execute("SELECT tag, position FROM event_tags").fetchall() == [("user:1", 2)]
+        assert connection.execute("SELECT tags FROM events ORDER BY position").fetchall() == [(None,), ("user:1",)]
+    connection.close()
+
+
+async def test_tags_are_stored_joined_and_indexed(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    async with SQLiteEventStore(path) as store:
+        await store.append("s-1", [NewEvent("T", b"{}", tags=("a b", "c\u2028d", "a b")), NewEvent("T", b"{}")])
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("SELECT tags FROM events ORDER BY position").fetchall() == [
+            ("a b\x1fc\u2028d",),
+            (None,),
+        ]
+        assert connection.execute("SELECT tag, position FROM event_tags ORDER BY tag").fetchall() == [
+            ("a b", 1),
+            ("c\u2028d", 1),
+        ]
+    connection.close()
+
+
+async def test_a_refused_append_leaves_no_tag_rows(tmp_path: Path) -> None:
+    path = tmp_path / "r.db"
+    async with SQLiteEventStore(path) as store:
+        await store.append("s-1", [NewEvent("T", b"{}", tags=("x",))])
+        with pytest.raises(WrongExpectedVersion):
+            await store.append("s-1", [NewEvent("T", b"{}", tags=("x", "y"))], NO_STREAM)
+        with pytest.raises(AppendConditionFailed):
+            await store.append_with_condition(
+                "s-2", [NewEvent("T", b"{}", tags=("y",))], AppendCondition(Query([QueryItem(tags=("x",))]))
+            )
+        with pytest.raises(WrongExpectedVersion):
+            await store.append_many([("s-3", [NewEvent("T", b"{}", tags=("z",))], NO_STREAM), ("s-1", [], NO_STREAM)])
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("SELECT tag, position FROM event_tags").fetchall() == [("x", 1)]
+        assert connection.execute("SELECT count(*) FROM events").fetchone() == (1,)
+    connection.close()
+
+
+# -- group commit -------------------------------------------------------------------------------------
+
+
+async def test_a_failing_condition_rolls_back_only_its_own_append(tmp_path: Path) -> None:
+    async with SQLiteEventStore(tmp_path / "g.db") as store:
+        taken = await store.append("user-0", [NewEvent("Claimed", b"{}", tags=("username:ada",))])
+        ada = AppendCondition(Query([QueryItem(tags=("username:ada",))]))
+        bob = AppendCondition(Query([QueryItem(tags=("username:bob",))]))
+        for _ in range(5):  # many rounds: some land in one group commit with the plain appends
+            plain = [store.append(f"plain-{i}", new(2)) for i in range(20)]
+            claims = [
+                store.append_with_condition("user-1", [NewEvent("Claimed", b"{}", tags=("username:ada",))], ada),
+                store.append_with_condition("user-2", [NewEvent("Claimed", b"{}", tags=("username:bob",))], bob),
+            ]
+            outcomes = await asyncio.gather(*plain, *claims, return_exceptions=True)
+            assert all(not isinstance(o, BaseException) for o in outcomes[:20])
+            assert isinstance(outcomes[20], AppendConditionFailed) and outcomes[20].position == taken.position
+            if isinstance(outcomes[21], AppendConditionFailed):  # bob was claimed in an earlier round
+                assert outcomes[21].stream == "user-2"
+        assert await store.stream_version("user-1") is None
+        assert await store.stream_version("user-2") == 0
+        assert [await store.stream_version(f"plain-{i}") for i in range(20)] == [9] * 20
+
+
+# -- OS processes -------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_claimants_in_several_processes_exactly_one_wins(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'claims.db'}"
+    async with SQLiteEventStore(tmp_path / "claims.db") as store:
+        await store.append("other-1", [NewEvent("Claimed", b"{}", tags=("username:bob",))])
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.dcb_workers", url, str(worker), "4"],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for worker in range(4)
+    ]
+    for worker in workers:  # each has opened the store and waits: then all start at once
+        assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
+    outputs = await asyncio.gather(*(asyncio.to_thread(w.communicate, "go\n", 120) for w in workers))
+    outcomes: list[str] = []
+    for worker, (out, err) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, err
+        outcomes += json.loads(out)
+    assert sorted(outcomes) == ["lost"] * 15 + ["won"]
+    async with SQLiteEventStore(tmp_path / "claims.db") as store:
+        claims = await collect(store.read_query(Query([QueryItem(tags=("username:ada",))])))
+        assert len(claims) == 1 and claims[0].stream == f"user-{outcomes.index('won')}"
+        assert [e.stream for e in await collect(store.read_all())] == ["other-1", claims[0].stream]
