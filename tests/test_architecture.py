@@ -30,6 +30,7 @@ LAYERS = {
     "_payload": 0,
     "streams": 1,
     "queries": 1,
+    "_tags": 1,
     "domain": 1,
     "codec": 2,
     "stores": 2,
@@ -246,12 +247,13 @@ def test_domain_is_pure() -> None:
 
 
 def test_codec_and_stores_depend_only_on_records_and_errors() -> None:
-    # streams: the name rules; queries: the consistency-boundary queries stores answer; _roundtrip: the codec's own field walk; _backoff: the retry delays (stdlib only)
+    # streams: the name rules; queries: the consistency-boundary queries stores answer; _tags: the codec's tags; _roundtrip: the codec's own field walk; _backoff: the retry delays (stdlib only)
     allowed = (
         "epoch.records",
         "epoch.errors",
         "epoch.streams",
         "epoch.queries",
+        "epoch._tags",
         "epoch.stores",
         "epoch._roundtrip",
         "epoch._backoff",

@@ -14,9 +14,32 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["_difference", "_not_utf8", "_path", "_preview", "_reason", "_unencodable", "_unwritable"]
+__all__ = [
+    "_difference",
+    "_equal",
+    "_not_utf8",
+    "_path",
+    "_preview",
+    "_pydantic_equal",
+    "_reason",
+    "_unencodable",
+    "_unwritable",
+]
 
 _ENCODER = msgspec.json.Encoder()
+
+
+def _equal(decoded: Any, event: Any) -> bool:
+    """The fast check of a decoded dataclass or Struct: ``==``."""
+    return bool(decoded == event)
+
+
+def _pydantic_equal(decoded: Any, event: Any) -> bool:
+    """The fast check of a decoded pydantic model."""
+    # BaseModel.__eq__ costs more than the decode; the fields and extras are what was written.
+    return bool(
+        decoded.__dict__ == event.__dict__ and (decoded.__pydantic_extra__ or {}) == (event.__pydantic_extra__ or {})
+    )
 
 
 def _reason(exc: BaseException) -> str:

@@ -11,6 +11,9 @@ renames the type; the version keeps counting (``("Credited", 1)`` may return ``(
 version 2, so the ``Deposited`` class then declares ``event_version = 2`` or more). Chains run
 ``n -> n + 1 -> ...`` until a registered class has the version reached.
 
+Tags (dynamic consistency boundaries): a class's ``event_tags`` templates and the codec's ``tags``
+function derive each event's tags on encode (:mod:`epoch._tags`).
+
 What ``encode`` writes, ``decode`` reads (guarantee 12): ``encode`` decodes the bytes it wrote with the
 class's own decoder and compares, so an event that would not read back as an equal value (NaN or
 infinity, which JSON writes as ``null``; a float in an int field; an int too large for a float field; a
@@ -30,7 +33,8 @@ from uuid import UUID
 
 import msgspec
 
-from epoch._roundtrip import _difference, _not_utf8, _preview, _reason, _unwritable
+from epoch._roundtrip import _difference, _equal, _not_utf8, _preview, _pydantic_equal, _reason, _unwritable
+from epoch._tags import tagger_for
 from epoch.errors import ConfigurationError, DecodeError, InvalidEvent, UnknownEventType
 from epoch.records import EventEnvelope, NewEvent, RecordedEvent, uuid4s
 
@@ -109,17 +113,6 @@ class _Entry:
     """Encoded by msgspec (dataclass, Struct), so msgspec can tell which field it cannot encode."""
 
 
-def _equal(decoded: Any, event: Any) -> bool:
-    return bool(decoded == event)
-
-
-def _pydantic_equal(decoded: Any, event: Any) -> bool:
-    # BaseModel.__eq__ costs more than the decode; the fields and extras are what was written.
-    return bool(
-        decoded.__dict__ == event.__dict__ and (decoded.__pydantic_extra__ or {}) == (event.__pydantic_extra__ or {})
-    )
-
-
 def _entry(cls: object) -> _Entry:
     if not isinstance(cls, type):
         raise ConfigurationError(f"event classes must be classes, not {cls!r}")
@@ -148,10 +141,13 @@ class Codec(Generic[E]):
     Annotate the union when the classes are unrelated: ``codec: Codec[AccountEvent] = Codec([...])``.
     """
 
-    __slots__ = ("_by_class", "_by_type", "_upcasters", "event_types")
+    __slots__ = ("_by_class", "_by_type", "_tagger", "_upcasters", "event_types")
 
     def __init__(
-        self, event_classes: Iterable[type[E]], upcasters: Mapping[tuple[str, int], Upcaster] | None = None
+        self,
+        event_classes: Iterable[type[E]],
+        upcasters: Mapping[tuple[str, int], Upcaster] | None = None,
+        tags: Callable[[E], Iterable[str]] | None = None,
     ) -> None:
         self._by_type: dict[str, _Entry] = {}
         self._by_class: dict[type, _Entry] = {}
@@ -173,6 +169,7 @@ class Codec(Generic[E]):
                 case _:
                     raise ConfigurationError(f"upcaster keys are (type name, version >= 1) pairs, not {key!r}")
         self.event_types: frozenset[str] = frozenset(self._by_type) | {name for name, _ in self._upcasters}
+        self._tagger = tagger_for(self._by_class, tags)  # the classes' event_tags and ``tags`` (epoch._tags)
 
     def encode(self, event: E, metadata: Mapping[str, Any] | None = None, id: UUID | None = None) -> NewEvent:
         """A :class:`NewEvent` for ``event``; raises :class:`InvalidEvent` for an unregistered class.
@@ -186,9 +183,8 @@ class Codec(Generic[E]):
             raise InvalidEvent("", 0, f"{type(event).__qualname__} is not registered with the codec")
         data = _encode_data(entry, event)
         encoded_meta = _encode_metadata(entry, metadata)
-        if id is None:
-            return NewEvent(entry.type, data, encoded_meta)
-        return NewEvent(entry.type, data, encoded_meta, id)
+        new = NewEvent(entry.type, data, encoded_meta) if id is None else NewEvent(entry.type, data, encoded_meta, id)
+        return new if self._tagger is None else self._tagger.tagged(new, event)
 
     def _encode_all(
         self, events: Sequence[E], metadata: Mapping[str, Any] | None, ids: Sequence[UUID]
@@ -204,7 +200,8 @@ class Codec(Generic[E]):
                     meta = metas[entry.version] = _encode_metadata(entry, metadata)
             except InvalidEvent as exc:
                 raise InvalidEvent("", index, exc.reason) from exc
-            encoded.append(NewEvent(entry.type, data, meta, id))
+            new = NewEvent(entry.type, data, meta, id)
+            encoded.append(new if self._tagger is None else self._tagger.tagged(new, event, index))
         return encoded
 
     def decode(self, recorded: RecordedEvent) -> EventEnvelope[E]:
