@@ -203,29 +203,31 @@ APPEND_AT = (  # append_many's appends: one recorded_at for every event of the c
 def read_query(shape: tuple[tuple[int, int], ...]) -> LiteralString:
     """``read_query`` for items of the given shape: per item, ``(number of tags, number of types)``.
 
-    Each item is one ordered range scan per branch, merged by ``(xid, seq)`` and de-duplicated (an event
-    matching two items is read once): an item with tags scans its first tag's range of the tag index
-    (``%(t{i})s``; every row then checked for all its tags ``%(a{i})s`` and its types ``%(k{i})s``), an
-    item with types only one range of the type index per type (``%(k{i}_{j})s``). The visibility rule
-    is read_all's. An item with neither (every event) is :data:`READ_ALL`, chosen by the caller.
+    Each branch is one ordered range scan of an index, limited to a page: an item with tags scans its
+    first tag's range of the tag index (``%(t{i})s``), each row joined to its event by one probe of the
+    primary key (``LATERAL ... LIMIT 1``, which the planner cannot turn into a join over the whole table)
+    and checked for all the item's tags ``%(a{i})s`` and types ``%(k{i})s``; an item with types only
+    scans one range of the type index per type (``%(k{i}_{j})s``). The branches are merged in log order
+    and de-duplicated (an event matching two items is read once). The visibility rule is read_all's. An
+    item with neither (every event) is :data:`READ_ALL`, chosen by the caller.
     """
     branches: list[str] = []
     for i, (tags, types) in enumerate(shape):
         if tags:
             typed = f" AND e.type = ANY (%(k{i})s::text[])" if types else ""
             branches.append(
-                "(SELECT t.xid, t.seq FROM epoch_event_tags t JOIN epoch_events e ON e.xid = t.xid AND e.seq = t.seq"
-                f" WHERE t.tag = %(t{i})s AND (t.xid, t.seq) > (%(xid)s::bigint, %(seq)s::bigint) AND t.xid < {XMIN}"
-                f" AND e.tags @> %(a{i})s::text[]{typed} ORDER BY t.xid, t.seq LIMIT %(limit)s)"
+                f"(SELECT e.* FROM epoch_event_tags t CROSS JOIN LATERAL (SELECT {_ALL_COLS} FROM epoch_events e"
+                f" WHERE e.xid = t.xid AND e.seq = t.seq AND e.tags @> %(a{i})s::text[]{typed} LIMIT 1) e"
+                f" WHERE t.tag = %(t{i})s AND (t.xid, t.seq) > (%(xid)s::bigint, %(seq)s::bigint)"
+                f" AND t.xid < {XMIN} ORDER BY t.xid, t.seq LIMIT %(limit)s)"
             )
         else:
             branches.extend(
-                f"(SELECT e.xid, e.seq FROM epoch_events e WHERE e.type = %(k{i}_{j})s AND {_AFTER}"
+                f"(SELECT {_ALL_COLS} FROM epoch_events e WHERE e.type = %(k{i}_{j})s AND {_AFTER}"
                 f" AND e.xid < {XMIN} ORDER BY e.xid, e.seq LIMIT %(limit)s)"
                 for j in range(types)
             )
-    union = " UNION ".join(branches)
-    return (  # built of literals only: the names and counts are ints
-        f"SELECT {_ALL_COLS} FROM epoch_events e JOIN ({union}) m ON e.xid = m.xid AND e.seq = m.seq"
-        " ORDER BY e.xid, e.seq LIMIT %(limit)s"
-    )
+    if len(branches) == 1:
+        return branches[0][1:-1]  # literals only: the names and counts are ints
+    union = " UNION ALL ".join(branches)
+    return f"SELECT DISTINCT ON (u.xid, u.seq) u.* FROM ({union}) u ORDER BY u.xid, u.seq LIMIT %(limit)s"

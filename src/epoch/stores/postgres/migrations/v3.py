@@ -202,10 +202,12 @@ BEGIN
         v_types := ARRAY(SELECT jsonb_array_elements_text(v_item -> 'types'));
         v_tags := ARRAY(SELECT jsonb_array_elements_text(v_item -> 'tags'));
         IF cardinality(v_tags) > 0 THEN
+            -- LATERAL ... LIMIT 1: one probe of the primary key per row of the tag's range (never a
+            -- join that reads the whole table), so the scan stops at the first match.
             SELECT t.xid, t.seq INTO v_xid, v_seq FROM epoch_event_tags t
-                JOIN epoch_events e ON e.xid = t.xid AND e.seq = t.seq
+                CROSS JOIN LATERAL (SELECT 1 FROM epoch_events e WHERE e.xid = t.xid AND e.seq = t.seq
+                    AND e.tags @> v_tags AND (cardinality(v_types) = 0 OR e.type = ANY (v_types)) LIMIT 1) e
                 WHERE t.tag = v_tags[1] AND (t.xid, t.seq) > (p_after_xid, p_after_seq)
-                  AND e.tags @> v_tags AND (cardinality(v_types) = 0 OR e.type = ANY (v_types))
                 ORDER BY t.xid, t.seq LIMIT 1;
             IF FOUND AND (v_best_xid IS NULL OR (v_xid, v_seq) < (v_best_xid, v_best_seq)) THEN
                 v_best_xid := v_xid;
