@@ -10,7 +10,7 @@ import asyncio
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from uuid import uuid4
 
@@ -35,7 +35,6 @@ from epoch.stores.copy import copy_store
 from epoch.stores.postgres import PostgresEventStore
 from epoch.testing import collect
 from tests.hostile import hostile_names, is_valid_name
-from tests.test_fuzz_stores import Opened
 
 pytestmark = [pytest.mark.postgres]
 
@@ -417,32 +416,24 @@ async def test_copy_carries_tags_memory_to_postgres_to_postgres(pg_dsn: str, oth
 # -- hostile tags -----------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def opened(pg_dsn: str) -> Iterator[Opened]:
-    handle = Opened(pg_dsn)
-    yield handle
-    handle.close()
-
-
 @given(tags=st.lists(hostile_names, min_size=1, max_size=4))
-def test_hostile_tags_are_refused_or_round_trip_and_are_found(opened: Opened, tags: list[str]) -> None:
-    store = opened.store
-    stream = opened.stream("hostile")
-    head = opened.run(store.head_position())
+async def test_hostile_tags_are_refused_or_round_trip_and_are_found(pg: PostgresEventStore, tags: list[str]) -> None:
+    stream = f"hostile-{uuid4().hex}"
+    head = await pg.head_position()
     if not all(is_valid_name(tag, 256) for tag in tags):
         with pytest.raises(InvalidEvent) as info:
-            opened.run(store.append(stream, [NewEvent("T", b"{}", tags=tuple(tags))]))
+            await pg.append(stream, [NewEvent("T", b"{}", tags=tuple(tags))])
         assert (info.value.stream, info.value.index) == (stream, 0)
-        assert opened.run(store.head_position()) == head
+        assert await pg.head_position() == head
         return
-    written = opened.run(store.append(stream, [NewEvent("T", b"{}", tags=tuple(tags))]))
+    written = await pg.append(stream, [NewEvent("T", b"{}", tags=tuple(tags))])
     unique = tuple(dict.fromkeys(tags))
-    [back] = opened.run(collect(store.read_stream(stream)))
+    [back] = await collect(pg.read_stream(stream))
     assert back.tags == unique
     for tag in unique:
-        found = opened.run(collect(store.read_query(Query([QueryItem(tags=(tag,))]), after=head)))
+        found = await collect(pg.read_query(Query([QueryItem(tags=(tag,))]), after=head))
         assert [e.position for e in found] == [written.position]
     condition = AppendCondition(Query([QueryItem(tags=unique)]), head)
     with pytest.raises(AppendConditionFailed) as failed:
-        opened.run(store.append_with_condition(opened.stream("other"), [], condition))
+        await pg.append_with_condition(f"other-{uuid4().hex}", [], condition)
     assert failed.value.position == written.position
