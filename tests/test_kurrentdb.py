@@ -40,16 +40,19 @@ from epoch.errors import (
     InvalidEvent,
     InvalidStreamName,
     InvalidVersion,
+    NotSupported,
     StoreUnavailable,
     StreamDeleted,
     WrongExpectedVersion,
 )
 from epoch.projections import ParkedEvent, ProjectionRunner, Retry, default_checkpoints, default_parking
+from epoch.queries import AppendCondition, Query, QueryItem
 from epoch.records import ANY, NO_STREAM, AppendResult, EventEnvelope, NewEvent, RecordedEvent
 from epoch.stores import open_store
 from epoch.stores._checks import GLOBAL_LOG, check_categories, check_read, check_stream_name
 from epoch.stores.kurrentdb import DEFAULT_KURRENTDB_MAX_EVENT_SIZE, KurrentDBEventStore
 from epoch.stores.kurrentdb.errors import driver_errors
+from epoch.stores.kurrentdb.mapping import split_tags
 from epoch.testing import collect
 from epoch.testing import new_events as new
 from epoch.testing.contract import EventStoreContract
@@ -111,7 +114,7 @@ class Namespaced:
         stream = self._out(r.stream)
         if stream is None:
             return None
-        return RecordedEvent(stream, r.version, r.position, r.id, r.type, r.data, r.metadata, r.recorded_at)
+        return RecordedEvent(stream, r.version, r.position, r.id, r.type, r.data, r.metadata, r.recorded_at, r.tags)
 
     def _error(self, exc: EpochError) -> EpochError:
         args = [a.replace(self.tag, "") if isinstance(a, str) else a for a in exc.args]
@@ -876,3 +879,89 @@ async def test_an_error_message_with_lone_surrogates_is_stored_escaped(store: Ku
     checkpoints = default_checkpoints(store)
     await checkpoints.mark_failing("p", "ValueError: bad name '\ud800'")
     assert [c.error for c in await checkpoints.list()] == ["ValueError: bad name '\\ud800'"]
+
+
+# -- dynamic consistency boundaries (as far as KurrentDB can) ---------------------------------------
+
+
+async def test_tags_travel_in_the_metadata(store: KurrentDBEventStore, fake: FakeKurrentDB) -> None:
+    events = [
+        NewEvent("Registered", b"{}", b'{"$correlation_id": "c-1"}', tags=("user:1", "name:ada")),
+        NewEvent("Tagged", b"{}", tags=("user:1",)),
+        NewEvent("Spaced", b"{}", b' {"a": 1}\n', tags=("user:1",)),
+        NewEvent("Plain", b"{}", b'{"b": 2}'),
+    ]
+    await store.append("users-1", events)
+    stored = [e.metadata for e in fake.streams.log if e.stream == "users-1"]
+    assert stored == [
+        b'{"$tags":["user:1","name:ada"],"$metadata":{"$correlation_id": "c-1"}}',
+        b'{"$tags":["user:1"]}',
+        b'{"$tags":["user:1"],"$metadata":" {\\"a\\": 1}\\n"}',
+        b'{"b": 2}',
+    ]
+    back = await collect(store.read_stream("users-1"))
+    assert [(e.tags, e.metadata) for e in back] == [(e.tags, e.metadata) for e in events]
+    assert [(e.tags, e.metadata) for e in await collect(store.read_all())] == [(e.tags, e.metadata) for e in events]
+    found = await store.get_event(events[0].id)
+    assert found is not None and (found.tags, found.metadata) == (events[0].tags, events[0].metadata)
+
+
+async def test_metadata_that_only_looks_tagged_is_left_alone(store: KurrentDBEventStore) -> None:
+    own = [b'{"$tags": "not a list"}', b'{"$tags":["a"],"other":1}', b'{"$tags":["a"]']
+    for i, metadata in enumerate(own[:2]):
+        await store.append(f"s-{i}", [NewEvent("T", b"{}", metadata)])
+    assert [(e.tags, e.metadata) for e in await collect(store.read_all())] == [((), m) for m in own[:2]]
+    assert split_tags(own[2]) == ((), own[2])  # not JSON at all (never written by epoch): as it is
+
+
+async def test_read_query_scans_all_and_filters(store: KurrentDBEventStore) -> None:
+    await store.append("course-1", [NewEvent("Defined", b"{}", tags=("course:1",))])
+    second = await store.append("student-1", [NewEvent("Registered", b"{}", tags=("student:1",))])
+    await store.append("course-1", [NewEvent("Subscribed", b"{}", tags=("course:1", "student:1"))])
+    await store.append("course-1", [NewEvent("Renamed", b"{}")])
+    both = Query([QueryItem(tags=("student:1",)), QueryItem(types=("Defined", "Renamed"))])
+    assert [e.type for e in await collect(store.read_query(both))] == ["Defined", "Registered", "Subscribed", "Renamed"]
+    assert [e.type for e in await collect(store.read_query(both, after=second.position))] == ["Subscribed", "Renamed"]
+    assert [e.type for e in await collect(store.read_query(both, limit=2))] == ["Defined", "Registered"]
+    assert await collect(store.read_query(both, limit=0)) == []
+    assert await collect(store.read_query(Query([]))) == []
+    assert await collect(store.read_query(both, after=2**70)) == []
+    assert store.boundary_operations == frozenset({"read_query"})
+
+
+async def test_atomic_boundary_writes_are_not_supported(store: KurrentDBEventStore) -> None:
+    condition = AppendCondition(Query([QueryItem(tags=("username:ada",))]))
+    with pytest.raises(NotSupported) as info:
+        await store.append_with_condition("users-1", [NewEvent("Claimed", b"{}", tags=("username:ada",))], condition)
+    assert (info.value.store, info.value.operation) == ("KurrentDBEventStore", "append_with_condition")
+    assert str(info.value) == (
+        "KurrentDBEventStore does not support append_with_condition: KurrentDB checks a guard per stream only, "
+        "never a condition over a query of other streams' events, so the check and the append cannot be one "
+        "atomic step"
+    )
+    with pytest.raises(NotSupported) as info:
+        await store.append_many([("a-1", new(1), ANY), ("b-1", new(1), NO_STREAM)])
+    assert str(info.value) == (
+        "KurrentDBEventStore does not support append_many: kurrentdbclient's multi_append_to_stream "
+        "(KurrentDB 25.1+) is atomic but carries metadata only as string-valued properties, so epoch's "
+        "metadata bytes would not round-trip"
+    )
+    assert await collect(store.read_all()) == []
+    with pytest.raises(InvalidStreamName):  # bad input still gets its own error first
+        await store.append_with_condition("", [], condition)
+
+
+@hypothesis.given(tags=st.lists(hostile_names, min_size=1, max_size=4))
+async def test_hostile_tags_round_trip_through_the_metadata(store: KurrentDBEventStore, tags: list[str]) -> None:
+    stream = f"hostile-{uuid4().hex}"
+    if not all(is_valid_name(tag, 256) for tag in tags):
+        with pytest.raises(InvalidEvent) as info:
+            await store.append(stream, [NewEvent("T", b"{}", tags=tuple(tags))])
+        assert (info.value.stream, info.value.index) == (stream, 0)
+        assert await store.stream_version(stream) is None
+        return
+    written = await store.append(stream, [NewEvent("T", b"{}", b'{"k": "v"}', tags=tuple(tags))])
+    [back] = await collect(store.read_stream(stream))
+    assert (back.tags, back.metadata) == (tuple(dict.fromkeys(tags)), b'{"k": "v"}')
+    found = await collect(store.read_query(Query([QueryItem(tags=(tags[-1],))]), after=written.position - 1))
+    assert [e.id for e in found] == [back.id]

@@ -34,9 +34,11 @@ from epoch.errors import (
     ConfigurationError,
     DuplicateEventId,
     InvalidStreamName,
+    NotSupported,
     StoreUnavailable,
     WrongExpectedVersion,
 )
+from epoch.queries import Query
 from epoch.records import ANY, AppendResult, ExpectedVersionLike, NewEvent, RecordedEvent
 from epoch.stores._base import StoreLifecycle
 from epoch.stores._checks import (
@@ -50,8 +52,9 @@ from epoch.stores._checks import (
     enforce_expected_version,
     is_replay,
 )
-from epoch.stores._dcb import WithoutBoundaries
+from epoch.stores._dcb import WithoutBoundaries, check_query_read
 from epoch.stores.kurrentdb.companion import KurrentDBCompanionStreams
+from epoch.stores.kurrentdb.dcb import WHY_NOT, matching
 from epoch.stores.kurrentdb.errors import driver_errors
 from epoch.stores.kurrentdb.mapping import (
     exact_stream,
@@ -92,6 +95,10 @@ class KurrentDBEventStore(WithoutBoundaries, StoreLifecycle):
     ``KurrentDBEventStore("kurrentdb://localhost:2113?tls=false")`` takes the client's connection string
     (``kurrentdb://``, ``kurrentdb+discover://``, ``esdb://``, ``esdb+discover://``) unchanged.
     """
+
+    boundary_operations = frozenset({"read_query"})
+    """``read_query`` by a scan of ``$all`` (KurrentDB has no tag index); ``append_with_condition`` and
+    ``append_many`` raise ``NotSupported`` (docs/stores/kurrentdb.md says why)."""
 
     detects_duplicate_ids_across_streams = False
     """Guarantee 5 holds within a stream only (for its newest ``id_check_window`` events): KurrentDB keeps
@@ -359,6 +366,24 @@ class KurrentDBEventStore(WithoutBoundaries, StoreLifecycle):
                 if event.id == id and is_user_event(event, None):
                     return to_record(event)
         return None
+
+    async def read_query(self, query: Query, after: int = 0, limit: int | None = None) -> AsyncIterator[RecordedEvent]:
+        """The events matching ``query`` after ``after``: a scan of ``$all`` from ``after``, filtered here
+        (KurrentDB keeps no index of tags; the tags travel in the metadata, see ``mapping``)."""
+        query = check_query_read(query, after, limit)
+        client = self._open()
+        if query.matches_nothing or limit == 0 or after - 1 > _MAX_SERVER_INT:
+            return
+        read = client.read_all(commit_position=after - 1 if after else None, **stream_filter(None))
+        async with (
+            aclosing(self._events(None, read)) as events,
+            aclosing(matching(events, query, after, limit)) as found,
+        ):
+            async for record in found:
+                yield record
+
+    def _unsupported(self, operation: str) -> NotSupported:
+        return NotSupported(type(self).__name__, operation, WHY_NOT[operation])
 
     # -- epoch's own streams -------------------------------------------------------------------
 

@@ -24,11 +24,14 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise MissingDependency("kurrentdbclient", "kurrentdb") from exc
 
 __all__ = [
+    "TAGS_KEY",
     "exact_stream",
     "split_url",
     "SYSTEM_STREAMS",
     "is_user_event",
+    "split_tags",
     "stream_filter",
+    "tagged_metadata",
     "to_new_event",
     "to_record",
     "to_stream_state",
@@ -68,12 +71,52 @@ def content_type(data: bytes) -> str:
     return _JSON
 
 
+TAGS_KEY = "$tags"
+"""A tagged event's metadata on the server: ``{"$tags": [...], "$metadata": <epoch's metadata>}``."""
+_METADATA_KEY = "$metadata"
+_TAGGED_PREFIX = b'{"$tags":'
+
+
+class _Tagged(msgspec.Struct, forbid_unknown_fields=True):
+    tags: list[str] = msgspec.field(name=TAGS_KEY)
+    metadata: msgspec.Raw = msgspec.field(name=_METADATA_KEY, default=msgspec.Raw())
+
+
+_TAGGED = msgspec.json.Decoder(_Tagged)
+_TEXT = msgspec.json.Decoder(str)
+
+
+def tagged_metadata(tags: tuple[str, ...], metadata: bytes) -> bytes:
+    """The metadata a tagged event is stored with: KurrentDB events carry no tags, so they travel in the
+    metadata under ``$tags``, epoch's own metadata beside them under ``$metadata`` (the JSON object as
+    it is, or, when it has surrounding whitespace a JSON parser would drop, as a string), byte for byte."""
+    head = _TAGGED_PREFIX + msgspec.json.encode(list(tags))
+    if not metadata:
+        return head + b"}"
+    if metadata.strip() != metadata:  # kept exactly as a JSON string of its (UTF-8) text
+        return head + b',"' + _METADATA_KEY.encode() + b'":' + msgspec.json.encode(metadata.decode()) + b"}"
+    return head + b',"' + _METADATA_KEY.encode() + b'":' + metadata + b"}"
+
+
+def split_tags(metadata: bytes) -> tuple[tuple[str, ...], bytes]:
+    """``(tags, epoch's metadata)`` of a stored event's metadata (untagged: ``((), metadata)``)."""
+    if not metadata.startswith(_TAGGED_PREFIX):
+        return (), metadata
+    try:
+        tagged = _TAGGED.decode(metadata)
+        raw = bytes(tagged.metadata)
+        return tuple(tagged.tags), (_TEXT.decode(raw).encode() if raw.startswith(b'"') else raw)
+    except msgspec.DecodeError:  # not ours: someone's own metadata that starts the same way
+        return (), metadata
+
+
 def to_new_event(event: NewEvent) -> Any:
-    """epoch's ``NewEvent`` as the client's: same id (KurrentDB's idempotency key), type, bytes."""
+    """epoch's ``NewEvent`` as the client's: same id (KurrentDB's idempotency key), type, bytes (the
+    tags, if any, in the metadata: :func:`tagged_metadata`)."""
     return KNewEvent(
         type=event.type,
         data=event.data,
-        metadata=event.metadata,
+        metadata=tagged_metadata(event.tags, event.metadata) if event.tags else event.metadata,
         content_type=content_type(event.data),  # type: ignore[arg-type]
         id=event.id,
     )
@@ -82,6 +125,7 @@ def to_new_event(event: NewEvent) -> Any:
 def to_record(event: Any) -> RecordedEvent:
     """The client's recorded event as epoch's: ``position = commit_position + 1`` (so 0 means "before all")."""
     recorded_at = event.recorded_at if event.recorded_at is not None else _UNKNOWN_TIME
+    tags, metadata = split_tags(bytes(event.metadata))
     return RecordedEvent(
         event.stream_name,
         event.stream_position,
@@ -89,8 +133,9 @@ def to_record(event: Any) -> RecordedEvent:
         event.id,
         event.type,
         bytes(event.data),
-        bytes(event.metadata),
+        metadata,
         recorded_at.astimezone(UTC),
+        tags,
     )
 
 

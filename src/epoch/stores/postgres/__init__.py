@@ -40,7 +40,8 @@ from contextlib import asynccontextmanager
 from typing import Any, ClassVar
 from uuid import UUID
 
-from epoch.errors import ConfigurationError, StoreUnavailable
+from epoch.errors import StoreUnavailable
+from epoch.queries import AppendCondition, Query
 from epoch.records import ANY, AppendResult, ExpectedVersionLike, NewEvent, RecordedEvent
 from epoch.stores._base import StoreLifecycle
 from epoch.stores._checks import (
@@ -55,14 +56,14 @@ from epoch.stores._checks import (
     clamp64,
     runs_of,
 )
-from epoch.stores._dcb import WithoutBoundaries
+from epoch.stores._dcb import check_condition, check_many, check_query_read
 from epoch.stores._sql import Dialect, PostgresTransaction, SQLStore, SupportsImport
-from epoch.stores.postgres import appends, reads
+from epoch.stores.postgres import appends, dcb, reads
 from epoch.stores.postgres import sql as q
 from epoch.stores.postgres.lag import VisibilityLag, measure_visibility_lag
 from epoch.stores.postgres.listen import Listener
-from epoch.stores.postgres.pool import Conn, Connections, SyncConn, driver_errors
-from epoch.stores.postgres.schema import LATEST_VERSION, apply_migrations, migrate, schema_version
+from epoch.stores.postgres.pool import Connections, SyncConn, driver_errors
+from epoch.stores.postgres.schema import apply_migrations, check_schema, migrate
 from epoch.stores.postgres.sql import decode_position, encode_position
 from epoch.stores.postgres.url import network_options, parse_url, server_side
 
@@ -70,7 +71,7 @@ __all__ = ["PostgresEventStore", "VisibilityLag", "decode_position", "encode_pos
 __all__ += ["network_options", "server_side"]  # a lease session's network settings (projections.scaleout)
 
 
-class PostgresEventStore(WithoutBoundaries, StoreLifecycle, SQLStore, SupportsImport):
+class PostgresEventStore(StoreLifecycle, SQLStore, SupportsImport):
     """An :class:`~epoch.stores.EventStore` on PostgreSQL (13+).
 
     Construct with a libpq connection string or URI and ``await store.open()`` (or use
@@ -90,6 +91,9 @@ class PostgresEventStore(WithoutBoundaries, StoreLifecycle, SQLStore, SupportsIm
 
     detects_duplicate_ids_across_streams = True
     """Guarantee 5 in full: every stored id is in an index (``epoch.testing.contract_ids``)."""
+
+    boundary_operations = frozenset({"read_query", "append_with_condition", "append_many"})
+    """All three, from indexes and advisory locks (``dcb.py``, ``migrations/v3.py``)."""
 
     def __init__(
         self,
@@ -153,36 +157,12 @@ class PostgresEventStore(WithoutBoundaries, StoreLifecycle, SQLStore, SupportsIm
             with driver_errors():
                 await self._db.open()
                 async with self._db.direct() as conn:  # not pooled: the pools keep only what they use
-                    await self._check_schema(conn)
+                    await check_schema(conn, self.migrate)
         except BaseException:
             await self._db.close()
             self._db.closed = True
             raise
         self._db.opened = True
-
-    async def _check_schema(self, conn: Conn) -> None:
-        row = await (await conn.execute(q.SERVER_ENCODING, prepare=False)).fetchone()
-        if row is None or row[0] != "UTF8":
-            raise ConfigurationError(f"the database encoding must be UTF8, not {row and row[0]!r}")
-        version = await schema_version(conn)
-        if version < LATEST_VERSION:
-            if not self.migrate:
-                raise ConfigurationError(
-                    f"the epoch schema is at version {version}, {LATEST_VERSION} is needed: "
-                    "run `epoch migrate --store URL` (or open without ?migrate=false)"
-                )
-            await apply_migrations(conn)
-        elif version > LATEST_VERSION:
-            raise ConfigurationError(
-                f"the epoch schema is at version {version}, newer than this epoch ({LATEST_VERSION}): upgrade epoch"
-            )
-        newest = await (await conn.execute(q.NEWEST, prepare=False)).fetchone()
-        xmax = await (await conn.execute(q.XMAX, prepare=False)).fetchone()
-        if newest is not None and xmax is not None and newest[0] >= xmax[0]:
-            raise ConfigurationError(
-                "epoch_events holds transaction ids newer than this server's: it was restored from a dump "
-                "into another cluster, so new positions would sort before old ones; use `epoch copy` instead"
-            )
 
     async def close(self) -> None:
         """Close the pool and the LISTEN connection; subscriptions then raise ``StoreUnavailable``. Idempotent."""
@@ -208,6 +188,23 @@ class PostgresEventStore(WithoutBoundaries, StoreLifecycle, SQLStore, SupportsIm
     ) -> AppendResult:
         stream, batch, expected = check_append(stream, events, expected_version, self.max_event_size)
         return await appends.append(self._db, stream, batch, expected, self._before_commit)
+
+    async def append_with_condition(
+        self,
+        stream: str,
+        events: Iterable[NewEvent],
+        condition: AppendCondition,
+        expected_version: ExpectedVersionLike = ANY,
+    ) -> AppendResult:
+        stream, batch, expected = check_append(stream, events, expected_version, self.max_event_size)
+        return await dcb.append_if(self._db, stream, batch, expected, check_condition(condition))
+
+    async def append_many(
+        self, appends: Iterable[tuple[str, Iterable[NewEvent], ExpectedVersionLike]]
+    ) -> list[AppendResult]:
+        entries = check_many(appends, self.max_event_size)
+        self._db.check_open()
+        return await dcb.append_many(self._db, entries)
 
     async def delete_stream(self, stream: str, expected_version: ExpectedVersionLike = ANY) -> None:
         check_stream_name(stream)
@@ -287,6 +284,12 @@ class PostgresEventStore(WithoutBoundaries, StoreLifecycle, SQLStore, SupportsIm
                 pending = await reads.pending(self._db, after)
                 if pending is None or not await reads.wait_visible(self._db, pending, self.visibility_timeout):
                     return
+
+    async def read_query(self, query: Query, after: int = 0, limit: int | None = None) -> AsyncIterator[RecordedEvent]:
+        query = check_query_read(query, after, limit)
+        self._db.check_open()
+        async for event in dcb.read_query(self._db, query, after, limit, self.visibility_timeout):
+            yield event
 
     async def subscribe(
         self,

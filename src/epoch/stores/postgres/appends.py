@@ -9,7 +9,7 @@ then are the batch's ids looked up, to tell an idempotent replay from ``Duplicat
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import LiteralString
 from uuid import UUID
@@ -20,7 +20,7 @@ from epoch.stores._checks import is_replay
 from epoch.stores.postgres import sql as q
 from epoch.stores.postgres.pool import Connections, IdsTaken, SyncConn
 
-__all__ = ["append", "delete", "import_runs"]
+__all__ = ["append", "delete", "import_runs", "replay", "tag_arrays"]
 
 _Row = tuple[int | None, int, int, datetime | None]
 _Found = tuple[UUID, str, int, int, int, datetime]
@@ -36,10 +36,10 @@ async def append(
     """Append a checked batch; ``hook`` (a test's) is awaited inside the transaction before it commits."""
     statement: LiteralString
     params: tuple[object, ...]
-    if len(batch) == 1:
+    if len(batch) == 1 and not batch[0].tags:
         one = batch[0]
         statement, params = q.APPEND_ONE, (stream, q.expected_code(expected), one.id, one.type, one.data, one.metadata)
-    else:
+    elif (tags := tag_arrays(batch)) is None:
         statement = q.APPEND
         params = (
             stream,
@@ -48,6 +48,18 @@ async def append(
             [e.type for e in batch],
             [e.data for e in batch],
             [e.metadata for e in batch],
+        )
+    else:
+        statement = q.APPEND_TAGGED
+        params = (
+            stream,
+            q.expected_code(expected),
+            [e.id for e in batch],
+            [e.type for e in batch],
+            [e.data for e in batch],
+            [e.metadata for e in batch],
+            None,
+            *tags,
         )
 
     loop = asyncio.get_running_loop()
@@ -69,7 +81,7 @@ async def append(
         # Some ids may be stored already: an idempotent retry (even with a stale guard) returns the
         # first result; ids stored elsewhere raise DuplicateEventId (as on every store, that wins).
         # IdsTaken with no id found is not reached: only ids are unique outside the stream's lock.
-        if batch and (replayed := await _replay(db, stream, batch, expected)) is not None:
+        if batch and (replayed := await replay(db, stream, batch, expected)) is not None:
             return replayed
         raise
     if not batch:
@@ -83,6 +95,18 @@ async def append(
     return AppendResult(stream, version, positions[-1], positions, at)
 
 
+def tag_arrays(batch: Sequence[NewEvent | RecordedEvent]) -> tuple[list[int], list[str]] | None:
+    """``epoch_append``'s ``p_tag_events, p_tags`` for a batch (each tag with its event's 1-based index),
+    or ``None`` when no event of it carries a tag."""
+    events: list[int] = []
+    tags: list[str] = []
+    for index, event in enumerate(batch, 1):
+        for tag in event.tags:
+            events.append(index)
+            tags.append(tag)
+    return (events, tags) if tags else None
+
+
 async def _found(db: Connections, ids: list[UUID], stream: str | None = None) -> dict[UUID, _Found]:
     """Where each of ``ids`` is stored: ``{id: (id, stream, version, xid, seq, recorded_at)}``."""
 
@@ -92,7 +116,7 @@ async def _found(db: Connections, ids: list[UUID], stream: str | None = None) ->
     return {row[0]: row for row in await db.run(fetch, stream)}
 
 
-async def _replay(
+async def replay(
     db: Connections, stream: str, batch: list[NewEvent], expected: ExpectedVersion | int
 ) -> AppendResult | None:
     """The first result when ``batch`` is stored here already; ``DuplicateEventId`` when any id is
@@ -137,6 +161,7 @@ async def import_runs(
                         [e.data for e in run],
                         [e.metadata for e in run],
                         [e.recorded_at for e in run],
+                        *(tag_arrays(run) or (None, None)),
                     ),
                 )
                 row = cur.fetchone()

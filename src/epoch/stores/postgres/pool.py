@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from epoch._backoff import Backoff
 from epoch.errors import EpochError, MissingDependency, StoreError, StoreUnavailable, WrongExpectedVersion
 from epoch.records import ExpectedVersion
-from epoch.stores.postgres.sql import CONFIGURE, UNIQUE_VIOLATION, WRONG_VERSION
+from epoch.stores.postgres.sql import CONDITION_FAILED, CONFIGURE, UNIQUE_VIOLATION, WRONG_VERSION
 from epoch.stores.postgres.threads import Threads
 from epoch.stores.postgres.url import SERVER_KEEPALIVES, network_options, server_side
 
@@ -35,7 +35,16 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise MissingDependency("psycopg", "postgres") from exc
 
-__all__ = ["Conn", "ConnectionLost", "Connections", "IdsTaken", "SyncConn", "driver_errors", "epoch_error"]
+__all__ = [
+    "ConditionFailed",
+    "Conn",
+    "ConnectionLost",
+    "Connections",
+    "IdsTaken",
+    "SyncConn",
+    "driver_errors",
+    "epoch_error",
+]
 
 log = logging.getLogger("epoch.stores.postgres")
 
@@ -52,6 +61,16 @@ class ConnectionLost(StoreUnavailable):
 class IdsTaken(StoreError):
     """An event id of the write is stored already (the unique index on ids refused it): the writer tells
     an idempotent replay from :class:`~epoch.errors.DuplicateEventId` by looking the ids up."""
+
+
+class ConditionFailed(StoreError):
+    """``epoch_append_if`` found an event matching the append condition; ``xid, seq`` is the first one.
+    The writer tells an idempotent replay from :class:`~epoch.errors.AppendConditionFailed`."""
+
+    def __init__(self, message: str, stream: str | None, xid: int, seq: int) -> None:
+        super().__init__(message, stream, CONDITION_FAILED)
+        self.xid = xid
+        self.seq = seq
 
 
 _Guard = ExpectedVersion | int | None
@@ -98,6 +117,11 @@ def _ids_taken(exc: psycopg.Error, stream: str | None, expected: _Guard) -> Epoc
     return IdsTaken(_server_says(exc), stream, exc.sqlstate)
 
 
+def _condition_failed(exc: psycopg.Error, stream: str | None, expected: _Guard) -> EpochError:
+    xid, _, seq = (exc.diag.message_detail or "0:0").partition(":")  # epoch_append_if: the first match
+    return ConditionFailed(_server_says(exc), stream, int(xid), int(seq))
+
+
 _ANY_STATE = "*"
 
 _TABLE: tuple[tuple[type[psycopg.Error], str | None, _Make], ...] = (
@@ -113,6 +137,7 @@ _TABLE: tuple[tuple[type[psycopg.Error], str | None, _Make], ...] = (
     (psycopg.OperationalError, "57P03", _lost),  # cannot connect now (the server is starting)
     (psycopg.Error, WRONG_VERSION, _wrong_version),  # EP001, from epoch_check_expected
     (psycopg.Error, UNIQUE_VIOLATION, _ids_taken),  # 23505: the unique index on event ids
+    (psycopg.Error, CONDITION_FAILED, _condition_failed),  # EPD01, from epoch_append_if
     (psycopg.Error, "55P03", _passes),  # lock not available (lock_timeout)
     (psycopg.Error, "40001", _passes),  # serialization failure
     (psycopg.Error, "40P01", _passes),  # deadlock detected

@@ -38,8 +38,9 @@ PAGE = 1000
 
 def row_all(row: Sequence[Any]) -> RecordedEvent:
     """The event of a row of the global log (``stream, version, xid, seq, id, ...``)."""
-    stream, version, xid, seq, id, type, data, metadata, at = row
-    return RecordedEvent(stream, version, q.encode_position(xid, seq), id, type, data, metadata, at)
+    stream, version, xid, seq, id, type, data, metadata, at, tags = row
+    position = q.encode_position(xid, seq)
+    return RecordedEvent(stream, version, position, id, type, data, metadata, at, () if tags is None else tuple(tags))
 
 
 async def stream_page(db: Connections, stream: str, cursor: int, size: int, backwards: bool) -> list[RecordedEvent]:
@@ -52,8 +53,18 @@ async def stream_page(db: Connections, stream: str, cursor: int, size: int, back
         with conn.cursor(binary=True) as cur:
             rows = cur.execute(sql, params).fetchall()
         return [
-            RecordedEvent(stream, version, q.encode_position(xid, seq), id, type, data, metadata, at)
-            for version, xid, seq, id, type, data, metadata, at in rows
+            RecordedEvent(
+                stream,
+                version,
+                q.encode_position(xid, seq),
+                id,
+                type,
+                data,
+                metadata,
+                at,
+                () if tags is None else tuple(tags),
+            )
+            for version, xid, seq, id, type, data, metadata, at, tags in rows
         ]
 
     return await db.run(page, stream)

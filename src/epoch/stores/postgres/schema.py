@@ -27,11 +27,12 @@ from typing import Any
 import psycopg
 
 from epoch.errors import ConfigurationError
+from epoch.stores.postgres import sql as q
 from epoch.stores.postgres.migrations import LATEST_VERSION, MIGRATIONS
 from epoch.stores.postgres.pool import driver_errors
 from epoch.stores.postgres.url import parse_url
 
-__all__ = ["LATEST_VERSION", "MIGRATIONS", "apply_migrations", "migrate", "schema_version"]
+__all__ = ["LATEST_VERSION", "MIGRATIONS", "apply_migrations", "check_schema", "migrate", "schema_version"]
 
 _LOCK_KEY = 0x65706F6368  # "epoch": serialises concurrent migrators
 
@@ -92,3 +93,30 @@ async def migrate(url: str) -> tuple[int, int, list[tuple[int, str]]]:
                 )
             applied = await apply_migrations(conn)
             return before, await schema_version(conn), applied
+
+
+async def check_schema(conn: Any, migrate: bool) -> None:
+    """On open: a UTF8 database whose schema is current (upgraded first when ``migrate``) and whose
+    transaction ids are this cluster's. Raises ``ConfigurationError``. (Moved from the store's module.)"""
+    row = await (await conn.execute(q.SERVER_ENCODING, prepare=False)).fetchone()
+    if row is None or row[0] != "UTF8":
+        raise ConfigurationError(f"the database encoding must be UTF8, not {row and row[0]!r}")
+    version = await schema_version(conn)
+    if version < LATEST_VERSION:
+        if not migrate:
+            raise ConfigurationError(
+                f"the epoch schema is at version {version}, {LATEST_VERSION} is needed: "
+                "run `epoch migrate --store URL` (or open without ?migrate=false)"
+            )
+        await apply_migrations(conn)
+    elif version > LATEST_VERSION:
+        raise ConfigurationError(
+            f"the epoch schema is at version {version}, newer than this epoch ({LATEST_VERSION}): upgrade epoch"
+        )
+    newest = await (await conn.execute(q.NEWEST, prepare=False)).fetchone()
+    xmax = await (await conn.execute(q.XMAX, prepare=False)).fetchone()
+    if newest is not None and xmax is not None and newest[0] >= xmax[0]:
+        raise ConfigurationError(
+            "epoch_events holds transaction ids newer than this server's: it was restored from a dump "
+            "into another cluster, so new positions would sort before old ones; use `epoch copy` instead"
+        )

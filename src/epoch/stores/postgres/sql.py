@@ -22,6 +22,7 @@ CHANNEL = "epoch_events"
 # SQLSTATEs the functions raise (class "EP" is free for applications), and the one of the id index.
 WRONG_VERSION = "EP001"
 OUT_OF_ORDER = "EP002"  # an append in a transaction older than the stream's last writer (schema.py, _V2)
+CONDITION_FAILED = "EPD01"  # epoch_append_if: an event matches the condition (DETAIL: "xid:seq" of the first)
 UNIQUE_VIOLATION = "23505"  # an event id is stored already (the unique index on id)
 
 # Expected-version codes passed to the functions (an int >= 0 is itself).
@@ -100,9 +101,15 @@ APPEND_ONE = (
     "SELECT r_version, r_xid, r_seq, r_recorded_at FROM epoch_append("
     "%s, %s, ARRAY[%b::uuid], ARRAY[%b::text], ARRAY[%b::bytea], ARRAY[%b::bytea])"
 )
+# A batch with tags: p_tag_events[i] is the 1-based index of the event carrying p_tags[i] (migration 3).
+APPEND_TAGGED = (
+    "SELECT r_version, r_xid, r_seq, r_recorded_at FROM epoch_append("
+    "%s, %s, %b::uuid[], %b::text[], %b::bytea[], %b::bytea[], %b::timestamptz[], %b::integer[], %b::text[])"
+)
 IMPORT = (
     "SELECT r_version, r_xid, r_seq, r_recorded_at FROM epoch_append("
-    f"%s, {EXPECT_ANY}, %b::uuid[], %b::text[], %b::bytea[], %b::bytea[], %b::timestamptz[])"
+    f"%s, {EXPECT_ANY}, %b::uuid[], %b::text[], %b::bytea[], %b::bytea[], %b::timestamptz[],"
+    " %b::integer[], %b::text[])"
 )
 LOCK_STREAMS = "SELECT epoch_lock_streams(%s::text[])"
 SET_FIRST_VISIBLE = "UPDATE epoch_streams SET first_visible = greatest(first_visible, %s) WHERE stream = %s"
@@ -110,7 +117,7 @@ DELETE = "SELECT epoch_delete(%s, %s)"
 
 FOUND_IDS = "SELECT id, stream, version, xid, seq, recorded_at FROM epoch_events WHERE id = ANY (%s::uuid[])"
 
-_STREAM_COLS = "e.version, e.xid, e.seq, e.id, e.type, e.data, e.metadata, e.recorded_at"
+_STREAM_COLS = "e.version, e.xid, e.seq, e.id, e.type, e.data, e.metadata, e.recorded_at, e.tags"
 _FIRST_VISIBLE = "(SELECT s.first_visible FROM epoch_streams s WHERE s.stream = %(stream)s)"
 
 READ_STREAM_FORWARD = (
@@ -123,7 +130,7 @@ READ_STREAM_BACKWARD = (
     " ORDER BY e.version DESC LIMIT %(limit)s"
 )
 
-_ALL_COLS = "e.stream, e.version, e.xid, e.seq, e.id, e.type, e.data, e.metadata, e.recorded_at"
+_ALL_COLS = "e.stream, e.version, e.xid, e.seq, e.id, e.type, e.data, e.metadata, e.recorded_at, e.tags"
 _AFTER = "(e.xid, e.seq) > (%(xid)s::bigint, %(seq)s::bigint)"
 
 READ_ALL = (
@@ -173,3 +180,54 @@ STREAM_VERSION = (
     "SELECT CASE WHEN s.version >= s.first_visible THEN s.version END FROM epoch_streams s WHERE s.stream = %s"
 )
 GET_EVENT = f"SELECT {_ALL_COLS} FROM epoch_events e WHERE e.id = %s"
+
+# -- dynamic consistency boundaries (migration 3; stores/postgres/dcb.py) ------------------------------
+
+APPEND_IF = (
+    "SELECT r_version, r_xid, r_seq, r_recorded_at FROM epoch_append_if("
+    "%s, %s, %b::uuid[], %b::text[], %b::bytea[], %b::bytea[], %b::integer[], %b::text[],"
+    " %s::jsonb, epoch_event_keys(%b::text[], %b::text[]), %s, %s, %s)"
+)
+# append_many: every stream's lock, then the shared type and tag locks of every event, in one pass each,
+# before the first write (the order epoch_append takes them in, so nothing deadlocks); and one clock.
+LOCK_MANY = (
+    "SELECT epoch_lock_streams(%s::text[]), epoch_lock_keys('{}', epoch_event_keys(%b::text[], %b::text[])),"
+    " clock_timestamp()"
+)
+APPEND_AT = (  # append_many's appends: one recorded_at for every event of the call
+    "SELECT r_version, r_xid, r_seq, r_recorded_at FROM epoch_append("
+    "%s, %s, %b::uuid[], %b::text[], %b::bytea[], %b::bytea[], %b::timestamptz[], %b::integer[], %b::text[])"
+)
+
+
+def read_query(shape: tuple[tuple[int, int], ...]) -> LiteralString:
+    """``read_query`` for items of the given shape: per item, ``(number of tags, number of types)``.
+
+    Each branch is one ordered range scan of an index, limited to a page: an item with tags scans its
+    first tag's range of the tag index (``%(t{i})s``), each row joined to its event by one probe of the
+    primary key (``LATERAL ... LIMIT 1``, which the planner cannot turn into a join over the whole table)
+    and checked for all the item's tags ``%(a{i})s`` and types ``%(k{i})s``; an item with types only
+    scans one range of the type index per type (``%(k{i}_{j})s``). The branches are merged in log order
+    and de-duplicated (an event matching two items is read once). The visibility rule is read_all's. An
+    item with neither (every event) is :data:`READ_ALL`, chosen by the caller.
+    """
+    branches: list[str] = []
+    for i, (tags, types) in enumerate(shape):
+        if tags:
+            typed = f" AND e.type = ANY (%(k{i})s::text[])" if types else ""
+            branches.append(
+                f"(SELECT e.* FROM epoch_event_tags t CROSS JOIN LATERAL (SELECT {_ALL_COLS} FROM epoch_events e"
+                f" WHERE e.xid = t.xid AND e.seq = t.seq AND e.tags @> %(a{i})s::text[]{typed} LIMIT 1) e"
+                f" WHERE t.tag = %(t{i})s AND (t.xid, t.seq) > (%(xid)s::bigint, %(seq)s::bigint)"
+                f" AND t.xid < {XMIN} ORDER BY t.xid, t.seq LIMIT %(limit)s)"
+            )
+        else:
+            branches.extend(
+                f"(SELECT {_ALL_COLS} FROM epoch_events e WHERE e.type = %(k{i}_{j})s AND {_AFTER}"
+                f" AND e.xid < {XMIN} ORDER BY e.xid, e.seq LIMIT %(limit)s)"
+                for j in range(types)
+            )
+    if len(branches) == 1:
+        return branches[0][1:-1]  # literals only: the names and counts are ints
+    union = " UNION ALL ".join(branches)
+    return f"SELECT DISTINCT ON (u.xid, u.seq) u.* FROM ({union}) u ORDER BY u.xid, u.seq LIMIT %(limit)s"

@@ -1,0 +1,206 @@
+"""Dynamic consistency boundaries on PostgreSQL: ``read_query`` pages, ``append_with_condition`` and
+``append_many`` (schema: ``migrations/v3.py``).
+
+``read_query`` reads the tag index (``epoch_event_tags``) and the type index in log order, with
+``read_all``'s visibility rule. ``append_with_condition`` is one statement (``epoch_append_if``): the
+stream's lock, an exclusive advisory lock on one tag of each tagged item of the query (its first: every
+matching event carries it) and on each type of a type-only item, shared ones on the batch's own types
+and tags, then the guard, the check and the append; every plain append takes the shared locks of its
+events' types and tags, so none of a matching event slips past a check. ``append_many`` is one
+transaction: every stream's lock and every shared key first, each guard checked by its own append.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any, LiteralString
+
+import msgspec
+
+from epoch.errors import AppendConditionFailed, WrongExpectedVersion
+from epoch.queries import AppendCondition, Query
+from epoch.records import AppendResult, ExpectedVersion, NewEvent, RecordedEvent
+from epoch.stores._checks import MAX_INT64, is_replay
+from epoch.stores._dcb import Many
+from epoch.stores.postgres import appends, reads
+from epoch.stores.postgres import sql as q
+from epoch.stores.postgres.pool import ConditionFailed, Connections, IdsTaken, SyncConn, driver_errors
+
+__all__ = ["append_if", "append_many", "query_page", "read_query"]
+
+
+def _page_query(query: Query, after: int, size: int) -> tuple[LiteralString, dict[str, Any]]:
+    xid, seq = q.decode_position(after)
+    params: dict[str, Any] = {"xid": xid, "seq": seq, "limit": size}
+    if query.matches_everything:
+        return q.READ_ALL, params
+    shape: list[tuple[int, int]] = []
+    for i, item in enumerate(query.items):
+        shape.append((len(item.tags), len(item.types)))
+        if item.tags:
+            params[f"t{i}"] = item.tags[0]
+            params[f"a{i}"] = list(item.tags)
+            params[f"k{i}"] = list(item.types)
+        else:
+            params.update({f"k{i}_{j}": name for j, name in enumerate(item.types)})
+    return q.read_query(tuple(shape)), params
+
+
+async def query_page(db: Connections, query: Query, after: int, size: int) -> list[RecordedEvent]:
+    """Up to ``size`` visible events matching ``query`` after ``after``, in log order."""
+    if q.decode_position(after)[0] > MAX_INT64:
+        return []  # past every transaction id a bigint holds: past the end of the log (guarantee 13)
+    sql, params = _page_query(query, after, size)
+
+    def page(conn: SyncConn) -> list[RecordedEvent]:
+        with conn.cursor(binary=True) as cur:
+            return [reads.row_all(row) for row in cur.execute(sql, params).fetchall()]
+
+    return await db.run(page)
+
+
+def _condition_params(query: Query, after: int | None) -> tuple[str, list[str], list[str], bool, int, int] | None:
+    """``epoch_append_if``'s query arguments, or ``None`` when no event can match (nothing to lock)."""
+    xid, seq = q.decode_position(after or 0)
+    if query.matches_nothing or xid > MAX_INT64:
+        return None
+    items = [{"types": list(item.types), "tags": list(item.tags)} for item in query.items]
+    lock_types = [name for item in query.items if not item.tags for name in item.types]
+    lock_tags = [item.tags[0] for item in query.items if item.tags]
+    return msgspec.json.encode(items).decode(), lock_types, lock_tags, query.matches_everything, xid, seq
+
+
+async def append_if(
+    db: Connections, stream: str, batch: list[NewEvent], expected: ExpectedVersion | int, condition: AppendCondition
+) -> AppendResult:
+    """``append_with_condition`` of a checked batch, in one statement (``epoch_append_if``)."""
+    shape = _condition_params(condition.fail_if_events_match, condition.after)
+    if shape is None:  # a condition no event can fail: a plain append (its locks included)
+        return await appends.append(db, stream, batch, expected, None)
+    query_json, lock_types, lock_tags, everything, xid, seq = shape
+    tag_events, tags = appends.tag_arrays(batch) or (None, None)
+    params = (
+        stream,
+        q.expected_code(expected),
+        [e.id for e in batch],
+        [e.type for e in batch],
+        [e.data for e in batch],
+        [e.metadata for e in batch],
+        tag_events,
+        tags,
+        query_json,
+        lock_types,
+        lock_tags,
+        everything,
+        xid,
+        seq,
+    )
+
+    def attempt(conn: SyncConn) -> tuple[int | None, int, int, datetime | None] | None:
+        row: tuple[int | None, int, int, datetime | None] | None = conn.execute(q.APPEND_IF, params).fetchone()
+        return row
+
+    try:
+        row = await db.run(attempt, stream, expected=expected)
+    except (WrongExpectedVersion, IdsTaken, ConditionFailed) as exc:
+        # A replay of stored ids is answered as append answers it, before the condition (the events
+        # match their own query once stored).
+        if batch and (replayed := await appends.replay(db, stream, batch, expected)) is not None:
+            return replayed
+        if isinstance(exc, ConditionFailed):
+            raise AppendConditionFailed(stream, condition.after, q.encode_position(exc.xid, exc.seq)) from None
+        raise
+    if row is None:
+        return AppendResult(stream, None, 0, (), None)
+    version, row_xid, row_seq, at = row
+    if not batch:
+        return AppendResult(stream, version, q.encode_position(row_xid, row_seq), (), at)
+    positions = q.positions_of(row_xid, row_seq, len(batch))
+    return AppendResult(stream, version, positions[-1], positions, at)
+
+
+async def append_many(db: Connections, entries: list[Many]) -> list[AppendResult]:
+    """Write every entry in one transaction, or none; results in input order."""
+    if not entries:
+        return []
+    streams = [entry.stream for entry in entries]
+    every = [e for entry in entries for e in entry.events]
+    ids = [e.id for e in every]
+    all_tags = [tag for e in every for tag in e.tags]
+
+    def write(conn: SyncConn) -> list[AppendResult]:
+        results: list[AppendResult] = []
+        with conn.transaction(), conn.cursor() as cur:
+            row = cur.execute(q.LOCK_MANY, (streams, [e.type for e in every], all_tags)).fetchone()
+            assert row is not None
+            now: datetime = row[2]
+            # Under the locks: which ids are stored already (a replayed entry is answered, not written).
+            found = {r[0]: r for r in cur.execute(q.FOUND_IDS, (ids,)).fetchall()} if ids else {}
+            for entry in entries:
+                stored = {e.id: (found[e.id][1], found[e.id][2]) for e in entry.events if e.id in found}
+                if is_replay(entry.stream, entry.events, entry.expected, stored):  # or DuplicateEventId
+                    written = [found[e.id] for e in entry.events]
+                    positions = tuple(q.encode_position(r[3], r[4]) for r in written)
+                    results.append(AppendResult(entry.stream, written[-1][2], positions[-1], positions, written[-1][5]))
+                    continue
+                results.append(_write_entry(cur, entry, now))
+        return results
+
+    try:
+        return await db.run(write, retry=False)
+    except IdsTaken:
+        # An id was stored by a concurrent writer since the look-up: once more, which now sees it.
+        return await db.run(write, retry=False)
+
+
+def _write_entry(cur: Any, entry: Many, now: datetime) -> AppendResult:
+    batch = entry.events
+    tag_events, tags = appends.tag_arrays(batch) or (None, None)
+    params = (
+        entry.stream,
+        q.expected_code(entry.expected),
+        [e.id for e in batch],
+        [e.type for e in batch],
+        [e.data for e in batch],
+        [e.metadata for e in batch],
+        [now] * len(batch),
+        tag_events,
+        tags,
+    )
+    with driver_errors(entry.stream, entry.expected):  # a failed guard names this entry's stream
+        row = cur.execute(q.APPEND_AT, params).fetchone()
+    if row is None:
+        return AppendResult(entry.stream, None, 0, (), None)
+    version, xid, seq, at = row
+    if not batch:
+        return AppendResult(entry.stream, version, q.encode_position(xid, seq), (), at)
+    positions = q.positions_of(xid, seq, len(batch))
+    return AppendResult(entry.stream, version, positions[-1], positions, now)
+
+
+async def read_query(
+    db: Connections, query: Query, after: int, limit: int | None, visibility_timeout: float
+) -> AsyncIterator[RecordedEvent]:
+    """``read_query`` of checked arguments: pages of :func:`query_page`, with ``read_all``'s visibility wait."""
+    if query.matches_nothing or limit == 0:
+        return
+    remaining = limit
+    waited = False
+    while remaining is None or remaining > 0:
+        size = reads.PAGE if remaining is None else min(reads.PAGE, remaining)
+        events = await query_page(db, query, after, size)
+        for event in events:
+            yield event
+        if events:
+            after = events[-1].position
+        if remaining is not None:
+            remaining -= len(events)
+        if len(events) < size:
+            # The end of the visible log: wait (once, bounded) for transactions still open, as read_all.
+            if waited:
+                return
+            waited = True
+            pending = await reads.pending(db, after)
+            if pending is None or not await reads.wait_visible(db, pending, visibility_timeout):
+                return
