@@ -161,25 +161,6 @@ async def store(store_url: str) -> AsyncIterator[EventStore]:
         yield opened
 
 
-# Tags on PostgreSQL and KurrentDB are the dcb-pg branch's work (DESIGN §8). Until it is merged, the
-# contract's tag round trips are expected to fail there; strict, so the day they pass these marks fail
-# and are deleted with this hook.
-_TAGS_PENDING = {
-    "test_tags_round_trip",
-    "test_tags_are_de_duplicated_in_order",
-    "test_many_and_long_tags_round_trip",
-    "test_tags_of_every_unicode_category",
-    "test_hostile_tags_round_trip_or_are_refused",
-}
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        name = getattr(item, "originalname", item.name)
-        if name in _TAGS_PENDING and ("[postgres" in item.name or "KurrentDB" in item.nodeid):
-            item.add_marker(pytest.mark.xfail(strict=True, reason="tags are not stored on this backend yet (dcb-pg)"))
-
-
 # Hypothesis profiles (short in `make test`, long under `make fuzz`) are registered where the hostile
 # strategies live, so every fuzz test runs with the same budget.
 import tests.hostile  # noqa: E402,F401
