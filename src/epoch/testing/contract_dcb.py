@@ -22,6 +22,7 @@ from epoch.queries import AppendCondition, Query, QueryItem
 from epoch.records import ANY, NewEvent, RecordedEvent
 from epoch.stores import EventStore
 from epoch.testing._events import collect, new_events, nothing_stored
+from epoch.testing._subscriptions import take
 from epoch.testing.contract_numbers import HUGE_INTS
 
 __all__ = [
@@ -133,6 +134,7 @@ class TagsAndQueriesContract:
         found = await store.get_event(events[0].id)
         assert found is not None and found.tags == ("user:42", "username:ada")
         assert all(type(r.tags) is tuple for r in await collect(store.read_all()))
+        assert [r.tags for r in await take(store, 2)] == expected  # subscribe too
         assert result.positions == tuple(r.position for r in await collect(store.read_all()))
 
     async def test_tags_are_de_duplicated_in_order(self, store: EventStore) -> None:
