@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import sqlite3
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import pytest
 from epoch.errors import AppendConditionFailed, WrongExpectedVersion
 from epoch.queries import AppendCondition, Query, QueryItem
 from epoch.records import NO_STREAM, NewEvent
+from epoch.stores import open_store
 from epoch.stores.sqlite import SCHEMA_VERSION, SQLiteEventStore
 from epoch.stores.sqlite.dcb import query_sql
 from epoch.stores.sqlite.schema import MIGRATIONS
@@ -205,3 +207,41 @@ async def test_claimants_in_several_processes_exactly_one_wins(tmp_path: Path) -
         claims = await collect(store.read_query(Query([QueryItem(tags=("username:ada",))])))
         assert len(claims) == 1 and claims[0].stream == f"user-{outcomes.index('won')}"
         assert [e.stream for e in await collect(store.read_all())] == ["other-1", claims[0].stream]
+
+
+# -- against a reference -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", ["memory://", "sqlite"])
+async def test_read_query_matches_a_scan_of_the_log(url: str, tmp_path: Path) -> None:
+    """Random queries over 3,000 random events, pages of every size: what a filter of ``read_all`` finds."""
+    rng = random.Random(13)
+    names = ["a", "b", "c", "d", "e"]
+    async with open_store(f"sqlite:///{tmp_path / 'ref.db'}" if url == "sqlite" else url) as store:
+        for i in range(300):
+            batch = [
+                NewEvent(rng.choice(["T1", "T2", "T3"]), b"{}", tags=tuple(rng.sample(names, rng.randrange(4))))
+                for _ in range(10)
+            ]
+            await store.append(f"s-{i % 17}", batch)
+        log = await collect(store.read_all())
+        for _ in range(60):
+            items = [
+                QueryItem(
+                    types=tuple(rng.sample(["T1", "T2", "T3"], rng.randrange(3))),
+                    tags=tuple(rng.sample(names, rng.randrange(3))),
+                )
+                for _ in range(rng.randrange(1, 4))
+            ]
+            query = Query(items)
+            after = rng.choice([0, rng.randrange(3000)])
+            limit = rng.choice([None, 1, 99, 100, 101, 1000, 1001, 2500])
+            expected = [e for e in log if e.position > after and query.matches(e.type, e.tags)][:limit]
+            assert await collect(store.read_query(query, after, limit)) == expected, (query, after, limit)
+            first = next((e.position for e in log if e.position > after and query.matches(e.type, e.tags)), None)
+            try:
+                await store.append_with_condition("never-1", [], AppendCondition(query, after))
+            except AppendConditionFailed as exc:
+                assert exc.position == first is not None, query
+            else:
+                assert first is None, query

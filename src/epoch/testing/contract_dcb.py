@@ -10,19 +10,32 @@ The conditions, ``append_many`` and the racing claimants are in ``contract_dcb_a
 
 from __future__ import annotations
 
+import functools
 import unicodedata
-from typing import Any, ClassVar
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar, TypeVar, cast
 
 import pytest
 
 from epoch.errors import InvalidEvent, InvalidQuery, InvalidVersion, NotSupported
-from epoch.queries import Query, QueryItem
-from epoch.records import NewEvent, RecordedEvent
+from epoch.queries import AppendCondition, Query, QueryItem
+from epoch.records import ANY, NewEvent, RecordedEvent
 from epoch.stores import EventStore
 from epoch.testing._events import collect, new_events, nothing_stored
+from epoch.testing._subscriptions import take
 from epoch.testing.contract_numbers import HUGE_INTS
 
-__all__ = ["BOUNDARY_OPERATIONS", "TAG_CHARACTERS", "TagsAndQueriesContract", "boundary_operations", "serves"]
+__all__ = [
+    "BOUNDARY_OPERATIONS",
+    "TAG_CHARACTERS",
+    "TagsAndQueriesContract",
+    "boundary_operations",
+    "query",
+    "refuses",
+    "requires",
+    "serves",
+    "tagged",
+]
 
 BOUNDARY_OPERATIONS = frozenset({"read_query", "append_with_condition", "append_many"})
 """Every operation a store may declare in ``boundary_operations``."""
@@ -58,13 +71,46 @@ def tagged(type: str, *tags: str, n: int = 0) -> NewEvent:
 
 
 async def query(store: EventStore, q: Query, after: int = 0, limit: int | None = None) -> list[RecordedEvent]:
-    """``read_query`` collected, or ``pytest.skip`` (after checking it raises ``NotSupported``) where undeclared."""
-    if not serves(store, "read_query"):
-        with pytest.raises(NotSupported) as info:
-            await collect(store.read_query(q, after, limit))
-        assert info.value.operation == "read_query"
-        pytest.skip(f"{type(store).__name__} declares no read_query")
+    """``read_query`` collected."""
     return await collect(store.read_query(q, after, limit))
+
+
+async def refuses(store: EventStore, operation: str) -> None:
+    """Assert that ``store`` answers ``operation`` with ``NotSupported`` naming it, and writes nothing."""
+    calls: dict[str, Callable[[], Awaitable[object]]] = {
+        "read_query": lambda: collect(store.read_query(Query.all())),
+        "append_with_condition": lambda: store.append_with_condition(
+            "refused-1", [tagged("T")], AppendCondition(Query([]))
+        ),
+        "append_many": lambda: store.append_many([("refused-1", [tagged("T")], ANY)]),
+    }
+    head = await store.head_position()
+    with pytest.raises(NotSupported) as info:
+        await calls[operation]()
+    assert (info.value.store, info.value.operation) == (type(store).__name__, operation)
+    assert await store.head_position() == head
+
+
+T = TypeVar("T", bound=Callable[..., Awaitable[None]])
+
+
+def requires(*operations: str) -> Callable[[T], T]:
+    """Run the test where the store declares ``operations``; elsewhere assert that each undeclared one
+    raises ``NotSupported`` (the declared behaviour, so the test passes rather than skips)."""
+
+    def decorate(test: T) -> T:
+        @functools.wraps(test)
+        async def run(self: object, *args: Any, **kwargs: Any) -> None:
+            store: EventStore = kwargs["store"]
+            missing = [operation for operation in operations if not serves(store, operation)]
+            for operation in missing:
+                await refuses(store, operation)
+            if not missing:
+                await test(self, *args, **kwargs)
+
+        return cast("T", run)
+
+    return decorate
 
 
 class TagsAndQueriesContract:
@@ -88,6 +134,7 @@ class TagsAndQueriesContract:
         found = await store.get_event(events[0].id)
         assert found is not None and found.tags == ("user:42", "username:ada")
         assert all(type(r.tags) is tuple for r in await collect(store.read_all()))
+        assert [r.tags for r in await take(store, 2)] == expected  # subscribe too
         assert result.positions == tuple(r.position for r in await collect(store.read_all()))
 
     async def test_tags_are_de_duplicated_in_order(self, store: EventStore) -> None:
@@ -160,6 +207,7 @@ class TagsAndQueriesContract:
         by_position = dict((position, label) for label, position in log)
         return [by_position[event.position] for event in events]
 
+    @requires("read_query")
     async def test_read_query_by_types_tags_and_both(self, store: EventStore) -> None:
         log = await self._courses(store)
         cases = [
@@ -181,6 +229,7 @@ class TagsAndQueriesContract:
         for q, labels in cases:
             assert self._labels(log, await query(store, q)) == labels, q
 
+    @requires("read_query")
     async def test_each_event_once_in_position_order(self, store: EventStore) -> None:
         log = await self._courses(store)
         overlapping = Query(
@@ -195,6 +244,7 @@ class TagsAndQueriesContract:
         assert self._labels(log, found) == ["def2", "reg", "sub1", "sub2"]
         assert [e.position for e in found] == sorted(e.position for e in found)
 
+    @requires("read_query")
     async def test_query_all_and_empty_query(self, store: EventStore) -> None:
         await self._courses(store)
         everything = await collect(store.read_all())
@@ -204,6 +254,7 @@ class TagsAndQueriesContract:
         assert await query(store, Query.all(), limit=2) == everything[:2]
         assert await query(store, Query.all(), after=everything[3].position) == everything[4:]
 
+    @requires("read_query")
     async def test_read_query_records_are_whole(self, store: EventStore) -> None:
         event = NewEvent("Registered", b"\x00\xff data", b'{"who": "Zo\xc3\xab"}', tags=("user:1",))
         result = await store.append("users-1", [*new_events(2), event])
@@ -217,6 +268,7 @@ class TagsAndQueriesContract:
             event.tags,
         )
 
+    @requires("read_query")
     async def test_read_query_after_and_limit(self, store: EventStore) -> None:
         log = await self._courses(store)
         q = Query([QueryItem(tags=("student:1",)), QueryItem(types=("CourseDefined",))])
@@ -227,6 +279,7 @@ class TagsAndQueriesContract:
         assert await query(store, q, limit=0) == []
         assert await query(store, q, after=positions["rename"]) == []
 
+    @requires("read_query")
     async def test_read_query_pages_through_many_events(self, store: EventStore) -> None:
         batch = [tagged("T", "hot", n=i) if i % 3 else tagged("T", "cold", n=i) for i in range(2500)]
         await store.append("s-1", batch)
@@ -236,6 +289,7 @@ class TagsAndQueriesContract:
             i for i in range(2500) if i % 3
         ][:1200]
 
+    @requires("read_query")
     async def test_read_query_huge_after_and_limit(self, store: EventStore) -> None:
         await self._courses(store)
         everything = await collect(store.read_all())
@@ -280,6 +334,7 @@ class TagsAndQueriesContract:
             await collect(store.read_query(bad))
         assert str(info.value) == f"read_query takes a Query, not {type(bad).__name__}"
 
+    @requires("read_query")
     async def test_read_query_sees_soft_deleted_streams(self, store: EventStore) -> None:
         first = await store.append("users-1", [tagged("Registered", "user:1"), tagged("Renamed", "user:1")])
         await store.delete_stream("users-1")
