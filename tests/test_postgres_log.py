@@ -157,10 +157,10 @@ async def test_an_import_locks_its_streams_before_it_writes(pg_dsn: str, other_p
         ]
 
 
-# -- the schema upgrade: version 1 to 2 ------------------------------------------------------------
+# -- the schema upgrade: version 1 to the latest ----------------------------------------------------
 
 
-async def test_a_database_at_schema_1_upgrades_to_2_and_keeps_working(pg_dsn: str) -> None:
+async def test_a_database_at_schema_1_upgrades_to_3_and_keeps_working(pg_dsn: str) -> None:
     version, description, sql = MIGRATIONS[0]
     assert version == 1
     with psycopg.connect(pg_dsn, autocommit=True) as conn:  # what epoch 0.1 created
@@ -178,12 +178,12 @@ async def test_a_database_at_schema_1_upgrades_to_2_and_keeps_working(pg_dsn: st
     with pytest.raises(ConfigurationError) as refused:
         await open_store(pg_dsn + "?migrate=false")
     assert str(refused.value) == (
-        "the epoch schema is at version 1, 2 is needed: run `epoch migrate --store URL` (or open without ?migrate=false)"
+        "the epoch schema is at version 1, 3 is needed: run `epoch migrate --store URL` (or open without ?migrate=false)"
     )
     async with open_store(pg_dsn) as store:  # upgrades on open
         with psycopg.connect(pg_dsn) as conn:
             versions = conn.execute("SELECT version FROM epoch_schema_version ORDER BY version").fetchall()
-            assert versions == [(1,), (2,)]
+            assert versions == [(1,), (2,), (3,)]
         old = await collect(store.read_all())
         assert [(e.stream, e.version, e.type) for e in old] == [
             ("users-1", 0, "Old"),
@@ -246,7 +246,9 @@ async def test_an_append_on_a_broken_schema_raises_at_once(pg_dsn: str) -> None:
         await store.append("users-1", new(1))
         with psycopg.connect(pg_dsn, autocommit=True) as conn:
             conn.execute("REVOKE ALL ON epoch_events FROM PUBLIC")
-            conn.execute("DROP FUNCTION epoch_append(text, bigint, uuid[], text[], bytea[], bytea[], timestamptz[])")
+            conn.execute(
+                "DROP FUNCTION epoch_append(text, bigint, uuid[], text[], bytea[], bytea[], timestamptz[], integer[], text[])"
+            )
         began = time.monotonic()
         with pytest.raises(StoreError) as info:
             await store.append("users-1", new(1))

@@ -34,7 +34,6 @@ from epoch.errors import (
     ConfigurationError,
     DuplicateEventId,
     InvalidStreamName,
-    NotSupported,
     StoreUnavailable,
     WrongExpectedVersion,
 )
@@ -52,9 +51,9 @@ from epoch.stores._checks import (
     enforce_expected_version,
     is_replay,
 )
-from epoch.stores._dcb import WithoutBoundaries, check_query_read
+from epoch.stores._dcb import check_query_read
 from epoch.stores.kurrentdb.companion import KurrentDBCompanionStreams
-from epoch.stores.kurrentdb.dcb import WHY_NOT, matching
+from epoch.stores.kurrentdb.dcb import AtomicWritesUnsupported, matching
 from epoch.stores.kurrentdb.errors import driver_errors
 from epoch.stores.kurrentdb.mapping import (
     exact_stream,
@@ -89,7 +88,7 @@ the protocol's fields are unsigned 64-bit). epoch's ints are unbounded: larger v
 to what they mean (nothing to read, a guard that cannot match) instead of reaching the protocol."""
 
 
-class KurrentDBEventStore(WithoutBoundaries, StoreLifecycle):
+class KurrentDBEventStore(AtomicWritesUnsupported, StoreLifecycle):
     """An :class:`~epoch.stores.EventStore` on a KurrentDB server or cluster.
 
     ``KurrentDBEventStore("kurrentdb://localhost:2113?tls=false")`` takes the client's connection string
@@ -97,8 +96,7 @@ class KurrentDBEventStore(WithoutBoundaries, StoreLifecycle):
     """
 
     boundary_operations = frozenset({"read_query"})
-    """``read_query`` by a scan of ``$all`` (KurrentDB has no tag index); ``append_with_condition`` and
-    ``append_many`` raise ``NotSupported`` (docs/stores/kurrentdb.md says why)."""
+    """``read_query`` only, by a scan of ``$all``; the atomic writes raise ``NotSupported`` (see ``dcb``)."""
 
     detects_duplicate_ids_across_streams = False
     """Guarantee 5 holds within a stream only (for its newest ``id_check_window`` events): KurrentDB keeps
@@ -368,8 +366,7 @@ class KurrentDBEventStore(WithoutBoundaries, StoreLifecycle):
         return None
 
     async def read_query(self, query: Query, after: int = 0, limit: int | None = None) -> AsyncIterator[RecordedEvent]:
-        """The events matching ``query`` after ``after``: a scan of ``$all`` from ``after``, filtered here
-        (KurrentDB keeps no index of tags; the tags travel in the metadata, see ``mapping``)."""
+        """A scan of ``$all`` from ``after``, matched here: KurrentDB keeps no index of tags (``dcb``)."""
         query = check_query_read(query, after, limit)
         client = self._open()
         if query.matches_nothing or limit == 0 or after - 1 > _MAX_SERVER_INT:
@@ -381,9 +378,6 @@ class KurrentDBEventStore(WithoutBoundaries, StoreLifecycle):
         ):
             async for record in found:
                 yield record
-
-    def _unsupported(self, operation: str) -> NotSupported:
-        return NotSupported(type(self).__name__, operation, WHY_NOT[operation])
 
     # -- epoch's own streams -------------------------------------------------------------------
 

@@ -7,11 +7,13 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
+from epoch.errors import NotSupported
 from epoch.queries import Query
 from epoch.records import RecordedEvent
+from epoch.stores._dcb import WithoutBoundaries
 from epoch.stores.kurrentdb.mapping import is_user_event, to_record
 
-__all__ = ["WHY_NOT", "matching"]
+__all__ = ["WHY_NOT", "AtomicWritesUnsupported", "matching"]
 
 WHY_NOT = {
     "append_with_condition": "KurrentDB checks a guard per stream only, never a condition over a query of "
@@ -20,6 +22,14 @@ WHY_NOT = {
     "metadata only as string-valued properties, so epoch's metadata bytes would not round-trip",
 }
 """Why each atomic write of the boundaries is not served (the message of its ``NotSupported``)."""
+
+
+class AtomicWritesUnsupported(WithoutBoundaries):
+    """``append_with_condition`` and ``append_many`` raise ``NotSupported`` saying :data:`WHY_NOT` (after
+    the input checks); the store overrides ``read_query``."""
+
+    def _unsupported(self, operation: str) -> NotSupported:
+        return NotSupported(type(self).__name__, operation, WHY_NOT[operation])
 
 
 async def matching(

@@ -76,12 +76,15 @@ BEGIN
 END
 $fn$;
 
+-- plpgsql, not sql: a SQL function that cannot be inlined is planned again on every call.
 CREATE OR REPLACE FUNCTION epoch_event_keys(p_types text[], p_tags text[]) RETURNS bigint[]
-LANGUAGE sql IMMUTABLE AS $fn$
-    SELECT coalesce(array_agg(k), '{{}}') FROM (
-        SELECT epoch_type_lock_key(t) AS k FROM unnest(p_types) t
-        UNION SELECT epoch_tag_lock_key(t) FROM unnest(p_tags) t
-    ) keys
+LANGUAGE plpgsql IMMUTABLE AS $fn$
+BEGIN
+    RETURN ARRAY(
+        SELECT epoch_type_lock_key(t) FROM (SELECT DISTINCT t FROM unnest(p_types) t) types
+        UNION SELECT epoch_tag_lock_key(t) FROM (SELECT DISTINCT t FROM unnest(p_tags) t) tags
+    );
+END
 $fn$;
 
 DROP FUNCTION epoch_append(text, bigint, uuid[], text[], bytea[], bytea[], timestamptz[]);
@@ -108,6 +111,7 @@ DECLARE
     v_xid bigint;
     v_seq integer;
     v_now timestamptz;
+    v_key bigint;
 BEGIN
     -- 1. The stream's lock, before any write: this transaction's id (its events' positions) is assigned
     --    below, after every earlier writer of the stream has ended (see migration 2).
@@ -116,7 +120,11 @@ BEGIN
     --    exclusively (migration 3). One event of no tag, the common case, takes one lock directly.
     IF v_n = 1 AND p_tags IS NULL THEN
         PERFORM pg_advisory_xact_lock_shared(epoch_type_lock_key(p_types[1]));
-    ELSIF v_n > 0 THEN
+    ELSIF p_tags IS NULL THEN  -- untagged: the distinct types' keys, in key order, without a nested call
+        FOR v_key IN SELECT epoch_type_lock_key(t) FROM (SELECT DISTINCT t FROM unnest(p_types) t) d ORDER BY 1 LOOP
+            PERFORM pg_advisory_xact_lock_shared(v_key);
+        END LOOP;
+    ELSE
         PERFORM epoch_lock_keys('{{}}', epoch_event_keys(p_types, p_tags));
     END IF;
     -- 2. Move the stream's version in one statement (creating its row for a new stream). A failed guard
