@@ -19,9 +19,11 @@ from typing import ClassVar
 import pytest
 
 from epoch.testing.contract_appends import AppendContract
+from epoch.testing.contract_erasure import ErasureContract
 from epoch.testing.contract_ids import DuplicateIdContract
 from epoch.testing.contract_input import InputContract
 from epoch.testing.contract_lifecycle import LifecycleContract
+from epoch.testing.contract_limits import LimitsContract
 from epoch.testing.contract_log import LogContract
 from epoch.testing.contract_numbers import NumbersContract
 from epoch.testing.contract_roundtrip import RoundTripContract
@@ -37,6 +39,8 @@ class EventStoreContract(
     InputContract,
     NumbersContract,
     LifecycleContract,
+    ErasureContract,
+    LimitsContract,
 ):
     """The guarantees of DESIGN §3 every store shows, against the ``store`` fixture; one module each:
 
@@ -46,7 +50,9 @@ class EventStoreContract(
     - ``contract_roundtrip``: bytes, names and ``recorded_at`` round-trip exactly (6);
     - ``contract_input``: bad input is refused with a clear error (8);
     - ``contract_numbers``: out-of-range numbers are bad input (13);
-    - ``contract_lifecycle``: soft delete, subscriptions and closing (3, 4 and 9's live half).
+    - ``contract_lifecycle``: soft delete, subscriptions and closing (3, 4 and 9's live half);
+    - ``contract_erasure``: hard delete (tombstones) and ``truncate_before`` (DESIGN §8);
+    - ``contract_limits``: ``set_stream_limits`` and ``scavenge`` (DESIGN §8).
     """
 
     pytestmark: ClassVar[list[pytest.MarkDecorator]] = [pytest.mark.asyncio]
