@@ -246,6 +246,7 @@ def open_store(url: str | None = None) -> StoreOpener:
 
 
 # The declared capabilities (after EventStore: they are part of this package's public surface).
+from epoch.stores._lifecycle import guarded_append_of  # noqa: E402
 from epoch.stores._sql import (  # noqa: E402
     Dialect,
     PostgresTransaction,
@@ -255,4 +256,3 @@ from epoch.stores._sql import (  # noqa: E402
     importer_of,
     sql_store,
 )
-from epoch.stores._lifecycle import guarded_append_of  # noqa: E402

@@ -10,16 +10,6 @@ from uuid import UUID
 from epoch.errors import ConfigurationError, StoreUnavailable, WrongExpectedVersion
 from epoch.records import ANY, AppendResult, ExpectedVersionLike, NewEvent, RecordedEvent, category_of
 from epoch.stores._base import StoreLifecycle
-from epoch.stores._lifecycle import (
-    TOMBSTONE,
-    StreamLifecycle,
-    check_hard,
-    check_limits,
-    check_truncate,
-    effective_start,
-    is_tombstoned,
-    refuse_tombstone,
-)
 from epoch.stores._checks import (
     DEFAULT_MAX_EVENT_SIZE,
     GLOBAL_LOG,
@@ -30,6 +20,16 @@ from epoch.stores._checks import (
     check_stream_name,
     enforce_expected_version,
     is_replay,
+)
+from epoch.stores._lifecycle import (
+    TOMBSTONE,
+    StreamLifecycle,
+    check_hard,
+    check_limits,
+    check_truncate,
+    effective_start,
+    is_tombstoned,
+    refuse_tombstone,
 )
 from epoch.stores._urls import integer, only_options
 
@@ -236,9 +236,7 @@ class MemoryEventStore(StoreLifecycle):
         found = self._ids.get(id)
         return None if found is None or (stream is not None and found.stream != stream) else found
 
-    async def delete_stream(
-        self, stream: str, expected_version: ExpectedVersionLike = ANY, hard: bool = False
-    ) -> None:
+    async def delete_stream(self, stream: str, expected_version: ExpectedVersionLike = ANY, hard: bool = False) -> None:
         check_stream_name(stream)
         expected = check_expected_version(stream, expected_version)
         hard = check_hard(stream, hard)

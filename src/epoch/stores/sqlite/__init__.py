@@ -217,9 +217,7 @@ class SQLiteEventStore(StoreLifecycle, SQLStore, SupportsImport):
         found = await self._workers.read(work.get_event, id.bytes if isinstance(id, UUID) else b"")
         return None if found is None or (stream is not None and found.stream != stream) else found
 
-    async def delete_stream(
-        self, stream: str, expected_version: ExpectedVersionLike = ANY, hard: bool = False
-    ) -> None:
+    async def delete_stream(self, stream: str, expected_version: ExpectedVersionLike = ANY, hard: bool = False) -> None:
         """Soft-delete a stream (it reads as empty; a later append continues its versions; ``read_all``
         keeps it), or with ``hard=True`` tombstone it: its events are erased at once (see ``lifecycle``)."""
         check_stream_name(stream)
