@@ -35,10 +35,26 @@ __all__ = [
     "lifecycle_states_of",
     "max_age_micros",
     "refuse_tombstone",
+    "tombstone_of",
+    "tombstoned_version",
 ]
 
-TOMBSTONE = 2**63 - 1
-"""``first_visible`` of a hard-deleted stream: beyond every version, so it reads as deleted everywhere."""
+TOMBSTONE = 2**62
+"""``first_visible`` at or above this marks a hard-deleted stream: beyond every version, so it reads as
+deleted everywhere. A tombstone is ``TOMBSTONE + version + 1`` (:func:`tombstone_of`), so it also says
+which version the stream had (what ``StreamDeleted`` names) without a column of its own."""
+
+
+def tombstone_of(version: int | None) -> int:
+    """The ``first_visible`` of a stream hard-deleted at ``version`` (``None`` or -1: never written)."""
+    return TOMBSTONE + (-1 if version is None else version) + 1
+
+
+def tombstoned_version(first_visible: int) -> int | None:
+    """The version a tombstoned stream had, from its ``first_visible``."""
+    version = first_visible - TOMBSTONE - 1
+    return None if version < 0 else version
+
 
 MAX_AGE_LIMIT = timedelta(days=365 * 1000)
 """The largest ``max_age`` accepted (a thousand years): it fits every backend's interval type."""
@@ -53,10 +69,10 @@ def is_tombstoned(first_visible: int) -> bool:
     return first_visible >= TOMBSTONE
 
 
-def refuse_tombstone(stream: str, first_visible: int, version: int | None) -> None:
+def refuse_tombstone(stream: str, first_visible: int) -> None:
     """Raise :class:`StreamDeleted` (naming the stream's last version) when the row is a tombstone."""
     if first_visible >= TOMBSTONE:
-        raise StreamDeleted(stream, None if version is None or version < 0 else version)
+        raise StreamDeleted(stream, tombstoned_version(first_visible))
 
 
 def check_hard(stream: str, hard: object) -> bool:

@@ -30,6 +30,7 @@ from epoch.stores._lifecycle import (
     effective_start,
     is_tombstoned,
     refuse_tombstone,
+    tombstone_of,
 )
 from epoch.stores._urls import integer, only_options
 
@@ -112,7 +113,7 @@ class MemoryEventStore(StoreLifecycle):
         self._check_open()
         entry = self._streams.get(stream)
         if entry is not None and entry.first_visible >= TOMBSTONE:
-            refuse_tombstone(stream, entry.first_visible, len(entry.events) - 1)
+            refuse_tombstone(stream, entry.first_visible)
         stored = {e.id: (r.stream, r.version) for e in batch if (r := self._ids.get(e.id)) is not None}
         if is_replay(stream, batch, expected, stored):
             return AppendResult.of(stream, [self._ids[e.id] for e in batch])
@@ -252,7 +253,7 @@ class MemoryEventStore(StoreLifecycle):
         if entry is None:
             entry = self._streams[stream] = _Stream()
         self._erase(entry, len(entry.events))
-        entry.first_visible = TOMBSTONE
+        entry.first_visible = tombstone_of(len(entry.events) - 1)
         entry.max_count = entry.max_age = None
 
     async def truncate_before(self, stream: str, version: int) -> None:
@@ -261,7 +262,7 @@ class MemoryEventStore(StoreLifecycle):
         entry = self._streams.get(stream)
         if entry is None:
             return
-        refuse_tombstone(stream, entry.first_visible, len(entry.events) - 1)
+        refuse_tombstone(stream, entry.first_visible)
         boundary = min(version, len(entry.events))
         self._erase(entry, boundary)
         entry.first_visible = max(entry.first_visible, boundary)
@@ -273,7 +274,7 @@ class MemoryEventStore(StoreLifecycle):
         self._check_open()
         entry = self._streams.get(stream)
         if entry is not None:
-            refuse_tombstone(stream, entry.first_visible, len(entry.events) - 1)
+            refuse_tombstone(stream, entry.first_visible)
         elif max_count is None and max_age is None:
             return
         else:

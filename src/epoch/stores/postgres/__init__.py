@@ -37,6 +37,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any, ClassVar
 from uuid import UUID
 
@@ -55,8 +56,9 @@ from epoch.stores._checks import (
     clamp64,
     runs_of,
 )
+from epoch.stores._lifecycle import StreamLifecycle, check_hard, check_limits, check_truncate
 from epoch.stores._sql import Dialect, PostgresTransaction, SQLStore, SupportsImport
-from epoch.stores.postgres import appends, reads
+from epoch.stores.postgres import appends, lifecycle, reads
 from epoch.stores.postgres import sql as q
 from epoch.stores.postgres.lag import VisibilityLag, measure_visibility_lag
 from epoch.stores.postgres.listen import Listener
@@ -89,6 +91,9 @@ class PostgresEventStore(StoreLifecycle, SQLStore, SupportsImport):
 
     detects_duplicate_ids_across_streams = True
     """Guarantee 5 in full: every stored id is in an index (``epoch.testing.contract_ids``)."""
+
+    erases_at_once = True
+    """Hard deletes and truncations erase the events at once (``epoch.testing.contract_erasure``)."""
 
     def __init__(
         self,
@@ -208,10 +213,41 @@ class PostgresEventStore(StoreLifecycle, SQLStore, SupportsImport):
         stream, batch, expected = check_append(stream, events, expected_version, self.max_event_size)
         return await appends.append(self._db, stream, batch, expected, self._before_commit)
 
-    async def delete_stream(self, stream: str, expected_version: ExpectedVersionLike = ANY) -> None:
+    async def append_guarded(
+        self, stream: str, events: Iterable[NewEvent], expected_version: ExpectedVersionLike, first_version: int
+    ) -> AppendResult:
+        """``append``, also refused when the stream's first visible version moved past ``first_version``
+        (the check of a cached ``CommandHandler``, in the append's own statement)."""
+        stream, batch, expected = check_append(stream, events, expected_version, self.max_event_size)
+        return await appends.append(self._db, stream, batch, expected, self._before_commit, first_version)
+
+    async def delete_stream(self, stream: str, expected_version: ExpectedVersionLike = ANY, hard: bool = False) -> None:
         check_stream_name(stream)
         expected = check_expected_version(stream, expected_version)
-        await appends.delete(self._db, stream, expected)
+        if check_hard(stream, hard):
+            await lifecycle.delete_hard(self._db, stream, expected)
+        else:
+            await appends.delete(self._db, stream, expected)
+
+    async def truncate_before(self, stream: str, version: int) -> None:
+        stream, version = check_truncate(stream, version)
+        await lifecycle.truncate(self._db, stream, version)
+
+    async def set_stream_limits(
+        self, stream: str, max_count: int | None = None, max_age: timedelta | None = None
+    ) -> None:
+        stream, max_count, max_age = check_limits(stream, max_count, max_age)
+        await lifecycle.set_limits(self._db, stream, max_count, max_age)
+
+    async def scavenge(self, stream: str | None = None) -> int:
+        if stream is not None:
+            check_stream_name(stream)
+        return await lifecycle.scavenge(self._db, stream)
+
+    async def lifecycle_states(self) -> AsyncIterator[StreamLifecycle]:
+        """Every stream with a lifecycle state (deleted, truncated or limited), for ``epoch copy``."""
+        for state in await lifecycle.lifecycle_states(self._db):
+            yield state
 
     async def import_events(
         self, events: Sequence[RecordedEvent], first_visible: Mapping[str, int] | None = None
@@ -341,7 +377,7 @@ class PostgresEventStore(StoreLifecycle, SQLStore, SupportsImport):
             await reads.wait_visible(self._db, pending, self.visibility_timeout)
 
         def head(conn: SyncConn) -> int:
-            row = conn.execute(q.VISIBLE_HEAD).fetchone()
+            row = conn.execute(q.HEAD_POSITION).fetchone()
             return 0 if row is None else encode_position(row[0], row[1])
 
         return await self._db.run(head)

@@ -32,11 +32,27 @@ async def append(
     batch: list[NewEvent],
     expected: ExpectedVersion | int,
     hook: Callable[[], Awaitable[None]] | None,
+    first_version: int | None = None,
 ) -> AppendResult:
-    """Append a checked batch; ``hook`` (a test's) is awaited inside the transaction before it commits."""
+    """Append a checked batch; ``hook`` (a test's) is awaited inside the transaction before it commits.
+
+    ``first_version``: refuse also when the stream's first visible version moved past it (a cached
+    ``CommandHandler``'s check, ``epoch_append_guarded`` of migration 4, in the same round trip).
+    """
     statement: LiteralString
     params: tuple[object, ...]
-    if len(batch) == 1:
+    if first_version is not None and batch:
+        statement = q.APPEND_GUARDED
+        params = (
+            stream,
+            q.expected_code(expected),
+            min(first_version, q.MAX_INT64),
+            [e.id for e in batch],
+            [e.type for e in batch],
+            [e.data for e in batch],
+            [e.metadata for e in batch],
+        )
+    elif len(batch) == 1:
         one = batch[0]
         statement, params = q.APPEND_ONE, (stream, q.expected_code(expected), one.id, one.type, one.data, one.metadata)
     else:

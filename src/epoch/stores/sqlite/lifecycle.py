@@ -22,7 +22,14 @@ from datetime import timedelta
 from epoch.errors import WrongExpectedVersion
 from epoch.records import AppendResult, ExpectedVersion, NewEvent
 from epoch.stores._checks import enforce_expected_version
-from epoch.stores._lifecycle import TOMBSTONE, StreamLifecycle, is_tombstoned, max_age_micros, refuse_tombstone
+from epoch.stores._lifecycle import (
+    TOMBSTONE,
+    StreamLifecycle,
+    is_tombstoned,
+    max_age_micros,
+    refuse_tombstone,
+    tombstone_of,
+)
 from epoch.stores.sqlite.work import Group, Replay, append
 
 __all__ = [
@@ -40,9 +47,9 @@ _KEEP_HEAD = (
     "INSERT INTO erased (only, position) VALUES (0, ?)"
     " ON CONFLICT (only) DO UPDATE SET position = max(position, excluded.position)"
 )
-_TOMBSTONE_ROW = (
+_TOMBSTONE_ROW = (  # first_visible = tombstone_of(version)
     f"INSERT INTO streams (stream, version, first_visible) VALUES (?, -1, {TOMBSTONE})"
-    f" ON CONFLICT (stream) DO UPDATE SET first_visible = {TOMBSTONE}, max_count = NULL, max_age = NULL"
+    f" ON CONFLICT (stream) DO UPDATE SET first_visible = {TOMBSTONE} + version + 1, max_count = NULL, max_age = NULL"
 )
 _MOVE_FIRST_VISIBLE = "UPDATE streams SET first_visible = max(first_visible, ?) WHERE stream = ?"
 _NEW_ROW = "INSERT INTO streams (stream, version, max_count, max_age) VALUES (?, -1, ?, ?)"
@@ -89,7 +96,7 @@ def delete(tx: Group, stream: str, expected: ExpectedVersion | int, hard: bool) 
     if row is not None:
         _erase(tx, stream, row[0] + 1)
     tx.connection.execute(_TOMBSTONE_ROW, (stream,))
-    tx.memo.streams[stream] = (-1 if row is None else row[0], TOMBSTONE)
+    tx.memo.streams[stream] = (-1 if row is None else row[0], tombstone_of(None if row is None else row[0]))
 
 
 def append_guarded(
@@ -106,7 +113,7 @@ def truncate(tx: Group, stream: str, version: int) -> None:
     row = tx.stream(stream)
     if row is None:
         return
-    refuse_tombstone(stream, row[1], row[0])
+    refuse_tombstone(stream, row[1])
     boundary = min(version, row[0] + 1)
     _erase(tx, stream, boundary)
     if boundary > row[1]:
@@ -122,7 +129,7 @@ def set_limits(tx: Group, stream: str, max_count: int | None, max_age: timedelta
             tx.connection.execute(_NEW_ROW, (stream, max_count, age))
             tx.memo.streams[stream] = (-1, 0)
         return
-    refuse_tombstone(stream, row[1], row[0])
+    refuse_tombstone(stream, row[1])
     tx.connection.execute(_SET_LIMITS, (max_count, age, stream))
 
 

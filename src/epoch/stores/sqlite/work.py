@@ -193,7 +193,7 @@ def append(tx: Group, stream: str, batch: list[NewEvent], expected: ExpectedVers
     connection = tx.connection
     row = tx.stream(stream)
     if row is not None and row[1] >= TOMBSTONE:  # the row read for the guard anyway: no extra query
-        refuse_tombstone(stream, row[1], row[0])
+        refuse_tombstone(stream, row[1])
     actual = _visible(row)
     try:
         enforce_expected_version(stream, expected, actual)
