@@ -16,7 +16,7 @@ from uuid import UUID
 
 from epoch.errors import DuplicateEventId, WrongExpectedVersion
 from epoch.records import AppendResult, ExpectedVersion, NewEvent, RecordedEvent
-from epoch.stores._checks import is_replay
+from epoch.stores._checks import MAX_INT64, is_replay
 from epoch.stores.postgres import sql as q
 from epoch.stores.postgres.pool import Connections, IdsTaken, SyncConn
 
@@ -46,7 +46,7 @@ async def append(
         params = (
             stream,
             q.expected_code(expected),
-            min(first_version, q.MAX_INT64),
+            min(first_version, MAX_INT64),
             [e.id for e in batch],
             [e.type for e in batch],
             [e.data for e in batch],

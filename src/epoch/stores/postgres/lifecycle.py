@@ -12,6 +12,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from epoch.records import ExpectedVersion
+from epoch.stores._checks import MAX_INT64
 from epoch.stores._lifecycle import StreamLifecycle
 from epoch.stores.postgres import sql as q
 from epoch.stores.postgres.pool import Connections, SyncConn
@@ -39,7 +40,7 @@ async def delete_hard(db: Connections, stream: str, expected: ExpectedVersion | 
 
 async def truncate(db: Connections, stream: str, version: int) -> None:
     def statement(conn: SyncConn) -> None:
-        conn.execute(_TRUNCATE, (stream, min(version, q.MAX_INT64)))
+        conn.execute(_TRUNCATE, (stream, min(version, MAX_INT64)))
 
     await db.run(statement, stream, retry=False)
 
