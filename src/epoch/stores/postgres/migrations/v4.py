@@ -226,8 +226,8 @@ BEGIN
     PERFORM pg_advisory_xact_lock(epoch_stream_lock_key(p_stream));
     SELECT s.version, s.first_visible INTO v_version, v_first FROM epoch_streams s WHERE s.stream = p_stream;
     IF v_first > p_first AND v_first < {TOMBSTONE} THEN
-        RAISE EXCEPTION 'epoch: % was truncated past version %', p_stream, p_first
-            USING ERRCODE = '{WRONG_VERSION}', DETAIL = CASE WHEN v_version >= v_first THEN v_version::text ELSE '' END;
+        -- A guard that cannot hold: the one guard (epoch_check_expected) reports the actual version.
+        PERFORM epoch_check_expected(p_stream, {EXPECT_UNREACHABLE}, CASE WHEN v_version >= v_first THEN v_version END);
     END IF;
     RETURN QUERY SELECT * FROM epoch_append(p_stream, p_expected, p_ids, p_types, p_data, p_metadata);
 END
