@@ -15,7 +15,8 @@ The store is here; :mod:`~epoch.stores.kurrentdb.mapping` translates records, gu
   (``detects_duplicate_ids_across_streams = False``); within a stream the newest ``id_check_window``
   events are checked. :meth:`get_event` scans the hinted stream, else ``$all`` newest first.
 - Checkpoints and parked events live in ``$epoch-...`` companion streams (:meth:`companion_streams`);
-  system streams (``$...``) are skipped by reads and refused for writes. ``delete_stream`` is a soft delete.
+  system streams (``$...``) are skipped by reads and refused for writes. ``delete_stream`` is a soft
+  delete, or a tombstone; truncation, limits and scavenge are KurrentDB's own (``lifecycle``).
 
 Each append costs one append call plus one or two reads (KurrentDB reports only the last event's commit
 position; epoch's result carries every event's position and the server's timestamp).
@@ -27,6 +28,7 @@ import asyncio
 import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from contextlib import aclosing, suppress
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
@@ -35,6 +37,7 @@ from epoch.errors import (
     DuplicateEventId,
     InvalidStreamName,
     StoreUnavailable,
+    StreamDeleted,
     WrongExpectedVersion,
 )
 from epoch.records import ANY, AppendResult, ExpectedVersionLike, NewEvent, RecordedEvent
@@ -50,6 +53,8 @@ from epoch.stores._checks import (
     enforce_expected_version,
     is_replay,
 )
+from epoch.stores._lifecycle import check_hard, check_limits, check_truncate
+from epoch.stores.kurrentdb import lifecycle
 from epoch.stores.kurrentdb.companion import KurrentDBCompanionStreams
 from epoch.stores.kurrentdb.errors import driver_errors
 from epoch.stores.kurrentdb.mapping import (
@@ -64,7 +69,12 @@ from epoch.stores.kurrentdb.mapping import (
 
 try:
     from kurrentdbclient import AsyncKurrentDBClient
-    from kurrentdbclient.exceptions import NotFoundError, ProgrammingError, WrongCurrentVersionError
+    from kurrentdbclient.exceptions import (
+        NotFoundError,
+        ProgrammingError,
+        StreamIsDeletedError,
+        WrongCurrentVersionError,
+    )
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     from epoch.errors import MissingDependency
 
@@ -92,6 +102,13 @@ class KurrentDBEventStore(StoreLifecycle):
     (``kurrentdb://``, ``kurrentdb+discover://``, ``esdb://``, ``esdb+discover://``) unchanged.
     """
 
+    erases_at_once = False
+    """Tombstoned and truncated events stay in ``$all`` until the server's next scavenge (``lifecycle``)."""
+    scavenge_counts = False
+    """``scavenge`` starts the server's, which reports no count: it returns 0."""
+    tombstones_keep_version = False
+    """``StreamDeleted`` from a tombstone names no version: the server does not tell it."""
+
     detects_duplicate_ids_across_streams = False
     """Guarantee 5 holds within a stream only (for its newest ``id_check_window`` events): KurrentDB keeps
     no index of event ids, so an id already stored in another stream is stored again there (see
@@ -104,8 +121,11 @@ class KurrentDBEventStore(StoreLifecycle):
         max_event_size: int = DEFAULT_KURRENTDB_MAX_EVENT_SIZE,
         id_check_window: int | None = DEFAULT_ID_CHECK_WINDOW,
         root_certificates: str | bytes | None = None,
+        admin_url: str | None = None,
     ) -> None:
         self.uri = uri
+        self.admin_url = (admin_url or lifecycle.admin_url_of(uri)).rstrip("/")
+        """The server's HTTP address, where ``scavenge`` starts the server's scavenge."""
         self.max_event_size = check_max_event_size(max_event_size)
         self.id_check_window = id_check_window
         try:
@@ -139,25 +159,37 @@ class KurrentDBEventStore(StoreLifecycle):
             raise InvalidStreamName(name, "names starting with '$' are KurrentDB system streams")
         return name
 
-    async def _events(self, stream: str | None, response_call: Any) -> AsyncGenerator[Any, None]:
-        """Iterate a client read (a coroutine giving a read response); a missing stream reads empty.
+    async def _events(
+        self, stream: str | None, response_call: Any, deleted_raises: bool = False
+    ) -> AsyncGenerator[Any, None]:
+        """Iterate a client read (a coroutine giving a read response); a missing stream reads empty, and
+        so does a tombstoned one unless ``deleted_raises`` (then ``StreamDeleted``).
 
         Callers use ``aclosing`` so the gRPC call is cancelled as soon as they stop reading.
         """
         with driver_errors(stream):
-            response = await response_call
+            try:
+                response = await response_call
+            except StreamIsDeletedError:
+                if deleted_raises:
+                    raise
+                return
             try:
                 async for event in response:
                     yield event
             except NotFoundError:
                 return
+            except StreamIsDeletedError:
+                if deleted_raises:
+                    raise
+                return
             finally:
                 await response.stop()
 
-    async def _last_event(self, stream: str) -> RecordedEvent | None:
+    async def _last_event(self, stream: str, deleted_raises: bool = False) -> RecordedEvent | None:
         client = self._open(stream)
         read = client.read_stream(stream, backwards=True, limit=1)
-        async with aclosing(self._events(stream, read)) as events:
+        async with aclosing(self._events(stream, read, deleted_raises)) as events:
             async for event in events:
                 return to_record(event)
         return None
@@ -230,7 +262,7 @@ class KurrentDBEventStore(StoreLifecycle):
         if is_replay(stream, batch, expected, {id: (r.stream, r.version) for id, r in stored.items()}):
             return AppendResult.of(stream, [stored[e.id] for e in batch])
         if not batch:  # nothing to write: the guard is checked here, against the stream's head
-            last = await self._last_event(stream)
+            last = await self._last_event(stream, deleted_raises=True)
             enforce_expected_version(stream, expected, None if last is None else last.version)
             return AppendResult.of(stream, (), last)
         with driver_errors(stream, expected):  # the server checks the guard: WrongExpectedVersion from the table
@@ -239,12 +271,19 @@ class KurrentDBEventStore(StoreLifecycle):
             )
         return AppendResult.of(stream, await self._read_back(stream, batch, commit_position))
 
-    async def delete_stream(self, stream: str, expected_version: ExpectedVersionLike = ANY) -> None:
-        """Soft-delete (KurrentDB's ``delete_stream``): the guard is checked here, then the server deletes
-        exactly the version that was checked, so a concurrent append makes it check again."""
+    async def delete_stream(self, stream: str, expected_version: ExpectedVersionLike = ANY, hard: bool = False) -> None:
+        """Soft-delete (KurrentDB's ``delete_stream``), or tombstone with ``hard=True`` (``lifecycle``): the
+        guard is checked here, then the server deletes exactly the version that was checked, so a
+        concurrent append makes it check again. A tombstoned stream is left as it is."""
         self._check_name(stream)
         expected = check_expected_version(stream, expected_version)
+        if check_hard(stream, hard):
+            return await lifecycle.tombstone(self, stream, expected)
         client = self._open(stream)
+        try:
+            await self._last_event(stream, deleted_raises=True)
+        except StreamDeleted:
+            return  # deleted for good already
         for _ in range(_DELETE_ATTEMPTS):
             last = await self._last_event(stream)
             actual = None if last is None else last.version
@@ -258,6 +297,26 @@ class KurrentDBEventStore(StoreLifecycle):
                     continue  # the stream moved since it was read: check the guard again
             return
         raise StoreUnavailable(f"KurrentDB: the stream kept changing during {_DELETE_ATTEMPTS} delete attempts", stream)
+
+    async def truncate_before(self, stream: str, version: int) -> None:
+        """``$tb`` metadata: reads start at ``version`` at once; the server erases at its next scavenge."""
+        self._check_name(stream)
+        stream, version = check_truncate(stream, version)
+        await lifecycle.truncate(self, stream, version)
+
+    async def set_stream_limits(
+        self, stream: str, max_count: int | None = None, max_age: timedelta | None = None
+    ) -> None:
+        """``$maxCount`` and ``$maxAge`` metadata (whole seconds, rounded up), honoured by the server's reads."""
+        self._check_name(stream)
+        stream, max_count, max_age = check_limits(stream, max_count, max_age)
+        await lifecycle.set_limits(self, stream, max_count, max_age)
+
+    async def scavenge(self, stream: str | None = None) -> int:
+        """Start the server's scavenge (of every stream: KurrentDB scavenges the whole database); 0."""
+        if stream is not None:
+            self._check_name(stream)
+        return await lifecycle.scavenge(self)
 
     # -- reading --------------------------------------------------------------------------------
 
