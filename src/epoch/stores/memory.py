@@ -314,7 +314,7 @@ class MemoryEventStore(StoreLifecycle):
     async def lifecycle_states(self) -> AsyncIterator[StreamLifecycle]:
         """Every stream with a lifecycle state (deleted, truncated or limited), for ``epoch copy``."""
         self._check_open()
-        for name, entry in list(self._streams.items()):
+        for name, entry in sorted(self._streams.items()):
             if entry.first_visible or entry.first_stored or entry.max_count is not None or entry.max_age is not None:
                 version = len(entry.events) - 1
                 yield StreamLifecycle(

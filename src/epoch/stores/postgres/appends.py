@@ -144,6 +144,9 @@ async def import_runs(
             # after the id and could not keep that order; see migration 2).
             cur.execute(q.LOCK_STREAMS, (streams,))
             for run in runs:
+                if (first_visible or {}).get(run[0].stream, 0) >= run[0].version > 0:
+                    # The versions before it were erased at the source (epoch copy): start the stream there.
+                    cur.execute(q.PLACE_STREAM, (run[0].stream, run[0].version - 1))
                 cur.execute(
                     q.IMPORT,
                     (

@@ -110,6 +110,10 @@ IMPORT = (
     f"%s, {EXPECT_ANY}, %b::uuid[], %b::text[], %b::bytea[], %b::bytea[], %b::timestamptz[])"
 )
 LOCK_STREAMS = "SELECT epoch_lock_streams(%s::text[])"
+PLACE_STREAM = (  # an import's stream whose first versions were erased at the source starts after them
+    "INSERT INTO epoch_streams AS s (stream, version) VALUES (%s, %s)"
+    " ON CONFLICT (stream) DO UPDATE SET version = greatest(s.version, excluded.version)"
+)
 SET_FIRST_VISIBLE = "UPDATE epoch_streams SET first_visible = greatest(first_visible, %s) WHERE stream = %s"
 DELETE = "SELECT epoch_delete(%s, %s)"
 

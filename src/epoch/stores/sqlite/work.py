@@ -244,6 +244,8 @@ def import_runs(
         stream = run[0].stream
         row = connection.execute(SELECT_STREAM, (stream,)).fetchone()
         actual = None if row is None else row[0]
+        if run[0].version > (0 if actual is None else actual + 1) and first_visible.get(stream, 0) >= run[0].version:
+            actual = run[0].version - 1  # the versions before it were erased at the source (epoch copy)
         for offset, event in enumerate(run):
             if event.version != (0 if actual is None else actual + 1) + offset:
                 raise WrongExpectedVersion(stream, event.version - 1 if event.version else NO_STREAM, actual)
