@@ -163,9 +163,7 @@ async def copy_store(
     carried = 0
     if states is not None:  # again: deletes and truncations made while this run copied count too
         carried = await _carry(dst, await _states(src) or {})
-    return CopyResult(
-        copied=copied, resumed=after > 0, timestamps_preserved=importer is not None, carried=carried
-    )
+    return CopyResult(copied=copied, resumed=after > 0, timestamps_preserved=importer is not None, carried=carried)
 
 
 async def _append_chunk(

@@ -8,7 +8,7 @@ Each append and read is a ``CLIENT`` span named ``{operation} {category}`` (``re
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Coroutine, Iterable
+from collections.abc import AsyncIterator, Awaitable, Iterable
 from datetime import timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -76,7 +76,7 @@ class TracedStore:
         guarded = guarded_append_of(self._store)
         return await self._appending(stream, guarded(stream, events, expected_version, first_version))
 
-    async def _appending(self, stream: str, call: Coroutine[Any, Any, AppendResult]) -> AppendResult:
+    async def _appending(self, stream: str, call: Awaitable[AppendResult]) -> AppendResult:
         attributes = self._attributes("append", stream)
         name = f"append {category_of(stream)}"
         error: str | None = None

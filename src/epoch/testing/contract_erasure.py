@@ -60,7 +60,9 @@ class ErasureContract:
         for expected in (ANY, NO_STREAM, 2, STREAM_EXISTS):
             with pytest.raises(StreamDeleted) as info:
                 await store.append("t-1", new_events(1), expected)
-            assert str(info.value) == f"t-1: the stream is deleted (last version {'no stream' if last is None else last})"
+            assert (
+                str(info.value) == f"t-1: the stream is deleted (last version {'no stream' if last is None else last})"
+            )
             assert (info.value.stream, info.value.version) == ("t-1", last)
         with pytest.raises(StreamDeleted):
             await store.append("t-1", [], ANY)

@@ -37,7 +37,6 @@ from epoch.errors import (
     DuplicateEventId,
     InvalidStreamName,
     StoreUnavailable,
-    StreamDeleted,
     WrongExpectedVersion,
 )
 from epoch.records import ANY, AppendResult, ExpectedVersionLike, NewEvent, RecordedEvent
@@ -123,8 +122,9 @@ class KurrentDBEventStore(StoreLifecycle):
         root_certificates: str | bytes | None = None,
         admin_url: str | None = None,
     ) -> None:
+        uri, named = lifecycle.take_admin_url(uri)  # also given to the constructor in the URI, never to the client
         self.uri = uri
-        self.admin_url = (admin_url or lifecycle.admin_url_of(uri)).rstrip("/")
+        self.admin_url = (admin_url or named or lifecycle.admin_url_of(uri)).rstrip("/")
         """The server's HTTP address, where ``scavenge`` starts the server's scavenge."""
         self.max_event_size = check_max_event_size(max_event_size)
         self.id_check_window = id_check_window
@@ -280,14 +280,15 @@ class KurrentDBEventStore(StoreLifecycle):
         if check_hard(stream, hard):
             return await lifecycle.tombstone(self, stream, expected)
         client = self._open(stream)
-        try:
-            await self._last_event(stream, deleted_raises=True)
-        except StreamDeleted:
-            return  # deleted for good already
         for _ in range(_DELETE_ATTEMPTS):
             last = await self._last_event(stream)
             actual = None if last is None else last.version
-            enforce_expected_version(stream, expected, actual)
+            try:
+                enforce_expected_version(stream, expected, actual)
+            except WrongExpectedVersion:
+                if actual is None and await lifecycle.is_tombstoned(self, stream):
+                    return  # deleted for good already: a second delete is a no-op
+                raise
             if actual is None:
                 return
             with driver_errors(stream):

@@ -24,7 +24,7 @@ import urllib.error
 import urllib.request
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from epoch.errors import StoreUnavailable, StreamDeleted
 from epoch.records import ExpectedVersion
@@ -34,9 +34,20 @@ from epoch.stores.kurrentdb.errors import driver_errors
 if TYPE_CHECKING:
     from epoch.stores.kurrentdb import KurrentDBEventStore
 
-__all__ = ["admin_url_of", "scavenge", "set_limits", "tombstone", "truncate"]
+__all__ = ["admin_url_of", "is_tombstoned", "scavenge", "set_limits", "take_admin_url", "tombstone", "truncate"]
 
 _ATTEMPTS = 5
+
+
+def take_admin_url(uri: str) -> tuple[str, str | None]:
+    """The connection string without epoch's ``admin_url`` parameter, and that parameter (or ``None``)."""
+    parts = urlsplit(uri)
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    named = next((value for key, value in pairs if key.lower() == "admin_url"), None)
+    if named is None:
+        return uri, None
+    kept = [(key, value) for key, value in pairs if key.lower() != "admin_url"]
+    return urlunsplit(parts._replace(query=urlencode(kept))), named
 
 
 def admin_url_of(uri: str) -> str:
@@ -48,7 +59,7 @@ def admin_url_of(uri: str) -> str:
     return f"{'https' if secure else 'http'}://{host}"
 
 
-async def _is_tombstoned(store: KurrentDBEventStore, stream: str) -> bool:
+async def is_tombstoned(store: KurrentDBEventStore, stream: str) -> bool:
     try:
         await store._last_event(stream, deleted_raises=True)
     except StreamDeleted:
@@ -102,7 +113,7 @@ async def _update_metadata(store: KurrentDBEventStore, stream: str, change: Any)
 
 
 async def truncate(store: KurrentDBEventStore, stream: str, version: int) -> None:
-    if await _is_tombstoned(store, stream):
+    if await is_tombstoned(store, stream):
         raise StreamDeleted(stream)
     last = await store._last_event(stream)
     if last is None:
@@ -118,7 +129,7 @@ async def truncate(store: KurrentDBEventStore, stream: str, version: int) -> Non
 
 
 async def set_limits(store: KurrentDBEventStore, stream: str, max_count: int | None, max_age: timedelta | None) -> None:
-    if await _is_tombstoned(store, stream):
+    if await is_tombstoned(store, stream):
         raise StreamDeleted(stream)
 
     def change(metadata: dict[str, Any]) -> dict[str, Any]:
