@@ -80,7 +80,11 @@ async def alone(
             current = await handler._confirm(stream, loaded, watch)
             if current is None:
                 return await handler._prior_or_raise(stream, command_id)
-            if current.version == loaded.version and current.position == loaded.position:
+            if (current.version, current.position, current.first_version) == (
+                loaded.version,
+                loaded.position,
+                loaded.first_version,
+            ):
                 if error is not None:
                     raise error  # decided on the current state: the decider's own error stands
                 return ExecuteResult(stream, loaded.version, loaded.position, [], loaded.state, decisions)
@@ -296,7 +300,11 @@ async def batch(
             if not fresh:
                 current = await handler._confirm(stream, base)
                 assert current is not None
-                if current.version != base.version or current.position != base.position:
+                if (current.version, current.position, current.first_version) != (
+                    base.version,
+                    base.position,
+                    base.first_version,
+                ):
                     _spend(waiting, budget, WrongExpectedVersion(stream, base.version, current.version))
                     base, fresh = current, True
                     continue

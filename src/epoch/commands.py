@@ -354,10 +354,10 @@ class CommandHandler(Generic[C, S, E]):
         new_events: list[NewEvent],
         appended: AppendResult,
         attempts: int,
-        first_version: int | None = None,
+        folded_from: int | None = None,
     ) -> ExecuteResult[S, E]:
         """The result of an append that wrote ``events``; ``state`` is the state after them, folded from
-        ``first_version`` (``None``: from the first event written)."""
+        ``folded_from`` (``None``: from the first event written)."""
         assert appended.version is not None and appended.recorded_at is not None  # events were written
         first_version = appended.version - len(events) + 1
         envelopes = [
@@ -374,7 +374,7 @@ class CommandHandler(Generic[C, S, E]):
             for index, (event, new_event) in enumerate(zip(events, new_events, strict=True))
         ]
         if self.cache is not None:
-            first = appended.version - len(events) + 1 if first_version is None else first_version
+            first = first_version if folded_from is None else folded_from
             self.cache.put(stream, CachedState(state, appended.version, appended.position, first))
         return ExecuteResult(stream, appended.version, appended.position, envelopes, state, attempts)
 
