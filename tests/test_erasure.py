@@ -71,12 +71,15 @@ async def test_postgres_erased_bytes_leave_every_table(pg_dsn: str) -> None:
         await erase(store)
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute("VACUUM (FULL, ANALYZE)")  # rewrites every table (and its TOAST) without the dead rows
-        tables = [row[0] for row in conn.execute(
-            "SELECT quote_ident(schemaname) || '.' || quote_ident(relname) FROM pg_stat_user_tables"
-        ).fetchall()]
+        tables = [
+            row[0]
+            for row in conn.execute(
+                "SELECT quote_ident(schemaname) || '.' || quote_ident(relname) FROM pg_stat_user_tables"
+            ).fetchall()
+        ]
         assert "public.epoch_events" in tables
         for table in tables:
-            for found in markers + [b"KEEP-THIS-ONE"]:
+            for found in [*markers, b"KEEP-THIS-ONE"]:
                 hits = conn.execute(
                     f"SELECT count(*) FROM {table} t WHERE position(%s::bytea IN convert_to(t::text, 'UTF8')) > 0"
                     " OR position(%s IN t::text) > 0",

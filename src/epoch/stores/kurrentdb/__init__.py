@@ -28,7 +28,6 @@ import asyncio
 import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from contextlib import aclosing, suppress
-from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
@@ -52,7 +51,6 @@ from epoch.stores._checks import (
     enforce_expected_version,
     is_replay,
 )
-from epoch.stores._lifecycle import check_hard, check_limits, check_truncate
 from epoch.stores.kurrentdb import lifecycle
 from epoch.stores.kurrentdb.companion import KurrentDBCompanionStreams
 from epoch.stores.kurrentdb.errors import driver_errors
@@ -72,7 +70,6 @@ try:
         NotFoundError,
         ProgrammingError,
         StreamIsDeletedError,
-        WrongCurrentVersionError,
     )
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     from epoch.errors import MissingDependency
@@ -87,14 +84,13 @@ DEFAULT_KURRENTDB_MAX_EVENT_SIZE = DEFAULT_MAX_EVENT_SIZE - 1024
 DEFAULT_ID_CHECK_WINDOW = 1000
 """How many of a stream's newest events an append checks for the batch's ids (``None``: all of them)."""
 
-_DELETE_ATTEMPTS = 5
 _MAX_SERVER_INT = 2**63 - 1
 """The largest revision, count or commit position KurrentDB handles (its server side is signed 64-bit;
 the protocol's fields are unsigned 64-bit). epoch's ints are unbounded: larger values are mapped here
 to what they mean (nothing to read, a guard that cannot match) instead of reaching the protocol."""
 
 
-class KurrentDBEventStore(StoreLifecycle):
+class KurrentDBEventStore(StoreLifecycle, lifecycle.Lifecycle):
     """An :class:`~epoch.stores.EventStore` on a KurrentDB server or cluster.
 
     ``KurrentDBEventStore("kurrentdb://localhost:2113?tls=false")`` takes the client's connection string
@@ -270,54 +266,6 @@ class KurrentDBEventStore(StoreLifecycle):
                 stream, events=[to_new_event(e) for e in batch], current_version=to_stream_state(expected)
             )
         return AppendResult.of(stream, await self._read_back(stream, batch, commit_position))
-
-    async def delete_stream(self, stream: str, expected_version: ExpectedVersionLike = ANY, hard: bool = False) -> None:
-        """Soft-delete (KurrentDB's ``delete_stream``), or tombstone with ``hard=True`` (``lifecycle``): the
-        guard is checked here, then the server deletes exactly the version that was checked, so a
-        concurrent append makes it check again. A tombstoned stream is left as it is."""
-        self._check_name(stream)
-        expected = check_expected_version(stream, expected_version)
-        if check_hard(stream, hard):
-            return await lifecycle.tombstone(self, stream, expected)
-        client = self._open(stream)
-        for _ in range(_DELETE_ATTEMPTS):
-            last = await self._last_event(stream)
-            actual = None if last is None else last.version
-            try:
-                enforce_expected_version(stream, expected, actual)
-            except WrongExpectedVersion:
-                if actual is None and await lifecycle.is_tombstoned(self, stream):
-                    return  # deleted for good already: a second delete is a no-op
-                raise
-            if actual is None:
-                return
-            with driver_errors(stream):
-                try:
-                    await client.delete_stream(stream, current_version=actual)
-                except (WrongCurrentVersionError, NotFoundError):
-                    continue  # the stream moved since it was read: check the guard again
-            return
-        raise StoreUnavailable(f"KurrentDB: the stream kept changing during {_DELETE_ATTEMPTS} delete attempts", stream)
-
-    async def truncate_before(self, stream: str, version: int) -> None:
-        """``$tb`` metadata: reads start at ``version`` at once; the server erases at its next scavenge."""
-        self._check_name(stream)
-        stream, version = check_truncate(stream, version)
-        await lifecycle.truncate(self, stream, version)
-
-    async def set_stream_limits(
-        self, stream: str, max_count: int | None = None, max_age: timedelta | None = None
-    ) -> None:
-        """``$maxCount`` and ``$maxAge`` metadata (whole seconds, rounded up), honoured by the server's reads."""
-        self._check_name(stream)
-        stream, max_count, max_age = check_limits(stream, max_count, max_age)
-        await lifecycle.set_limits(self, stream, max_count, max_age)
-
-    async def scavenge(self, stream: str | None = None) -> int:
-        """Start the server's scavenge (of every stream: KurrentDB scavenges the whole database); 0."""
-        if stream is not None:
-            self._check_name(stream)
-        return await lifecycle.scavenge(self)
 
     # -- reading --------------------------------------------------------------------------------
 

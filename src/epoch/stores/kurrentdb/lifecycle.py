@@ -23,18 +23,29 @@ import math
 import urllib.error
 import urllib.request
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from epoch.errors import StoreUnavailable, StreamDeleted
-from epoch.records import ExpectedVersion
-from epoch.stores._checks import enforce_expected_version
+from epoch.errors import StoreUnavailable, StreamDeleted, WrongExpectedVersion
+from epoch.records import ANY, ExpectedVersion, ExpectedVersionLike
+from epoch.stores._checks import check_expected_version, enforce_expected_version
+from epoch.stores._lifecycle import check_hard, check_limits, check_truncate
 from epoch.stores.kurrentdb.errors import driver_errors
 
 if TYPE_CHECKING:
     from epoch.stores.kurrentdb import KurrentDBEventStore
 
-__all__ = ["admin_url_of", "is_tombstoned", "scavenge", "set_limits", "take_admin_url", "tombstone", "truncate"]
+__all__ = [
+    "Lifecycle",
+    "admin_url_of",
+    "is_tombstoned",
+    "soft_delete",
+    "scavenge",
+    "set_limits",
+    "take_admin_url",
+    "tombstone",
+    "truncate",
+]
 
 _ATTEMPTS = 5
 
@@ -65,6 +76,32 @@ async def is_tombstoned(store: KurrentDBEventStore, stream: str) -> bool:
     except StreamDeleted:
         return True
     return False
+
+
+async def soft_delete(store: KurrentDBEventStore, stream: str, expected: ExpectedVersion | int) -> None:
+    """KurrentDB's ``delete_stream``: the guard is checked here, then the server deletes exactly the
+    version that was checked, so a concurrent append makes it check again."""
+    from kurrentdbclient.exceptions import NotFoundError, WrongCurrentVersionError
+
+    client = store._open(stream)
+    for _ in range(_ATTEMPTS):
+        last = await store._last_event(stream)
+        actual = None if last is None else last.version
+        try:
+            enforce_expected_version(stream, expected, actual)
+        except WrongExpectedVersion:
+            if actual is None and await is_tombstoned(store, stream):
+                return  # deleted for good already: a second delete is a no-op
+            raise
+        if actual is None:
+            return
+        with driver_errors(stream):
+            try:
+                await client.delete_stream(stream, current_version=actual)
+            except (WrongCurrentVersionError, NotFoundError):
+                continue  # the stream moved since it was read: check the guard again
+        return
+    raise StoreUnavailable(f"KurrentDB: the stream kept changing during {_ATTEMPTS} delete attempts", stream)
 
 
 async def tombstone(store: KurrentDBEventStore, stream: str, expected: ExpectedVersion | int) -> None:
@@ -166,3 +203,41 @@ async def scavenge(store: KurrentDBEventStore) -> int:
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise StoreUnavailable(f"KurrentDB: cannot start a scavenge at {store.admin_url}: {exc}") from exc
     return 0
+
+
+class Lifecycle:
+    """The store's lifecycle methods (see the module docs)."""
+
+    async def delete_stream(self, stream: str, expected_version: ExpectedVersionLike = ANY, hard: bool = False) -> None:
+        """Soft-delete (KurrentDB's ``delete_stream``) or, with ``hard=True``, tombstone the stream; a
+        tombstoned stream is left as it is."""
+        store = cast("KurrentDBEventStore", self)
+        store._check_name(stream)
+        expected = check_expected_version(stream, expected_version)
+        if check_hard(stream, hard):
+            await tombstone(store, stream, expected)
+        else:
+            await soft_delete(store, stream, expected)
+
+    async def truncate_before(self, stream: str, version: int) -> None:
+        """``$tb`` metadata: reads start at ``version`` at once; the server erases at its next scavenge."""
+        store = cast("KurrentDBEventStore", self)
+        store._check_name(stream)
+        stream, version = check_truncate(stream, version)
+        await truncate(store, stream, version)
+
+    async def set_stream_limits(
+        self, stream: str, max_count: int | None = None, max_age: timedelta | None = None
+    ) -> None:
+        """``$maxCount`` and ``$maxAge`` metadata (whole seconds, rounded up), honoured by the server's reads."""
+        store = cast("KurrentDBEventStore", self)
+        store._check_name(stream)
+        stream, max_count, max_age = check_limits(stream, max_count, max_age)
+        await set_limits(store, stream, max_count, max_age)
+
+    async def scavenge(self, stream: str | None = None) -> int:
+        """Start the server's scavenge (of every stream: KurrentDB scavenges the whole database); 0."""
+        store = cast("KurrentDBEventStore", self)
+        if stream is not None:
+            store._check_name(stream)
+        return await scavenge(store)

@@ -37,7 +37,6 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import timedelta
 from typing import Any, ClassVar
 from uuid import UUID
 
@@ -49,14 +48,12 @@ from epoch.stores._checks import (
     GLOBAL_LOG,
     MAX_INT64,
     check_append,
-    check_expected_version,
     check_max_event_size,
     check_read,
     check_stream_name,
     clamp64,
     runs_of,
 )
-from epoch.stores._lifecycle import StreamLifecycle, check_hard, check_limits, check_truncate
 from epoch.stores._sql import Dialect, PostgresTransaction, SQLStore, SupportsImport
 from epoch.stores.postgres import appends, lifecycle, reads
 from epoch.stores.postgres import sql as q
@@ -71,7 +68,7 @@ __all__ = ["PostgresEventStore", "VisibilityLag", "decode_position", "encode_pos
 __all__ += ["network_options", "server_side"]  # a lease session's network settings (projections.scaleout)
 
 
-class PostgresEventStore(StoreLifecycle, SQLStore, SupportsImport):
+class PostgresEventStore(StoreLifecycle, SQLStore, SupportsImport, lifecycle.Lifecycle):
     """An :class:`~epoch.stores.EventStore` on PostgreSQL (13+).
 
     Construct with a libpq connection string or URI and ``await store.open()`` (or use
@@ -220,34 +217,6 @@ class PostgresEventStore(StoreLifecycle, SQLStore, SupportsImport):
         (the check of a cached ``CommandHandler``, in the append's own statement)."""
         stream, batch, expected = check_append(stream, events, expected_version, self.max_event_size)
         return await appends.append(self._db, stream, batch, expected, self._before_commit, first_version)
-
-    async def delete_stream(self, stream: str, expected_version: ExpectedVersionLike = ANY, hard: bool = False) -> None:
-        check_stream_name(stream)
-        expected = check_expected_version(stream, expected_version)
-        if check_hard(stream, hard):
-            await lifecycle.delete_hard(self._db, stream, expected)
-        else:
-            await appends.delete(self._db, stream, expected)
-
-    async def truncate_before(self, stream: str, version: int) -> None:
-        stream, version = check_truncate(stream, version)
-        await lifecycle.truncate(self._db, stream, version)
-
-    async def set_stream_limits(
-        self, stream: str, max_count: int | None = None, max_age: timedelta | None = None
-    ) -> None:
-        stream, max_count, max_age = check_limits(stream, max_count, max_age)
-        await lifecycle.set_limits(self._db, stream, max_count, max_age)
-
-    async def scavenge(self, stream: str | None = None) -> int:
-        if stream is not None:
-            check_stream_name(stream)
-        return await lifecycle.scavenge(self._db, stream)
-
-    async def lifecycle_states(self) -> AsyncIterator[StreamLifecycle]:
-        """Every stream with a lifecycle state (deleted, truncated or limited), for ``epoch copy``."""
-        for state in await lifecycle.lifecycle_states(self._db):
-            yield state
 
     async def import_events(
         self, events: Sequence[RecordedEvent], first_visible: Mapping[str, int] | None = None

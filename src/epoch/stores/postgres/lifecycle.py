@@ -9,15 +9,17 @@ docs/lifecycle.md).
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
-from epoch.records import ExpectedVersion
-from epoch.stores._checks import MAX_INT64
-from epoch.stores._lifecycle import StreamLifecycle
+from epoch.records import ANY, ExpectedVersion, ExpectedVersionLike
+from epoch.stores._checks import MAX_INT64, check_expected_version, check_stream_name
+from epoch.stores._lifecycle import StreamLifecycle, check_hard, check_limits, check_truncate
+from epoch.stores.postgres import appends
 from epoch.stores.postgres import sql as q
 from epoch.stores.postgres.pool import Connections, SyncConn
 
-__all__ = ["delete_hard", "lifecycle_states", "scavenge", "set_limits", "truncate"]
+__all__ = ["Lifecycle", "delete_hard", "lifecycle_states", "scavenge", "set_limits", "truncate"]
 
 _TOMBSTONE = "SELECT epoch_tombstone(%s, %s)"
 _TRUNCATE = "SELECT epoch_truncate(%s, %s)"
@@ -68,3 +70,37 @@ async def lifecycle_states(db: Connections) -> list[StreamLifecycle]:
         ]
 
     return await db.run(statement)
+
+
+class Lifecycle:
+    """The store's lifecycle methods, soft deletes included (``appends.delete``)."""
+
+    _db: Connections
+
+    async def delete_stream(self, stream: str, expected_version: ExpectedVersionLike = ANY, hard: bool = False) -> None:
+        check_stream_name(stream)
+        expected = check_expected_version(stream, expected_version)
+        if check_hard(stream, hard):
+            await delete_hard(self._db, stream, expected)
+        else:
+            await appends.delete(self._db, stream, expected)
+
+    async def truncate_before(self, stream: str, version: int) -> None:
+        stream, version = check_truncate(stream, version)
+        await truncate(self._db, stream, version)
+
+    async def set_stream_limits(
+        self, stream: str, max_count: int | None = None, max_age: timedelta | None = None
+    ) -> None:
+        stream, max_count, max_age = check_limits(stream, max_count, max_age)
+        await set_limits(self._db, stream, max_count, max_age)
+
+    async def scavenge(self, stream: str | None = None) -> int:
+        if stream is not None:
+            check_stream_name(stream)
+        return await scavenge(self._db, stream)
+
+    async def lifecycle_states(self) -> AsyncIterator[StreamLifecycle]:
+        """Every stream with a lifecycle state (deleted, truncated or limited), for ``epoch copy``."""
+        for state in await lifecycle_states(self._db):
+            yield state
