@@ -24,18 +24,29 @@ Implemented (``event_store.client.streams.Streams``, the service stubs shipped i
   events are read; ``$all`` keeps them all, as before a scavenge).
 - ``deny_system_streams``: appends to and stream reads of ``$`` streams are refused with
   ``PERMISSION_DENIED`` / ``AccessDenied``, as for a user outside ``$admins``.
+- ``Tombstone`` (hard delete): the expected revision as for ``Delete``; writes a ``$streamDeleted`` event
+  into the stream itself (revision ``2**63 - 1``, as the server's ``EventNumber.DeletedStream``); from then
+  on appends fail with ``StreamDeleted`` and reads, deletes and tombstones with "... is deleted"
+  (``FAILED_PRECONDITION``), which the client raises as ``StreamIsDeletedError``. The events stay in
+  ``$all`` until a scavenge, as on the server.
+- ``$maxAge`` (whole seconds) is honoured by stream reads like ``$maxCount``.
+- Scavenge: ``POST /admin/scavenge`` on the HTTP port (``admin_url``; the server serves HTTP and gRPC on
+  one port, this fake on two) answers ``{"scavengeId": ..., "scavengeLink": ...}`` and removes from the
+  log what ``$tb``, ``$maxCount`` and ``$maxAge`` exclude and every event of a tombstoned stream but its
+  ``$streamDeleted``. The server scavenges in the background; the fake has finished when it answers.
 
 Commit positions are byte-offset-like (not dense) and the log starts with a system event, so the store's
 position mapping and its system-stream filtering are exercised. A soft-deleted stream counts as "no
 stream" for expected-revision checks.
 
-Not implemented: ``Append`` (the sync client's path), ``Tombstone``, stream subscriptions, gossip and
+Not implemented: ``Append`` (the sync client's path), stream subscriptions, gossip and
 cluster discovery, persistent subscriptions, projections, TLS, authentication, link resolution.
 """
 
 from __future__ import annotations
 
 import bisect
+import http.server
 import json
 import re
 import threading
@@ -70,11 +81,28 @@ class _Event:
     created: int
 
 
+DELETED_STREAM = 2**63 - 1  # the revision of a tombstone's $streamDeleted event (EventNumber.DeletedStream)
+
+
 @dataclass
 class _Stream:
     events: list[_Event] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
     """The newest ``$metadata`` event of ``$$name`` (KurrentDB replaces stream metadata as a whole)."""
+    next_revision: int = 0
+    """The revision of the next event (``events`` loses its oldest ones to a scavenge)."""
+    tombstoned: bool = False
+
+    def kept(self, now: int) -> list[_Event]:
+        """The events ``$tb``, ``$maxCount`` and ``$maxAge`` keep (``now`` in 100 ns ticks)."""
+        events = [e for e in self.events if e.revision >= self.truncate_before]
+        max_count = self.metadata.get("$maxCount")
+        if isinstance(max_count, int) and max_count >= 1:
+            events = events[-max_count:]
+        max_age = self.metadata.get("$maxAge")
+        if isinstance(max_age, int) and max_age >= 1:
+            events = [e for e in events if e.created >= now - max_age * _TICKS_PER_SECOND]
+        return events
 
     @property
     def truncate_before(self) -> int:
@@ -84,16 +112,15 @@ class _Stream:
     @property
     def current(self) -> int:
         """The revision of the last visible event, or ``NO_STREAM``."""
-        if not self.events or self.events[-1].revision < self.truncate_before:
+        last = self.next_revision - 1
+        if last < 0 or last < self.truncate_before:
             return NO_STREAM
-        return self.events[-1].revision
+        return last
 
     def visible(self) -> list[_Event]:
-        """What reads return: events from ``$tb`` on, and only the newest ``$maxCount`` of them (as the
-        server applies ``$maxCount`` at read time, before a scavenge removes the rest)."""
-        events = [e for e in self.events if e.revision >= self.truncate_before]
-        max_count = self.metadata.get("$maxCount")
-        return events[-max_count:] if isinstance(max_count, int) and max_count >= 1 else events
+        """What reads return: the events ``$tb``, ``$maxCount`` and ``$maxAge`` keep (as the server
+        applies them at read time, before a scavenge removes the rest)."""
+        return self.kept(time.time_ns() // 100)
 
 
 class _Streams(pbg.StreamsServicer):
@@ -105,6 +132,7 @@ class _Streams(pbg.StreamsServicer):
         self.streams: dict[str, _Stream] = {}
         self.next_commit = 1024
         self.calls: dict[str, int] = {}
+        self.scavenges = 0
         self.deny_system_streams = False
         """Refuse appends to and reads of ``$`` streams, as a server does for a user outside ``$admins``
         under the default ``$systemStreamAcl`` (``$all`` reads stay allowed here, for simplicity)."""
@@ -118,7 +146,7 @@ class _Streams(pbg.StreamsServicer):
         event = _Event(
             self.next_commit,
             name,
-            len(stream.events),
+            DELETED_STREAM if type == "$streamDeleted" else stream.next_revision,
             id or str(uuid.uuid4()),
             type,
             content_type,
@@ -127,6 +155,8 @@ class _Streams(pbg.StreamsServicer):
             time.time_ns() // 100,
         )
         self.next_commit += 64 + len(name) + len(type) + len(data) + len(metadata)
+        if type != "$streamDeleted":
+            stream.next_revision += 1
         stream.events.append(event)
         self.log.append(event)
         self.commits.append(event.commit)
@@ -165,6 +195,11 @@ class _Streams(pbg.StreamsServicer):
             return response
         with self.lock:
             stream = self.streams.get(name)
+            if stream is not None and stream.tombstoned:
+                response.error.code = grpc.StatusCode.FAILED_PRECONDITION.value[0]
+                response.error.message = f"Event stream '{name}' is deleted."
+                response.error.details.Pack(shared_pb2.StreamDeleted())
+                return response
             current = NO_STREAM if stream is None else stream.current
             if stream is not None and messages:
                 replay = self._replay(stream, kind, options.stream_position, ids)
@@ -213,8 +248,8 @@ class _Streams(pbg.StreamsServicer):
         elif kind == "no_stream":
             start = 0
         else:  # any / stream_exists: where the first id already is, if it is in this stream
-            start = next((e.revision for e in stream.events if e.id == ids[0]), len(stream.events))
-        window = stream.events[start : start + len(ids)]
+            start = next((e.revision for e in stream.events if e.id == ids[0]), stream.next_revision)
+        window = [e for e in stream.events if start <= e.revision < start + len(ids)]
         if len(window) == len(ids) and [e.id for e in window] == ids:
             return window[-1]
         return None
@@ -226,6 +261,8 @@ class _Streams(pbg.StreamsServicer):
         kind = options.WhichOneof("expected_stream_revision")
         with self.lock:
             stream = self.streams.get(name)
+            if stream is not None and stream.tombstoned:
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"Event stream '{name}' is deleted.")
             current = NO_STREAM if stream is None else stream.current
             expected = {"any": -2, "no_stream": -1, "stream_exists": -4}.get(kind or "", options.revision)
             ok = (
@@ -251,6 +288,55 @@ class _Streams(pbg.StreamsServicer):
             response.position.prepare_position = meta.commit
             return response
 
+    def Tombstone(self, request: pb.TombstoneReq, context: Any) -> pb.TombstoneResp:
+        self._count("Tombstone")
+        options = request.options
+        name = options.stream_identifier.stream_name.decode()
+        kind = options.WhichOneof("expected_stream_revision")
+        with self.lock:
+            stream = self.streams.get(name)
+            if stream is not None and stream.tombstoned:
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"Event stream '{name}' is deleted.")
+            current = NO_STREAM if stream is None else stream.current
+            expected = {"any": -2, "no_stream": -1, "stream_exists": -4}.get(kind or "", options.revision)
+            ok = (
+                kind == "any"
+                or (kind == "no_stream" and current == NO_STREAM)
+                or (kind == "stream_exists" and current != NO_STREAM)
+                or (kind == "revision" and current == options.revision)
+            )
+            if not ok:
+                context.abort(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"Tombstone failed due to WrongExpectedVersion. Stream: {name}, "
+                    f"Expected version: {expected}, Actual version: {current}",
+                )
+            event = self._write(name, "$streamDeleted", b"", b"", "application/octet-stream")
+            self.streams[name].tombstoned = True
+            response = pb.TombstoneResp()
+            response.position.commit_position = event.commit
+            response.position.prepare_position = event.commit
+            return response
+
+    def scavenge(self) -> str:
+        """Remove what ``$tb``, ``$maxCount``, ``$maxAge`` and tombstones exclude from the log; the scavenge id."""
+        with self.lock:
+            now = time.time_ns() // 100
+            gone: set[int] = set()
+            for name, stream in self.streams.items():
+                if name.startswith("$"):
+                    continue
+                if stream.tombstoned:
+                    kept = [e for e in stream.events if e.type == "$streamDeleted"]
+                else:
+                    kept = stream.kept(now)
+                gone.update(e.commit for e in stream.events if e not in kept)
+                stream.events = kept
+            self.log = [e for e in self.log if e.commit not in gone]
+            self.commits = [e.commit for e in self.log]
+            self.scavenges += 1
+        return str(uuid.uuid4())
+
     # -- reading ------------------------------------------------------------------------------------
 
     def Read(self, request: pb.ReadReq, context: Any) -> Iterator[pb.ReadResp]:
@@ -262,7 +348,10 @@ class _Streams(pbg.StreamsServicer):
                 context.abort(grpc.StatusCode.UNIMPLEMENTED, "the fake has no stream subscriptions")
             if self.deny_system_streams and options.stream.stream_identifier.stream_name.startswith(b"$"):
                 context.abort(grpc.StatusCode.PERMISSION_DENIED, "Access Denied")
-            yield from self._read_stream(options)
+            try:
+                yield from self._read_stream(options)
+            except _Deleted as deleted:
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"Event stream '{deleted.args[0]}' is deleted.")
         elif subscribe:
             yield from self._subscribe_all(options, context)
         else:
@@ -272,6 +361,8 @@ class _Streams(pbg.StreamsServicer):
         name = options.stream.stream_identifier.stream_name.decode()
         with self.lock:
             stream = self.streams.get(name)
+            if stream is not None and stream.tombstoned:
+                raise _Deleted(name)
             visible = [] if stream is None else stream.visible()
         if not visible:
             response = pb.ReadResp()
@@ -340,6 +431,31 @@ class _Streams(pbg.StreamsServicer):
                 yield response
 
 
+class _Deleted(Exception):
+    """A read of a tombstoned stream (answered with "... is deleted")."""
+
+
+class _Admin(http.server.BaseHTTPRequestHandler):
+    """The HTTP admin endpoint the fake serves: ``POST /admin/scavenge``."""
+
+    streams: _Streams
+
+    def do_POST(self) -> None:
+        if self.path.split("?")[0] != "/admin/scavenge":
+            self.send_error(404)
+            return
+        scavenge_id = self.streams.scavenge()
+        body = json.dumps({"scavengeId": scavenge_id, "scavengeLink": f"/admin/scavenge/{scavenge_id}"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
 def _matcher(options: pb.ReadReq.Options) -> Any:
     if options.WhichOneof("filter_option") != "filter":
         return lambda event: True
@@ -385,7 +501,10 @@ class FakeKurrentDB:
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fake-kurrentdb"))
         pbg.add_StreamsServicer_to_server(self.streams, self.server)
         self.port = self.server.add_insecure_port("127.0.0.1:0")
-        self.uri = f"kurrentdb://127.0.0.1:{self.port}?tls=false"
+        handler = type("Admin", (_Admin,), {"streams": self.streams})
+        self.admin = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.admin_url = f"http://127.0.0.1:{self.admin.server_address[1]}"
+        self.uri = f"kurrentdb://127.0.0.1:{self.port}?tls=false&admin_url={self.admin_url}"
 
     @property
     def calls(self) -> dict[str, int]:
@@ -405,9 +524,12 @@ class FakeKurrentDB:
 
     def start(self) -> FakeKurrentDB:
         self.server.start()
+        threading.Thread(target=self.admin.serve_forever, name="fake-kurrentdb-admin", daemon=True).start()
         return self
 
     def stop(self) -> None:
+        self.admin.shutdown()
+        self.admin.server_close()
         self.server.stop(grace=0).wait(5)
 
     def __enter__(self) -> FakeKurrentDB:

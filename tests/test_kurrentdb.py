@@ -93,6 +93,9 @@ class Namespaced:
         self.tag = f"T{uuid4().hex[:10]}"
         self.max_event_size = store.max_event_size
         self.detects_duplicate_ids_across_streams = store.detects_duplicate_ids_across_streams
+        self.erases_at_once = store.erases_at_once
+        self.scavenge_counts = store.scavenge_counts
+        self.tombstones_keep_version = store.tombstones_keep_version
 
     def _in(self, name: Any) -> Any:
         try:
@@ -173,8 +176,17 @@ class Namespaced:
         found = await self._call(self.store.get_event(id, None if stream is None else self._in(stream)))
         return None if found is None else self._record(found)
 
-    async def delete_stream(self, stream: Any, expected_version: Any = ANY) -> None:
-        await self._call(self.store.delete_stream(self._in(stream), expected_version))
+    async def delete_stream(self, stream: Any, expected_version: Any = ANY, hard: Any = False) -> None:
+        await self._call(self.store.delete_stream(self._in(stream), expected_version, hard))
+
+    async def truncate_before(self, stream: Any, version: Any) -> None:
+        await self._call(self.store.truncate_before(self._in(stream), version))
+
+    async def set_stream_limits(self, stream: Any, max_count: Any = None, max_age: Any = None) -> None:
+        await self._call(self.store.set_stream_limits(self._in(stream), max_count, max_age))
+
+    async def scavenge(self, stream: Any = None) -> int:
+        return await self._call(self.store.scavenge(None if stream is None else self._in(stream)))  # type: ignore[no-any-return]
 
     async def close(self) -> None:
         await self.store.close()
@@ -311,9 +323,9 @@ async def test_delete_rechecks_after_a_concurrent_append(store: KurrentDBEventSt
     original = store._last_event
     raced = False
 
-    async def racing_last_event(stream: str) -> Any:
+    async def racing_last_event(stream: str, deleted_raises: bool = False) -> Any:
         nonlocal raced
-        last = await original(stream)
+        last = await original(stream, deleted_raises)
         if not raced:
             raced = True
             await store.append(stream, new(1))  # lands between the check and the delete

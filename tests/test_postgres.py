@@ -334,16 +334,16 @@ async def test_migrate_command_is_idempotent(pg_dsn: str) -> None:
     first = await asyncio.to_thread(runner.invoke, app, ["migrate", "--store", pg_dsn, "--json"])
     assert first.exit_code == 0, first.output
     report = json.loads(first.output)
-    assert (report["version_before"], report["version"]) == (0, 3)
-    assert [step["version"] for step in report["applied"]] == [1, 2, 3]
+    assert (report["version_before"], report["version"]) == (0, 4)
+    assert [step["version"] for step in report["applied"]] == [1, 2, 3, 4]
     second = await asyncio.to_thread(runner.invoke, app, ["migrate", "--store", pg_dsn])
     assert second.exit_code == 0, second.output
-    assert second.output == "schema already at version 3; nothing to do\n"
+    assert second.output == "schema already at version 4; nothing to do\n"
     with psycopg.connect(pg_dsn) as conn:
         assert conn.execute("SELECT version FROM epoch_schema_version ORDER BY version").fetchall() == [
             (1,),
             (2,),
-            (3,),
+            (4,),
         ]
 
 
@@ -352,7 +352,7 @@ async def test_migrate_false_refuses_a_missing_schema(pg_dsn: str) -> None:
         await open_store(pg_dsn + "?migrate=false")
     assert (
         str(info.value)
-        == "the epoch schema is at version 0, 3 is needed: run `epoch migrate --store URL` (or open without ?migrate=false)"
+        == "the epoch schema is at version 0, 4 is needed: run `epoch migrate --store URL` (or open without ?migrate=false)"
     )
     async with open_store(pg_dsn) as store:  # creates the schema
         await store.append("s-1", new(1))

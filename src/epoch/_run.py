@@ -62,7 +62,7 @@ async def alone(
             enforce_expected_version(stream, expected, loaded.version)
         if handler._is_terminal is not None and handler._is_terminal(loaded.state):
             if not fresh:  # no decision ran on it: confirm the cached state before refusing
-                loaded = await handler._fold(stream, loaded, watch)
+                loaded = await handler._confirm(stream, loaded, watch)
                 fresh = True
                 continue
             raise StreamClosed(stream, loaded.version)
@@ -72,13 +72,19 @@ async def alone(
             events = decide_events(handler.decider, command, loaded.state, services)
         except Exception as exc:
             if fresh:
+                if loaded.version is None:  # decided on an empty stream: a tombstone says so first
+                    await handler._refuse_tombstone(stream)
                 raise
             events, error = None, exc
         if not fresh and not events:  # an error or nothing to do, decided on the cached state
-            current = await handler._fold(stream, loaded, watch)
+            current = await handler._confirm(stream, loaded, watch)
             if current is None:
                 return await handler._prior_or_raise(stream, command_id)
-            if current.version == loaded.version and current.position == loaded.position:
+            if (current.version, current.position, current.first_version) == (
+                loaded.version,
+                loaded.position,
+                loaded.first_version,
+            ):
                 if error is not None:
                     raise error  # decided on the current state: the decider's own error stands
                 return ExecuteResult(stream, loaded.version, loaded.position, [], loaded.state, decisions)
@@ -88,18 +94,21 @@ async def alone(
                 loaded, fresh = current, True
                 continue
         if not events:
+            if loaded.version is None:  # an empty stream, fresh: it may be a tombstone (DESIGN §8)
+                await handler._refuse_tombstone(stream)
             return ExecuteResult(stream, loaded.version, loaded.position, [], loaded.state, decisions)
         new_events = handler._encode(stream, events, job.metadata, command_id)
         guard = expected if expected is not None else (NO_STREAM if loaded.version is None else loaded.version)
         try:
-            appended = await handler.store.append(stream, new_events, guard)
-        except WrongExpectedVersion:
+            appended = await handler._append(stream, new_events, guard, loaded)
+        except WrongExpectedVersion as conflict:
             if command_id is not None and (prior := await handler._prior_result(stream, command_id)) is not None:
                 return prior  # a concurrent execution of the same command id won
             if explicit or decisions >= budget:
                 raise
             await asyncio.sleep(handler._delay(decisions - 1))
-            loaded = await handler._fold(stream, loaded, watch)
+            # The version held, so the stream no longer starts where the state was folded from: fold anew.
+            loaded = await handler._fold(stream, None if conflict.actual == loaded.version else loaded, watch)
             fresh = True
             if loaded is None:
                 return await handler._prior_or_raise(stream, command_id)
@@ -112,7 +121,14 @@ async def alone(
         state = loaded.state
         for event in events:
             state = handler.decider.evolve(state, event)
-        return handler._record(stream, state, events, new_events, appended, decisions)
+        first = None if loaded.version is None else loaded.first_version
+        return handler._record(stream, state, events, new_events, appended, decisions, first)
+
+
+def _first_version(base: CachedState[Any], appended: AppendResult, written: int) -> int:
+    """Where the state after an append was folded from: its base's start, or its first new event."""
+    assert appended.version is not None
+    return base.first_version if base.version is not None else appended.version - written + 1
 
 
 class _Decided:
@@ -205,8 +221,9 @@ def _settle(
                 appended.positions[start:end],
                 appended.recorded_at,
             )
+            first = base.first_version if base.version is not None else first_version
             outcome.result = handler._record(
-                stream, outcome.state, outcome.events, outcome.encoded, own, queued.job.decisions
+                stream, outcome.state, outcome.events, outcome.encoded, own, queued.job.decisions, first
             )
             queued.settle(outcome.result)
         else:
@@ -278,18 +295,24 @@ async def batch(
             fresh = True
         decided, new_events, state = _decide(handler, stream, waiting, base)
         if not new_events:  # nothing to append: confirm a cached state by one read before it stands
+            if base.version is None:  # an empty stream: it may be a tombstone (DESIGN §8)
+                await handler._refuse_tombstone(stream)
             if not fresh:
-                current = await handler._fold(stream, base)
+                current = await handler._confirm(stream, base)
                 assert current is not None
-                if current.version != base.version or current.position != base.position:
+                if (current.version, current.position, current.first_version) != (
+                    base.version,
+                    base.position,
+                    base.first_version,
+                ):
                     _spend(waiting, budget, WrongExpectedVersion(stream, base.version, current.version))
                     base, fresh = current, True
                     continue
             _settle(handler, stream, decided, base, None, 0)
             return base
         try:
-            appended = await handler.store.append(
-                stream, new_events, NO_STREAM if base.version is None else base.version
+            appended = await handler._append(
+                stream, new_events, NO_STREAM if base.version is None else base.version, base
             )
         except WrongExpectedVersion as conflict:
             conflicts += 1
@@ -300,7 +323,8 @@ async def batch(
             refill()
             if all(queued.future.done() for queued in waiting):
                 return None  # every command is settled: nobody is left to catch up for
-            base = await handler._fold(stream, base)
+            # The version held, so the stream no longer starts where the state was folded from: fold anew.
+            base = await handler._fold(stream, None if conflict.actual == base.version else base)
             fresh = True
             continue
         except DuplicateEventId:  # a command id that ran meanwhile, at another version
@@ -313,4 +337,4 @@ async def batch(
             return None
         _settle(handler, stream, decided, base, appended, len(new_events))
         assert appended.version is not None
-        return CachedState(state, appended.version, appended.position)
+        return CachedState(state, appended.version, appended.position, _first_version(base, appended, len(new_events)))

@@ -1,7 +1,8 @@
 """An in-process LRU of stream states for :class:`~epoch.commands.CommandHandler`.
 
 :class:`CachedState` is also the state the handler's attempt loop decides on. A cached entry is only a starting point: the handler still reads the events after the cached version,
-and the append is guarded by the version it ended on, so another process's writes are never missed.
+and the append is guarded by the version it ended on, so another process's writes are never missed, and by
+the version it started from, so events truncated or erased by anyone are never decided on.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ class CachedState(Generic[S]):
     state: S
     version: int | None
     position: int
+    first_version: int = 0
+    """The version of the first event folded into ``state``: appends made on this state are refused once
+    the stream no longer starts there (a truncation, a hard delete or a scavenge by anyone; DESIGN §8)."""
 
 
 class StateCache(Generic[S]):

@@ -38,9 +38,10 @@ from epoch.domain import DeciderLike, initial_state_of
 from epoch.errors import (
     InvalidEvent,
     InvalidVersion,
+    StreamDeleted,
 )
-from epoch.records import AppendResult, EventEnvelope, ExpectedVersionLike, NewEvent, RecordedEvent
-from epoch.stores import EventStore
+from epoch.records import ANY, AppendResult, EventEnvelope, ExpectedVersionLike, NewEvent, RecordedEvent
+from epoch.stores import EventStore, guarded_append_of
 from epoch.streams import check_category, check_expected_version, check_stream_name
 from epoch.telemetry import current as current_telemetry
 
@@ -143,6 +144,7 @@ class CommandHandler(Generic[C, S, E]):
         # Not `cache or None`: an empty StateCache is falsy (it has a length).
         self.cache: StateCache[S] | None = cache if isinstance(cache, StateCache) else None
         self._is_terminal: Callable[[S], bool] | None = getattr(decider, "is_terminal", None)
+        self._guarded = guarded_append_of(self.store)
         from epoch import _run  # it builds this module's results, so it is imported once this module is loaded
 
         self._alone = functools.partial(_run.alone, self)
@@ -171,6 +173,7 @@ class CommandHandler(Generic[C, S, E]):
             from_version, check = None, False
         else:
             loaded, from_version, check = base, base.version, True
+        first: int | None = None if base is None or base.version is None else base.first_version
         evolve = self.decider.evolve
         decode = self.codec.decode_data
         state = loaded.state
@@ -186,12 +189,14 @@ class CommandHandler(Generic[C, S, E]):
                     continue
                 if recorded.id == watch:
                     return None
+                if first is None:
+                    first = recorded.version
                 state = evolve(state, decode(recorded))
                 last = recorded
         if stale:  # the base's event is gone (deleted, perhaps re-created elsewhere): start over
             return await self._fold(stream, None, watch)
         if last is not None:
-            loaded = CachedState(state, last.version, last.position)
+            loaded = CachedState(state, last.version, last.position, loaded.first_version if first is None else first)
             if self.cache is not None:
                 self.cache.put(stream, loaded)
         return loaded
@@ -199,10 +204,43 @@ class CommandHandler(Generic[C, S, E]):
     async def _load(self, stream: str, watch: UUID | None = None) -> CachedState[S] | None:
         return await self._fold(stream, self.cache.get(stream) if self.cache is not None else None, watch)
 
+    async def _confirm(self, stream: str, base: CachedState[S], watch: UUID | None = None) -> CachedState[S] | None:
+        """The state after the stream's last event, folded on from a cached ``base`` that no append will
+        check: first one small read confirms the stream still starts where ``base`` was folded from."""
+        async with closing(self.store.read_stream(stream, limit=1)) as events:
+            start = [recorded.version async for recorded in events]
+        if not start or start[0] > base.first_version:  # truncated, erased or deleted since
+            return await self._fold(stream, None, watch)
+        return await self._fold(stream, base, watch)
+
+    async def _refuse_tombstone(self, stream: str) -> None:
+        """Raise ``StreamDeleted`` when the (empty-reading) stream is hard-deleted: an empty append
+        checks the guard and writes nothing, on every store."""
+        await self.store.append(stream, [], ANY)
+
+    async def _append(
+        self, stream: str, events: list[NewEvent], guard: ExpectedVersionLike, base: CachedState[S]
+    ) -> AppendResult:
+        """Append events decided on ``base``, refused (a conflict) when the stream no longer starts at the
+        version ``base`` was folded from: in the append's own round trip where the store can check it,
+        else after one small read (``epoch.stores.guarded_append_of``)."""
+        try:
+            if base.version is None:
+                return await self.store.append(stream, events, guard)
+            return await self._guarded(stream, events, guard, base.first_version)
+        except StreamDeleted:
+            if self.cache is not None:
+                self.cache.invalidate(stream)
+            raise
+
     async def load(self, id: object) -> LoadedState[S]:
-        """The current state and version of entity ``id``."""
-        loaded = await self._load(self.stream_for(id))
+        """The current state and version of entity ``id``; ``StreamDeleted`` when it was hard-deleted."""
+        stream = self.stream_for(id)
+        base = self.cache.get(stream) if self.cache is not None else None
+        loaded = await (self._fold(stream, None) if base is None else self._confirm(stream, base))
         assert loaded is not None  # nothing is watched
+        if loaded.version is None:
+            await self._refuse_tombstone(stream)
         return LoadedState(loaded.state, loaded.version)
 
     async def state_at(self, id: object, version: int | None = None, at: datetime | None = None) -> S:
@@ -316,8 +354,10 @@ class CommandHandler(Generic[C, S, E]):
         new_events: list[NewEvent],
         appended: AppendResult,
         attempts: int,
+        folded_from: int | None = None,
     ) -> ExecuteResult[S, E]:
-        """The result of an append that wrote ``events``; ``state`` is the state after them."""
+        """The result of an append that wrote ``events``; ``state`` is the state after them, folded from
+        ``folded_from`` (``None``: from the first event written)."""
         assert appended.version is not None and appended.recorded_at is not None  # events were written
         first_version = appended.version - len(events) + 1
         envelopes = [
@@ -335,7 +375,8 @@ class CommandHandler(Generic[C, S, E]):
             for index, (event, new_event) in enumerate(zip(events, new_events, strict=True))
         ]
         if self.cache is not None:
-            self.cache.put(stream, CachedState(state, appended.version, appended.position))
+            first = first_version if folded_from is None else folded_from
+            self.cache.put(stream, CachedState(state, appended.version, appended.position, first))
         return ExecuteResult(stream, appended.version, appended.position, envelopes, state, attempts)
 
     async def _prior_result(self, stream: str, command_id: str | UUID) -> ExecuteResult[S, E] | None:

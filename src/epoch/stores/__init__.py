@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Generator, Iterable
+from datetime import timedelta
 from types import TracebackType
 from typing import Any, Protocol
 from uuid import UUID
@@ -25,6 +26,7 @@ __all__ = [
     "StoreOpener",
     "SupportsImport",
     "Transaction",
+    "guarded_append_of",
     "importer_of",
     "open_store",
     "sql_store",
@@ -41,7 +43,8 @@ class EventStore(Protocol):
     1. ``append`` is atomic: all events of a call are written, or none.
     2. ``expected_version`` is enforced under concurrency: one of N racing appends wins.
     3. Stream versions are dense from 0 and never reused (also across a soft delete).
-    4. ``read_all``/``subscribe`` deliver every committed event exactly once, in position order.
+    4. ``read_all``/``subscribe`` deliver every committed event exactly once, in position order (events
+       erased by a hard delete, a truncation or a scavenge are skipped from then on).
     5. Appending the same event ids again at the same place is a no-op returning the same result;
        the same id anywhere else raises ``DuplicateEventId``.
     6. Bytes round-trip exactly; ``recorded_at`` is UTC.
@@ -115,7 +118,10 @@ class EventStore(Protocol):
         ...
 
     async def head_position(self) -> int:
-        """The position of the last committed (visible) event in the store, 0 when empty."""
+        """The position of the last committed (visible) event in the store, 0 when empty.
+
+        Never goes back: erasing the newest events (a hard delete, say) leaves it where it was.
+        """
         ...
 
     async def get_event(self, id: UUID, stream: str | None = None) -> RecordedEvent | None:
@@ -126,10 +132,41 @@ class EventStore(Protocol):
         """
         ...
 
-    async def delete_stream(self, stream: str, expected_version: ExpectedVersionLike = ANY) -> None:
-        """Soft-delete a stream: it reads as empty; a later append continues its versions.
+    async def delete_stream(self, stream: str, expected_version: ExpectedVersionLike = ANY, hard: bool = False) -> None:
+        """Delete a stream; ``expected_version`` as for ``append`` (beyond 64 bits: ``WrongExpectedVersion``).
 
-        ``expected_version`` as for ``append`` (a version beyond 64 bits raises ``WrongExpectedVersion``).
+        Soft (the default): it reads as empty and ``stream_version`` is ``None``; a later append continues
+        its versions; ``read_all`` keeps its events. Hard (``hard=True``, a tombstone): its events' data
+        and metadata are erased at once and ``read_all`` skips them; it reads as empty for good and every
+        later append raises ``StreamDeleted``. Deleting a tombstoned stream again is a no-op.
+        """
+        ...
+
+    async def truncate_before(self, stream: str, version: int) -> None:
+        """Erase the stream's events below ``version`` at once: ``read_stream`` then starts at ``version``
+        and ``read_all`` skips them. Versions are never reused; a ``version`` past the last event erases
+        them all (the stream then reads as deleted until it is appended to). No-op on an unwritten stream.
+
+        Raises ``InvalidVersion`` (not an int >= 0) and ``StreamDeleted`` (a tombstoned stream).
+        """
+        ...
+
+    async def set_stream_limits(
+        self, stream: str, max_count: int | None = None, max_age: timedelta | None = None
+    ) -> None:
+        """Keep only the last ``max_count`` events, and those younger than ``max_age`` (``None``: no limit).
+
+        ``read_stream`` honours them at once; ``read_all`` still delivers the excluded events until
+        :meth:`scavenge` erases them. Setting both to ``None`` removes the limits. Raises
+        ``InvalidVersion`` for a ``max_count`` < 1 or a ``max_age`` that is not a positive ``timedelta``,
+        and ``StreamDeleted`` for a tombstoned stream.
+        """
+        ...
+
+    async def scavenge(self, stream: str | None = None) -> int:
+        """Erase the events the limits exclude (of one stream, or of every stream); the number erased.
+
+        Afterwards ``read_all`` skips them too. Positions of erased events are never reused.
         """
         ...
 
@@ -245,6 +282,7 @@ def open_store(url: str | None = None) -> StoreOpener:
 
 
 # The declared capabilities (after EventStore: they are part of this package's public surface).
+from epoch.stores._lifecycle import guarded_append_of  # noqa: E402
 from epoch.stores._sql import (  # noqa: E402
     Dialect,
     PostgresTransaction,

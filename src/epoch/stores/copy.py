@@ -8,8 +8,17 @@ same order; checkpoints taken against the source (projections) do not carry over
 
 Resuming: run the copy again. It finds the destination's last event in the source (by id) and carries
 on after it, so an interrupted copy loses nothing and copies nothing twice (the destination writes each
-chunk atomically). The same mechanism catches a copy up with a source that kept growing; soft deletes
-made in the source after a stream was copied are not carried over.
+chunk atomically). The same mechanism catches a copy up with a source that kept growing. When that event
+was erased in the source meanwhile (a hard delete, a truncation, a scavenge), the copy resumes after the
+newest event of the destination the source still holds, and skips what the destination holds already.
+
+Stream lifecycle (DESIGN §8). A source that lists its streams' lifecycle states (memory, SQLite,
+PostgreSQL: ``lifecycle_states``) has them carried over at the end of every run, also those made after
+the copy started: tombstones (hard deletes), truncations (and scavenges: the destination erases what the
+source erased), soft deletes and limits. A stream whose oldest events were erased in the source lands at
+the versions it has left (an importing destination starts it there; one that can only append refuses it
+with ``ConfigurationError``). A KurrentDB source lists no lifecycle state: only its soft deletes, as
+read, are carried.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from dataclasses import dataclass
 from epoch.errors import ConfigurationError
 from epoch.records import ANY, NewEvent, RecordedEvent
 from epoch.stores import EventStore
+from epoch.stores._lifecycle import StreamLifecycle, lifecycle_states_of
 from epoch.stores._sql import SupportsImport, importer_of
 
 __all__ = ["CopyResult", "SupportsImport", "copy_store"]
@@ -37,22 +47,59 @@ class CopyResult:
     """True when the destination already held a partial copy, and this run continued it."""
     timestamps_preserved: bool
     """False when the destination cannot import: the copies were appended and got new ``recorded_at``."""
+    carried: int = 0
+    """Streams whose lifecycle state (a delete, a truncation, limits) this run carried over."""
 
 
-async def _resume_after(src: EventStore, dst: EventStore) -> int:
-    """The source position after which to copy: 0 for an empty destination, else after its last event."""
+async def _resume_after(src: EventStore, dst: EventStore) -> tuple[int, set[object]]:
+    """The source position after which to copy (0 for an empty destination, else after its last event),
+    and the ids the destination holds that may come again after it (empty unless that event is gone)."""
     head = await dst.head_position()
     if head == 0:
-        return 0
+        return 0, set()
     last: RecordedEvent | None = None
     async for event in dst.read_all(after=head - 1, limit=1):
         last = event
-    found = None if last is None else await src.get_event(last.id)
-    if last is None or found is None or (found.stream, found.version) != (last.stream, last.version):
-        raise ConfigurationError(
-            "the destination store is not empty and is not a partial copy of the source: copy into an empty store"
-        )
-    return found.position
+    if last is None:  # the newest events of the destination were erased there: look at all of them
+        held = [event async for event in dst.read_all()]
+    else:
+        found = await src.get_event(last.id)
+        if found is not None and (found.stream, found.version) == (last.stream, last.version):
+            return found.position, set()
+        held = [event async for event in dst.read_all()]
+    for event in reversed(held):  # the newest one the source still holds (the others were erased there)
+        found = await src.get_event(event.id)
+        if found is not None and (found.stream, found.version) == (event.stream, event.version):
+            return found.position, {e.id for e in held}
+    raise ConfigurationError(
+        "the destination store is not empty and is not a partial copy of the source: copy into an empty store"
+    )
+
+
+async def _states(src: EventStore) -> dict[str, StreamLifecycle] | None:
+    listing = lifecycle_states_of(src)
+    if listing is None:
+        return None
+    return {state.stream: state async for state in listing()}
+
+
+async def _carry(dst: EventStore, states: dict[str, StreamLifecycle]) -> int:
+    """Give the destination the source's lifecycle states; how many streams had one."""
+    importer = importer_of(dst)
+    for state in states.values():
+        stream = state.stream
+        if state.tombstoned:
+            await dst.delete_stream(stream, hard=True)
+            continue
+        if state.first_stored > 0:
+            await dst.truncate_before(stream, state.first_stored)
+        if state.first_visible > state.first_stored:  # soft-deleted below first_visible
+            if importer is not None:
+                await importer.import_events([], {stream: state.first_visible})
+            elif state.version is not None and state.first_visible > state.version:
+                await dst.delete_stream(stream)
+        await dst.set_stream_limits(stream, state.max_count, state.max_age)
+    return len(states)
 
 
 async def copy_store(
@@ -68,12 +115,16 @@ async def copy_store(
     """
     if chunk_size < 1:
         raise ValueError("chunk_size must be >= 1")
-    after = await _resume_after(src, dst)
+    after, held = await _resume_after(src, dst)
     importer = importer_of(dst)
+    states = await _states(src)
     first_visible: dict[str, int] = {}
 
     async def visible_from(stream: str) -> int:
-        """The first version of ``stream`` that is not soft-deleted in the source."""
+        """The first version of ``stream`` that is not deleted (or erased) in the source."""
+        if states is not None:
+            state = states.get(stream)
+            return 0 if state is None else state.first_visible
         if stream not in first_visible:
             value = _ALL_DELETED
             async for event in src.read_stream(stream, limit=1):
@@ -103,11 +154,16 @@ async def copy_store(
             progress(copied)
 
     async for event in src.read_all(after=after):
+        if event.id in held:
+            continue  # copied by an earlier run (resumed before it, see _resume_after)
         chunk.append(event)
         if len(chunk) >= chunk_size:
             await flush()
     await flush()
-    return CopyResult(copied=copied, resumed=after > 0, timestamps_preserved=importer is not None)
+    carried = 0
+    if states is not None:  # again: deletes and truncations made while this run copied count too
+        carried = await _carry(dst, await _states(src) or {})
+    return CopyResult(copied=copied, resumed=after > 0, timestamps_preserved=importer is not None, carried=carried)
 
 
 async def _append_chunk(
@@ -132,7 +188,8 @@ async def _append_chunk(
             if result.version != part[-1].version:
                 raise ConfigurationError(
                     f"{stream}: the copy landed at version {result.version}, not {part[-1].version}: "
-                    "the destination already holds other events of this stream"
+                    "the destination already holds other events of this stream, or the source erased its "
+                    "first events and the destination can only append"
                 )
             if delete_after:
                 await dst.delete_stream(stream)

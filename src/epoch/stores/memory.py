@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import bisect
 from collections.abc import AsyncIterator, Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
-from epoch.errors import AppendConditionFailed, ConfigurationError, StoreUnavailable
+from epoch.errors import AppendConditionFailed, ConfigurationError, StoreUnavailable, WrongExpectedVersion
 from epoch.queries import AppendCondition, Query
 from epoch.records import ANY, AppendResult, ExpectedVersion, ExpectedVersionLike, NewEvent, RecordedEvent, category_of
 from epoch.stores._base import StoreLifecycle
@@ -24,22 +24,45 @@ from epoch.stores._checks import (
     is_replay,
 )
 from epoch.stores._dcb import ALL_OPERATIONS, check_condition, check_many, check_query_read
+from epoch.stores._lifecycle import (
+    TOMBSTONE,
+    StreamLifecycle,
+    check_hard,
+    check_limits,
+    check_truncate,
+    effective_start,
+    is_tombstoned,
+    refuse_tombstone,
+    tombstone_of,
+)
 from epoch.stores._urls import integer, only_options
 
 __all__ = ["MemoryEventStore"]
 
 
 class _Stream:
-    __slots__ = ("events", "first_visible")
+    __slots__ = ("events", "first_stored", "first_visible", "max_age", "max_count")
 
     def __init__(self) -> None:
-        self.events: list[RecordedEvent] = []
-        self.first_visible = 0  # versions below this were soft-deleted
+        self.events: list[RecordedEvent | None] = []  # by version; None once erased
+        self.first_visible = 0  # versions below this were deleted or truncated (TOMBSTONE: hard-deleted)
+        self.first_stored = 0  # versions below this were erased
+        self.max_count: int | None = None
+        self.max_age: timedelta | None = None
 
     @property
     def version(self) -> int | None:
         last = len(self.events) - 1
         return last if last >= self.first_visible else None
+
+    def start(self) -> int:
+        """The first version reads return: ``first_visible``, moved on by the limits."""
+        start = effective_start(self.first_visible, len(self.events) - 1, self.max_count)
+        if self.max_age is not None:
+            oldest = datetime.now(UTC) - self.max_age
+            while start < len(self.events) and (event := self.events[start]) is not None and event.recorded_at < oldest:
+                start += 1
+        return start
 
 
 class MemoryEventStore(StoreLifecycle):
@@ -57,9 +80,12 @@ class MemoryEventStore(StoreLifecycle):
     boundary_operations = ALL_OPERATIONS
     """Every consistency-boundary operation, from the type and tag indexes (``epoch.testing.contract_dcb``)."""
 
+    erases_at_once = True
+    """Hard deletes and truncations erase the events at once (``epoch.testing.contract_erasure``)."""
+
     def __init__(self, *, max_event_size: int = DEFAULT_MAX_EVENT_SIZE) -> None:
         self.max_event_size = check_max_event_size(max_event_size)
-        self._log: list[RecordedEvent] = []
+        self._log: list[RecordedEvent | None] = []  # by position - 1; None once erased
         self._streams: dict[str, _Stream] = {}
         self._ids: dict[UUID, RecordedEvent] = {}
         self._by_tag: dict[str, list[int]] = {}  # tag -> positions of the events carrying it, ascending
@@ -128,6 +154,8 @@ class MemoryEventStore(StoreLifecycle):
     def _replayed(self, stream: str, batch: list[NewEvent], expected: ExpectedVersion | int) -> AppendResult | None:
         """The first result when ``batch`` is already stored here (a replay); else check the guard, or raise."""
         entry = self._streams.get(stream)
+        if entry is not None and entry.first_visible >= TOMBSTONE:
+            refuse_tombstone(stream, entry.first_visible)
         stored = {e.id: (r.stream, r.version) for e in batch if (r := self._ids.get(e.id)) is not None}
         if is_replay(stream, batch, expected, stored):
             return AppendResult.of(stream, [self._ids[e.id] for e in batch])
@@ -135,6 +163,17 @@ class MemoryEventStore(StoreLifecycle):
         if not batch:
             return AppendResult.of(stream, (), entry.events[-1] if entry and entry.version is not None else None)
         return None
+
+    async def append_guarded(
+        self, stream: str, events: Iterable[NewEvent], expected_version: ExpectedVersionLike, first_version: int
+    ) -> AppendResult:
+        """``append``, also refused when the stream's first visible version moved past ``first_version``
+        (see ``epoch.stores._lifecycle.GuardedAppend``)."""
+        entry = self._streams.get(stream) if isinstance(stream, str) else None
+        if entry is not None and not is_tombstoned(entry.first_visible) and entry.first_visible > first_version:
+            stream, _, expected = check_append(stream, events, expected_version, self.max_event_size)
+            raise WrongExpectedVersion(stream, expected, entry.version)
+        return await self.append(stream, events, expected_version)
 
     def _write(self, stream: str, batch: list[NewEvent]) -> AppendResult:
         entry = self._streams.get(stream)
@@ -164,8 +203,9 @@ class MemoryEventStore(StoreLifecycle):
         """The positions after ``after`` of the events matching ``query``, ascending, from the indexes."""
         if query.matches_nothing:
             return []
+        log = self._log
         if query.matches_everything:
-            return list(range(after + 1, len(self._log) + 1))
+            return [position for position in range(after + 1, len(log) + 1) if log[position - 1] is not None]
         found: set[int] = set()
         for item in query.items:
             if item.tags:  # the rarest tag's events, each then checked against the whole item
@@ -174,8 +214,8 @@ class MemoryEventStore(StoreLifecycle):
                 runs = [self._by_type.get(name, []) for name in item.types]
             for run in runs:  # each run is ascending
                 for position in run[bisect.bisect_right(run, after) :]:
-                    recorded = self._log[position - 1]
-                    if item.matches(recorded.type, recorded.tags):
+                    recorded = log[position - 1]
+                    if recorded is not None and item.matches(recorded.type, recorded.tags):  # None: erased
                         found.add(position)
         return sorted(found)
 
@@ -197,14 +237,16 @@ class MemoryEventStore(StoreLifecycle):
         if entry is None or entry.version is None or read.matches_nothing:
             return
         events = entry.events
+        first = entry.start()
         if backwards:
             start = len(events) - 1 if from_version is None else min(from_version, len(events) - 1)
-            chosen = events[entry.first_visible : start + 1][::-1]
+            chosen = events[first : start + 1][::-1]
         else:
-            start = entry.first_visible if from_version is None else max(from_version, entry.first_visible)
+            start = first if from_version is None else max(from_version, first)
             chosen = events[start:]
         for recorded in chosen if limit is None else chosen[:limit]:
-            yield recorded
+            if recorded is not None:
+                yield recorded
 
     async def read_all(
         self,
@@ -221,6 +263,8 @@ class MemoryEventStore(StoreLifecycle):
         for recorded in self._log[after:]:
             if limit is not None and count >= limit:
                 return
+            if recorded is None:  # erased
+                continue
             if names is None or category_of(recorded.stream) in names:
                 count += 1
                 yield recorded
@@ -238,7 +282,7 @@ class MemoryEventStore(StoreLifecycle):
             while names != () and position < len(self._log):
                 recorded = self._log[position]
                 position += 1
-                if names is None or category_of(recorded.stream) in names:
+                if recorded is not None and (names is None or category_of(recorded.stream) in names):
                     yield recorded
             if self._appended is None:
                 self._appended = asyncio.Event()
@@ -251,7 +295,9 @@ class MemoryEventStore(StoreLifecycle):
             return
         positions = self._matching(query, after)
         for position in positions if limit is None else positions[:limit]:
-            yield self._log[position - 1]
+            recorded = self._log[position - 1]
+            if recorded is not None:  # (erased since _matching ran: nothing awaits between, so never)
+                yield recorded
 
     async def stream_version(self, stream: str) -> int | None:
         check_stream_name(stream)
@@ -270,14 +316,94 @@ class MemoryEventStore(StoreLifecycle):
         found = self._ids.get(id)
         return None if found is None or (stream is not None and found.stream != stream) else found
 
-    async def delete_stream(self, stream: str, expected_version: ExpectedVersionLike = ANY) -> None:
+    async def delete_stream(self, stream: str, expected_version: ExpectedVersionLike = ANY, hard: bool = False) -> None:
         check_stream_name(stream)
         expected = check_expected_version(stream, expected_version)
+        hard = check_hard(stream, hard)
         self._check_open()
         entry = self._streams.get(stream)
+        if entry is not None and is_tombstoned(entry.first_visible):
+            return  # deleted for good already
         enforce_expected_version(stream, expected, None if entry is None else entry.version)
+        if not hard:
+            if entry is not None:
+                entry.first_visible = len(entry.events)
+            return
+        if entry is None:
+            entry = self._streams[stream] = _Stream()
+        self._erase(entry, len(entry.events))
+        entry.first_visible = tombstone_of(len(entry.events) - 1)
+        entry.max_count = entry.max_age = None
+
+    async def truncate_before(self, stream: str, version: int) -> None:
+        stream, version = check_truncate(stream, version)
+        self._check_open()
+        entry = self._streams.get(stream)
+        if entry is None:
+            return
+        refuse_tombstone(stream, entry.first_visible)
+        boundary = min(version, len(entry.events))
+        self._erase(entry, boundary)
+        entry.first_visible = max(entry.first_visible, boundary)
+
+    async def set_stream_limits(
+        self, stream: str, max_count: int | None = None, max_age: timedelta | None = None
+    ) -> None:
+        stream, max_count, max_age = check_limits(stream, max_count, max_age)
+        self._check_open()
+        entry = self._streams.get(stream)
         if entry is not None:
-            entry.first_visible = len(entry.events)
+            refuse_tombstone(stream, entry.first_visible)
+        elif max_count is None and max_age is None:
+            return
+        else:
+            entry = self._streams[stream] = _Stream()
+        entry.max_count, entry.max_age = max_count, max_age
+
+    async def scavenge(self, stream: str | None = None) -> int:
+        if stream is not None:
+            check_stream_name(stream)
+        self._check_open()
+        entries = self._streams.items() if stream is None else [(stream, self._streams.get(stream))]
+        erased = 0
+        for _, entry in entries:
+            if entry is None or is_tombstoned(entry.first_visible):
+                continue
+            if entry.max_count is None and entry.max_age is None:
+                continue
+            start = entry.start()
+            erased += self._erase(entry, start)
+            entry.first_visible = max(entry.first_visible, start)
+        return erased
+
+    def _erase(self, entry: _Stream, below: int) -> int:
+        """Forget the stream's events below version ``below``: their records, ids and places in the log."""
+        erased = 0
+        for version in range(entry.first_stored, below):
+            recorded = entry.events[version]
+            if recorded is None:
+                continue
+            entry.events[version] = None
+            self._log[recorded.position - 1] = None
+            self._ids.pop(recorded.id, None)
+            erased += 1
+        entry.first_stored = max(entry.first_stored, below)
+        return erased
+
+    async def lifecycle_states(self) -> AsyncIterator[StreamLifecycle]:
+        """Every stream with a lifecycle state (deleted, truncated or limited), for ``epoch copy``."""
+        self._check_open()
+        for name, entry in sorted(self._streams.items()):
+            if entry.first_visible or entry.first_stored or entry.max_count is not None or entry.max_age is not None:
+                version = len(entry.events) - 1
+                yield StreamLifecycle(
+                    name,
+                    None if version < 0 else version,
+                    entry.first_visible,
+                    entry.first_stored,
+                    entry.max_count,
+                    entry.max_age,
+                )
 
     async def close(self) -> None:
         self._closed = True

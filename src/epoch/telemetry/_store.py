@@ -8,7 +8,8 @@ Each append and read is a ``CLIENT`` span named ``{operation} {category}`` (``re
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Iterable
+from datetime import timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -17,7 +18,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from epoch.errors import WrongExpectedVersion
 from epoch.records import ANY, AppendResult, ExpectedVersionLike, NewEvent, RecordedEvent, category_of
-from epoch.stores import EventStore
+from epoch.stores import EventStore, guarded_append_of
 
 if TYPE_CHECKING:
     from epoch.telemetry._otel import Telemetry
@@ -65,13 +66,24 @@ class TracedStore:
         self, stream: str, events: Iterable[NewEvent], expected_version: ExpectedVersionLike = ANY
     ) -> AppendResult:
         events = list(events)
+        return await self._appending(stream, self._store.append(stream, events, expected_version))
+
+    async def append_guarded(
+        self, stream: str, events: Iterable[NewEvent], expected_version: ExpectedVersionLike, first_version: int
+    ) -> AppendResult:
+        """A cached ``CommandHandler``'s append (``epoch.stores.guarded_append_of``), in the same span."""
+        events = list(events)
+        guarded = guarded_append_of(self._store)
+        return await self._appending(stream, guarded(stream, events, expected_version, first_version))
+
+    async def _appending(self, stream: str, call: Awaitable[AppendResult]) -> AppendResult:
         attributes = self._attributes("append", stream)
         name = f"append {category_of(stream)}"
         error: str | None = None
         started = time.perf_counter()
         with self._telemetry.tracer.start_as_current_span(name, kind=SpanKind.CLIENT, attributes=attributes) as span:
             try:
-                result = await self._store.append(stream, events, expected_version)
+                result = await call
             except BaseException as exc:
                 error = type(exc).__qualname__
                 span.set_attribute("error.type", error)
@@ -148,8 +160,19 @@ class TracedStore:
     async def head_position(self) -> int:
         return await self._store.head_position()
 
-    async def delete_stream(self, stream: str, expected_version: ExpectedVersionLike = ANY) -> None:
-        await self._store.delete_stream(stream, expected_version)
+    async def delete_stream(self, stream: str, expected_version: ExpectedVersionLike = ANY, hard: bool = False) -> None:
+        await self._store.delete_stream(stream, expected_version, hard)
+
+    async def truncate_before(self, stream: str, version: int) -> None:
+        await self._store.truncate_before(stream, version)
+
+    async def set_stream_limits(
+        self, stream: str, max_count: int | None = None, max_age: timedelta | None = None
+    ) -> None:
+        await self._store.set_stream_limits(stream, max_count, max_age)
+
+    async def scavenge(self, stream: str | None = None) -> int:
+        return await self._store.scavenge(stream)
 
     async def close(self) -> None:
         await self._store.close()

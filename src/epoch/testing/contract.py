@@ -21,9 +21,11 @@ import pytest
 from epoch.testing.contract_appends import AppendContract
 from epoch.testing.contract_dcb import TagsAndQueriesContract
 from epoch.testing.contract_dcb_appends import ConditionsContract
+from epoch.testing.contract_erasure import ErasureContract
 from epoch.testing.contract_ids import DuplicateIdContract
 from epoch.testing.contract_input import InputContract
 from epoch.testing.contract_lifecycle import LifecycleContract
+from epoch.testing.contract_limits import LimitsContract
 from epoch.testing.contract_log import LogContract
 from epoch.testing.contract_numbers import NumbersContract
 from epoch.testing.contract_roundtrip import RoundTripContract
@@ -41,6 +43,8 @@ class EventStoreContract(
     LifecycleContract,
     TagsAndQueriesContract,
     ConditionsContract,
+    ErasureContract,
+    LimitsContract,
 ):
     """The guarantees of DESIGN §3 every store shows, against the ``store`` fixture; one module each:
 
@@ -54,6 +58,8 @@ class EventStoreContract(
     - ``contract_dcb``: tags and ``read_query`` (dynamic consistency boundaries, DESIGN §8), and which of
       the boundary operations the store declares (``boundary_operations``);
     - ``contract_dcb_appends``: ``append_with_condition``, ``append_many``, racing claimants of one tag.
+    - ``contract_erasure``: hard delete (tombstones) and ``truncate_before`` (DESIGN §8);
+    - ``contract_limits``: ``set_stream_limits`` and ``scavenge`` (DESIGN §8).
     """
 
     pytestmark: ClassVar[list[pytest.MarkDecorator]] = [pytest.mark.asyncio]

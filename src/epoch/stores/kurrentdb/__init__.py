@@ -15,7 +15,8 @@ The store is here; :mod:`~epoch.stores.kurrentdb.mapping` translates records, gu
   (``detects_duplicate_ids_across_streams = False``); within a stream the newest ``id_check_window``
   events are checked. :meth:`get_event` scans the hinted stream, else ``$all`` newest first.
 - Checkpoints and parked events live in ``$epoch-...`` companion streams (:meth:`companion_streams`);
-  system streams (``$...``) are skipped by reads and refused for writes. ``delete_stream`` is a soft delete.
+  system streams (``$...``) are skipped by reads and refused for writes. ``delete_stream`` is a soft
+  delete, or a tombstone; truncation, limits and scavenge are KurrentDB's own (``lifecycle``).
 
 Each append costs one append call plus one or two reads (KurrentDB reports only the last event's commit
 position; epoch's result carries every event's position and the server's timestamp).
@@ -52,6 +53,7 @@ from epoch.stores._checks import (
     is_replay,
 )
 from epoch.stores._dcb import check_query_read
+from epoch.stores.kurrentdb import lifecycle
 from epoch.stores.kurrentdb.companion import KurrentDBCompanionStreams
 from epoch.stores.kurrentdb.dcb import AtomicWritesUnsupported, matching
 from epoch.stores.kurrentdb.errors import driver_errors
@@ -67,7 +69,11 @@ from epoch.stores.kurrentdb.mapping import (
 
 try:
     from kurrentdbclient import AsyncKurrentDBClient
-    from kurrentdbclient.exceptions import NotFoundError, ProgrammingError, WrongCurrentVersionError
+    from kurrentdbclient.exceptions import (
+        NotFoundError,
+        ProgrammingError,
+        StreamIsDeletedError,
+    )
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     from epoch.errors import MissingDependency
 
@@ -81,14 +87,13 @@ DEFAULT_KURRENTDB_MAX_EVENT_SIZE = DEFAULT_MAX_EVENT_SIZE - 1024
 DEFAULT_ID_CHECK_WINDOW = 1000
 """How many of a stream's newest events an append checks for the batch's ids (``None``: all of them)."""
 
-_DELETE_ATTEMPTS = 5
 _MAX_SERVER_INT = 2**63 - 1
 """The largest revision, count or commit position KurrentDB handles (its server side is signed 64-bit;
 the protocol's fields are unsigned 64-bit). epoch's ints are unbounded: larger values are mapped here
 to what they mean (nothing to read, a guard that cannot match) instead of reaching the protocol."""
 
 
-class KurrentDBEventStore(AtomicWritesUnsupported, StoreLifecycle):
+class KurrentDBEventStore(AtomicWritesUnsupported, StoreLifecycle, lifecycle.Lifecycle):
     """An :class:`~epoch.stores.EventStore` on a KurrentDB server or cluster.
 
     ``KurrentDBEventStore("kurrentdb://localhost:2113?tls=false")`` takes the client's connection string
@@ -97,6 +102,13 @@ class KurrentDBEventStore(AtomicWritesUnsupported, StoreLifecycle):
 
     boundary_operations = frozenset({"read_query"})
     """``read_query`` only, by a scan of ``$all``; the atomic writes raise ``NotSupported`` (see ``dcb``)."""
+
+    erases_at_once = False
+    """Tombstoned and truncated events stay in ``$all`` until the server's next scavenge (``lifecycle``)."""
+    scavenge_counts = False
+    """``scavenge`` starts the server's, which reports no count: it returns 0."""
+    tombstones_keep_version = False
+    """``StreamDeleted`` from a tombstone names no version: the server does not tell it."""
 
     detects_duplicate_ids_across_streams = False
     """Guarantee 5 holds within a stream only (for its newest ``id_check_window`` events): KurrentDB keeps
@@ -110,8 +122,12 @@ class KurrentDBEventStore(AtomicWritesUnsupported, StoreLifecycle):
         max_event_size: int = DEFAULT_KURRENTDB_MAX_EVENT_SIZE,
         id_check_window: int | None = DEFAULT_ID_CHECK_WINDOW,
         root_certificates: str | bytes | None = None,
+        admin_url: str | None = None,
     ) -> None:
+        uri, named = lifecycle.take_admin_url(uri)  # also given to the constructor in the URI, never to the client
         self.uri = uri
+        self.admin_url = (admin_url or named or lifecycle.admin_url_of(uri)).rstrip("/")
+        """The server's HTTP address, where ``scavenge`` starts the server's scavenge."""
         self.max_event_size = check_max_event_size(max_event_size)
         self.id_check_window = id_check_window
         try:
@@ -145,25 +161,37 @@ class KurrentDBEventStore(AtomicWritesUnsupported, StoreLifecycle):
             raise InvalidStreamName(name, "names starting with '$' are KurrentDB system streams")
         return name
 
-    async def _events(self, stream: str | None, response_call: Any) -> AsyncGenerator[Any, None]:
-        """Iterate a client read (a coroutine giving a read response); a missing stream reads empty.
+    async def _events(
+        self, stream: str | None, response_call: Any, deleted_raises: bool = False
+    ) -> AsyncGenerator[Any, None]:
+        """Iterate a client read (a coroutine giving a read response); a missing stream reads empty, and
+        so does a tombstoned one unless ``deleted_raises`` (then ``StreamDeleted``).
 
         Callers use ``aclosing`` so the gRPC call is cancelled as soon as they stop reading.
         """
         with driver_errors(stream):
-            response = await response_call
+            try:
+                response = await response_call
+            except StreamIsDeletedError:
+                if deleted_raises:
+                    raise
+                return
             try:
                 async for event in response:
                     yield event
             except NotFoundError:
                 return
+            except StreamIsDeletedError:
+                if deleted_raises:
+                    raise
+                return
             finally:
                 await response.stop()
 
-    async def _last_event(self, stream: str) -> RecordedEvent | None:
+    async def _last_event(self, stream: str, deleted_raises: bool = False) -> RecordedEvent | None:
         client = self._open(stream)
         read = client.read_stream(stream, backwards=True, limit=1)
-        async with aclosing(self._events(stream, read)) as events:
+        async with aclosing(self._events(stream, read, deleted_raises)) as events:
             async for event in events:
                 return to_record(event)
         return None
@@ -236,7 +264,7 @@ class KurrentDBEventStore(AtomicWritesUnsupported, StoreLifecycle):
         if is_replay(stream, batch, expected, {id: (r.stream, r.version) for id, r in stored.items()}):
             return AppendResult.of(stream, [stored[e.id] for e in batch])
         if not batch:  # nothing to write: the guard is checked here, against the stream's head
-            last = await self._last_event(stream)
+            last = await self._last_event(stream, deleted_raises=True)
             enforce_expected_version(stream, expected, None if last is None else last.version)
             return AppendResult.of(stream, (), last)
         with driver_errors(stream, expected):  # the server checks the guard: WrongExpectedVersion from the table
@@ -244,26 +272,6 @@ class KurrentDBEventStore(AtomicWritesUnsupported, StoreLifecycle):
                 stream, events=[to_new_event(e) for e in batch], current_version=to_stream_state(expected)
             )
         return AppendResult.of(stream, await self._read_back(stream, batch, commit_position))
-
-    async def delete_stream(self, stream: str, expected_version: ExpectedVersionLike = ANY) -> None:
-        """Soft-delete (KurrentDB's ``delete_stream``): the guard is checked here, then the server deletes
-        exactly the version that was checked, so a concurrent append makes it check again."""
-        self._check_name(stream)
-        expected = check_expected_version(stream, expected_version)
-        client = self._open(stream)
-        for _ in range(_DELETE_ATTEMPTS):
-            last = await self._last_event(stream)
-            actual = None if last is None else last.version
-            enforce_expected_version(stream, expected, actual)
-            if actual is None:
-                return
-            with driver_errors(stream):
-                try:
-                    await client.delete_stream(stream, current_version=actual)
-                except (WrongCurrentVersionError, NotFoundError):
-                    continue  # the stream moved since it was read: check the guard again
-            return
-        raise StoreUnavailable(f"KurrentDB: the stream kept changing during {_DELETE_ATTEMPTS} delete attempts", stream)
 
     # -- reading --------------------------------------------------------------------------------
 

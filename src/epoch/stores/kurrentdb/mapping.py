@@ -142,7 +142,7 @@ def to_record(event: Any) -> RecordedEvent:
 def is_user_event(event: Any, categories: tuple[str, ...] | None) -> bool:
     """True for an event of a non-system stream in one of ``categories`` (any, when ``None``)."""
     name: str = event.stream_name
-    if name.startswith("$"):
+    if name.startswith("$") or event.type == "$streamDeleted":  # a tombstone's marker (lifecycle.py)
         return False
     return categories is None or category_of(name) in categories
 
@@ -158,7 +158,7 @@ def stream_filter(categories: tuple[str, ...] | None) -> dict[str, Any]:
     return {"filter_include": categories, "filter_by_stream_name": True, "filter_by_prefix": True}
 
 
-_EPOCH_OPTIONS = {"max_event_size", "id_check_window"}
+_EPOCH_OPTIONS = {"max_event_size", "id_check_window", "admin_url"}
 
 
 def split_url(url: str) -> tuple[str, dict[str, Any]]:
@@ -169,7 +169,10 @@ def split_url(url: str) -> tuple[str, dict[str, Any]]:
     uri = urlunsplit(parts._replace(query=urlencode(theirs)))
     options: dict[str, Any] = {}
     for name, value in ours.items():
-        options[name] = None if name == "id_check_window" and value.lower() == "none" else url_int(name, value)
+        if name == "admin_url":
+            options[name] = value
+        else:
+            options[name] = None if name == "id_check_window" and value.lower() == "none" else url_int(name, value)
     return uri, options
 
 

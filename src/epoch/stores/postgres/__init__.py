@@ -49,7 +49,6 @@ from epoch.stores._checks import (
     GLOBAL_LOG,
     MAX_INT64,
     check_append,
-    check_expected_version,
     check_max_event_size,
     check_read,
     check_stream_name,
@@ -58,7 +57,7 @@ from epoch.stores._checks import (
 )
 from epoch.stores._dcb import check_condition, check_many, check_query_read
 from epoch.stores._sql import Dialect, PostgresTransaction, SQLStore, SupportsImport
-from epoch.stores.postgres import appends, dcb, reads
+from epoch.stores.postgres import appends, dcb, lifecycle, reads
 from epoch.stores.postgres import sql as q
 from epoch.stores.postgres.lag import VisibilityLag, measure_visibility_lag
 from epoch.stores.postgres.listen import Listener
@@ -71,7 +70,7 @@ __all__ = ["PostgresEventStore", "VisibilityLag", "decode_position", "encode_pos
 __all__ += ["network_options", "server_side"]  # a lease session's network settings (projections.scaleout)
 
 
-class PostgresEventStore(StoreLifecycle, SQLStore, SupportsImport):
+class PostgresEventStore(StoreLifecycle, SQLStore, SupportsImport, lifecycle.Lifecycle):
     """An :class:`~epoch.stores.EventStore` on PostgreSQL (13+).
 
     Construct with a libpq connection string or URI and ``await store.open()`` (or use
@@ -94,6 +93,9 @@ class PostgresEventStore(StoreLifecycle, SQLStore, SupportsImport):
 
     boundary_operations = frozenset({"read_query", "append_with_condition", "append_many"})
     """All three, from indexes and advisory locks (``dcb.py``, ``migrations/v3.py``)."""
+
+    erases_at_once = True
+    """Hard deletes and truncations erase the events at once (``epoch.testing.contract_erasure``)."""
 
     def __init__(
         self,
@@ -206,10 +208,13 @@ class PostgresEventStore(StoreLifecycle, SQLStore, SupportsImport):
         self._db.check_open()
         return await dcb.append_many(self._db, entries)
 
-    async def delete_stream(self, stream: str, expected_version: ExpectedVersionLike = ANY) -> None:
-        check_stream_name(stream)
-        expected = check_expected_version(stream, expected_version)
-        await appends.delete(self._db, stream, expected)
+    async def append_guarded(
+        self, stream: str, events: Iterable[NewEvent], expected_version: ExpectedVersionLike, first_version: int
+    ) -> AppendResult:
+        """``append``, also refused when the stream's first visible version moved past ``first_version``
+        (the check of a cached ``CommandHandler``, in the append's own statement)."""
+        stream, batch, expected = check_append(stream, events, expected_version, self.max_event_size)
+        return await appends.append(self._db, stream, batch, expected, self._before_commit, first_version)
 
     async def import_events(
         self, events: Sequence[RecordedEvent], first_visible: Mapping[str, int] | None = None
@@ -345,7 +350,7 @@ class PostgresEventStore(StoreLifecycle, SQLStore, SupportsImport):
             await reads.wait_visible(self._db, pending, self.visibility_timeout)
 
         def head(conn: SyncConn) -> int:
-            row = conn.execute(q.VISIBLE_HEAD).fetchone()
+            row = conn.execute(q.HEAD_POSITION).fetchone()
             return 0 if row is None else encode_position(row[0], row[1])
 
         return await self._db.run(head)

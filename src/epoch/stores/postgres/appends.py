@@ -16,7 +16,7 @@ from uuid import UUID
 
 from epoch.errors import DuplicateEventId, WrongExpectedVersion
 from epoch.records import AppendResult, ExpectedVersion, NewEvent, RecordedEvent
-from epoch.stores._checks import is_replay
+from epoch.stores._checks import MAX_INT64, is_replay
 from epoch.stores.postgres import sql as q
 from epoch.stores.postgres.pool import Connections, IdsTaken, SyncConn
 
@@ -32,11 +32,28 @@ async def append(
     batch: list[NewEvent],
     expected: ExpectedVersion | int,
     hook: Callable[[], Awaitable[None]] | None,
+    first_version: int | None = None,
 ) -> AppendResult:
-    """Append a checked batch; ``hook`` (a test's) is awaited inside the transaction before it commits."""
+    """Append a checked batch; ``hook`` (a test's) is awaited inside the transaction before it commits.
+
+    ``first_version``: refuse also when the stream's first visible version moved past it (a cached
+    ``CommandHandler``'s check, ``epoch_append_guarded`` of migration 4, in the same round trip).
+    """
     statement: LiteralString
     params: tuple[object, ...]
-    if len(batch) == 1 and not batch[0].tags:
+    if first_version is not None and batch:
+        statement = q.APPEND_GUARDED
+        params = (
+            stream,
+            q.expected_code(expected),
+            min(first_version, MAX_INT64),
+            [e.id for e in batch],
+            [e.type for e in batch],
+            [e.data for e in batch],
+            [e.metadata for e in batch],
+            *(tag_arrays(batch) or (None, None)),
+        )
+    elif len(batch) == 1 and not batch[0].tags:
         one = batch[0]
         statement, params = q.APPEND_ONE, (stream, q.expected_code(expected), one.id, one.type, one.data, one.metadata)
     elif (tags := tag_arrays(batch)) is None:
@@ -152,6 +169,9 @@ async def import_runs(
             # after the id and could not keep that order; see migration 2).
             cur.execute(q.LOCK_STREAMS, (streams,))
             for run in runs:
+                if (first_visible or {}).get(run[0].stream, 0) >= run[0].version > 0:
+                    # The versions before it were erased at the source (epoch copy): start the stream there.
+                    cur.execute(q.PLACE_STREAM, (run[0].stream, run[0].version - 1))
                 cur.execute(
                     q.IMPORT,
                     (

@@ -22,9 +22,16 @@ from functools import partial
 from typing import Any, TypeVar
 
 from epoch._backoff import Backoff
-from epoch.errors import EpochError, MissingDependency, StoreError, StoreUnavailable, WrongExpectedVersion
+from epoch.errors import (
+    EpochError,
+    MissingDependency,
+    StoreError,
+    StoreUnavailable,
+    StreamDeleted,
+    WrongExpectedVersion,
+)
 from epoch.records import ExpectedVersion
-from epoch.stores.postgres.sql import CONDITION_FAILED, CONFIGURE, UNIQUE_VIOLATION, WRONG_VERSION
+from epoch.stores.postgres.sql import CONDITION_FAILED, CONFIGURE, STREAM_DELETED, UNIQUE_VIOLATION, WRONG_VERSION
 from epoch.stores.postgres.threads import Threads
 from epoch.stores.postgres.url import SERVER_KEEPALIVES, network_options, server_side
 
@@ -113,6 +120,14 @@ def _wrong_version(exc: psycopg.Error, stream: str | None, expected: _Guard) -> 
     return WrongExpectedVersion(stream, expected, int(detail) if detail else None)
 
 
+def _deleted(exc: psycopg.Error, stream: str | None, expected: _Guard) -> EpochError:
+    if stream is None:  # not a statement of epoch's own
+        return _refused(exc, stream, expected)
+    detail = exc.diag.message_detail  # the version the tombstoned stream had (-1: never written)
+    version = int(detail) if detail else -1
+    return StreamDeleted(stream, version if version >= 0 else None)
+
+
 def _ids_taken(exc: psycopg.Error, stream: str | None, expected: _Guard) -> EpochError:
     return IdsTaken(_server_says(exc), stream, exc.sqlstate)
 
@@ -136,6 +151,7 @@ _TABLE: tuple[tuple[type[psycopg.Error], str | None, _Make], ...] = (
     (psycopg.OperationalError, "57P02", _lost),  # crash shutdown
     (psycopg.OperationalError, "57P03", _lost),  # cannot connect now (the server is starting)
     (psycopg.Error, WRONG_VERSION, _wrong_version),  # EP001, from epoch_check_expected
+    (psycopg.Error, STREAM_DELETED, _deleted),  # EP003, a tombstone (migration 4)
     (psycopg.Error, UNIQUE_VIOLATION, _ids_taken),  # 23505: the unique index on event ids
     (psycopg.Error, CONDITION_FAILED, _condition_failed),  # EPD01, from epoch_append_if
     (psycopg.Error, "55P03", _passes),  # lock not available (lock_timeout)

@@ -23,6 +23,7 @@ CHANNEL = "epoch_events"
 WRONG_VERSION = "EP001"
 OUT_OF_ORDER = "EP002"  # an append in a transaction older than the stream's last writer (schema.py, _V2)
 CONDITION_FAILED = "EPD01"  # epoch_append_if: an event matches the condition (DETAIL: "xid:seq" of the first)
+STREAM_DELETED = "EP003"  # a tombstoned stream (migration 4); DETAIL: the version it had
 UNIQUE_VIOLATION = "23505"  # an event id is stored already (the unique index on id)
 
 # Expected-version codes passed to the functions (an int >= 0 is itself).
@@ -106,19 +107,34 @@ APPEND_TAGGED = (
     "SELECT r_version, r_xid, r_seq, r_recorded_at FROM epoch_append("
     "%s, %s, %b::uuid[], %b::text[], %b::bytea[], %b::bytea[], %b::timestamptz[], %b::integer[], %b::text[])"
 )
+APPEND_GUARDED = (  # a cached CommandHandler's append (migration 4)
+    "SELECT r_version, r_xid, r_seq, r_recorded_at FROM epoch_append_guarded("
+    "%s, %s, %s, %b::uuid[], %b::text[], %b::bytea[], %b::bytea[], %b::integer[], %b::text[])"
+)
 IMPORT = (
     "SELECT r_version, r_xid, r_seq, r_recorded_at FROM epoch_append("
     f"%s, {EXPECT_ANY}, %b::uuid[], %b::text[], %b::bytea[], %b::bytea[], %b::timestamptz[],"
     " %b::integer[], %b::text[])"
 )
 LOCK_STREAMS = "SELECT epoch_lock_streams(%s::text[])"
+PLACE_STREAM = (  # an import's stream whose first versions were erased at the source starts after them
+    "INSERT INTO epoch_streams AS s (stream, version) VALUES (%s, %s)"
+    " ON CONFLICT (stream) DO UPDATE SET version = greatest(s.version, excluded.version)"
+)
 SET_FIRST_VISIBLE = "UPDATE epoch_streams SET first_visible = greatest(first_visible, %s) WHERE stream = %s"
 DELETE = "SELECT epoch_delete(%s, %s)"
 
 FOUND_IDS = "SELECT id, stream, version, xid, seq, recorded_at FROM epoch_events WHERE id = ANY (%s::uuid[])"
 
 _STREAM_COLS = "e.version, e.xid, e.seq, e.id, e.type, e.data, e.metadata, e.recorded_at, e.tags"
-_FIRST_VISIBLE = "(SELECT s.first_visible FROM epoch_streams s WHERE s.stream = %(stream)s)"
+# The first version a read returns: first_visible, moved on by the stream's limits (migration 4). One row
+# lookup, as before the limits; the max_age subquery runs only for a stream that has one.
+_FIRST_VISIBLE = (
+    "(SELECT greatest(s.first_visible, s.version - s.max_count + 1, CASE WHEN s.max_age IS NOT NULL THEN"
+    " coalesce((SELECT min(x.version) FROM epoch_events x WHERE x.stream = s.stream AND x.version >= s.first_visible"
+    " AND x.recorded_at >= clock_timestamp() - s.max_age), s.version + 1) END)"
+    " FROM epoch_streams s WHERE s.stream = %(stream)s)"
+)
 
 READ_STREAM_FORWARD = (
     f"SELECT {_STREAM_COLS} FROM epoch_events e WHERE e.stream = %(stream)s"
@@ -169,6 +185,10 @@ NEWEST_AND_XMIN = f"SELECT (SELECT e.xid FROM epoch_events e ORDER BY e.xid DESC
 XMIN_ONLY = f"SELECT {XMIN}"
 VISIBLE_HEAD = f"SELECT e.xid, e.seq FROM epoch_events e WHERE e.xid < {XMIN} ORDER BY e.xid DESC, e.seq DESC LIMIT 1"
 NEWEST = "SELECT e.xid, e.seq FROM epoch_events e ORDER BY e.xid DESC, e.seq DESC LIMIT 1"
+HEAD_POSITION = (  # the visible head, or the highest erased position when that is newer (it never goes back)
+    f"SELECT h.xid, h.seq FROM (({VISIBLE_HEAD}) UNION ALL"
+    f" (SELECT r.xid, r.seq FROM epoch_erased r WHERE r.xid < {XMIN})) h ORDER BY h.xid DESC, h.seq DESC LIMIT 1"
+)
 PENDING_COUNT = f"SELECT count(*) FROM epoch_events e WHERE e.xid >= {XMIN}"
 OLDEST_TRANSACTION_AGE = (
     "SELECT extract(epoch FROM clock_timestamp() - min(xact_start))::float8 FROM pg_stat_activity"

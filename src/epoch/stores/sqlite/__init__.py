@@ -23,6 +23,7 @@ import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from datetime import timedelta
 from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
@@ -43,9 +44,10 @@ from epoch.stores._checks import (
     runs_of,
 )
 from epoch.stores._dcb import ALL_OPERATIONS, check_condition, check_many, check_query_read
+from epoch.stores._lifecycle import StreamLifecycle, check_hard, check_limits, check_truncate
 from epoch.stores._sql import Dialect, SQLStore, SupportsImport
 from epoch.stores._urls import Parser, integer, only_options, seconds, text
-from epoch.stores.sqlite import dcb, work
+from epoch.stores.sqlite import dcb, lifecycle, work
 from epoch.stores.sqlite.bridge import SQLiteTransaction, transaction_on
 from epoch.stores.sqlite.schema import APPLICATION_ID as APPLICATION_ID
 from epoch.stores.sqlite.schema import SCHEMA_VERSION, SYNCHRONOUS
@@ -80,6 +82,9 @@ class SQLiteEventStore(StoreLifecycle, SQLStore, SupportsImport):
 
     boundary_operations = ALL_OPERATIONS
     """``read_query`` from the tag and type indexes; conditions and ``append_many`` in the writer's transaction."""
+
+    erases_at_once = True
+    """Hard deletes and truncations erase the events at once (``epoch.testing.contract_erasure``)."""
 
     def __init__(
         self,
@@ -256,11 +261,43 @@ class SQLiteEventStore(StoreLifecycle, SQLStore, SupportsImport):
         found = await self._workers.read(work.get_event, id.bytes if isinstance(id, UUID) else b"")
         return None if found is None or (stream is not None and found.stream != stream) else found
 
-    async def delete_stream(self, stream: str, expected_version: ExpectedVersionLike = ANY) -> None:
-        """Soft-delete a stream: it reads as empty; a later append continues its versions; ``read_all`` keeps it."""
+    async def delete_stream(self, stream: str, expected_version: ExpectedVersionLike = ANY, hard: bool = False) -> None:
+        """Soft-delete a stream (it reads as empty; a later append continues its versions; ``read_all``
+        keeps it), or with ``hard=True`` tombstone it: its events are erased at once (see ``lifecycle``)."""
         check_stream_name(stream)
         expected = check_expected_version(stream, expected_version)
-        await self._workers.write(work.delete, stream, expected)
+        await self._workers.write(lifecycle.delete, stream, expected, check_hard(stream, hard))
+
+    async def truncate_before(self, stream: str, version: int) -> None:
+        """Erase the stream's events below ``version`` at once; see the protocol."""
+        stream, version = check_truncate(stream, version)
+        await self._workers.write(lifecycle.truncate, stream, clamp64(version))
+
+    async def set_stream_limits(
+        self, stream: str, max_count: int | None = None, max_age: timedelta | None = None
+    ) -> None:
+        """Limit the stream to its last ``max_count`` events and those younger than ``max_age``; see the protocol."""
+        stream, max_count, max_age = check_limits(stream, max_count, max_age)
+        await self._workers.write(lifecycle.set_limits, stream, max_count, max_age)
+
+    async def scavenge(self, stream: str | None = None) -> int:
+        """Erase the events the limits exclude (of ``stream``, or of every stream); the number erased."""
+        if stream is not None:
+            check_stream_name(stream)
+        return await self._workers.write(lifecycle.scavenge, stream or "", stream)
+
+    async def append_guarded(
+        self, stream: str, events: Iterable[NewEvent], expected_version: ExpectedVersionLike, first_version: int
+    ) -> AppendResult:
+        """``append``, also refused when the stream's first visible version moved past ``first_version``
+        (the check of a cached ``CommandHandler``, made on the row the append reads anyway)."""
+        stream, batch, expected = check_append(stream, events, expected_version, self.max_event_size)
+        return await self._workers.write(lifecycle.append_guarded, stream, batch, expected, first_version)
+
+    async def lifecycle_states(self) -> AsyncIterator[StreamLifecycle]:
+        """Every stream with a lifecycle state (deleted, truncated or limited), for ``epoch copy``."""
+        for state in await self._workers.read(lifecycle.lifecycle_states):
+            yield state
 
     async def run_in_transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(connection)`` on the writer thread inside one ``BEGIN IMMEDIATE ... COMMIT``.

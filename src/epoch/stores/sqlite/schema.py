@@ -41,6 +41,7 @@ __all__ = [
     "SELECT_STREAM",
     "SET_FIRST_VISIBLE",
     "STREAM_PAGE",
+    "STREAM_START",
     "STREAM_PAGE_BACKWARDS",
     "SYNCHRONOUS",
     "UPSERT_STREAM",
@@ -71,9 +72,20 @@ _V1 = (
     ) WITHOUT ROWID""",
 )
 
+_V3 = (
+    "ALTER TABLE streams ADD COLUMN max_count INTEGER",
+    "ALTER TABLE streams ADD COLUMN max_age INTEGER",  # microseconds
+    """CREATE TABLE IF NOT EXISTS erased (
+        only     INTEGER PRIMARY KEY CHECK (only = 0),
+        position INTEGER NOT NULL
+    )""",
+)
+"""Stream lifecycle (``lifecycle``): the streams' limits, and the highest position an erasure removed."""
+
 MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (1, "events and streams", _V1),
     (2, "event tags, the tag index and the type index", tags.MIGRATION),
+    (3, "stream limits and the erased head (stream lifecycle)", _V3),
 )
 """``(version, description, statements)`` in version order, applied in one transaction by
 :func:`create_schema`. Never edit a released one; add a new one (its statements may live in the module
@@ -97,9 +109,19 @@ RELEASE_SAVEPOINT = "RELEASE append"
 # -- writes ----------------------------------------------------------------------------------------
 
 COLUMNS = "stream, version, position, id, type, data, metadata, recorded_at, tags"  # the order records are built in
-HEAD = "SELECT coalesce(max(position), 0) FROM events"
+# The log's head also counts the highest erased position (lifecycle.py), so positions are never reused.
+HEAD = "SELECT max(ifnull(max(position),0),(SELECT ifnull(max(position),0)FROM erased))FROM events"  # short:
+# a statement is bounded by SQLITE_LIMIT_LENGTH too (tests/test_sqlite_errors.py sets it to 100)
 DATA_VERSION = "PRAGMA data_version"  # changes when another connection commits to the file
 SELECT_STREAM = "SELECT version, first_visible FROM streams WHERE stream = ?"
+# What a read starts from: (version, the first version it returns), honouring the limits (?1 the stream,
+# ?2 now in microseconds). One row lookup like SELECT_STREAM; the max_age subquery runs only when set.
+STREAM_START = """SELECT version, max(first_visible,
+    CASE WHEN max_count IS NULL THEN 0 ELSE version - max_count + 1 END,
+    CASE WHEN max_age IS NULL THEN 0 ELSE coalesce((SELECT min(e.version) FROM events e
+        WHERE e.stream = s.stream AND e.version >= s.first_visible AND e.recorded_at >= ?2 - s.max_age),
+        s.version + 1) END)
+FROM streams s WHERE s.stream = ?1"""
 LAST_EVENT = "SELECT position, recorded_at FROM events WHERE stream = ? AND version = ?"
 INSERT_EVENT = (
     "INSERT INTO events (position, stream, version, id, type, data, metadata, category, recorded_at, tags)"
@@ -159,6 +181,8 @@ def connect(path: str, *, timeout: float, synchronous: str, writer: bool, here: 
     try:
         if writer:
             connection.execute(f"PRAGMA synchronous = {synchronous}")
+            # Erased events (lifecycle.py) are overwritten with zeros, not just unlinked from their pages.
+            connection.execute("PRAGMA secure_delete = ON")
         else:
             connection.execute("PRAGMA query_only = ON")
     except BaseException:

@@ -17,9 +17,9 @@ from uuid import UUID, SafeUUID
 from epoch.errors import DuplicateEventId, WrongExpectedVersion
 from epoch.records import NO_STREAM, AppendResult, ExpectedVersion, NewEvent, RecordedEvent, category_of
 from epoch.stores._checks import enforce_expected_version, is_replay
+from epoch.stores._lifecycle import TOMBSTONE, refuse_tombstone
 from epoch.stores.sqlite.schema import (
     DATA_VERSION,
-    DELETE_STREAM,
     DROP_FROM,
     GET_EVENT,
     HEAD,
@@ -32,6 +32,7 @@ from epoch.stores.sqlite.schema import (
     SET_FIRST_VISIBLE,
     STREAM_PAGE,
     STREAM_PAGE_BACKWARDS,
+    STREAM_START,
     UPSERT_STREAM,
     category_page,
     places_of,
@@ -45,7 +46,6 @@ __all__ = [
     "Replay",
     "StreamCursor",
     "append",
-    "delete",
     "get_event",
     "head",
     "import_runs",
@@ -198,6 +198,8 @@ def append(tx: Group, stream: str, batch: list[NewEvent], expected: ExpectedVers
     """
     connection = tx.connection
     row = tx.stream(stream)
+    if row is not None and row[1] >= TOMBSTONE:  # the row read for the guard anyway: no extra query
+        refuse_tombstone(stream, row[1])
     actual = _visible(row)
     try:
         enforce_expected_version(stream, expected, actual)
@@ -252,14 +254,6 @@ def append(tx: Group, stream: str, batch: list[NewEvent], expected: ExpectedVers
     )
 
 
-def delete(tx: Group, stream: str, expected: ExpectedVersion | int) -> None:
-    row = tx.stream(stream)
-    enforce_expected_version(stream, expected, _visible(row))
-    if row is not None:
-        tx.connection.execute(DELETE_STREAM, (stream,))
-        tx.memo.streams[stream] = (row[0], row[0] + 1)
-
-
 def import_runs(
     connection: sqlite3.Connection, runs: list[list[RecordedEvent]], first_visible: Mapping[str, int]
 ) -> list[int]:
@@ -269,6 +263,8 @@ def import_runs(
         stream = run[0].stream
         row = connection.execute(SELECT_STREAM, (stream,)).fetchone()
         actual = None if row is None else row[0]
+        if run[0].version > (0 if actual is None else actual + 1) and first_visible.get(stream, 0) >= run[0].version:
+            actual = run[0].version - 1  # the versions before it were erased at the source (epoch copy)
         for offset, event in enumerate(run):
             if event.version != (0 if actual is None else actual + 1) + offset:
                 raise WrongExpectedVersion(stream, event.version - 1 if event.version else NO_STREAM, actual)
@@ -347,11 +343,11 @@ def stream_page(
 ) -> tuple[StreamCursor, list[RecordedEvent]]:
     stream, low, high, backwards = cursor
     if low is None or high is None:  # the first page: fix the bounds now, as a snapshot
-        row = connection.execute(SELECT_STREAM, (stream,)).fetchall()
+        row = connection.execute(STREAM_START, (stream, time.time_ns() // 1000)).fetchall()
         last = _visible(row[0]) if row else None
         if last is None:
             return cursor, []
-        first_visible = row[0][1]
+        first_visible = row[0][1]  # honouring the stream's limits
         if backwards:
             low, high = first_visible, last if high is None else min(high, last)
         else:

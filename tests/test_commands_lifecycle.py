@@ -1,0 +1,158 @@
+"""A cached ``CommandHandler`` never decides on events that anyone deleted or truncated (DESIGN §8), and
+``load``/``execute`` raise ``StreamDeleted`` on a tombstone. "Anyone" is a second store on the same
+database (its own connections, as another process has) for SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from epoch import CommandHandler, Decider, EventStore, StreamDeleted, open_store
+from epoch.codec import Codec
+from epoch.testing import collect
+
+pytestmark = [pytest.mark.asyncio]
+
+
+@dataclass(frozen=True)
+class Add:
+    n: int
+
+
+@dataclass(frozen=True)
+class Peek:
+    """Decides nothing."""
+
+
+@dataclass(frozen=True)
+class Added:
+    n: int
+
+
+def decide(command: object, state: tuple[int, ...]) -> list[Added]:
+    return [Added(command.n)] if isinstance(command, Add) else []
+
+
+def evolve(state: tuple[int, ...], event: Added) -> tuple[int, ...]:
+    return (*state, event.n)
+
+
+tally: Decider[object, tuple[int, ...], Added] = Decider(decide, evolve, ())
+codec: Codec[Added] = Codec([Added])
+
+
+def handler_on(store: EventStore, **options: Any) -> CommandHandler[object, tuple[int, ...], Added]:
+    return CommandHandler(store, tally, "tally", codec, **options)
+
+
+@pytest.fixture
+async def other(store: EventStore, store_url: str) -> AsyncIterator[EventStore]:
+    """Someone else: another store on the same database (the memory store has only itself)."""
+    if store_url.startswith("memory:"):
+        yield store
+        return
+    async with open_store(store_url) as opened:
+        yield opened
+
+
+async def cached(store: EventStore, values: range) -> CommandHandler[object, tuple[int, ...], Added]:
+    handler = handler_on(store)
+    for n in values:
+        await handler.execute("1", Add(n))
+    assert handler.cache is not None and len(handler.cache) == 1
+    return handler
+
+
+async def test_a_truncation_by_another_is_never_decided_on(store: EventStore, other: EventStore) -> None:
+    handler = await cached(store, range(4))
+    await other.truncate_before("tally-1", 2)
+    result = await handler.execute("1", Add(9))
+    assert (result.state, result.version, result.attempts) == ((2, 3, 9), 4, 2)  # the cached decision was refused
+    assert await handler.load("1") == ((2, 3, 9), 4)
+    assert await handler_on(store, cache=None).load("1") == ((2, 3, 9), 4)
+
+
+async def test_an_empty_decision_after_a_truncation_reads_the_truncated_state(
+    store: EventStore, other: EventStore
+) -> None:
+    handler = await cached(store, range(3))
+    await other.truncate_before("tally-1", 1)
+    result = await handler.execute("1", Peek())
+    assert (result.state, result.version, result.events) == ((1, 2), 2, [])
+    assert await handler.load("1") == ((1, 2), 2)
+
+
+async def test_a_batch_after_a_truncation(store: EventStore, other: EventStore) -> None:
+    handler = await cached(store, range(3))
+    await other.truncate_before("tally-1", 2)
+    results = await asyncio.gather(*(handler.execute("1", Add(10 + i)) for i in range(6)))
+    assert sorted(r.version or 0 for r in results) == [3, 4, 5, 6, 7, 8]
+    stored = [codec.decode(e).data.n for e in await collect(store.read_stream("tally-1"))]
+    assert stored == [2, *sorted(stored[1:])] and len(stored) == 7
+    last = max(results, key=lambda r: r.version or 0)
+    assert last.state == tuple(stored)  # decided on what is stored, nothing truncated
+    assert await handler.load("1") == (tuple(stored), 8)
+
+
+async def test_a_scavenge_by_another_is_never_decided_on(store: EventStore, other: EventStore) -> None:
+    handler = await cached(store, range(4))
+    await other.set_stream_limits("tally-1", max_count=2)
+    assert await other.scavenge() == 2
+    result = await handler.execute("1", Add(9))
+    assert (result.state, result.attempts) == ((2, 3, 9), 2)
+    assert await handler.load("1") == ((3, 9), 4)  # the limit keeps the newest two
+
+
+async def test_a_tombstone_by_another_refuses_every_command(store: EventStore, other: EventStore) -> None:
+    handler = await cached(store, range(2))
+    await other.delete_stream("tally-1", hard=True)
+    for command in (Add(3), Peek()):
+        with pytest.raises(StreamDeleted) as info:
+            await handler.execute("1", command)
+        assert str(info.value) == "tally-1: the stream is deleted (last version 1)"
+    with pytest.raises(StreamDeleted):
+        await handler.load("1")
+    fresh = handler_on(store, cache=None)
+    for command in (Add(3), Peek()):
+        with pytest.raises(StreamDeleted):
+            await fresh.execute("1", command)
+    with pytest.raises(StreamDeleted):
+        await fresh.execute("1", Add(3), None)  # an explicit expected version too
+    with pytest.raises(StreamDeleted):
+        await fresh.load("1")
+    assert await collect(store.read_all()) == []
+
+
+async def test_a_new_stream_loads_as_before(store: EventStore) -> None:
+    handler = handler_on(store)
+    assert await handler.load("1") == ((), None)
+    result = await handler.execute("1", Peek())
+    assert (result.state, result.version, result.events) == ((), None, [])
+
+
+class Wrapped:
+    """A store behind a user's wrapper that overrides ``append``: the handler must go through it."""
+
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+        self.appends = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    async def append(self, *args: Any) -> Any:
+        self.appends += 1
+        return await self.store.append(*args)
+
+
+async def test_a_wrapped_store_gets_every_append_and_the_same_check(store: EventStore, other: EventStore) -> None:
+    wrapped = Wrapped(store)
+    handler = await cached(wrapped, range(4))
+    await other.truncate_before("tally-1", 2)
+    result = await handler.execute("1", Add(9))
+    assert (result.state, result.attempts) == ((2, 3, 9), 2)
+    assert wrapped.appends == 5  # four, one refused before it reached the store, then the fifth

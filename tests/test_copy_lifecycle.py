@@ -1,0 +1,107 @@
+"""``epoch copy`` and the stream lifecycle (DESIGN §8): tombstones, truncations, soft deletes and limits of
+the source reach the destination, also those made after the copy started (carried when it resumes)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from epoch import EventStore, NewEvent, StreamDeleted, open_store
+from epoch.stores.copy import copy_store
+from tests.test_copy import snapshot
+
+pytestmark = [pytest.mark.postgres]
+
+
+def events(n: int, tag: str) -> list[NewEvent]:
+    return [NewEvent("Happened", b'{"%s": %d}' % (tag.encode(), i)) for i in range(n)]
+
+
+async def fill(store: EventStore) -> None:
+    for name in ("a-1", "b-1", "c-1", "d-1", "e-1", "x-1"):
+        await store.append(name, events(5, name))
+    await store.append("f-1", events(2, "f-1"))  # the newest events: the copy's resume point
+    await store.truncate_before("a-1", 2)
+    await store.delete_stream("x-1", hard=True)
+    await store.set_stream_limits("e-1", max_count=2)
+
+
+async def lifecycle(store: Any) -> list[tuple[object, ...]]:
+    """The stores' lifecycle states; of a tombstone only that it is one (a stream tombstoned before the
+    copy reached it has no version in the destination: none of its events were copied)."""
+    states = [state async for state in store.lifecycle_states()]
+    return [
+        (s.stream, "tombstoned")
+        if s.tombstoned
+        else (s.stream, s.version, s.first_visible, s.first_stored, s.max_count, s.max_age)
+        for s in states
+    ]
+
+
+async def same(src: EventStore, dst: EventStore) -> None:
+    assert await snapshot(dst, with_time=False) == await snapshot(src, with_time=False)
+    assert await lifecycle(dst) == await lifecycle(src)
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def src_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "postgres":
+        return str(request.getfixturevalue("other_pg_dsn"))
+    return "memory://" if request.param == "memory" else f"sqlite:///{tmp_path / 'src.db'}"
+
+
+async def test_a_copy_keeps_the_lifecycle(src_url: str, sql_store_url: str) -> None:
+    async with open_store(src_url) as src, open_store(sql_store_url) as dst:
+        await fill(src)
+        result = await copy_store(src, dst, chunk_size=4)
+        assert (result.copied, result.carried) == (32 - 2 - 5, 3)  # a-1's first two are erased, x-1's all
+        await same(src, dst)
+        assert [e.version async for e in dst.read_stream("a-1")] == [2, 3, 4]
+        assert [e.version async for e in dst.read_stream("e-1")] == [3, 4]
+        with pytest.raises(StreamDeleted):
+            await dst.append("x-1", events(1, "again"))
+        assert (await dst.append("a-1", events(1, "next"), 4)).version == 5
+
+
+async def test_changes_after_the_copy_started_are_carried_when_it_resumes(src_url: str, sql_store_url: str) -> None:
+    async with open_store(src_url) as src, open_store(sql_store_url) as dst:
+        await fill(src)
+
+        def interrupt(copied: int) -> None:
+            if copied >= 12:
+                raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            await copy_store(src, dst, chunk_size=4, progress=interrupt)
+        assert len([e async for e in dst.read_all()]) == 12  # a-1, b-1, c-1 and part of d-1
+        await src.delete_stream("b-1", hard=True)
+        await src.truncate_before("c-1", 3)
+        await src.delete_stream("d-1")
+        await src.set_stream_limits("f-1", max_age=timedelta(days=1))
+        await src.truncate_before("f-1", 1)
+        rest = await copy_store(src, dst, chunk_size=4)
+        assert rest.resumed
+        await same(src, dst)
+        with pytest.raises(StreamDeleted):
+            await dst.append("b-1", events(1, "again"))
+        assert [e.version async for e in dst.read_stream("c-1")] == [3, 4]
+        assert await dst.stream_version("d-1") is None
+        again = await copy_store(src, dst)  # complete: nothing more to copy, the states hold already
+        assert (again.copied, again.resumed) == (0, True)
+        await same(src, dst)
+
+
+async def test_resuming_when_the_destinations_newest_event_was_erased_at_the_source(
+    src_url: str, sql_store_url: str
+) -> None:
+    async with open_store(src_url) as src, open_store(sql_store_url) as dst:
+        await fill(src)
+        await copy_store(src, dst)
+        await src.append("g-1", events(2, "g-1"))
+        await src.delete_stream("f-1", hard=True)  # the destination's newest events, erased at the source
+        rest = await copy_store(src, dst)
+        assert (rest.copied, rest.resumed) == (2, True)
+        await same(src, dst)
