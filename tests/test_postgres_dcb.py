@@ -61,6 +61,23 @@ async def pg(pg_dsn: str) -> AsyncIterator[PostgresEventStore]:
 # -- the schema -------------------------------------------------------------------------------------
 
 
+async def test_erasing_events_erases_their_tags_from_the_index(pg: PostgresEventStore, pg_dsn: str) -> None:
+    await pg.append("users-1", [tagged("Registered", "user:1", "name:ada"), tagged("Renamed", "user:1", "name:bo")])
+    await pg.append("users-2", [tagged("Registered", "user:2", "name:cy")])
+    await pg.truncate_before("users-1", 1)
+    with psycopg.connect(pg_dsn) as conn:
+        assert conn.execute("SELECT tag FROM epoch_event_tags ORDER BY 1").fetchall() == [
+            ("name:bo",),
+            ("name:cy",),
+            ("user:1",),
+            ("user:2",),
+        ]
+    await pg.delete_stream("users-1", hard=True)
+    with psycopg.connect(pg_dsn) as conn:
+        assert conn.execute("SELECT tag FROM epoch_event_tags ORDER BY 1").fetchall() == [("name:cy",), ("user:2",)]
+    assert [e.stream for e in await collect(pg.read_query(Query([QueryItem(tags=("user:1",))])))] == []
+
+
 async def test_tags_are_stored_in_the_row_and_the_tag_index(pg: PostgresEventStore, pg_dsn: str) -> None:
     result = await pg.append("users-1", [tagged("Registered", "user:1", "name:ada", "user:1"), tagged("Plain")])
     await pg.append("users-2", [NewEvent("Plain", b"{}")])
@@ -70,7 +87,7 @@ async def test_tags_are_stored_in_the_row_and_the_tag_index(pg: PostgresEventSto
         index = conn.execute("SELECT tag, (xid::numeric * 4294967296 + seq)::bigint FROM epoch_event_tags ORDER BY 1")
         assert index.fetchall() == [("name:ada", result.positions[0]), ("user:1", result.positions[0])]
         versions = conn.execute("SELECT version, description FROM epoch_schema_version ORDER BY 1").fetchall()
-        assert [v for v, _ in versions] == [1, 2, 3]
+        assert [v for v, _ in versions][:3] == [1, 2, 3]
         assert versions[2][1] == (
             "tags: epoch_events.tags, epoch_event_tags, the type index, tag and type locks, epoch_append_if"
         )

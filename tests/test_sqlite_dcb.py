@@ -91,7 +91,7 @@ async def test_query_sql_binds_each_name_once(tmp_path: Path) -> None:
 async def test_migration_2_on_a_version_1_file(tmp_path: Path) -> None:
     path = tmp_path / "v1.db"
     number, _, statements = MIGRATIONS[0]
-    assert (number, SCHEMA_VERSION) == (1, 2)
+    assert number == 1 and [n for n, _, _ in MIGRATIONS][1] == 2  # this file then gets 2 and every later one
     with sqlite3.connect(path) as connection:
         for statement in statements:
             connection.execute(statement)
@@ -112,9 +112,34 @@ async def test_migration_2_on_a_version_1_file(tmp_path: Path) -> None:
         assert [(e.version, e.position, e.tags) for e in found] == [(1, again.position, ("user:1",))]
         assert [e.position for e in await collect(store.read_query(Query([QueryItem(types=("Registered",))])))] == [1]
     with sqlite3.connect(path) as connection:
-        assert connection.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert connection.execute("SELECT tag, position FROM event_tags").fetchall() == [("user:1", 2)]
         assert connection.execute("SELECT tags FROM events ORDER BY position").fetchall() == [(None,), ("user:1",)]
+    connection.close()
+
+
+async def test_erasing_events_erases_their_tags_from_the_index(tmp_path: Path) -> None:
+    path = tmp_path / "e.db"
+    async with SQLiteEventStore(path) as store:
+        await store.append("users-1", [NewEvent("Registered", b"{}", tags=("user:1", "name:ada"))])
+        await store.append("users-1", [NewEvent("Renamed", b"{}", tags=("user:1", "name:bo"))])
+        await store.append("users-2", [NewEvent("Registered", b"{}", tags=("user:2", "name:cy"))])
+        await store.truncate_before("users-1", 1)
+        with sqlite3.connect(path) as connection:
+            assert connection.execute("SELECT tag, position FROM event_tags ORDER BY tag").fetchall() == [
+                ("name:bo", 2),
+                ("name:cy", 3),
+                ("user:1", 2),
+                ("user:2", 3),
+            ]
+        connection.close()
+        await store.delete_stream("users-1", hard=True)
+        assert await collect(store.read_query(Query([QueryItem(tags=("user:1",))]))) == []
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("SELECT tag, position FROM event_tags ORDER BY tag").fetchall() == [
+            ("name:cy", 3),
+            ("user:2", 3),
+        ]
     connection.close()
 
 

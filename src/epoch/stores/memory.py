@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import bisect
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
@@ -35,6 +34,7 @@ from epoch.stores._lifecycle import (
     refuse_tombstone,
     tombstone_of,
 )
+from epoch.stores._memory_index import EventIndex
 from epoch.stores._urls import integer, only_options
 
 __all__ = ["MemoryEventStore"]
@@ -88,8 +88,7 @@ class MemoryEventStore(StoreLifecycle):
         self._log: list[RecordedEvent | None] = []  # by position - 1; None once erased
         self._streams: dict[str, _Stream] = {}
         self._ids: dict[UUID, RecordedEvent] = {}
-        self._by_tag: dict[str, list[int]] = {}  # tag -> positions of the events carrying it, ascending
-        self._by_type: dict[str, list[int]] = {}  # type -> positions, ascending
+        self._index = EventIndex()
         self._appended: asyncio.Event | None = None
         self._closed = False
 
@@ -135,7 +134,7 @@ class MemoryEventStore(StoreLifecycle):
         if replayed is not None and batch:  # an idempotent replay: the first result, condition unread
             return replayed
         after = condition.after or 0
-        for position in self._matching(condition.fail_if_events_match, after):
+        for position in self._index.matching(condition.fail_if_events_match, after, self._log):
             raise AppendConditionFailed(stream, condition.after, position)
         return replayed or self._write(stream, batch)  # no events: guard and condition checked
 
@@ -191,33 +190,11 @@ class MemoryEventStore(StoreLifecycle):
             version += 1
             written.append(recorded)
             self._ids[event.id] = recorded
-            self._by_type.setdefault(event.type, []).append(position)
-            for tag in event.tags:
-                self._by_tag.setdefault(tag, []).append(position)
+            self._index.add(recorded)
         entry.events.extend(written)
         self._log.extend(written)
         self._wake()
         return AppendResult.of(stream, written)
-
-    def _matching(self, query: Query, after: int) -> list[int]:
-        """The positions after ``after`` of the events matching ``query``, ascending, from the indexes."""
-        if query.matches_nothing:
-            return []
-        log = self._log
-        if query.matches_everything:
-            return [position for position in range(after + 1, len(log) + 1) if log[position - 1] is not None]
-        found: set[int] = set()
-        for item in query.items:
-            if item.tags:  # the rarest tag's events, each then checked against the whole item
-                runs = [min((self._by_tag.get(tag, []) for tag in item.tags), key=len)]
-            else:
-                runs = [self._by_type.get(name, []) for name in item.types]
-            for run in runs:  # each run is ascending
-                for position in run[bisect.bisect_right(run, after) :]:
-                    recorded = log[position - 1]
-                    if recorded is not None and item.matches(recorded.type, recorded.tags):  # None: erased
-                        found.add(position)
-        return sorted(found)
 
     def _wake(self) -> None:
         if self._appended is not None:
@@ -293,10 +270,10 @@ class MemoryEventStore(StoreLifecycle):
         self._check_open()
         if limit == 0:
             return
-        positions = self._matching(query, after)
+        positions = self._index.matching(query, after, self._log)
         for position in positions if limit is None else positions[:limit]:
             recorded = self._log[position - 1]
-            if recorded is not None:  # (erased since _matching ran: nothing awaits between, so never)
+            if recorded is not None:  # None: erased while the caller held this read
                 yield recorded
 
     async def stream_version(self, stream: str) -> int | None:
