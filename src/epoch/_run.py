@@ -112,6 +112,8 @@ async def alone(
         state = loaded.state
         for event in events:
             state = handler.decider.evolve(state, event)
+        if handler._snapshots is not None:  # written before execute returns (DESIGN §8)
+            await handler._snapshots.after_append(stream, loaded.version, appended, len(new_events), state)
         return handler._record(stream, state, events, new_events, appended, decisions)
 
 
@@ -311,6 +313,8 @@ async def batch(
         except InvalidEvent:
             await _one_by_one(handler, stream, waiting)
             return None
+        if handler._snapshots is not None:  # before any command of the batch returns
+            await handler._snapshots.after_append(stream, base.version, appended, len(new_events), state)
         _settle(handler, stream, decided, base, appended, len(new_events))
         assert appended.version is not None
         return CachedState(state, appended.version, appended.position)

@@ -40,6 +40,7 @@ from epoch.errors import (
     InvalidVersion,
 )
 from epoch.records import AppendResult, EventEnvelope, ExpectedVersionLike, NewEvent, RecordedEvent
+from epoch.snapshots import Snapshots, Snapshotter
 from epoch.stores import EventStore
 from epoch.streams import check_category, check_expected_version, check_stream_name
 from epoch.telemetry import current as current_telemetry
@@ -112,7 +113,9 @@ class CommandHandler(Generic[C, S, E]):
     Pass fewer to fail fast under overload, more for a stream with more concurrent writers. ``cache``
     keeps recent states in process (pass ``None`` to disable, or a :class:`StateCache` to size or share it).
     With an OpenTelemetry SDK set up when the handler is created (docs/observability.md), ``store`` is
-    the given store wrapped in spans.
+    the given store wrapped in spans. ``snapshots`` (a :class:`~epoch.snapshots.Snapshots` policy) makes
+    loads start from the newest usable snapshot and writes one when an append crosses the policy's
+    interval (docs/snapshots.md).
     """
 
     def __init__(
@@ -126,6 +129,7 @@ class CommandHandler(Generic[C, S, E]):
         backoff: float = 0.002,
         max_backoff: float = 0.2,
         cache: StateCache[S] | None | bool = True,
+        snapshots: Snapshots | None = None,
     ) -> None:
         check_category(category)
         if retries < 0:
@@ -143,6 +147,8 @@ class CommandHandler(Generic[C, S, E]):
         # Not `cache or None`: an empty StateCache is falsy (it has a length).
         self.cache: StateCache[S] | None = cache if isinstance(cache, StateCache) else None
         self._is_terminal: Callable[[S], bool] | None = getattr(decider, "is_terminal", None)
+        self.snapshots = snapshots
+        self._snapshots = Snapshotter.of(store, snapshots, decider)  # None: no policy, or a store without them
         from epoch import _run  # it builds this module's results, so it is imported once this module is loaded
 
         self._alone = functools.partial(_run.alone, self)
@@ -166,7 +172,12 @@ class CommandHandler(Generic[C, S, E]):
         with id ``watch`` (the first event of the command being executed) is in the stream: that command
         was already executed, by this process or another.
         """
-        if base is None or base.version is None:
+        snapshot = None
+        if (base is None or base.version is None) and self._snapshots is not None:
+            snapshot = await self._snapshots.newest(stream)  # usable as loaded: the store checked it
+        if snapshot is not None and snapshot.version is not None:  # fold on from the event after it
+            loaded, from_version, check = snapshot, snapshot.version + 1, False
+        elif base is None or base.version is None:
             loaded = CachedState(initial_state_of(self.decider), None, 0)
             from_version, check = None, False
         else:
@@ -192,8 +203,8 @@ class CommandHandler(Generic[C, S, E]):
             return await self._fold(stream, None, watch)
         if last is not None:
             loaded = CachedState(state, last.version, last.position)
-            if self.cache is not None:
-                self.cache.put(stream, loaded)
+        if (last is not None or snapshot is not None) and self.cache is not None:
+            self.cache.put(stream, loaded)
         return loaded
 
     async def _load(self, stream: str, watch: UUID | None = None) -> CachedState[S] | None:
@@ -220,7 +231,13 @@ class CommandHandler(Generic[C, S, E]):
         decode = self.codec.decode_data
         state = initial_state_of(self.decider)
         head: int | None = None
-        async with closing(self.store.read_stream(stream)) as events:
+        snapshot = None
+        if self._snapshots is not None and at is None:  # from the newest snapshot at or below the version
+            snapshot = await self._snapshots.newest(stream, version)
+        if snapshot is not None:
+            state, head = snapshot.state, snapshot.version
+        start = None if head is None else head + 1
+        async with closing(self.store.read_stream(stream, from_version=start)) as events:
             async for recorded in events:
                 if version is not None and recorded.version > version:
                     return state

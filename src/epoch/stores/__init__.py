@@ -21,11 +21,15 @@ __all__ = [
     "EventStore",
     "PostgresTransaction",
     "SQLStore",
+    "Snapshot",
+    "SnapshotStatus",
     "StoreOpener",
     "SupportsImport",
+    "SupportsSnapshots",
     "Transaction",
     "importer_of",
     "open_store",
+    "snapshot_store",
     "sql_store",
 ]
 
@@ -209,6 +213,12 @@ def open_store(url: str | None = None) -> StoreOpener:
 
 
 # The declared capabilities (after EventStore: they are part of this package's public surface).
+from epoch.stores._snapshots import (  # noqa: E402
+    Snapshot,
+    SnapshotStatus,
+    SupportsSnapshots,
+    snapshot_store,
+)
 from epoch.stores._sql import (  # noqa: E402
     Dialect,
     PostgresTransaction,

@@ -21,6 +21,7 @@ from epoch.stores._checks import (
     enforce_expected_version,
     is_replay,
 )
+from epoch.stores._memory_snapshots import MemorySnapshots
 from epoch.stores._urls import integer, only_options
 
 __all__ = ["MemoryEventStore"]
@@ -39,13 +40,13 @@ class _Stream:
         return last if last >= self.first_visible else None
 
 
-class MemoryEventStore(StoreLifecycle):
+class MemoryEventStore(StoreLifecycle, MemorySnapshots):
     """Streams and the global log in lists; every call is atomic because it never awaits mid-way.
 
     Subscriptions wake on each append. The store lives and dies with its process. It declares no
     capability beyond the event store: it has no SQL database (:class:`~epoch.stores.SQLStore`), and
     ``epoch copy`` appends into it (no :class:`~epoch.stores.SupportsImport`), so copies get new
-    ``recorded_at`` times.
+    ``recorded_at`` times. Snapshots live in a dict (:class:`~epoch.stores.SupportsSnapshots`).
     """
 
     detects_duplicate_ids_across_streams = True
@@ -58,6 +59,7 @@ class MemoryEventStore(StoreLifecycle):
         self._ids: dict[UUID, RecordedEvent] = {}
         self._appended: asyncio.Event | None = None
         self._closed = False
+        self._snapshots = {}
 
     @classmethod
     async def from_url(cls, url: str) -> MemoryEventStore:
@@ -72,6 +74,10 @@ class MemoryEventStore(StoreLifecycle):
         if where not in ("", "/"):
             raise ConfigurationError(f"a memory store URL names no host or path: {url!r} (use memory://)")
         return cls(**only_options(url, query, {"max_event_size": integer}, "memory store"))
+
+    def _visible(self, stream: str) -> tuple[int, int] | None:
+        entry = self._streams.get(stream)
+        return None if entry is None or entry.version is None else (entry.first_visible, entry.version)
 
     def _check_open(self) -> None:
         if self._closed:
