@@ -181,8 +181,6 @@ class Snapshotter(Generic[S]):
             if not self.policy.due(old_version, version, state):
                 return
             data = self.codec.encode(state)
-            await self.store.save_snapshot(
-                stream, version, appended.position, self.policy.version, data, self.policy.keep
-            )
+            await self.store.save_snapshot(stream, version, self.policy.version, data, self.policy.keep)
         except Exception as exc:  # best effort: a snapshot only saves time, a command never fails for one
             logger.warning("%s: snapshot at version %d not written: %s", stream, version, exc)

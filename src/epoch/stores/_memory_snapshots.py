@@ -32,18 +32,19 @@ class MemorySnapshots(SupportsSnapshots):
         """The stream's ``(first_visible, version)``, ``None`` when it shows no event."""
 
     @abstractmethod
+    def _position_of(self, stream: str, version: int) -> int:
+        """The position of the stream's event at ``version`` (a visible one)."""
+
+    @abstractmethod
     def _check_open(self) -> None: ...
 
-    async def save_snapshot(
-        self, stream: str, version: int, position: int, schema_version: int, data: bytes, keep: int
-    ) -> bool:
-        stream, version, position, schema_version, data, keep = check_save(
-            stream, version, position, schema_version, data, keep
-        )
+    async def save_snapshot(self, stream: str, version: int, schema_version: int, data: bytes, keep: int) -> bool:
+        stream, version, schema_version, data, keep = check_save(stream, version, schema_version, data, keep)
         self._check_open()
         visible = self._visible(stream)
         if visible is None or not visible[0] <= version <= visible[1]:
             return False
+        position = self._position_of(stream, version)
         taken = Snapshot(stream, version, position, schema_version, data, datetime.now(UTC))
         kept = [
             entry

@@ -66,12 +66,11 @@ class SupportsSnapshots(ABC):
     __slots__ = ()
 
     @abstractmethod
-    async def save_snapshot(
-        self, stream: str, version: int, position: int, schema_version: int, data: bytes, keep: int
-    ) -> bool:
-        """Store a snapshot (replacing one at the same version and schema) and keep only the newest ``keep``
-        of the stream; ``False`` (nothing stored) when the event at ``version`` is not visible now
-        (never written, deleted or truncated). Raises ``InvalidStreamName``/``InvalidVersion`` for bad input."""
+    async def save_snapshot(self, stream: str, version: int, schema_version: int, data: bytes, keep: int) -> bool:
+        """Store a snapshot of the state after ``version`` (replacing one at the same version and schema) and
+        keep only the newest ``keep`` of the stream; ``False`` (nothing stored) when the event at ``version``
+        is not visible now (never written, deleted or truncated). Raises ``InvalidStreamName`` or
+        ``InvalidVersion`` (also for a ``keep`` outside 1 to ``MAX_KEEP``) for bad input."""
 
     @abstractmethod
     async def load_snapshot(self, stream: str, schema_version: int, at_most: int | None = None) -> Snapshot | None:
@@ -99,19 +98,15 @@ def _check_int(stream: str, value: object, lowest: int, highest: int = _MAX_INT6
 
 
 def check_save(
-    stream: object, version: object, position: object, schema_version: object, data: object, keep: object
-) -> tuple[str, int, int, int, bytes, int]:
-    """The arguments of ``save_snapshot``, checked; raises ``InvalidStreamName`` or ``InvalidVersion``."""
+    stream: object, version: object, schema_version: object, data: object, keep: object
+) -> tuple[str, int, int, bytes, int]:
+    """The arguments of ``save_snapshot``, checked; raises ``InvalidStreamName``, ``InvalidVersion`` or
+    ``TypeError`` (data that is not bytes)."""
     name = check_stream_name(stream)
-    checked = (
-        _check_int(name, version, 0),
-        _check_int(name, position, 1),
-        _check_int(name, schema_version, 1),
-        _check_int(name, keep, 1, MAX_KEEP),
-    )
+    checked = (_check_int(name, version, 0), _check_int(name, schema_version, 1), _check_int(name, keep, 1, MAX_KEEP))
     if not isinstance(data, bytes):
         raise TypeError(f"{name}: snapshot data must be bytes, not {type(data).__name__}")
-    return name, checked[0], checked[1], checked[2], data, checked[3]
+    return name, checked[0], checked[1], data, checked[2]
 
 
 def check_load(stream: object, schema_version: object, at_most: object) -> tuple[str, int, int]:

@@ -79,6 +79,9 @@ class MemoryEventStore(StoreLifecycle, MemorySnapshots):
         entry = self._streams.get(stream)
         return None if entry is None or entry.version is None else (entry.first_visible, entry.version)
 
+    def _position_of(self, stream: str, version: int) -> int:
+        return self._streams[stream].events[version].position
+
     def _check_open(self) -> None:
         if self._closed:
             raise StoreUnavailable("the memory store is closed")
