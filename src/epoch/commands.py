@@ -237,7 +237,9 @@ class CommandHandler(Generic[C, S, E]):
         if snapshot is not None:
             state, head = snapshot.state, snapshot.version
         start = None if head is None else head + 1
-        async with closing(self.store.read_stream(stream, from_version=start)) as events:
+        # Up to the version asked for, not one event past it (its first version may be above 0 after a delete).
+        limit = None if version is None else max(version + 1 - (start or 0), 0)
+        async with closing(self.store.read_stream(stream, from_version=start, limit=limit)) as events:
             async for recorded in events:
                 if version is not None and recorded.version > version:
                     return state

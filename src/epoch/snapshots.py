@@ -169,18 +169,16 @@ class Snapshotter(Generic[S]):
             return None
         return CachedState(state, found.version, found.position)
 
-    async def after_append(
-        self, stream: str, old_version: int | None, appended: AppendResult, written: int, state: S
-    ) -> None:
-        """Write a snapshot of ``state``, the state after the ``written`` events of ``appended`` appended
-        on ``old_version``, when the policy says so; never raises."""
+    async def after_append(self, stream: str, old_version: int | None, appended: AppendResult, state: S) -> None:
+        """Write a snapshot of ``state``, the state after ``appended``, an append guarded by exactly
+        ``old_version`` (``None``: no stream), when the policy says so; never raises."""
         version = appended.version
-        if version is None or version - written != (-1 if old_version is None else old_version):
-            return  # others' events came between (an append guarded by ANY): the state is not that version's
+        if version is None:
+            return
         try:
             if not self.policy.due(old_version, version, state):
                 return
             data = self.codec.encode(state)
             await self.store.save_snapshot(stream, version, self.policy.version, data, self.policy.keep)
         except Exception as exc:  # best effort: a snapshot only saves time, a command never fails for one
-            logger.warning("%s: snapshot at version %d not written: %s", stream, version, exc)
+            logger.warning("%s: snapshot at version %d not written (%s: %s)", stream, version, type(exc).__name__, exc)
