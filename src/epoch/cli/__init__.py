@@ -135,6 +135,7 @@ _COMMAND_MODULES = (
     "epoch.cli.migrate",
     "epoch.cli.copy",
     "epoch.cli.projections",
+    "epoch.cli.snapshots",
     "epoch.cli.bench",
     "epoch.cli.serve",
 )
