@@ -53,6 +53,7 @@ from epoch.records import (
     RecordedEvent,
     category_of,
 )
+from epoch.snapshots import Snapshots
 from epoch.stores import EventStore, open_store
 
 __version__ = "0.1.0"
@@ -92,6 +93,7 @@ __all__ = [
     "STREAM_EXISTS",
     "Saga",
     "SagaRunner",
+    "Snapshots",
     "StateCache",
     "StoreError",
     "StoreFull",
