@@ -151,7 +151,7 @@ def test_a_state_that_would_not_read_back_is_refused() -> None:
     codec: StateCodec[Loose] = StateCodec(Loose)
     with pytest.raises(ValueError, match="^the encoded state decodes to a different value$"):
         codec.encode(Loose(anything=(1, 2)))  # a tuple in an Any field reads back as a list
-    with pytest.raises(ValueError) as nan:
+    with pytest.raises(ValueError, match="^the encoded state does not decode back: ") as nan:
         codec.encode(Loose(ratio=math.nan))  # JSON has no NaN: null
     assert str(nan.value) == "the encoded state does not decode back: Expected `float`, got `null` - at `$.ratio`"
     with pytest.raises(ValueError, match="^the state cannot be encoded: "):
@@ -251,7 +251,7 @@ async def test_the_batch_path_snapshots_the_whole_append(store: EventStore) -> N
     """Commands queued on a busy stream are appended together: the snapshot is the state after all of them."""
     accounts = handler(store, Snapshots(every=10, keep=1000))
     results = await asyncio.gather(*(accounts.execute("1", Add(1)) for _ in range(60)))
-    assert sorted(r.version for r in results) == list(range(60))
+    assert sorted(r.version or 0 for r in results) == list(range(60))
     snapshots = snapshot_store(store)
     assert snapshots is not None
     plain = handler(store, cache=None)
