@@ -323,3 +323,19 @@ async def test_a_cold_load_of_100k_events_reads_at_most_100(sql_store_url: str) 
         without = time.perf_counter() - started
         assert counting.read == 100_000
         assert with_snapshot * 20 < without, (with_snapshot, without)
+
+
+async def test_a_handler_that_loaded_a_snapshot_writes_the_next_one(store: EventStore) -> None:
+    await handler(store, Snapshots(every=10)).execute("1", Add(1, times=25))  # a snapshot at 24
+    later = handler(store, Snapshots(every=10, keep=5), cache=None)  # folds from it: its basis is the snapshot's
+    for _ in range(10):
+        await later.execute("1", Add(1))  # 25 .. 34: crosses 30
+    snapshots = snapshot_store(store)
+    assert snapshots is not None
+    (status,) = await snapshots.snapshot_status()
+    assert (status.version, status.count) == (30, 2)
+    found = await snapshots.load_snapshot("acc-1", 1)
+    assert found is not None and (found.first_visible, msgspec.json.decode(found.data, type=Total)) == (
+        0,
+        Total(31, 31),
+    )

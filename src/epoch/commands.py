@@ -186,6 +186,7 @@ class CommandHandler(Generic[C, S, E]):
         decode = self.codec.decode_data
         state = loaded.state
         last: RecordedEvent | None = None
+        first: int | None = None  # the first version read: from the start, the stream's first visible one
         stale = check  # until the base's own event is seen
         async with closing(self.store.read_stream(stream, from_version=from_version)) as events:
             async for recorded in events:
@@ -198,7 +199,11 @@ class CommandHandler(Generic[C, S, E]):
                 if recorded.id == watch:
                     return None
                 state = evolve(state, decode(recorded))
+                if last is None:
+                    first = recorded.version
                 last = recorded
+        if from_version is None and self._snapshots is not None:  # folded from the start
+            self._snapshots.folded(stream, first)
         if stale:  # the base's event is gone (deleted, perhaps re-created elsewhere): start over
             return await self._fold(stream, None, watch)
         if last is not None:

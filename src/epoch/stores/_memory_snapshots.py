@@ -38,14 +38,18 @@ class MemorySnapshots(SupportsSnapshots):
     @abstractmethod
     def _check_open(self) -> None: ...
 
-    async def save_snapshot(self, stream: str, version: int, schema_version: int, data: bytes, keep: int) -> bool:
-        stream, version, schema_version, data, keep = check_save(stream, version, schema_version, data, keep)
+    async def save_snapshot(
+        self, stream: str, version: int, schema_version: int, data: bytes, keep: int, first_visible: int | None = None
+    ) -> bool:
+        stream, version, schema_version, data, keep, first = check_save(
+            stream, version, schema_version, data, keep, first_visible
+        )
         self._check_open()
         visible = self._visible(stream)
-        if visible is None or not visible[0] <= version <= visible[1]:
+        if visible is None or not visible[0] <= version <= visible[1] or first not in (None, visible[0]):
             return False
         position = self._position_of(stream, version)
-        taken = Snapshot(stream, version, position, schema_version, data, datetime.now(UTC))
+        taken = Snapshot(stream, version, position, schema_version, data, datetime.now(UTC), visible[0])
         kept = [
             entry
             for entry in self._snapshots.get(stream, [])

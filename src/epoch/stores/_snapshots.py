@@ -47,6 +47,8 @@ class Snapshot:
     schema_version: int
     data: bytes
     taken_at: datetime
+    first_visible: int = 0
+    """The stream's first visible version when the snapshot was taken (a load checks it is still so)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,11 +68,15 @@ class SupportsSnapshots(ABC):
     __slots__ = ()
 
     @abstractmethod
-    async def save_snapshot(self, stream: str, version: int, schema_version: int, data: bytes, keep: int) -> bool:
+    async def save_snapshot(
+        self, stream: str, version: int, schema_version: int, data: bytes, keep: int, first_visible: int | None = None
+    ) -> bool:
         """Store a snapshot of the state after ``version`` (replacing one at the same version and schema) and
         keep only the newest ``keep`` of the stream; ``False`` (nothing stored) when the event at ``version``
-        is not visible now (never written, deleted or truncated). Raises ``InvalidStreamName`` or
-        ``InvalidVersion`` (also for a ``keep`` outside 1 to ``MAX_KEEP``) for bad input."""
+        is not visible now (never written, deleted or truncated), or when ``first_visible`` is given and is
+        not the stream's first visible version any more (the state was folded from events that a delete or
+        a truncation has hidden since). Raises ``InvalidStreamName`` or ``InvalidVersion`` (also for a
+        ``keep`` outside 1 to ``MAX_KEEP``) for bad input."""
 
     @abstractmethod
     async def load_snapshot(self, stream: str, schema_version: int, at_most: int | None = None) -> Snapshot | None:
@@ -98,15 +104,16 @@ def _check_int(stream: str, value: object, lowest: int, highest: int = _MAX_INT6
 
 
 def check_save(
-    stream: object, version: object, schema_version: object, data: object, keep: object
-) -> tuple[str, int, int, bytes, int]:
+    stream: object, version: object, schema_version: object, data: object, keep: object, first_visible: object = None
+) -> tuple[str, int, int, bytes, int, int | None]:
     """The arguments of ``save_snapshot``, checked; raises ``InvalidStreamName``, ``InvalidVersion`` or
     ``TypeError`` (data that is not bytes)."""
     name = check_stream_name(stream)
     checked = (_check_int(name, version, 0), _check_int(name, schema_version, 1), _check_int(name, keep, 1, MAX_KEEP))
+    first = None if first_visible is None else _check_int(name, first_visible, 0)
     if not isinstance(data, bytes):
         raise TypeError(f"{name}: snapshot data must be bytes, not {type(data).__name__}")
-    return name, checked[0], checked[1], data, checked[2]
+    return name, checked[0], checked[1], data, checked[2], first
 
 
 def check_load(stream: object, schema_version: object, at_most: object) -> tuple[str, int, int]:

@@ -8,6 +8,7 @@ Subclass it with a ``store`` fixture yielding an open, empty store that declares
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -18,11 +19,12 @@ from epoch.codec import Codec
 from epoch.commands import CommandHandler
 from epoch.domain import Decider
 from epoch.errors import InvalidStreamName, InvalidVersion, StoreUnavailable
+from epoch.records import NewEvent
 from epoch.snapshots import Snapshots
 from epoch.stores import EventStore, SnapshotStatus, SupportsSnapshots, snapshot_store
 from epoch.testing._events import collect, new_events
 
-__all__ = ["Add", "Added", "CountingStore", "SnapshotContract", "Total", "counter"]
+__all__ = ["Add", "Added", "CountingStore", "RacingStore", "SnapshotContract", "Total", "counter"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,10 +70,12 @@ class CountingStore(SupportsSnapshots):
             self.read += 1
             yield event
 
-    async def save_snapshot(self, stream: str, version: int, schema_version: int, data: bytes, keep: int) -> bool:
+    async def save_snapshot(
+        self, stream: str, version: int, schema_version: int, data: bytes, keep: int, first_visible: int | None = None
+    ) -> bool:
         if self.fail_saves:
             raise StoreUnavailable("snapshots are down", stream)
-        return bool(await self.store.save_snapshot(stream, version, schema_version, data, keep))
+        return bool(await self.store.save_snapshot(stream, version, schema_version, data, keep, first_visible))
 
     async def load_snapshot(self, stream: str, schema_version: int, at_most: int | None = None) -> Any:
         return await self.store.load_snapshot(stream, schema_version, at_most)
@@ -81,6 +85,26 @@ class CountingStore(SupportsSnapshots):
 
     async def drop_snapshots(self, name: str) -> int:
         return int(await self.store.drop_snapshots(name))
+
+
+class RacingStore(CountingStore):
+    """A :class:`CountingStore` that runs ``before_save`` (another writer's work) just before a save."""
+
+    def __init__(self, store: Any) -> None:
+        super().__init__(store)
+        self.before_save: Callable[[], Awaitable[None]] | None = None
+
+    async def save_snapshot(
+        self, stream: str, version: int, schema_version: int, data: bytes, keep: int, first_visible: int | None = None
+    ) -> bool:
+        if self.before_save is not None:
+            await self.before_save()
+        return await super().save_snapshot(stream, version, schema_version, data, keep, first_visible)
+
+
+async def _delete_and_recreate(store: EventStore, stream: str) -> None:
+    await store.delete_stream(stream)
+    await store.append(stream, [NewEvent("Added", b'{"amount": 5}') for _ in range(2)])  # versions 4, 5
 
 
 def _capable(store: EventStore) -> SupportsSnapshots:
@@ -173,6 +197,23 @@ class SnapshotContract:
         found = await snapshots.load_snapshot("s-1", 1)
         assert found is not None and (found.version, found.data) == (4, b"after")
         assert await snapshots.load_snapshot("s-1", 1, at_most=3) is None
+
+    async def test_a_save_names_what_its_state_was_folded_from(self, store: EventStore) -> None:
+        snapshots = _capable(store)
+        await store.append("s-1", new_events(3))
+        assert await snapshots.save_snapshot("s-1", 1, 1, b"x", 3, first_visible=0)
+        found = await snapshots.load_snapshot("s-1", 1)
+        assert found is not None and (found.version, found.first_visible) == (1, 0)
+        await store.delete_stream("s-1")
+        await store.append("s-1", new_events(3))  # versions 3, 4, 5: the first visible one is 3
+        # A state folded before the delete (from version 0) is not saved, though version 4 is visible:
+        assert await snapshots.save_snapshot("s-1", 4, 1, b"old", 3, first_visible=0) is False
+        assert await snapshots.load_snapshot("s-1", 1) is None
+        assert await snapshots.save_snapshot("s-1", 4, 1, b"new", 3, first_visible=3) is True
+        found = await snapshots.load_snapshot("s-1", 1)
+        assert found is not None and (found.version, found.first_visible, found.data) == (4, 3, b"new")
+        with pytest.raises(InvalidVersion):
+            await snapshots.save_snapshot("s-1", 4, 1, b"x", 3, first_visible=-1)
 
     async def test_status_and_drop(self, store: EventStore) -> None:
         snapshots = _capable(store)
@@ -268,6 +309,17 @@ class SnapshotContract:
         cold = CommandHandler(store, counter, "acc", Codec([Added]), snapshots=policy, cache=None)
         assert await cold.load("1") == (Total(1, 1), 4)
         assert await cold.state_at("1", version=4) == Total(1, 1)
+
+    async def test_a_delete_between_the_fold_and_the_save_leaves_no_snapshot(self, store: EventStore) -> None:
+        racing = RacingStore(store)
+        writer = CommandHandler(racing, counter, "acc", Codec([Added]), snapshots=Snapshots(every=3))
+        await writer.execute("1", Add(1, times=2))  # versions 0, 1: folded from version 0
+        racing.before_save = lambda: _delete_and_recreate(store, "acc-1")
+        result = await writer.execute("1", Add(1, times=2))  # 2, 3: crosses 3; others delete, re-create
+        assert (result.version, result.state) == (3, Total(4, 4))
+        assert await _capable(store).snapshot_status() == []  # the state of deleted events was not saved
+        cold = CommandHandler(store, counter, "acc", Codec([Added]), snapshots=Snapshots(every=3), cache=None)
+        assert await cold.load("1") == (Total(10, 2), 5)  # only the re-created stream's events
 
     async def test_another_schema_version_is_ignored(self, store: EventStore) -> None:
         old = CommandHandler(store, counter, "acc", Codec([Added]), snapshots=Snapshots(every=5, version=1))

@@ -103,13 +103,17 @@ class KurrentDBSnapshots(SupportsSnapshots):
         companions = self.companion_streams()
         return [event async for event in companions.read(_NAME + stream, backwards=True)]
 
-    async def save_snapshot(self, stream: str, version: int, schema_version: int, data: bytes, keep: int) -> bool:
+    async def save_snapshot(
+        self, stream: str, version: int, schema_version: int, data: bytes, keep: int, first_visible: int | None = None
+    ) -> bool:
         """Append a snapshot to the stream's companion stream; see :class:`~epoch.stores.SupportsSnapshots`."""
-        stream, version, schema_version, data, keep = check_save(stream, version, schema_version, data, keep)
+        stream, version, schema_version, data, keep, first = check_save(
+            stream, version, schema_version, data, keep, first_visible
+        )
         self._check_name(stream)
         event, tb = await asyncio.gather(self._event_at(stream, version), self._truncated_before(stream))
-        if event is None or event.version != version or tb > version:
-            return False  # the event at that version is not visible (deleted, truncated or never written)
+        if event is None or event.version != version or tb > version or first not in (None, tb):
+            return False  # the event at that version is not visible, or the state was folded from hidden ones
         meta = _Meta(version, schema_version, event.position, tb)
         companions = self.companion_streams()
         await companions.append(_NAME + stream, [NewEvent(_TYPE, data, _ENCODE.encode(meta))])
@@ -128,7 +132,7 @@ class KurrentDBSnapshots(SupportsSnapshots):
         for meta, event in _kept(found):
             usable = meta.first_visible == tb and meta.version <= min(highest, last)
             if usable and meta.schema_version == schema_version:
-                return Snapshot(stream, meta.version, meta.position, schema_version, event.data, event.recorded_at)
+                return Snapshot(stream, meta.version, meta.position, schema_version, event.data, event.recorded_at, tb)
         return None
 
     async def _last_version(self, stream: str) -> int | None:

@@ -32,6 +32,7 @@ INSERT INTO epoch_snapshots (stream, schema_version, version, xid, seq, first_vi
 SELECT s.stream, %(schema)s, e.version, e.xid, e.seq, s.first_visible, %(data)s
 FROM epoch_streams s JOIN epoch_events e ON e.stream = s.stream AND e.version = %(version)s
 WHERE s.stream = %(stream)s AND s.first_visible <= %(version)s AND s.version >= %(version)s
+  AND (%(first)s::bigint IS NULL OR s.first_visible = %(first)s)
 ON CONFLICT (stream, schema_version, version) DO UPDATE SET
     xid = excluded.xid, seq = excluded.seq, first_visible = excluded.first_visible, data = excluded.data,
     taken_at = excluded.taken_at
@@ -42,7 +43,7 @@ DELETE FROM epoch_snapshots WHERE (stream, schema_version, version) IN (
     ORDER BY version DESC, schema_version DESC OFFSET %(keep)s)
 """
 _LOAD = """
-SELECT n.version, n.xid, n.seq, n.data, n.taken_at
+SELECT n.version, n.xid, n.seq, n.data, n.taken_at, n.first_visible
 FROM epoch_snapshots n JOIN epoch_streams s ON s.stream = n.stream
 WHERE n.stream = %s AND n.schema_version = %s AND n.version <= %s
   AND n.first_visible = s.first_visible AND n.version <= s.version
@@ -68,10 +69,15 @@ class PostgresSnapshots(SupportsSnapshots):
     @abstractmethod
     def _snapshot_db(self) -> Connections: ...
 
-    async def save_snapshot(self, stream: str, version: int, schema_version: int, data: bytes, keep: int) -> bool:
+    async def save_snapshot(
+        self, stream: str, version: int, schema_version: int, data: bytes, keep: int, first_visible: int | None = None
+    ) -> bool:
         """Store a snapshot; see :class:`~epoch.stores.SupportsSnapshots`."""
-        stream, version, schema_version, data, keep = check_save(stream, version, schema_version, data, keep)
+        stream, version, schema_version, data, keep, first = check_save(
+            stream, version, schema_version, data, keep, first_visible
+        )
         params = {"stream": stream, "version": version, "schema": schema_version, "data": data, "keep": keep}
+        params["first"] = first
 
         def save(conn: SyncConn) -> bool:
             with conn.transaction():
@@ -90,8 +96,8 @@ class PostgresSnapshots(SupportsSnapshots):
             row: Any = conn.execute(_LOAD, (stream, schema_version, highest)).fetchone()
             if row is None:
                 return None
-            version, xid, seq, data, taken_at = row
-            return Snapshot(stream, version, encode_position(xid, seq), schema_version, bytes(data), taken_at)
+            version, xid, seq, data, taken_at, first = row
+            return Snapshot(stream, version, encode_position(xid, seq), schema_version, bytes(data), taken_at, first)
 
         return await self._snapshot_db.run(load, stream)
 

@@ -56,7 +56,7 @@ _PRUNE = (
     " ORDER BY version DESC, schema_version DESC LIMIT -1 OFFSET ?2)"
 )
 _LOAD = (
-    "SELECT n.version, n.position, n.data, n.taken_at FROM snapshots AS n JOIN streams AS s ON s.stream = n.stream"
+    "SELECT n.version, n.position, n.data, n.taken_at, n.first_visible FROM snapshots AS n JOIN streams AS s ON s.stream = n.stream"
     " WHERE n.stream = ?1 AND n.schema_version = ?2 AND n.version <= ?3"
     " AND n.first_visible = s.first_visible AND n.version <= s.version"
     " ORDER BY n.version DESC LIMIT 1"
@@ -76,10 +76,10 @@ def _instant(microseconds: int) -> datetime:
     return datetime.fromtimestamp(microseconds / 1e6, UTC)
 
 
-def _save(tx: Group, stream: str, version: int, schema_version: int, data: bytes, keep: int) -> bool:
+def _save(tx: Group, stream: str, version: int, schema_version: int, data: bytes, keep: int, first: int | None) -> bool:
     row = tx.stream(stream)  # (version, first_visible), as this transaction sees it
-    if row is None or not row[1] <= version <= row[0]:
-        return False  # the event at that version is not visible (deleted, truncated or never written)
+    if row is None or not row[1] <= version <= row[0] or first not in (None, row[1]):
+        return False  # the event at that version is not visible, or the state was folded from hidden ones
     (position,) = tx.connection.execute(_POSITION, (stream, version)).fetchone()
     now = time.time_ns() // 1000
     tx.connection.execute(_UPSERT, (stream, schema_version, version, position, row[1], data, now))
@@ -91,7 +91,7 @@ def _load(connection: sqlite3.Connection, stream: str, schema_version: int, at_m
     row = connection.execute(_LOAD, (stream, schema_version, at_most)).fetchone()
     if row is None:
         return None
-    return Snapshot(stream, row[0], row[1], schema_version, bytes(row[2]), _instant(row[3]))
+    return Snapshot(stream, row[0], row[1], schema_version, bytes(row[2]), _instant(row[3]), row[4])
 
 
 def _status(connection: sqlite3.Connection, category: str | None) -> list[SnapshotStatus]:
@@ -112,9 +112,11 @@ class SQLiteSnapshots(SupportsSnapshots):
     @abstractmethod
     def _snapshot_workers(self) -> Workers: ...
 
-    async def save_snapshot(self, stream: str, version: int, schema_version: int, data: bytes, keep: int) -> bool:
+    async def save_snapshot(
+        self, stream: str, version: int, schema_version: int, data: bytes, keep: int, first_visible: int | None = None
+    ) -> bool:
         """Store a snapshot in the next group commit; see :class:`~epoch.stores.SupportsSnapshots`."""
-        args = check_save(stream, version, schema_version, data, keep)
+        args = check_save(stream, version, schema_version, data, keep, first_visible)
         result: bool = await self._snapshot_workers.write(_save, *args)
         return result
 
