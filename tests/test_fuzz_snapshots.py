@@ -1,6 +1,6 @@
 """Property-based tests of the snapshot entries (``SupportsSnapshots``) with hostile input, on every store.
 
-Only ``EpochError``s (and ``TypeError`` for data that is not bytes) come out, a refused call stores
+Only ``EpochError``s come out, a refused call stores
 nothing, and what is accepted round-trips exactly.
 """
 

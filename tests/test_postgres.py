@@ -340,7 +340,11 @@ async def test_migrate_command_is_idempotent(pg_dsn: str) -> None:
     assert second.exit_code == 0, second.output
     assert second.output == "schema already at version 5; nothing to do\n"
     with psycopg.connect(pg_dsn) as conn:
-        assert conn.execute("SELECT version FROM epoch_schema_version ORDER BY version").fetchall() == [(1,), (2,), (5,)]
+        assert conn.execute("SELECT version FROM epoch_schema_version ORDER BY version").fetchall() == [
+            (1,),
+            (2,),
+            (5,),
+        ]
 
 
 async def test_migrate_false_refuses_a_missing_schema(pg_dsn: str) -> None:

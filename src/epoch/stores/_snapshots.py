@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime
 
-from epoch.errors import InvalidVersion
+from epoch.errors import InvalidEvent, InvalidVersion
 from epoch.streams import check_category, check_stream_name
 
 __all__ = [
@@ -107,12 +107,12 @@ def check_save(
     stream: object, version: object, schema_version: object, data: object, keep: object, first_visible: object = None
 ) -> tuple[str, int, int, bytes, int, int | None]:
     """The arguments of ``save_snapshot``, checked; raises ``InvalidStreamName``, ``InvalidVersion`` or
-    ``TypeError`` (data that is not bytes)."""
+    ``InvalidEvent`` (data that is not bytes)."""
     name = check_stream_name(stream)
     checked = (_check_int(name, version, 0), _check_int(name, schema_version, 1), _check_int(name, keep, 1, MAX_KEEP))
     first = None if first_visible is None else _check_int(name, first_visible, 0)
-    if not isinstance(data, bytes):
-        raise TypeError(f"{name}: snapshot data must be bytes, not {type(data).__name__}")
+    if not isinstance(data, bytes):  # InvalidEvent: bad data for the store (an EpochError and a TypeError)
+        raise InvalidEvent(name, 0, f"snapshot data must be bytes, not {type(data).__name__}")
     return name, checked[0], checked[1], data, checked[2], first
 
 

@@ -18,7 +18,7 @@ import pytest
 from epoch.codec import Codec
 from epoch.commands import CommandHandler
 from epoch.domain import Decider
-from epoch.errors import InvalidStreamName, InvalidVersion, StoreUnavailable
+from epoch.errors import InvalidEvent, InvalidStreamName, InvalidVersion, StoreUnavailable
 from epoch.records import NewEvent
 from epoch.snapshots import Snapshots
 from epoch.stores import EventStore, SnapshotStatus, SupportsSnapshots, snapshot_store
@@ -259,8 +259,9 @@ class SnapshotContract:
         assert str(info.value) == f"s-1: invalid version {2**64} (stream version no stream)"
         with pytest.raises(InvalidVersion):
             await snapshots.load_snapshot("s-1", 1, at_most=-1)
-        with pytest.raises(TypeError):
+        with pytest.raises(InvalidEvent) as not_bytes:
             await snapshots.save_snapshot("s-1", 0, 1, "x", 3)  # type: ignore[arg-type]
+        assert str(not_bytes.value) == "s-1: invalid event at index 0: snapshot data must be bytes, not str"
         assert await snapshots.snapshot_status() == []
 
     # -- a handler using it ---------------------------------------------------------------------
