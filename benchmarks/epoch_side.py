@@ -11,7 +11,16 @@ from typing import Any
 
 from benchmarks.backends import Backend
 from benchmarks.domain import Deposit, Opened, codec, decider, deposit_event
-from epoch import NO_STREAM, CommandHandler, EventStore, NewEvent, StateCache, WrongExpectedVersion, open_store
+from epoch import (
+    NO_STREAM,
+    CommandHandler,
+    EventStore,
+    NewEvent,
+    Snapshots,
+    StateCache,
+    WrongExpectedVersion,
+    open_store,
+)
 
 CATEGORY = "account"
 
@@ -134,6 +143,30 @@ class EpochSide:
                 loaded = await handler.load(0)
             elapsed = time.perf_counter() - started
             assert loaded.version == length - 1
+            return elapsed
+        finally:
+            await store.close()
+
+    async def rehydrate_snapshots(self, location: str, length: int, every: int, loads: int, snapshots: bool) -> float:
+        """Cold loads (no cache, a new handler each) of one ``length``-event stream. With ``snapshots``, the
+        last ``every * 1.5`` events are written by commands with ``Snapshots(every=every)``, so the newest
+        snapshot is at the last multiple of ``every`` (version 99,900 of 100,000: 99 events after it)."""
+        store = await self._open(location)
+        try:
+            policy = Snapshots(every=every) if snapshots else None
+            tail = every + every // 2 if snapshots else 0
+            await _fill_streams(store, 1, length - tail)
+            writer = CommandHandler(store, decider, CATEGORY, codec, snapshots=policy)
+            for i in range(tail):
+                await writer.execute(0, Deposit(i % 100 + 1, f"ref-{i:08d}"))
+            elapsed = 0.0
+            for _ in range(loads):  # a new handler without a cache: nothing of the writer's state is reused
+                handler = CommandHandler(store, decider, CATEGORY, codec, cache=None, snapshots=policy)
+                started = time.perf_counter()
+                loaded = await handler.load(0)
+                elapsed += time.perf_counter() - started
+                assert loaded.version == length - 1
+                assert loaded.state.deposits == length - 1
             return elapsed
         finally:
             await store.close()

@@ -24,3 +24,9 @@ class EsAccount(Aggregate):
 
 class Bank(Application[object]):
     """A plain application: its repository, its recorder and its mapper, nothing overridden."""
+
+
+class SnapshottingBank(Bank):
+    """The same application with the library's snapshotting: one every 100 versions of an account."""
+
+    snapshotting_intervals = {EsAccount: 100}  # noqa: RUF012 - the library's own class attribute

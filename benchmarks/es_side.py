@@ -134,6 +134,43 @@ class EventsourcingSide:
         finally:
             app.close()
 
+    async def rehydrate_snapshots(self, location: str, length: int, every: int, loads: int, snapshots: bool) -> float:
+        """Cold loads (no aggregate cache: each reads the recorder) of one ``length``-event account; with ``snapshots``
+        an application with ``snapshotting_intervals = {EsAccount: 100}`` wrote it, so its newest snapshot
+        is at its 100,000th event (its versions count from 1: none to read after it)."""
+        from benchmarks.es_domain import Bank, SnapshottingBank
+
+        assert every == 100, "SnapshottingBank snapshots every 100 versions"
+        app = (SnapshottingBank if snapshots else Bank)(env=_env(self.backend, location))  # no aggregate cache
+        if self.backend.name == "sqlite":
+            _set_synchronous(app, self.backend.synchronous)
+        try:
+            account_id = self._long_account(app, length)
+            get = app.repository.get
+            elapsed = 0.0
+            for _ in range(loads):
+                started = time.perf_counter()
+                account = get(account_id)
+                elapsed += time.perf_counter() - started
+                assert account.version == length, account.version
+                assert account.deposits == length - 1
+            return elapsed
+        finally:
+            app.close()
+
+    def _long_account(self, app: Any, length: int) -> Any:
+        """One account of ``length`` events saved 1,000 at a time, as epoch's side appends them (one save of
+        100,000 events takes the library's PostgreSQL recorder tens of minutes)."""
+        from benchmarks.es_domain import EsAccount
+
+        account = EsAccount("owner")
+        for i in range(1, length):
+            account.deposit(i % 100 + 1, f"ref-{i:08d}", NOTE)
+            if (i + 1) % 1_000 == 0:
+                app.save(account)
+        app.save(account)
+        return account.id
+
     def _read(self, app: Any, handle: Any = None, page: int = 1_000) -> int:
         select, to_domain_event = app.recorder.select_notifications, app.mapper.to_domain_event
         count = 0

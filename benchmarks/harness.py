@@ -33,6 +33,8 @@ class Sizes:
     batch_size: int = 100
     rehydrate_loads: int = 3
     rehydrate_cached_loads: int = 500
+    snapshot_stream: int = 100_000  # rehydrate_100k: one stream of this many events
+    snapshot_every: int = 100
     read_events: int = 100_000
     writers: int = 8
     writer_commands: int = 4_000
@@ -60,6 +62,7 @@ class Sizes:
             batch_events=s(5_000, 200),
             rehydrate_loads=1,
             rehydrate_cached_loads=s(100, 5),
+            snapshot_stream=s(100_000, 1_000),
             read_events=s(20_000, 500),
             writer_commands=s(400, 16),
             concurrent_commands=s(800, 16),

@@ -26,6 +26,7 @@ WORKLOADS = (
     "commands_cached",
     "batch_append",
     "rehydrate_10k",
+    "rehydrate_100k",
     "read_all",
     "subscribe_catchup",
     "concurrent_writers",
@@ -182,6 +183,18 @@ async def run_store(
             z.rehydrate_cached_loads,
             False,
         )
+    if "rehydrate_100k" in workloads:  # cold loads of one long stream, without and with snapshots
+        for variant, snapshots in (("cold", False), ("cold_snapshots", True)):
+            await go(
+                "rehydrate_100k",
+                variant,
+                lambda s, loc, snapshots=snapshots: s.rehydrate_snapshots(
+                    loc, z.snapshot_stream, z.snapshot_every, z.rehydrate_loads, snapshots
+                ),
+                z.rehydrate_loads,
+                False,
+                needs="rehydrate_snapshots",
+            )
     if "read_all" in workloads:
         await go("read_all", "decoded", lambda s, loc: s.read_all(loc, z.read_events), z.read_events)
     if "subscribe_catchup" in workloads:

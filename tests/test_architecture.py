@@ -39,6 +39,7 @@ LAYERS = {
     "_lanes": 3,
     "_run": 3,
     "commands": 3,
+    "snapshots": 3,
     "telemetry": 3,
     "epoch": 4,
     "projections": 4,

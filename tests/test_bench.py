@@ -83,6 +83,13 @@ def test_quick_json_has_every_workload_for_memory_and_sqlite(tmp_path: Path) -> 
         ("commands_concurrent", "16_tasks", "sqlite", "raw"),
         *(("hot_stream", v, "sqlite", i) for v in ("1_task", "16_tasks") for i in ("epoch", "eventsourcing", "raw")),
         ("hot_stream", "2x8_processes", "sqlite", "epoch"),  # only epoch runs commands from several processes
+        # cold loads of one long stream without and with snapshots: the raw drivers have no snapshots
+        *(
+            ("rehydrate_100k", v, store, i)
+            for v in ("cold", "cold_snapshots")
+            for store in ("memory", "sqlite")
+            for i in ("epoch", "eventsourcing")
+        ),
     }
     assert {p.name for p in tmp_path.iterdir()} == {"results.json", "results.md", "chart.png"}
 

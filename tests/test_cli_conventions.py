@@ -181,6 +181,9 @@ READING = [
     ["tail", "--json", "--follow"],
     ["projections", "status"],
     ["projections", "status", "--json"],
+    ["snapshots", "status"],
+    ["snapshots", "status", "--json"],
+    ["snapshots", "drop", "users"],
     ["serve", "--port", "1"],
 ]
 
@@ -251,6 +254,7 @@ UNREACHABLE = [
     ["read", "users-1", "--json"],
     ["tail"],
     ["projections", "status", "--json"],
+    ["snapshots", "status", "--json"],
     ["migrate"],
     ["serve", "--port", "1"],
 ]

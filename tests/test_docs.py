@@ -50,6 +50,10 @@ PRINTED = {
     "docs/projections.md#1": [re.escape("NameTaken: the name 'ada' is taken by ") + "[0-9a-f]{12}"],
     "docs/observability.md#0": [re.escape("['read_stream users', 'append users', 'execute users']"), "00"],
     "docs/quickstart.md": [re.escape("account-42 0 10"), re.escape("account-42 1 7")],
+    "docs/snapshots.md#0": [
+        re.escape("LoadedState(state=Account(balance=2500, deposits=250), version=249)"),
+        re.escape("Account(balance=1510, deposits=151)"),
+    ],
     "docs/stores/sqlite.md#0": [re.escape("0 1"), re.escape('UserAdded b\'{"name": "Ada"}\'')],
 }
 

@@ -56,6 +56,7 @@ from epoch.stores.kurrentdb.mapping import split_tags
 from epoch.testing import collect
 from epoch.testing import new_events as new
 from epoch.testing.contract import EventStoreContract
+from epoch.testing.contract_snapshots import SnapshotContract
 from tests.hostile import any_text, hostile_names, is_valid_name
 from tests.kurrentdb_fake import FakeKurrentDB
 from tests.test_model import STREAMS, make_machine
@@ -71,6 +72,16 @@ def fake() -> Iterator[FakeKurrentDB]:
 
 class TestKurrentDBOnFake(EventStoreContract):
     """The contract through the real client against the fake server."""
+
+    @pytest.fixture
+    async def store(self, fake: FakeKurrentDB) -> AsyncIterator[KurrentDBEventStore]:
+        async with open_store(fake.uri) as store:
+            assert isinstance(store, KurrentDBEventStore)
+            yield store
+
+
+class TestKurrentDBSnapshotsOnFake(SnapshotContract):
+    """Snapshots in companion streams, through the real client against the fake server."""
 
     @pytest.fixture
     async def store(self, fake: FakeKurrentDB) -> AsyncIterator[KurrentDBEventStore]:

@@ -27,7 +27,7 @@ from epoch import NO_STREAM, ConfigurationError, RecordedEvent, StoreUnavailable
 from epoch.cli import app
 from epoch.stores._sql import sql_store
 from epoch.stores.postgres import PostgresEventStore, decode_position, encode_position
-from epoch.stores.postgres.migrations import MIGRATIONS
+from epoch.stores.postgres.migrations import LATEST_VERSION, MIGRATIONS
 from epoch.testing import collect
 from epoch.testing import new_events as new
 
@@ -335,11 +335,11 @@ async def test_migrate_command_is_idempotent(pg_dsn: str) -> None:
     first = await asyncio.to_thread(runner.invoke, app, ["migrate", "--store", pg_dsn, "--json"])
     assert first.exit_code == 0, first.output
     report = json.loads(first.output)
-    assert (report["version_before"], report["version"]) == (0, 4)
-    assert [step["version"] for step in report["applied"]] == [1, 2, 3, 4]
+    assert (report["version_before"], report["version"]) == (0, LATEST_VERSION)
+    assert [step["version"] for step in report["applied"]] == [number for number, _, _ in MIGRATIONS]
     second = await asyncio.to_thread(runner.invoke, app, ["migrate", "--store", pg_dsn])
     assert second.exit_code == 0, second.output
-    assert second.output == "schema already at version 4; nothing to do\n"
+    assert second.output == f"schema already at version {LATEST_VERSION}; nothing to do\n"
     with psycopg.connect(pg_dsn) as conn:
         assert conn.execute("SELECT version FROM epoch_schema_version ORDER BY version").fetchall() == [
             (number,) for number, _, _ in MIGRATIONS
@@ -351,7 +351,7 @@ async def test_migrate_false_refuses_a_missing_schema(pg_dsn: str) -> None:
         await open_store(pg_dsn + "?migrate=false")
     assert (
         str(info.value)
-        == "the epoch schema is at version 0, 4 is needed: run `epoch migrate --store URL` (or open without ?migrate=false)"
+        == f"the epoch schema is at version 0, {LATEST_VERSION} is needed: run `epoch migrate --store URL` (or open without ?migrate=false)"
     )
     async with open_store(pg_dsn) as store:  # creates the schema
         await store.append("s-1", new(1))

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from epoch import ConfigurationError, RecordedEvent, StoreError, WrongExpectedVersion, open_store
 from epoch.cli import app
 from epoch.stores.postgres import PostgresEventStore
-from epoch.stores.postgres.schema import MIGRATIONS
+from epoch.stores.postgres.schema import LATEST_VERSION, MIGRATIONS
 from epoch.testing import collect
 from epoch.testing import new_events as new
 from epoch.testing.contract_log import inversions
@@ -178,12 +178,12 @@ async def test_a_database_at_schema_1_upgrades_to_3_and_keeps_working(pg_dsn: st
     with pytest.raises(ConfigurationError) as refused:
         await open_store(pg_dsn + "?migrate=false")
     assert str(refused.value) == (
-        "the epoch schema is at version 1, 4 is needed: run `epoch migrate --store URL` (or open without ?migrate=false)"
+        f"the epoch schema is at version 1, {LATEST_VERSION} is needed: run `epoch migrate --store URL` (or open without ?migrate=false)"
     )
     async with open_store(pg_dsn) as store:  # upgrades on open
         with psycopg.connect(pg_dsn) as conn:
             versions = conn.execute("SELECT version FROM epoch_schema_version ORDER BY version").fetchall()
-            assert versions == [(1,), (2,), (3,), (4,)]
+            assert versions == [(number,) for number, _, _ in MIGRATIONS]
         old = await collect(store.read_all())
         assert [(e.stream, e.version, e.type) for e in old] == [
             ("users-1", 0, "Old"),

@@ -57,6 +57,7 @@ from epoch.records import (
     RecordedEvent,
     category_of,
 )
+from epoch.snapshots import Snapshots
 from epoch.stores import EventStore, open_store
 
 __version__ = "0.1.0"
@@ -102,6 +103,7 @@ __all__ = [
     "STREAM_EXISTS",
     "Saga",
     "SagaRunner",
+    "Snapshots",
     "StateCache",
     "StoreError",
     "StoreFull",

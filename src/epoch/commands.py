@@ -41,6 +41,7 @@ from epoch.errors import (
     StreamDeleted,
 )
 from epoch.records import ANY, AppendResult, EventEnvelope, ExpectedVersionLike, NewEvent, RecordedEvent
+from epoch.snapshots import Snapshots, Snapshotter
 from epoch.stores import EventStore, guarded_append_of
 from epoch.streams import check_category, check_expected_version, check_stream_name
 from epoch.telemetry import current as current_telemetry
@@ -113,7 +114,9 @@ class CommandHandler(Generic[C, S, E]):
     Pass fewer to fail fast under overload, more for a stream with more concurrent writers. ``cache``
     keeps recent states in process (pass ``None`` to disable, or a :class:`StateCache` to size or share it).
     With an OpenTelemetry SDK set up when the handler is created (docs/observability.md), ``store`` is
-    the given store wrapped in spans.
+    the given store wrapped in spans. ``snapshots`` (a :class:`~epoch.snapshots.Snapshots` policy) makes
+    loads start from the newest usable snapshot and writes one when an append crosses the policy's
+    interval (docs/snapshots.md).
     """
 
     def __init__(
@@ -127,6 +130,7 @@ class CommandHandler(Generic[C, S, E]):
         backoff: float = 0.002,
         max_backoff: float = 0.2,
         cache: StateCache[S] | None | bool = True,
+        snapshots: Snapshots | None = None,
     ) -> None:
         check_category(category)
         if retries < 0:
@@ -145,6 +149,8 @@ class CommandHandler(Generic[C, S, E]):
         self.cache: StateCache[S] | None = cache if isinstance(cache, StateCache) else None
         self._is_terminal: Callable[[S], bool] | None = getattr(decider, "is_terminal", None)
         self._guarded = guarded_append_of(self.store)
+        self.snapshots = snapshots
+        self._snapshots = Snapshotter.of(store, snapshots, decider)  # None: no policy, or a store without them
         from epoch import _run  # it builds this module's results, so it is imported once this module is loaded
 
         self._alone = functools.partial(_run.alone, self)
@@ -168,12 +174,18 @@ class CommandHandler(Generic[C, S, E]):
         with id ``watch`` (the first event of the command being executed) is in the stream: that command
         was already executed, by this process or another.
         """
-        if base is None or base.version is None:
+        snapshot = None
+        if (base is None or base.version is None) and self._snapshots is not None:
+            snapshot = await self._snapshots.newest(stream)  # usable as loaded: the store checked it
+        if snapshot is not None and snapshot.version is not None:  # fold on from the event after it
+            loaded, from_version, check = snapshot, snapshot.version + 1, False
+        elif base is None or base.version is None:
             loaded = CachedState(initial_state_of(self.decider), None, 0)
             from_version, check = None, False
         else:
             loaded, from_version, check = base, base.version, True
-        first: int | None = None if base is None or base.version is None else base.first_version
+        # Where the state is folded from: a base's or a snapshot's own start, else the first version read.
+        first: int | None = None if loaded.version is None else loaded.first_version
         evolve = self.decider.evolve
         decode = self.codec.decode_data
         state = loaded.state
@@ -193,12 +205,14 @@ class CommandHandler(Generic[C, S, E]):
                     first = recorded.version
                 state = evolve(state, decode(recorded))
                 last = recorded
+        if from_version is None and self._snapshots is not None:  # folded from the start
+            self._snapshots.folded(stream, first)
         if stale:  # the base's event is gone (deleted, perhaps re-created elsewhere): start over
             return await self._fold(stream, None, watch)
         if last is not None:
             loaded = CachedState(state, last.version, last.position, loaded.first_version if first is None else first)
-            if self.cache is not None:
-                self.cache.put(stream, loaded)
+        if (last is not None or snapshot is not None) and self.cache is not None:
+            self.cache.put(stream, loaded)
         return loaded
 
     async def _load(self, stream: str, watch: UUID | None = None) -> CachedState[S] | None:
@@ -258,7 +272,15 @@ class CommandHandler(Generic[C, S, E]):
         decode = self.codec.decode_data
         state = initial_state_of(self.decider)
         head: int | None = None
-        async with closing(self.store.read_stream(stream)) as events:
+        snapshot = None
+        if self._snapshots is not None and at is None:  # from the newest snapshot at or below the version
+            snapshot = await self._snapshots.newest(stream, version)
+        if snapshot is not None:
+            state, head = snapshot.state, snapshot.version
+        start = None if head is None else head + 1
+        # Up to the version asked for, not one event past it (its first version may be above 0 after a delete).
+        limit = None if version is None else max(version + 1 - (start or 0), 0)
+        async with closing(self.store.read_stream(stream, from_version=start, limit=limit)) as events:
             async for recorded in events:
                 if version is not None and recorded.version > version:
                     return state

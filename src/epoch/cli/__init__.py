@@ -136,6 +136,7 @@ _COMMAND_MODULES = (
     "epoch.cli.copy",
     "epoch.cli.scavenge",
     "epoch.cli.projections",
+    "epoch.cli.snapshots",
     "epoch.cli.bench",
     "epoch.cli.serve",
 )

@@ -23,12 +23,16 @@ __all__ = [
     "EventStore",
     "PostgresTransaction",
     "SQLStore",
+    "Snapshot",
+    "SnapshotStatus",
     "StoreOpener",
     "SupportsImport",
+    "SupportsSnapshots",
     "Transaction",
     "guarded_append_of",
     "importer_of",
     "open_store",
+    "snapshot_store",
     "sql_store",
 ]
 
@@ -283,6 +287,12 @@ def open_store(url: str | None = None) -> StoreOpener:
 
 # The declared capabilities (after EventStore: they are part of this package's public surface).
 from epoch.stores._lifecycle import guarded_append_of  # noqa: E402
+from epoch.stores._snapshots import (  # noqa: E402
+    Snapshot,
+    SnapshotStatus,
+    SupportsSnapshots,
+    snapshot_store,
+)
 from epoch.stores._sql import (  # noqa: E402
     Dialect,
     PostgresTransaction,

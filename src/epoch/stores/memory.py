@@ -35,6 +35,7 @@ from epoch.stores._lifecycle import (
     tombstone_of,
 )
 from epoch.stores._memory_index import EventIndex
+from epoch.stores._memory_snapshots import MemorySnapshots
 from epoch.stores._urls import integer, only_options
 
 __all__ = ["MemoryEventStore"]
@@ -65,13 +66,13 @@ class _Stream:
         return start
 
 
-class MemoryEventStore(StoreLifecycle):
+class MemoryEventStore(StoreLifecycle, MemorySnapshots):
     """Streams and the global log in lists; every call is atomic because it never awaits mid-way.
 
     Subscriptions wake on each append. The store lives and dies with its process. It declares no
     capability beyond the event store: it has no SQL database (:class:`~epoch.stores.SQLStore`), and
     ``epoch copy`` appends into it (no :class:`~epoch.stores.SupportsImport`), so copies get new
-    ``recorded_at`` times.
+    ``recorded_at`` times. Snapshots live in a dict (:class:`~epoch.stores.SupportsSnapshots`).
     """
 
     detects_duplicate_ids_across_streams = True
@@ -91,6 +92,7 @@ class MemoryEventStore(StoreLifecycle):
         self._index = EventIndex()
         self._appended: asyncio.Event | None = None
         self._closed = False
+        self._snapshots = {}
 
     @classmethod
     async def from_url(cls, url: str) -> MemoryEventStore:
@@ -105,6 +107,14 @@ class MemoryEventStore(StoreLifecycle):
         if where not in ("", "/"):
             raise ConfigurationError(f"a memory store URL names no host or path: {url!r} (use memory://)")
         return cls(**only_options(url, query, {"max_event_size": integer}, "memory store"))
+
+    def _visible(self, stream: str) -> tuple[int, int] | None:
+        entry = self._streams.get(stream)
+        return None if entry is None or entry.version is None else (entry.first_visible, entry.version)
+
+    def _position_of(self, stream: str, version: int) -> int | None:
+        recorded = self._streams[stream].events[version]
+        return None if recorded is None else recorded.position  # None: erased (scavenged past a limit)
 
     def _check_open(self) -> None:
         if self._closed:

@@ -14,9 +14,10 @@ The store is here; :mod:`~epoch.stores.kurrentdb.mapping` translates records, gu
 - Idempotency is KurrentDB's own, per stream: an id stored in *another stream* is not detected
   (``detects_duplicate_ids_across_streams = False``); within a stream the newest ``id_check_window``
   events are checked. :meth:`get_event` scans the hinted stream, else ``$all`` newest first.
-- Checkpoints and parked events live in ``$epoch-...`` companion streams (:meth:`companion_streams`);
-  system streams (``$...``) are skipped by reads and refused for writes. ``delete_stream`` is a soft
-  delete, or a tombstone; truncation, limits and scavenge are KurrentDB's own (``lifecycle``).
+- Checkpoints, parked events and snapshots (``snapshots``) live in ``$epoch-...`` companion streams
+  (:meth:`companion_streams`); system streams (``$...``) are skipped by reads and refused for writes.
+  ``delete_stream`` is a soft delete, or a tombstone; truncation, limits and scavenge are KurrentDB's own
+  (``lifecycle``).
 
 Each append costs one append call plus one or two reads (KurrentDB reports only the last event's commit
 position; epoch's result carries every event's position and the server's timestamp).
@@ -66,6 +67,7 @@ from epoch.stores.kurrentdb.mapping import (
     to_record,
     to_stream_state,
 )
+from epoch.stores.kurrentdb.snapshots import KurrentDBSnapshots
 
 try:
     from kurrentdbclient import AsyncKurrentDBClient
@@ -93,7 +95,7 @@ the protocol's fields are unsigned 64-bit). epoch's ints are unbounded: larger v
 to what they mean (nothing to read, a guard that cannot match) instead of reaching the protocol."""
 
 
-class KurrentDBEventStore(AtomicWritesUnsupported, StoreLifecycle, lifecycle.Lifecycle):
+class KurrentDBEventStore(AtomicWritesUnsupported, StoreLifecycle, lifecycle.Lifecycle, KurrentDBSnapshots):
     """An :class:`~epoch.stores.EventStore` on a KurrentDB server or cluster.
 
     ``KurrentDBEventStore("kurrentdb://localhost:2113?tls=false")`` takes the client's connection string

@@ -63,6 +63,7 @@ from epoch.stores.postgres.lag import VisibilityLag, measure_visibility_lag
 from epoch.stores.postgres.listen import Listener
 from epoch.stores.postgres.pool import Connections, SyncConn, driver_errors
 from epoch.stores.postgres.schema import apply_migrations, check_schema, migrate
+from epoch.stores.postgres.snapshots import PostgresSnapshots
 from epoch.stores.postgres.sql import decode_position, encode_position
 from epoch.stores.postgres.url import network_options, parse_url, server_side
 
@@ -70,7 +71,7 @@ __all__ = ["PostgresEventStore", "VisibilityLag", "decode_position", "encode_pos
 __all__ += ["network_options", "server_side"]  # a lease session's network settings (projections.scaleout)
 
 
-class PostgresEventStore(StoreLifecycle, SQLStore, SupportsImport, lifecycle.Lifecycle):
+class PostgresEventStore(StoreLifecycle, SQLStore, SupportsImport, lifecycle.Lifecycle, PostgresSnapshots):
     """An :class:`~epoch.stores.EventStore` on PostgreSQL (13+).
 
     Construct with a libpq connection string or URI and ``await store.open()`` (or use
@@ -179,6 +180,10 @@ class PostgresEventStore(StoreLifecycle, SQLStore, SupportsImport, lifecycle.Lif
 
     async def _enter(self) -> None:
         await self.open()
+
+    @property
+    def _snapshot_db(self) -> Connections:
+        return self._db
 
     # -- writing --------------------------------------------------------------------------------
 

@@ -10,11 +10,12 @@ the lock, then gets :class:`~epoch.errors.StoreUnavailable`. Positions are assig
 they commit in order: ``read_all`` never has to wait for a gap. Subscribers wake at once on appends of
 this store and poll every 0.1 s for other processes' commits.
 
-Schema (version 2, in ``PRAGMA user_version``; ``schema``, which holds the migrations): ``events``,
-``streams`` and the tag index ``event_tags`` (``tags``). The work on a connection is in ``work``; queries
-by type and tag and the conditional and multi-stream appends in ``dcb``; the one table from driver errors
-to epoch errors in ``errors``; futures across the loop and the threads, and the async SQL bridge of
-:meth:`transaction`, in ``bridge``. See docs/stores/sqlite.md.
+Schema (in ``PRAGMA user_version``; ``schema``, which holds the migrations): ``events``, ``streams``,
+the tag index ``event_tags`` (``tags``) and ``snapshots`` (``snapshots``). The work on a connection is in
+``work``; queries by type and tag and the conditional and multi-stream appends in ``dcb``; deletes,
+truncation, limits and scavenging in ``lifecycle``; the one table from driver errors to epoch errors in
+``errors``; futures across the loop and the threads, and the async SQL bridge of :meth:`transaction`, in
+``bridge``. See docs/stores/sqlite.md.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from epoch.stores.sqlite import dcb, lifecycle, work
 from epoch.stores.sqlite.bridge import SQLiteTransaction, transaction_on
 from epoch.stores.sqlite.schema import APPLICATION_ID as APPLICATION_ID
 from epoch.stores.sqlite.schema import SCHEMA_VERSION, SYNCHRONOUS
+from epoch.stores.sqlite.snapshots import SQLiteSnapshots
 from epoch.stores.sqlite.threads import MAX_GROUP as MAX_GROUP
 from epoch.stores.sqlite.threads import PAGE_SIZE as PAGE_SIZE
 from epoch.stores.sqlite.threads import POLL_INTERVAL as POLL_INTERVAL
@@ -63,7 +65,7 @@ T = TypeVar("T")
 _MAX_READERS = 64  # reader threads: more only cost memory (WAL readers never wait for each other)
 
 
-class SQLiteEventStore(StoreLifecycle, SQLStore, SupportsImport):
+class SQLiteEventStore(StoreLifecycle, SQLStore, SupportsImport, SQLiteSnapshots):
     """An event store in one SQLite file (or in memory), safe for many threads, tasks and OS processes.
 
     ``path`` is a file name, or ``":memory:"`` for a private in-memory database (then one connection on
@@ -345,6 +347,10 @@ class SQLiteEventStore(StoreLifecycle, SQLStore, SupportsImport):
 
     async def _enter(self) -> None:
         await self._workers.start()
+
+    @property
+    def _snapshot_workers(self) -> Workers:
+        return self._workers
 
 
 def _parse_url(url: str) -> tuple[str, dict[str, Any]]:

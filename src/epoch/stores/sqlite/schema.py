@@ -14,7 +14,7 @@ import time
 
 from epoch._backoff import Backoff
 from epoch.errors import ConfigurationError
-from epoch.stores.sqlite import tags
+from epoch.stores.sqlite import snapshots, tags
 from epoch.stores.sqlite.errors import is_lock_conflict
 
 __all__ = [
@@ -86,6 +86,7 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (1, "events and streams", _V1),
     (2, "event tags, the tag index and the type index", tags.MIGRATION),
     (3, "stream limits and the erased head (stream lifecycle)", _V3),
+    (4, "snapshots", snapshots.MIGRATION),
 )
 """``(version, description, statements)`` in version order, applied in one transaction by
 :func:`create_schema`. Never edit a released one; add a new one (its statements may live in the module

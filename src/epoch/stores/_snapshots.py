@@ -1,0 +1,140 @@
+"""The snapshot capability: a store that keeps snapshots of stream states in its own database.
+
+Declared by memory, SQLite, PostgreSQL and KurrentDB; asked about only in :func:`snapshot_store`. A store
+without it (a third-party one) is still a full event store: handlers then fold every event.
+
+A snapshot is the state of a stream after the event at ``version`` (which the store had at ``position``),
+encoded by the handler (``data``), under the state's ``schema_version``. The store records which part of
+the stream was visible when it took the snapshot (its ``first_visible`` version: what a soft delete, and
+truncation, move) and loads a snapshot only while that is still so, in the same query: a snapshot never
+brings back events deleted or truncated after it was taken.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import datetime
+
+from epoch.errors import InvalidEvent, InvalidVersion
+from epoch.streams import check_category, check_stream_name
+
+__all__ = [
+    "MAX_KEEP",
+    "Snapshot",
+    "SnapshotStatus",
+    "SupportsSnapshots",
+    "check_drop_name",
+    "check_load",
+    "check_save",
+    "check_status_category",
+    "snapshot_store",
+]
+
+MAX_KEEP = 1000
+"""The most snapshots per stream a save may keep."""
+
+_MAX_INT64 = 2**63 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A stored snapshot: ``stream``'s state after ``version`` (at ``position``), as bytes of ``schema_version``."""
+
+    stream: str
+    version: int
+    position: int
+    schema_version: int
+    data: bytes
+    taken_at: datetime
+    first_visible: int = 0
+    """The stream's first visible version when the snapshot was taken (a load checks it is still so)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotStatus:
+    """One stream's snapshots: the newest one's version and schema version, and how many are kept."""
+
+    stream: str
+    version: int
+    schema_version: int
+    taken_at: datetime
+    count: int
+
+
+class SupportsSnapshots(ABC):
+    """Declared by an event store that keeps snapshots (see the module docstring)."""
+
+    __slots__ = ()
+
+    @abstractmethod
+    async def save_snapshot(
+        self, stream: str, version: int, schema_version: int, data: bytes, keep: int, first_visible: int | None = None
+    ) -> bool:
+        """Store a snapshot of the state after ``version`` (replacing one at the same version and schema) and
+        keep only the newest ``keep`` of the stream; ``False`` (nothing stored) when the event at ``version``
+        is not visible now (never written, deleted or truncated), or when ``first_visible`` is given and is
+        not the stream's first visible version any more (the state was folded from events that a delete or
+        a truncation has hidden since). Raises ``InvalidStreamName`` or ``InvalidVersion`` (also for a
+        ``keep`` outside 1 to ``MAX_KEEP``) for bad input."""
+
+    @abstractmethod
+    async def load_snapshot(self, stream: str, schema_version: int, at_most: int | None = None) -> Snapshot | None:
+        """The newest snapshot of ``schema_version`` at or below version ``at_most`` (``None``: any) that was
+        taken while the stream's visible part began where it begins now; ``None`` when there is none."""
+
+    @abstractmethod
+    async def snapshot_status(self, category: str | None = None) -> list[SnapshotStatus]:
+        """Every stream with snapshots (of ``category`` only, when given), by stream name."""
+
+    @abstractmethod
+    async def drop_snapshots(self, name: str) -> int:
+        """Delete the snapshots of a stream (a name with ``-``) or of a whole category; how many were deleted."""
+
+
+def snapshot_store(store: object) -> SupportsSnapshots | None:
+    """``store`` as a :class:`SupportsSnapshots`, or ``None`` when it keeps no snapshots."""
+    return store if isinstance(store, SupportsSnapshots) else None
+
+
+def _check_int(stream: str, value: object, lowest: int, highest: int = _MAX_INT64) -> int:
+    if type(value) is not int or not lowest <= value <= highest:
+        raise InvalidVersion(stream, value, None)
+    return value
+
+
+def check_save(
+    stream: object, version: object, schema_version: object, data: object, keep: object, first_visible: object = None
+) -> tuple[str, int, int, bytes, int, int | None]:
+    """The arguments of ``save_snapshot``, checked; raises ``InvalidStreamName``, ``InvalidVersion`` or
+    ``InvalidEvent`` (data that is not bytes)."""
+    name = check_stream_name(stream)
+    checked = (_check_int(name, version, 0), _check_int(name, schema_version, 1), _check_int(name, keep, 1, MAX_KEEP))
+    first = None if first_visible is None else _check_int(name, first_visible, 0)
+    if not isinstance(data, bytes):  # InvalidEvent: bad data for the store (an EpochError and a TypeError)
+        raise InvalidEvent(name, 0, f"snapshot data must be bytes, not {type(data).__name__}")
+    return name, checked[0], checked[1], data, checked[2], first
+
+
+def check_load(stream: object, schema_version: object, at_most: object) -> tuple[str, int, int]:
+    """The arguments of ``load_snapshot``, checked; ``at_most`` of ``None`` or beyond 64 bits as the largest."""
+    name = check_stream_name(stream)
+    schema = _check_int(name, schema_version, 1)
+    if at_most is None:
+        return name, schema, _MAX_INT64
+    if type(at_most) is not int or at_most < 0:
+        raise InvalidVersion(name, at_most, None)
+    return name, schema, min(at_most, _MAX_INT64)
+
+
+def check_drop_name(name: object) -> tuple[str, bool]:
+    """``(name, is_stream)``: a stream name (it has a ``-``) or a category; raises ``InvalidStreamName``."""
+    checked = check_stream_name(name)
+    if "-" in checked:
+        return checked, True
+    return check_category(checked), False
+
+
+def check_status_category(category: object) -> str | None:
+    """``None``, or a valid category name; raises ``InvalidStreamName``."""
+    return None if category is None else check_category(category)

@@ -1,0 +1,136 @@
+"""The SQLite store's snapshots: the ``snapshots`` table (migration 4), its statements, and the work on it.
+
+A save is a write job in the writer's group commit (beside appends, in a savepoint of its own): it reads
+the stream's row in that transaction and records the stream's ``first_visible`` with the snapshot. A load
+is one point query on a reader that joins the stream's row, so a snapshot taken before a soft delete (or a
+truncation) since is not found.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from abc import abstractmethod
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from epoch.stores._snapshots import (
+    Snapshot,
+    SnapshotStatus,
+    SupportsSnapshots,
+    check_drop_name,
+    check_load,
+    check_save,
+    check_status_category,
+)
+
+if TYPE_CHECKING:
+    from epoch.stores.sqlite.threads import Workers
+    from epoch.stores.sqlite.work import Group
+
+__all__ = ["MIGRATION", "SQLiteSnapshots"]
+
+MIGRATION = (
+    """CREATE TABLE IF NOT EXISTS snapshots (
+        stream         TEXT    NOT NULL,
+        schema_version INTEGER NOT NULL,
+        version        INTEGER NOT NULL,
+        position       INTEGER NOT NULL,
+        first_visible  INTEGER NOT NULL,
+        data           BLOB    NOT NULL,
+        taken_at       INTEGER NOT NULL,
+        PRIMARY KEY (stream, schema_version, version)
+    )""",
+)
+"""Migration 4: one row per snapshot; ``first_visible`` is the stream's when the snapshot was taken."""
+
+_UPSERT = (
+    "INSERT INTO snapshots (stream, schema_version, version, position, first_visible, data, taken_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (stream, schema_version, version) DO UPDATE SET"
+    " position = excluded.position, first_visible = excluded.first_visible, data = excluded.data,"
+    " taken_at = excluded.taken_at"
+)
+_POSITION = "SELECT position FROM events WHERE stream = ? AND version = ?"
+_PRUNE = (
+    "DELETE FROM snapshots WHERE rowid IN (SELECT rowid FROM snapshots WHERE stream = ?1"
+    " ORDER BY version DESC, schema_version DESC LIMIT -1 OFFSET ?2)"
+)
+_LOAD = (
+    "SELECT n.version, n.position, n.data, n.taken_at, n.first_visible FROM snapshots AS n JOIN streams AS s ON s.stream = n.stream"
+    " WHERE n.stream = ?1 AND n.schema_version = ?2 AND n.version <= ?3"
+    " AND n.first_visible = s.first_visible AND n.version <= s.version"
+    " ORDER BY n.version DESC LIMIT 1"
+)
+_CATEGORY = "CASE WHEN instr(stream, '-') > 0 THEN substr(stream, 1, instr(stream, '-') - 1) ELSE stream END"
+_STATUS = (
+    "SELECT stream, version, schema_version, taken_at, kept FROM ("
+    " SELECT stream, version, schema_version, taken_at, count(*) OVER (PARTITION BY stream) AS kept,"
+    " row_number() OVER (PARTITION BY stream ORDER BY version DESC, schema_version DESC) AS newest"
+    f" FROM snapshots WHERE ?1 IS NULL OR {_CATEGORY} = ?1) WHERE newest = 1 ORDER BY stream"
+)
+_DROP_STREAM = "DELETE FROM snapshots WHERE stream = ?"
+_DROP_CATEGORY = f"DELETE FROM snapshots WHERE {_CATEGORY} = ?"
+
+
+def _instant(microseconds: int) -> datetime:
+    return datetime.fromtimestamp(microseconds / 1e6, UTC)
+
+
+def _save(tx: Group, stream: str, version: int, schema_version: int, data: bytes, keep: int, first: int | None) -> bool:
+    row = tx.stream(stream)  # (version, first_visible), as this transaction sees it
+    if row is None or not row[1] <= version <= row[0] or first not in (None, row[1]):
+        return False  # the event at that version is not visible, or the state was folded from hidden ones
+    (position,) = tx.connection.execute(_POSITION, (stream, version)).fetchone()
+    now = time.time_ns() // 1000
+    tx.connection.execute(_UPSERT, (stream, schema_version, version, position, row[1], data, now))
+    tx.connection.execute(_PRUNE, (stream, keep))
+    return True
+
+
+def _load(connection: sqlite3.Connection, stream: str, schema_version: int, at_most: int) -> Snapshot | None:
+    row = connection.execute(_LOAD, (stream, schema_version, at_most)).fetchone()
+    if row is None:
+        return None
+    return Snapshot(stream, row[0], row[1], schema_version, bytes(row[2]), _instant(row[3]), row[4])
+
+
+def _status(connection: sqlite3.Connection, category: str | None) -> list[SnapshotStatus]:
+    rows: list[tuple[Any, ...]] = connection.execute(_STATUS, (category,)).fetchall()
+    return [SnapshotStatus(row[0], row[1], row[2], _instant(row[3]), row[4]) for row in rows]
+
+
+def _drop(tx: Group, name: str, is_stream: bool) -> int:
+    return tx.connection.execute(_DROP_STREAM if is_stream else _DROP_CATEGORY, (name,)).rowcount
+
+
+class SQLiteSnapshots(SupportsSnapshots):
+    """:class:`SupportsSnapshots` on the store's file (its ``_workers``)."""
+
+    __slots__ = ()
+
+    @property
+    @abstractmethod
+    def _snapshot_workers(self) -> Workers: ...
+
+    async def save_snapshot(
+        self, stream: str, version: int, schema_version: int, data: bytes, keep: int, first_visible: int | None = None
+    ) -> bool:
+        """Store a snapshot in the next group commit; see :class:`~epoch.stores.SupportsSnapshots`."""
+        args = check_save(stream, version, schema_version, data, keep, first_visible)
+        result: bool = await self._snapshot_workers.write(_save, *args)
+        return result
+
+    async def load_snapshot(self, stream: str, schema_version: int, at_most: int | None = None) -> Snapshot | None:
+        """The newest usable snapshot, in one query; see :class:`~epoch.stores.SupportsSnapshots`."""
+        stream, schema_version, highest = check_load(stream, schema_version, at_most)
+        return await self._snapshot_workers.read(_load, stream, schema_version, highest)
+
+    async def snapshot_status(self, category: str | None = None) -> list[SnapshotStatus]:
+        """Every stream with snapshots; see :class:`~epoch.stores.SupportsSnapshots`."""
+        return await self._snapshot_workers.read(_status, check_status_category(category))
+
+    async def drop_snapshots(self, name: str) -> int:
+        """Delete a stream's or a category's snapshots; see :class:`~epoch.stores.SupportsSnapshots`."""
+        name, is_stream = check_drop_name(name)
+        dropped: int = await self._snapshot_workers.write(_drop, name, is_stream)
+        return dropped

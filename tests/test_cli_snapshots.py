@@ -1,0 +1,100 @@
+"""``epoch snapshots status [--category C]`` and ``epoch snapshots drop NAME``, on a SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from epoch import Codec, CommandHandler, open_store
+from epoch.cli import app
+from epoch.snapshots import Snapshots
+from epoch.testing.contract_snapshots import Add, Added, Total, counter
+
+
+def epoch(*args: str) -> Result:
+    return CliRunner().invoke(app, list(args))
+
+
+@pytest.fixture
+def written(tmp_path: Path) -> str:
+    """A SQLite store where acc-1 has snapshots at 10 and 20, acc-2 at 11, and the other category one at 4."""
+    url = f"sqlite:///{tmp_path / 'snapshots.db'}"
+
+    async def write() -> None:
+        async with open_store(url) as store:
+            accounts = CommandHandler(store, counter, "acc", Codec([Added]), snapshots=Snapshots(every=10))
+            for _ in range(25):
+                await accounts.execute("1", Add(1))
+            await accounts.execute("2", Add(1, times=12))
+            other = CommandHandler(store, counter, "other", Codec([Added]), snapshots=Snapshots(every=4, version=3))
+            await other.execute("é x", Add(1, times=5))
+
+    asyncio.run(write())
+    return url
+
+
+def test_status_lists_each_stream_with_its_newest_snapshot(written: str) -> None:
+    done = epoch("snapshots", "status", "--store", written)
+    assert done.exit_code == 0, done.output
+    lines = done.stdout.splitlines()
+    assert [line.rsplit("  taken ", 1)[0] for line in lines] == [
+        "acc-1  version 20  schema 1  2 kept",
+        "acc-2  version 11  schema 1  1 kept",
+        "other-é x  version 4  schema 3  1 kept",
+    ]
+    as_json = epoch("snapshots", "status", "--category", "acc", "--store", written, "--json")
+    assert as_json.exit_code == 0, as_json.output
+    rows = json.loads(as_json.stdout)
+    assert [{k: v for k, v in row.items() if k != "taken_at"} for row in rows] == [
+        {"stream": "acc-1", "version": 20, "schema_version": 1, "snapshots": 2},
+        {"stream": "acc-2", "version": 11, "schema_version": 1, "snapshots": 1},
+    ]
+    assert all(row["taken_at"].endswith("+00:00") for row in rows)
+
+
+def test_drop_a_stream_then_a_category(written: str) -> None:
+    done = epoch("snapshots", "drop", "acc-1", "--store", written)
+    assert (done.exit_code, done.stdout) == (0, "dropped 2 snapshots of acc-1\n")
+    done = epoch("snapshots", "drop", "acc", "--store", written, "--json")
+    assert (done.exit_code, json.loads(done.stdout)) == (0, {"name": "acc", "dropped": 1})
+    done = epoch("snapshots", "drop", "acc", "--store", written)
+    assert (done.exit_code, done.stdout) == (0, "dropped 0 snapshots of acc\n")
+    left = epoch("snapshots", "status", "--store", written, "--json")
+    assert [row["stream"] for row in json.loads(left.stdout)] == ["other-é x"]
+
+    async def load() -> object:
+        async with open_store(written) as store:  # the events are all still there
+            return await CommandHandler(store, counter, "acc", Codec([Added])).load("1")
+
+    assert asyncio.run(load()) == (Total(25, 25), 24)
+
+
+def test_no_snapshots_and_bad_names(tmp_path: Path) -> None:
+    empty = f"sqlite:///{tmp_path / 'empty.db'}"
+    asyncio.run(_create(empty))
+    done = epoch("snapshots", "status", "--store", empty)
+    assert (done.exit_code, done.stdout) == (0, "no snapshots\n")
+    done = epoch("snapshots", "status", "--store", empty, "--json")
+    assert (done.exit_code, done.stdout) == (0, "[]\n")
+    done = epoch("snapshots", "status", "--category", "a-b", "--store", empty)
+    assert (done.exit_code, done.stdout, done.stderr) == (
+        1,
+        "",
+        "error: invalid stream name 'a-b': a category contains no '-'\n",
+    )
+    done = epoch("snapshots", "drop", " acc", "--store", empty)
+    assert (done.exit_code, done.stderr) == (
+        1,
+        "error: invalid stream name ' acc': has leading or trailing whitespace\n",
+    )
+    done = epoch("snapshots", "drop", "--store", empty)
+    assert (done.exit_code, done.stderr) == (2, "error: missing argument 'name'\ntry 'epoch snapshots drop --help'\n")
+
+
+async def _create(url: str) -> None:
+    async with open_store(url):
+        pass
