@@ -252,7 +252,9 @@ class DecisionHandler(Generic[C, S, E]):
         for index, (event, new_event) in enumerate(zip(events, encoded, strict=True)):
             extra = self.tags(event)
             if isinstance(extra, (str, bytes)) or not isinstance(extra, Iterable):
-                raise InvalidEvent(stream, index, f"tags(event) must return strings, not {type(extra).__name__}")
+                raise InvalidEvent(
+                    stream, index, f"tags(event) must return an iterable of tags, not {type(extra).__name__}"
+                )
             # The store checks each tag (InvalidEvent, nothing written) and de-duplicates them.
             tagged.append(msgspec.structs.replace(new_event, tags=(*new_event.tags, *extra)))
         return tagged
