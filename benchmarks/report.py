@@ -22,6 +22,7 @@ TARGETS: dict[tuple[str, str | None, str | None], tuple[float | None, float | No
     # Conditional appends (DecisionHandler, with its decider and codec) at least as fast as
     # eventsourcing's DCB recorder driven directly: its in-memory and PostgreSQL recorders (none for SQLite).
     ("dcb_claims", None, None): (1.0, None),
+    ("dcb_claims", None, "sqlite"): (None, None),  # no target: eventsourcing has no SQLite DCB recorder
 }
 RSS_LIMIT_MB = 100.0
 CACHED_LENGTH_LIMIT = 1.5
@@ -125,7 +126,7 @@ def _target(
         ),
         None,
     )
-    if spec is None or (workload == "rehydrate_10k" and variant != "cold"):
+    if spec is None or spec == (None, None) or (workload == "rehydrate_10k" and variant != "cold"):
         return "", None
     min_es, min_raw = spec
     parts, met = [], True
