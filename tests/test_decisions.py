@@ -149,7 +149,6 @@ class RaceOnce:
         self.inner = store
         self.race: Callable[[EventStore], Awaitable[object]] | None = race
         self.every = every
-        self.reads = 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -157,7 +156,6 @@ class RaceOnce:
     async def read_query(self, query: Query, after: int = 0, limit: int | None = None) -> AsyncIterator[RecordedEvent]:
         async for recorded in self.inner.read_query(query, after, limit):
             yield recorded
-        self.reads += 1
         if self.race is not None:
             race = self.race
             if not self.every:
