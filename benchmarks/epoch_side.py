@@ -242,6 +242,16 @@ class EpochSide:
 
         return run_processes(store_url(self.backend, location), processes, tasks, commands)
 
+    async def dcb_claims(self, location: str, tasks: int, claims: int) -> float:
+        """Conditional appends through ``DecisionHandler`` from ``tasks`` tasks (benchmarks/dcb_claims.py)."""
+        from benchmarks.dcb_claims import epoch_claims
+
+        store = await self._open(location)
+        try:
+            return await epoch_claims(store, tasks, claims)
+        finally:
+            await store.close()
+
     async def fill(self, location: str, events: int) -> EventStore:
         store = await self._open(location)
         await _fill_streams(store, max(1, events // 1_000), min(events, 1_000))

@@ -264,6 +264,12 @@ class EventsourcingSide:
         finally:
             app.close()
 
+    async def dcb_claims(self, location: str, tasks: int, claims: int) -> float:
+        """Conditional appends through its DCB recorder from ``tasks`` threads (benchmarks/dcb_claims.py)."""
+        from benchmarks.dcb_claims import es_claims
+
+        return es_claims(self.backend.name, location, tasks, claims)
+
     async def fill(self, location: str, events: int) -> Any:
         app = self._app(location)
         self._accounts(app, max(1, events // 1_000), min(events, 1_000))

@@ -42,6 +42,7 @@ class Sizes:
     concurrent_streams: int = 800
     concurrent_commands: int = 8_000
     hot_commands: int = 3_200
+    dcb_claims: int = 4_000  # conditional appends (DecisionHandler), each on a fresh tag
     rss_events: int = 1_000_000
 
     @classmethod
@@ -67,6 +68,7 @@ class Sizes:
             writer_commands=s(400, 16),
             concurrent_commands=s(800, 16),
             hot_commands=s(320, 16),
+            dcb_claims=s(400, 16),
             rss_events=s(50_000, 1_000),
         )
 

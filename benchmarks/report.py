@@ -19,6 +19,10 @@ TARGETS: dict[tuple[str, str | None, str | None], tuple[float | None, float | No
     ("read_all", None, None): (2.0, 0.7),
     ("concurrent_writers", None, None): (4.0, 0.9),
     ("commands_concurrent", None, None): (5.0, 3.0),
+    # Conditional appends (DecisionHandler, with its decider and codec) at least as fast as
+    # eventsourcing's DCB recorder driven directly: its in-memory and PostgreSQL recorders (none for SQLite).
+    ("dcb_claims", None, None): (1.0, None),
+    ("dcb_claims", None, "sqlite"): (None, None),  # no target: eventsourcing has no SQLite DCB recorder
 }
 RSS_LIMIT_MB = 100.0
 CACHED_LENGTH_LIMIT = 1.5
@@ -122,7 +126,7 @@ def _target(
         ),
         None,
     )
-    if spec is None or (workload == "rehydrate_10k" and variant != "cold"):
+    if spec is None or spec == (None, None) or (workload == "rehydrate_10k" and variant != "cold"):
         return "", None
     min_es, min_raw = spec
     parts, met = [], True

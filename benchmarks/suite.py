@@ -32,6 +32,7 @@ WORKLOADS = (
     "concurrent_writers",
     "commands_concurrent",
     "hot_stream",
+    "dcb_claims",
     "read_all_1m_rss",
 )
 
@@ -121,21 +122,34 @@ _UNITS = {
     "concurrent_writers": "commands/s",
     "commands_concurrent": "commands/s",
     "hot_stream": "commands/s",
+    "dcb_claims": "claims/s",
 }
 
 
 async def run_store(
-    backend: Backend, sizes: Sizes, workloads: tuple[str, ...], impls: tuple[str, ...], progress: Progress
+    backend: Backend,
+    sizes: Sizes,
+    workloads: tuple[str, ...],
+    impls: tuple[str, ...],
+    progress: Progress,
+    notes: list[str] | None = None,
 ) -> list[Result]:
     sides = make_sides(backend, impls)
     z = sizes
     results: list[Result] = []
 
     async def go(
-        workload: str, variant: str | None, call: Any, work: int, per_second: bool = True, needs: str | None = None
+        workload: str,
+        variant: str | None,
+        call: Any,
+        work: int,
+        per_second: bool = True,
+        needs: str | None = None,
+        where: Callable[[Any], bool] = lambda side: True,
     ) -> None:
-        # ``needs``: the side method the workload calls; sides without it (e.g. no raw variant) sit it out
-        chosen = [side for side in sides if needs is None or hasattr(side, needs)]
+        # ``needs``: the side method the workload calls; sides without it (e.g. no raw variant) sit it out;
+        # ``where``: whether a side that has it runs on this store
+        chosen = [side for side in sides if (needs is None or hasattr(side, needs)) and where(side)]
         results.extend(
             await _interleaved(backend, chosen, z.rounds, workload, variant, call, work, per_second, progress)
         )
@@ -233,6 +247,24 @@ async def run_store(
             z.hot_commands,
             needs="hot_stream_processes",
         )
+    if "dcb_claims" in workloads:
+        from benchmarks.dcb_claims import DCB_RECORDERS, unsupported
+
+        note = await unsupported(backend)
+        if note is not None:  # the store's DCB entries are not there: nothing to compare
+            progress(f"{backend.name:8} dcb_claims skipped: {note}")
+            if notes is not None:
+                notes.append(f"dcb_claims skipped on {backend.name}: {note}")
+        else:
+            for tasks in (1, z.concurrent_tasks):
+                await go(
+                    "dcb_claims",
+                    f"{tasks}_task" + ("s" if tasks > 1 else ""),
+                    lambda s, loc, tasks=tasks: s.dcb_claims(loc, tasks, z.dcb_claims),
+                    z.dcb_claims,
+                    needs="dcb_claims",
+                    where=lambda side: side.impl != "eventsourcing" or backend.name in DCB_RECORDERS,
+                )
     if "read_all_1m_rss" in workloads:
         results.extend(_rss(backend, impls, z.rss_events, progress))
     return results
@@ -285,16 +317,20 @@ def run(
     machine["rounds"] = sizes.rounds
     machine["settings"] = {}
     results: list[Result] = []
+    notes: list[str] = []
     for name in stores:
         backend = Backend(name, synchronous=synchronous, admin_dsn=pg_dsn)
         try:
             machine["settings"][name] = backend.settings()
-            results.extend(asyncio.run(run_store(backend, sizes, workloads, impls, progress)))
+            results.extend(asyncio.run(run_store(backend, sizes, workloads, impls, progress, notes)))
         finally:
             backend.close()
     round_ratios(results)
-    return {
+    document: dict[str, Any] = {
         "machine": machine,
         "sizes": dataclasses.asdict(sizes),
         "results": [r.as_json() for r in results],
     }
+    if notes:  # what did not run, and why
+        document["notes"] = notes
+    return document

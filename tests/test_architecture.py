@@ -18,7 +18,7 @@ SRC = ROOT / "src" / "epoch"
 SNAPSHOT = ROOT / "tests" / "public_api.txt"
 
 # The classes whose public members are pinned too, not only their constructors.
-MEMBERS_PINNED = ("Codec", "CommandHandler", "EventStore", "ProjectionRunner")
+MEMBERS_PINNED = ("Codec", "CommandHandler", "DecisionHandler", "EventStore", "ProjectionRunner")
 
 # What may import what: a module imports only modules of its own layer or of a lower one. A unit is a
 # top-level module or package of epoch ("epoch" itself is the package's __init__, the public API).
@@ -40,6 +40,7 @@ LAYERS = {
     "_run": 3,
     "commands": 3,
     "snapshots": 3,
+    "decisions": 3,
     "telemetry": 3,
     "epoch": 4,
     "projections": 4,

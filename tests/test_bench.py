@@ -5,6 +5,7 @@ Only the shape is checked: timings on shared machines prove nothing in a test (i
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -29,7 +30,9 @@ WORKLOADS = {
 
 
 @pytest.mark.timeout(90)
-def test_quick_json_has_every_workload_for_memory_and_sqlite(tmp_path: Path) -> None:
+def test_quick_json_has_every_workload_for_memory_and_sqlite(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     command = [
         sys.executable,
         "-c",
@@ -77,7 +80,17 @@ def test_quick_json_has_every_workload_for_memory_and_sqlite(tmp_path: Path) -> 
         for r in document["results"]
         if r["workload"] not in WORKLOADS
     }
+    # dcb_claims: epoch and eventsourcing's DCB recorders on memory; on SQLite epoch alone (eventsourcing has
+    # no SQLite DCB recorder), or a note while the store's DCB entries raise NotSupported.
+    sqlite_dcb = _dcb_on_sqlite(tmp_path_factory.mktemp("probe"))
+    dcb = {("dcb_claims", v, "memory", i) for v in ("1_task", "16_tasks") for i in ("epoch", "eventsourcing")}
+    if sqlite_dcb is None:
+        dcb |= {("dcb_claims", v, "sqlite", "epoch") for v in ("1_task", "16_tasks")}
+        assert "notes" not in document
+    else:
+        assert document["notes"] == [f"dcb_claims skipped on sqlite: {sqlite_dcb}"]
     assert new == {
+        *dcb,
         ("commands_concurrent", "16_tasks", "sqlite", "epoch"),
         ("commands_concurrent", "16_tasks", "sqlite", "eventsourcing"),
         ("commands_concurrent", "16_tasks", "sqlite", "raw"),
@@ -92,6 +105,46 @@ def test_quick_json_has_every_workload_for_memory_and_sqlite(tmp_path: Path) -> 
         ),
     }
     assert {p.name for p in tmp_path.iterdir()} == {"results.json", "results.md", "chart.png"}
+
+
+def _dcb_on_sqlite(directory: Path) -> str | None:
+    """What an SQLite store says to a query read: ``None`` when it serves one, else its NotSupported."""
+    from epoch import NotSupported, Query, QueryItem, open_store
+
+    async def probe() -> str | None:
+        async with open_store(f"sqlite:///{directory / 'probe.db'}") as store:
+            try:
+                async for _ in store.read_query(Query([QueryItem(tags=("probe",))])):
+                    pass
+            except NotSupported as exc:
+                return str(exc)
+        return None
+
+    return asyncio.run(probe())
+
+
+@pytest.mark.timeout(90)
+def test_dcb_claims_on_memory_against_eventsourcings_dcb_recorder() -> None:
+    command = [sys.executable, "-c", "from epoch.cli import main; main()", "bench", "--quick", "--json"]
+    command += ["--stores", "memory", "--workloads", "dcb_claims", "--scale", "0.05", "--rounds", "2"]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=85, check=False)
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    assert document["sizes"]["dcb_claims"] == 20
+    results = document["results"]
+    assert [(r["workload"], r["variant"], r["store"], r["impl"]) for r in results] == [
+        ("dcb_claims", "1_task", "memory", "epoch"),
+        ("dcb_claims", "1_task", "memory", "eventsourcing"),
+        ("dcb_claims", "16_tasks", "memory", "epoch"),
+        ("dcb_claims", "16_tasks", "memory", "eventsourcing"),
+    ]
+    for result in results:
+        assert (result["unit"], result["higher_is_better"], result["n"], result["rounds"]) == ("claims/s", True, 20, 2)
+        assert result["failures"] == [0, 0]
+        assert len(result["samples"]) == 2 and all(value > 0 for value in result["samples"])
+        if result["impl"] == "epoch":
+            assert sorted(result["round_ratios"]) == ["eventsourcing"]
+    assert "notes" not in document
 
 
 @pytest.mark.timeout(90)

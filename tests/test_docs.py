@@ -48,6 +48,18 @@ PRINTED = {
         re.escape("user-directory 2 0"),
     ],
     "docs/projections.md#1": [re.escape("NameTaken: the name 'ada' is taken by ") + "[0-9a-f]{12}"],
+    "docs/consistency.md#0": [
+        re.escape("user-1 ('user:1', 'username:ada')"),
+        re.escape("a user named 'ada' already exists"),
+        re.escape("user-2 0 {'lovelace': '1', 'ada': '2'}"),
+        re.escape("1"),
+    ],
+    "docs/consistency.md#1": [
+        re.escape("student-s1 ['StudentSubscribed']"),
+        re.escape("student-s2 ['StudentSubscribed']"),
+        re.escape("course 'math' is full (2 students)"),
+    ],
+    "docs/consistency.md#2": [re.escape("1 ['art', 'math']")],
     "docs/observability.md#0": [re.escape("['read_stream users', 'append users', 'execute users']"), "00"],
     "docs/quickstart.md": [re.escape("account-42 0 10"), re.escape("account-42 1 7")],
     "docs/snapshots.md#0": [

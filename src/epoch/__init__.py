@@ -13,6 +13,7 @@ from the ordered event log::
 from epoch.cache import CachedState, StateCache
 from epoch.codec import Codec, EventCodec
 from epoch.commands import CommandHandler, ExecuteResult, LoadedState
+from epoch.decisions import DecisionHandler
 from epoch.domain import Decider, DeciderLike, Saga, View
 from epoch.errors import (
     AppendConditionFailed,
@@ -75,6 +76,7 @@ __all__ = [
     "ConfigurationError",
     "Decider",
     "DeciderLike",
+    "DecisionHandler",
     "DecodeError",
     "DuplicateEventId",
     "EpochError",

@@ -9,10 +9,10 @@ event issues commands the handler has already seen.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
-from uuid import UUID, uuid5
+from uuid import UUID, uuid4, uuid5
 
 import msgspec
 
@@ -26,7 +26,9 @@ __all__ = [
     "COMMAND_NAMESPACE",
     "check_id",
     "closing",
+    "command_events",
     "command_id_for",
+    "command_metadata",
     "correlation_of",
     "event_id_for",
     "event_ids_for",
@@ -129,3 +131,47 @@ async def correlation_of(store: EventStore, causation_id: str | UUID | None) -> 
     except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
         return None  # the cause's metadata is unreadable: this command starts its own correlation
     return None if value is None else str(value)
+
+
+async def command_metadata(
+    store: EventStore,
+    metadata: Mapping[str, Any] | None,
+    command_id: str | UUID | None,
+    correlation_id: str | UUID | None,
+    causation_id: str | UUID | None,
+) -> dict[str, Any]:
+    """The metadata every event of one command carries: the caller's, plus its ``$command_id`` (a fresh
+    one without a command id), ``$causation_id`` (the command id unless given) and ``$correlation_id``
+    (given, else the causing event's, else the causation id). One lookup only when the causation is an
+    event id and no correlation is given."""
+    own_id = str(command_id) if command_id is not None else str(uuid4())
+    causation = str(causation_id) if causation_id is not None else own_id
+    if correlation_id is not None:
+        correlation = str(correlation_id)
+    else:
+        correlation = await correlation_of(store, causation_id) or causation
+    base: dict[str, Any] = dict(metadata or {})
+    base.update({"$correlation_id": correlation, "$causation_id": causation, "$command_id": own_id})
+    return base
+
+
+async def command_events(store: EventStore, stream: str, command_id: str | UUID) -> list[RecordedEvent] | None:
+    """The events an earlier execution of ``command_id`` wrote to ``stream``, in order; ``None`` when none.
+
+    One lookup by id (the command's first event) and, when it is there, one read of the stream from that
+    event on (or lookups by id, when the stream was deleted since and reads empty).
+    """
+    first = await store.get_event(event_id_for(command_id, stream, 0), stream=stream)
+    if first is None or first.stream != stream:
+        return None
+    written: list[RecordedEvent] = []
+    async with closing(store.read_stream(stream, from_version=first.version)) as events:
+        async for recorded in events:
+            if recorded.id != event_id_for(command_id, stream, len(written)):
+                break
+            written.append(recorded)
+    if not written:  # deleted since: the log still holds the events, the stream reads empty
+        written.append(first)
+        while (more := await store.get_event(event_id_for(command_id, stream, len(written)), stream)) is not None:
+            written.append(more)
+    return written

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, NamedTuple, TypeVar
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import msgspec
 
@@ -26,7 +26,7 @@ from epoch._idempotency import (
     COMMAND_NAMESPACE,
     check_id,
     closing,
-    correlation_of,
+    command_metadata,
     event_id_for,
     event_ids_for,
     first_execution,
@@ -46,7 +46,7 @@ from epoch.stores import EventStore, guarded_append_of
 from epoch.streams import check_category, check_expected_version, check_stream_name
 from epoch.telemetry import current as current_telemetry
 
-__all__ = ["COMMAND_NAMESPACE", "CommandHandler", "ExecuteResult", "LoadedState", "event_id_for"]
+__all__ = ["COMMAND_NAMESPACE", "CommandHandler", "ExecuteResult", "LoadedState", "event_id_for", "written_envelopes"]
 
 C = TypeVar("C")
 S = TypeVar("S")
@@ -92,6 +92,28 @@ class Job(Generic[C]):
     watch: UUID | None  # the id of the command's first event, when it has a command id
     metadata: dict[str, Any]
     decisions: int = 0
+
+
+def written_envelopes(
+    stream: str, events: list[E], new_events: list[NewEvent], appended: AppendResult
+) -> list[EventEnvelope[E]]:
+    """The envelopes of ``events`` (encoded as ``new_events``) once one append to ``stream`` wrote them."""
+    assert appended.version is not None and appended.recorded_at is not None  # events were written
+    first_version = appended.version - len(events) + 1
+    return [
+        EventEnvelope(
+            stream,
+            first_version + index,
+            appended.positions[index],
+            new_event.id,
+            new_event.type,
+            event,
+            _METADATA.decode(new_event.metadata) if new_event.metadata else {},
+            appended.recorded_at,
+            new_event.tags,
+        )
+        for index, (event, new_event) in enumerate(zip(events, new_events, strict=True))
+    ]
 
 
 class CommandHandler(Generic[C, S, E]):
@@ -334,14 +356,7 @@ class CommandHandler(Generic[C, S, E]):
             prior = await self._prior_result(stream, command_id)
             if prior is not None:
                 return prior
-        own_id = str(command_id) if command_id is not None else str(uuid4())
-        causation = str(causation_id) if causation_id is not None else own_id
-        if correlation_id is not None:
-            correlation = str(correlation_id)
-        else:
-            correlation = await correlation_of(self.store, causation_id) or causation
-        base_metadata: dict[str, Any] = dict(metadata or {})
-        base_metadata.update({"$correlation_id": correlation, "$causation_id": causation, "$command_id": own_id})
+        base_metadata = await command_metadata(self.store, metadata, command_id, correlation_id, causation_id)
         if self._telemetry is not None:
             self._telemetry.inject(base_metadata)
         job = Job(command, services, command_id, watch, base_metadata)
@@ -380,24 +395,9 @@ class CommandHandler(Generic[C, S, E]):
     ) -> ExecuteResult[S, E]:
         """The result of an append that wrote ``events``; ``state`` is the state after them, folded from
         ``folded_from`` (``None``: from the first event written)."""
-        assert appended.version is not None and appended.recorded_at is not None  # events were written
-        first_version = appended.version - len(events) + 1
-        envelopes = [
-            EventEnvelope(
-                stream,
-                first_version + index,
-                appended.positions[index],
-                new_event.id,
-                new_event.type,
-                event,
-                _METADATA.decode(new_event.metadata) if new_event.metadata else {},
-                appended.recorded_at,
-                new_event.tags,
-            )
-            for index, (event, new_event) in enumerate(zip(events, new_events, strict=True))
-        ]
+        envelopes = written_envelopes(stream, events, new_events, appended)
         if self.cache is not None:
-            first = first_version if folded_from is None else folded_from
+            first = envelopes[0].version if folded_from is None else folded_from
             self.cache.put(stream, CachedState(state, appended.version, appended.position, first))
         return ExecuteResult(stream, appended.version, appended.position, envelopes, state, attempts)
 

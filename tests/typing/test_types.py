@@ -10,7 +10,20 @@ from typing import assert_type
 
 import pytest
 
-from epoch import Codec, Decider, DeciderLike, EventCodec, EventEnvelope, RecordedEvent, Saga, View
+from epoch import (
+    Codec,
+    Decider,
+    DeciderLike,
+    DecisionHandler,
+    EventCodec,
+    EventEnvelope,
+    EventStore,
+    ExecuteResult,
+    Query,
+    RecordedEvent,
+    Saga,
+    View,
+)
 from epoch.domain import decide_events, fold, initial_state_of
 from epoch.testing import DeciderSpec
 from tests.bank import (
@@ -108,6 +121,18 @@ def _check_codec(recorded: RecordedEvent) -> None:
 def _check_spec() -> None:
     assert_type(DeciderSpec(account), DeciderSpec[AccountCommand, Account, AccountEvent])
     assert_type(DeciderSpec(account).given([]).when(Close()), DeciderSpec[AccountCommand, Account, AccountEvent])
+
+
+async def _check_decision_handler(store: EventStore, codec: Codec[AccountEvent]) -> None:
+    def query(command: AccountCommand) -> Query:
+        return Query.all()
+
+    handler = DecisionHandler(store, account, codec, query=query, stream=lambda command: "account-1")
+    assert_type(handler, DecisionHandler[AccountCommand, Account, AccountEvent])
+    result = await handler.execute(Close())
+    assert_type(result, ExecuteResult[Account, AccountEvent])
+    assert_type(result.state, Account)
+    assert_type(result.events, list[EventEnvelope[AccountEvent]])
 
 
 def test_types_check(tmp_path: Path) -> None:

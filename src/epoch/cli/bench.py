@@ -130,7 +130,10 @@ def bench(
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "results.json").write_text(json.dumps(document, indent=2) + "\n")
-        (out / "results.md").write_text(report.markdown_table(document) + "\n")
+        notes = [f"- {note}" for note in document.get("notes", [])]  # what did not run, and why
+        (out / "results.md").write_text(
+            "\n".join([report.markdown_table(document), *(["", *notes] if notes else [])]) + "\n"
+        )
         report.write_chart(document, str(out / "chart.png"))
     if json_output:
         typer.echo(json.dumps(document, indent=2))
@@ -138,6 +141,8 @@ def bench(
         from rich.console import Console
 
         Console().print(report.render_table(document))
+        for note in document.get("notes", []):
+            typer.echo(note)
         if out is not None:
             typer.echo(f"wrote {out / 'results.json'}, {out / 'results.md'} and {out / 'chart.png'}")
 

@@ -1,0 +1,284 @@
+"""``DecisionHandler``: a decider over a query instead of a stream (dynamic consistency boundaries).
+
+A decision reads the events matching a query built from the command (across any streams), folds them
+through ``evolve``, decides, and appends the new events to one stream with an append condition: no event
+matching the query may have been recorded after the last one it read. Of two decisions racing over
+overlapping queries exactly one appends; the other reads again and decides again::
+
+    handler = DecisionHandler(
+        store, names, codec,
+        query=lambda command: Query([QueryItem(tags=(f"username:{command.name}",))]),
+        stream=lambda command: f"user-{command.user_id}",
+    )
+    result = await handler.execute(RegisterUser("42", "ada"))
+
+With ``read_stream=True`` the decision also reads the stream it appends to (the stream decider's own
+events, tagged or not) and the append is guarded by that stream's version as well (see
+docs/consistency.md). The events a decision writes should match its own query, or the next decision
+cannot see them; ``tags`` derives their tags where the codec does not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+from uuid import UUID
+
+import msgspec
+
+from epoch import _backoff as backoff
+from epoch._idempotency import check_id, closing, command_events, command_metadata, event_id_for, event_ids_for
+from epoch.codec import EventCodec, encode_events
+from epoch.commands import ExecuteResult, written_envelopes
+from epoch.domain import DeciderLike, decide_events, fold, initial_state_of
+from epoch.errors import (
+    AppendConditionFailed,
+    DuplicateEventId,
+    InvalidEvent,
+    InvalidQuery,
+    StreamClosed,
+    WrongExpectedVersion,
+)
+from epoch.queries import AppendCondition, Query
+from epoch.records import ANY, NO_STREAM, ExpectedVersionLike, NewEvent, RecordedEvent
+from epoch.stores import EventStore
+from epoch.streams import check_stream_name
+from epoch.telemetry import current as current_telemetry
+
+__all__ = ["DecisionHandler"]
+
+C = TypeVar("C")
+S = TypeVar("S")
+E = TypeVar("E")
+
+
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """What one attempt read: the folded state, the condition's ``after``, and the stream's head when
+    the stream was read too (``version`` ``None`` and ``position`` 0 for an empty stream)."""
+
+    state: Any
+    after: int | None
+    version: int | None
+    position: int
+
+
+class DecisionHandler(Generic[C, S, E]):
+    """Runs commands of one decider against the events a query selects, appending to one stream each.
+
+    ``query(command)`` is the decision's consistency boundary (a :class:`~epoch.Query`), ``stream(command)``
+    the stream its events go to. Each attempt reads the query (and, with ``read_stream``, the stream),
+    folds the events in position order (an event in both is folded once), decides, and appends with
+    ``AppendCondition(query, after=<the last position read>)`` (``None`` when nothing matched). When
+    another writer recorded a matching event meanwhile (``AppendConditionFailed``, or
+    ``WrongExpectedVersion`` for the stream read), the decision is read and made again, at most
+    ``1 + retries`` times in all, with the jittered backoff of :class:`~epoch.CommandHandler`; then the
+    last error is raised. Nothing is cached and no snapshot is used: every attempt reads its query.
+
+    ``tags(event)``, when given, adds tags to each event written, after any the codec gave it.
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        decider: DeciderLike[C, S, E],
+        codec: EventCodec[E],
+        query: Callable[[C], Query],
+        stream: Callable[[C], str],
+        retries: int = 20,
+        *,
+        backoff: float = 0.002,
+        max_backoff: float = 0.2,
+        read_stream: bool = False,
+        tags: Callable[[E], Iterable[str]] | None = None,
+    ) -> None:
+        if retries < 0:
+            raise ValueError("retries must be >= 0")
+        self._telemetry = current_telemetry()  # None without an OpenTelemetry SDK: nothing is recorded
+        self.store = store if self._telemetry is None else self._telemetry.traced(store)
+        self.decider = decider
+        self.codec = codec
+        self.query = query
+        self.stream = stream
+        self.retries = retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.read_stream = read_stream
+        self.tags = tags
+        self._is_terminal: Callable[[S], bool] | None = getattr(decider, "is_terminal", None)
+
+    async def execute(
+        self,
+        command: C,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        services: object = None,
+        command_id: str | UUID | None = None,
+        correlation_id: str | UUID | None = None,
+        causation_id: str | UUID | None = None,
+    ) -> ExecuteResult[S, E]:
+        """Read the command's query, fold, decide, and append to ``stream(command)`` under the condition.
+
+        Returns the events written (none for an empty decision, whose ``version``/``position`` are the
+        stream's current ones) and ``state``, the fold of the events read plus the new ones. A
+        ``command_id`` makes the command idempotent per stream, as in ``CommandHandler``: executing it
+        again returns the first execution's result without deciding again. Errors raised by ``decide``
+        pass through unchanged; a terminal state raises :class:`StreamClosed`.
+        """
+        stream = check_stream_name(self.stream(command))
+        query = self.query(command)
+        if not isinstance(query, Query):
+            raise InvalidQuery(f"{stream}: query(command) must return a Query, not {type(query).__name__}")
+        for name, value in (
+            ("command_id", command_id),
+            ("correlation_id", correlation_id),
+            ("causation_id", causation_id),
+        ):
+            check_id(stream, name, value)
+        watch = event_id_for(command_id, stream, 0) if command_id is not None else None
+        if command_id is not None and (prior := await self._prior_result(stream, query, command_id)) is not None:
+            return prior
+        base_metadata = await command_metadata(self.store, metadata, command_id, correlation_id, causation_id)
+        if self._telemetry is not None:
+            self._telemetry.inject(base_metadata)
+        budget = 1 + self.retries
+        decisions = 0
+        while True:
+            read = await self._read(stream, query, watch)
+            if read is None:  # the command's first event was read: it ran meanwhile
+                return await self._prior_or_raise(stream, query, command_id)
+            if self._is_terminal is not None and self._is_terminal(read.state):
+                version, _ = await self._head(stream, read)
+                raise StreamClosed(stream, version)
+            decisions += 1
+            events = decide_events(self.decider, command, read.state, services)
+            if not events:
+                version, position = await self._head(stream, read)
+                return ExecuteResult(stream, version, position, [], read.state, decisions)
+            new_events = self._encode(stream, events, base_metadata, command_id)
+            expected: ExpectedVersionLike = ANY
+            if self.read_stream:
+                expected = NO_STREAM if read.version is None else read.version
+            try:
+                appended = await self.store.append_with_condition(
+                    stream, new_events, AppendCondition(query, read.after), expected
+                )
+            except (AppendConditionFailed, WrongExpectedVersion):
+                if (
+                    command_id is not None
+                    and (prior := await self._prior_result(stream, query, command_id)) is not None
+                ):
+                    return prior  # a concurrent execution of the same command id won
+                if decisions >= budget:
+                    raise
+                await asyncio.sleep(backoff.delay(decisions - 1, self.backoff, self.max_backoff))
+                continue
+            except DuplicateEventId:
+                if (
+                    command_id is not None
+                    and (prior := await self._prior_result(stream, query, command_id)) is not None
+                ):
+                    return prior
+                raise
+            state = fold(self.decider, read.state, events)
+            envelopes = written_envelopes(stream, events, new_events, appended)
+            return ExecuteResult(stream, appended.version, appended.position, envelopes, state, decisions)
+
+    # -- reading --------------------------------------------------------------------------------
+
+    async def _read(self, stream: str, query: Query, watch: UUID | None, before: int | None = None) -> _Read | None:
+        """Fold the query's events (merged with the stream's, with ``read_stream``) in position order.
+
+        ``before`` stops at that position (an earlier execution's first event). ``None`` when an event
+        with id ``watch`` is read: the command being executed has already run.
+        """
+        evolve = self.decider.evolve
+        decode = self.codec.decode_data
+        state = initial_state_of(self.decider)
+        own: list[RecordedEvent] = []
+        if self.read_stream:
+            async with closing(self.store.read_stream(stream)) as events:
+                own = [recorded async for recorded in events]
+        version, position = (own[-1].version, own[-1].position) if own else (None, 0)
+        after: int | None = None
+        mine = 0  # the next of the stream's own events to fold
+        async with closing(self.store.read_query(query)) as events:
+            async for recorded in events:
+                if before is not None and recorded.position >= before:
+                    break
+                while mine < len(own) and own[mine].position < recorded.position:
+                    if own[mine].id == watch:
+                        return None
+                    state = evolve(state, decode(own[mine]))
+                    mine += 1
+                if mine < len(own) and own[mine].position == recorded.position:
+                    mine += 1  # in the stream and in the query: folded once, here
+                if recorded.id == watch:
+                    return None
+                state = evolve(state, decode(recorded))
+                after = recorded.position
+        for recorded in own[mine:]:
+            if before is not None and recorded.position >= before:
+                break
+            if recorded.id == watch:
+                return None
+            state = evolve(state, decode(recorded))
+        return _Read(state, after, version, position)
+
+    async def _head(self, stream: str, read: _Read) -> tuple[int | None, int]:
+        """The stream's version and last position: known when it was read, else one backwards read."""
+        if self.read_stream:
+            return read.version, read.position
+        async with closing(self.store.read_stream(stream, backwards=True, limit=1)) as events:
+            async for last in events:
+                return last.version, last.position
+        return None, 0
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def _encode(
+        self, stream: str, events: list[E], metadata: dict[str, Any], command_id: str | UUID | None
+    ) -> list[NewEvent]:
+        ids = event_ids_for(command_id, stream, len(events)) if command_id is not None else None
+        try:
+            encoded = encode_events(self.codec, events, metadata, ids)
+        except InvalidEvent as exc:  # the codec cannot know where the event was going
+            raise InvalidEvent(stream, exc.index, exc.reason) from exc
+        if self.tags is None:
+            return encoded
+        tagged = []
+        for index, (event, new_event) in enumerate(zip(events, encoded, strict=True)):
+            extra = self.tags(event)
+            if isinstance(extra, (str, bytes)) or not isinstance(extra, Iterable):
+                raise InvalidEvent(
+                    stream, index, f"tags(event) must return an iterable of tags, not {type(extra).__name__}"
+                )
+            # The store checks each tag (InvalidEvent, nothing written) and de-duplicates them.
+            tagged.append(msgspec.structs.replace(new_event, tags=(*new_event.tags, *extra)))
+        return tagged
+
+    # -- idempotency ----------------------------------------------------------------------------
+
+    async def _prior_result(self, stream: str, query: Query, command_id: str | UUID) -> ExecuteResult[S, E] | None:
+        """The result of an earlier execution of ``command_id`` on ``stream``, or ``None``.
+
+        Its state is folded again: the events it could have read (those before its first event), then
+        the events it wrote.
+        """
+        written = await command_events(self.store, stream, command_id)
+        if written is None:
+            return None
+        read = await self._read(stream, query, None, before=written[0].position)
+        assert read is not None  # nothing is watched
+        state = fold(self.decider, read.state, [self.codec.decode_data(recorded) for recorded in written])
+        last = written[-1]
+        return ExecuteResult(stream, last.version, last.position, [self.codec.decode(r) for r in written], state)
+
+    async def _prior_or_raise(self, stream: str, query: Query, command_id: str | UUID | None) -> ExecuteResult[S, E]:
+        assert command_id is not None  # only a watched command id stops a read
+        prior = await self._prior_result(stream, query, command_id)
+        if prior is None:  # pragma: no cover - the read just saw its first event
+            raise AssertionError(f"{stream}: command {command_id!r} vanished")
+        return prior
