@@ -82,7 +82,8 @@ class LoadedState(NamedTuple, Generic[S]):
 
 @dataclass(slots=True, eq=False)
 class Job(Generic[C]):
-    """One ``execute`` call, checked and ready to decide; ``decisions`` counts its runs of ``decide``."""
+    """One ``execute`` call, checked and ready to decide; ``decisions`` counts its runs of ``decide``,
+    ``conflicts`` its appends a concurrent write refused (both read by telemetry, also when it fails)."""
 
     command: C
     services: object
@@ -90,6 +91,7 @@ class Job(Generic[C]):
     watch: UUID | None  # the id of the command's first event, when it has a command id
     metadata: dict[str, Any]
     decisions: int = 0
+    conflicts: int = 0
 
 
 class CommandHandler(Generic[C, S, E]):
@@ -282,9 +284,9 @@ class CommandHandler(Generic[C, S, E]):
             correlation = await correlation_of(self.store, causation_id) or causation
         base_metadata: dict[str, Any] = dict(metadata or {})
         base_metadata.update({"$correlation_id": correlation, "$causation_id": causation, "$command_id": own_id})
-        if self._telemetry is not None:
-            self._telemetry.inject(base_metadata)
         job = Job(command, services, command_id, watch, base_metadata)
+        if self._telemetry is not None:
+            self._telemetry.begin(job)
         if explicit:  # checked once against the version it names: no lane, nothing to serialise
             return await self._alone(stream, job, expected)
         return await self._lanes.run(stream, job)

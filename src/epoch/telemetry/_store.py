@@ -15,7 +15,6 @@ from uuid import UUID
 
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from epoch.errors import WrongExpectedVersion
 from epoch.records import ANY, AppendResult, ExpectedVersionLike, NewEvent, RecordedEvent, category_of
 from epoch.stores import EventStore
 
@@ -75,8 +74,6 @@ class TracedStore:
             except BaseException as exc:
                 error = type(exc).__qualname__
                 span.set_attribute("error.type", error)
-                if isinstance(exc, WrongExpectedVersion):
-                    self._telemetry.append_refused()
                 raise
             finally:
                 self._record(started, "append", error)
