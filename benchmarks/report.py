@@ -47,6 +47,8 @@ def _better(value: float, other: float, higher_is_better: bool) -> float | None:
 def rows(document: dict[str, Any]) -> list[Row]:
     grouped: dict[tuple[str, str | None, str], list[dict[str, Any]]] = {}
     for result in document["results"]:
+        if result["workload"] == "scaling":  # epoch alone, no sides to compare: benchmarks/scaling_report.py
+            continue
         grouped.setdefault((result["workload"], result.get("variant"), result["store"]), []).append(result)
     out = []
     for (workload, variant, store), results in grouped.items():

@@ -32,6 +32,7 @@ WORKLOADS = (
     "commands_concurrent",
     "hot_stream",
     "read_all_1m_rss",
+    "scaling",
 )
 
 
@@ -124,7 +125,12 @@ _UNITS = {
 
 
 async def run_store(
-    backend: Backend, sizes: Sizes, workloads: tuple[str, ...], impls: tuple[str, ...], progress: Progress
+    backend: Backend,
+    sizes: Sizes,
+    workloads: tuple[str, ...],
+    impls: tuple[str, ...],
+    progress: Progress,
+    notes: dict[str, Any] | None = None,
 ) -> list[Result]:
     sides = make_sides(backend, impls)
     z = sizes
@@ -222,6 +228,10 @@ async def run_store(
         )
     if "read_all_1m_rss" in workloads:
         results.extend(_rss(backend, impls, z.rss_events, progress))
+    if "scaling" in workloads and backend.name == "postgres" and "epoch" in impls:
+        from benchmarks.scaling import run_scaling  # epoch alone: how it scales, not a comparison
+
+        results.extend(await run_scaling(backend.admin_dsn, z, progress, notes if notes is not None else {}))
     return results
 
 
@@ -276,7 +286,7 @@ def run(
         backend = Backend(name, synchronous=synchronous, admin_dsn=pg_dsn)
         try:
             machine["settings"][name] = backend.settings()
-            results.extend(asyncio.run(run_store(backend, sizes, workloads, impls, progress)))
+            results.extend(asyncio.run(run_store(backend, sizes, workloads, impls, progress, machine)))
         finally:
             backend.close()
     round_ratios(results)
