@@ -50,9 +50,12 @@ def projection_variant(workers: int) -> str:
     return f"{workers}_workers_{PARTITIONS}_partitions"
 
 
-def points() -> list[tuple[int, int, bool]]:
-    """Every (clients, hosts, cached) point, in the order a round runs them."""
-    return [(c, h, cached) for cached in (False, True) for h in HOSTS for c in CLIENTS if c >= h]
+def points(round_: int = 0) -> list[tuple[int, int, bool]]:
+    """Every (clients, hosts, cached) point, in the order round ``round_`` runs them: the two cache
+    settings of a point back to back (the one first alternating by round), so a load spike on the
+    shared machine hits both of them, not one half of the curve."""
+    order = (False, True) if round_ % 2 == 0 else (True, False)
+    return [(c, h, cached) for h in HOSTS for c in CLIENTS if c >= h for cached in order]
 
 
 class Apps:
@@ -202,10 +205,13 @@ async def run_scaling(
     try:
         notes["scaling"] = {"placement": apps.placement, "app_processes": APP_PROCESSES}
         notes["scaling"]["server"] = server.settings()
+        # The machine is shared: each round's 1-minute load average at its start and end goes in the report.
+        notes["scaling"]["round_load"] = []
         for round_ in range(sizes.rounds):
+            started_load = load_average()
             url = server.fresh("scaling")
             try:
-                for n, (clients, hosts, cached) in enumerate(points()):
+                for n, (clients, hosts, cached) in enumerate(points(round_)):
                     variant = command_variant(clients, hosts, cached)
                     rate, p50, p99, failed = _commands_point(apps, url, f"r{n}", clients, hosts, cached, sizes)
                     throughput.setdefault(variant, []).append(rate)
@@ -226,6 +232,7 @@ async def run_scaling(
                     progress(f"postgres scaling[{variant}] round {round_ + 1}/{sizes.rounds}: {rate:,.0f} events/s")
             finally:
                 server.drop(url)
+            notes["scaling"]["round_load"].append([started_load, load_average()])
     finally:
         apps.close()
     load = (load_before, load_average())

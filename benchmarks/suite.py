@@ -37,9 +37,12 @@ WORKLOADS = (
 
 
 def make_sides(backend: Backend, impls: tuple[str, ...]) -> list[Any]:
-    if os.environ.get("EPOCH_BENCH_OTEL") == "1" and "epoch" in impls and "epoch-otel" not in impls:
+    if os.environ.get("EPOCH_BENCH_OTEL") == "1" and "epoch" in impls:
+        # The three OpenTelemetry cases side by side: not importable, the API without an SDK (plain
+        # epoch), an SDK recording.
+        extra = tuple(impl for impl in ("epoch-no-otel", "epoch-otel") if impl not in impls)
         at = impls.index("epoch") + 1
-        impls = (*impls[:at], "epoch-otel", *impls[at:])
+        impls = (*impls[:at], *extra, *impls[at:])
     sides: list[Any] = []
     for impl in impls:
         if impl == "epoch":
@@ -50,6 +53,10 @@ def make_sides(backend: Backend, impls: tuple[str, ...]) -> list[Any]:
             from benchmarks.otel_side import EpochOtelSide
 
             sides.append(EpochOtelSide(backend))
+        elif impl == "epoch-no-otel":
+            from benchmarks.otel_blocked import EpochNoOtelSide
+
+            sides.append(EpochNoOtelSide(backend))
         elif impl == "eventsourcing":
             from benchmarks.es_side import EventsourcingSide
 
@@ -239,7 +246,7 @@ def _rss(backend: Backend, impls: tuple[str, ...], events: int, progress: Progre
     """Peak RSS growth while reading (and decoding) the whole log, each side in a subprocess of its own."""
     results = []
     for impl in impls:
-        if impl == "epoch-otel":  # measured in a subprocess of its own, which records nothing
+        if impl in ("epoch-otel", "epoch-no-otel"):  # measured in a subprocess of its own, like plain epoch
             continue
         location = backend.fresh(impl.replace("eventsourcing", "es"))
         try:

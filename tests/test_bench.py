@@ -88,17 +88,25 @@ def test_quick_json_has_every_workload_for_memory_and_sqlite(tmp_path: Path) -> 
 
 
 @pytest.mark.timeout(90)
-def test_epoch_bench_otel_adds_epoch_with_an_sdk_next_to_epoch() -> None:
+def test_epoch_bench_otel_runs_the_three_opentelemetry_cases_next_to_epoch(tmp_path: Path) -> None:
+    # not importable (a subprocess that refuses it), the API without an SDK (plain epoch), an SDK recording
     command = [sys.executable, "-c", "from epoch.cli import main; main()", "bench", "--quick", "--json"]
-    command += ["--stores", "memory", "--workloads", "commands", "--impls", "epoch,raw", "--scale", "0.02"]
+    command += ["--stores", "memory,sqlite", "--workloads", "commands", "--impls", "epoch,raw", "--scale", "0.02"]
+    command += ["--rounds", "2", "--out", str(tmp_path)]
     env = {**os.environ, "EPOCH_BENCH_OTEL": "1"}
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=85, check=False, env=env)
     assert done.returncode == 0, done.stderr
     results = json.loads(done.stdout)["results"]
-    assert [r["impl"] for r in results] == ["epoch", "epoch-otel", "raw"]
-    [epoch] = [r for r in results if r["impl"] == "epoch"]
-    assert sorted(epoch["round_ratios"]) == ["epoch-otel", "raw"]
-    assert len(epoch["round_ratios"]["epoch-otel"]) == epoch["rounds"]
+    assert [(r["store"], r["impl"]) for r in results] == [
+        (store, impl) for store in ("memory", "sqlite") for impl in ("epoch", "epoch-no-otel", "epoch-otel", "raw")
+    ]
+    for epoch in (r for r in results if r["impl"] == "epoch"):
+        assert sorted(epoch["round_ratios"]) == ["epoch-no-otel", "epoch-otel", "raw"]
+        assert [len(v) for v in epoch["round_ratios"].values()] == [2, 2, 2]
+    assert all(r["value"] > 0 and r["rounds"] == 2 for r in results)
+    table = (tmp_path / "results.md").read_text().split("\n\n")[1].splitlines()
+    assert table[0].startswith("| workload | store | unit | not importable (epoch-no-otel) | API, no SDK (epoch) |")
+    assert [line.split(" | ")[:2] for line in table[2:]] == [["| commands", "memory"], ["| commands", "sqlite"]]
 
 
 @pytest.mark.parametrize(
@@ -137,6 +145,8 @@ def test_scaling_reports_every_point(placement: str, pg_server_dsn: str, tmp_pat
     document = json.loads(done.stdout)
 
     scaling = document["machine"]["scaling"]
+    [[before, after]] = scaling["round_load"]  # one round
+    assert before >= 0 and after >= 0
     if placement == "loopback":
         assert scaling["placement"] == "4 OS processes on loopback (no network namespaces: EPOCH_BENCH_NETNS=0)"
     else:

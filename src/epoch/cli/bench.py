@@ -74,7 +74,7 @@ def bench(
         typer.Option(
             "--impls",
             help="Comma-separated subset of epoch,eventsourcing,raw; epoch-otel is epoch with an OpenTelemetry "
-            "SDK recording (EPOCH_BENCH_OTEL=1 adds it).",
+            "SDK recording, epoch-no-otel epoch with OpenTelemetry not importable (EPOCH_BENCH_OTEL=1 adds both).",
         ),
     ] = "epoch,eventsourcing,raw",
     rounds: Annotated[int | None, typer.Option("--rounds", min=1, help="Interleaved rounds per workload.")] = None,
@@ -133,7 +133,8 @@ def bench(
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "results.json").write_text(json.dumps(document, indent=2) + "\n")
-        (out / "results.md").write_text(report.markdown_table(document) + "\n")
+        otel = report.otel_markdown(document)
+        (out / "results.md").write_text(report.markdown_table(document) + "\n" + (f"\n{otel}\n" if otel else ""))
         report.write_chart(document, str(out / "chart.png"))
         if scaled:
             (out / "scaling.md").write_text(scaling.markdown(document) + "\n")
@@ -147,7 +148,8 @@ def bench(
         from rich.console import Console
 
         console = Console()
-        console.print(report.render_table(document))
+        if report.rows(document):  # (a scaling-only run has no side-by-side rows)
+            console.print(report.render_table(document))
         if scaled:
             for table in scaling.render_tables(document):
                 console.print(table)
