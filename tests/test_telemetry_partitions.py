@@ -44,8 +44,10 @@ async def test_each_partition_batch_is_a_span_in_its_commands_trace(otel: Record
         async with PartitionedRunner(store, codec, projection, PARTITIONS, poll_interval=0.01) as runner:
             task = asyncio.create_task(runner.run())
             try:
+                # Until both batches have committed and recorded their lag (handling an event comes
+                # before its commit, and the lag after it).
                 async with asyncio.timeout(30):
-                    while len(projection.seen) < 2:
+                    while len(otel.metrics().get("epoch.projection.lag", [])) < 2:
                         await asyncio.sleep(0.01)
             finally:
                 task.cancel()
