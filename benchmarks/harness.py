@@ -44,6 +44,9 @@ class Sizes:
     hot_commands: int = 3_200
     dcb_claims: int = 4_000  # conditional appends (DecisionHandler), each on a fresh tag
     rss_events: int = 1_000_000
+    scaling_commands: int = 4_000  # per point of the scaling workload, over all its clients
+    scaling_streams: int = 20  # per client
+    scaling_events: int = 20_000  # the log the projection workers catch up on
 
     @classmethod
     def full(cls) -> Sizes:
@@ -70,6 +73,9 @@ class Sizes:
             hot_commands=s(320, 16),
             dcb_claims=s(400, 16),
             rss_events=s(50_000, 1_000),
+            scaling_commands=s(400, 32),
+            scaling_streams=s(5, 1),
+            scaling_events=s(2_000, 100),
         )
 
 
@@ -95,6 +101,8 @@ class Result:
     """The machine's 1-minute load average before and after the workload (all its sides and rounds)."""
     round_ratios: dict[str, list[float]] = field(default_factory=dict)
     """epoch's result only: per round, how many times better epoch was than each other side (> 1: epoch)."""
+    latency_ms: dict[str, Any] | None = None
+    """scaling's command points: ``p50``/``p99`` (medians over the rounds) and ``p50_rounds``/``p99_rounds``."""
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -25,6 +25,8 @@ TARGETS: dict[tuple[str, str | None, str | None], tuple[float | None, float | No
     ("dcb_claims", None, "sqlite"): (None, None),  # no target: eventsourcing has no SQLite DCB recorder
 }
 RSS_LIMIT_MB = 100.0
+OTEL_IMPLS = ("epoch-no-otel", "epoch-otel")
+"""epoch without OpenTelemetry importable, and with an SDK recording (plain epoch: the API, no SDK)."""
 CACHED_LENGTH_LIMIT = 1.5
 
 
@@ -51,6 +53,8 @@ def _better(value: float, other: float, higher_is_better: bool) -> float | None:
 def rows(document: dict[str, Any]) -> list[Row]:
     grouped: dict[tuple[str, str | None, str], list[dict[str, Any]]] = {}
     for result in document["results"]:
+        if result["workload"] == "scaling":  # epoch alone, no sides to compare: benchmarks/scaling_report.py
+            continue
         grouped.setdefault((result["workload"], result.get("variant"), result["store"]), []).append(result)
     out = []
     for (workload, variant, store), results in grouped.items():
@@ -191,14 +195,19 @@ def render_table(document: dict[str, Any]) -> Any:
     from rich.table import Table
 
     table = Table(title="epoch bench (medians of interleaved rounds)")
-    # epoch-otel (epoch with an OpenTelemetry SDK recording) gets columns only when it ran.
-    otel = any(r["impl"] == "epoch-otel" for r in document["results"])
+    # epoch-no-otel (OpenTelemetry not importable) and epoch-otel (an SDK recording) get columns only
+    # when they ran.
+    otel = [impl for impl in OTEL_IMPLS if any(r["impl"] == impl for r in document["results"])]
     for name, justify in (
         ("workload", "left"),
         ("store", "left"),
         ("unit", "left"),
         ("epoch", "right"),
-        *([("epoch-otel", "right"), ("epoch vs otel by round (min / median)", "right")] if otel else []),
+        *[
+            column
+            for impl in otel
+            for column in ((impl, "right"), (f"epoch vs {impl} by round (min / median)", "right"))
+        ],
         ("eventsourcing", "right"),
         ("raw", "right"),
         ("epoch vs es", "right"),
@@ -209,13 +218,15 @@ def render_table(document: dict[str, Any]) -> Any:
     for row in rows(document):
         label = row.workload + (f" [{row.variant}]" if row.variant else "")
         mark = "" if row.met is None else (" [green]met[/]" if row.met else " [red]missed[/]")
-        with_otel = [_fmt(row.values.get("epoch-otel"), row.unit), by_round(document, row, "epoch-otel")]
+        with_otel = [
+            cell for impl in otel for cell in (_fmt(row.values.get(impl), row.unit), by_round(document, row, impl))
+        ]
         table.add_row(
             label,
             row.store,
             row.unit,
             _fmt(row.values.get("epoch"), row.unit),
-            *(with_otel if otel else []),
+            *with_otel,
             _fmt(row.values.get("eventsourcing"), row.unit),
             _fmt(row.values.get("raw"), row.unit),
             "-" if row.vs_eventsourcing is None else f"{row.vs_eventsourcing:.2f}x",
@@ -250,6 +261,26 @@ def markdown_table(document: dict[str, Any]) -> str:
             _load(document, row),
             row.target + mark,
         ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def otel_markdown(document: dict[str, Any]) -> str:
+    """The three OpenTelemetry cases per workload, with epoch's (API, no SDK) per-round ratios to the
+    others ('' when neither ran)."""
+    found = [row for row in rows(document) if any(impl in row.values for impl in OTEL_IMPLS)]
+    if not found:
+        return ""
+    lines = [
+        "| workload | store | unit | not importable (epoch-no-otel) | API, no SDK (epoch) | SDK recording (epoch-otel)"
+        " | epoch vs no-otel by round (min / median) | epoch vs otel by round (min / median) |",
+        "|---|---|---|--:|--:|--:|--:|--:|",
+    ]
+    for row in found:
+        label = row.workload + (f" [{row.variant}]" if row.variant else "")
+        cells = [label, row.store, row.unit]
+        cells += [_fmt(row.values.get(impl), row.unit) for impl in ("epoch-no-otel", "epoch", "epoch-otel")]
+        cells += [by_round(document, row, impl) for impl in OTEL_IMPLS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

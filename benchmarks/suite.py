@@ -34,13 +34,17 @@ WORKLOADS = (
     "hot_stream",
     "dcb_claims",
     "read_all_1m_rss",
+    "scaling",
 )
 
 
 def make_sides(backend: Backend, impls: tuple[str, ...]) -> list[Any]:
-    if os.environ.get("EPOCH_BENCH_OTEL") == "1" and "epoch" in impls and "epoch-otel" not in impls:
+    if os.environ.get("EPOCH_BENCH_OTEL") == "1" and "epoch" in impls:
+        # The three OpenTelemetry cases side by side: not importable, the API without an SDK (plain
+        # epoch), an SDK recording.
+        extra = tuple(impl for impl in ("epoch-no-otel", "epoch-otel") if impl not in impls)
         at = impls.index("epoch") + 1
-        impls = (*impls[:at], "epoch-otel", *impls[at:])
+        impls = (*impls[:at], *extra, *impls[at:])
     sides: list[Any] = []
     for impl in impls:
         if impl == "epoch":
@@ -51,6 +55,10 @@ def make_sides(backend: Backend, impls: tuple[str, ...]) -> list[Any]:
             from benchmarks.otel_side import EpochOtelSide
 
             sides.append(EpochOtelSide(backend))
+        elif impl == "epoch-no-otel":
+            from benchmarks.otel_blocked import EpochNoOtelSide
+
+            sides.append(EpochNoOtelSide(backend))
         elif impl == "eventsourcing":
             from benchmarks.es_side import EventsourcingSide
 
@@ -133,6 +141,7 @@ async def run_store(
     impls: tuple[str, ...],
     progress: Progress,
     notes: list[str] | None = None,
+    machine: dict[str, Any] | None = None,
 ) -> list[Result]:
     sides = make_sides(backend, impls)
     z = sizes
@@ -267,6 +276,10 @@ async def run_store(
                 )
     if "read_all_1m_rss" in workloads:
         results.extend(_rss(backend, impls, z.rss_events, progress))
+    if "scaling" in workloads and backend.name == "postgres" and "epoch" in impls:
+        from benchmarks.scaling import run_scaling  # epoch alone: how it scales, not a comparison
+
+        results.extend(await run_scaling(backend.admin_dsn, z, progress, machine if machine is not None else {}))
     return results
 
 
@@ -274,7 +287,7 @@ def _rss(backend: Backend, impls: tuple[str, ...], events: int, progress: Progre
     """Peak RSS growth while reading (and decoding) the whole log, each side in a subprocess of its own."""
     results = []
     for impl in impls:
-        if impl == "epoch-otel":  # measured in a subprocess of its own, which records nothing
+        if impl in ("epoch-otel", "epoch-no-otel"):  # measured in a subprocess of its own, like plain epoch
             continue
         location = backend.fresh(impl.replace("eventsourcing", "es"))
         try:
@@ -322,7 +335,7 @@ def run(
         backend = Backend(name, synchronous=synchronous, admin_dsn=pg_dsn)
         try:
             machine["settings"][name] = backend.settings()
-            results.extend(asyncio.run(run_store(backend, sizes, workloads, impls, progress, notes)))
+            results.extend(asyncio.run(run_store(backend, sizes, workloads, impls, progress, notes, machine)))
         finally:
             backend.close()
     round_ratios(results)

@@ -148,17 +148,25 @@ def test_dcb_claims_on_memory_against_eventsourcings_dcb_recorder() -> None:
 
 
 @pytest.mark.timeout(90)
-def test_epoch_bench_otel_adds_epoch_with_an_sdk_next_to_epoch() -> None:
+def test_epoch_bench_otel_runs_the_three_opentelemetry_cases_next_to_epoch(tmp_path: Path) -> None:
+    # not importable (a subprocess that refuses it), the API without an SDK (plain epoch), an SDK recording
     command = [sys.executable, "-c", "from epoch.cli import main; main()", "bench", "--quick", "--json"]
-    command += ["--stores", "memory", "--workloads", "commands", "--impls", "epoch,raw", "--scale", "0.02"]
+    command += ["--stores", "memory,sqlite", "--workloads", "commands", "--impls", "epoch,raw", "--scale", "0.02"]
+    command += ["--rounds", "2", "--out", str(tmp_path)]
     env = {**os.environ, "EPOCH_BENCH_OTEL": "1"}
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=85, check=False, env=env)
     assert done.returncode == 0, done.stderr
     results = json.loads(done.stdout)["results"]
-    assert [r["impl"] for r in results] == ["epoch", "epoch-otel", "raw"]
-    [epoch] = [r for r in results if r["impl"] == "epoch"]
-    assert sorted(epoch["round_ratios"]) == ["epoch-otel", "raw"]
-    assert len(epoch["round_ratios"]["epoch-otel"]) == epoch["rounds"]
+    assert [(r["store"], r["impl"]) for r in results] == [
+        (store, impl) for store in ("memory", "sqlite") for impl in ("epoch", "epoch-no-otel", "epoch-otel", "raw")
+    ]
+    for epoch in (r for r in results if r["impl"] == "epoch"):
+        assert sorted(epoch["round_ratios"]) == ["epoch-no-otel", "epoch-otel", "raw"]
+        assert [len(v) for v in epoch["round_ratios"].values()] == [2, 2, 2]
+    assert all(r["value"] > 0 and r["rounds"] == 2 for r in results)
+    table = (tmp_path / "results.md").read_text().split("\n\n")[1].splitlines()
+    assert table[0].startswith("| workload | store | unit | not importable (epoch-no-otel) | API, no SDK (epoch) |")
+    assert [line.split(" | ")[:2] for line in table[2:]] == [["| commands", "memory"], ["| commands", "sqlite"]]
 
 
 @pytest.mark.parametrize(
@@ -176,3 +184,62 @@ def test_a_missing_bench_dependency_is_one_line_before_any_work(
     assert (done.returncode, done.stdout) == (1, "")
     assert done.stderr == f"epoch bench needs the bench dependency group ({missing} is missing): run `make bench`\n"
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("placement", ["loopback", "namespaces"])
+def test_scaling_reports_every_point(placement: str, pg_server_dsn: str, tmp_path: Path) -> None:
+    from benchmarks.netns import unavailable
+    from benchmarks.scaling import CLIENTS, HOSTS, WORKERS
+
+    reason = unavailable()
+    if placement == "namespaces" and reason is not None:
+        pytest.skip(reason)
+    command = [sys.executable, "-c", "from epoch.cli import main; main()", "bench", "--quick", "--json"]
+    command += ["--stores", "postgres", "--workloads", "scaling", "--impls", "epoch", "--scale", "0.05"]
+    command += ["--pg-dsn", pg_server_dsn, "--out", str(tmp_path)]
+    env = {**os.environ, "EPOCH_BENCH_NETNS": "0" if placement == "loopback" else "1"}
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=110, check=False, env=env)
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+
+    scaling = document["machine"]["scaling"]
+    [[before, after]] = scaling["round_load"]  # one round
+    assert before >= 0 and after >= 0
+    if placement == "loopback":
+        assert scaling["placement"] == "4 OS processes on loopback (no network namespaces: EPOCH_BENCH_NETNS=0)"
+    else:
+        assert scaling["placement"].startswith("4 network namespaces (one app process each)")
+        assert {k: scaling["server"][k] for k in ("fsync", "synchronous_commit", "full_page_writes")} == {
+            "fsync": "on",
+            "synchronous_commit": "on",
+            "full_page_writes": "on",
+        }
+    results = {r["variant"]: r for r in document["results"]}
+    commands = {
+        f"{c}_clients_{h}_hosts_{cache}" for cache in ("uncached", "cached") for h in HOSTS for c in CLIENTS if c >= h
+    }
+    projections = {f"{w}_workers_12_partitions" for w in WORKERS}
+    assert set(results) == commands | projections
+    assert len(commands) == 30
+    for variant, result in results.items():
+        assert (result["workload"], result["store"], result["impl"], result["rounds"]) == (
+            "scaling",
+            "postgres",
+            "epoch",
+            1,
+        )
+        assert result["value"] > 0 and result["failures"] == [0]
+        if variant in commands:
+            assert (result["unit"], result["n"]) == ("commands/s", 32)
+            latency = result["latency_ms"]
+            assert 0 < latency["p50"] <= latency["p99"]
+            assert (latency["p50_rounds"], latency["p99_rounds"]) == ([latency["p50"]], [latency["p99"]])
+        else:
+            assert (result["unit"], result["n"], result["latency_ms"]) == ("events/s", 100, None)
+    table = (tmp_path / "scaling.md").read_text()
+    assert table.count("\n| ") == len(CLIENTS) + len(WORKERS) + 2  # the rows and the two headers
+    assert (tmp_path / "scaling.svg").read_text().startswith("<?xml")
+    # no chart.png: it compares sides, and scaling runs epoch alone
+    assert {p.name for p in tmp_path.iterdir()} == {"results.json", "results.md", "scaling.md", "scaling.svg"}

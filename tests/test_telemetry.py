@@ -193,13 +193,21 @@ async def test_failed_commands_record_their_outcome_and_error(otel: Recorded, tr
         "epoch.category": "users",
         "epoch.command.type": "AddUser",
         "epoch.command.outcome": "conflict",
+        "epoch.command.attempts": 0,  # the explicit guard refused it before any decision
         "epoch.command.conflicts": 0,
         "error.type": "WrongExpectedVersion",
     }
     assert conflict.status.status_code == StatusCode.ERROR
     assert [event.name for event in conflict.events] == ["exception"]
-    assert dict(rejected.attributes or {})["epoch.command.outcome"] == "failed"
-    assert dict(rejected.attributes or {})["error.type"] == "DuplicateName"
+    assert dict(rejected.attributes or {}) == {
+        "epoch.stream": "users-eu",
+        "epoch.category": "users",
+        "epoch.command.type": "AddUser",
+        "epoch.command.outcome": "failed",
+        "epoch.command.attempts": 1,
+        "epoch.command.conflicts": 0,
+        "error.type": "DuplicateName",
+    }
     assert otel.metrics()["epoch.commands"] == [
         ({"epoch.category": "users", "epoch.command.outcome": "appended"}, 1),
         ({"epoch.category": "users", "epoch.command.outcome": "conflict", "error.type": "WrongExpectedVersion"}, 1),

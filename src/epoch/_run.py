@@ -67,6 +67,7 @@ async def alone(
                 continue
             raise StreamClosed(stream, loaded.version)
         decisions += 1
+        job.decisions += 1  # the whole execution's count (a batch's decisions before it included)
         error: Exception | None = None
         try:
             events = decide_events(handler.decider, command, loaded.state, services)
@@ -102,6 +103,7 @@ async def alone(
         try:
             appended = await handler._append(stream, new_events, guard, loaded)
         except WrongExpectedVersion as conflict:
+            job.conflicts += 1
             if command_id is not None and (prior := await handler._prior_result(stream, command_id)) is not None:
                 return prior  # a concurrent execution of the same command id won
             if explicit or decisions >= budget:
@@ -320,6 +322,8 @@ async def batch(
             )
         except WrongExpectedVersion as conflict:
             conflicts += 1
+            for queued in waiting:
+                queued.job.conflicts += 1
             await _settle_replays(handler, stream, waiting)
             _spend(waiting, budget, conflict)
             if any(not queued.future.done() for queued in waiting):

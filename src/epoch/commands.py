@@ -84,7 +84,8 @@ class LoadedState(NamedTuple, Generic[S]):
 
 @dataclass(slots=True, eq=False)
 class Job(Generic[C]):
-    """One ``execute`` call, checked and ready to decide; ``decisions`` counts its runs of ``decide``."""
+    """One ``execute`` call, checked and ready to decide; ``decisions`` counts its runs of ``decide``,
+    ``conflicts`` its appends a concurrent write refused (both read by telemetry, also when it fails)."""
 
     command: C
     services: object
@@ -92,6 +93,7 @@ class Job(Generic[C]):
     watch: UUID | None  # the id of the command's first event, when it has a command id
     metadata: dict[str, Any]
     decisions: int = 0
+    conflicts: int = 0
 
 
 def written_envelopes(
@@ -357,9 +359,9 @@ class CommandHandler(Generic[C, S, E]):
             if prior is not None:
                 return prior
         base_metadata = await command_metadata(self.store, metadata, command_id, correlation_id, causation_id)
-        if self._telemetry is not None:
-            self._telemetry.inject(base_metadata)
         job = Job(command, services, command_id, watch, base_metadata)
+        if self._telemetry is not None:
+            self._telemetry.begin(job)
         if explicit:  # checked once against the version it names: no lane, nothing to serialise
             return await self._alone(stream, job, expected)
         return await self._lanes.run(stream, job)

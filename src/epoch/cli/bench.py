@@ -74,7 +74,7 @@ def bench(
         typer.Option(
             "--impls",
             help="Comma-separated subset of epoch,eventsourcing,raw; epoch-otel is epoch with an OpenTelemetry "
-            "SDK recording (EPOCH_BENCH_OTEL=1 adds it).",
+            "SDK recording, epoch-no-otel epoch with OpenTelemetry not importable (EPOCH_BENCH_OTEL=1 adds both).",
         ),
     ] = "epoch,eventsourcing,raw",
     rounds: Annotated[int | None, typer.Option("--rounds", min=1, help="Interleaved rounds per workload.")] = None,
@@ -127,24 +127,42 @@ def bench(
         synchronous=synchronous.upper(),
         progress=progress,
     )
+    scaling: Any = _load("benchmarks.scaling_report")
+    scaled = scaling.has_scaling(document)
+    written: list[str] = []
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "results.json").write_text(json.dumps(document, indent=2) + "\n")
         notes = [f"- {note}" for note in document.get("notes", [])]  # what did not run, and why
+        otel = report.otel_markdown(document)
         (out / "results.md").write_text(
-            "\n".join([report.markdown_table(document), *(["", *notes] if notes else [])]) + "\n"
+            "\n".join(
+                [report.markdown_table(document), *(["", *notes] if notes else []), *(["", otel] if otel else [])]
+            )
+            + "\n"
         )
         report.write_chart(document, str(out / "chart.png"))
+        if scaled:
+            (out / "scaling.md").write_text(scaling.markdown(document) + "\n")
+            scaling.write_chart(document, str(out / "scaling.svg"))
+        # (no chart.png when no workload has other sides to compare: a scaling-only run)
+        names = ("results.json", "results.md", "chart.png", "scaling.md", "scaling.svg")
+        written = [str(out / name) for name in names if (out / name).exists()]
     if json_output:
         typer.echo(json.dumps(document, indent=2))
     else:
         from rich.console import Console
 
-        Console().print(report.render_table(document))
+        console = Console()
+        if report.rows(document):  # (a scaling-only run has no side-by-side rows)
+            console.print(report.render_table(document))
+        if scaled:
+            for table in scaling.render_tables(document):
+                console.print(table)
         for note in document.get("notes", []):
             typer.echo(note)
         if out is not None:
-            typer.echo(f"wrote {out / 'results.json'}, {out / 'results.md'} and {out / 'chart.png'}")
+            typer.echo(f"wrote {', '.join(written[:-1])} and {written[-1]}")
 
 
 def _fields(sizes: Any) -> dict[str, Any]:

@@ -33,7 +33,7 @@ import random
 import time
 import zlib
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from epoch._backoff import Backoff
 from epoch.errors import ConfigurationError, EpochError, StoreUnavailable
@@ -42,8 +42,12 @@ from epoch.projections._tables import create_table
 from epoch.projections.checkpoints import SQLCheckpointStore
 from epoch.projections.parking import SQLParkingLot
 from epoch.projections.projection import EventDecoder, settings_of
-from epoch.records import RecordedEvent
+from epoch.records import EventEnvelope, RecordedEvent
 from epoch.stores import EventStore, PostgresTransaction, sql_store
+from epoch.telemetry import current as current_telemetry
+
+if TYPE_CHECKING:
+    from epoch.telemetry._otel import ProjectionProbe
 
 __all__ = ["LeaseLost", "PartitionedRunner", "partition_of"]
 
@@ -124,6 +128,8 @@ class PartitionedRunner:
         self._partitions_key = _lock_space("partitions", self.name)
         self._member_slot: int | None = None
         self._rebalanced_at = 0.0
+        self._telemetry = current_telemetry()  # None without an OpenTelemetry SDK: nothing is recorded
+        self._probes: dict[int, ProjectionProbe] = {}
 
     def checkpoint_name(self, partition: int) -> str:
         """The checkpoint name of a partition."""
@@ -258,6 +264,17 @@ class PartitionedRunner:
     async def _process(self, partition: int, records: list[RecordedEvent]) -> None:
         wanted = [self.codec.decode(r) for r in records if self.settings.wants(r)]
         last = records[-1].position
+        if self._telemetry is None or not wanted:  # (nothing wanted: only the checkpoint moves, no batch)
+            await self._commit(partition, wanted, last)
+        else:
+            probe = self._probes.get(partition)
+            if probe is None:
+                probe = self._probes[partition] = self._telemetry.projection(self.name, partition)
+            with probe.batch(wanted, last):  # the span covers the fence check and the commit
+                await self._commit(partition, wanted, last)
+            await probe.measure_lag(self.store, last)
+
+    async def _commit(self, partition: int, wanted: list[EventEnvelope[Any]], last: int) -> None:
         async with self._connection.transaction():
             tx = PostgresTransaction(self._connection)
             rows = await tx.execute(_FENCE, [self.name, partition])

@@ -27,7 +27,7 @@ from epoch.telemetry._store import TracedStore
 if TYPE_CHECKING:
     from uuid import UUID
 
-    from epoch.commands import CommandHandler, ExecuteResult, _Missing
+    from epoch.commands import CommandHandler, ExecuteResult, Job, _Missing
     from epoch.records import ExpectedVersionLike
 
 __all__ = ["CommandProbe", "ProjectionProbe", "Telemetry", "active_providers"]
@@ -41,12 +41,17 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 
 
 class CommandProbe:
-    """What one execution saw: how many of its appends a concurrent write refused."""
+    """The execution running in this context: its job, once checked, counts its decisions and conflicts."""
 
-    __slots__ = ("conflicts",)
+    __slots__ = ("job",)
 
     def __init__(self) -> None:
-        self.conflicts = 0
+        self.job: Job[Any] | None = None  # None until the command passed its checks (or replayed a result)
+
+    def counts(self) -> tuple[int, int]:
+        """Decisions and refused appends so far (0, 0 before the job exists)."""
+        job = self.job
+        return (0, 0) if job is None else (job.decisions, job.conflicts)
 
 
 _COMMAND: ContextVar[CommandProbe | None] = ContextVar("epoch_command", default=None)
@@ -106,8 +111,9 @@ class Telemetry:
         """``store`` with a span and a duration for each append and read."""
         return TracedStore(store, self)
 
-    def projection(self, name: str) -> ProjectionProbe:
-        return ProjectionProbe(self, name)
+    def projection(self, name: str, partition: int | None = None) -> ProjectionProbe:
+        """The probe of projection ``name`` (of one of its partitions, under a ``PartitionedRunner``)."""
+        return ProjectionProbe(self, name, partition)
 
     # -- commands ---------------------------------------------------------------------------------
 
@@ -133,7 +139,7 @@ class Telemetry:
         category = handler.category
         probe = CommandProbe()
         token = _COMMAND.set(probe)
-        outcome, attempts, error = "failed", 0, ""
+        outcome, attempts, conflicts, error = "failed", 0, 0, ""
         attributes = {"epoch.stream": stream, "epoch.category": category, "epoch.command.type": type(command).__name__}
         try:
             with self.tracer.start_as_current_span(f"execute {category}", attributes=attributes) as span:
@@ -154,15 +160,25 @@ class Telemetry:
                         outcome = "conflict"
                     elif isinstance(exc, asyncio.CancelledError):
                         outcome = "cancelled"
-                    span.set_attributes({"epoch.command.outcome": outcome, "epoch.command.conflicts": probe.conflicts})
-                    span.set_attribute("error.type", error)
+                    # A failure has no ExecuteResult: its job's counts say how far it got (0 decisions:
+                    # refused before deciding, e.g. a guard or StreamClosed).
+                    attempts, conflicts = probe.counts()
+                    span.set_attributes(
+                        {
+                            "epoch.command.outcome": outcome,
+                            "epoch.command.attempts": attempts,
+                            "epoch.command.conflicts": conflicts,
+                            "error.type": error,
+                        }
+                    )
                     raise
                 outcome, attempts = ("appended" if result.events else "unchanged"), result.attempts
+                conflicts = probe.counts()[1]
                 span.set_attributes(
                     {
                         "epoch.command.outcome": outcome,
                         "epoch.command.attempts": attempts,
-                        "epoch.command.conflicts": probe.conflicts,
+                        "epoch.command.conflicts": conflicts,
                     }
                 )
                 if result.version is not None:  # None: a new stream that nothing was written to
@@ -174,13 +190,18 @@ class Telemetry:
             if error:
                 labels["error.type"] = error
             self.commands.add(1, labels)
-            if probe.conflicts:
-                self.conflicts.add(probe.conflicts, {"epoch.category": category})
-            # On success every decision after the first is a retry; on a failure, each refused append
-            # that was decided again (a conflict that ends the command was not retried).
-            retries = attempts - 1 if attempts else probe.conflicts - (outcome == "conflict")
+            if conflicts:
+                self.conflicts.add(conflicts, {"epoch.category": category})
+            # Every decision after the first is a retry, whether the command then succeeded or not.
+            retries = attempts - 1
             if retries > 0:
                 self.retries.add(retries, {"epoch.category": category})
+
+    def begin(self, job: Job[Any]) -> None:
+        """Follow ``job`` (its counts go on the span) and put the trace context into its metadata."""
+        if (probe := _COMMAND.get()) is not None:
+            probe.job = job
+        self.inject(job.metadata)
 
     def inject(self, metadata: dict[str, Any]) -> None:
         """Put the current span's W3C trace context into an event's ``metadata``."""
@@ -190,11 +211,6 @@ class Telemetry:
             metadata[TRACEPARENT] = traceparent
             if tracestate := carrier.get("tracestate"):
                 metadata[TRACESTATE] = tracestate
-
-    def append_refused(self) -> None:
-        """Count a conflict for the command being executed in this context, if any."""
-        if (probe := _COMMAND.get()) is not None:
-            probe.conflicts += 1
 
     # -- sagas ------------------------------------------------------------------------------------
 
@@ -225,12 +241,15 @@ class Telemetry:
 
 
 class ProjectionProbe:
-    """One projection's batch spans and lag gauges."""
+    """One projection's (or one partition's) batch spans and lag gauges."""
 
-    def __init__(self, telemetry: Telemetry, name: str) -> None:
+    def __init__(self, telemetry: Telemetry, name: str, partition: int | None = None) -> None:
         self.telemetry = telemetry
         self.name = name
-        self.labels = {"epoch.projection": name}
+        # Partitions advance apart: each has its own lag, so each is its own series.
+        self.labels: dict[str, str | int] = {"epoch.projection": name}
+        if partition is not None:
+            self.labels["epoch.partition"] = partition
         self._head = 0
         self._sampled_at = -_HEAD_SAMPLE_SECONDS
 
@@ -255,7 +274,7 @@ class ProjectionProbe:
             "messaging.operation.type": "process",
             "messaging.consumer.group.name": self.name,
             "messaging.batch.message_count": len(envelopes),
-            "epoch.projection": self.name,
+            **self.labels,
             "epoch.checkpoint": checkpoint,
         }
         name = f"process {self.name}"

@@ -16,7 +16,6 @@ from uuid import UUID
 
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from epoch.errors import WrongExpectedVersion
 from epoch.records import ANY, AppendResult, ExpectedVersionLike, NewEvent, RecordedEvent, category_of
 from epoch.stores import EventStore, guarded_append_of
 
@@ -87,8 +86,6 @@ class TracedStore:
             except BaseException as exc:
                 error = type(exc).__qualname__
                 span.set_attribute("error.type", error)
-                if isinstance(exc, WrongExpectedVersion):
-                    self._telemetry.append_refused()
                 raise
             finally:
                 self._record(started, "append", error)

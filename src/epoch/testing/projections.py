@@ -27,6 +27,7 @@ from epoch.projections.parking import SQLParkingLot
 from epoch.projections.projection import kind_of
 from epoch.records import EventEnvelope
 from epoch.stores import SQLStore, Transaction
+from epoch.telemetry import current as current_telemetry
 
 __all__ = ["ProjectionSpec", "SagaSpec", "ViewSpec", "envelopes_for"]
 
@@ -134,14 +135,27 @@ class ProjectionSpec(Generic[P]):
         database = _SpecDatabase()
         checkpoints, parking = SQLCheckpointStore(database), SQLParkingLot(database)  # never written by a spec
         delivery = delivery_for(self.projection, kind, "spec", checkpoints, parking, database)
+        # With an OpenTelemetry SDK each delivery is a batch span, as under a runner (docs/observability.md).
+        telemetry = current_telemetry()
+        name = getattr(self.projection, "name", None)
+        probe = None if telemetry is None else telemetry.projection(name if isinstance(name, str) else "spec")
+        checkpoint = envelopes[-1].position if envelopes else 0
+
+        async def deliver(*tx: Transaction) -> None:
+            if probe is None:
+                await delivery.handle(envelopes, *tx)
+            else:
+                with probe.batch(envelopes, checkpoint):
+                    await delivery.handle(envelopes, *tx)
+
         try:
             if isinstance(delivery, TransactionalDelivery):
                 await delivery.setup(database.tx)
-                await delivery.handle(envelopes, database.tx)
+                await deliver(database.tx)
                 _check(expected, await _call(state, self.projection, database.tx), "after handling the events")
                 return
             for label in ("after handling the events", "after the events were delivered again"):
-                await delivery.handle(envelopes)
+                await deliver()
                 _check(expected, await _call(state, self.projection), label)
         finally:
             database.tx.connection.close()
