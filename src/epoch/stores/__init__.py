@@ -22,9 +22,12 @@ __all__ = [
     "PostgresTransaction",
     "SQLStore",
     "StoreOpener",
+    "SubjectKey",
     "SupportsImport",
+    "SupportsKeys",
     "Transaction",
     "importer_of",
+    "keys_of",
     "open_store",
     "sql_store",
 ]
@@ -209,6 +212,7 @@ def open_store(url: str | None = None) -> StoreOpener:
 
 
 # The declared capabilities (after EventStore: they are part of this package's public surface).
+from epoch.stores._keys import SubjectKey, SupportsKeys, keys_of  # noqa: E402
 from epoch.stores._sql import (  # noqa: E402
     Dialect,
     PostgresTransaction,

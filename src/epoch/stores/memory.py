@@ -21,6 +21,7 @@ from epoch.stores._checks import (
     enforce_expected_version,
     is_replay,
 )
+from epoch.stores._keys import MemoryKeys
 from epoch.stores._urls import integer, only_options
 
 __all__ = ["MemoryEventStore"]
@@ -39,7 +40,7 @@ class _Stream:
         return last if last >= self.first_visible else None
 
 
-class MemoryEventStore(StoreLifecycle):
+class MemoryEventStore(StoreLifecycle, MemoryKeys):
     """Streams and the global log in lists; every call is atomic because it never awaits mid-way.
 
     Subscriptions wake on each append. The store lives and dies with its process. It declares no

@@ -56,6 +56,7 @@ from epoch.stores._checks import (
     runs_of,
 )
 from epoch.stores._sql import Dialect, PostgresTransaction, SQLStore, SupportsImport
+from epoch.stores._sql_keys import SQLKeys
 from epoch.stores.postgres import appends, reads
 from epoch.stores.postgres import sql as q
 from epoch.stores.postgres.lag import VisibilityLag, measure_visibility_lag
@@ -69,7 +70,7 @@ __all__ = ["PostgresEventStore", "VisibilityLag", "decode_position", "encode_pos
 __all__ += ["network_options", "server_side"]  # a lease session's network settings (projections.scaleout)
 
 
-class PostgresEventStore(StoreLifecycle, SQLStore, SupportsImport):
+class PostgresEventStore(StoreLifecycle, SQLStore, SupportsImport, SQLKeys):
     """An :class:`~epoch.stores.EventStore` on PostgreSQL (13+).
 
     Construct with a libpq connection string or URI and ``await store.open()`` (or use

@@ -13,6 +13,7 @@ import time
 
 from epoch._backoff import Backoff
 from epoch.errors import ConfigurationError
+from epoch.stores._sql_keys import SQLITE_KEY_TABLES
 from epoch.stores.sqlite.errors import is_lock_conflict
 
 __all__ = [
@@ -68,7 +69,10 @@ _V1 = (
     ) WITHOUT ROWID""",
 )
 
-MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = ((1, "events and streams", _V1),)
+MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
+    (1, "events and streams", _V1),
+    (5, "epoch_keys, epoch_key_changes: personal-data keys", SQLITE_KEY_TABLES),
+)
 """``(version, description, statements)`` in version order, applied in one transaction by
 :func:`create_schema`. Never edit a released one; add a new one (its statements may live in the module
 of the feature that needs them)."""

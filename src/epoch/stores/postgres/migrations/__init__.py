@@ -5,13 +5,14 @@ Never edit a released migration; add a module ``vN.py`` with its ``SQL`` and one
 
 from __future__ import annotations
 
-from epoch.stores.postgres.migrations import v1, v2
+from epoch.stores.postgres.migrations import v1, v2, v6
 
 __all__ = ["LATEST_VERSION", "MIGRATIONS"]
 
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (1, "events, streams, epoch_append, epoch_delete", v1.SQL),
     (2, "stream lock before the transaction id (per-stream order), one expected-version guard", v2.SQL),
+    (6, "epoch_keys, epoch_key_changes: personal-data keys", v6.SQL),
 )
 """``(version, description, sql)``, in version order."""
 

@@ -1,0 +1,65 @@
+"""What async callers run before decoding a batch: the subjects its events' keys belong to, preloaded.
+
+An event with personal fields lists its subjects in the ``$personal`` metadata key, so a batch's keys
+load without decrypting (or even fully parsing) anything: events without the key cost one substring test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from contextlib import aclosing
+from typing import Any
+
+import msgspec
+
+from epoch.personal.fields import SUBJECTS_KEY
+from epoch.personal.keystore import KeyStore
+from epoch.records import RecordedEvent
+
+__all__ = ["keys_of_codec", "preloading", "subjects_in"]
+
+_MARK = b'"' + SUBJECTS_KEY.encode() + b'"'
+
+
+class _Subjects(msgspec.Struct):
+    subjects: list[str] = msgspec.field(default_factory=list, name=SUBJECTS_KEY)
+
+
+_SUBJECTS = msgspec.json.Decoder(_Subjects)
+
+
+def keys_of_codec(codec: object) -> KeyStore | None:
+    """The :class:`KeyStore` a codec decrypts with (``Codec(..., keys=keys)``), or ``None``."""
+    keys = getattr(codec, "keys", None)
+    return keys if isinstance(keys, KeyStore) else None
+
+
+def subjects_of(record: RecordedEvent) -> list[str]:
+    """The subjects in ``record``'s ``$personal`` metadata (none when its metadata is not readable: the
+    codec then reports the event itself)."""
+    if _MARK not in record.metadata:
+        return []
+    try:
+        return _SUBJECTS.decode(record.metadata).subjects
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return []
+
+
+def subjects_in(records: Iterable[RecordedEvent]) -> list[str]:
+    """Every subject the records' personal fields need, once each, in order of appearance."""
+    found: dict[str, None] = {}
+    for record in records:
+        if _MARK in record.metadata:
+            found.update(dict.fromkeys(subjects_of(record)))
+    return list(found)
+
+
+async def preloading(keys: KeyStore, events: AsyncIterator[RecordedEvent]) -> AsyncGenerator[RecordedEvent, None]:
+    """``events`` as they come, each one's subjects preloaded before it is yielded (a cached subject
+    costs no query); closing this closes ``events``."""
+    source: Any = events
+    async with aclosing(source):
+        async for record in events:
+            if _MARK in record.metadata:
+                await keys.preload(subjects_of(record))
+            yield record

@@ -1,0 +1,177 @@
+"""``KeyStore``: the per-subject keys of personal data, kept in the store's database, cached in process.
+
+Decoding is synchronous and never waits for the database, so keys are loaded ahead of it: async callers
+(``CommandHandler``, the runners, the explorer) ``await keys.preload(subjects)`` for a batch, and the
+codec then asks the cache (:meth:`KeyStore.decryption_key`), which raises :class:`KeyNotLoaded` for a
+subject it does not hold.
+
+Other processes' forgets: every ``preload`` more than :data:`REVALIDATE_AFTER` seconds after the last
+check reads the store's change counter (one small query) and drops the whole cache when it moved. A
+cache not checked for :data:`STALE_AFTER` seconds answers :class:`KeyNotLoaded` (except on the memory
+store, whose table is this process's own), so a forget anywhere is honoured within a second by every
+process that decodes: it either revalidated since, or it must preload again.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+from epoch.errors import ConfigurationError, InvalidEvent, KeyNotLoaded
+from epoch.personal.cipher import new_key, new_key_id
+from epoch.stores import SubjectKey, SupportsKeys, keys_of
+from epoch.stores.memory import MemoryEventStore
+from epoch.streams import check_name
+
+__all__ = ["REVALIDATE_AFTER", "STALE_AFTER", "KeyStore", "check_subject"]
+
+REVALIDATE_AFTER = 0.5
+"""Seconds after which ``preload`` reads the store's change counter again."""
+STALE_AFTER = 1.0
+"""Seconds after which an unchecked cache answers :class:`KeyNotLoaded` (DESIGN §8: one second)."""
+
+SUBJECT_LIMIT = 256
+
+_BY_STORE: weakref.WeakKeyDictionary[object, KeyStore] = weakref.WeakKeyDictionary()
+
+
+def check_subject(subject: object) -> str:
+    """``subject`` when it is a valid subject id (the rules of an event type name: 1-256 code points, no
+    control characters or surrogates, no leading or trailing whitespace); else :class:`InvalidEvent`."""
+    problem = check_name(subject, SUBJECT_LIMIT)
+    if problem is not None:
+        raise InvalidEvent("", 0, f"subject {subject!r} {problem}")
+    assert isinstance(subject, str)
+    return subject
+
+
+class KeyStore:
+    """One AES-256-GCM key per subject (several after a rotation), in the store's own database.
+
+    Get one with :meth:`for_store` (one per store object, so a codec, a CLI and the explorer share a
+    cache). Keys are created on demand when a :class:`~epoch.CommandHandler` writes a subject's first
+    event (or by :meth:`ensure`), :meth:`rotate` adds a newer key for new events, and :meth:`forget`
+    erases them all: every field sealed under them then decodes to its redacted value, here at once and in
+    other processes within a second.
+    """
+
+    def __init__(self, table: SupportsKeys, *, shared: bool = False) -> None:
+        self._table = table
+        self._shared = shared  # the table is this process's own (memory): no other writer to revalidate against
+        self._cache: dict[str, dict[str, SubjectKey]] = {}
+        self._pending: dict[str, SubjectKey] = {}
+        self._changes: int | None = None
+        self._checked = float("-inf")
+        self._creating = False
+
+    @classmethod
+    def for_store(cls, store: object) -> KeyStore:
+        """The key store kept in ``store``'s database (memory, SQLite, PostgreSQL; KurrentDB: companion
+        streams); the same object for the same store. Raises :class:`ConfigurationError` for a store that
+        keeps no keys."""
+        found = _BY_STORE.get(store)
+        if found is None:
+            table = keys_of(store)
+            if table is None:
+                raise ConfigurationError(f"{type(store).__name__} keeps no keys: personal data needs SupportsKeys")
+            found = _BY_STORE[store] = cls(table, shared=isinstance(store, MemoryEventStore))
+        return found
+
+    # -- the async side: loading, creating, forgetting ------------------------------------------
+
+    async def preload(self, subjects: Iterable[str]) -> None:
+        """Load the keys of ``subjects`` into the cache (one query for those not cached) and revalidate the
+        cache against other processes' forgets when it was last checked over half a second ago."""
+        await self._revalidate()
+        missing = [s for s in dict.fromkeys(subjects) if s not in self._cache]
+        if missing:
+            found: dict[str, dict[str, SubjectKey]] = {s: {} for s in missing}
+            for key in await self._table.read_keys(missing):
+                found[key.subject][key.key_id] = key
+            for subject, keys in found.items():
+                keys.update({k.key_id: k for k in self._pending.values() if k.subject == subject})
+                self._cache[subject] = keys
+
+    async def ensure(self, subjects: Iterable[str]) -> None:
+        """:meth:`preload`, then give each subject without a key one (stored before this returns)."""
+        wanted = [check_subject(s) for s in subjects]
+        await self.preload(wanted)
+        with self.creating():
+            for subject in wanted:
+                self.encryption_key(subject)
+        await self.save()
+
+    async def save(self) -> None:
+        """Store the keys created while encoding (see :meth:`creating`); the handler calls it before
+        every append, so no event is ever written under a key the database does not hold."""
+        if self._pending:
+            pending = list(self._pending.values())
+            await self._table.write_keys(pending)
+            for key in pending:
+                self._pending.pop(key.subject, None)
+
+    async def rotate(self, subject: str) -> str:
+        """Give ``subject`` a new key for the events encoded from now on; older ones stay readable with
+        their own keys until :meth:`forget`. Returns the new key's id."""
+        check_subject(subject)
+        key = SubjectKey(subject, new_key_id(), new_key(), time.time_ns())
+        await self._table.write_keys([key])
+        self._cache.setdefault(subject, {})[key.key_id] = key
+        return key.key_id
+
+    async def forget(self, subject: str) -> int:
+        """Erase every key of ``subject`` (crypto-shredding): its personal fields decode to their
+        redacted value from now on. Returns the number of keys erased (0: none was stored)."""
+        check_subject(subject)
+        self._pending.pop(subject, None)
+        erased = await self._table.forget_keys(subject)
+        self._cache[subject] = {}
+        return erased
+
+    async def _revalidate(self) -> None:
+        if self._shared:
+            return
+        started = time.monotonic()
+        if started - self._checked < REVALIDATE_AFTER:
+            return
+        changes = await self._table.key_changes()
+        if changes != self._changes:
+            if self._changes is not None:  # someone forgot a subject: what is cached may be gone
+                self._cache = {s: {k.key_id: k} for s, k in self._pending.items()}
+            self._changes = changes
+        self._checked = started
+
+    # -- the sync side: what the codec asks -----------------------------------------------------
+
+    @contextmanager
+    def creating(self) -> Iterator[None]:
+        """While open, :meth:`encryption_key` creates a key for a subject without one (kept pending until
+        :meth:`save`) instead of raising :class:`KeyNotLoaded`."""
+        before, self._creating = self._creating, True
+        try:
+            yield
+        finally:
+            self._creating = before
+
+    def encryption_key(self, subject: str) -> SubjectKey:
+        """The newest key of ``subject``; raises :class:`KeyNotLoaded` when the subject is not cached or
+        has no key (inside :meth:`creating`, a new pending key instead)."""
+        keys = self._cache.get(subject)
+        if keys:
+            return max(keys.values(), key=lambda key: (key.created, key.key_id))
+        if not self._creating:
+            raise KeyNotLoaded(subject)
+        key = self._pending[subject] = SubjectKey(subject, new_key_id(), new_key(), time.time_ns())
+        self._cache.setdefault(subject, {})[key.key_id] = key
+        return key
+
+    def decryption_key(self, subject: str, key_id: str) -> bytes | None:
+        """The key ``key_id`` of ``subject``, or ``None`` when it is erased (forgotten, or never stored here);
+        raises :class:`KeyNotLoaded` when the subject is not cached or the cache is over a second old."""
+        keys = self._cache.get(subject)
+        if keys is None or (not self._shared and time.monotonic() - self._checked > STALE_AFTER):
+            raise KeyNotLoaded(subject)
+        key = keys.get(key_id)
+        return None if key is None else key.key
