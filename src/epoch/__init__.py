@@ -23,6 +23,7 @@ from epoch.errors import (
     InvalidExpectedVersion,
     InvalidStreamName,
     InvalidVersion,
+    KeyNotLoaded,
     MissingDependency,
     ProjectionFailed,
     StoreError,
@@ -33,6 +34,7 @@ from epoch.errors import (
     UnknownEventType,
     WrongExpectedVersion,
 )
+from epoch.personal import KeyStore, Personal
 from epoch.projections import (
     BatchProjection,
     CheckpointStore,
@@ -81,10 +83,13 @@ __all__ = [
     "InvalidExpectedVersion",
     "InvalidStreamName",
     "InvalidVersion",
+    "KeyNotLoaded",
+    "KeyStore",
     "LoadedState",
     "MissingDependency",
     "NO_STREAM",
     "NewEvent",
+    "Personal",
     "Projection",
     "ProjectionFailed",
     "ProjectionRunner",

@@ -92,6 +92,8 @@ async def alone(
         new_events = handler._encode(stream, events, job.metadata, command_id)
         guard = expected if expected is not None else (NO_STREAM if loaded.version is None else loaded.version)
         try:
+            if handler._keys is not None:  # personal data: the keys sealed under exist before the events
+                await handler._keys.save()
             appended = await handler.store.append(stream, new_events, guard)
         except WrongExpectedVersion:
             if command_id is not None and (prior := await handler._prior_result(stream, command_id)) is not None:
@@ -288,6 +290,8 @@ async def batch(
             _settle(handler, stream, decided, base, None, 0)
             return base
         try:
+            if handler._keys is not None:  # personal data: the keys sealed under exist before the events
+                await handler._keys.save()
             appended = await handler.store.append(
                 stream, new_events, NO_STREAM if base.version is None else base.version
             )

@@ -39,6 +39,7 @@ from epoch.errors import (
     InvalidEvent,
     InvalidVersion,
 )
+from epoch.personal import keys_of_codec, preloading, subjects_in
 from epoch.records import AppendResult, EventEnvelope, ExpectedVersionLike, NewEvent, RecordedEvent
 from epoch.stores import EventStore
 from epoch.streams import check_category, check_expected_version, check_stream_name
@@ -135,6 +136,7 @@ class CommandHandler(Generic[C, S, E]):
         self.decider = decider
         self.category = category
         self.codec = codec
+        self._keys = keys_of_codec(codec)  # personal data: preload keys before decoding, save before appending
         self.retries = retries
         self.backoff = backoff
         self.max_backoff = max_backoff
@@ -176,7 +178,10 @@ class CommandHandler(Generic[C, S, E]):
         state = loaded.state
         last: RecordedEvent | None = None
         stale = check  # until the base's own event is seen
-        async with closing(self.store.read_stream(stream, from_version=from_version)) as events:
+        read = self.store.read_stream(stream, from_version=from_version)
+        if self._keys is not None:
+            read = preloading(self._keys, read)
+        async with closing(read) as events:
             async for recorded in events:
                 if check:
                     check = False
@@ -220,7 +225,8 @@ class CommandHandler(Generic[C, S, E]):
         decode = self.codec.decode_data
         state = initial_state_of(self.decider)
         head: int | None = None
-        async with closing(self.store.read_stream(stream)) as events:
+        read = self.store.read_stream(stream)
+        async with closing(read if self._keys is None else preloading(self._keys, read)) as events:
             async for recorded in events:
                 if version is not None and recorded.version > version:
                     return state
@@ -301,6 +307,9 @@ class CommandHandler(Generic[C, S, E]):
     ) -> list[NewEvent]:
         ids = event_ids_for(command_id, stream, len(events)) if command_id is not None else None
         try:
+            if self._keys is not None:  # a subject's first event creates its key (saved before the append)
+                with self._keys.creating():
+                    return encode_events(self.codec, events, metadata, ids)
             return encode_events(self.codec, events, metadata, ids)
         except InvalidEvent as exc:  # the codec cannot know where the event was going
             raise InvalidEvent(stream, exc.index, exc.reason) from exc
@@ -343,5 +352,7 @@ class CommandHandler(Generic[C, S, E]):
         if found is None:
             return None
         written, state = found
+        if self._keys is not None:
+            await self._keys.preload(subjects_in(written))
         last = written[-1]
         return ExecuteResult(stream, last.version, last.position, [self.codec.decode(r) for r in written], state)

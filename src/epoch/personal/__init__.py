@@ -9,8 +9,11 @@ from epoch.personal.batches import keys_of_codec, preloading, subjects_in
 from epoch.personal.fields import SUBJECTS_KEY, PersonalFields, seal_entries
 from epoch.personal.keystore import KeyStore
 from epoch.personal.marker import Personal
+from epoch.personal.shown import ERASED, SEALED, shown_record
 
 __all__ = [
+    "ERASED",
+    "SEALED",
     "SUBJECTS_KEY",
     "KeyStore",
     "Personal",
@@ -18,5 +21,6 @@ __all__ = [
     "keys_of_codec",
     "preloading",
     "seal_entries",
+    "shown_record",
     "subjects_in",
 ]

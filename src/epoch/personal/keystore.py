@@ -167,6 +167,14 @@ class KeyStore:
         self._cache.setdefault(subject, {})[key.key_id] = key
         return key
 
+    def key_ids(self, subject: str) -> list[str]:
+        """The ids of ``subject``'s cached keys (empty when forgotten); raises :class:`KeyNotLoaded` as
+        :meth:`decryption_key` does."""
+        keys = self._cache.get(subject)
+        if keys is None or (not self._shared and time.monotonic() - self._checked > STALE_AFTER):
+            raise KeyNotLoaded(subject)
+        return list(keys)
+
     def decryption_key(self, subject: str, key_id: str) -> bytes | None:
         """The key ``key_id`` of ``subject``, or ``None`` when it is erased (forgotten, or never stored here);
         raises :class:`KeyNotLoaded` when the subject is not cached or the cache is over a second old."""
