@@ -137,6 +137,7 @@ class CommandHandler(Generic[C, S, E]):
         self.category = category
         self.codec = codec
         self._keys = keys_of_codec(codec)  # personal data: preload keys before decoding, save before appending
+        self._key_generation = 0
         self.retries = retries
         self.backoff = backoff
         self.max_backoff = max_backoff
@@ -201,7 +202,18 @@ class CommandHandler(Generic[C, S, E]):
                 self.cache.put(stream, loaded)
         return loaded
 
+    async def _forgotten(self) -> None:
+        """Personal data: after a forget (anywhere), drop the cached states, which were decided on the
+        forgotten values, so no decision ever sees them again."""
+        assert self._keys is not None
+        await self._keys.refresh()
+        if self._keys.generation != self._key_generation and self.cache is not None:
+            self.cache.invalidate()
+        self._key_generation = self._keys.generation
+
     async def _load(self, stream: str, watch: UUID | None = None) -> CachedState[S] | None:
+        if self._keys is not None:
+            await self._forgotten()
         return await self._fold(stream, self.cache.get(stream) if self.cache is not None else None, watch)
 
     async def load(self, id: object) -> LoadedState[S]:
@@ -290,6 +302,8 @@ class CommandHandler(Generic[C, S, E]):
         base_metadata.update({"$correlation_id": correlation, "$causation_id": causation, "$command_id": own_id})
         if self._telemetry is not None:
             self._telemetry.inject(base_metadata)
+        if self._keys is not None:
+            await self._forgotten()
         job = Job(command, services, command_id, watch, base_metadata)
         if explicit:  # checked once against the version it names: no lane, nothing to serialise
             return await self._alone(stream, job, expected)

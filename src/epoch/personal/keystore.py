@@ -65,6 +65,9 @@ class KeyStore:
         self._changes: int | None = None
         self._checked = float("-inf")
         self._creating = False
+        self.generation = 0
+        """Grows whenever a forget is seen (here, or another process's on revalidation): a cache of
+        states decided on personal data (``CommandHandler``'s) is dropped when it moves."""
 
     @classmethod
     def for_store(cls, store: object) -> KeyStore:
@@ -128,7 +131,12 @@ class KeyStore:
         self._pending.pop(subject, None)
         erased = await self._table.forget_keys(subject)
         self._cache[subject] = {}
+        self.generation += 1
         return erased
+
+    async def refresh(self) -> None:
+        """Revalidate the cache against other processes' forgets, when last checked over half a second ago."""
+        await self._revalidate()
 
     async def _revalidate(self) -> None:
         if self._shared:
@@ -140,6 +148,7 @@ class KeyStore:
         if changes != self._changes:
             if self._changes is not None:  # someone forgot a subject: what is cached may be gone
                 self._cache = {s: {k.key_id: k} for s, k in self._pending.items()}
+                self.generation += 1
             self._changes = changes
         self._checked = started
 

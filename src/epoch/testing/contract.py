@@ -24,6 +24,7 @@ from epoch.testing.contract_input import InputContract
 from epoch.testing.contract_lifecycle import LifecycleContract
 from epoch.testing.contract_log import LogContract
 from epoch.testing.contract_numbers import NumbersContract
+from epoch.testing.contract_personal import PersonalDataContract
 from epoch.testing.contract_roundtrip import RoundTripContract
 
 __all__ = ["EventStoreContract"]
@@ -37,6 +38,7 @@ class EventStoreContract(
     InputContract,
     NumbersContract,
     LifecycleContract,
+    PersonalDataContract,
 ):
     """The guarantees of DESIGN §3 every store shows, against the ``store`` fixture; one module each:
 
@@ -46,7 +48,8 @@ class EventStoreContract(
     - ``contract_roundtrip``: bytes, names and ``recorded_at`` round-trip exactly (6);
     - ``contract_input``: bad input is refused with a clear error (8);
     - ``contract_numbers``: out-of-range numbers are bad input (13);
-    - ``contract_lifecycle``: soft delete, subscriptions and closing (3, 4 and 9's live half).
+    - ``contract_lifecycle``: soft delete, subscriptions and closing (3, 4 and 9's live half);
+    - ``contract_personal``: personal data sealed, forgotten, copied (§8, on stores with ``SupportsKeys``).
     """
 
     pytestmark: ClassVar[list[pytest.MarkDecorator]] = [pytest.mark.asyncio]
