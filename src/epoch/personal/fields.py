@@ -48,6 +48,7 @@ class _Field:
     subject_attribute: str
     subject_stored: str
     redacted: Callable[[], Any]  # the default (a fresh one from a factory), or None
+    has_default: bool
 
 
 def _stored_names(cls: type) -> dict[str, tuple[str, Callable[[], Any] | None]]:
@@ -77,6 +78,10 @@ def _stored_names(cls: type) -> dict[str, tuple[str, Callable[[], Any] | None]]:
                 default = (lambda f: lambda: f.get_default(call_default_factory=True))(model_field)
             found[name] = (model_field.alias or name, default)
     return found
+
+
+def _none() -> None:
+    return None
 
 
 def _replace(event: Any, changes: dict[str, Any]) -> Any:
@@ -129,7 +134,8 @@ class PersonalFields:
                     "(use a surrogate id)"
                 )
             stored, default = names[name]
-            fields.append(_Field(name, stored, marker.subject, names[marker.subject][0], default or (lambda: None)))
+            subject_stored = names[marker.subject][0]
+            fields.append(_Field(name, stored, marker.subject, subject_stored, default or _none, default is not None))
         return cls(event_type, fields, keys)
 
     def subjects(self, event: Any) -> list[str]:
@@ -188,15 +194,16 @@ class PersonalFields:
                 subject = _subject_of(payload.get(field.subject_stored))
                 key = self.keys.decryption_key(subject, sealed[0])
                 if key is None:
-                    redacted[field.attribute] = field.redacted()
-                    stand_ins[field.stored] = value
-                    payload[field.stored] = redacted[field.attribute]
+                    payload[field.stored] = field.redacted()
+                    if not field.has_default:  # None may not be what the type accepts: see opening
+                        redacted[field.attribute] = None
+                        stand_ins[field.stored] = value
                     continue
                 try:
                     payload[field.stored] = _VALUE.decode(open_value(key, sealed[1], subject, field.stored))
                 except CipherFailed as exc:
                     raise ValueError(f"$.{field.stored}: {exc}") from None
-            if not redacted:
+            if not stand_ins:
                 return from_json(_ENCODER.encode(payload))
             try:
                 return from_json(_ENCODER.encode(payload))

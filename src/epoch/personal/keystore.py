@@ -74,11 +74,11 @@ class KeyStore:
         """The key store kept in ``store``'s database (memory, SQLite, PostgreSQL; KurrentDB: companion
         streams); the same object for the same store. Raises :class:`ConfigurationError` for a store that
         keeps no keys."""
+        table = keys_of(store)
+        if table is None:
+            raise ConfigurationError(f"{type(store).__name__} keeps no keys: personal data needs SupportsKeys")
         found = _BY_STORE.get(store)
         if found is None:
-            table = keys_of(store)
-            if table is None:
-                raise ConfigurationError(f"{type(store).__name__} keeps no keys: personal data needs SupportsKeys")
             found = _BY_STORE[store] = cls(table, shared=isinstance(store, MemoryEventStore))
         return found
 

@@ -1,0 +1,266 @@
+"""Personal data in the codec and the key cache (what the contract cannot say): the three kinds of event
+class, defaults, upcasting, configuration errors, a stale cache, sagas, hostile values and subjects."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import msgspec
+import pydantic
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from epoch import (
+    Codec,
+    CommandHandler,
+    ConfigurationError,
+    InvalidEvent,
+    KeyNotLoaded,
+    KeyStore,
+    NewEvent,
+    Personal,
+    RecordedEvent,
+    Saga,
+    SagaRunner,
+)
+from epoch.personal import keystore
+from epoch.stores import keys_of
+from epoch.stores.memory import MemoryEventStore
+from epoch.testing import collect
+from epoch.testing._personal_domain import Profile, Register, Registered, Rename, personal_codec, profiles
+from tests.hostile import any_text, hostile_names, is_valid_name
+
+
+class StructSignedUp(msgspec.Struct, frozen=True, rename="camel"):
+    user_id: int
+    email_address: Annotated[str, Personal(subject="user_id")]
+    tags: Annotated[list[str], Personal(subject="user_id")] = msgspec.field(default_factory=lambda: ["none"])
+
+
+class PydanticSignedUp(pydantic.BaseModel):
+    user: str = pydantic.Field(alias="u")
+    phone: Annotated[str | None, Personal(subject="user")] = None
+
+
+@dataclass(frozen=True)
+class Moved:
+    event_version = 2
+    user_id: str
+    address: Annotated[str, Personal(subject="user_id")]
+
+
+async def _store_with_keys() -> tuple[MemoryEventStore, KeyStore]:
+    store = MemoryEventStore()
+    return store, KeyStore.for_store(store)
+
+
+def _recorded(new: NewEvent, stream: str = "users-1", version: int = 0) -> RecordedEvent:
+    from datetime import UTC, datetime
+
+    return RecordedEvent(stream, version, version + 1, new.id, new.type, new.data, new.metadata, datetime.now(UTC))
+
+
+async def test_msgspec_structs_with_renames_and_factories() -> None:
+    _, keys = await _store_with_keys()
+    codec: Codec[Any] = Codec([StructSignedUp], keys=keys)
+    await keys.ensure(["7"])
+    event = StructSignedUp(7, "ada@example.com", ["vip"])
+    new = codec.encode(event)
+    stored = msgspec.json.decode(new.data)
+    assert sorted(stored) == ["emailAddress", "tags", "userId"]
+    assert stored["userId"] == 7 and stored["tags"].startswith("epoch:aes256gcm:")
+    assert msgspec.json.decode(new.metadata) == {"$personal": ["7"]}
+    assert codec.decode(_recorded(new)).data == event
+    await keys.forget("7")
+    assert codec.decode(_recorded(new)).data == StructSignedUp(7, None, ["none"])  # type: ignore[arg-type]
+
+
+async def test_pydantic_models_with_aliases() -> None:
+    _, keys = await _store_with_keys()
+    codec: Codec[Any] = Codec([PydanticSignedUp], keys=keys)
+    await keys.ensure(["u-1"])
+    event = PydanticSignedUp(u="u-1", phone="+44 20 7946 0000")
+    new = codec.encode(event)
+    assert b"7946" not in new.data and msgspec.json.decode(new.data)["u"] == "u-1"
+    assert codec.decode(_recorded(new)).data == event
+    await keys.forget("u-1")
+    assert codec.decode(_recorded(new)).data == PydanticSignedUp(u="u-1", phone=None)
+
+
+async def test_without_keys_the_codec_writes_no_personal_metadata() -> None:
+    codec = Codec([Registered])
+    new = codec.encode(Registered("u1", "ada@example.com"))
+    assert (new.data, new.metadata) == (b'{"user_id":"u1","email":"ada@example.com","name":"anonymous"}', b"")
+    assert codec.keys is None
+
+
+async def test_an_upcaster_sees_the_sealed_value_and_it_still_opens() -> None:
+    _, keys = await _store_with_keys()
+    old: Codec[Any] = Codec(
+        [
+            dataclasses.make_dataclass(
+                "Moved", [("user_id", str), ("address", Annotated[str, Personal(subject="user_id")])]
+            )
+        ],
+        keys=keys,
+    )
+    await keys.ensure(["u1"])
+    written = old.encode(old._by_type["Moved"].cls("u1", "1 Main St"))
+    seen: list[str] = []
+
+    def v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+        seen.append(data["address"][:16])
+        return data
+
+    new: Codec[Moved] = Codec([Moved], upcasters={("Moved", 1): v1_to_v2}, keys=keys)
+    assert new.decode(_recorded(written)).data == Moved("u1", "1 Main St")
+    assert seen == ["epoch:aes256gcm:"]
+
+
+def test_configuration_errors_name_the_field() -> None:
+    keys = KeyStore.for_store(MemoryEventStore())
+
+    @dataclass
+    class NoSubject:
+        email: Annotated[str, Personal(subject="user_id")]
+
+    @dataclass
+    class PersonalSubject:
+        email: Annotated[str, Personal(subject="name")]
+        name: Annotated[str, Personal(subject="email")]
+
+    with pytest.raises(ConfigurationError) as info:
+        Codec([NoSubject], keys=keys)
+    assert str(info.value) == (
+        "test_configuration_errors_name_the_field.<locals>.NoSubject.email: Personal(subject='user_id') names no field"
+    )
+    with pytest.raises(ConfigurationError) as info:
+        Codec([PersonalSubject], keys=keys)
+    assert str(info.value) == (
+        "test_configuration_errors_name_the_field.<locals>.PersonalSubject.email: its subject 'name' is personal "
+        "itself; the subject stays in clear (use a surrogate id)"
+    )
+    with pytest.raises(ConfigurationError) as store_info:
+        KeyStore.for_store(object())
+    assert str(store_info.value) == "object keeps no keys: personal data needs SupportsKeys"
+
+
+async def test_a_null_subject_is_refused() -> None:
+    _, keys = await _store_with_keys()
+
+    @dataclass
+    class Maybe:
+        user_id: str | None
+        email: Annotated[str, Personal(subject="user_id")]
+
+    with pytest.raises(InvalidEvent) as info:
+        Codec([Maybe], keys=keys).encode(Maybe(None, "x@example.com"))
+    assert info.value.reason == "cannot encode 'Maybe': $.email is personal, its subject $.user_id is missing or null"
+
+
+async def test_a_cache_unchecked_for_a_second_is_not_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    store = MemoryEventStore()
+    table = keys_of(store)
+    assert table is not None
+    keys = KeyStore(table)  # as another process would hold it: revalidated, not shared
+    await KeyStore.for_store(store).ensure(["u1"])
+    codec = personal_codec(keys)
+    new = personal_codec(KeyStore.for_store(store)).encode(Registered("u1", "ada@example.com"))
+    await keys.preload(["u1"])
+    assert codec.decode(_recorded(new)).data == Registered("u1", "ada@example.com")
+    later = time.monotonic() + keystore.STALE_AFTER + 0.01
+    monkeypatch.setattr(keystore.time, "monotonic", lambda: later)
+    with pytest.raises(KeyNotLoaded):
+        codec.decode(_recorded(new))
+    await keys.preload(["u1"])  # revalidates: the counter has not moved, the cache stands
+    assert codec.decode(_recorded(new)).data == Registered("u1", "ada@example.com")
+
+
+async def test_another_cache_sees_a_forget_on_its_next_revalidation(monkeypatch: pytest.MonkeyPatch) -> None:
+    store = MemoryEventStore()
+    table = keys_of(store)
+    assert table is not None
+    here, elsewhere = KeyStore.for_store(store), KeyStore(table)
+    handler = CommandHandler(store, profiles, "profile", personal_codec(here))
+    await handler.execute("u1", Register("ada@example.com", "Ada"), services="u1")
+    other = CommandHandler(store, profiles, "profile", personal_codec(elsewhere))
+    assert (await other.load("u1")).state == Profile("u1", "ada@example.com", "Ada")
+    assert await here.forget("u1") == 1
+    later = time.monotonic() + keystore.REVALIDATE_AFTER
+    monkeypatch.setattr(keystore.time, "monotonic", lambda: later)
+    # The other handler's cached state was decided on the forgotten values: it is dropped, not used.
+    assert (await other.load("u1")).state == Profile("u1", None, "anonymous")
+    assert elsewhere.generation == 1
+
+
+async def test_sagas_keep_working_after_a_forget() -> None:
+    store, keys = await _store_with_keys()
+    handler = CommandHandler(store, profiles, "profile", personal_codec(keys))
+    await handler.execute("u1", Register("ada@example.com", "Ada"), services="u1")
+    await handler.execute("u2", Register("grace@example.com", "Grace"), services="u2")
+    await keys.forget("u1")
+    seen: list[tuple[str, str | None]] = []
+
+    def react(event: Any) -> list[Rename]:
+        seen.append((event.user_id, event.name))
+        # The reason carries the user id, so the route knows the entity.
+        return [Rename(f"{event.name}!", reason=event.user_id)] if isinstance(event, Registered) else []
+
+    def route(command: Rename) -> tuple[CommandHandler[Any, Any, Any], object]:
+        return handler, command.reason
+
+    runner = SagaRunner(store, personal_codec(keys), Saga(react), route, name="renamer", categories="profile")
+    await runner.run_until_idle()
+    assert seen[:2] == [("u1", "anonymous"), ("u2", "Grace")]
+    assert (await handler.load("u1")).state == Profile("u1", None, "anonymous!", 1)
+    assert (await handler.load("u2")).state == Profile("u2", "grace@example.com", "Grace!", 1)
+
+
+@given(value=any_text)
+async def test_any_text_round_trips_sealed_and_never_in_clear(value: str) -> None:
+    store, keys = await _store_with_keys()
+    codec = personal_codec(keys)
+    with keys.creating():
+        try:
+            new = codec.encode(Registered("u1", value, value))
+        except InvalidEvent as exc:  # a lone surrogate: not JSON text, refused as on any field
+            assert exc.reason.startswith("cannot encode 'Registered': ")
+            return
+    await keys.save()
+    if len(value) >= 4:
+        assert value.encode() not in new.data
+    assert codec.decode(_recorded(new)).data == Registered("u1", value, value)
+    await keys.forget("u1")
+    assert codec.decode(_recorded(new)).data == Registered("u1", None, "anonymous")  # type: ignore[arg-type]
+
+
+@given(subject=hostile_names)
+async def test_hostile_subjects_are_sealed_or_refused(subject: str) -> None:
+    store, keys = await _store_with_keys()
+    handler = CommandHandler(store, profiles, "profile", personal_codec(keys))
+    try:
+        result = await handler.execute("u", Register("ada@example.com", "Ada"), services=subject)
+    except InvalidEvent as exc:
+        assert not is_valid_name(subject, 256)
+        assert exc.reason.startswith("cannot encode 'Registered': $.user_id")
+        assert await collect(store.read_all()) == []
+        assert await keys_of(store).read_keys([subject]) == []  # type: ignore[union-attr]
+        return
+    assert is_valid_name(subject, 256)
+    assert result.state == Profile(subject, "ada@example.com", "Ada")
+    assert await keys.forget(subject) == 1
+    assert (await handler.load("u")).state == Profile(subject, None, "anonymous")
+
+
+@given(subject=st.one_of(hostile_names, any_text))
+async def test_forgetting_a_hostile_subject_is_refused_or_a_no_op(subject: str) -> None:
+    store, keys = await _store_with_keys()
+    try:
+        assert await keys.forget(subject) == 0
+    except InvalidEvent as exc:
+        assert not is_valid_name(subject, 256)
+        assert exc.reason.startswith(f"subject {subject!r} ")
