@@ -173,7 +173,7 @@ async def test_a_cache_unchecked_for_a_second_is_not_loaded(monkeypatch: pytest.
     await keys.preload(["u1"])
     assert codec.decode(_recorded(new)).data == Registered("u1", "ada@example.com")
     later = time.monotonic() + keystore.STALE_AFTER + 0.01
-    monkeypatch.setattr(keystore.time, "monotonic", lambda: later)
+    monkeypatch.setattr(keystore, "_clock", lambda: later)
     with pytest.raises(KeyNotLoaded):
         codec.decode(_recorded(new))
     await keys.preload(["u1"])  # revalidates: the counter has not moved, the cache stands
@@ -191,7 +191,7 @@ async def test_another_cache_sees_a_forget_on_its_next_revalidation(monkeypatch:
     assert (await other.load("u1")).state == Profile("u1", "ada@example.com", "Ada")
     assert await here.forget("u1") == 1
     later = time.monotonic() + keystore.REVALIDATE_AFTER
-    monkeypatch.setattr(keystore.time, "monotonic", lambda: later)
+    monkeypatch.setattr(keystore, "_clock", lambda: later)
     # The other handler's cached state was decided on the forgotten values: it is dropped, not used.
     assert (await other.load("u1")).state == Profile("u1", None, "anonymous")
     assert elsewhere.generation == 1

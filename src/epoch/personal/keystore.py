@@ -34,6 +34,8 @@ STALE_AFTER = 1.0
 
 SUBJECT_LIMIT = 256
 
+_clock = time.monotonic  # one name to replace in tests (the event loop keeps time.monotonic)
+
 _BY_STORE: weakref.WeakKeyDictionary[object, KeyStore] = weakref.WeakKeyDictionary()
 
 
@@ -141,7 +143,7 @@ class KeyStore:
     async def _revalidate(self) -> None:
         if self._shared:
             return
-        started = time.monotonic()
+        started = _clock()
         if started - self._checked < REVALIDATE_AFTER:
             return
         changes = await self._table.key_changes()
@@ -180,7 +182,7 @@ class KeyStore:
         """The ids of ``subject``'s cached keys (empty when forgotten); raises :class:`KeyNotLoaded` as
         :meth:`decryption_key` does."""
         keys = self._cache.get(subject)
-        if keys is None or (not self._shared and time.monotonic() - self._checked > STALE_AFTER):
+        if keys is None or (not self._shared and _clock() - self._checked > STALE_AFTER):
             raise KeyNotLoaded(subject)
         return list(keys)
 
@@ -188,7 +190,7 @@ class KeyStore:
         """The key ``key_id`` of ``subject``, or ``None`` when it is erased (forgotten, or never stored here);
         raises :class:`KeyNotLoaded` when the subject is not cached or the cache is over a second old."""
         keys = self._cache.get(subject)
-        if keys is None or (not self._shared and time.monotonic() - self._checked > STALE_AFTER):
+        if keys is None or (not self._shared and _clock() - self._checked > STALE_AFTER):
             raise KeyNotLoaded(subject)
         key = keys.get(key_id)
         return None if key is None else key.key
