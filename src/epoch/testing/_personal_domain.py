@@ -6,8 +6,10 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from epoch.codec import Codec
+from epoch.commands import CommandHandler
 from epoch.domain import Decider
 from epoch.personal import KeyStore, Personal
+from epoch.stores import EventStore
 
 __all__ = [
     "Profile",
@@ -17,6 +19,7 @@ __all__ = [
     "Rename",
     "Renamed",
     "personal_codec",
+    "profile_handler",
     "profiles",
 ]
 
@@ -88,3 +91,8 @@ profiles: Decider[Register | Rename, Profile, ProfileEvent] = Decider(_decide, _
 def personal_codec(keys: KeyStore) -> Codec[ProfileEvent]:
     """The profile events' codec, sealing personal fields with ``keys``."""
     return Codec([Registered, Renamed], keys=keys)
+
+
+def profile_handler(store: EventStore) -> CommandHandler[Register | Rename, Profile, ProfileEvent]:
+    """The profiles' handler on ``store`` with its key store (an ``--app`` factory for the explorer)."""
+    return CommandHandler(store, profiles, "profile", personal_codec(KeyStore.for_store(store)))
