@@ -49,6 +49,14 @@ PRINTED = {
     ],
     "docs/projections.md#1": [re.escape("NameTaken: the name 'ada' is taken by ") + "[0-9a-f]{12}"],
     "docs/observability.md#0": [re.escape("['read_stream users', 'append users', 'execute users']"), "00"],
+    "docs/personal-data.md#0": [
+        re.escape("False ['7f3a']"),
+        re.escape("{'email': 'ada@example.com', 'name': 'Ada'}"),
+        "1",
+        re.escape("{'email': None, 'name': 'anonymous'}"),
+        re.escape("{'email': 'grace@example.com', 'name': 'Grace'}"),
+    ],
+    "docs/personal-data.md#1": [re.escape("KeyNotLoaded u1"), re.escape("call back on Monday")],
     "docs/quickstart.md": [re.escape("account-42 0 10"), re.escape("account-42 1 7")],
     "docs/stores/sqlite.md#0": [re.escape("0 1"), re.escape('UserAdded b\'{"name": "Ada"}\'')],
 }
@@ -88,7 +96,8 @@ def run(sources: list[str], name: str) -> list[str]:
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         for index, source in enumerate(sources):
-            exec(compile(source, f"{name}#{index}", "exec"), namespace)
+            # dont_inherit: as a file of its own would run, not under this module's `from __future__` imports
+            exec(compile(source, f"{name}#{index}", "exec", dont_inherit=True), namespace)
     return out.getvalue().splitlines()
 
 

@@ -334,13 +334,17 @@ async def test_migrate_command_is_idempotent(pg_dsn: str) -> None:
     first = await asyncio.to_thread(runner.invoke, app, ["migrate", "--store", pg_dsn, "--json"])
     assert first.exit_code == 0, first.output
     report = json.loads(first.output)
-    assert (report["version_before"], report["version"]) == (0, 2)
-    assert [step["version"] for step in report["applied"]] == [1, 2]
+    assert (report["version_before"], report["version"]) == (0, 6)
+    assert [step["version"] for step in report["applied"]] == [1, 2, 6]
     second = await asyncio.to_thread(runner.invoke, app, ["migrate", "--store", pg_dsn])
     assert second.exit_code == 0, second.output
-    assert second.output == "schema already at version 2; nothing to do\n"
+    assert second.output == "schema already at version 6; nothing to do\n"
     with psycopg.connect(pg_dsn) as conn:
-        assert conn.execute("SELECT version FROM epoch_schema_version ORDER BY version").fetchall() == [(1,), (2,)]
+        assert conn.execute("SELECT version FROM epoch_schema_version ORDER BY version").fetchall() == [
+            (1,),
+            (2,),
+            (6,),
+        ]
 
 
 async def test_migrate_false_refuses_a_missing_schema(pg_dsn: str) -> None:
@@ -348,7 +352,7 @@ async def test_migrate_false_refuses_a_missing_schema(pg_dsn: str) -> None:
         await open_store(pg_dsn + "?migrate=false")
     assert (
         str(info.value)
-        == "the epoch schema is at version 0, 2 is needed: run `epoch migrate --store URL` (or open without ?migrate=false)"
+        == "the epoch schema is at version 0, 6 is needed: run `epoch migrate --store URL` (or open without ?migrate=false)"
     )
     async with open_store(pg_dsn) as store:  # creates the schema
         await store.append("s-1", new(1))
@@ -361,7 +365,7 @@ async def test_concurrent_first_use_migrates_once(pg_dsn: str) -> None:
     for opened in stores:
         await opened.close()
     with psycopg.connect(pg_dsn) as conn:
-        assert conn.execute("SELECT count(*) FROM epoch_schema_version").fetchone() == (2,)
+        assert conn.execute("SELECT count(*) FROM epoch_schema_version").fetchone() == (3,)  # 1, 2 and 6
 
 
 # -- many processes ---------------------------------------------------------------------------------

@@ -178,12 +178,12 @@ async def test_a_database_at_schema_1_upgrades_to_2_and_keeps_working(pg_dsn: st
     with pytest.raises(ConfigurationError) as refused:
         await open_store(pg_dsn + "?migrate=false")
     assert str(refused.value) == (
-        "the epoch schema is at version 1, 2 is needed: run `epoch migrate --store URL` (or open without ?migrate=false)"
+        "the epoch schema is at version 1, 6 is needed: run `epoch migrate --store URL` (or open without ?migrate=false)"
     )
     async with open_store(pg_dsn) as store:  # upgrades on open
         with psycopg.connect(pg_dsn) as conn:
             versions = conn.execute("SELECT version FROM epoch_schema_version ORDER BY version").fetchall()
-            assert versions == [(1,), (2,)]
+            assert versions == [(1,), (2,), (6,)]
         old = await collect(store.read_all())
         assert [(e.stream, e.version, e.type) for e in old] == [
             ("users-1", 0, "Old"),

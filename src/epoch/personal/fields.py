@@ -110,7 +110,12 @@ class PersonalFields:
     def of(cls, event_class: type, event_type: str, keys: KeyStore) -> PersonalFields | None:
         """The personal fields of ``event_class``, or ``None`` when it marks none; raises
         :class:`ConfigurationError` for a subject that names no field or names a personal one."""
-        hints = typing.get_type_hints(event_class, include_extras=True)
+        try:
+            hints = typing.get_type_hints(event_class, include_extras=True)
+        except Exception as exc:  # a name the annotations use is not in the class's module
+            raise ConfigurationError(
+                f"cannot read the annotations of {event_class.__qualname__} (to find Personal fields): {exc}"
+            ) from exc
         marked = {
             name: marker
             for name, hint in hints.items()

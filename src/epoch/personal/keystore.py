@@ -91,6 +91,10 @@ class KeyStore:
         cache against other processes' forgets when it was last checked over half a second ago."""
         await self._revalidate()
         missing = [s for s in dict.fromkeys(subjects) if s not in self._cache]
+        for subject in [s for s in missing if check_name(s, SUBJECT_LIMIT) is not None]:
+            # Stored metadata is anyone's: a subject no event could have has no key (it reads as erased).
+            self._cache[subject] = {}
+            missing.remove(subject)
         if missing:
             found: dict[str, dict[str, SubjectKey]] = {s: {} for s in missing}
             for key in await self._table.read_keys(missing):
