@@ -275,6 +275,7 @@ async def test_preloading_hostile_stored_subjects_never_fails(subjects: list[Any
     from epoch.personal import subjects_in
 
     found = subjects_in([record])
+
     def readable(value: Any) -> bool:  # a str that is valid Unicode (JSON's lone-surrogate escape is not)
         return type(value) is str and not any("\ud800" <= c <= "\udfff" for c in value)
 
