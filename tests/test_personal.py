@@ -19,6 +19,7 @@ from epoch import (
     Codec,
     CommandHandler,
     ConfigurationError,
+    DecodeError,
     InvalidEvent,
     KeyNotLoaded,
     KeyStore,
@@ -283,3 +284,34 @@ async def test_preloading_hostile_stored_subjects_never_fails(subjects: list[Any
     assert found == (list(dict.fromkeys(subjects)) if all(readable(s) for s in subjects) else [])
     await keys.preload(found)
     assert [keys.key_ids(s) for s in found] == [[] for _ in found]
+
+
+@pytest.mark.parametrize(
+    ("email", "reason"),
+    [
+        ("epoch:aes256gcm:nokeyid", "a sealed value without a key id"),
+        ("epoch:aes256gcm:0011223344556677:not base64!", "a sealed value that is not base64"),
+        ("epoch:aes256gcm:0011223344556677:AAAA", "a sealed value too short to hold a nonce and a tag"),
+    ],
+)
+async def test_malformed_sealed_values_are_decode_errors(email: str, reason: str) -> None:
+    _, keys = await _store_with_keys()
+    await keys.preload(["u1"])
+    data = json.dumps({"user_id": "u1", "email": email}).encode()
+    record = _recorded(NewEvent("Registered", data, b'{"$personal": ["u1"]}'))
+    with pytest.raises(DecodeError) as info:
+        personal_codec(keys).decode(record)
+    assert str(info.value) == f"users-1: cannot decode event 'Registered' at version 0: ValueError: $.email: {reason}"
+
+
+async def test_ready_says_when_preload_has_nothing_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    store = MemoryEventStore()
+    table = keys_of(store)
+    assert table is not None
+    keys = KeyStore(table)
+    assert not keys.ready(["u1"])
+    await keys.preload(["u1"])
+    assert keys.ready(["u1"]) and not keys.ready(["u1", "u2"])
+    later = time.monotonic() + keystore.REVALIDATE_AFTER
+    monkeypatch.setattr(keystore, "_clock", lambda: later)
+    assert not keys.ready(["u1"])  # due for a revalidation

@@ -60,6 +60,6 @@ async def preloading(keys: KeyStore, events: AsyncIterator[RecordedEvent]) -> As
     source: Any = events
     async with aclosing(source):
         async for record in events:
-            if _MARK in record.metadata:
-                await keys.preload(subjects_of(record))
+            if _MARK in record.metadata and not keys.ready(subjects := subjects_of(record)):
+                await keys.preload(subjects)
             yield record

@@ -1,6 +1,6 @@
 """AES-256-GCM for one field value: a fresh random 96-bit nonce per encryption, bound to its context.
 
-A sealed value is the string ``"epoch:aes256gcm:<key id>:<base64url(nonce | ciphertext | tag)>"``. The
+A sealed value is the string ``"epoch:aes256gcm:<key id>:<base64(nonce | ciphertext | tag)>"``. The
 associated data binds it to its subject and field name (``subject \\0 field``), so a ciphertext moved to
 another subject's event or into another field fails to decrypt instead of reading as that field. It does
 not bind the event type (an upcaster may rename a type) nor the stream and version (the codec decodes
@@ -13,14 +13,24 @@ A random 96-bit nonce per encryption keeps the chance of a repeat under one key 
 
 from __future__ import annotations
 
-import base64
+import binascii
 import os
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from epoch.errors import MissingDependency
 
-__all__ = ["PREFIX", "KEY_BYTES", "CipherFailed", "new_key", "new_key_id", "open_value", "parse", "seal_value"]
+__all__ = [
+    "KEY_BYTES",
+    "PREFIX",
+    "CipherFailed",
+    "drop_ciphers",
+    "new_key",
+    "new_key_id",
+    "open_value",
+    "parse",
+    "seal_value",
+]
 
 PREFIX = "epoch:aes256gcm:"
 """Every sealed value starts with this; a stored value without it was written in clear (docs)."""
@@ -43,6 +53,24 @@ def _aesgcm() -> Any:
     return AESGCM
 
 
+@cache
+def _invalid_tag() -> type[Exception]:
+    from cryptography.exceptions import InvalidTag
+
+    return InvalidTag
+
+
+@lru_cache(maxsize=4096)
+def _cipher(key: bytes) -> Any:
+    # One AESGCM per key (its key schedule is set up once, ~1 µs): decoding a stream reuses its subject's.
+    return _aesgcm()(key)
+
+
+def drop_ciphers() -> None:
+    """Let go of every cached cipher (after a forget: no erased key stays in this process)."""
+    _cipher.cache_clear()
+
+
 def new_key() -> bytes:
     """A fresh random 256-bit key."""
     _aesgcm()  # fail early, with the extra's name, when cryptography is missing
@@ -61,8 +89,8 @@ def _context(subject: str, field: str) -> bytes:
 def seal_value(key_id: str, key: bytes, plaintext: bytes, subject: str, field: str) -> str:
     """``plaintext`` encrypted under ``key`` with a fresh nonce, as a sealed string."""
     nonce = os.urandom(_NONCE_BYTES)
-    sealed = _aesgcm()(key).encrypt(nonce, plaintext, _context(subject, field))
-    return f"{PREFIX}{key_id}:{base64.urlsafe_b64encode(nonce + sealed).decode('ascii')}"
+    sealed = _cipher(key).encrypt(nonce, plaintext, _context(subject, field))
+    return f"{PREFIX}{key_id}:{binascii.b2a_base64(nonce + sealed, newline=False).decode('ascii')}"
 
 
 def parse(value: object) -> tuple[str, bytes] | None:
@@ -73,7 +101,7 @@ def parse(value: object) -> tuple[str, bytes] | None:
     if not separator:
         raise CipherFailed("a sealed value without a key id")
     try:
-        raw = base64.urlsafe_b64decode(body.encode("ascii"))
+        raw = binascii.a2b_base64(body.encode("ascii"), strict_mode=True)
     except (ValueError, UnicodeEncodeError) as exc:
         raise CipherFailed("a sealed value that is not base64") from exc
     if len(raw) < _NONCE_BYTES + _TAG_BYTES:
@@ -83,11 +111,9 @@ def parse(value: object) -> tuple[str, bytes] | None:
 
 def open_value(key: bytes, raw: bytes, subject: str, field: str) -> bytes:
     """The plaintext of a parsed sealed value; raises :class:`CipherFailed` when it does not authenticate."""
-    from cryptography.exceptions import InvalidTag
-
     try:
-        return bytes(_aesgcm()(key).decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], _context(subject, field)))
-    except InvalidTag as exc:
+        return bytes(_cipher(key).decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], _context(subject, field)))
+    except _invalid_tag() as exc:
         raise CipherFailed(
             "it does not decrypt with its key (tampered, or moved from another subject or field)"
         ) from exc

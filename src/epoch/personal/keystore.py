@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 from epoch.errors import ConfigurationError, InvalidEvent, KeyNotLoaded
-from epoch.personal.cipher import new_key, new_key_id
+from epoch.personal.cipher import drop_ciphers, new_key, new_key_id
 from epoch.stores import SubjectKey, SupportsKeys, keys_of
 from epoch.stores.memory import MemoryEventStore
 from epoch.streams import check_name
@@ -103,6 +103,12 @@ class KeyStore:
                 keys.update({k.key_id: k for k in self._pending.values() if k.subject == subject})
                 self._cache[subject] = keys
 
+    def ready(self, subjects: Iterable[str]) -> bool:
+        """Whether :meth:`preload` of ``subjects`` would neither query nor revalidate (a sync check, so a
+        stream of one subject's events awaits nothing per event)."""
+        fresh = self._shared or _clock() - self._checked < REVALIDATE_AFTER
+        return fresh and all(subject in self._cache for subject in subjects)
+
     async def ensure(self, subjects: Iterable[str]) -> None:
         """:meth:`preload`, then give each subject without a key one (stored before this returns)."""
         wanted = [check_subject(s) for s in subjects]
@@ -138,6 +144,7 @@ class KeyStore:
         erased = await self._table.forget_keys(subject)
         self._cache[subject] = {}
         self.generation += 1
+        drop_ciphers()
         return erased
 
     async def refresh(self) -> None:
@@ -155,6 +162,7 @@ class KeyStore:
             if self._changes is not None:  # someone forgot a subject: what is cached may be gone
                 self._cache = {s: {k.key_id: k} for s, k in self._pending.items()}
                 self.generation += 1
+                drop_ciphers()
             self._changes = changes
         self._checked = started
 
