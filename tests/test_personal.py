@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -12,7 +13,7 @@ from typing import Annotated, Any
 import msgspec
 import pydantic
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from epoch import (
@@ -315,3 +316,91 @@ async def test_ready_says_when_preload_has_nothing_to_do(monkeypatch: pytest.Mon
     later = time.monotonic() + keystore.REVALIDATE_AFTER
     monkeypatch.setattr(keystore, "_clock", lambda: later)
     assert not keys.ready(["u1"])  # due for a revalidation
+
+
+async def test_guarantee_12_holds_for_personal_fields() -> None:
+    _, keys = await _store_with_keys()
+
+    @dataclass(frozen=True)
+    class Measured:
+        user_id: str
+        weight: Annotated[float, Personal(subject="user_id")]
+
+    codec: Codec[Any] = Codec([Measured], keys=keys)
+    await keys.ensure(["u1"])
+    with pytest.raises(InvalidEvent) as info:
+        codec.encode(Measured("u1", math.nan))
+    assert info.value.reason == "cannot encode 'Measured': $.weight is nan, and JSON has no NaN or infinity"
+    assert codec.decode(_recorded(codec.encode(Measured("u1", 72.5)))).data == Measured("u1", 72.5)
+
+
+class _Keyless:
+    """An event store that keeps no keys (no SupportsKeys): only the protocol, delegated."""
+
+    def __init__(self, store: MemoryEventStore) -> None:
+        self.append = store.append
+        self.read_stream = store.read_stream
+        self.read_all = store.read_all
+        self.subscribe = store.subscribe
+        self.stream_version = store.stream_version
+        self.head_position = store.head_position
+        self.get_event = store.get_event
+        self.delete_stream = store.delete_stream
+        self.close = store.close
+
+
+async def test_a_copy_into_a_store_without_keys_is_refused_before_writing() -> None:
+    from epoch.stores.copy import copy_store
+
+    source, keys = await _store_with_keys()
+    await CommandHandler(source, profiles, "profile", personal_codec(keys)).execute(
+        "u1", Register("ada@example.com", "Ada"), services="u1"
+    )
+    target = MemoryEventStore()
+    with pytest.raises(ConfigurationError) as info:
+        await copy_store(source, _Keyless(target))  # type: ignore[arg-type]
+    assert str(info.value) == (
+        "the source holds personal-data keys and the destination store keeps none: "
+        "its encrypted fields would become unreadable"
+    )
+    assert await collect(target.read_all()) == []
+    assert (await copy_store(MemoryEventStore(), _Keyless(target))).copied == 0  # type: ignore[arg-type]
+
+
+@given(subject=st.one_of(hostile_names, any_text))
+async def test_rotate_and_ensure_take_hostile_subjects(subject: str) -> None:
+    store, keys = await _store_with_keys()
+    table = keys_of(store)
+    assert table is not None
+    if not is_valid_name(subject, 256):
+        for call in (keys.rotate(subject), keys.ensure([subject])):
+            with pytest.raises(InvalidEvent) as info:
+                await call
+            assert info.value.reason.startswith(f"subject {subject!r} ")
+        assert [k async for k in table.export_keys()] == []
+        return
+    first = await keys.rotate(subject)
+    await keys.ensure([subject])  # it has a key: nothing more
+    assert [k.key_id for k in await table.read_keys([subject])] == [first]
+    assert await keys.forget(subject) == 1
+
+
+@given(subject=any_text)
+@example(subject="email")
+@example(subject="user_id")
+def test_a_personal_subject_naming_no_field_is_a_configuration_error(subject: str) -> None:
+    marked = dataclasses.make_dataclass(
+        "Marked", [("user_id", str), ("email", Annotated[str, Personal(subject=subject)])], frozen=True
+    )
+    keys = KeyStore.for_store(MemoryEventStore())
+    if subject == "user_id":
+        assert Codec([marked], keys=keys).keys is keys
+        return
+    with pytest.raises(ConfigurationError) as info:
+        Codec([marked], keys=keys)
+    if subject == "email":
+        assert str(info.value) == (
+            "Marked.email: its subject 'email' is personal itself; the subject stays in clear (use a surrogate id)"
+        )
+    else:
+        assert str(info.value) == f"Marked.email: Personal(subject={subject!r}) names no field"

@@ -68,6 +68,29 @@ async def test_postgres_tables_never_hold_the_plaintext(pg_dsn: str) -> None:
             assert plain not in bytes(data) + bytes(metadata)
 
 
+async def test_writers_giving_one_subject_its_first_key_at_once_both_work(sql_store_url: str) -> None:
+    """Two store objects (their own connections, their own caches, as two processes) write the first
+    event of one subject at the same moment: each stores a key of its own, and every event reads."""
+    async with open_store(sql_store_url) as first, open_store(sql_store_url) as second:
+        handlers = [
+            CommandHandler(store, profiles, "profile", personal_codec(KeyStore.for_store(store)))
+            for store in (first, second)
+        ]
+        await asyncio.gather(
+            handlers[0].execute("a", Register("ada@example.com", "Ada"), services="same"),
+            handlers[1].execute("b", Register("ada@elsewhere.example", "Ada"), services="same"),
+        )
+        table = keys_of(first)
+        assert table is not None
+        assert len(await table.read_keys(["same"])) == 2
+    async with open_store(sql_store_url) as store:
+        reader = CommandHandler(store, profiles, "profile", personal_codec(KeyStore.for_store(store)))
+        assert (await reader.load("a")).state == Profile("same", "ada@example.com", "Ada")
+        assert (await reader.load("b")).state == Profile("same", "ada@elsewhere.example", "Ada")
+        assert await KeyStore.for_store(store).forget("same") == 2
+        assert (await reader.load("b")).state == Profile("same", None, "anonymous")
+
+
 @pytest.mark.slow
 async def test_another_process_sees_a_forget_within_a_second(sql_store_url: str) -> None:
     await _fill(sql_store_url)
