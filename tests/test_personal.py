@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -404,3 +405,23 @@ def test_a_personal_subject_naming_no_field_is_a_configuration_error(subject: st
         )
     else:
         assert str(info.value) == f"Marked.email: Personal(subject={subject!r}) names no field"
+
+
+class UuidSubject(msgspec.Struct, frozen=True, omit_defaults=True):
+    person: uuid.UUID
+    note: Annotated[str, Personal(subject="person")] = ""
+    phones: Annotated[list[str], Personal(subject="person")] = []
+
+
+async def test_a_uuid_subject_and_omitted_defaults() -> None:
+    store, keys = await _store_with_keys()
+    person = uuid.UUID("3f2504e0-4f89-11d3-9a0c-0305e82c3301")
+    codec: Codec[Any] = Codec([UuidSubject], keys=keys)
+    await keys.ensure([str(person)])
+    event = UuidSubject(person, "likes tea")
+    new = codec.encode(event)
+    assert msgspec.json.decode(new.metadata) == {"$personal": [str(person)]}
+    assert sorted(msgspec.json.decode(new.data)) == ["note", "person"]  # phones left out, as without keys
+    assert codec.decode(_recorded(new)).data == event
+    await keys.forget(str(person))
+    assert codec.decode(_recorded(new)).data == UuidSubject(person)

@@ -145,7 +145,9 @@ class PersonalFields:
 
     def subjects(self, event: Any) -> list[str]:
         """The subject ids of ``event``'s personal fields (for ``$personal``), in field order."""
-        return list(dict.fromkeys(_subject_of(getattr(event, f.subject_attribute, None)) for f in self._fields))
+        # As sealing sees them: the subject field's JSON value (a UUID as its str, not its JSON text).
+        values = (msgspec.to_builtins(getattr(event, f.subject_attribute, None)) for f in self._fields)
+        return list(dict.fromkeys(_subject_of(value) for value in values))
 
     def mark(self, event: Any, metadata: bytes) -> bytes:
         """``metadata`` (encoded JSON, maybe empty) with ``$personal`` listing ``event``'s subjects."""
@@ -159,6 +161,8 @@ class PersonalFields:
         def seal(event: Any) -> bytes:
             payload = _OBJECT.decode(to_json(event))
             for field in self._fields:
+                if field.stored not in payload:  # left out (omit_defaults): it decodes to its default
+                    continue
                 raw_subject = payload.get(field.subject_stored)
                 if raw_subject is None:
                     raise InvalidEvent(
@@ -175,7 +179,7 @@ class PersonalFields:
                         "", 0, f"cannot encode {self.event_type!r}: $.{field.subject_stored}: {exc.reason}"
                     ) from None
                 key = self.keys.encryption_key(subject)
-                plain = _ENCODER.encode(payload.get(field.stored))
+                plain = _ENCODER.encode(payload[field.stored])
                 payload[field.stored] = seal_value(key.key_id, key.key, plain, subject, field.stored)
             return _ENCODER.encode(payload)
 
@@ -200,7 +204,7 @@ class PersonalFields:
                 key = self.keys.decryption_key(subject, sealed[0])
                 if key is None:
                     payload[field.stored] = field.redacted()
-                    if not field.has_default:  # None may not be what the type accepts: see opening
+                    if not field.has_default:  # None may not be what the type accepts (module docs)
                         redacted[field.attribute] = None
                         stand_ins[field.stored] = value
                     continue
