@@ -425,3 +425,17 @@ async def test_a_uuid_subject_and_omitted_defaults() -> None:
     assert codec.decode(_recorded(new)).data == event
     await keys.forget(str(person))
     assert codec.decode(_recorded(new)).data == UuidSubject(person)
+
+
+async def test_fields_marked_later_and_codecs_without_keys() -> None:
+    _, keys = await _store_with_keys()
+    plain = Codec([Registered]).encode(Registered("u1", "ada@example.com", "Ada"))
+    sealed_codec = personal_codec(keys)
+    await keys.preload(["u1"])
+    # Written before the field was marked (no key, no $personal): read as it is.
+    assert sealed_codec.decode(_recorded(plain)).data == Registered("u1", "ada@example.com", "Ada")
+    await keys.ensure(["u1"])
+    sealed = sealed_codec.encode(Registered("u1", "ada@example.com", "Ada"))
+    # A codec without keys= never decrypts: the field reads as its sealed string.
+    email = Codec([Registered]).decode(_recorded(sealed)).data.email
+    assert email.startswith("epoch:aes256gcm:") and "ada" not in email
