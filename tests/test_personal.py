@@ -77,7 +77,9 @@ async def test_msgspec_structs_with_renames_and_factories() -> None:
     stored = msgspec.json.decode(new.data)
     assert sorted(stored) == ["emailAddress", "tags", "userId"]
     assert stored["userId"] == 7 and stored["tags"].startswith("epoch:aes256gcm:")
-    assert msgspec.json.decode(new.metadata) == {"$personal": ["7"]}
+    key_id = stored["tags"].split(":")[2]
+    assert msgspec.json.decode(new.metadata) == {"$personal": {"7": [key_id]}}
+    assert stored["emailAddress"].split(":")[2] == key_id
     assert codec.decode(_recorded(new)).data == event
     await keys.forget("7")
     assert codec.decode(_recorded(new)).data == StructSignedUp(7, None, ["none"])  # type: ignore[arg-type]
@@ -270,8 +272,13 @@ async def test_forgetting_a_hostile_subject_is_refused_or_a_no_op(subject: str) 
         assert exc.reason.startswith(f"subject {subject!r} ")
 
 
-@given(subjects=st.lists(st.one_of(hostile_names, any_text, st.integers()), max_size=4))
-async def test_preloading_hostile_stored_subjects_never_fails(subjects: list[Any]) -> None:
+@given(
+    subjects=st.dictionaries(
+        st.one_of(hostile_names, any_text), st.lists(st.one_of(any_text, st.integers())), max_size=4
+    )
+    | st.lists(st.one_of(hostile_names, st.integers()), max_size=3)
+)
+async def test_preloading_hostile_stored_subjects_never_fails(subjects: Any) -> None:
     store, keys = await _store_with_keys()
     # json.dumps writes a lone surrogate as its \\u escape, as another tool may have stored it
     record = _recorded(NewEvent("Registered", b"{}", json.dumps({"$personal": subjects}).encode()))
@@ -282,10 +289,17 @@ async def test_preloading_hostile_stored_subjects_never_fails(subjects: list[Any
     def readable(value: Any) -> bool:  # a str that is valid Unicode (JSON's lone-surrogate escape is not)
         return type(value) is str and not any("\ud800" <= c <= "\udfff" for c in value)
 
-    # Unreadable metadata lists no subject: the codec then reports the event itself.
-    assert found == (list(dict.fromkeys(subjects)) if all(readable(s) for s in subjects) else [])
+    # Unreadable metadata (not an object of str lists, or not valid Unicode) lists no subject: the codec
+    # then reports the event itself.
+    well_formed = isinstance(subjects, dict) and all(
+        readable(s) and all(readable(i) for i in ids) for s, ids in subjects.items()
+    )
+    assert found == ({s: list(dict.fromkeys(ids)) for s, ids in subjects.items()} if well_formed else {})
     await keys.preload(found)
-    assert [keys.key_ids(s) for s in found] == [[] for _ in found]
+    # No key of them is stored: each asked-for key id reads as erased, none as not loaded.
+    assert [keys.decryption_key(s, i) for s, ids in found.items() for i in ids] == [None] * sum(
+        len(set(ids)) for ids in found.values()
+    )
 
 
 @pytest.mark.parametrize(
@@ -300,7 +314,7 @@ async def test_malformed_sealed_values_are_decode_errors(email: str, reason: str
     _, keys = await _store_with_keys()
     await keys.preload(["u1"])
     data = json.dumps({"user_id": "u1", "email": email}).encode()
-    record = _recorded(NewEvent("Registered", data, b'{"$personal": ["u1"]}'))
+    record = _recorded(NewEvent("Registered", data, b'{"$personal": {"u1": ["0011223344556677"]}}'))
     with pytest.raises(DecodeError) as info:
         personal_codec(keys).decode(record)
     assert str(info.value) == f"users-1: cannot decode event 'Registered' at version 0: ValueError: $.email: {reason}"
@@ -420,7 +434,8 @@ async def test_a_uuid_subject_and_omitted_defaults() -> None:
     await keys.ensure([str(person)])
     event = UuidSubject(person, "likes tea")
     new = codec.encode(event)
-    assert msgspec.json.decode(new.metadata) == {"$personal": [str(person)]}
+    key_id = msgspec.json.decode(new.data)["note"].split(":")[2]
+    assert msgspec.json.decode(new.metadata) == {"$personal": {str(person): [key_id]}}
     assert sorted(msgspec.json.decode(new.data)) == ["note", "person"]  # phones left out, as without keys
     assert codec.decode(_recorded(new)).data == event
     await keys.forget(str(person))

@@ -1,7 +1,8 @@
-"""What async callers run before decoding a batch: the subjects its events' keys belong to, preloaded.
+"""What async callers run before decoding a batch: the subjects and key ids it needs, preloaded.
 
-An event with personal fields lists its subjects in the ``$personal`` metadata key, so a batch's keys
-load without decrypting (or even fully parsing) anything: events without the key cost one substring test.
+An event with personal fields maps its subjects to their key ids in the ``$personal`` metadata key, so a
+batch's keys load without decrypting (or even fully parsing) anything: events without the key cost one
+substring test.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ _MARK = b'"' + SUBJECTS_KEY.encode() + b'"'
 
 
 class _Subjects(msgspec.Struct):
-    subjects: list[str] = msgspec.field(default_factory=list, name=SUBJECTS_KEY)
+    subjects: dict[str, list[str]] = msgspec.field(default_factory=dict, name=SUBJECTS_KEY)
 
 
 _SUBJECTS = msgspec.json.Decoder(_Subjects)
@@ -34,24 +35,26 @@ def keys_of_codec(codec: object) -> KeyStore | None:
     return keys if isinstance(keys, KeyStore) else None
 
 
-def subjects_of(record: RecordedEvent) -> list[str]:
-    """The subjects in ``record``'s ``$personal`` metadata (none when its metadata is not readable: the
-    codec then reports the event itself)."""
+def subjects_of(record: RecordedEvent) -> dict[str, list[str]]:
+    """The subjects in ``record``'s ``$personal`` metadata with their key ids (none when its metadata is
+    not readable: the codec then reports the event itself)."""
     if _MARK not in record.metadata:
-        return []
+        return {}
     try:
         return _SUBJECTS.decode(record.metadata).subjects
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-        return []
+        return {}
 
 
-def subjects_in(records: Iterable[RecordedEvent]) -> list[str]:
-    """Every subject the records' personal fields need, once each, in order of appearance."""
-    found: dict[str, None] = {}
+def subjects_in(records: Iterable[RecordedEvent]) -> dict[str, list[str]]:
+    """Every subject the records' personal fields need, with the key ids, in order of appearance: what
+    to pass to :meth:`KeyStore.preload` before decoding them."""
+    found: dict[str, dict[str, None]] = {}
     for record in records:
         if _MARK in record.metadata:
-            found.update(dict.fromkeys(subjects_of(record)))
-    return list(found)
+            for subject, key_ids in subjects_of(record).items():
+                found.setdefault(subject, {}).update(dict.fromkeys(key_ids))
+    return {subject: list(key_ids) for subject, key_ids in found.items()}
 
 
 async def preloading(keys: KeyStore, events: AsyncIterator[RecordedEvent]) -> AsyncGenerator[RecordedEvent, None]:

@@ -12,8 +12,8 @@ stand-in, which is then replaced without validation (``dataclasses.replace``, ``
 pydantic's ``model_copy``), so a plain ``str`` field reads as ``None`` after a forget.
 
 The subject's id is the subject field's JSON value (a str as it is, an int or a UUID as its JSON text);
-it stays in clear in the event and in the ``$personal`` metadata key (the subjects of the event, so a
-batch's keys load without decrypting anything).
+it stays in clear in the event and in the ``$personal`` metadata key (each subject of the event with the
+id of its key, so a batch's keys load without decrypting anything).
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ from epoch.personal.marker import Personal
 __all__ = ["SUBJECTS_KEY", "PersonalFields", "seal_entries"]
 
 SUBJECTS_KEY = "$personal"
-"""The reserved metadata key listing the subjects whose keys an event's personal fields are sealed under."""
+"""The reserved metadata key mapping the subjects of an event's personal fields to the ids of the keys
+they are sealed under (``{"7f3a": ["9c04d1e2a7b35f60"]}``)."""
 
 _ENCODER = msgspec.json.Encoder()
 _OBJECT = msgspec.json.Decoder(dict[str, Any])
@@ -150,9 +151,10 @@ class PersonalFields:
         return list(dict.fromkeys(_subject_of(value) for value in values))
 
     def mark(self, event: Any, metadata: bytes) -> bytes:
-        """``metadata`` (encoded JSON, maybe empty) with ``$personal`` listing ``event``'s subjects."""
+        """``metadata`` (encoded JSON, maybe empty) with ``$personal`` mapping each of ``event``'s subjects
+        to the id of the key its fields were just sealed under (the subject's newest)."""
         meta = _OBJECT.decode(metadata) if metadata else {}
-        meta[SUBJECTS_KEY] = self.subjects(event)
+        meta[SUBJECTS_KEY] = {subject: [self.keys.encryption_key(subject).key_id] for subject in self.subjects(event)}
         return _ENCODER.encode(meta)
 
     def sealing(self, to_json: Callable[[Any], bytes]) -> Callable[[Any], bytes]:

@@ -5,6 +5,12 @@ Decoding is synchronous and never waits for the database, so keys are loaded ahe
 codec then asks the cache (:meth:`KeyStore.decryption_key`), which raises :class:`KeyNotLoaded` for a
 subject it does not hold.
 
+Which keys a batch needs: an event's ``$personal`` metadata maps each subject to the ids of the keys
+its fields are sealed under, and ``preload`` given that mapping (:func:`~epoch.personal.subjects_in`)
+reads a cached subject again when it lacks one of them (a rotation, or a first key, made by another
+process). A key id the table does not hold, once read, is *erased* (forgotten); one never asked for is
+not loaded (``KeyNotLoaded``), never taken for erased: a key made elsewhere never reads as redacted.
+
 Other processes' forgets: every ``preload`` more than :data:`REVALIDATE_AFTER` seconds after the last
 check reads the store's change counter (one small query) and drops the whole cache when it moved. A
 cache not checked for :data:`STALE_AFTER` seconds answers :class:`KeyNotLoaded` (except on the memory
@@ -16,7 +22,7 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 
 from epoch.errors import ConfigurationError, InvalidEvent, KeyNotLoaded
@@ -63,6 +69,8 @@ class KeyStore:
         self._table = table
         self._shared = shared  # the table is this process's own (memory): no other writer to revalidate against
         self._cache: dict[str, dict[str, SubjectKey]] = {}
+        self._erased: dict[str, set[str]] = {}  # key ids a read of the table did not find: forgotten
+        self._missed: dict[str, set[str]] = {}  # key ids a decode asked for and the cache lacked
         self._pending: dict[str, SubjectKey] = {}
         self._changes: int | None = None
         self._checked = float("-inf")
@@ -86,28 +94,46 @@ class KeyStore:
 
     # -- the async side: loading, creating, forgetting ------------------------------------------
 
-    async def preload(self, subjects: Iterable[str]) -> None:
-        """Load the keys of ``subjects`` into the cache (one query for those not cached) and revalidate the
-        cache against other processes' forgets when it was last checked over half a second ago."""
+    async def preload(self, subjects: Iterable[str] | Mapping[str, Iterable[str]]) -> None:
+        """Load the keys of ``subjects`` into the cache (one query for those it lacks) and revalidate the
+        cache against other processes' forgets when it was last checked over half a second ago.
+
+        Given a mapping of subjects to key ids (what :func:`~epoch.personal.subjects_in` returns for a
+        batch), a cached subject is read again when one of those keys is neither cached nor known to
+        be erased; so is a subject whose decode missed a key since (see :meth:`decryption_key`).
+        """
         await self._revalidate()
-        missing = [s for s in dict.fromkeys(subjects) if s not in self._cache]
-        for subject in [s for s in missing if check_name(s, SUBJECT_LIMIT) is not None]:
+        needed = _needed(subjects)
+        stale = [s for s, ids in needed.items() if s not in self._cache or self._unknown(s, ids)]
+        for subject in [s for s in stale if check_name(s, SUBJECT_LIMIT) is not None]:
             # Stored metadata is anyone's: a subject no event could have has no key (it reads as erased).
             self._cache[subject] = {}
-            missing.remove(subject)
-        if missing:
-            found: dict[str, dict[str, SubjectKey]] = {s: {} for s in missing}
-            for key in await self._table.read_keys(missing):
-                found[key.subject][key.key_id] = key
-            for subject, keys in found.items():
-                keys.update({k.key_id: k for k in self._pending.values() if k.subject == subject})
-                self._cache[subject] = keys
+            self._erased.setdefault(subject, set()).update(needed[subject])
+            stale.remove(subject)
+        if not stale:
+            return
+        found: dict[str, dict[str, SubjectKey]] = {s: {} for s in stale}
+        for key in await self._table.read_keys(stale):
+            found[key.subject][key.key_id] = key
+        for subject, keys in found.items():
+            keys.update({k.key_id: k for k in self._pending.values() if k.subject == subject})
+            self._cache[subject] = keys
+            asked = needed[subject] | self._missed.pop(subject, set())
+            self._erased.setdefault(subject, set()).update(asked - keys.keys())
 
-    def ready(self, subjects: Iterable[str]) -> bool:
+    def _unknown(self, subject: str, key_ids: set[str]) -> bool:
+        """Whether the cache cannot answer for one of ``key_ids`` of a cached ``subject``."""
+        if subject in self._missed:
+            return True
+        keys, erased = self._cache[subject], self._erased.get(subject, ())
+        return any(key_id not in keys and key_id not in erased for key_id in key_ids)
+
+    def ready(self, subjects: Iterable[str] | Mapping[str, Iterable[str]]) -> bool:
         """Whether :meth:`preload` of ``subjects`` would neither query nor revalidate (a sync check, so a
         stream of one subject's events awaits nothing per event)."""
         fresh = self._shared or _clock() - self._checked < REVALIDATE_AFTER
-        return fresh and all(subject in self._cache for subject in subjects)
+        needed = _needed(subjects)
+        return fresh and all(s in self._cache and not self._unknown(s, ids) for s, ids in needed.items())
 
     async def ensure(self, subjects: Iterable[str]) -> None:
         """:meth:`preload`, then give each subject without a key one (stored before this returns)."""
@@ -142,6 +168,7 @@ class KeyStore:
         check_subject(subject)
         self._pending.pop(subject, None)
         erased = await self._table.forget_keys(subject)
+        self._erased.setdefault(subject, set()).update(self._cache.get(subject, {}))
         self._cache[subject] = {}
         self.generation += 1
         drop_ciphers()
@@ -161,6 +188,7 @@ class KeyStore:
         if changes != self._changes:
             if self._changes is not None:  # someone forgot a subject: what is cached may be gone
                 self._cache = {s: {k.key_id: k} for s, k in self._pending.items()}
+                self._erased, self._missed = {}, {}
                 self.generation += 1
                 drop_ciphers()
             self._changes = changes
@@ -190,19 +218,25 @@ class KeyStore:
         self._cache.setdefault(subject, {})[key.key_id] = key
         return key
 
-    def key_ids(self, subject: str) -> list[str]:
-        """The ids of ``subject``'s cached keys (empty when forgotten); raises :class:`KeyNotLoaded` as
-        :meth:`decryption_key` does."""
-        keys = self._cache.get(subject)
-        if keys is None or (not self._shared and _clock() - self._checked > STALE_AFTER):
-            raise KeyNotLoaded(subject)
-        return list(keys)
-
     def decryption_key(self, subject: str, key_id: str) -> bytes | None:
-        """The key ``key_id`` of ``subject``, or ``None`` when it is erased (forgotten, or never stored here);
-        raises :class:`KeyNotLoaded` when the subject is not cached or the cache is over a second old."""
+        """The key ``key_id`` of ``subject``, or ``None`` when it is erased (a read of the table did not
+        find it: forgotten, or never stored here). Raises :class:`KeyNotLoaded` when the subject is not
+        cached, the cache is over a second old, or the key is not cached and was never asked for (made
+        by another process since: the next :meth:`preload` of the subject reads it)."""
         keys = self._cache.get(subject)
         if keys is None or (not self._shared and _clock() - self._checked > STALE_AFTER):
             raise KeyNotLoaded(subject)
         key = keys.get(key_id)
-        return None if key is None else key.key
+        if key is not None:
+            return key.key
+        if key_id in self._erased.get(subject, ()):
+            return None
+        self._missed.setdefault(subject, set()).add(key_id)
+        raise KeyNotLoaded(subject)
+
+
+def _needed(subjects: Iterable[str] | Mapping[str, Iterable[str]]) -> dict[str, set[str]]:
+    """Subjects with the key ids asked for (none: the subject's keys, whichever they are)."""
+    if isinstance(subjects, Mapping):
+        return {subject: set(ids) for subject, ids in subjects.items()}
+    return {subject: set() for subject in subjects}

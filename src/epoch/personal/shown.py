@@ -33,7 +33,11 @@ async def shown_record(keys: KeyStore, record: RecordedEvent) -> RecordedEvent:
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return record
     await keys.preload(subjects)
-    live = {key_id for subject in subjects for key_id in keys.key_ids(subject)}
+    owner = {key_id: subject for subject, key_ids in subjects.items() for key_id in key_ids}
+
+    def live(key_id: str) -> bool:
+        subject = owner.get(key_id)
+        return subject is not None and keys.decryption_key(subject, key_id) is not None
 
     def walk(value: Any) -> Any:
         if isinstance(value, dict):
@@ -46,6 +50,6 @@ async def shown_record(keys: KeyStore, record: RecordedEvent) -> RecordedEvent:
             return ERASED
         if sealed is None:
             return value
-        return SEALED if sealed[0] in live else ERASED
+        return SEALED if live(sealed[0]) else ERASED
 
     return msgspec.structs.replace(record, data=_ENCODER.encode(walk(payload)))

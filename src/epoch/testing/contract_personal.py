@@ -73,7 +73,10 @@ class PersonalDataContract:
         for record in records:
             for plain in (*ADA, *GRACE, "Ada King"):
                 assert plain.encode() not in record.data + record.metadata, (record, plain)
-            assert msgspec.json.decode(record.metadata)["$personal"] == [record.stream.removeprefix("profile-")]
+            key_id = record.data.split(b"epoch:aes256gcm:")[1][:16].decode()
+            assert msgspec.json.decode(record.metadata)["$personal"] == {
+                record.stream.removeprefix("profile-"): [key_id]
+            }
         codec = personal_codec(keys)
         assert [codec.decode(r).data for r in records] == [
             Registered("u1", *ADA),
@@ -161,6 +164,25 @@ class PersonalDataContract:
         assert [codec.decode(r).data.name for r in records] == ["Ada Lovelace", "Ada King", "Ada L."]
         assert await keys.forget("u1") == 2
         assert [codec.decode(r).data.name for r in records] == ["anonymous", None, None]
+
+    async def test_a_key_made_elsewhere_is_loaded_never_taken_for_erased(self, store: EventStore) -> None:
+        table = _table(store)
+        here = await _register(store, KeyStore.for_store(store))
+        elsewhere = KeyStore(table)  # another process's cache
+        other = CommandHandler(store, profiles, "profile", personal_codec(elsewhere))
+        assert (await other.load("u1")).state == Profile("u1", ADA[0], "Ada King", 1)
+        await KeyStore.for_store(store).rotate("u1")  # a newer key, made here
+        await here.execute("u1", Rename("Ada L."))
+        assert (await other.load("u1")).state == Profile("u1", ADA[0], "Ada L.", 2)
+        names = _Names()
+        await ProjectionRunner(store, personal_codec(elsewhere), [names]).run_until_idle()
+        assert names.seen[-1] == ("profile-u1", "Ada L.")
+        new = (await collect(store.read_stream("profile-u1", backwards=True, limit=1)))[0]
+        fresh = personal_codec(KeyStore(table))
+        with pytest.raises(KeyNotLoaded):
+            fresh.decode(new)
+        await fresh.keys.preload(["u1"])  # type: ignore[union-attr]
+        assert fresh.decode(new).data == Renamed("u1", "Ada L.")
 
     async def test_key_table(self, store: EventStore) -> None:
         table = _table(store)
