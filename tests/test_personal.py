@@ -454,3 +454,15 @@ async def test_fields_marked_later_and_codecs_without_keys() -> None:
     # A codec without keys= never decrypts: the field reads as its sealed string.
     email = Codec([Registered]).decode(_recorded(sealed)).data.email
     assert email.startswith("epoch:aes256gcm:") and "ada" not in email
+
+
+async def test_the_memory_stores_key_store_sees_another_key_stores_forget(monkeypatch: pytest.MonkeyPatch) -> None:
+    store, shared = await _store_with_keys()
+    table = keys_of(store)
+    assert table is not None
+    handler = CommandHandler(store, profiles, "profile", personal_codec(shared))
+    await handler.execute("u1", Register("ada@example.com", "Ada"), services="u1")
+    assert await KeyStore(table).forget("u1") == 1
+    later = time.monotonic() + keystore.STALE_AFTER * 10  # never stale (its table is in process), revalidated
+    monkeypatch.setattr(keystore, "_clock", lambda: later)
+    assert (await handler.load("u1")).state == Profile("u1", None, "anonymous")

@@ -14,7 +14,7 @@ not loaded (``KeyNotLoaded``), never taken for erased: a key made elsewhere neve
 Other processes' forgets: every ``preload`` more than :data:`REVALIDATE_AFTER` seconds after the last
 check reads the store's change counter (one small query) and drops the whole cache when it moved. A
 cache not checked for :data:`STALE_AFTER` seconds answers :class:`KeyNotLoaded` (except on the memory
-store, whose table is this process's own), so a forget anywhere is honoured within a second by every
+store, whose table is this process's own: ``shared``), so a forget anywhere is honoured within a second by every
 process that decodes: it either revalidated since, or it must preload again.
 """
 
@@ -67,7 +67,9 @@ class KeyStore:
 
     def __init__(self, table: SupportsKeys, *, shared: bool = False) -> None:
         self._table = table
-        self._shared = shared  # the table is this process's own (memory): no other writer to revalidate against
+        # The table is this process's own (memory): a cache never goes stale (it still revalidates, for
+        # another KeyStore on the same table, at no I/O cost).
+        self._shared = shared
         self._cache: dict[str, dict[str, SubjectKey]] = {}
         self._erased: dict[str, set[str]] = {}  # key ids a read of the table did not find: forgotten
         self._missed: dict[str, set[str]] = {}  # key ids a decode asked for and the cache lacked
@@ -131,7 +133,7 @@ class KeyStore:
     def ready(self, subjects: Iterable[str] | Mapping[str, Iterable[str]]) -> bool:
         """Whether :meth:`preload` of ``subjects`` would neither query nor revalidate (a sync check, so a
         stream of one subject's events awaits nothing per event)."""
-        fresh = self._shared or _clock() - self._checked < REVALIDATE_AFTER
+        fresh = _clock() - self._checked < REVALIDATE_AFTER
         needed = _needed(subjects)
         return fresh and all(s in self._cache and not self._unknown(s, ids) for s, ids in needed.items())
 
@@ -179,8 +181,6 @@ class KeyStore:
         await self._revalidate()
 
     async def _revalidate(self) -> None:
-        if self._shared:
-            return
         started = _clock()
         if started - self._checked < REVALIDATE_AFTER:
             return
