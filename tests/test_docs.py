@@ -61,6 +61,14 @@ PRINTED = {
     ],
     "docs/consistency.md#2": [re.escape("1 ['art', 'math']")],
     "docs/observability.md#0": [re.escape("['read_stream users', 'append users', 'execute users']"), "00"],
+    "docs/personal-data.md#0": [
+        re.escape("False ['7f3a']"),
+        re.escape("{'email': 'ada@example.com', 'name': 'Ada'}"),
+        "1",
+        re.escape("{'email': None, 'name': 'anonymous'}"),
+        re.escape("{'email': 'grace@example.com', 'name': 'Grace'}"),
+    ],
+    "docs/personal-data.md#1": [re.escape("KeyNotLoaded u1"), re.escape("call back on Monday")],
     "docs/quickstart.md": [re.escape("account-42 0 10"), re.escape("account-42 1 7")],
     "docs/snapshots.md#0": [
         re.escape("LoadedState(state=Account(balance=2500, deposits=250), version=249)"),
@@ -104,7 +112,8 @@ def run(sources: list[str], name: str) -> list[str]:
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         for index, source in enumerate(sources):
-            exec(compile(source, f"{name}#{index}", "exec"), namespace)
+            # dont_inherit: as a file of its own would run, not under this module's `from __future__` imports
+            exec(compile(source, f"{name}#{index}", "exec", dont_inherit=True), namespace)
     return out.getvalue().splitlines()
 
 

@@ -110,9 +110,16 @@ async def test_a_damaged_file_is_a_store_error(tmp_path: Path) -> None:
     async with SQLiteEventStore(path) as store:
         for i in range(50):
             await store.append(f"s-{i}", events(10, size=500))
-    with path.open("r+b") as file:  # the header page stays, the pages of the events table do not
-        file.seek(4096 * 3)  # pages 4 to 9: indexes, streams, the (empty) tag index and the first events
-        file.write(b"\xff" * 4096 * 6)
+    # Damage the streams table (what an append reads first) and the first pages of the events' rows
+    # (what read_all reads first), wherever the schema's other tables put them; the header page stays.
+    connection = sqlite3.connect(path)
+    roots = dict(connection.execute("SELECT name, rootpage FROM sqlite_master"))
+    connection.close()
+    with path.open("r+b") as file:
+        file.seek(4096 * (roots["streams"] - 1))
+        file.write(b"\xff" * 4096)
+        file.seek(4096 * max(roots.values()))  # page max + 1: the first page after every root
+        file.write(b"\xff" * 4096 * 4)
     async with SQLiteEventStore(path) as store:
         with pytest.raises(StoreError) as read:
             await collect(store.read_all())

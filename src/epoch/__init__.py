@@ -26,6 +26,7 @@ from epoch.errors import (
     InvalidQuery,
     InvalidStreamName,
     InvalidVersion,
+    KeyNotLoaded,
     MissingDependency,
     NotSupported,
     ProjectionFailed,
@@ -37,6 +38,7 @@ from epoch.errors import (
     UnknownEventType,
     WrongExpectedVersion,
 )
+from epoch.personal import KeyStore, Personal
 from epoch.projections import (
     BatchProjection,
     CheckpointStore,
@@ -91,11 +93,14 @@ __all__ = [
     "InvalidQuery",
     "InvalidStreamName",
     "InvalidVersion",
+    "KeyNotLoaded",
+    "KeyStore",
     "LoadedState",
     "MissingDependency",
     "NO_STREAM",
     "NewEvent",
     "NotSupported",
+    "Personal",
     "Projection",
     "ProjectionFailed",
     "ProjectionRunner",

@@ -19,6 +19,7 @@ import msgspec
 from epoch.codec import EventCodec
 from epoch.domain import DeciderLike, initial_state_of
 from epoch.errors import InvalidEvent
+from epoch.personal import keys_of_codec, preloading
 from epoch.records import RecordedEvent
 from epoch.stores import EventStore
 
@@ -99,7 +100,10 @@ async def first_execution(
     decode = codec.decode_data
     state = initial_state_of(decider)
     written: list[RecordedEvent] = []
-    async with closing(store.read_stream(stream)) as events:
+    read = store.read_stream(stream)
+    if (keys := keys_of_codec(codec)) is not None:  # personal data: keys before decoding
+        read = preloading(keys, read)
+    async with closing(read) as events:
         async for recorded in events:
             if written and recorded.id != event_id_for(command_id, stream, len(written)):
                 break

@@ -15,8 +15,10 @@ from typing import Any
 import msgspec
 
 __all__ = [
+    "_data_problem",
     "_difference",
     "_equal",
+    "_metadata_problem",
     "_not_utf8",
     "_path",
     "_preview",
@@ -195,3 +197,37 @@ def _difference(original: object, decoded: object, path: str, as_json: bool = Fa
         return None if original == decoded else differs
     except Exception:  # e.g. comparing a signalling NaN raises
         return differs
+
+
+_OBJECT = msgspec.json.Decoder(dict[str, Any])
+
+
+def _data_problem(entry: Any, event: Any, data: bytes | None, cause: Exception | None) -> str | None:
+    """Why ``event`` cannot be stored, found again slowly, or ``None``: it reads back equal field by field."""
+    try:
+        if data is None:  # the encoder refused
+            found = _unwritable(event, "$", entry.msgspec_kind)
+            if found is None and not entry.msgspec_kind and "utf-8" in str(cause):
+                found = _not_utf8(event, "$")  # pydantic writes bytes as UTF-8 text unless told base64
+            return found or _reason(cause or ValueError())
+        # NaN and infinity first: they decode as null, and "got null" would only puzzle.
+        if (problem := _unwritable(event, "$", msgspec_kind=False)) is not None:
+            return problem
+        try:
+            decoded = entry.from_json(data)
+        except Exception as exc:
+            return f"it would not decode: {_reason(exc)}"
+        return _difference(event, decoded, "$")  # also when the class's __eq__ raised
+    except RecursionError:  # a cycle or deep nesting: the walk gives up, the refusal stands
+        return _reason(cause) if cause is not None else "it would not decode back to an equal value"
+
+
+def _metadata_problem(meta: dict[str, Any], encoded: bytes | None, cause: Exception | None) -> str | None:
+    try:
+        if (problem := _unwritable(meta, "$", msgspec_kind=True)) is not None:
+            return problem
+        if cause is not None or encoded is None:
+            return f"$: {_reason(cause or ValueError())}"
+        return _difference(msgspec.to_builtins(meta), _OBJECT.decode(encoded), "$", as_json=True)
+    except Exception:  # a cycle, deep nesting, a __eq__ that raises: the refusal stands
+        return f"$: {_reason(cause)}" if cause is not None else "$ would not decode back to an equal value"

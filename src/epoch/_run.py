@@ -101,6 +101,8 @@ async def alone(
         new_events = handler._encode(stream, events, job.metadata, command_id)
         guard = expected if expected is not None else (NO_STREAM if loaded.version is None else loaded.version)
         try:
+            if handler._keys is not None:  # personal data: the keys sealed under exist before the events
+                await handler._keys.save()
             appended = await handler._append(stream, new_events, guard, loaded)
         except WrongExpectedVersion as conflict:
             job.conflicts += 1
@@ -317,6 +319,8 @@ async def batch(
             _settle(handler, stream, decided, base, None, 0)
             return base
         try:
+            if handler._keys is not None:  # personal data: the keys sealed under exist before the events
+                await handler._keys.save()
             appended = await handler._append(
                 stream, new_events, NO_STREAM if base.version is None else base.version, base
             )

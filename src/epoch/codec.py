@@ -28,15 +28,18 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from typing import Annotated, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Generic, Protocol, TypeVar
 from uuid import UUID
 
 import msgspec
 
-from epoch._roundtrip import _difference, _equal, _not_utf8, _preview, _pydantic_equal, _reason, _unwritable
+from epoch._roundtrip import _data_problem, _equal, _metadata_problem, _preview, _pydantic_equal, _reason
 from epoch._tags import tagger_for
-from epoch.errors import ConfigurationError, DecodeError, InvalidEvent, UnknownEventType
+from epoch.errors import ConfigurationError, DecodeError, InvalidEvent, KeyNotLoaded, UnknownEventType
 from epoch.records import EventEnvelope, NewEvent, RecordedEvent, uuid4s
+
+if TYPE_CHECKING:
+    from epoch.personal import KeyStore, PersonalFields
 
 __all__ = ["Codec", "EventCodec", "Upcaster", "event_type_of", "event_version_of"]
 
@@ -141,13 +144,15 @@ class Codec(Generic[E]):
     Annotate the union when the classes are unrelated: ``codec: Codec[AccountEvent] = Codec([...])``.
     """
 
-    __slots__ = ("_by_class", "_by_type", "_tagger", "_upcasters", "event_types")
+    __slots__ = ("_by_class", "_by_type", "_personal", "_tagger", "_upcasters", "event_types", "keys")
 
     def __init__(
         self,
         event_classes: Iterable[type[E]],
         upcasters: Mapping[tuple[str, int], Upcaster] | None = None,
         tags: Callable[[E], Iterable[str]] | None = None,
+        *,
+        keys: KeyStore | None = None,
     ) -> None:
         self._by_type: dict[str, _Entry] = {}
         self._by_class: dict[type, _Entry] = {}
@@ -170,6 +175,14 @@ class Codec(Generic[E]):
                     raise ConfigurationError(f"upcaster keys are (type name, version >= 1) pairs, not {key!r}")
         self.event_types: frozenset[str] = frozenset(self._by_type) | {name for name, _ in self._upcasters}
         self._tagger = tagger_for(self._by_class, tags)  # the classes' event_tags and ``tags`` (epoch._tags)
+        # Personal data (docs/personal-data.md): marked classes get sealing/opening JSON functions.
+        self.keys = keys
+        """The :class:`~epoch.personal.KeyStore` personal fields are sealed with, or ``None``."""
+        self._personal: dict[type, PersonalFields] = {}
+        if keys is not None:
+            from epoch.personal import seal_entries
+
+            self._personal = seal_entries(self._by_type, self._by_class, keys)
 
     def encode(self, event: E, metadata: Mapping[str, Any] | None = None, id: UUID | None = None) -> NewEvent:
         """A :class:`NewEvent` for ``event``; raises :class:`InvalidEvent` for an unregistered class.
@@ -183,6 +196,8 @@ class Codec(Generic[E]):
             raise InvalidEvent("", 0, f"{type(event).__qualname__} is not registered with the codec")
         data = _encode_data(entry, event)
         encoded_meta = _encode_metadata(entry, metadata)
+        if self._personal and (personal := self._personal.get(entry.cls)) is not None:
+            encoded_meta = personal.mark(event, encoded_meta)
         new = NewEvent(entry.type, data, encoded_meta) if id is None else NewEvent(entry.type, data, encoded_meta, id)
         return new if self._tagger is None else self._tagger.tagged(new, event)
 
@@ -200,6 +215,8 @@ class Codec(Generic[E]):
                     meta = metas[entry.version] = _encode_metadata(entry, metadata)
             except InvalidEvent as exc:
                 raise InvalidEvent("", index, exc.reason) from exc
+            if self._personal and (personal := self._personal.get(entry.cls)) is not None:
+                meta = personal.mark(event, meta)
             new = NewEvent(entry.type, data, meta, id)
             encoded.append(new if self._tagger is None else self._tagger.tagged(new, event, index))
         return encoded
@@ -251,6 +268,8 @@ class Codec(Generic[E]):
     def _from_json(self, entry: _Entry, recorded: RecordedEvent) -> E:
         try:
             return entry.from_json(recorded.data)  # type: ignore[no-any-return]
+        except KeyNotLoaded as exc:  # not a bad payload: the caller preloads and decodes again
+            raise KeyNotLoaded(exc.subject, *_where(recorded)) from None
         except Exception as exc:  # msgspec, pydantic or a user's __post_init__: all mean a bad payload
             raise DecodeError(*_where(recorded), _reason(exc)) from exc
 
@@ -288,6 +307,8 @@ class Codec(Generic[E]):
             version += 1
         try:
             return entry.type, entry.from_json(_ENCODER.encode(payload))
+        except KeyNotLoaded as exc:
+            raise KeyNotLoaded(exc.subject, *_where(recorded)) from None
         except Exception as exc:
             raise DecodeError(*_where(recorded), f"after upcasting to version {version}: {_reason(exc)}") from exc
 
@@ -321,6 +342,8 @@ def _encode_data(entry: _Entry, event: Any) -> bytes:
         # compare. About one decode per event (docs/concepts.md), far less than the append that follows.
         if entry.same(entry.from_json(data), event):
             return data
+    except (KeyNotLoaded, InvalidEvent):  # personal data: no key to seal with, or a bad subject
+        raise
     except Exception as exc:  # msgspec, pydantic, or a user's serializer, __post_init__ or __eq__
         cause = exc
     problem = _data_problem(entry, event, data, cause)
@@ -328,26 +351,6 @@ def _encode_data(entry: _Entry, event: Any) -> bytes:
         raise InvalidEvent("", 0, f"cannot encode {entry.type!r}: {problem}") from cause
     assert data is not None  # an encoder error is always a problem
     return data
-
-
-def _data_problem(entry: _Entry, event: Any, data: bytes | None, cause: Exception | None) -> str | None:
-    """Why ``event`` cannot be stored, found again slowly, or ``None``: it reads back equal field by field."""
-    try:
-        if data is None:  # the encoder refused
-            found = _unwritable(event, "$", entry.msgspec_kind)
-            if found is None and not entry.msgspec_kind and "utf-8" in str(cause):
-                found = _not_utf8(event, "$")  # pydantic writes bytes as UTF-8 text unless told base64
-            return found or _reason(cause or ValueError())
-        # NaN and infinity first: they decode as null, and "got null" would only puzzle.
-        if (problem := _unwritable(event, "$", msgspec_kind=False)) is not None:
-            return problem
-        try:
-            decoded = entry.from_json(data)
-        except Exception as exc:
-            return f"it would not decode: {_reason(exc)}"
-        return _difference(event, decoded, "$")  # also when the class's __eq__ raised
-    except RecursionError:  # a cycle or deep nesting: the walk gives up, the refusal stands
-        return _reason(cause) if cause is not None else "it would not decode back to an equal value"
 
 
 def _encode_metadata(entry: _Entry, metadata: Mapping[str, Any] | None) -> bytes:
@@ -380,17 +383,6 @@ def _encode_metadata(entry: _Entry, metadata: Mapping[str, Any] | None) -> bytes
         raise InvalidEvent("", 0, f"cannot encode {entry.type!r}: metadata {problem}") from cause
     assert encoded is not None
     return encoded
-
-
-def _metadata_problem(meta: dict[str, Any], encoded: bytes | None, cause: Exception | None) -> str | None:
-    try:
-        if (problem := _unwritable(meta, "$", msgspec_kind=True)) is not None:
-            return problem
-        if cause is not None or encoded is None:
-            return f"$: {_reason(cause or ValueError())}"
-        return _difference(msgspec.to_builtins(meta), _OBJECT.decode(encoded), "$", as_json=True)
-    except Exception:  # a cycle, deep nesting, a __eq__ that raises: the refusal stands
-        return f"$: {_reason(cause)}" if cause is not None else "$ would not decode back to an equal value"
 
 
 def _where(recorded: RecordedEvent) -> tuple[str, int, str]:

@@ -36,10 +36,12 @@ from epoch.cache import CachedState, StateCache
 from epoch.codec import EventCodec, encode_events
 from epoch.domain import DeciderLike, initial_state_of
 from epoch.errors import (
+    ConfigurationError,
     InvalidEvent,
     InvalidVersion,
     StreamDeleted,
 )
+from epoch.personal import keys_of_codec, preloading, subjects_in
 from epoch.records import ANY, AppendResult, EventEnvelope, ExpectedVersionLike, NewEvent, RecordedEvent
 from epoch.snapshots import Snapshots, Snapshotter
 from epoch.stores import EventStore, guarded_append_of
@@ -164,6 +166,8 @@ class CommandHandler(Generic[C, S, E]):
         self.decider = decider
         self.category = category
         self.codec = codec
+        self._keys = keys_of_codec(codec)  # personal data: preload keys before decoding, save before appending
+        self._key_generation = 0
         self.retries = retries
         self.backoff = backoff
         self.max_backoff = max_backoff
@@ -175,6 +179,11 @@ class CommandHandler(Generic[C, S, E]):
         self._guarded = guarded_append_of(self.store)
         self.snapshots = snapshots
         self._snapshots = Snapshotter.of(store, snapshots, decider)  # None: no policy, or a store without them
+        if self._snapshots is not None and self._keys is not None:
+            raise ConfigurationError(
+                f"{self.category}: snapshots and a codec that seals personal data do not mix: a snapshot"
+                " would keep the plaintext of personal fields, which forgetting a subject must erase"
+            )
         from epoch import _run  # it builds this module's results, so it is imported once this module is loaded
 
         self._alone = functools.partial(_run.alone, self)
@@ -215,7 +224,10 @@ class CommandHandler(Generic[C, S, E]):
         state = loaded.state
         last: RecordedEvent | None = None
         stale = check  # until the base's own event is seen
-        async with closing(self.store.read_stream(stream, from_version=from_version)) as events:
+        read = self.store.read_stream(stream, from_version=from_version)
+        if self._keys is not None:
+            read = preloading(self._keys, read)
+        async with closing(read) as events:
             async for recorded in events:
                 if check:
                     check = False
@@ -239,7 +251,18 @@ class CommandHandler(Generic[C, S, E]):
             self.cache.put(stream, loaded)
         return loaded
 
+    async def _forgotten(self) -> None:
+        """Personal data: after a forget (anywhere), drop the cached states, which were decided on the
+        forgotten values, so no decision ever sees them again."""
+        assert self._keys is not None
+        await self._keys.refresh()
+        if self._keys.generation != self._key_generation and self.cache is not None:
+            self.cache.invalidate()
+        self._key_generation = self._keys.generation
+
     async def _load(self, stream: str, watch: UUID | None = None) -> CachedState[S] | None:
+        if self._keys is not None:
+            await self._forgotten()
         return await self._fold(stream, self.cache.get(stream) if self.cache is not None else None, watch)
 
     async def _confirm(self, stream: str, base: CachedState[S], watch: UUID | None = None) -> CachedState[S] | None:
@@ -304,7 +327,8 @@ class CommandHandler(Generic[C, S, E]):
         start = None if head is None else head + 1
         # Up to the version asked for, not one event past it (its first version may be above 0 after a delete).
         limit = None if version is None else max(version + 1 - (start or 0), 0)
-        async with closing(self.store.read_stream(stream, from_version=start, limit=limit)) as events:
+        read = self.store.read_stream(stream, from_version=start, limit=limit)
+        async with closing(read if self._keys is None else preloading(self._keys, read)) as events:
             async for recorded in events:
                 if version is not None and recorded.version > version:
                     return state
@@ -359,6 +383,8 @@ class CommandHandler(Generic[C, S, E]):
             if prior is not None:
                 return prior
         base_metadata = await command_metadata(self.store, metadata, command_id, correlation_id, causation_id)
+        if self._keys is not None:
+            await self._forgotten()
         job = Job(command, services, command_id, watch, base_metadata)
         if self._telemetry is not None:
             self._telemetry.begin(job)
@@ -378,6 +404,9 @@ class CommandHandler(Generic[C, S, E]):
     ) -> list[NewEvent]:
         ids = event_ids_for(command_id, stream, len(events)) if command_id is not None else None
         try:
+            if self._keys is not None:  # a subject's first event creates its key (saved before the append)
+                with self._keys.creating():
+                    return encode_events(self.codec, events, metadata, ids)
             return encode_events(self.codec, events, metadata, ids)
         except InvalidEvent as exc:  # the codec cannot know where the event was going
             raise InvalidEvent(stream, exc.index, exc.reason) from exc
@@ -409,5 +438,7 @@ class CommandHandler(Generic[C, S, E]):
         if found is None:
             return None
         written, state = found
+        if self._keys is not None:
+            await self._keys.preload(subjects_in(written))
         last = written[-1]
         return ExecuteResult(stream, last.version, last.position, [self.codec.decode(r) for r in written], state)

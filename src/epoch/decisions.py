@@ -21,7 +21,7 @@ cannot see them; ``tags`` derives their tags where the codec does not.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 from uuid import UUID
@@ -41,6 +41,7 @@ from epoch.errors import (
     StreamClosed,
     WrongExpectedVersion,
 )
+from epoch.personal import keys_of_codec, preloading, subjects_in
 from epoch.queries import AppendCondition, Query
 from epoch.records import ANY, NO_STREAM, ExpectedVersionLike, NewEvent, RecordedEvent
 from epoch.stores import EventStore
@@ -100,6 +101,7 @@ class DecisionHandler(Generic[C, S, E]):
         self.store = store if self._telemetry is None else self._telemetry.traced(store)
         self.decider = decider
         self.codec = codec
+        self._keys = keys_of_codec(codec)  # personal data: preload keys before decoding, save before appending
         self.query = query
         self.stream = stream
         self.retries = retries
@@ -143,6 +145,8 @@ class DecisionHandler(Generic[C, S, E]):
         base_metadata = await command_metadata(self.store, metadata, command_id, correlation_id, causation_id)
         if self._telemetry is not None:
             self._telemetry.inject(base_metadata)
+        if self._keys is not None:  # personal data: a forget elsewhere is seen before this decision reads
+            await self._keys.refresh()
         budget = 1 + self.retries
         decisions = 0
         while True:
@@ -162,6 +166,8 @@ class DecisionHandler(Generic[C, S, E]):
             if self.read_stream:
                 expected = NO_STREAM if read.version is None else read.version
             try:
+                if self._keys is not None:  # personal data: the keys sealed under exist before the events
+                    await self._keys.save()
                 appended = await self.store.append_with_condition(
                     stream, new_events, AppendCondition(query, read.after), expected
                 )
@@ -199,12 +205,12 @@ class DecisionHandler(Generic[C, S, E]):
         state = initial_state_of(self.decider)
         own: list[RecordedEvent] = []
         if self.read_stream:
-            async with closing(self.store.read_stream(stream)) as events:
+            async with closing(self._preloaded(self.store.read_stream(stream))) as events:
                 own = [recorded async for recorded in events]
         version, position = (own[-1].version, own[-1].position) if own else (None, 0)
         after: int | None = None
         mine = 0  # the next of the stream's own events to fold
-        async with closing(self.store.read_query(query)) as events:
+        async with closing(self._preloaded(self.store.read_query(query))) as events:
             async for recorded in events:
                 if before is not None and recorded.position >= before:
                     break
@@ -227,6 +233,10 @@ class DecisionHandler(Generic[C, S, E]):
             state = evolve(state, decode(recorded))
         return _Read(state, after, version, position)
 
+    def _preloaded(self, events: AsyncIterator[RecordedEvent]) -> AsyncIterator[RecordedEvent]:
+        """``events``, each one's personal-data keys loaded before it is decoded (a codec without keys: as is)."""
+        return events if self._keys is None else preloading(self._keys, events)
+
     async def _head(self, stream: str, read: _Read) -> tuple[int | None, int]:
         """The stream's version and last position: known when it was read, else one backwards read."""
         if self.read_stream:
@@ -243,7 +253,11 @@ class DecisionHandler(Generic[C, S, E]):
     ) -> list[NewEvent]:
         ids = event_ids_for(command_id, stream, len(events)) if command_id is not None else None
         try:
-            encoded = encode_events(self.codec, events, metadata, ids)
+            if self._keys is not None:  # a subject's first event creates its key (saved before the append)
+                with self._keys.creating():
+                    encoded = encode_events(self.codec, events, metadata, ids)
+            else:
+                encoded = encode_events(self.codec, events, metadata, ids)
         except InvalidEvent as exc:  # the codec cannot know where the event was going
             raise InvalidEvent(stream, exc.index, exc.reason) from exc
         if self.tags is None:
@@ -272,6 +286,8 @@ class DecisionHandler(Generic[C, S, E]):
             return None
         read = await self._read(stream, query, None, before=written[0].position)
         assert read is not None  # nothing is watched
+        if self._keys is not None:
+            await self._keys.preload(subjects_in(written))
         state = fold(self.decider, read.state, [self.codec.decode_data(recorded) for recorded in written])
         last = written[-1]
         return ExecuteResult(stream, last.version, last.position, [self.codec.decode(r) for r in written], state)

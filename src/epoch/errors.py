@@ -10,6 +10,7 @@ Every error epoch raises on purpose derives from :class:`EpochError`::
     ├── DuplicateEventId            an event id is already stored elsewhere
     ├── DecodeError                 a stored event cannot be turned into a domain event
     │   └── UnknownEventType        ... because its type is not registered
+    ├── KeyNotLoaded                a personal field's key is not in the process's cache (preload it)
     ├── StoreUnavailable            the store cannot be reached (connection lost, timeout)
     │   └── StoreFull               ... because its disk (or its configured size limit) is full
     ├── StoreError                  the database refused an operation; retrying cannot help
@@ -44,6 +45,7 @@ __all__ = [
     "InvalidQuery",
     "InvalidStreamName",
     "InvalidVersion",
+    "KeyNotLoaded",
     "MissingDependency",
     "NotSupported",
     "ProjectionFailed",
@@ -167,6 +169,25 @@ class UnknownEventType(DecodeError):
         return (
             f"{self.stream}: unknown event type {self.type!r} at version {self.version}"
             " (register its class with the codec)"
+        )
+
+
+class KeyNotLoaded(EpochError):
+    """A personal field needs the key of ``subject``, which the process has not loaded (or not revalidated
+    within a second): ``await keys.preload([subject])`` first. Decoding never waits for the database."""
+
+    def __init__(self, subject: str, stream: str = "", version: int | None = None, type: str = "") -> None:
+        super().__init__(subject, stream, version, type)
+        self.subject = subject
+        self.stream = stream
+        self.version = version
+        self.type = type
+
+    def __str__(self) -> str:
+        where = f"{self.stream}: event {self.type!r} at version {self.version} needs " if self.stream else ""
+        return (
+            f"{where}the key of subject {self.subject!r}, which is not loaded: "
+            f"await keys.preload([{self.subject!r}]) before decoding"
         )
 
 

@@ -134,6 +134,7 @@ _COMMAND_MODULES = (
     "epoch.cli.browse",
     "epoch.cli.migrate",
     "epoch.cli.copy",
+    "epoch.cli.forget",
     "epoch.cli.scavenge",
     "epoch.cli.projections",
     "epoch.cli.snapshots",

@@ -35,6 +35,7 @@ async def _copy(src_url: str, dst_url: str, chunk_size: int, show_progress: bool
         "copied": result.copied,
         "resumed": result.resumed,
         "timestamps_preserved": result.timestamps_preserved,
+        "keys": result.keys,
     }
 
 
@@ -55,6 +56,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps(report))
             return
         what = "resumed: copied" if report["resumed"] else "copied"
-        typer.echo(f"{what} {report['copied']} events from {src_url} to {dst_url}")
+        keys = f" and {report['keys']} personal-data keys" if report["keys"] else ""
+        typer.echo(f"{what} {report['copied']} events{keys} from {src_url} to {dst_url}")
         if not report["timestamps_preserved"]:
             typer.echo("note: the destination cannot import, so the copies got new recorded_at times", err=True)

@@ -19,6 +19,7 @@ from typing import Any
 
 from epoch import _backoff as backoff
 from epoch.errors import DecodeError
+from epoch.personal import keys_of_codec, subjects_in
 from epoch.projections._delivery import delivery_for
 from epoch.projections.checkpoints import CheckpointStore, transactional_checkpoints
 from epoch.projections.parking import ParkingLot, parked_now, transactional_parking
@@ -65,6 +66,7 @@ class Worker:
         self.probe = None if telemetry is None else telemetry.projection(settings.name)
         self.store = store
         self.codec = codec
+        self._keys = keys_of_codec(codec)  # personal data: a batch's keys are preloaded before decoding
         self.checkpoints = checkpoints
         self.parking = parking
         self.database = database
@@ -187,6 +189,8 @@ class Worker:
         return lambda: self.apply([recorded], recorded.position)
 
     async def apply(self, records: list[RecordedEvent], checkpoint: int) -> None:
+        if self._keys is not None:
+            await self._keys.preload(subjects_in(records))
         envelopes = [self.codec.decode(r) for r in records]
         started = time.monotonic()
         if self.probe is None:
@@ -249,4 +253,6 @@ class Worker:
 
     async def replay(self, entry_event: RecordedEvent) -> Exception | None:
         """Handle a parked event again; on success drop it from the parking lot (atomically if exactly-once)."""
+        if self._keys is not None:
+            await self._keys.preload(subjects_in([entry_event]))
         return await self.delivery.replay(entry_event, self.codec)

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from epoch._backoff import Backoff
 from epoch.errors import ConfigurationError, EpochError, StoreUnavailable
+from epoch.personal import keys_of_codec, subjects_in
 from epoch.projections._delivery import delivery_for
 from epoch.projections._tables import create_table
 from epoch.projections.checkpoints import SQLCheckpointStore
@@ -262,6 +263,8 @@ class PartitionedRunner:
         return len(page) == self.batch_size or bool(groups)
 
     async def _process(self, partition: int, records: list[RecordedEvent]) -> None:
+        if (keys := keys_of_codec(self.codec)) is not None:  # personal data: keys before decoding
+            await keys.preload(subjects_in(r for r in records if self.settings.wants(r)))
         wanted = [self.codec.decode(r) for r in records if self.settings.wants(r)]
         last = records[-1].position
         if self._telemetry is None or not wanted:  # (nothing wanted: only the checkpoint moves, no batch)

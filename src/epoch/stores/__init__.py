@@ -26,11 +26,14 @@ __all__ = [
     "Snapshot",
     "SnapshotStatus",
     "StoreOpener",
+    "SubjectKey",
     "SupportsImport",
     "SupportsSnapshots",
+    "SupportsKeys",
     "Transaction",
     "guarded_append_of",
     "importer_of",
+    "keys_of",
     "open_store",
     "snapshot_store",
     "sql_store",
@@ -286,6 +289,7 @@ def open_store(url: str | None = None) -> StoreOpener:
 
 
 # The declared capabilities (after EventStore: they are part of this package's public surface).
+from epoch.stores._keys import SubjectKey, SupportsKeys, keys_of  # noqa: E402
 from epoch.stores._lifecycle import guarded_append_of  # noqa: E402
 from epoch.stores._snapshots import (  # noqa: E402
     Snapshot,

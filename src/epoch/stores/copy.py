@@ -6,6 +6,11 @@ stream, version, id, type, data, metadata, tags and — when the destination can
 What is not: positions. Each store numbers its log its own way, so the copy gets new positions in the
 same order; checkpoints taken against the source (projections) do not carry over — rebuild them.
 
+Personal data: the keys of the source's key table (:class:`SupportsKeys`) are copied first, as they are
+(ciphertext stays ciphertext: nothing is decrypted), so a subject forgotten in the source before the copy
+has no key in the destination either and stays unreadable there. A source with keys and a destination
+that keeps none is refused before anything is written.
+
 Resuming: run the copy again. It finds the destination's last event in the source (by id) and carries
 on after it, so an interrupted copy loses nothing and copies nothing twice (the destination writes each
 chunk atomically). The same mechanism catches a copy up with a source that kept growing. When that event
@@ -29,6 +34,7 @@ from dataclasses import dataclass
 from epoch.errors import ConfigurationError
 from epoch.records import ANY, NewEvent, RecordedEvent
 from epoch.stores import EventStore
+from epoch.stores._keys import keys_of
 from epoch.stores._lifecycle import StreamLifecycle, lifecycle_states_of
 from epoch.stores._sql import SupportsImport, importer_of
 
@@ -49,6 +55,8 @@ class CopyResult:
     """False when the destination cannot import: the copies were appended and got new ``recorded_at``."""
     carried: int = 0
     """Streams whose lifecycle state (a delete, a truncation, limits) this run carried over."""
+    keys: int = 0
+    """Personal-data keys copied (all of the source's, every run: the destination keeps those it has)."""
 
 
 async def _resume_after(src: EventStore, dst: EventStore) -> tuple[int, set[object]]:
@@ -116,6 +124,7 @@ async def copy_store(
     if chunk_size < 1:
         raise ValueError("chunk_size must be >= 1")
     after, held = await _resume_after(src, dst)
+    keys = await _copy_keys(src, dst, chunk_size)
     importer = importer_of(dst)
     states = await _states(src)
     first_visible: dict[str, int] = {}
@@ -163,7 +172,34 @@ async def copy_store(
     carried = 0
     if states is not None:  # again: deletes and truncations made while this run copied count too
         carried = await _carry(dst, await _states(src) or {})
-    return CopyResult(copied=copied, resumed=after > 0, timestamps_preserved=importer is not None, carried=carried)
+    return CopyResult(
+        copied=copied, resumed=after > 0, timestamps_preserved=importer is not None, carried=carried, keys=keys
+    )
+
+
+async def _copy_keys(src: EventStore, dst: EventStore, chunk_size: int) -> int:
+    """Copy every key of the source's key table, before any event (so no copied event is ever unreadable
+    for want of a key that is still to come); the number copied."""
+    source, target = keys_of(src), keys_of(dst)
+    if source is None:
+        return 0
+    copied = 0
+    chunk = []
+    async for key in source.export_keys():
+        if target is None:
+            raise ConfigurationError(
+                "the source holds personal-data keys and the destination store keeps none: "
+                "its encrypted fields would become unreadable"
+            )
+        chunk.append(key)
+        if len(chunk) >= chunk_size:
+            await target.write_keys(chunk)
+            copied, chunk = copied + len(chunk), []
+    if chunk:
+        assert target is not None
+        await target.write_keys(chunk)
+        copied += len(chunk)
+    return copied
 
 
 async def _append_chunk(

@@ -23,6 +23,7 @@ from epoch.stores._checks import (
     is_replay,
 )
 from epoch.stores._dcb import ALL_OPERATIONS, check_condition, check_many, check_query_read
+from epoch.stores._keys import MemoryKeys
 from epoch.stores._lifecycle import (
     TOMBSTONE,
     StreamLifecycle,
@@ -66,7 +67,7 @@ class _Stream:
         return start
 
 
-class MemoryEventStore(StoreLifecycle, MemorySnapshots):
+class MemoryEventStore(StoreLifecycle, MemorySnapshots, MemoryKeys):
     """Streams and the global log in lists; every call is atomic because it never awaits mid-way.
 
     Subscriptions wake on each append. The store lives and dies with its process. It declares no

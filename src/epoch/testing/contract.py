@@ -28,6 +28,7 @@ from epoch.testing.contract_lifecycle import LifecycleContract
 from epoch.testing.contract_limits import LimitsContract
 from epoch.testing.contract_log import LogContract
 from epoch.testing.contract_numbers import NumbersContract
+from epoch.testing.contract_personal import PersonalDataContract
 from epoch.testing.contract_roundtrip import RoundTripContract
 
 __all__ = ["EventStoreContract"]
@@ -45,6 +46,7 @@ class EventStoreContract(
     ConditionsContract,
     ErasureContract,
     LimitsContract,
+    PersonalDataContract,
 ):
     """The guarantees of DESIGN §3 every store shows, against the ``store`` fixture; one module each:
 
@@ -60,6 +62,7 @@ class EventStoreContract(
     - ``contract_dcb_appends``: ``append_with_condition``, ``append_many``, racing claimants of one tag.
     - ``contract_erasure``: hard delete (tombstones) and ``truncate_before`` (DESIGN §8);
     - ``contract_limits``: ``set_stream_limits`` and ``scavenge`` (DESIGN §8).
+    - ``contract_personal``: personal data sealed, forgotten, copied (§8, on stores with ``SupportsKeys``).
     """
 
     pytestmark: ClassVar[list[pytest.MarkDecorator]] = [pytest.mark.asyncio]

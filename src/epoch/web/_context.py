@@ -14,9 +14,12 @@ from starlette.templating import Jinja2Templates
 
 from epoch import (
     EventStore,
+    KeyStore,
     RecordedEvent,
 )
+from epoch.personal import shown_record
 from epoch.projections import format_duration
+from epoch.stores import keys_of
 from epoch.web._apps import Registered
 from epoch.web._diff import Change, diff, path_text, to_tree, value_text
 from epoch.web._index import LogIndex
@@ -40,6 +43,7 @@ __all__ = [
     "_int",
     "_oneline",
     "_required",
+    "_version_at",
     "_when",
     "templates",
 ]
@@ -60,6 +64,13 @@ class Explorer:
     store: EventStore
     index: LogIndex
     registered: Registered
+
+    async def shown(self, event: RecordedEvent) -> RecordedEvent:
+        """``event`` as the pages show it: personal fields (docs/personal-data.md) as "encrypted" or, once
+        their subject is forgotten, "erased"; never their ciphertext or plaintext."""
+        if keys_of(self.store) is None:
+            return event
+        return await shown_record(KeyStore.for_store(self.store), event)
 
 
 @dataclass
@@ -170,3 +181,18 @@ def _describe(decider: object) -> str:
     decide = getattr(decider, "decide", None)
     module = getattr(decide, "__module__", None) or type(decider).__module__
     return f"{kind} ({module})"
+
+
+async def _version_at(explorer: Explorer, stream: str, at: datetime) -> int:
+    """The version state_at(at=...) stops at: the last before the first event recorded after ``at``."""
+    version: int | None = None
+    async for recorded in explorer.store.read_stream(stream):
+        if recorded.recorded_at > at:
+            break
+        version = recorded.version
+    if version is None:
+        first_at = ""
+        async for recorded in explorer.store.read_stream(stream, limit=1):
+            first_at = f": its first event was recorded at {_when(recorded.recorded_at)}"
+        raise HTTPException(404, f"{stream} has no event recorded at or before {_when(at)}{first_at}")
+    return version

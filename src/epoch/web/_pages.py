@@ -41,7 +41,7 @@ from epoch.web._context import (
     _instant,
     _int,
     _required,
-    _when,
+    _version_at,
 )
 from epoch.web._diff import Change
 from epoch.web._views import event_view, link, state_json
@@ -133,7 +133,10 @@ class Pages:
         from_version = _int(request, "from", 0) or 0
         size = _int(request, "size", PAGE_SIZE, minimum=1, maximum=MAX_PAGE_SIZE) or PAGE_SIZE
         await explorer.index.refresh()
-        events = [event_view(e) async for e in explorer.store.read_stream(name, from_version=from_version, limit=size)]
+        events = [
+            event_view(await explorer.shown(e))
+            async for e in explorer.store.read_stream(name, from_version=from_version, limit=size)
+        ]
         summary = explorer.index.streams.get(name)
         version = await explorer.store.stream_version(name)
         if summary is None and version is None:
@@ -177,7 +180,7 @@ class Pages:
         event = await explorer.store.get_event(event_id)
         if event is None:
             raise HTTPException(404, f"no event with id {event_id}")
-        view = event_view(event)
+        view = event_view(await explorer.shown(event))
         cause = await self._event_by_text_id(explorer, view.causation_id)
         chain: list[ChainNode] = []
         chain_size = 0
@@ -237,7 +240,7 @@ class Pages:
             start = index.position_before(before - 1, size) if before > 0 else 0
         else:
             start = index.tail_after(size)
-        events = [event_view(e) async for e in explorer.store.read_all(after=start, limit=size)]
+        events = [event_view(await explorer.shown(e)) async for e in explorer.store.read_all(after=start, limit=size)]
         if before is not None:
             events = [v for v in events if v.event.position < before]
         newest = events[-1].event.position if events else start
@@ -277,7 +280,7 @@ class Pages:
             events = explorer.store.subscribe(after)
             try:
                 async for event in events:
-                    html = row.render(v=event_view(event))
+                    html = row.render(v=event_view(await explorer.shown(event)))
                     data = "".join(f"data: {line}\n" for line in html.splitlines())
                     yield f"id: {event.position}\nevent: append\n{data}\n"
             finally:
@@ -329,7 +332,7 @@ class Pages:
         if version is not None and version > head:
             raise HTTPException(404, f"{stream} has no version {version}: its last version is {head}")
         if at is not None:
-            version = await self._version_at(explorer, stream, at)
+            version = await _version_at(explorer, stream, at)
         shown = head if version is None else version
         problem = None
         state: str | None = None
@@ -364,20 +367,6 @@ class Pages:
             problem=problem,
             changes=changes,
         )
-
-    async def _version_at(self, explorer: Explorer, stream: str, at: datetime) -> int:
-        """The version state_at(at=...) stops at: the last before the first event recorded after ``at``."""
-        version: int | None = None
-        async for recorded in explorer.store.read_stream(stream):
-            if recorded.recorded_at > at:
-                break
-            version = recorded.version
-        if version is None:
-            first_at = ""
-            async for recorded in explorer.store.read_stream(stream, limit=1):
-                first_at = f": its first event was recorded at {_when(recorded.recorded_at)}"
-            raise HTTPException(404, f"{stream} has no event recorded at or before {_when(at)}{first_at}")
-        return version
 
     # -- events per minute ----------------------------------------------------------------------
 

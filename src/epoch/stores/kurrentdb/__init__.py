@@ -58,6 +58,7 @@ from epoch.stores.kurrentdb import lifecycle
 from epoch.stores.kurrentdb.companion import KurrentDBCompanionStreams
 from epoch.stores.kurrentdb.dcb import AtomicWritesUnsupported, matching
 from epoch.stores.kurrentdb.errors import driver_errors
+from epoch.stores.kurrentdb.keys import KurrentDBKeys
 from epoch.stores.kurrentdb.mapping import (
     exact_stream,
     is_user_event,
@@ -95,7 +96,9 @@ the protocol's fields are unsigned 64-bit). epoch's ints are unbounded: larger v
 to what they mean (nothing to read, a guard that cannot match) instead of reaching the protocol."""
 
 
-class KurrentDBEventStore(AtomicWritesUnsupported, StoreLifecycle, lifecycle.Lifecycle, KurrentDBSnapshots):
+class KurrentDBEventStore(
+    AtomicWritesUnsupported, StoreLifecycle, lifecycle.Lifecycle, KurrentDBSnapshots, KurrentDBKeys
+):
     """An :class:`~epoch.stores.EventStore` on a KurrentDB server or cluster.
 
     ``KurrentDBEventStore("kurrentdb://localhost:2113?tls=false")`` takes the client's connection string

@@ -57,6 +57,7 @@ from epoch.stores._checks import (
 )
 from epoch.stores._dcb import check_condition, check_many, check_query_read
 from epoch.stores._sql import Dialect, PostgresTransaction, SQLStore, SupportsImport
+from epoch.stores._sql_keys import SQLKeys
 from epoch.stores.postgres import appends, dcb, lifecycle, reads
 from epoch.stores.postgres import sql as q
 from epoch.stores.postgres.lag import VisibilityLag, measure_visibility_lag
@@ -71,7 +72,7 @@ __all__ = ["PostgresEventStore", "VisibilityLag", "decode_position", "encode_pos
 __all__ += ["network_options", "server_side"]  # a lease session's network settings (projections.scaleout)
 
 
-class PostgresEventStore(StoreLifecycle, SQLStore, SupportsImport, lifecycle.Lifecycle, PostgresSnapshots):
+class PostgresEventStore(StoreLifecycle, SQLStore, SupportsImport, lifecycle.Lifecycle, PostgresSnapshots, SQLKeys):
     """An :class:`~epoch.stores.EventStore` on PostgreSQL (13+).
 
     Construct with a libpq connection string or URI and ``await store.open()`` (or use

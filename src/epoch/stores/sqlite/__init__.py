@@ -47,6 +47,7 @@ from epoch.stores._checks import (
 from epoch.stores._dcb import ALL_OPERATIONS, check_condition, check_many, check_query_read
 from epoch.stores._lifecycle import StreamLifecycle, check_hard, check_limits, check_truncate
 from epoch.stores._sql import Dialect, SQLStore, SupportsImport
+from epoch.stores._sql_keys import SQLKeys
 from epoch.stores._urls import Parser, integer, only_options, seconds, text
 from epoch.stores.sqlite import dcb, lifecycle, work
 from epoch.stores.sqlite.bridge import SQLiteTransaction, transaction_on
@@ -65,7 +66,7 @@ T = TypeVar("T")
 _MAX_READERS = 64  # reader threads: more only cost memory (WAL readers never wait for each other)
 
 
-class SQLiteEventStore(StoreLifecycle, SQLStore, SupportsImport, SQLiteSnapshots):
+class SQLiteEventStore(StoreLifecycle, SQLStore, SupportsImport, SQLiteSnapshots, SQLKeys):
     """An event store in one SQLite file (or in memory), safe for many threads, tasks and OS processes.
 
     ``path`` is a file name, or ``":memory:"`` for a private in-memory database (then one connection on

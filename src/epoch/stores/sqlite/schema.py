@@ -14,6 +14,7 @@ import time
 
 from epoch._backoff import Backoff
 from epoch.errors import ConfigurationError
+from epoch.stores._sql_keys import SQLITE_KEY_TABLES
 from epoch.stores.sqlite import snapshots, tags
 from epoch.stores.sqlite.errors import is_lock_conflict
 
@@ -87,6 +88,7 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (2, "event tags, the tag index and the type index", tags.MIGRATION),
     (3, "stream limits and the erased head (stream lifecycle)", _V3),
     (4, "snapshots", snapshots.MIGRATION),
+    (5, "epoch_keys, epoch_key_changes: personal-data keys", SQLITE_KEY_TABLES),
 )
 """``(version, description, statements)`` in version order, applied in one transaction by
 :func:`create_schema`. Never edit a released one; add a new one (its statements may live in the module

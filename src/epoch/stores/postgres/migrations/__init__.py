@@ -5,7 +5,7 @@ Never edit a released migration; add a module ``vN.py`` with its ``SQL`` and one
 
 from __future__ import annotations
 
-from epoch.stores.postgres.migrations import v1, v2, v3, v4, v5
+from epoch.stores.postgres.migrations import v1, v2, v3, v4, v5, v6
 
 __all__ = ["LATEST_VERSION", "MIGRATIONS"]
 
@@ -15,6 +15,7 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (3, "tags: epoch_events.tags, epoch_event_tags, the type index, tag and type locks, epoch_append_if", v3.SQL),
     (4, "stream lifecycle: tombstones, truncation, limits, scavenge", v4.SQL),
     (5, "snapshots", v5.SQL),
+    (6, "epoch_keys, epoch_key_changes: personal-data keys", v6.SQL),
 )
 """``(version, description, sql)``, in version order."""
 
