@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
 from epoch._lanes import Waiting
+from epoch._results import ExecuteResult, Job
 from epoch.cache import CachedState
-from epoch.commands import ExecuteResult, Job
 from epoch.domain import decide_events
 from epoch.errors import DuplicateEventId, InvalidEvent, StreamClosed, WrongExpectedVersion
 from epoch.records import NO_STREAM, AppendResult, ExpectedVersionLike, NewEvent

@@ -14,12 +14,9 @@ from __future__ import annotations
 import enum
 import functools
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import Any, Generic, TypeVar
 from uuid import UUID
-
-import msgspec
 
 from epoch import _backoff as backoff
 from epoch._idempotency import (
@@ -32,6 +29,7 @@ from epoch._idempotency import (
     first_execution,
 )
 from epoch._lanes import Lanes
+from epoch._results import ExecuteResult, Job, LoadedState, written_envelopes
 from epoch.cache import CachedState, StateCache
 from epoch.codec import EventCodec, encode_events
 from epoch.domain import DeciderLike, initial_state_of
@@ -42,7 +40,7 @@ from epoch.errors import (
     StreamDeleted,
 )
 from epoch.personal import keys_of_codec, preloading, subjects_in
-from epoch.records import ANY, AppendResult, EventEnvelope, ExpectedVersionLike, NewEvent, RecordedEvent
+from epoch.records import ANY, AppendResult, ExpectedVersionLike, NewEvent, RecordedEvent
 from epoch.snapshots import Snapshots, Snapshotter
 from epoch.stores import EventStore, guarded_append_of
 from epoch.streams import check_category, check_expected_version, check_stream_name
@@ -54,70 +52,12 @@ C = TypeVar("C")
 S = TypeVar("S")
 E = TypeVar("E")
 
-_METADATA = msgspec.json.Decoder(dict[str, Any])
-
 
 class _Missing(enum.Enum):
     MISSING = "missing"
 
 
 _MISSING = _Missing.MISSING
-
-
-@dataclass(frozen=True, slots=True)
-class ExecuteResult(Generic[S, E]):
-    """What ``execute`` did: the events written (empty if nothing to do) and the state after them."""
-
-    stream: str
-    version: int | None
-    position: int
-    events: list[EventEnvelope[E]]
-    state: S
-    attempts: int = 1
-    """How many times the command was decided (more than 1 after concurrent writes)."""
-
-
-class LoadedState(NamedTuple, Generic[S]):
-    """A stream's current state and version (``None`` for a new stream); unpacks as a tuple."""
-
-    state: S
-    version: int | None
-
-
-@dataclass(slots=True, eq=False)
-class Job(Generic[C]):
-    """One ``execute`` call, checked and ready to decide; ``decisions`` counts its runs of ``decide``,
-    ``conflicts`` its appends a concurrent write refused (both read by telemetry, also when it fails)."""
-
-    command: C
-    services: object
-    command_id: str | UUID | None
-    watch: UUID | None  # the id of the command's first event, when it has a command id
-    metadata: dict[str, Any]
-    decisions: int = 0
-    conflicts: int = 0
-
-
-def written_envelopes(
-    stream: str, events: list[E], new_events: list[NewEvent], appended: AppendResult
-) -> list[EventEnvelope[E]]:
-    """The envelopes of ``events`` (encoded as ``new_events``) once one append to ``stream`` wrote them."""
-    assert appended.version is not None and appended.recorded_at is not None  # events were written
-    first_version = appended.version - len(events) + 1
-    return [
-        EventEnvelope(
-            stream,
-            first_version + index,
-            appended.positions[index],
-            new_event.id,
-            new_event.type,
-            event,
-            _METADATA.decode(new_event.metadata) if new_event.metadata else {},
-            appended.recorded_at,
-            new_event.tags,
-        )
-        for index, (event, new_event) in enumerate(zip(events, new_events, strict=True))
-    ]
 
 
 class CommandHandler(Generic[C, S, E]):

@@ -30,8 +30,8 @@ import msgspec
 
 from epoch import _backoff as backoff
 from epoch._idempotency import check_id, closing, command_events, command_metadata, event_id_for, event_ids_for
+from epoch._results import ExecuteResult, written_envelopes
 from epoch.codec import EventCodec, encode_events
-from epoch.commands import ExecuteResult, written_envelopes
 from epoch.domain import DeciderLike, decide_events, fold, initial_state_of
 from epoch.errors import (
     AppendConditionFailed,

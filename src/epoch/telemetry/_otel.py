@@ -27,7 +27,8 @@ from epoch.telemetry._store import TracedStore
 if TYPE_CHECKING:
     from uuid import UUID
 
-    from epoch.commands import CommandHandler, ExecuteResult, Job, _Missing
+    from epoch._results import Job
+    from epoch.commands import CommandHandler, ExecuteResult, _Missing
     from epoch.records import ExpectedVersionLike
 
 __all__ = ["CommandProbe", "ProjectionProbe", "Telemetry", "active_providers"]

@@ -39,7 +39,6 @@ from epoch.errors import (
     StoreUnavailable,
     WrongExpectedVersion,
 )
-from epoch.queries import Query
 from epoch.records import ANY, AppendResult, ExpectedVersionLike, NewEvent, RecordedEvent
 from epoch.stores._base import StoreLifecycle
 from epoch.stores._checks import (
@@ -53,10 +52,9 @@ from epoch.stores._checks import (
     enforce_expected_version,
     is_replay,
 )
-from epoch.stores._dcb import check_query_read
 from epoch.stores.kurrentdb import lifecycle
 from epoch.stores.kurrentdb.companion import KurrentDBCompanionStreams
-from epoch.stores.kurrentdb.dcb import AtomicWritesUnsupported, matching
+from epoch.stores.kurrentdb.dcb import MAX_SERVER_INT, AtomicWritesUnsupported
 from epoch.stores.kurrentdb.errors import driver_errors
 from epoch.stores.kurrentdb.keys import KurrentDBKeys
 from epoch.stores.kurrentdb.mapping import (
@@ -90,7 +88,7 @@ DEFAULT_KURRENTDB_MAX_EVENT_SIZE = DEFAULT_MAX_EVENT_SIZE - 1024
 DEFAULT_ID_CHECK_WINDOW = 1000
 """How many of a stream's newest events an append checks for the batch's ids (``None``: all of them)."""
 
-_MAX_SERVER_INT = 2**63 - 1
+_MAX_SERVER_INT = MAX_SERVER_INT
 """The largest revision, count or commit position KurrentDB handles (its server side is signed 64-bit;
 the protocol's fields are unsigned 64-bit). epoch's ints are unbounded: larger values are mapped here
 to what they mean (nothing to read, a guard that cannot match) instead of reaching the protocol."""
@@ -377,20 +375,6 @@ class KurrentDBEventStore(
                 if event.id == id and is_user_event(event, None):
                     return to_record(event)
         return None
-
-    async def read_query(self, query: Query, after: int = 0, limit: int | None = None) -> AsyncIterator[RecordedEvent]:
-        """A scan of ``$all`` from ``after``, matched here: KurrentDB keeps no index of tags (``dcb``)."""
-        query = check_query_read(query, after, limit)
-        client = self._open()
-        if query.matches_nothing or limit == 0 or after - 1 > _MAX_SERVER_INT:
-            return
-        read = client.read_all(commit_position=after - 1 if after else None, **stream_filter(None))
-        async with (
-            aclosing(self._events(None, read)) as events,
-            aclosing(matching(events, query, after, limit)) as found,
-        ):
-            async for record in found:
-                yield record
 
     # -- epoch's own streams -------------------------------------------------------------------
 

@@ -5,15 +5,16 @@ index of tags), and the two atomic writes raise ``NotSupported`` for the reasons
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any
+from contextlib import aclosing
+from typing import TYPE_CHECKING, Any
 
 from epoch.errors import NotSupported
 from epoch.queries import Query
 from epoch.records import RecordedEvent
-from epoch.stores._dcb import WithoutBoundaries
-from epoch.stores.kurrentdb.mapping import is_user_event, to_record
+from epoch.stores._dcb import WithoutBoundaries, check_query_read
+from epoch.stores.kurrentdb.mapping import is_user_event, stream_filter, to_record
 
-__all__ = ["WHY_NOT", "AtomicWritesUnsupported", "matching"]
+__all__ = ["MAX_SERVER_INT", "WHY_NOT", "AtomicWritesUnsupported", "matching"]
 
 WHY_NOT = {
     "append_with_condition": "KurrentDB checks a guard per stream only, never a condition over a query of "
@@ -24,12 +25,36 @@ WHY_NOT = {
 """Why each atomic write of the boundaries is not served (the message of its ``NotSupported``)."""
 
 
+MAX_SERVER_INT = 2**63 - 1
+"""The largest revision or commit position the server takes."""
+
+
 class AtomicWritesUnsupported(WithoutBoundaries):
     """``append_with_condition`` and ``append_many`` raise ``NotSupported`` saying :data:`WHY_NOT` (after
-    the input checks); the store overrides ``read_query``."""
+    the input checks); ``read_query`` scans ``$all``."""
+
+    if TYPE_CHECKING:  # the store's own (KurrentDBEventStore)
+
+        def _open(self, stream: str | None = None) -> Any: ...
+
+        def _events(self, stream: str | None, response_call: Any) -> AsyncGenerator[Any, None]: ...
 
     def _unsupported(self, operation: str) -> NotSupported:
         return NotSupported(type(self).__name__, operation, WHY_NOT[operation])
+
+    async def read_query(self, query: Query, after: int = 0, limit: int | None = None) -> AsyncIterator[RecordedEvent]:
+        """A scan of ``$all`` from ``after``, matched here: KurrentDB keeps no index of tags."""
+        query = check_query_read(query, after, limit)
+        client = self._open()
+        if query.matches_nothing or limit == 0 or after - 1 > MAX_SERVER_INT:
+            return
+        read = client.read_all(commit_position=after - 1 if after else None, **stream_filter(None))
+        async with (
+            aclosing(self._events(None, read)) as events,
+            aclosing(matching(events, query, after, limit)) as found,
+        ):
+            async for record in found:
+                yield record
 
 
 async def matching(

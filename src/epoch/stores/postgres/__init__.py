@@ -41,7 +41,6 @@ from typing import Any, ClassVar
 from uuid import UUID
 
 from epoch.errors import StoreUnavailable
-from epoch.queries import AppendCondition, Query
 from epoch.records import ANY, AppendResult, ExpectedVersionLike, NewEvent, RecordedEvent
 from epoch.stores._base import StoreLifecycle
 from epoch.stores._checks import (
@@ -55,7 +54,6 @@ from epoch.stores._checks import (
     clamp64,
     runs_of,
 )
-from epoch.stores._dcb import check_condition, check_many, check_query_read
 from epoch.stores._sql import Dialect, PostgresTransaction, SQLStore, SupportsImport
 from epoch.stores._sql_keys import SQLKeys
 from epoch.stores.postgres import appends, dcb, lifecycle, reads
@@ -72,7 +70,9 @@ __all__ = ["PostgresEventStore", "VisibilityLag", "decode_position", "encode_pos
 __all__ += ["network_options", "server_side"]  # a lease session's network settings (projections.scaleout)
 
 
-class PostgresEventStore(StoreLifecycle, SQLStore, SupportsImport, lifecycle.Lifecycle, PostgresSnapshots, SQLKeys):
+class PostgresEventStore(
+    StoreLifecycle, SQLStore, SupportsImport, lifecycle.Lifecycle, PostgresSnapshots, SQLKeys, dcb.Boundaries
+):
     """An :class:`~epoch.stores.EventStore` on PostgreSQL (13+).
 
     Construct with a libpq connection string or URI and ``await store.open()`` (or use
@@ -197,23 +197,6 @@ class PostgresEventStore(StoreLifecycle, SQLStore, SupportsImport, lifecycle.Lif
         stream, batch, expected = check_append(stream, events, expected_version, self.max_event_size)
         return await appends.append(self._db, stream, batch, expected, self._before_commit)
 
-    async def append_with_condition(
-        self,
-        stream: str,
-        events: Iterable[NewEvent],
-        condition: AppendCondition,
-        expected_version: ExpectedVersionLike = ANY,
-    ) -> AppendResult:
-        stream, batch, expected = check_append(stream, events, expected_version, self.max_event_size)
-        return await dcb.append_if(self._db, stream, batch, expected, check_condition(condition))
-
-    async def append_many(
-        self, appends: Iterable[tuple[str, Iterable[NewEvent], ExpectedVersionLike]]
-    ) -> list[AppendResult]:
-        entries = check_many(appends, self.max_event_size)
-        self._db.check_open()
-        return await dcb.append_many(self._db, entries)
-
     async def append_guarded(
         self, stream: str, events: Iterable[NewEvent], expected_version: ExpectedVersionLike, first_version: int
     ) -> AppendResult:
@@ -295,12 +278,6 @@ class PostgresEventStore(StoreLifecycle, SQLStore, SupportsImport, lifecycle.Lif
                 pending = await reads.pending(self._db, after)
                 if pending is None or not await reads.wait_visible(self._db, pending, self.visibility_timeout):
                     return
-
-    async def read_query(self, query: Query, after: int = 0, limit: int | None = None) -> AsyncIterator[RecordedEvent]:
-        query = check_query_read(query, after, limit)
-        self._db.check_open()
-        async for event in dcb.read_query(self._db, query, after, limit, self.visibility_timeout):
-            yield event
 
     async def subscribe(
         self,

@@ -12,7 +12,7 @@ transaction: every stream's lock and every shared key first, each guard checked 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from datetime import datetime
 from typing import Any, LiteralString
 
@@ -20,14 +20,14 @@ import msgspec
 
 from epoch.errors import AppendConditionFailed, WrongExpectedVersion
 from epoch.queries import AppendCondition, Query
-from epoch.records import AppendResult, ExpectedVersion, NewEvent, RecordedEvent
-from epoch.stores._checks import MAX_INT64, is_replay
-from epoch.stores._dcb import Many
+from epoch.records import ANY, AppendResult, ExpectedVersion, ExpectedVersionLike, NewEvent, RecordedEvent
+from epoch.stores._checks import MAX_INT64, check_append, is_replay
+from epoch.stores._dcb import Many, check_condition, check_many, check_query_read
 from epoch.stores.postgres import appends, reads
 from epoch.stores.postgres import sql as q
 from epoch.stores.postgres.pool import ConditionFailed, Connections, IdsTaken, SyncConn, driver_errors
 
-__all__ = ["append_if", "append_many", "query_page", "read_query"]
+__all__ = ["Boundaries", "append_if", "append_many", "query_page", "read_query"]
 
 
 def _page_query(query: Query, after: int, size: int) -> tuple[LiteralString, dict[str, Any]]:
@@ -204,3 +204,34 @@ async def read_query(
             pending = await reads.pending(db, after)
             if pending is None or not await reads.wait_visible(db, pending, visibility_timeout):
                 return
+
+
+class Boundaries:
+    """The store's consistency-boundary entries (``PostgresEventStore`` mixes this in)."""
+
+    _db: Connections
+    max_event_size: int
+    visibility_timeout: float
+
+    async def append_with_condition(
+        self,
+        stream: str,
+        events: Iterable[NewEvent],
+        condition: AppendCondition,
+        expected_version: ExpectedVersionLike = ANY,
+    ) -> AppendResult:
+        stream, batch, expected = check_append(stream, events, expected_version, self.max_event_size)
+        return await append_if(self._db, stream, batch, expected, check_condition(condition))
+
+    async def append_many(
+        self, appends: Iterable[tuple[str, Iterable[NewEvent], ExpectedVersionLike]]
+    ) -> list[AppendResult]:
+        entries = check_many(appends, self.max_event_size)
+        self._db.check_open()
+        return await append_many(self._db, entries)
+
+    async def read_query(self, query: Query, after: int = 0, limit: int | None = None) -> AsyncIterator[RecordedEvent]:
+        query = check_query_read(query, after, limit)
+        self._db.check_open()
+        async for event in read_query(self._db, query, after, limit, self.visibility_timeout):
+            yield event
