@@ -237,6 +237,8 @@ class CommandHandler(Generic[C, S, E]):
     async def load(self, id: object) -> LoadedState[S]:
         """The current state and version of entity ``id``; ``StreamDeleted`` when it was hard-deleted."""
         stream = self.stream_for(id)
+        if self._keys is not None:
+            await self._forgotten()  # a forget anywhere drops the cached states first
         base = self.cache.get(stream) if self.cache is not None else None
         loaded = await (self._fold(stream, None) if base is None else self._confirm(stream, base))
         assert loaded is not None  # nothing is watched
