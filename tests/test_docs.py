@@ -88,7 +88,9 @@ def run(sources: list[str], name: str) -> list[str]:
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         for index, source in enumerate(sources):
-            exec(compile(source, f"{name}#{index}", "exec"), namespace)
+            exec(
+                compile(source, f"{name}#{index}", "exec", dont_inherit=True), namespace
+            )  # as written: no future import of this file
     return out.getvalue().splitlines()
 
 

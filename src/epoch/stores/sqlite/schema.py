@@ -96,7 +96,8 @@ RELEASE_SAVEPOINT = "RELEASE append"
 
 # -- writes ----------------------------------------------------------------------------------------
 
-COLUMNS = "stream, version, position, id, type, data, metadata, recorded_at, tags"  # the order records are built in
+_COLUMNS = "stream, version, position, id, type, data, metadata, recorded_at, tags"  # the order records are built in
+COLUMNS = _COLUMNS  # for the statements built elsewhere (``dcb``)
 HEAD = "SELECT coalesce(max(position), 0) FROM events"
 DATA_VERSION = "PRAGMA data_version"  # changes when another connection commits to the file
 SELECT_STREAM = "SELECT version, first_visible FROM streams WHERE stream = ?"
@@ -124,14 +125,14 @@ def places_of(n: int) -> str:
 
 # -- reads -----------------------------------------------------------------------------------------
 
-GET_EVENT = f"SELECT {COLUMNS} FROM events WHERE id = ?"
-LOG_PAGE = f"SELECT {COLUMNS} FROM events WHERE position > ?1 AND position <= ?2 ORDER BY position LIMIT ?3"
-_CATEGORY_ARM = f"SELECT {COLUMNS} FROM events WHERE category = ?{{}} AND position > ?1 AND position <= ?2"
+GET_EVENT = f"SELECT {_COLUMNS} FROM events WHERE id = ?"
+LOG_PAGE = f"SELECT {_COLUMNS} FROM events WHERE position > ?1 AND position <= ?2 ORDER BY position LIMIT ?3"
+_CATEGORY_ARM = f"SELECT {_COLUMNS} FROM events WHERE category = ?{{}} AND position > ?1 AND position <= ?2"
 STREAM_PAGE = (
-    f"SELECT {COLUMNS} FROM events WHERE stream = ? AND version >= ? AND version <= ? ORDER BY version LIMIT ?"
+    f"SELECT {_COLUMNS} FROM events WHERE stream = ? AND version >= ? AND version <= ? ORDER BY version LIMIT ?"
 )
 STREAM_PAGE_BACKWARDS = (
-    f"SELECT {COLUMNS} FROM events WHERE stream = ? AND version >= ? AND version <= ? ORDER BY version DESC LIMIT ?"
+    f"SELECT {_COLUMNS} FROM events WHERE stream = ? AND version >= ? AND version <= ? ORDER BY version DESC LIMIT ?"
 )
 
 
