@@ -310,3 +310,22 @@ async def test_a_killed_writer_leaves_whole_append_many_calls(tmp_path: Path) ->
         last = max(calls)
         found = await collect(store.read_query(Query([QueryItem(tags=(f"call:{last}", "side:b"))])))
         assert len(found) == calls[last][-1]["sizes"][1]
+
+
+async def test_a_tag_with_types_walks_the_tag_whatever_the_statistics(tmp_path: Path) -> None:
+    """One tag on every event, one type on one event: statistics could favour driving from the type index,
+    then sorting; the CROSS JOIN keeps the tag's range as the outer loop (probing events_type inside)."""
+    path = tmp_path / "skew.db"
+    async with SQLiteEventStore(path) as store:
+        await store.append("s-1", [NewEvent("Common", b"{}", tags=("hot",)) for _ in range(2000)])
+        await store.append("s-1", [NewEvent("Rare", b"{}", tags=("hot",))])
+    with sqlite3.connect(path) as connection:
+        connection.execute("ANALYZE")
+    connection.close()
+    sql = query_sql(Query([QueryItem(types=("Rare",), tags=("hot",))]))
+    assert plan(path, sql.page, sql.names) == [
+        BY_POSITION,
+        "LIST SUBQUERY 2",
+        TAG_RANGE,  # the outer loop: the tag's range, in position order, no sort
+        "SEARCH e USING COVERING INDEX events_type (type=? AND position=? AND rowid>? AND rowid<?)",
+    ]
