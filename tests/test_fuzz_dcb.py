@@ -14,13 +14,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from epoch import ANY, NewEvent
+from epoch import ANY, NO_STREAM, NewEvent
 from epoch.errors import (
     InvalidEvent,
+    InvalidExpectedVersion,
     InvalidQuery,
     InvalidStreamName,
     InvalidVersion,
     NotSupported,
+    WrongExpectedVersion,
 )
 from epoch.queries import AppendCondition, Query, QueryItem
 from epoch.testing import collect
@@ -139,3 +141,24 @@ def test_hostile_append_many_streams(opened: Opened, streams: list[str]) -> None
         assert not serves(store, "append_many")
         return
     assert [r.stream for r in results] == unique and all(r.version is not None for r in results)
+
+
+@given(stream=st.one_of(hostile_names, valid_names), expected=st.one_of(bad_numbers, st.none()))
+def test_hostile_condition_stream_and_guard(opened: Opened, stream: str, expected: Any) -> None:
+    store = opened.store
+    head = opened.run(store.head_position())
+    condition = AppendCondition(Query([QueryItem(tags=("never-used",))]))
+    try:
+        result = opened.run(store.append_with_condition(stream, [NewEvent("T", b"{}")], condition, expected))
+    except InvalidStreamName:
+        assert not is_valid_name(stream)
+    except InvalidExpectedVersion as exc:
+        assert is_valid_name(stream) and exc.stream == stream
+    except WrongExpectedVersion as exc:  # a huge version, or None for a stream an example wrote before
+        assert exc.stream == stream and exc.expected == (NO_STREAM if expected is None else expected)
+    except NotSupported:
+        assert not serves(store, "append_with_condition")
+    else:
+        assert expected is None and result.stream == stream
+        return
+    assert opened.run(store.head_position()) == head

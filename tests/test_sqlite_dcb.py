@@ -8,10 +8,14 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import signal
 import sqlite3
 import subprocess
 import sys
+import textwrap
+from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -270,3 +274,83 @@ async def test_read_query_matches_a_scan_of_the_log(url: str, tmp_path: Path) ->
                 assert exc.position == first is not None, query
             else:
                 assert first is None, query
+
+
+# -- crashes (guarantee 7) ----------------------------------------------------------------------------
+
+APPEND_MANY_FOREVER = """
+    import asyncio, json, random, sys
+    from epoch.records import ANY, NewEvent
+    from epoch.stores import open_store
+
+    async def main(url):
+        rng = random.Random()
+        async with open_store(url) as store:
+            for call in range(10**9):
+                sizes = [rng.randint(1, 150), rng.randint(1, 150)]
+                entries = []
+                for s, side in enumerate("ab"):
+                    data = [json.dumps({"call": call, "sizes": sizes, "side": s, "i": i}) for i in range(sizes[s])]
+                    tags = (f"call:{call}", f"side:{side}")
+                    events = [NewEvent("Part", d.encode(), tags=tags) for d in data]
+                    entries.append((f"{side}-{call % 3}", events, ANY))
+                await store.append_many(entries)
+                print(call, flush=True)
+
+    asyncio.run(main(sys.argv[1]))
+"""
+
+
+@pytest.mark.slow
+async def test_a_killed_writer_leaves_whole_append_many_calls(tmp_path: Path) -> None:
+    path = tmp_path / "crash.db"
+    child = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(APPEND_MANY_FOREVER), f"sqlite:///{path}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None and child.stderr is not None
+    for _ in range(20):  # the child reports each committed call and goes on at once
+        assert await asyncio.to_thread(child.stdout.readline), child.stderr.read()
+    child.send_signal(signal.SIGKILL)
+    await asyncio.to_thread(child.wait, 10)
+    child.stdout.close()
+    child.stderr.close()
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        tag_rows = connection.execute("SELECT count(*) FROM event_tags").fetchone()[0]
+    connection.close()
+    async with SQLiteEventStore(path) as store:
+        events = await collect(store.read_all())
+        calls: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for event in events:
+            calls[json.loads(event.data)["call"]].append(json.loads(event.data))
+        assert len(calls) >= 20
+        assert sorted(calls) == list(range(len(calls)))  # no call missing in between
+        for call, parts in calls.items():  # both entries whole, or the call absent
+            sizes = parts[0]["sizes"]
+            assert [(p["side"], p["i"]) for p in parts] == [(s, i) for s in (0, 1) for i in range(sizes[s])], call
+        assert tag_rows == 2 * len(events)  # the tag index holds exactly the stored events' tags
+        last = max(calls)
+        found = await collect(store.read_query(Query([QueryItem(tags=(f"call:{last}", "side:b"))])))
+        assert len(found) == calls[last][-1]["sizes"][1]
+
+
+async def test_a_tag_with_types_walks_the_tag_whatever_the_statistics(tmp_path: Path) -> None:
+    """One tag on every event, one type on one event: statistics could favour driving from the type index,
+    then sorting; the CROSS JOIN keeps the tag's range as the outer loop (probing events_type inside)."""
+    path = tmp_path / "skew.db"
+    async with SQLiteEventStore(path) as store:
+        await store.append("s-1", [NewEvent("Common", b"{}", tags=("hot",)) for _ in range(2000)])
+        await store.append("s-1", [NewEvent("Rare", b"{}", tags=("hot",))])
+    with sqlite3.connect(path) as connection:
+        connection.execute("ANALYZE")
+    connection.close()
+    sql = query_sql(Query([QueryItem(types=("Rare",), tags=("hot",))]))
+    assert plan(path, sql.page, sql.names) == [
+        BY_POSITION,
+        "LIST SUBQUERY 2",
+        TAG_RANGE,  # the outer loop: the tag's range, in position order, no sort
+        "SEARCH e USING COVERING INDEX events_type (type=? AND position=? AND rowid>? AND rowid<?)",
+    ]

@@ -49,7 +49,9 @@ def _arms(query: Query) -> tuple[list[str], tuple[str, ...]]:
     arms: dict[str, None] = {}  # de-duplicated, in order
     for item in query.items:
         if item.tags:
-            join = " JOIN events AS e ON e.position = t.position" if item.types else ""
+            # CROSS JOIN: SQLite keeps this order whatever its statistics say, so the arm walks the tag's
+            # range in position order (never all events of the types, then a sort).
+            join = " CROSS JOIN events AS e ON e.position = t.position" if item.types else ""
             where = [f"t.tag = {slot(item.tags[0])}", "t.position > ?1", "t.position <= ?2"]
             where += [
                 f"EXISTS (SELECT 1 FROM event_tags AS u WHERE u.tag = {slot(tag)} AND u.position = t.position)"

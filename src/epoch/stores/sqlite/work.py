@@ -50,9 +50,9 @@ __all__ = [
     "head",
     "import_runs",
     "log_page",
-    "to_records",
     "stream_page",
     "stream_version",
+    "to_records",
 ]
 
 
