@@ -437,3 +437,18 @@ async def test_hostile_tags_are_refused_or_round_trip_and_are_found(pg: Postgres
     with pytest.raises(AppendConditionFailed) as failed:
         await pg.append_with_condition(f"other-{uuid4().hex}", [], condition)
     assert failed.value.position == written.position
+
+
+async def test_imported_tags_are_checked_and_de_duplicated(pg: PostgresEventStore) -> None:
+    from datetime import UTC, datetime
+
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    twice = RecordedEvent("users-1", 0, 1, uuid4(), "T", b"{}", b"", at, ("a", "b", "a"))
+    assert await pg.import_events([twice]) == [(await collect(pg.read_all()))[0].position]
+    [back] = await collect(pg.read_query(Query([QueryItem(tags=("a",))])))
+    assert (back.id, back.tags, back.recorded_at) == (twice.id, ("a", "b"), at)
+    bad = RecordedEvent("users-2", 0, 2, uuid4(), "T", b"{}", b"", at, ("fine", ""))
+    with pytest.raises(InvalidEvent) as info:
+        await pg.import_events([bad])
+    assert str(info.value) == "users-2: invalid event at index 0: tag '' must have 1 to 256 characters, not 0"
+    assert await pg.stream_version("users-2") is None

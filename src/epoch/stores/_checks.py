@@ -335,5 +335,5 @@ def runs_of(events: Sequence[RecordedEvent], max_event_size: int) -> list[list[R
         else:
             runs.append([event])
     for run in runs:
-        check_events(run[0].stream, [NewEvent(e.type, e.data, e.metadata, e.id) for e in run], max_event_size)
+        check_events(run[0].stream, [NewEvent(e.type, e.data, e.metadata, e.id, e.tags) for e in run], max_event_size)
     return runs
