@@ -32,7 +32,7 @@ from epoch import (
     open_store,
 )
 from epoch.stores.copy import copy_store
-from epoch.stores.postgres import PostgresEventStore
+from epoch.stores.postgres import PostgresEventStore, encode_position
 from epoch.testing import collect
 from tests.hostile import hostile_names, is_valid_name
 
@@ -155,8 +155,8 @@ async def test_read_query_plans_use_the_tag_and_type_indexes(pg: PostgresEventSt
 async def test_the_condition_check_uses_the_indexes(pg: PostgresEventStore, pg_dsn: str) -> None:
     await _fill_for_plans(pg, pg_dsn)
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        # The statements of epoch_first_match, as the function runs them (auto_explain on its nested
-        # statements would need a superuser's preload; the statements are the same text).
+        # The plans of the statements epoch_first_match runs inside the function, as the server logs them
+        # (auto_explain, loaded into this session: the test cluster's user is a superuser).
         conn.execute("LOAD 'auto_explain'")
         conn.execute("SET auto_explain.log_min_duration = 0")
         conn.execute("SET auto_explain.log_nested_statements = on")
@@ -164,10 +164,12 @@ async def test_the_condition_check_uses_the_indexes(pg: PostgresEventStore, pg_d
         conn.execute("SET client_min_messages = notice")
         plans: list[str] = []
         conn.add_notice_handler(lambda notice: plans.append(notice.message_primary or ""))
-        conn.execute(
+        first = conn.execute(
             "SELECT * FROM epoch_first_match(%s::jsonb, 0, 0)",
             ('[{"types": [], "tags": ["tag:9"]}, {"types": ["Type5"], "tags": []}]',),
-        )
+        ).fetchall()
+    [event] = [e async for e in pg.read_stream("s-0", from_version=5, limit=1)]  # Type5 comes before tag:9
+    assert [encode_position(*row) for row in first] == [event.position]
     nested = [p for p in plans if "epoch_event_tags" in p or "epoch_events_type_idx" in p]
     assert any("Index" in p and "epoch_event_tags_pkey" in p for p in nested), plans
     assert any("epoch_events_type_idx" in p for p in nested), plans
@@ -454,3 +456,18 @@ async def test_hostile_tags_are_refused_or_round_trip_and_are_found(pg: Postgres
     with pytest.raises(AppendConditionFailed) as failed:
         await pg.append_with_condition(f"other-{uuid4().hex}", [], condition)
     assert failed.value.position == written.position
+
+
+async def test_imported_tags_are_checked_and_de_duplicated(pg: PostgresEventStore) -> None:
+    from datetime import UTC, datetime
+
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    twice = RecordedEvent("users-1", 0, 1, uuid4(), "T", b"{}", b"", at, ("a", "b", "a"))
+    assert await pg.import_events([twice]) == [(await collect(pg.read_all()))[0].position]
+    [back] = await collect(pg.read_query(Query([QueryItem(tags=("a",))])))
+    assert (back.id, back.tags, back.recorded_at) == (twice.id, ("a", "b"), at)
+    bad = RecordedEvent("users-2", 0, 2, uuid4(), "T", b"{}", b"", at, ("fine", ""))
+    with pytest.raises(InvalidEvent) as info:
+        await pg.import_events([bad])
+    assert str(info.value) == "users-2: invalid event at index 0: tag '' must have 1 to 256 characters, not 0"
+    assert await pg.stream_version("users-2") is None

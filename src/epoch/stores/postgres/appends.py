@@ -115,13 +115,15 @@ async def append(
 def tag_arrays(batch: Sequence[NewEvent | RecordedEvent]) -> tuple[list[int], list[str]] | None:
     """``epoch_append``'s ``p_tag_events, p_tags`` for a batch (each tag with its event's 1-based index),
     or ``None`` when no event of it carries a tag."""
+    if not any(event.tags for event in batch):
+        return None
     events: list[int] = []
     tags: list[str] = []
     for index, event in enumerate(batch, 1):
-        for tag in event.tags:
+        for tag in dict.fromkeys(event.tags):  # a NewEvent's are unique already, an imported event's maybe not
             events.append(index)
             tags.append(tag)
-    return (events, tags) if tags else None
+    return events, tags
 
 
 async def _found(db: Connections, ids: list[UUID], stream: str | None = None) -> dict[UUID, _Found]:
