@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from epoch import CommandHandler, Decider, EventStore, StreamDeleted, open_store
+from epoch import ANY, CommandHandler, Decider, EventStore, StreamDeleted, WrongExpectedVersion, open_store
 from epoch.codec import Codec
 from epoch.testing import collect
 
@@ -156,3 +156,18 @@ async def test_a_wrapped_store_gets_every_append_and_the_same_check(store: Event
     result = await handler.execute("1", Add(9))
     assert (result.state, result.attempts) == ((2, 3, 9), 2)
     assert wrapped.appends == 5  # four, one refused before it reached the store, then the fifth
+
+
+async def test_an_explicit_guard_that_holds_decides_again_after_a_truncation(
+    store: EventStore, other: EventStore
+) -> None:
+    handler = await cached(store, range(4))
+    await other.truncate_before("tally-1", 3)
+    result = await handler.execute("1", Add(9), 3)  # the guard holds: only the stream's start moved
+    assert (result.state, result.version, result.attempts) == ((3, 9), 4, 2)
+    await other.truncate_before("tally-1", 4)
+    anyhow = await handler.execute("1", Add(10), ANY)
+    assert (anyhow.state, anyhow.version, anyhow.attempts) == ((9, 10), 5, 2)
+    with pytest.raises(WrongExpectedVersion) as stale:
+        await handler.execute("1", Add(11), 4)  # a guard that does not hold is checked once, as ever
+    assert (stale.value.expected, stale.value.actual) == (4, 5)

@@ -37,22 +37,11 @@ async def append(
     """Append a checked batch; ``hook`` (a test's) is awaited inside the transaction before it commits.
 
     ``first_version``: refuse also when the stream's first visible version moved past it (a cached
-    ``CommandHandler``'s check, ``epoch_append_guarded`` of migration 4, in the same round trip).
+    ``CommandHandler``'s check, ``epoch_first_kept`` of migration 4, in the same statement).
     """
     statement: LiteralString
     params: tuple[object, ...]
-    if first_version is not None and batch:
-        statement = q.APPEND_GUARDED
-        params = (
-            stream,
-            q.expected_code(expected),
-            min(first_version, MAX_INT64),
-            [e.id for e in batch],
-            [e.type for e in batch],
-            [e.data for e in batch],
-            [e.metadata for e in batch],
-        )
-    elif len(batch) == 1:
+    if len(batch) == 1:
         one = batch[0]
         statement, params = q.APPEND_ONE, (stream, q.expected_code(expected), one.id, one.type, one.data, one.metadata)
     else:
@@ -65,6 +54,9 @@ async def append(
             [e.data for e in batch],
             [e.metadata for e in batch],
         )
+    if first_version is not None and batch:
+        statement = q.APPEND_ONE_GUARDED if len(batch) == 1 else q.APPEND_GUARDED
+        params = (*params, stream, min(first_version, MAX_INT64), len(batch))
 
     loop = asyncio.get_running_loop()
 
