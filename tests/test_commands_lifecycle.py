@@ -5,8 +5,11 @@ database (its own connections, as another process has) for SQLite and PostgreSQL
 from __future__ import annotations
 
 import asyncio
+import sys
+from asyncio.subprocess import PIPE
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +19,8 @@ from epoch.codec import Codec
 from epoch.testing import collect
 
 pytestmark = [pytest.mark.asyncio]
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -171,3 +176,28 @@ async def test_an_explicit_guard_that_holds_decides_again_after_a_truncation(
     with pytest.raises(WrongExpectedVersion) as stale:
         await handler.execute("1", Add(11), 4)  # a guard that does not hold is checked once, as ever
     assert (stale.value.expected, stale.value.actual) == (4, 5)
+
+
+async def in_another_process(url: str, *args: str) -> str:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.lifecycle_worker", url, *args, cwd=ROOT, stdout=PIPE, stderr=PIPE
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()
+    return out.decode().strip()
+
+
+async def test_another_os_process_truncating_scavenging_and_tombstoning(sql_store_url: str) -> None:
+    async with open_store(sql_store_url) as store:
+        handler = await cached(store, range(5))
+        assert await in_another_process(sql_store_url, "truncate", "tally-1", "2") == "None"
+        result = await handler.execute("1", Add(9))
+        assert (result.state, result.attempts) == ((2, 3, 4, 9), 2)
+        assert await in_another_process(sql_store_url, "limit", "tally-1", "2") == "2"
+        result = await handler.execute("1", Add(10))
+        assert (result.state, result.attempts) == ((4, 9, 10), 2)
+        assert await in_another_process(sql_store_url, "tombstone", "tally-1") == "None"
+        with pytest.raises(StreamDeleted):
+            await handler.execute("1", Add(11))
+        with pytest.raises(StreamDeleted):
+            await handler.load("1")
