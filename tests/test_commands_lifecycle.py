@@ -5,17 +5,22 @@ database (its own connections, as another process has) for SQLite and PostgreSQL
 from __future__ import annotations
 
 import asyncio
+import sys
+from asyncio.subprocess import PIPE
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from epoch import CommandHandler, Decider, EventStore, StreamDeleted, open_store
+from epoch import ANY, CommandHandler, Decider, EventStore, StreamDeleted, WrongExpectedVersion, open_store
 from epoch.codec import Codec
 from epoch.testing import collect
 
 pytestmark = [pytest.mark.asyncio]
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -156,3 +161,43 @@ async def test_a_wrapped_store_gets_every_append_and_the_same_check(store: Event
     result = await handler.execute("1", Add(9))
     assert (result.state, result.attempts) == ((2, 3, 9), 2)
     assert wrapped.appends == 5  # four, one refused before it reached the store, then the fifth
+
+
+async def test_an_explicit_guard_that_holds_decides_again_after_a_truncation(
+    store: EventStore, other: EventStore
+) -> None:
+    handler = await cached(store, range(4))
+    await other.truncate_before("tally-1", 3)
+    result = await handler.execute("1", Add(9), 3)  # the guard holds: only the stream's start moved
+    assert (result.state, result.version, result.attempts) == ((3, 9), 4, 2)
+    await other.truncate_before("tally-1", 4)
+    anyhow = await handler.execute("1", Add(10), ANY)
+    assert (anyhow.state, anyhow.version, anyhow.attempts) == ((9, 10), 5, 2)
+    with pytest.raises(WrongExpectedVersion) as stale:
+        await handler.execute("1", Add(11), 4)  # a guard that does not hold is checked once, as ever
+    assert (stale.value.expected, stale.value.actual) == (4, 5)
+
+
+async def in_another_process(url: str, *args: str) -> str:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.lifecycle_worker", url, *args, cwd=ROOT, stdout=PIPE, stderr=PIPE
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()
+    return out.decode().strip()
+
+
+async def test_another_os_process_truncating_scavenging_and_tombstoning(sql_store_url: str) -> None:
+    async with open_store(sql_store_url) as store:
+        handler = await cached(store, range(5))
+        assert await in_another_process(sql_store_url, "truncate", "tally-1", "2") == "None"
+        result = await handler.execute("1", Add(9))
+        assert (result.state, result.attempts) == ((2, 3, 4, 9), 2)
+        assert await in_another_process(sql_store_url, "limit", "tally-1", "2") == "2"
+        result = await handler.execute("1", Add(10))
+        assert (result.state, result.attempts) == ((4, 9, 10), 2)
+        assert await in_another_process(sql_store_url, "tombstone", "tally-1") == "None"
+        with pytest.raises(StreamDeleted):
+            await handler.execute("1", Add(11))
+        with pytest.raises(StreamDeleted):
+            await handler.load("1")

@@ -95,3 +95,34 @@ async def test_postgres_erased_bytes_leave_every_table(pg_dsn: str) -> None:
             page = conn.execute("SELECT get_raw_page('epoch_events', %s)", (block,)).fetchone()
             assert page is not None
             assert [m for m in markers if m in bytes(page[0])] == []
+
+
+async def test_a_sqlite_file_at_schema_1_upgrades_and_its_streams_can_be_erased(tmp_path: Path) -> None:
+    from epoch.stores.sqlite.schema import APPLICATION_ID, MIGRATIONS
+
+    path = tmp_path / "old.db"
+    number, _, statements = MIGRATIONS[0]
+    assert number == 1
+    with sqlite3.connect(path) as connection:  # a file as epoch 0.1 left it, with one stream of two events
+        connection.execute("PRAGMA journal_mode = WAL").fetchall()
+        for statement in statements:
+            connection.execute(statement)
+        for version in (0, 1):
+            connection.execute(
+                "INSERT INTO events (position, stream, version, id, type, data, metadata, category, recorded_at)"
+                " VALUES (?, 'old-1', ?, ?, 'T', ?, x'', 'old', 0)",
+                (version + 1, version, uuid.uuid4().bytes, b"OLD-%d" % version),
+            )
+        connection.execute("INSERT INTO streams (stream, version) VALUES ('old-1', 1)")
+        connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        connection.execute("PRAGMA user_version = 1")
+    connection.close()
+    async with SQLiteEventStore(path) as store:
+        assert [e.version async for e in store.read_stream("old-1")] == [0, 1]
+        await store.truncate_before("old-1", 1)
+        assert [e.data async for e in store.read_all()] == [b"OLD-1"]
+        await store.delete_stream("old-1", hard=True)
+        assert (await store.append("new-1", [NewEvent("T", b"{}")])).position == 3  # never reused
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("PRAGMA user_version").fetchone() == (3,)
+    connection.close()

@@ -108,11 +108,13 @@ async def alone(
             job.conflicts += 1
             if command_id is not None and (prior := await handler._prior_result(stream, command_id)) is not None:
                 return prior  # a concurrent execution of the same command id won
-            if explicit or decisions >= budget:
+            # The version held, so the stream no longer starts where the state was folded from (a
+            # truncation): fold anew and decide again, also under an explicit guard (which did hold).
+            moved = conflict.actual == loaded.version
+            if (explicit and not moved) or decisions >= (1 + handler.retries if explicit else budget):
                 raise
             await asyncio.sleep(handler._delay(decisions - 1))
-            # The version held, so the stream no longer starts where the state was folded from: fold anew.
-            loaded = await handler._fold(stream, None if conflict.actual == loaded.version else loaded, watch)
+            loaded = await handler._fold(stream, None if moved else loaded, watch)
             fresh = True
             if loaded is None:
                 return await handler._prior_or_raise(stream, command_id)

@@ -93,7 +93,8 @@ class SupportsImport(ABC):
     ``version`` and with its own id, type, data, metadata and ``recorded_at`` (positions are the store's
     own), then soft-deletes each stream in ``first_visible`` below the given version. It returns the new
     positions and raises ``WrongExpectedVersion`` (writing nothing) when a version does not continue its
-    stream.
+    stream, unless ``first_visible`` names that version or a later one for it: the versions before it
+    were erased at the source (a truncation, a scavenge), and the stream starts there.
     """
 
     __slots__ = ()

@@ -23,6 +23,12 @@ from epoch.stores.postgres.pool import Connections, IdsTaken, SyncConn
 __all__ = ["append", "delete", "import_runs", "replay", "tag_arrays"]
 
 _Row = tuple[int | None, int, int, datetime | None]
+# A cached CommandHandler's append: the same statement, refused when the stream's start moved (migration 4).
+_GUARDED: dict[str, LiteralString] = {
+    q.APPEND_ONE: q.APPEND_ONE_GUARDED,
+    q.APPEND: q.APPEND_GUARDED,
+    q.APPEND_TAGGED: q.APPEND_TAGGED_GUARDED,
+}
 _Found = tuple[UUID, str, int, int, int, datetime]
 
 
@@ -37,23 +43,11 @@ async def append(
     """Append a checked batch; ``hook`` (a test's) is awaited inside the transaction before it commits.
 
     ``first_version``: refuse also when the stream's first visible version moved past it (a cached
-    ``CommandHandler``'s check, ``epoch_append_guarded`` of migration 4, in the same round trip).
+    ``CommandHandler``'s check, ``epoch_first_kept`` of migration 4, in the same statement).
     """
     statement: LiteralString
     params: tuple[object, ...]
-    if first_version is not None and batch:
-        statement = q.APPEND_GUARDED
-        params = (
-            stream,
-            q.expected_code(expected),
-            min(first_version, MAX_INT64),
-            [e.id for e in batch],
-            [e.type for e in batch],
-            [e.data for e in batch],
-            [e.metadata for e in batch],
-            *(tag_arrays(batch) or (None, None)),
-        )
-    elif len(batch) == 1 and not batch[0].tags:
+    if len(batch) == 1 and not batch[0].tags:
         one = batch[0]
         statement, params = q.APPEND_ONE, (stream, q.expected_code(expected), one.id, one.type, one.data, one.metadata)
     elif (tags := tag_arrays(batch)) is None:
@@ -78,6 +72,9 @@ async def append(
             None,
             *tags,
         )
+    if first_version is not None and batch:
+        statement = _GUARDED[statement]
+        params = (*params, stream, min(first_version, MAX_INT64), len(batch))
 
     loop = asyncio.get_running_loop()
 

@@ -107,10 +107,12 @@ APPEND_TAGGED = (
     "SELECT r_version, r_xid, r_seq, r_recorded_at FROM epoch_append("
     "%s, %s, %b::uuid[], %b::text[], %b::bytea[], %b::bytea[], %b::timestamptz[], %b::integer[], %b::text[])"
 )
-APPEND_GUARDED = (  # a cached CommandHandler's append (migration 4)
-    "SELECT r_version, r_xid, r_seq, r_recorded_at FROM epoch_append_guarded("
-    "%s, %s, %s, %b::uuid[], %b::text[], %b::bytea[], %b::bytea[], %b::integer[], %b::text[])"
-)
+# A cached CommandHandler's append (migration 4): the same call, each returned row filtered through
+# epoch_first_kept (a column of it is an argument, so it runs after epoch_append, under the stream's lock).
+_KEPT = " a WHERE epoch_first_kept(a.r_version, %s, %s, %s)"
+APPEND_GUARDED = APPEND + _KEPT
+APPEND_ONE_GUARDED = APPEND_ONE + _KEPT
+APPEND_TAGGED_GUARDED = APPEND_TAGGED + _KEPT
 IMPORT = (
     "SELECT r_version, r_xid, r_seq, r_recorded_at FROM epoch_append("
     f"%s, {EXPECT_ANY}, %b::uuid[], %b::text[], %b::bytea[], %b::bytea[], %b::timestamptz[],"

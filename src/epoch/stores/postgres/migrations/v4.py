@@ -2,7 +2,7 @@
 
 Redefines ``epoch_check_expected`` (refuses a tombstoned stream) and ``epoch_delete`` (a no-op on a
 tombstone); adds ``epoch_erase``, ``epoch_tombstone``, ``epoch_truncate``, ``epoch_set_limits``,
-``epoch_scavenge`` and ``epoch_append_guarded``; ``epoch_append`` is unchanged (it calls the guard).
+``epoch_scavenge`` and ``epoch_first_kept``; ``epoch_append`` is unchanged (it calls the guard).
 """
 
 from __future__ import annotations
@@ -212,32 +212,23 @@ BEGIN
 END
 $fn$;
 
--- epoch_append, refused (as a wrong expected version) when the stream's first_visible moved past
--- p_first: the events a cached CommandHandler folded were erased meanwhile. The lock is the one
--- epoch_append takes next (re-entrant), so the check and the append see the same row.
-CREATE OR REPLACE FUNCTION epoch_append_guarded(
-    p_stream text,
-    p_expected bigint,
-    p_first bigint,
-    p_ids uuid[],
-    p_types text[],
-    p_data bytea[],
-    p_metadata bytea[],
-    p_tag_events integer[] DEFAULT NULL,
-    p_tags text[] DEFAULT NULL
-) RETURNS TABLE (r_version bigint, r_xid bigint, r_seq integer, r_recorded_at timestamptz)
+-- Called by a cached CommandHandler's append on each row epoch_append returned (so after it, under the
+-- stream's lock it took): refuses, through the one guard, when the stream's first_visible moved past
+-- p_first (the events the handler folded were erased meanwhile); the raise undoes the append.
+-- p_version - p_count is the stream's version before the append: the actual one reported.
+CREATE OR REPLACE FUNCTION epoch_first_kept(p_version bigint, p_stream text, p_first bigint, p_count integer)
+RETURNS boolean
 LANGUAGE plpgsql AS $fn$
 DECLARE
-    v_version bigint;
     v_first bigint;
 BEGIN
-    PERFORM pg_advisory_xact_lock(epoch_stream_lock_key(p_stream));
-    SELECT s.version, s.first_visible INTO v_version, v_first FROM epoch_streams s WHERE s.stream = p_stream;
+    SELECT s.first_visible INTO v_first FROM epoch_streams s WHERE s.stream = p_stream;
     IF v_first > p_first AND v_first < {TOMBSTONE} THEN
-        -- A guard that cannot hold: the one guard (epoch_check_expected) reports the actual version.
-        PERFORM epoch_check_expected(p_stream, {EXPECT_UNREACHABLE}, CASE WHEN v_version >= v_first THEN v_version END);
+        PERFORM epoch_check_expected(
+            p_stream, {EXPECT_UNREACHABLE}, CASE WHEN p_version - p_count >= v_first THEN p_version - p_count END
+        );
     END IF;
-    RETURN QUERY SELECT * FROM epoch_append(p_stream, p_expected, p_ids, p_types, p_data, p_metadata, NULL, p_tag_events, p_tags);
+    RETURN true;
 END
 $fn$;
 """
