@@ -69,7 +69,7 @@ def test_the_crossing_rule() -> None:
     ]
 
 
-def test_a_callable_policy_gets_old_and_new_version_and_the_state() -> None:
+async def test_a_callable_policy_gets_old_and_new_version_and_the_state() -> None:
     seen: list[tuple[int | None, int, Any]] = []
 
     def when(old: int | None, new: int, state: Total) -> bool:
@@ -84,11 +84,11 @@ def test_a_callable_policy_gets_old_and_new_version_and_the_state() -> None:
         status = await snapshot_store(store).snapshot_status()  # type: ignore[union-attr]
         assert [(s.stream, s.version) for s in status] == [("acc-1", 2)]
 
-    asyncio.run(run())
+    await run()
     assert seen == [(None, 1, Total(8, 2)), (1, 2, Total(12, 3))]
 
 
-def test_a_policy_that_raises_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_policy_that_raises_is_logged(caplog: pytest.LogCaptureFixture) -> None:
     def broken(old: int | None, new: int, state: object) -> bool:
         raise RuntimeError("no")
 
@@ -96,7 +96,7 @@ def test_a_policy_that_raises_is_logged(caplog: pytest.LogCaptureFixture) -> Non
         return await handler(MemoryEventStore(), Snapshots(every=broken)).execute("1", Add(1))
 
     with caplog.at_level(logging.WARNING, logger="epoch.snapshots"):
-        result = asyncio.run(run())
+        result = await run()
     assert result.state == Total(1, 1)
     assert [r.getMessage() for r in caplog.records] == ["acc-1: snapshot at version 0 not written (RuntimeError: no)"]
 
@@ -160,7 +160,7 @@ def test_a_state_that_would_not_read_back_is_refused() -> None:
         codec.decode(b"[]")
 
 
-def test_an_unwritable_state_is_logged_and_not_written(caplog: pytest.LogCaptureFixture) -> None:
+async def test_an_unwritable_state_is_logged_and_not_written(caplog: pytest.LogCaptureFixture) -> None:
     loose = Decider(lambda c, s: [Added(c.amount)], lambda s, e: Loose(anything=(s, e.amount)), Loose())
 
     async def run() -> list[Any]:
@@ -171,13 +171,13 @@ def test_an_unwritable_state_is_logged_and_not_written(caplog: pytest.LogCapture
         return await snapshot_store(store).snapshot_status()  # type: ignore[union-attr]
 
     with caplog.at_level(logging.WARNING, logger="epoch.snapshots"):
-        assert asyncio.run(run()) == []
+        assert await run() == []
     assert [r.getMessage() for r in caplog.records] == [
         "acc-1: snapshot at version 1 not written (ValueError: the encoded state decodes to a different value)"
     ]
 
 
-def test_an_undecodable_snapshot_is_skipped(caplog: pytest.LogCaptureFixture) -> None:
+async def test_an_undecodable_snapshot_is_skipped(caplog: pytest.LogCaptureFixture) -> None:
     async def run() -> Any:
         store = MemoryEventStore()
         await handler(store, Snapshots(every=2)).execute("1", Add(3, times=3))
@@ -187,13 +187,13 @@ def test_an_undecodable_snapshot_is_skipped(caplog: pytest.LogCaptureFixture) ->
         return await handler(store, Snapshots(every=2), cache=None).load("1")
 
     with caplog.at_level(logging.WARNING, logger="epoch.snapshots"):
-        assert asyncio.run(run()) == (Total(9, 3), 2)
+        assert await run() == (Total(9, 3), 2)
     assert [r.getMessage() for r in caplog.records] == [
         "acc-1: snapshot at version 2 ignored: it does not decode (Expected `int`, got `str` - at `$.total`)"
     ]
 
 
-def test_a_state_type_is_needed_when_the_initial_state_is_none() -> None:
+async def test_a_state_type_is_needed_when_the_initial_state_is_none() -> None:
     maybe = Decider(
         lambda c, s: [Added(c.amount)] * c.times,
         lambda s, e: Total((s.total if s else 0) + e.amount, (s.count if s else 0) + 1),
@@ -210,7 +210,7 @@ def test_a_state_type_is_needed_when_the_initial_state_is_none() -> None:
         cold = CommandHandler(CountingStore(store), maybe, "acc", Codec([Added]), snapshots=policy, cache=None)
         return await cold.load("1"), cold.store.read  # type: ignore[attr-defined]
 
-    assert asyncio.run(run()) == ((Total(10, 2), 1), 0)
+    assert await run() == ((Total(10, 2), 1), 0)
 
 
 def test_snapshots_must_be_a_policy() -> None:
@@ -232,7 +232,7 @@ class ThirdPartyStore:
         return getattr(self.store, name)
 
 
-def test_a_store_without_the_capability_folds_every_event(caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_store_without_the_capability_folds_every_event(caplog: pytest.LogCaptureFixture) -> None:
     async def run() -> Any:
         plain = ThirdPartyStore(MemoryEventStore())
         accounts = handler(plain, Snapshots(every=2))
@@ -241,7 +241,7 @@ def test_a_store_without_the_capability_folds_every_event(caplog: pytest.LogCapt
         return await handler(plain, Snapshots(every=2), cache=None).load("1")
 
     with caplog.at_level(logging.INFO, logger="epoch.snapshots"):
-        assert asyncio.run(run()) == (Total(5, 5), 4)
+        assert await run() == (Total(5, 5), 4)
     assert [r.getMessage() for r in caplog.records] == [
         "ThirdPartyStore keeps no snapshots: every load folds the whole stream"
     ] * 2

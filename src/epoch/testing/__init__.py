@@ -1,7 +1,8 @@
 """Test kit: decider specifications, read-side specifications, the store contract suite, and two helpers
 for tests of stores (``new_events``, ``collect``).
 
-``EventStoreContract`` needs pytest and pytest-asyncio, so it is imported only when asked for.
+``EventStoreContract`` and ``SnapshotContract`` (snapshots, for a store with ``SupportsSnapshots``) need
+pytest and pytest-asyncio, so they are imported only when asked for.
 """
 
 from __future__ import annotations
@@ -14,8 +15,18 @@ from epoch.testing.spec import DeciderSpec
 
 if TYPE_CHECKING:
     from epoch.testing.contract import EventStoreContract
+    from epoch.testing.contract_snapshots import SnapshotContract
 
-__all__ = ["DeciderSpec", "EventStoreContract", "ProjectionSpec", "SagaSpec", "ViewSpec", "collect", "new_events"]
+__all__ = [
+    "DeciderSpec",
+    "EventStoreContract",
+    "ProjectionSpec",
+    "SagaSpec",
+    "SnapshotContract",
+    "ViewSpec",
+    "collect",
+    "new_events",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -23,4 +34,8 @@ def __getattr__(name: str) -> Any:
         from epoch.testing.contract import EventStoreContract
 
         return EventStoreContract
+    if name == "SnapshotContract":
+        from epoch.testing.contract_snapshots import SnapshotContract
+
+        return SnapshotContract
     raise AttributeError(f"module 'epoch.testing' has no attribute {name!r}")
