@@ -21,7 +21,6 @@ from epoch import (
     EventStore,
     NewEvent,
     Query,
-    QueryItem,
     RecordedEvent,
 )
 from epoch.records import ExpectedVersionLike
@@ -41,13 +40,6 @@ SQL_DCB_BACKENDS = [pytest.param(name, marks=_marks(name)) for name in ("sqlite"
 
 def dcb_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url_for(request.param, request, tmp_path)
-
-
-async def require_dcb(store: EventStore) -> None:
-    """Raise ``NotSupported`` now, where the store has no DCB yet: for tests (hypothesis' among them)
-    that would otherwise meet it inside, wrapped in their own reports."""
-    async for _ in store.read_query(Query([QueryItem(tags=("probe",))])):
-        pass
 
 
 class Yielding:

@@ -19,7 +19,7 @@ from epoch import EpochError, EventStore, InvalidEvent, InvalidQuery, InvalidStr
 from epoch.examples.users.domain import DuplicateName, UserError
 from epoch.examples.users.unique_names import AlreadyRegistered, RegisterUser, UserRegistered, names_handler
 from epoch.streams import MAX_TYPE_NAME
-from tests.dcb_stores import DCB_BACKENDS, dcb_url, require_dcb
+from tests.dcb_stores import DCB_BACKENDS, dcb_url
 from tests.hostile import any_text, hostile_names, is_valid_name
 from tests.test_fuzz_commands import _encodes, _json_values, _storable
 
@@ -34,7 +34,6 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 async def store(url: str) -> AsyncIterator[EventStore]:
     async with open_store(url) as opened:
-        await require_dcb(opened)
         yield opened
 
 

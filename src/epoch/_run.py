@@ -130,7 +130,7 @@ async def alone(
         # Written before execute returns (DESIGN §8); only after an exact guard (an int or NO_STREAM, never
         # ANY or STREAM_EXISTS), which proves that ``state`` is the state at the appended version.
         if handler._snapshots is not None and (guard is NO_STREAM or type(guard) is int):
-            await handler._snapshots.after_append(stream, loaded.version, appended, len(new_events), state)
+            await handler._snapshots.after_append(stream, loaded, appended, len(new_events), state)
         first = None if loaded.version is None else loaded.first_version
         return handler._record(stream, state, events, new_events, appended, decisions, first)
 
@@ -350,7 +350,7 @@ async def batch(
             await _one_by_one(handler, stream, waiting)
             return None
         if handler._snapshots is not None:  # before any command of the batch returns
-            await handler._snapshots.after_append(stream, base.version, appended, len(new_events), state)
+            await handler._snapshots.after_append(stream, base, appended, len(new_events), state)
         _settle(handler, stream, decided, base, appended, len(new_events))
         assert appended.version is not None
         return CachedState(state, appended.version, appended.position, _first_version(base, appended, len(new_events)))

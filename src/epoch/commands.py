@@ -181,8 +181,6 @@ class CommandHandler(Generic[C, S, E]):
                     first = recorded.version
                 state = evolve(state, decode(recorded))
                 last = recorded
-        if from_version is None and self._snapshots is not None:  # folded from the start
-            self._snapshots.folded(stream, first)
         if stale:  # the base's event is gone (deleted, perhaps re-created elsewhere): start over
             return await self._fold(stream, None, watch)
         if last is not None:

@@ -40,7 +40,6 @@ SnapshotPolicy = Callable[[int | None, int, Any], bool]
 """``(old_version, new_version, state) -> bool``: write a snapshot of ``state`` after this append?"""
 
 _MAX_SCHEMA = 2**63 - 1  # stored in a 64-bit column
-_MAX_BASES = 100_000  # streams whose basis a handler remembers (an int each); a forgotten one is folded again
 
 
 def _positive(name: str, value: object, largest: int = _MAX_SCHEMA) -> int:
@@ -140,10 +139,6 @@ class Snapshotter(Generic[S]):
                 raise ConfigurationError("Snapshots(state_type=...) is needed when the initial state is None")
             state_type = type(initial_state)
         self.codec: StateCodec[S] = StateCodec(state_type)
-        # stream -> the first visible version the states this handler holds of it were folded from. A
-        # snapshot is saved only while that is still the stream's, so a delete or a truncation between
-        # the fold and the save never leaves a snapshot of hidden events behind (DESIGN §8).
-        self._bases: dict[str, int] = {}
 
     @classmethod
     def of(cls, store: object, policy: Snapshots | None, decider: DeciderLike[Any, S, Any]) -> Snapshotter[S] | None:
@@ -172,33 +167,23 @@ class Snapshotter(Generic[S]):
         except ValueError as exc:
             logger.warning("%s: snapshot at version %d ignored: it does not decode (%s)", stream, found.version, exc)
             return None
-        self.folded(stream, found.first_visible)
         return CachedState(state, found.version, found.position, found.first_visible)
 
-    def folded(self, stream: str, first_visible: int | None) -> None:
-        """Remember what a state of ``stream`` was folded from: its first visible version then (``None``:
-        the stream showed no event)."""
-        if first_visible is None:
-            self._bases.pop(stream, None)
-            return
-        self._bases.pop(stream, None)  # re-inserted last: the oldest entries are dropped first
-        self._bases[stream] = first_visible
-        if len(self._bases) > _MAX_BASES:
-            del self._bases[next(iter(self._bases))]
-
     async def after_append(
-        self, stream: str, old_version: int | None, appended: AppendResult, written: int, state: S
+        self, stream: str, base: CachedState[S], appended: AppendResult, written: int, state: S
     ) -> None:
         """Write a snapshot of ``state``, the state after the ``written`` events of ``appended``, an append
-        guarded by exactly ``old_version`` (``None``: no stream), when the policy says so; never raises."""
+        guarded by exactly ``base``'s version (``None``: no stream), when the policy says so; never raises.
+
+        The snapshot records the first visible version ``base`` was folded from (its first new event for a
+        new stream), and the store saves it only while that is still the stream's: a delete or a
+        truncation between the fold and the save never leaves a snapshot of hidden events (DESIGN §8).
+        """
         version = appended.version
         if version is None:
             return
-        if old_version is None:  # the stream showed nothing: it begins with these events
-            self.folded(stream, version - written + 1)
-        basis = self._bases.get(stream)
-        if basis is None:
-            return  # not known (forgotten): no snapshot, rather than one that might hide a delete
+        old_version = base.version
+        basis = version - written + 1 if old_version is None else base.first_version
         try:
             if not self.policy.due(old_version, version, state):
                 return

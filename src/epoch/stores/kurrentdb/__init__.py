@@ -88,7 +88,6 @@ DEFAULT_KURRENTDB_MAX_EVENT_SIZE = DEFAULT_MAX_EVENT_SIZE - 1024
 DEFAULT_ID_CHECK_WINDOW = 1000
 """How many of a stream's newest events an append checks for the batch's ids (``None``: all of them)."""
 
-_MAX_SERVER_INT = MAX_SERVER_INT
 """The largest revision, count or commit position KurrentDB handles (its server side is signed 64-bit;
 the protocol's fields are unsigned 64-bit). epoch's ints are unbounded: larger values are mapped here
 to what they mean (nothing to read, a guard that cannot match) instead of reaching the protocol."""
@@ -259,7 +258,7 @@ class KurrentDBEventStore(
         expected = check_expected_version(stream, expected_version)
         batch = check_events(stream, events, self.max_event_size)
         client = self._open(stream)
-        if isinstance(expected, int) and expected > _MAX_SERVER_INT:
+        if isinstance(expected, int) and expected > MAX_SERVER_INT:
             # No stream reaches that version (nor would it fit the protocol's 64 bits): a wrong guard.
             last = await self._last_event(stream)
             raise WrongExpectedVersion(stream, expected, None if last is None else last.version)
@@ -289,7 +288,7 @@ class KurrentDBEventStore(
         client = self._open(stream)
         if read.matches_nothing:
             return
-        if from_version is not None and from_version > _MAX_SERVER_INT:
+        if from_version is not None and from_version > MAX_SERVER_INT:
             if not backwards:
                 return  # past any stream's end
             from_version = None  # backwards from beyond the end: from the last event
@@ -312,7 +311,7 @@ class KurrentDBEventStore(
         read = check_read(GLOBAL_LOG, after, limit, categories=categories)
         names = read.categories
         client = self._open()
-        if read.matches_nothing or after - 1 > _MAX_SERVER_INT:
+        if read.matches_nothing or after - 1 > MAX_SERVER_INT:
             return  # nothing can match: an empty filter (guarantee 11) or past the end of any log (13)
         count = 0
         read = client.read_all(commit_position=after - 1 if after else None, **stream_filter(names))
@@ -333,7 +332,7 @@ class KurrentDBEventStore(
         read = check_read(GLOBAL_LOG, after, categories=categories)
         names = read.categories
         client = self._open()
-        if read.matches_nothing or after - 1 > _MAX_SERVER_INT:
+        if read.matches_nothing or after - 1 > MAX_SERVER_INT:
             # Nothing can match (guarantees 11, 13): wait, without asking the server, until closed.
             await self._closing.wait()
             self._open()

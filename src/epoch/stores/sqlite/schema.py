@@ -112,7 +112,6 @@ RELEASE_SAVEPOINT = "RELEASE append"
 # -- writes ----------------------------------------------------------------------------------------
 
 COLUMNS = "stream, version, position, id, type, data, metadata, recorded_at, tags"  # the order records are built in
-_COLUMNS = COLUMNS
 # The log's head also counts the highest erased position (lifecycle.py), so positions are never reused.
 HEAD = "SELECT max(ifnull(max(position),0),(SELECT ifnull(max(position),0)FROM erased))FROM events"  # short:
 # a statement is bounded by SQLITE_LIMIT_LENGTH too (tests/test_sqlite_errors.py sets it to 100)
@@ -150,14 +149,14 @@ def places_of(n: int) -> str:
 
 # -- reads -----------------------------------------------------------------------------------------
 
-GET_EVENT = f"SELECT {_COLUMNS} FROM events WHERE id = ?"
-LOG_PAGE = f"SELECT {_COLUMNS} FROM events WHERE position > ?1 AND position <= ?2 ORDER BY position LIMIT ?3"
-_CATEGORY_ARM = f"SELECT {_COLUMNS} FROM events WHERE category = ?{{}} AND position > ?1 AND position <= ?2"
+GET_EVENT = f"SELECT {COLUMNS} FROM events WHERE id = ?"
+LOG_PAGE = f"SELECT {COLUMNS} FROM events WHERE position > ?1 AND position <= ?2 ORDER BY position LIMIT ?3"
+_CATEGORY_ARM = f"SELECT {COLUMNS} FROM events WHERE category = ?{{}} AND position > ?1 AND position <= ?2"
 STREAM_PAGE = (
-    f"SELECT {_COLUMNS} FROM events WHERE stream = ? AND version >= ? AND version <= ? ORDER BY version LIMIT ?"
+    f"SELECT {COLUMNS} FROM events WHERE stream = ? AND version >= ? AND version <= ? ORDER BY version LIMIT ?"
 )
 STREAM_PAGE_BACKWARDS = (
-    f"SELECT {_COLUMNS} FROM events WHERE stream = ? AND version >= ? AND version <= ? ORDER BY version DESC LIMIT ?"
+    f"SELECT {COLUMNS} FROM events WHERE stream = ? AND version >= ? AND version <= ? ORDER BY version DESC LIMIT ?"
 )
 
 
