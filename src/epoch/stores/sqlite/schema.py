@@ -173,13 +173,14 @@ def category_page(categories: int) -> str:
 # -- the file --------------------------------------------------------------------------------------
 
 
-def connect(path: str, *, timeout: float, synchronous: str, writer: bool, here: bool = False) -> sqlite3.Connection:
-    """A connection for one thread: the writer's at the ``synchronous`` level, or a read-only one.
+def connect(path: str, *, timeout: float, synchronous: str, writer: bool, shared: bool = False) -> sqlite3.Connection:
+    """A connection: the writer's at the ``synchronous`` level, or a read-only one.
 
-    ``here``: a caller thread's read-only connection, which the store's ``close`` closes from its own thread.
+    ``shared``: used by more than one thread, one at a time (the writer's, which callers' threads use
+    too, and a caller thread's read-only one, which the store's ``close`` closes from its own thread).
     """
     connection = sqlite3.connect(
-        path, timeout=timeout, isolation_level=None, check_same_thread=not here, cached_statements=256
+        path, timeout=timeout, isolation_level=None, check_same_thread=not shared, cached_statements=256
     )
     try:
         if writer:

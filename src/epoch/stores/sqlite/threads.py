@@ -25,28 +25,15 @@ from typing import Any, TypeVar, cast
 from epoch.errors import StoreUnavailable
 from epoch.records import RecordedEvent
 from epoch.stores.sqlite.bridge import wake, wake_all
-from epoch.stores.sqlite.errors import epoch_error, is_lock_conflict
+from epoch.stores.sqlite.errors import epoch_error
+from epoch.stores.sqlite.here import BUSY, Here, OnCallerThread
 from epoch.stores.sqlite.schema import connect, create_schema
-from epoch.stores.sqlite.work import Memo, Replay
+from epoch.stores.sqlite.work import Replay
 from epoch.stores.sqlite.writer import EXCLUSIVE, READ, STORE_EXCLUSIVE, WRITE, Job, run_batch, run_read
 
 __all__ = ["INLINE_ROWS", "MAX_GROUP", "PAGE_SIZE", "POLL_INTERVAL", "Workers"]
 
 T = TypeVar("T")
-
-_BUSY = object()  # a reader thread does this read: here it would wait for a lock, or the loop is busy
-
-
-class _Here:
-    """A caller thread's read-only connection, held by that thread only (a connection has no weak
-    references), and how many of that thread's calls wait for the store's threads."""
-
-    __slots__ = ("__weakref__", "connection", "waiting")
-
-    def __init__(self, connection: sqlite3.Connection) -> None:
-        self.connection = connection
-        self.waiting = 0
-
 
 PAGE_SIZE = 1000  # rows per thread hop when reading
 INLINE_ROWS = 100  # rows a read fetches on the caller's thread: measured ~0.15 ms (one row: ~10 us)
@@ -54,14 +41,17 @@ MAX_GROUP = 256  # appends committed together, at most
 POLL_INTERVAL = 0.1  # seconds between a subscriber's checks for other processes' commits
 
 
-class Workers:
+class Workers(OnCallerThread):
     """The threads of one store, started on first use and stopped by :meth:`close`.
 
     In memory there is one connection, so reads queue behind writes on the writer thread (``readers=0``).
     """
 
-    def __init__(self, path: str, *, in_memory: bool, synchronous: str, timeout: float, readers: int) -> None:
+    def __init__(
+        self, path: str, *, in_memory: bool, synchronous: str, timeout: float, readers: int, writes_here: bool = True
+    ) -> None:
         self.path = path
+        self.writes_here = writes_here
         self.in_memory = in_memory
         self.synchronous = synchronous
         self.timeout = timeout
@@ -78,7 +68,8 @@ class Workers:
         # Each caller thread's read-only connection for small reads. Weak: a thread that ends drops its
         # connection (closed when collected); close() closes those still alive.
         self._here = threading.local()
-        self._here_connections: weakref.WeakSet[_Here] = weakref.WeakSet()
+        self._here_connections: weakref.WeakSet[Here] = weakref.WeakSet()
+        self._init_here()
 
     # -- the event loop's side ----------------------------------------------------------------------
 
@@ -100,7 +91,7 @@ class Workers:
                 ).start()
             started = self._started
         await asyncio.wrap_future(started)
-        if not self.in_memory and getattr(self._here, "held", None) is None:
+        if not self.in_memory and self._held().connection is None:
             self._connect_here()  # now, so that the first read does not pay for it
 
     def _submit(
@@ -126,6 +117,9 @@ class Workers:
         A :class:`~epoch.stores.sqlite.work.Replay` it returns is answered with the first append's result.
         """
         await self.start()
+        here = self._write_here(fn, stream, args)
+        if here is not None:
+            return cast("T", await here)
         future: asyncio.Future[T] = self._submit(self._writes, WRITE, fn, (stream, *args), stream)
         return await self._wait(future)
 
@@ -143,57 +137,19 @@ class Workers:
         """``fn(connection, *args)``, a point query: on this thread when it need not wait, else on a reader."""
         await self.start()
         result = self._read_here(fn, args)
-        if result is not _BUSY:
+        if result is not BUSY:
             return cast("T", result)
         future: asyncio.Future[T] = self._submit(self._reads, READ, fn, args)
         return await self._wait(future)
 
     async def _wait(self, future: asyncio.Future[T]) -> T:
         """``await future``, counted as this thread's work in flight while it waits (see ``_read_here``)."""
-        held: _Here | None = getattr(self._here, "held", None)
-        if held is None:
-            return await future
+        held = self._held()
         held.waiting += 1
         try:
             return await future
         finally:
             held.waiting -= 1
-
-    def _read_here(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
-        """``fn(connection, *args)`` on this thread's own read-only connection, or ``_BUSY``: in memory
-        (one connection, the writer's), when SQLite would make the read wait for a lock, or when other
-        calls of this thread wait for the store's threads. Then the loop has other work (concurrent
-        commands), and a reader thread, whose SQLite calls run beside the loop on another core, serves
-        it better than the loop doing every read itself (measured: half the commands/s with 16 tasks)."""
-        if self.in_memory:
-            return _BUSY
-        if self._closed:
-            raise StoreUnavailable(f"the SQLite store {self.path} is closed")
-        held: _Here | None = getattr(self._here, "held", None)
-        if held is not None and held.waiting:
-            return _BUSY
-        connection = self._connect_here() if held is None else held.connection
-        try:
-            return fn(connection, *args)
-        except sqlite3.Error as exc:
-            if is_lock_conflict(exc):
-                return _BUSY
-            raise epoch_error(exc, self.timeout) from exc
-
-    def _connect_here(self) -> sqlite3.Connection:
-        """Open this thread's read-only connection (the store's ``close`` closes it)."""
-        try:  # timeout 0: a read on the caller's thread never sleeps in SQLite's busy handler
-            connection = connect(self.path, timeout=0, synchronous=self.synchronous, writer=False, here=True)
-        except sqlite3.Error as exc:
-            raise epoch_error(exc, self.timeout) from exc
-        with self._lock:
-            if self._closed:
-                connection.close()
-                raise StoreUnavailable(f"the SQLite store {self.path} is closed")
-            held = _Here(connection)
-            self._here_connections.add(held)
-        self._here.held = held
-        return connection
 
     def _fetch(
         self, page: Callable[..., Any], cursor: Any, size: int, *, here: bool
@@ -203,7 +159,7 @@ class Workers:
         if here:
             rows = min(size, INLINE_ROWS)
             result = self._read_here(page, (cursor, rows))
-            if result is not _BUSY:
+            if result is not BUSY:
                 future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
                 future.set_result(result)
                 return future, rows
@@ -220,7 +176,8 @@ class Workers:
             stopped = self._stopped
             here, self._here_connections = list(self._here_connections), weakref.WeakSet()
         for held in here:
-            held.connection.close()
+            if held.connection is not None:
+                held.connection.close()
         wake_all(waiters)
         if stopped is not None:
             await asyncio.wrap_future(stopped)
@@ -291,7 +248,8 @@ class Workers:
     # -- the threads' side --------------------------------------------------------------------------
 
     def _connect(self, *, writer: bool) -> sqlite3.Connection:
-        return connect(self.path, timeout=self.timeout, synchronous=self.synchronous, writer=writer)
+        # The writer's connection is shared with the callers' threads (here.py), one at a time.
+        return connect(self.path, timeout=self.timeout, synchronous=self.synchronous, writer=writer, shared=writer)
 
     def _serve_writes(self, started: concurrent.futures.Future[None], stopped: concurrent.futures.Future[None]) -> None:
         connection: sqlite3.Connection | None = None
@@ -316,6 +274,7 @@ class Workers:
                     self._started = None  # the next call tries again
                 started.set_exception(epoch_error(exc, self.timeout))
                 return
+            self._writer = connection
             self._ready = True
             started.set_result(None)
             self._writer_loop(connection)
@@ -325,12 +284,14 @@ class Workers:
             for reader in readers:
                 reader.join()
             if connection is not None:
-                connection.close()
+                with self._writer_lock:
+                    self._writer = None
+                    connection.close()
             stopped.set_result(None)
 
     def _writer_loop(self, connection: sqlite3.Connection) -> None:
         jobs = self._writes
-        memo = Memo()
+        lock = self._writer_lock
         while True:
             batch: list[Job | None] = [jobs.get()]
             while len(batch) < MAX_GROUP and batch[-1] is not None:
@@ -339,7 +300,11 @@ class Workers:
                 except queue.Empty:
                     break
             stop = batch[-1] is None
-            run_batch(connection, [job for job in batch if job is not None], self.timeout, self._committed, memo)
+            with lock:
+                self._use_on_writer(connection)
+                run_batch(
+                    connection, [job for job in batch if job is not None], self.timeout, self._committed, self._memo
+                )
             del batch  # hold no caller's loop or future while waiting for work
             if stop:
                 return

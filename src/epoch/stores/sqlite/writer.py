@@ -20,7 +20,7 @@ from epoch.stores.sqlite.errors import epoch_error
 from epoch.stores.sqlite.schema import BEGIN, COMMIT, RELEASE_SAVEPOINT, ROLLBACK, ROLLBACK_TO_SAVEPOINT, SAVEPOINT
 from epoch.stores.sqlite.work import Group, Memo, Replay
 
-__all__ = ["EXCLUSIVE", "READ", "STORE_EXCLUSIVE", "WRITE", "Job", "run_batch", "run_read"]
+__all__ = ["EXCLUSIVE", "READ", "STORE_EXCLUSIVE", "WRITE", "Job", "commit_begun", "run_batch", "run_read"]
 
 T = TypeVar("T")
 
@@ -97,17 +97,33 @@ def run_batch(
         start = end
 
 
+def commit_begun(
+    connection: sqlite3.Connection, job: Job, timeout: float, committed: Callable[[], None], memo: Memo
+) -> None:
+    """Run one append in the transaction its caller began (``BEGIN IMMEDIATE`` taken) and settle it."""
+    _commit_group(connection, [job], timeout, committed, memo, begun=True)
+
+
 def _commit_group(
-    connection: sqlite3.Connection, jobs: list[Job], timeout: float, committed: Callable[[], None], memo: Memo
+    connection: sqlite3.Connection,
+    jobs: list[Job],
+    timeout: float,
+    committed: Callable[[], None],
+    memo: Memo,
+    *,
+    begun: bool = False,
 ) -> None:
     """Run appends (WRITE jobs) in one transaction, each in a SAVEPOINT of its own when there are several."""
     jobs = [job for job in jobs if not job.future.cancelled()]
     if not jobs:
+        if begun:
+            _rollback(connection)
         return
     alone = len(jobs) == 1
     outcomes: list[_Done] = []
     try:
-        connection.execute(BEGIN)
+        if not begun:
+            connection.execute(BEGIN)
         group = Group(connection, memo)
         for job in jobs:
             outcomes.append(_apply(group, job, alone, timeout))

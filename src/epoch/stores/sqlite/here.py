@@ -1,0 +1,195 @@
+"""Work the SQLite store does on the caller's own thread, without a hand-off to its threads.
+
+A hand-off costs two thread switches (measured ~100 us for an append: queue to the writer, then
+``call_soon_threadsafe`` back), more than most of the work it moves. So:
+
+- **Reads.** A small read (a point query, the first page of a read) runs here, on the writer's
+  connection when it is free (its page cache holds what it just wrote: ~5 us), else on this thread's own
+  read-only connection (which SQLite empties after every commit by another connection: ~50 us).
+- **Idle writes.** An append runs here, on the writer's connection, when nothing else waits for the
+  store and the event loop has no other work ready: a lone caller (a script, one request at a time)
+  then pays what the plain driver pays. The loop is blocked for that one commit (~30 us at NORMAL; one
+  fsync at FULL), never for a lock: here the connection never waits for another process (busy timeout
+  0, such a write goes to the writer thread instead) and never checkpoints the WAL (every
+  ``CHECKPOINT_EVERY``-th write is left to the writer thread, which does). The caller then yields to the
+  loop once, so a loop of commands still lets every other task and socket run between them.
+  ``SQLiteEventStore(writes_here=False)`` turns it off.
+
+Whenever other calls of this thread wait for the store's threads, or the loop has other work, the work
+goes to the threads: group commit then shares one transaction (and one fsync) among many appends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from epoch.errors import StoreUnavailable
+from epoch.stores.sqlite.errors import epoch_error, is_lock_conflict
+from epoch.stores.sqlite.schema import BEGIN, connect
+from epoch.stores.sqlite.work import Memo
+from epoch.stores.sqlite.writer import WRITE, Job, commit_begun
+
+__all__ = ["BUSY", "CHECKPOINT_EVERY", "Here", "OnCallerThread"]
+
+BUSY = object()  # this call goes to the store's threads: here it would wait, or the loop is busy
+
+CHECKPOINT_EVERY = 32
+"""Every this many writes on the caller's thread, one goes to the writer thread, where SQLite's automatic
+WAL checkpoint runs (it is off while writing here: a checkpoint blocks for milliseconds)."""
+
+
+class Here:
+    """A caller thread's read-only connection (``None`` in memory), held by that thread only (a
+    connection has no weak references), and how many of that thread's calls wait for the store's threads."""
+
+    __slots__ = ("__weakref__", "connection", "waiting")
+
+    def __init__(self, connection: sqlite3.Connection | None) -> None:
+        self.connection = connection
+        self.waiting = 0
+
+
+def loop_idle(loop: asyncio.AbstractEventLoop) -> bool:
+    """True when ``loop`` has no callback ready to run but the current one. Only asyncio's own loops
+    say (``_ready``); on any other loop the answer is False, and every write takes the writer thread."""
+    ready = getattr(loop, "_ready", None)
+    return ready is not None and not ready
+
+
+class OnCallerThread:
+    """The caller-thread half of :class:`~epoch.stores.sqlite.threads.Workers` (which sets these)."""
+
+    path: str
+    in_memory: bool
+    synchronous: str
+    timeout: float
+    writes_here: bool
+    _lock: threading.Lock
+    _closed: bool
+    _writes: queue.SimpleQueue[Job | None]
+    _here: threading.local
+    _here_connections: weakref.WeakSet[Here]
+
+    def _init_here(self) -> None:
+        # The writer's connection and what it knows of the file, shared by the writer thread and the
+        # callers' threads: whoever holds ``_writer_lock`` uses them.
+        self._writer_lock = threading.Lock()
+        self._writer: sqlite3.Connection | None = None
+        self._memo = Memo()
+        self._writing_here = False  # the writer's connection is set up for this thread (no waits, no checkpoints)
+        self._written_here = 0
+
+    def _committed(self) -> None:
+        raise NotImplementedError
+
+    # -- the writer's connection, switched between its two uses ------------------------------------
+
+    def _use_here(self, connection: sqlite3.Connection) -> None:
+        """Set the writer's connection up for a caller's thread: never wait for a lock, never checkpoint."""
+        if not self._writing_here:
+            connection.execute("PRAGMA busy_timeout = 0")
+            connection.execute("PRAGMA wal_autocheckpoint = 0")
+            self._writing_here = True
+
+    def _use_on_writer(self, connection: sqlite3.Connection) -> None:
+        """Set the writer's connection back up for the writer thread: wait ``timeout``, checkpoint."""
+        if self._writing_here:
+            connection.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+            connection.execute("PRAGMA wal_autocheckpoint = 1000")
+            self._writing_here = False
+
+    # -- reads ---------------------------------------------------------------------------------------
+
+    def _held(self) -> Here:
+        """This thread's :class:`Here` (its read-only connection is opened by the first read here)."""
+        held: Here | None = getattr(self._here, "held", None)
+        if held is None:
+            held = self._here.held = Here(None)
+        return held
+
+    def _read_here(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        """``fn(connection, *args)`` on this thread, or ``BUSY``: when SQLite would make the read wait for a
+        lock, or when other calls of this thread wait for the store's threads. Then the loop has other work
+        (concurrent commands), and a reader thread, whose SQLite calls run beside the loop on another core,
+        serves it better than the loop doing every read itself (measured: half the commands/s with 16 tasks)."""
+        if self._closed:
+            raise StoreUnavailable(f"the SQLite store {self.path} is closed")
+        held = self._held()
+        if held.waiting:
+            return BUSY
+        if self._writer_lock.acquire(blocking=False):
+            try:
+                connection = self._writer
+                if connection is not None and not self._closed:
+                    self._use_here(connection)
+                    return self._run_read(fn, connection, args)
+            finally:
+                self._writer_lock.release()
+        if self.in_memory:  # one connection, and the writer thread has it
+            return BUSY
+        connection = held.connection if held.connection is not None else self._connect_here(held)
+        return self._run_read(fn, connection, args)
+
+    def _run_read(self, fn: Callable[..., Any], connection: sqlite3.Connection, args: tuple[Any, ...]) -> Any:
+        try:
+            return fn(connection, *args)
+        except sqlite3.Error as exc:
+            if is_lock_conflict(exc):
+                return BUSY
+            raise epoch_error(exc, self.timeout) from exc
+
+    def _connect_here(self, held: Here | None = None) -> sqlite3.Connection:
+        """Open this thread's read-only connection (the store's ``close`` closes it)."""
+        held = self._held() if held is None else held
+        try:  # timeout 0: a read on the caller's thread never sleeps in SQLite's busy handler
+            connection = connect(self.path, timeout=0, synchronous=self.synchronous, writer=False, shared=True)
+        except sqlite3.Error as exc:
+            raise epoch_error(exc, self.timeout) from exc
+        with self._lock:
+            if self._closed:
+                connection.close()
+                raise StoreUnavailable(f"the SQLite store {self.path} is closed")
+            held.connection = connection
+            self._here_connections.add(held)
+        return connection
+
+    # -- writes --------------------------------------------------------------------------------------
+
+    def _write_here(self, fn: Callable[..., Any], stream: str, args: tuple[Any, ...]) -> asyncio.Future[Any] | None:
+        """Run an append on this thread when the store and the loop are idle (see the module docstring):
+        its future, settled on the loop's next turn; ``None`` when it must go to the writer thread."""
+        if not self.writes_here:
+            return None
+        if self._held().waiting:
+            return None
+        loop = asyncio.get_running_loop()
+        if not loop_idle(loop) or not self._writes.empty():
+            return None
+        self._written_here += 1
+        if self._written_here % CHECKPOINT_EVERY == 0:
+            return None  # this one checkpoints, on the writer thread
+        if not self._writer_lock.acquire(blocking=False):
+            return None
+        try:
+            connection = self._writer
+            if connection is None or self._closed:
+                return None
+            self._use_here(connection)
+            try:
+                connection.execute(BEGIN)
+            except sqlite3.Error as exc:
+                if is_lock_conflict(exc):  # another process writes: the writer thread waits for it
+                    return None
+                raise epoch_error(exc, self.timeout, stream) from exc
+            future: asyncio.Future[Any] = loop.create_future()
+            job = Job(WRITE, fn, (stream, *args), stream, loop, future)
+            commit_begun(connection, job, self.timeout, self._committed, self._memo)
+            return future
+        finally:
+            self._writer_lock.release()
