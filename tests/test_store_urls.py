@@ -67,7 +67,7 @@ async def test_max_event_size_in_the_url_is_honoured(store_url: str) -> None:
         ("memory://?maxeventsize=1", "unknown memory store URL parameter 'maxeventsize' in 'memory://?maxeventsize=1' (use max_event_size)"),
         ("memory://?max_event_size", "bad memory store URL parameters in 'memory://?max_event_size': bad query field: 'max_event_size'"),
         ("memory://somewhere", "a memory store URL names no host or path: 'memory://somewhere' (use memory://)"),
-        ("sqlite://?bogus=1", "unknown SQLite URL parameter 'bogus' in 'sqlite://?bogus=1' (use max_event_size, synchronous, timeout, readers)"),
+        ("sqlite://?bogus=1", "unknown SQLite URL parameter 'bogus' in 'sqlite://?bogus=1' (use max_event_size, synchronous, timeout, readers, inline_writes)"),
         ("sqlite://?readers=1000", "readers must be an int from 1 to 64, not 1000"),
         ("sqlite://?readers=x", "bad value for readers in the store URL: 'x' is not an int"),
         ("sqlite://?timeout=nan", "bad value for timeout in the store URL: 'nan' (a finite number of seconds >= 0)"),

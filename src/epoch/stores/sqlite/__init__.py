@@ -48,7 +48,7 @@ from epoch.stores._dcb import ALL_OPERATIONS, check_condition, check_many, check
 from epoch.stores._lifecycle import StreamLifecycle, check_hard, check_limits, check_truncate
 from epoch.stores._sql import Dialect, SQLStore, SupportsImport
 from epoch.stores._sql_keys import SQLKeys
-from epoch.stores._urls import Parser, integer, only_options, seconds, text
+from epoch.stores._urls import Parser, flag, integer, only_options, seconds, text
 from epoch.stores.sqlite import dcb, lifecycle, work
 from epoch.stores.sqlite.bridge import SQLiteTransaction, transaction_on
 from epoch.stores.sqlite.schema import APPLICATION_ID as APPLICATION_ID
@@ -74,6 +74,9 @@ class SQLiteEventStore(StoreLifecycle, SQLStore, SupportsImport, SQLiteSnapshots
     a power loss may lose the last commits, never corrupt or split a batch) or ``FULL`` (fsync on every
     commit). ``timeout`` is how long a writer waits for another process's write lock before raising
     :class:`~epoch.errors.StoreUnavailable`. ``readers`` is the number of reader threads.
+    ``inline_writes`` (on by default): an append made while the store and the event loop are idle runs on
+    the caller's thread, blocking the loop for that one commit (never for a lock) instead of paying two
+    thread hand-offs; off, every append goes through the writer thread (see ``sqlite.here``).
 
     Nothing is opened until the first call; use ``async with`` or call :meth:`close` to stop the threads.
     """
@@ -97,6 +100,7 @@ class SQLiteEventStore(StoreLifecycle, SQLStore, SupportsImport, SQLiteSnapshots
         synchronous: str = "NORMAL",
         timeout: float = 10.0,
         readers: int = 4,
+        inline_writes: bool = True,
     ) -> None:
         path = os.fspath(path)
         if synchronous.upper() not in SYNCHRONOUS:
@@ -106,6 +110,8 @@ class SQLiteEventStore(StoreLifecycle, SQLStore, SupportsImport, SQLiteSnapshots
             raise ConfigurationError(f"timeout must be >= 0 seconds, not {timeout!r}")
         if not isinstance(readers, int) or isinstance(readers, bool) or not 1 <= readers <= _MAX_READERS:
             raise ConfigurationError(f"readers must be an int from 1 to {_MAX_READERS}, not {readers!r}")
+        if not isinstance(inline_writes, bool):
+            raise ConfigurationError(f"inline_writes must be True or False, not {inline_writes!r}")
         self.in_memory = path in ("", ":memory:")
         self.path = ":memory:" if self.in_memory else os.path.abspath(path)
         self.max_event_size = max_event_size
@@ -118,6 +124,7 @@ class SQLiteEventStore(StoreLifecycle, SQLStore, SupportsImport, SQLiteSnapshots
             synchronous=self.synchronous,
             timeout=self.timeout,
             readers=self.readers,
+            inline_writes=inline_writes,
         )
 
     @classmethod
@@ -126,7 +133,8 @@ class SQLiteEventStore(StoreLifecycle, SQLStore, SupportsImport, SQLiteSnapshots
 
         The file and its schema are created when missing.
         Query parameters: ``max_event_size`` (bytes), ``synchronous`` (``OFF``, ``NORMAL``, ``FULL``,
-        ``EXTRA``), ``timeout`` (seconds a writer waits for the lock), ``readers`` (threads).
+        ``EXTRA``), ``timeout`` (seconds a writer waits for the lock), ``readers`` (threads),
+        ``inline_writes`` (``true``/``false``).
         """
         path, options = _parse_url(url)
         store = cls(path, **options)
@@ -366,5 +374,11 @@ def _parse_url(url: str) -> tuple[str, dict[str, Any]]:
     return rest[1:] or ":memory:", only_options(url, query, _OPTIONS, "SQLite")
 
 
-_OPTIONS: dict[str, Parser] = {"max_event_size": integer, "synchronous": text, "timeout": seconds, "readers": integer}
+_OPTIONS: dict[str, Parser] = {
+    "max_event_size": integer,
+    "synchronous": text,
+    "timeout": seconds,
+    "readers": integer,
+    "inline_writes": flag,
+}
 """The SQLite URL's parameters; the store checks ``max_event_size``, ``synchronous`` and ``readers``."""

@@ -41,9 +41,9 @@ def _settle(outcomes: list[Outcome]) -> None:
 
 
 def post(loop: asyncio.AbstractEventLoop, outcomes: list[Outcome]) -> None:
-    """Settle ``outcomes`` on ``loop`` (their futures' loop) on its next turn, from any thread."""
-    if asyncio._get_running_loop() is loop:  # work done on the loop's own thread: no wake-up needed
-        loop.call_soon(_settle, outcomes)
+    """Settle ``outcomes`` on ``loop`` (their futures' loop), from any thread: at once from its own."""
+    if asyncio._get_running_loop() is loop:  # work done on the loop's own thread (sqlite.here)
+        _settle(outcomes)
         return
     with suppress(RuntimeError):  # the caller's loop is closed: nobody is waiting any more
         loop.call_soon_threadsafe(_settle, outcomes)

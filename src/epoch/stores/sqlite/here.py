@@ -13,7 +13,7 @@ A hand-off costs two thread switches (measured ~100 us for an append: queue to t
   0, such a write goes to the writer thread instead) and never checkpoints the WAL (every
   ``CHECKPOINT_EVERY``-th write is left to the writer thread, which does). The caller then yields to the
   loop once, so a loop of commands still lets every other task and socket run between them.
-  ``SQLiteEventStore(writes_here=False)`` turns it off.
+  ``SQLiteEventStore(inline_writes=False)`` turns it off.
 
 Whenever other calls of this thread wait for the store's threads, or the loop has other work, the work
 goes to the threads: group commit then shares one transaction (and one fsync) among many appends.
@@ -56,8 +56,8 @@ class Here:
 
 
 def loop_idle(loop: asyncio.AbstractEventLoop) -> bool:
-    """True when ``loop`` has no callback ready to run but the current one. Only asyncio's own loops
-    say (``_ready``); on any other loop the answer is False, and every write takes the writer thread."""
+    """True when ``loop`` has no callback ready to run but the current one. asyncio's own loops show it
+    (``_ready``); on a loop that does not, the answer is False, and every write takes the writer thread."""
     ready = getattr(loop, "_ready", None)
     return ready is not None and not ready
 
@@ -69,7 +69,7 @@ class OnCallerThread:
     in_memory: bool
     synchronous: str
     timeout: float
-    writes_here: bool
+    inline_writes: bool
     _lock: threading.Lock
     _closed: bool
     _writes: queue.SimpleQueue[Job | None]
@@ -163,8 +163,8 @@ class OnCallerThread:
 
     def _write_here(self, fn: Callable[..., Any], stream: str, args: tuple[Any, ...]) -> asyncio.Future[Any] | None:
         """Run an append on this thread when the store and the loop are idle (see the module docstring):
-        its future, settled on the loop's next turn; ``None`` when it must go to the writer thread."""
-        if not self.writes_here:
+        its future, settled; ``None`` when it must go to the writer thread."""
+        if not self.inline_writes:
             return None
         if self._held().waiting:
             return None

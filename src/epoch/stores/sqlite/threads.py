@@ -2,13 +2,10 @@
 owning a read-only one (WAL readers never wait for the writer), the job queues between the event loop and
 them, and the subscribers waiting for the writer's next commit.
 
-A write hands its work to the writer and awaits a future the writer settles. A small read (a point
-query, the first page of a read, at most ``INLINE_ROWS`` rows) runs on the caller's own thread, on a
-read-only connection of that thread that never waits for a lock: a WAL read takes tens of
-microseconds, less than two thread hand-offs. When it would wait (SQLite answers "busy", e.g. while
-another connection recovers the WAL index), when other calls of that thread wait for the store's
-threads (its loop has other work), and for every later page, a reader thread does it; the next page
-is fetched there while the caller consumes the current one.
+A write hands its work to the writer and awaits a future the writer settles, unless the store and the
+loop are idle: then it runs on the caller's thread (``here``). A small read (a point query, the first
+page of a read, at most ``INLINE_ROWS`` rows) runs on the caller's thread too (``here``); every later
+page is read by a reader thread, the next page fetched there while the caller consumes the current one.
 """
 
 from __future__ import annotations
@@ -48,10 +45,10 @@ class Workers(OnCallerThread):
     """
 
     def __init__(
-        self, path: str, *, in_memory: bool, synchronous: str, timeout: float, readers: int, writes_here: bool = True
+        self, path: str, *, in_memory: bool, synchronous: str, timeout: float, readers: int, inline_writes: bool = True
     ) -> None:
         self.path = path
-        self.writes_here = writes_here
+        self.inline_writes = inline_writes
         self.in_memory = in_memory
         self.synchronous = synchronous
         self.timeout = timeout
@@ -118,8 +115,9 @@ class Workers(OnCallerThread):
         """
         await self.start()
         here = self._write_here(fn, stream, args)
-        if here is not None:
-            return cast("T", await here)
+        if here is not None:  # settled already: yield once, so that a loop of appends lets others run
+            await asyncio.sleep(0)
+            return cast("T", here.result())
         future: asyncio.Future[T] = self._submit(self._writes, WRITE, fn, (stream, *args), stream)
         return await self._wait(future)
 
