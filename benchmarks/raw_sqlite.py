@@ -1,6 +1,7 @@
-"""The ceiling on SQLite: the same rows (same columns, same indexes) with the plain ``sqlite3`` driver,
-``executemany`` for batches, a plain ``SELECT`` plus ``json.loads`` for reads. No framework, no checks
-beyond what the unique indexes enforce.
+"""The ceiling on SQLite: the same rows with the plain ``sqlite3`` driver, ``executemany`` for batches, a
+plain ``SELECT`` plus ``json.loads`` for reads. No framework, no checks beyond what the unique indexes
+enforce. The table has epoch 0.1's columns and indexes; epoch's own schema also keeps a ``streams`` row per
+stream (version, deletes, limits), a type index and a ``tags`` column, which this side does not pay for.
 """
 
 from __future__ import annotations
