@@ -324,7 +324,10 @@ async def test_sigkilled_writers_sqlite(tmp_path: Path) -> None:
 @pytest.mark.postgres
 @pytest.mark.timeout(max(300, KILLS * 4))
 async def test_sigkilled_writers_postgres(pg_dsn: str) -> None:
-    await sigkill_writers(pg_dsn + "?pool_max=4", "postgres")
+    # The checks read the log after each kill: an acknowledged batch is visible to read_all once every
+    # transaction older than it has ended, which the read waits for up to visibility_timeout (1 s by
+    # default; on a loaded machine a surviving writer's append can stay open longer than that).
+    await sigkill_writers(pg_dsn + "?pool_max=4&visibility_timeout=30", "postgres")
 
 
 # -- PostgreSQL stopped and restarted (fsync on) under writers and live subscribers ----------------
