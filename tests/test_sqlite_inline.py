@@ -140,6 +140,37 @@ async def test_a_loop_of_inline_appends_polls_the_loops_sockets(tmp_path: Path, 
     assert append_threads[1] == threading.current_thread().name  # and that append was an inline one
 
 
+class Interrupt(BaseException):
+    """What KeyboardInterrupt is to a store: not an Exception."""
+
+
+async def test_an_interrupted_inline_append_leaves_no_lock_held(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An append interrupted on the caller's thread is rolled back: the file's write lock is free for
+    other connections, and the store goes on as if it had never been tried."""
+    path = tmp_path / "interrupted.db"
+    append = work.append
+
+    def interrupted(*args: Any) -> Any:
+        append(*args)  # its rows are written, not committed
+        raise Interrupt
+
+    async with SQLiteEventStore(path) as store:
+        await store.append("s-1", new(1), NO_STREAM)
+        monkeypatch.setattr(work, "append", interrupted)
+        with pytest.raises(Interrupt):
+            await store.append("s-1", new(2), 0)
+        monkeypatch.setattr(work, "append", append)
+        other = sqlite3.connect(path, isolation_level=None, timeout=0)
+        other.execute("BEGIN IMMEDIATE")  # raises "database is locked" if the lock were still held
+        other.execute("ROLLBACK")
+        other.close()
+        result = await store.append("s-1", new(1), 0)
+        assert (result.version, result.position) == (1, 2)
+        assert [(e.version, e.position) for e in await collect(store.read_stream("s-1"))] == [(0, 1), (1, 2)]
+
+
 async def test_the_wal_is_still_checkpointed(tmp_path: Path) -> None:
     """Inline commits never checkpoint; the writer thread's share does, so the WAL stays bounded (about
     1,000 pages plus one round of inline commits; unchecked, 3,000 appends would write ~70 MB of it)."""

@@ -31,7 +31,7 @@ from typing import Any
 
 from epoch.errors import StoreUnavailable
 from epoch.stores.sqlite.errors import epoch_error, is_lock_conflict
-from epoch.stores.sqlite.schema import BEGIN, connect
+from epoch.stores.sqlite.schema import BEGIN, ROLLBACK, connect
 from epoch.stores.sqlite.work import Memo
 from epoch.stores.sqlite.writer import WRITE, Job, commit_begun
 
@@ -187,7 +187,13 @@ class OnCallerThread:
                 raise epoch_error(exc, self.timeout, stream) from exc
             future: asyncio.Future[Any] = loop.create_future()
             job = Job(WRITE, fn, (stream, *args), stream, loop, future)
-            commit_begun(connection, job, self.timeout, self._committed, self._memo)
+            try:
+                commit_begun(connection, job, self.timeout, self._committed, self._memo)
+            except BaseException:  # e.g. KeyboardInterrupt: never leave the file's write lock held
+                self._memo.forget()
+                if connection.in_transaction:
+                    connection.execute(ROLLBACK)
+                raise
             return future
         finally:
             self._writer_lock.release()
