@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 from epoch._backoff import Backoff
@@ -25,6 +25,7 @@ __all__ = [
     "pending",
     "read_page",
     "row_all",
+    "stream_events",
     "stream_page",
     "subscription_page",
     "subscription_pending",
@@ -43,11 +44,39 @@ def row_all(row: Sequence[Any]) -> RecordedEvent:
     return RecordedEvent(stream, version, position, id, type, data, metadata, at, () if tags is None else tuple(tags))
 
 
-async def stream_page(db: Connections, stream: str, cursor: int, size: int, backwards: bool) -> list[RecordedEvent]:
+async def stream_events(
+    db: Connections, stream: str, cursor: int, limit: int | None, backwards: bool, first: int | None = None
+) -> AsyncGenerator[RecordedEvent, None]:
+    """``read_stream``'s pages from version ``cursor`` (a 64-bit int); ``first``: the first page's query
+    also confirms the stream's first visible version is still at most ``first``, else nothing is read."""
+    remaining = limit
+    while remaining is None or remaining > 0:
+        size = PAGE if remaining is None else min(PAGE, remaining)
+        events = await stream_page(db, stream, cursor, size, backwards, first)
+        first = None  # confirmed once, as a separate read before the first page would
+        for event in events:
+            yield event
+        if len(events) < size:
+            return
+        if remaining is not None:
+            remaining -= len(events)
+        cursor = events[-1].version + (-1 if backwards else 1)
+        if cursor < 0:
+            return
+
+
+async def stream_page(
+    db: Connections, stream: str, cursor: int, size: int, backwards: bool, first: int | None = None
+) -> list[RecordedEvent]:
     """Up to ``size`` events of ``stream`` from version ``cursor`` on (down, ``backwards``), soft-deleted
-    versions left out; ``cursor`` is a 64-bit int (a larger bound is capped by the caller)."""
-    sql = q.READ_STREAM_BACKWARD if backwards else q.READ_STREAM_FORWARD
-    params = {"stream": stream, "from": cursor, "limit": size}
+    versions left out; ``cursor`` is a 64-bit int (a larger bound is capped by the caller). ``first``
+    (forwards only): none when the stream's first visible version is past it (``READ_STREAM_CONFIRMED``)."""
+    params: dict[str, object] = {"stream": stream, "from": cursor, "limit": size}
+    if first is not None:
+        sql = q.READ_STREAM_CONFIRMED
+        params["first"] = first
+    else:
+        sql = q.READ_STREAM_BACKWARD if backwards else q.READ_STREAM_FORWARD
 
     def page(conn: SyncConn) -> list[RecordedEvent]:
         with conn.cursor(binary=True) as cur:

@@ -142,6 +142,13 @@ READ_STREAM_FORWARD = (
     f"SELECT {_STREAM_COLS} FROM epoch_events e WHERE e.stream = %(stream)s"
     f" AND e.version >= greatest(%(from)s::bigint, {_FIRST_VISIBLE}) ORDER BY e.version LIMIT %(limit)s"
 )
+# A cached CommandHandler's read (stores.confirmed_read_of): READ_STREAM_FORWARD, and no row at all when the
+# first visible version moved past %(first)s (or the stream has none): the check rides on the read.
+READ_STREAM_CONFIRMED = (
+    f"SELECT {_STREAM_COLS} FROM epoch_events e WHERE e.stream = %(stream)s"
+    f" AND e.version >= greatest(%(from)s::bigint, {_FIRST_VISIBLE}) AND {_FIRST_VISIBLE} <= %(first)s::bigint"
+    " ORDER BY e.version LIMIT %(limit)s"
+)
 READ_STREAM_BACKWARD = (
     f"SELECT {_STREAM_COLS} FROM epoch_events e WHERE e.stream = %(stream)s"
     f" AND e.version <= %(from)s::bigint AND e.version >= coalesce({_FIRST_VISIBLE}, 0)"
