@@ -17,7 +17,15 @@ from epoch.records import ANY, NO_STREAM, STREAM_EXISTS, ExpectedVersion
 from epoch.stores._checks import MAX_INT64
 
 CHANNEL = "epoch_events"
-"""``epoch_append`` sends ``pg_notify('epoch_events', <category>)`` inside the append transaction."""
+"""``epoch_append`` sends ``pg_notify('epoch_events', <category>)`` inside the append transaction, while
+a listener is registered (``epoch_listeners``, migration 7)."""
+LISTEN = f"LISTEN {CHANNEL}"
+REGISTER_LISTENER = "SELECT epoch_listen()"
+UNREGISTER_LISTENER = "DELETE FROM epoch_listeners WHERE pid = pg_backend_pid()"
+# How long registering may wait for the appends running meanwhile (each holds the table until it commits)
+# and hold new ones back: longer (a caller's own long transaction that appended) fails, and the listener
+# tries again after its reconnect backoff, its subscriptions polling meanwhile.
+LISTENER_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', '500ms', false)"
 
 # SQLSTATEs the functions raise (class "EP" is free for applications), and the one of the id index.
 WRONG_VERSION = "EP001"
