@@ -64,7 +64,7 @@ async def test_appends_notify_only_while_a_subscription_listens(store: PostgresE
         await store.append("users-1", one())
         assert await heard(raw) == []  # nobody registered: no NOTIFY, no commit-time lock
         subscription = store.subscribe(after=(await store.head_position()))
-        first = asyncio.create_task(anext(subscription))
+        first = asyncio.ensure_future(anext(subscription))
         await until(lambda: _count_is(pg_dsn, 1))
         await store.append("orders-1", one())
         assert (await asyncio.wait_for(first, 5)).stream == "orders-1"
@@ -133,7 +133,7 @@ async def test_no_wake_up_is_lost_while_a_subscription_starts(pg_dsn: str) -> No
         append = asyncio.create_task(writer.append("users-1", one()))
         await asyncio.wait_for(inside.wait(), 10)  # epoch_append ran, found no listener; not committed yet
         subscription = reader.subscribe()
-        first = asyncio.create_task(anext(subscription))
+        first = asyncio.ensure_future(anext(subscription))
         await until(lambda: _registration_waits(pg_dsn))
         await asyncio.sleep(0.1)
         assert not first.done()
