@@ -6,11 +6,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 import psycopg
+import psycopg.errors
 
 from epoch._backoff import Backoff
-from epoch.stores.postgres.sql import LISTEN, LISTENER_LOCK_TIMEOUT, REGISTER_LISTENER, UNREGISTER_LISTENER
+from epoch.stores.postgres.sql import (
+    LISTEN,
+    LISTENER_LOCK_TIMEOUT,
+    REGISTER_LISTENER,
+    REGISTER_LISTENER_NOWAIT,
+    UNREGISTER_LISTENER,
+)
 from epoch.stores.postgres.url import network_options
 
 __all__ = ["Listener", "Waiter"]
@@ -35,6 +43,20 @@ class Waiter:
         """Until woken, or ``poll_interval`` seconds (the safety poll)."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.event.wait(), self.poll_interval)
+
+
+async def _register(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Register the session in ``epoch_listeners``: tries that hold no append back, then one that waits."""
+    for _ in range(_NOWAIT_TRIES):
+        try:
+            await conn.execute(REGISTER_LISTENER_NOWAIT)
+            return
+        except psycopg.errors.LockNotAvailable:  # an append is committing: it ends within its fsync
+            await asyncio.sleep(0.002)
+    await conn.execute(REGISTER_LISTENER)
+
+
+_NOWAIT_TRIES = 50
 
 
 class Listener:
@@ -85,7 +107,7 @@ class Listener:
                     await conn.execute(LISTEN)
                     await conn.execute(LISTENER_LOCK_TIMEOUT)
                     try:
-                        await conn.execute(REGISTER_LISTENER)
+                        await _register(conn)
                         wait.reset()
                         self._wake("")  # events may have committed while we were not listening
                         while True:

@@ -20,12 +20,14 @@ CHANNEL = "epoch_events"
 """``epoch_append`` sends ``pg_notify('epoch_events', <category>)`` inside the append transaction, while
 a listener is registered (``epoch_listeners``, migration 7)."""
 LISTEN = f"LISTEN {CHANNEL}"
-REGISTER_LISTENER = "SELECT epoch_listen()"
+# Registering (migration 7) first tries without waiting for the appends in flight (each holds the table
+# until it commits), so it holds no append back; then it waits, holding new appends back at most
+# LISTENER_LOCK_TIMEOUT (a caller's own long transaction that appended holds the table longer: the
+# listener tries again after its reconnect backoff, its subscriptions polling meanwhile).
+REGISTER_LISTENER_NOWAIT = "SELECT epoch_listen(false)"
+REGISTER_LISTENER = "SELECT epoch_listen(true)"
 UNREGISTER_LISTENER = "DELETE FROM epoch_listeners WHERE pid = pg_backend_pid()"
-# How long registering may wait for the appends running meanwhile (each holds the table until it commits)
-# and hold new ones back: longer (a caller's own long transaction that appended) fails, and the listener
-# tries again after its reconnect backoff, its subscriptions polling meanwhile.
-LISTENER_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', '500ms', false)"
+LISTENER_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', '50ms', false)"
 
 # SQLSTATEs the functions raise (class "EP" is free for applications), and the one of the id index.
 WRONG_VERSION = "EP001"

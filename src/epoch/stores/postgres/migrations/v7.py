@@ -9,7 +9,9 @@ Subscribers now say that they listen: each store's LISTEN connection registers i
 No wake-up is lost when a subscriber starts while appends are running. ``epoch_append`` reads the table
 (taking ``ACCESS SHARE`` on it, held until its transaction ends) after its insert; ``epoch_listen``
 locks the table ``ACCESS EXCLUSIVE`` before it inserts its row, so it waits for every appender that
-read the table before (and found it empty) to commit, and an appender that reads it later sees the row.
+read the table before (and found it empty) to commit, and an appender that reads it later sees the row
+(the listener first tries ``NOWAIT``, which holds no appender back, then waits under a short
+``lock_timeout``: ``listen.py``).
 The listener LISTENs before it registers and wakes its subscriptions after, so they read what those
 appenders wrote, and hear of every later append. (A caller's own ``REPEATABLE READ`` transaction that
 appends reads the table in its first snapshot: if that is older than a registration, its commit may wake
@@ -37,10 +39,15 @@ CREATE UNLOGGED TABLE epoch_listeners (
 -- Register this session as a listener (its caller LISTENs first). The lock waits for the appenders that
 -- found no listener to commit (they hold ACCESS SHARE on the table), and holds new ones back until the
 -- row is committed: every append either commits before this returns or sees the row and notifies.
-CREATE OR REPLACE FUNCTION epoch_listen() RETURNS void
+-- p_wait false: refuse at once (55P03) while any append holds the table, holding none back.
+CREATE OR REPLACE FUNCTION epoch_listen(p_wait boolean) RETURNS void
 LANGUAGE plpgsql AS $fn$
 BEGIN
-    LOCK TABLE epoch_listeners IN ACCESS EXCLUSIVE MODE;
+    IF p_wait THEN
+        LOCK TABLE epoch_listeners IN ACCESS EXCLUSIVE MODE;
+    ELSE
+        LOCK TABLE epoch_listeners IN ACCESS EXCLUSIVE MODE NOWAIT;
+    END IF;
     DELETE FROM epoch_listeners l WHERE NOT EXISTS (
         SELECT FROM pg_stat_activity a WHERE a.pid = l.pid AND a.backend_start = l.started
     );
