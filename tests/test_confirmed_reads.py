@@ -60,6 +60,25 @@ async def test_reads_nothing_once_the_start_moved_past_first_version(store: Even
     assert await versions(store, "tally-4", 0, 5) == []  # a tombstone reads as nothing, never raises
 
 
+@pytest.mark.parametrize(
+    ("stream", "from_version", "first_version", "error", "message"),
+    [
+        ("", 0, 0, InvalidStreamName, "invalid stream name '': must have 1 to 512 characters, not 0"),
+        ("tally-1", -1, 0, InvalidVersion, "tally-1: invalid version -1 (stream version no stream)"),
+        ("tally-1", 0, True, InvalidVersion, "tally-1: invalid version True (stream version no stream)"),
+        ("tally-1", 0, "0", InvalidVersion, "tally-1: invalid version '0' (stream version no stream)"),
+    ],
+)
+async def test_bad_arguments_are_refused_before_the_store_is_read(
+    store: EventStore, stream: str, from_version: Any, first_version: Any, error: type[Exception], message: str
+) -> None:
+    await store.append("tally-1", events(2))
+    with pytest.raises(error) as info:
+        await versions(store, stream, from_version, first_version)
+    assert str(info.value) == message
+    assert [e.version for e in await collect(store.read_stream("tally-1"))] == [0, 1]  # nothing changed
+
+
 async def test_a_cached_handler_sees_the_truncation_of_another_writer(store: EventStore) -> None:
     handler = handler_on(store)
     for n in (1, 2, 3):
