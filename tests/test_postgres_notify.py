@@ -171,3 +171,29 @@ async def test_a_listener_left_behind_is_removed_by_the_next_registration(
         assert await listeners(pg_dsn) == 0
         await store.append("users-2", one())
         assert await heard(raw) == []
+
+
+async def test_a_registration_by_another_role_keeps_the_listeners_it_cannot_see(
+    store: PostgresEventStore, pg_dsn: str
+) -> None:
+    """Without pg_read_all_stats, another role's sessions show no backend_start: their rows must stay."""
+    role = "epoch_notify_other"
+    async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as admin:
+        await admin.execute(f"DROP ROLE IF EXISTS {role}")
+        await admin.execute(f"CREATE ROLE {role} LOGIN")
+        await admin.execute(f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}")
+        try:
+            subscription = store.subscribe()
+            waiting = asyncio.ensure_future(anext(subscription))
+            await until(lambda: _count_is(pg_dsn, 1))
+            other_dsn = pg_dsn.replace("postgresql://postgres@", f"postgresql://{role}@", 1)
+            assert other_dsn != pg_dsn
+            async with await psycopg.AsyncConnection.connect(other_dsn, autocommit=True) as other:
+                await other.execute("SELECT epoch_listen(true)")
+                assert await listeners(pg_dsn) == 2  # its own row, and the one of the session it cannot see
+            await store.append("users-1", one())
+            assert (await asyncio.wait_for(waiting, 5)).stream == "users-1"
+            await subscription.aclose()  # type: ignore[attr-defined]
+        finally:
+            await admin.execute(f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}")
+            await admin.execute(f"DROP ROLE {role}")

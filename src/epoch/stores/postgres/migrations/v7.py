@@ -48,8 +48,11 @@ BEGIN
     ELSE
         LOCK TABLE epoch_listeners IN ACCESS EXCLUSIVE MODE NOWAIT;
     END IF;
+    -- Rows of sessions gone. Another role's backend_start reads as NULL without pg_read_all_stats: such
+    -- a row stays (at worst one needless notify per append), never one of a session still listening.
     DELETE FROM epoch_listeners l WHERE NOT EXISTS (
-        SELECT FROM pg_stat_activity a WHERE a.pid = l.pid AND a.backend_start = l.started
+        SELECT FROM pg_stat_activity a
+        WHERE a.pid = l.pid AND (a.backend_start IS NULL OR a.backend_start = l.started)
     );
     INSERT INTO epoch_listeners (pid, started)
     SELECT a.pid, a.backend_start FROM pg_stat_activity a WHERE a.pid = pg_backend_pid();
