@@ -36,7 +36,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from contextlib import aclosing, asynccontextmanager
+from contextlib import asynccontextmanager
 from typing import Any, ClassVar
 from uuid import UUID
 
@@ -54,7 +54,6 @@ from epoch.stores._checks import (
     clamp64,
     runs_of,
 )
-from epoch.stores._lifecycle import check_confirmed_read
 from epoch.stores._sql import Dialect, PostgresTransaction, SQLStore, SupportsImport
 from epoch.stores._sql_keys import SQLKeys
 from epoch.stores.postgres import appends, dcb, lifecycle, reads
@@ -230,26 +229,29 @@ class PostgresEventStore(
     ) -> AsyncIterator[RecordedEvent]:
         check_read(stream, from_version, limit, backwards=backwards)
         self._db.check_open(stream)
+        remaining = limit
         # A bound beyond 64 bits is past every version (guarantee 13): capped, it reads the same.
         if backwards:
             cursor = MAX_INT64 if from_version is None else clamp64(from_version)
         else:
             cursor = 0 if from_version is None else clamp64(from_version)
-        async with aclosing(reads.stream_events(self._db, stream, cursor, limit, backwards)) as events:
-            async for event in events:
+        while remaining is None or remaining > 0:
+            size = reads.PAGE if remaining is None else min(reads.PAGE, remaining)
+            events = await reads.stream_page(self._db, stream, cursor, size, backwards)
+            for event in events:
                 yield event
+            if len(events) < size:
+                return
+            if remaining is not None:
+                remaining -= len(events)
+            cursor = events[-1].version + (-1 if backwards else 1)
+            if cursor < 0:
+                return
 
-    async def read_stream_confirmed(
-        self, stream: str, from_version: int, first_version: int
-    ) -> AsyncIterator[RecordedEvent]:
+    def read_stream_confirmed(self, stream: str, from_version: int, first_version: int) -> AsyncIterator[RecordedEvent]:
         """``read_stream(stream, from_version=...)``, or nothing when the stream's first visible version
-        is past ``first_version``: a cached load's check in the read's own query (one round trip)."""
-        check_confirmed_read(stream, from_version, first_version)
-        self._db.check_open(stream)
-        cursor, first = clamp64(from_version), clamp64(first_version)
-        async with aclosing(reads.stream_events(self._db, stream, cursor, None, False, first)) as events:
-            async for event in events:
-                yield event
+        is past ``first_version``: a cached load's check in its first page's query (one round trip)."""
+        return reads.confirmed_events(self._db, stream, from_version, first_version)
 
     async def read_all(
         self,
