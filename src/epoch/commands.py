@@ -42,7 +42,7 @@ from epoch.errors import (
 from epoch.personal import keys_of_codec, preloading, subjects_in
 from epoch.records import ANY, AppendResult, ExpectedVersionLike, NewEvent, RecordedEvent
 from epoch.snapshots import Snapshots, Snapshotter
-from epoch.stores import EventStore, guarded_append_of
+from epoch.stores import EventStore, confirmed_read_of, guarded_append_of
 from epoch.streams import check_category, check_expected_version, check_stream_name
 from epoch.telemetry import current as current_telemetry
 
@@ -117,6 +117,7 @@ class CommandHandler(Generic[C, S, E]):
         self.cache: StateCache[S] | None = cache if isinstance(cache, StateCache) else None
         self._is_terminal: Callable[[S], bool] | None = getattr(decider, "is_terminal", None)
         self._guarded = guarded_append_of(self.store)
+        self._confirmed = confirmed_read_of(self.store)
         self.snapshots = snapshots
         self._snapshots = Snapshotter.of(store, snapshots, decider)  # None: no policy, or a store without them
         if self._snapshots is not None and self._keys is not None:
@@ -137,7 +138,9 @@ class CommandHandler(Generic[C, S, E]):
 
     # -- loading --------------------------------------------------------------------------------
 
-    async def _fold(self, stream: str, base: CachedState[S] | None, watch: UUID | None = None) -> CachedState[S] | None:
+    async def _fold(
+        self, stream: str, base: CachedState[S] | None, watch: UUID | None = None, confirm: bool = False
+    ) -> CachedState[S] | None:
         """The state after the stream's last event, folded on from ``base`` (``None``: from the start).
 
         A ``base`` (a cached or earlier state) is only trusted when its own event is still the stream's
@@ -145,7 +148,8 @@ class CommandHandler(Generic[C, S, E]):
         A stream deleted (and perhaps re-created elsewhere) since hides that event, so the fold starts
         over from the initial state and never decides on deleted events. Returns ``None`` when an event
         with id ``watch`` (the first event of the command being executed) is in the stream: that command
-        was already executed, by this process or another.
+        was already executed, by this process or another. ``confirm``: also start over when the stream no
+        longer starts where ``base`` was folded from (``epoch.stores.confirmed_read_of``, in the read).
         """
         snapshot = None
         if (base is None or base.version is None) and self._snapshots is not None:
@@ -164,7 +168,10 @@ class CommandHandler(Generic[C, S, E]):
         state = loaded.state
         last: RecordedEvent | None = None
         stale = check  # until the base's own event is seen
-        read = self.store.read_stream(stream, from_version=from_version)
+        if confirm and check and from_version is not None:
+            read = self._confirmed(stream, from_version, loaded.first_version)
+        else:
+            read = self.store.read_stream(stream, from_version=from_version)
         if self._keys is not None:
             read = preloading(self._keys, read)
         async with closing(read) as events:
@@ -205,12 +212,9 @@ class CommandHandler(Generic[C, S, E]):
 
     async def _confirm(self, stream: str, base: CachedState[S], watch: UUID | None = None) -> CachedState[S] | None:
         """The state after the stream's last event, folded on from a cached ``base`` that no append will
-        check: first one small read confirms the stream still starts where ``base`` was folded from."""
-        async with closing(self.store.read_stream(stream, limit=1)) as events:
-            start = [recorded.version async for recorded in events]
-        if not start or start[0] > base.first_version:  # truncated, erased or deleted since
-            return await self._fold(stream, None, watch)
-        return await self._fold(stream, base, watch)
+        check: the read confirms the stream still starts where ``base`` was folded from (a truncation,
+        an erasure or a delete since reads as nothing: the fold starts over)."""
+        return await self._fold(stream, base, watch, confirm=True)
 
     async def _refuse_tombstone(self, stream: str) -> None:
         """Raise ``StreamDeleted`` when the (empty-reading) stream is hard-deleted: an empty append

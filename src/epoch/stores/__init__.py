@@ -31,6 +31,7 @@ __all__ = [
     "SupportsKeys",
     "SupportsSnapshots",
     "Transaction",
+    "confirmed_read_of",
     "guarded_append_of",
     "importer_of",
     "keys_of",
@@ -290,7 +291,7 @@ def open_store(url: str | None = None) -> StoreOpener:
 
 # The declared capabilities (after EventStore: they are part of this package's public surface).
 from epoch.stores._keys import SubjectKey, SupportsKeys, keys_of  # noqa: E402
-from epoch.stores._lifecycle import guarded_append_of  # noqa: E402
+from epoch.stores._lifecycle import confirmed_read_of, guarded_append_of  # noqa: E402
 from epoch.stores._snapshots import (  # noqa: E402
     Snapshot,
     SnapshotStatus,

@@ -13,22 +13,27 @@ at the row they read anyway (no extra query on the append path). Snapshots (wt-s
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import aclosing
 from datetime import timedelta
 from typing import Any, NamedTuple, Protocol
 
 from epoch.errors import InvalidVersion, StreamDeleted, WrongExpectedVersion
-from epoch.records import AppendResult, ExpectedVersionLike, NewEvent
+from epoch.records import AppendResult, ExpectedVersionLike, NewEvent, RecordedEvent
+from epoch.stores._checks import check_read, check_read_bounds
 from epoch.streams import check_stream_name
 
 __all__ = [
     "MAX_AGE_LIMIT",
     "TOMBSTONE",
+    "ConfirmedRead",
     "GuardedAppend",
     "StreamLifecycle",
+    "check_confirmed_read",
     "check_hard",
     "check_limits",
     "check_truncate",
+    "confirmed_read_of",
     "effective_start",
     "guarded_append_of",
     "is_tombstoned",
@@ -155,9 +160,7 @@ def guarded_append_of(store: Any) -> GuardedAppend:
     A store's own is used only when its class defines ``append_guarded`` beside ``append``: a wrapper that
     overrides ``append`` (a decorator of the user's, a test's) must see every append.
     """
-    kind = type(store)
-    owners = {name: next((c for c in kind.__mro__ if name in vars(c)), None) for name in ("append", "append_guarded")}
-    if owners["append_guarded"] is not None and owners["append_guarded"] is owners["append"]:
+    if _owns(store, "append_guarded", "append"):
         found: GuardedAppend = store.append_guarded
         return found
 
@@ -173,6 +176,56 @@ def guarded_append_of(store: Any) -> GuardedAppend:
         return result
 
     return checked
+
+
+class ConfirmedRead(Protocol):
+    """``read_stream(stream, from_version=...)``, or no event at all when the stream's first visible
+    version is past ``first_version`` (or it has none): events the caller folded were erased meanwhile.
+
+    What a :class:`~epoch.commands.CommandHandler` folds on a cached state with (``load`` and the
+    commands that append nothing), so the check that the state is still built on stored events costs no
+    round trip of its own where the store answers it in the read's query.
+    """
+
+    def __call__(self, stream: str, from_version: int, first_version: int) -> AsyncIterator[RecordedEvent]: ...
+
+
+def _owns(store: Any, method: str, beside: str) -> bool:
+    """Whether the class that defines ``beside`` (``append``, ``read_stream``) defines ``method`` too: a
+    wrapper that overrides ``beside`` (a decorator of the user's, a test's) must see every call of it."""
+    kind = type(store)
+    owners = [next((c for c in kind.__mro__ if name in vars(c)), None) for name in (beside, method)]
+    return owners[1] is not None and owners[1] is owners[0]
+
+
+def check_confirmed_read(stream: str, from_version: int, first_version: int) -> str:
+    """A :class:`ConfirmedRead`'s arguments, checked as ``read_stream``'s (both versions ints >= 0, any
+    size), before the store is touched; the stream's name."""
+    name = check_read(stream, from_version, None).stream
+    check_read_bounds(name, first_version, None)
+    return name
+
+
+def confirmed_read_of(store: Any) -> ConfirmedRead:
+    """The store's own :class:`ConfirmedRead` (``read_stream_confirmed``, checked in the read's own
+    query), else one that reads the stream's first event before the read: two reads, not atomic (a
+    truncation between them is caught by the next guarded append, as it is after any read)."""
+    if _owns(store, "read_stream_confirmed", "read_stream"):
+        found: ConfirmedRead = store.read_stream_confirmed
+        return found
+
+    async def confirmed(stream: str, from_version: int, first_version: int) -> AsyncIterator[RecordedEvent]:
+        check_confirmed_read(stream, from_version, first_version)
+        start = None
+        async for recorded in store.read_stream(stream, limit=1):
+            start = recorded.version
+        if start is None or start > first_version:
+            return
+        async with aclosing(store.read_stream(stream, from_version=from_version)) as events:
+            async for recorded in events:
+                yield recorded
+
+    return confirmed
 
 
 def lifecycle_states_of(store: object) -> Callable[[], Any] | None:

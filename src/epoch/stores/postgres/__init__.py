@@ -248,6 +248,11 @@ class PostgresEventStore(
             if cursor < 0:
                 return
 
+    def read_stream_confirmed(self, stream: str, from_version: int, first_version: int) -> AsyncIterator[RecordedEvent]:
+        """``read_stream(stream, from_version=...)``, or nothing when the stream's first visible version
+        is past ``first_version``: a cached load's check in its first page's query (one round trip)."""
+        return reads.confirmed_events(self._db, stream, from_version, first_version)
+
     async def read_all(
         self,
         after: int = 0,

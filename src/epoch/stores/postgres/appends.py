@@ -1,9 +1,10 @@
 """The PostgreSQL store's writes: appends (with idempotent replays), soft deletes and imports.
 
 Appends are one round trip: the ``epoch_append`` function locks the stream, checks the expected version,
-inserts the batch (``unnest``) and sends ``NOTIFY epoch_events`` in one statement. A failed guard comes
-back as ``WrongExpectedVersion`` and an id stored already as ``IdsTaken`` (``pool.driver_errors``); only
-then are the batch's ids looked up, to tell an idempotent replay from ``DuplicateEventId``.
+inserts the batch (``unnest``) and, while a subscription listens (migration 7), sends ``NOTIFY
+epoch_events``, in one statement. A failed guard comes back as ``WrongExpectedVersion`` and an id stored
+already as ``IdsTaken`` (``pool.driver_errors``); only then are the batch's ids looked up, to tell an
+idempotent replay from ``DuplicateEventId``.
 """
 
 from __future__ import annotations

@@ -1,15 +1,24 @@
-"""LISTEN/NOTIFY for subscriptions: one listening connection per store, shared by its subscriptions."""
+"""LISTEN/NOTIFY for subscriptions: one listening connection per store, shared by its subscriptions, and
+registered in ``epoch_listeners`` while it listens (appends notify only then, migrations/v7.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 import psycopg
+import psycopg.errors
 
 from epoch._backoff import Backoff
-from epoch.stores.postgres.sql import CHANNEL
+from epoch.stores.postgres.sql import (
+    LISTEN,
+    LISTENER_LOCK_TIMEOUT,
+    REGISTER_LISTENER,
+    REGISTER_LISTENER_NOWAIT,
+    UNREGISTER_LISTENER,
+)
 from epoch.stores.postgres.url import network_options
 
 __all__ = ["Listener", "Waiter"]
@@ -34,6 +43,20 @@ class Waiter:
         """Until woken, or ``poll_interval`` seconds (the safety poll)."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.event.wait(), self.poll_interval)
+
+
+async def _register(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Register the session in ``epoch_listeners``: tries that hold no append back, then one that waits."""
+    for _ in range(_NOWAIT_TRIES):
+        try:
+            await conn.execute(REGISTER_LISTENER_NOWAIT)
+            return
+        except psycopg.errors.LockNotAvailable:  # an append is committing: it ends within its fsync
+            await asyncio.sleep(0.002)
+    await conn.execute(REGISTER_LISTENER)
+
+
+_NOWAIT_TRIES = 50
 
 
 class Listener:
@@ -79,13 +102,24 @@ class Listener:
                     self.conninfo, autocommit=True, **network_options(self.conninfo)
                 )
                 async with conn:
-                    await conn.execute(f"LISTEN {CHANNEL}")
-                    wait.reset()
-                    self._wake("")  # events may have committed while we were not listening
-                    while True:
-                        async for notify in conn.notifies(timeout=30.0):
-                            self._wake(notify.payload)
-                        await conn.execute("SELECT 1")  # quiet for a while: is the connection alive?
+                    # LISTEN, then register: appends notify only while a listener is registered, and
+                    # registering waits for those that found none (migrations/v7.py).
+                    await conn.execute(LISTEN)
+                    await conn.execute(LISTENER_LOCK_TIMEOUT)
+                    try:
+                        await _register(conn)
+                        wait.reset()
+                        self._wake("")  # events may have committed while we were not listening
+                        while True:
+                            async for notify in conn.notifies(timeout=30.0):
+                                self._wake(notify.payload)
+                            await conn.execute("SELECT 1")  # quiet for a while: is the connection alive?
+                    finally:
+                        # Writers stop notifying once no listener is left (a row left behind only costs
+                        # them their notify, until the next registration removes it).
+                        with contextlib.suppress(Exception):
+                            async with asyncio.timeout(1.0):
+                                await conn.execute(UNREGISTER_LISTENER)
             except psycopg.Error as exc:
                 pause = wait.next()
                 log.warning("LISTEN connection lost (%s); reconnecting in %.2fs", exc, pause)

@@ -10,18 +10,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from epoch._backoff import Backoff
 from epoch.errors import StoreUnavailable
 from epoch.records import RecordedEvent
-from epoch.stores._checks import MAX_INT64
+from epoch.stores._checks import MAX_INT64, clamp64
+from epoch.stores._lifecycle import check_confirmed_read
 from epoch.stores.postgres import sql as q
 from epoch.stores.postgres.pool import Connections, SyncConn
 
 __all__ = [
     "PAGE",
+    "confirmed_events",
     "pending",
     "read_page",
     "row_all",
@@ -43,11 +45,34 @@ def row_all(row: Sequence[Any]) -> RecordedEvent:
     return RecordedEvent(stream, version, position, id, type, data, metadata, at, () if tags is None else tuple(tags))
 
 
-async def stream_page(db: Connections, stream: str, cursor: int, size: int, backwards: bool) -> list[RecordedEvent]:
+async def confirmed_events(
+    db: Connections, stream: str, from_version: int, first_version: int
+) -> AsyncIterator[RecordedEvent]:
+    """``PostgresEventStore.read_stream_confirmed``: the first page confirms the stream's start in its own
+    query (``READ_STREAM_CONFIRMED``); the next pages, if any, are read as ``read_stream`` reads them."""
+    check_confirmed_read(stream, from_version, first_version)
+    db.check_open(stream)
+    cursor = clamp64(from_version)
+    first: int | None = clamp64(first_version)
+    while True:
+        events = await stream_page(db, stream, cursor, PAGE, False, first)
+        for event in events:
+            yield event
+        if len(events) < PAGE:
+            return
+        cursor, first = events[-1].version + 1, None  # confirmed once, by the first page
+
+
+async def stream_page(
+    db: Connections, stream: str, cursor: int, size: int, backwards: bool, first: int | None = None
+) -> list[RecordedEvent]:
     """Up to ``size`` events of ``stream`` from version ``cursor`` on (down, ``backwards``), soft-deleted
-    versions left out; ``cursor`` is a 64-bit int (a larger bound is capped by the caller)."""
+    versions left out; ``cursor`` is a 64-bit int (a larger bound is capped by the caller). ``first``
+    (forwards only): none when the stream's first visible version is past it (``READ_STREAM_CONFIRMED``)."""
     sql = q.READ_STREAM_BACKWARD if backwards else q.READ_STREAM_FORWARD
     params = {"stream": stream, "from": cursor, "limit": size}
+    if first is not None:
+        sql, params["first"] = q.READ_STREAM_CONFIRMED, first
 
     def page(conn: SyncConn) -> list[RecordedEvent]:
         with conn.cursor(binary=True) as cur:

@@ -12,7 +12,7 @@ Tables (all prefixed ``epoch_``)::
         UNIQUE (id)              idempotent writes, get_event
         INDEX (category, xid, seq)  read_all / subscribe by category
 
-Functions: ``epoch_append`` (guard check + insert + NOTIFY in one statement, one round trip),
+Functions: ``epoch_append`` (guard check + insert + NOTIFY while a subscription listens, in one round trip),
 ``epoch_delete`` (soft delete), both through one guard, ``epoch_check_expected``, and
 ``epoch_lock_streams`` (for imports). Both take the stream's lock (a transaction-scoped advisory lock on
 a 64-bit hash of its name, ``epoch_stream_lock_key``) before they write anything, so appends to one

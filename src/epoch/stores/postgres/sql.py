@@ -17,7 +17,17 @@ from epoch.records import ANY, NO_STREAM, STREAM_EXISTS, ExpectedVersion
 from epoch.stores._checks import MAX_INT64
 
 CHANNEL = "epoch_events"
-"""``epoch_append`` sends ``pg_notify('epoch_events', <category>)`` inside the append transaction."""
+"""``epoch_append`` sends ``pg_notify('epoch_events', <category>)`` inside the append transaction, while
+a listener is registered (``epoch_listeners``, migration 7)."""
+LISTEN = f"LISTEN {CHANNEL}"
+# Registering (migration 7) first tries without waiting for the appends in flight (each holds the table
+# until it commits), so it holds no append back; then it waits, holding new appends back at most
+# LISTENER_LOCK_TIMEOUT (a caller's own long transaction that appended holds the table longer: the
+# listener tries again after its reconnect backoff, its subscriptions polling meanwhile).
+REGISTER_LISTENER_NOWAIT = "SELECT epoch_listen(false)"
+REGISTER_LISTENER = "SELECT epoch_listen(true)"
+UNREGISTER_LISTENER = "DELETE FROM epoch_listeners WHERE pid = pg_backend_pid()"
+LISTENER_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', '50ms', false)"
 
 # SQLSTATEs the functions raise (class "EP" is free for applications), and the one of the id index.
 WRONG_VERSION = "EP001"
@@ -141,6 +151,13 @@ _FIRST_VISIBLE = (
 READ_STREAM_FORWARD = (
     f"SELECT {_STREAM_COLS} FROM epoch_events e WHERE e.stream = %(stream)s"
     f" AND e.version >= greatest(%(from)s::bigint, {_FIRST_VISIBLE}) ORDER BY e.version LIMIT %(limit)s"
+)
+# A cached CommandHandler's read (stores.confirmed_read_of): READ_STREAM_FORWARD, and no row at all when the
+# first visible version moved past %(first)s (or the stream has none): the check rides on the read.
+READ_STREAM_CONFIRMED = (
+    f"SELECT {_STREAM_COLS} FROM epoch_events e WHERE e.stream = %(stream)s"
+    f" AND e.version >= greatest(%(from)s::bigint, {_FIRST_VISIBLE}) AND {_FIRST_VISIBLE} <= %(first)s::bigint"
+    " ORDER BY e.version LIMIT %(limit)s"
 )
 READ_STREAM_BACKWARD = (
     f"SELECT {_STREAM_COLS} FROM epoch_events e WHERE e.stream = %(stream)s"
