@@ -41,6 +41,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "SELECT_STREAM",
     "SET_FIRST_VISIBLE",
+    "STREAM_COLUMNS",
     "STREAM_PAGE",
     "STREAM_START",
     "STREAM_PAGE_BACKWARDS",
@@ -152,11 +153,14 @@ def places_of(n: int) -> str:
 GET_EVENT = f"SELECT {COLUMNS} FROM events WHERE id = ?"
 LOG_PAGE = f"SELECT {COLUMNS} FROM events WHERE position > ?1 AND position <= ?2 ORDER BY position LIMIT ?3"
 _CATEGORY_ARM = f"SELECT {COLUMNS} FROM events WHERE category = ?{{}} AND position > ?1 AND position <= ?2"
+# A stream's pages leave out the stream's name, which the reader knows (work.stream_records).
+STREAM_COLUMNS = COLUMNS.removeprefix("stream, ")
 STREAM_PAGE = (
-    f"SELECT {COLUMNS} FROM events WHERE stream = ? AND version >= ? AND version <= ? ORDER BY version LIMIT ?"
+    f"SELECT {STREAM_COLUMNS} FROM events WHERE stream = ? AND version >= ? AND version <= ? ORDER BY version LIMIT ?"
 )
 STREAM_PAGE_BACKWARDS = (
-    f"SELECT {COLUMNS} FROM events WHERE stream = ? AND version >= ? AND version <= ? ORDER BY version DESC LIMIT ?"
+    f"SELECT {STREAM_COLUMNS} FROM events WHERE stream = ? AND version >= ? AND version <= ?"
+    " ORDER BY version DESC LIMIT ?"
 )
 
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 from uuid import UUID, SafeUUID
+
+import msgspec
 
 from epoch.errors import DuplicateEventId, WrongExpectedVersion
 from epoch.records import NO_STREAM, AppendResult, ExpectedVersion, NewEvent, RecordedEvent, category_of
@@ -51,6 +53,7 @@ __all__ = [
     "import_runs",
     "log_page",
     "stream_page",
+    "stream_records",
     "stream_version",
     "to_records",
 ]
@@ -73,6 +76,28 @@ def _uuid(raw: bytes) -> UUID:
     return value
 
 
+# A page's ids become UUIDs in one msgspec call, as records.uuid4s makes them: each id framed as a msgpack
+# bin of 16 bytes (0xc4 0x10), the frames in one array. Half the cost of building each UUID in Python.
+_UUIDS = msgspec.msgpack.Decoder(list[UUID])
+_BIN16 = b"\xc4\x10"
+
+
+def _uuids(raw_ids: list[bytes]) -> list[UUID]:
+    count = len(raw_ids)
+    if count == 0:
+        return []
+    if count < 16:
+        header = bytes((0x90 | count,))  # msgpack fixarray
+    elif count < 1 << 16:
+        header = b"\xdc" + count.to_bytes(2, "big")
+    else:
+        header = b"\xdd" + count.to_bytes(4, "big")
+    try:
+        return _UUIDS.decode(header + _BIN16 + _BIN16.join(raw_ids))
+    except msgspec.MsgspecError:  # an id that is not 16 bytes (a caller's own SQL wrote it): one by one
+        return [_uuid(raw) for raw in raw_ids]
+
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
@@ -82,20 +107,42 @@ def _instant(microseconds: int) -> datetime:
     return _from_timestamp(microseconds / 1e6, UTC)
 
 
-def to_records(rows: Iterable[tuple[Any, ...]]) -> list[RecordedEvent]:
+def to_records(rows: list[tuple[Any, ...]]) -> list[RecordedEvent]:
     """The records of rows of ``schema.COLUMNS``, in the order given."""
     built: list[RecordedEvent] = []
     append = built.append
     last_us = -1
-    instant = _instant(0)
-    for stream, version, position, raw_id, type_, data, metadata, recorded_at, tags in rows:
+    instant = _EPOCH
+    ids = _uuids([row[3] for row in rows])
+    for (stream, version, position, _, type_, data, metadata, recorded_at, tags), event_id in zip(
+        rows, ids, strict=True
+    ):
         if recorded_at != last_us:  # the events of one append share their instant
             last_us = recorded_at
             instant = _from_timestamp(recorded_at / 1e6, UTC)
-        event_id = _new_object(UUID)
-        _set_attribute(event_id, "int", _from_bytes(raw_id, "big"))
-        _set_attribute(event_id, "is_safe", _UNKNOWN)
         if tags is None:  # untagged (the usual case): the record's default, no split
+            append(RecordedEvent(stream, version, position, event_id, type_, data, metadata, instant))
+        else:
+            append(RecordedEvent(stream, version, position, event_id, type_, data, metadata, instant, split(tags)))
+    return built
+
+
+def stream_records(stream: str, rows: list[tuple[Any, ...]]) -> list[RecordedEvent]:
+    """The records of ``stream``'s rows of ``schema.STREAM_COLUMNS`` (``COLUMNS`` but the stream), in order.
+
+    The same loop as :func:`to_records` for rows without the stream: reading the name back costs a
+    fifth of a long read (SQLite copies each text value to end it with a NUL, then Python decodes it).
+    """
+    built: list[RecordedEvent] = []
+    append = built.append
+    last_us = -1
+    instant = _EPOCH
+    ids = _uuids([row[2] for row in rows])
+    for (version, position, _, type_, data, metadata, recorded_at, tags), event_id in zip(rows, ids, strict=True):
+        if recorded_at != last_us:
+            last_us = recorded_at
+            instant = _from_timestamp(recorded_at / 1e6, UTC)
+        if tags is None:
             append(RecordedEvent(stream, version, position, event_id, type_, data, metadata, instant))
         else:
             append(RecordedEvent(stream, version, position, event_id, type_, data, metadata, instant, split(tags)))
@@ -353,7 +400,7 @@ def stream_page(
         else:
             low, high = first_visible if low is None else max(low, first_visible), last
     rows = connection.execute(STREAM_PAGE_BACKWARDS if backwards else STREAM_PAGE, (stream, low, high, n)).fetchall()
-    records = to_records(rows)
+    records = stream_records(stream, rows)
     if records:
         if backwards:
             high = records[-1].version - 1
