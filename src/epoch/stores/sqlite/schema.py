@@ -2,7 +2,8 @@
 (a caller's own statements, in ``run_in_transaction`` or ``transaction()``, are the caller's).
 
 ``events`` (``position INTEGER PRIMARY KEY``; unique ``id`` and ``(stream, version)``; indexes on
-``(category, position)`` and ``(type, position)``; ``tags``) and ``streams`` (the version of each stream's
+``(category, position)`` and ``(type, position)``, the latter one entry per type per append; ``tags``,
+``type_first``) and ``streams`` (the version of each stream's
 last event and ``first_visible``, the first version not soft-deleted); ``event_tags``, the tag index
 (``tags``). The applied migration is kept in ``PRAGMA user_version``.
 """
@@ -90,6 +91,7 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (3, "stream limits and the erased head (stream lifecycle)", _V3),
     (4, "snapshots", snapshots.MIGRATION),
     (5, "epoch_keys, epoch_key_changes: personal-data keys", SQLITE_KEY_TABLES),
+    (6, "the type index keeps one entry per type per append (events.type_first)", tags.MIGRATION_6),
 )
 """``(version, description, statements)`` in version order, applied in one transaction by
 :func:`create_schema`. Never edit a released one; add a new one (its statements may live in the module
@@ -128,8 +130,8 @@ STREAM_START = """SELECT version, max(first_visible,
 FROM streams s WHERE s.stream = ?1"""
 LAST_EVENT = "SELECT position, recorded_at FROM events WHERE stream = ? AND version = ?"
 INSERT_EVENT = (
-    "INSERT INTO events (position, stream, version, id, type, data, metadata, category, recorded_at, tags)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO events (position, stream, version, id, type, data, metadata, category, recorded_at, tags, type_first)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 DROP_FROM = "DELETE FROM events WHERE position >= ?"  # a failed batch's rows, inside its own transaction
 UPSERT_STREAM = (
