@@ -19,9 +19,9 @@ from epoch.errors import AppendConditionFailed
 from epoch.queries import AppendCondition, Query, QueryItem
 from epoch.records import NO_STREAM, NewEvent, RecordedEvent
 from epoch.stores.sqlite import SCHEMA_VERSION, SQLiteEventStore
+from epoch.stores.sqlite.rows import _uuids
 from epoch.stores.sqlite.schema import MIGRATIONS
 from epoch.stores.sqlite.tags import type_firsts
-from epoch.stores.sqlite.rows import _uuids
 from epoch.testing import collect
 from tests.hostile import valid_names
 
