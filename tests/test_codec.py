@@ -993,3 +993,21 @@ def test_a_forked_child_never_takes_the_parents_pooled_ids() -> None:
     parents = {NewEvent("T", b"").id for _ in range(100)}
     assert len(childs) == 100
     assert not childs & parents
+
+
+def test_encode_checks_metadata_the_cache_cannot_vouch_for() -> None:
+    """The last plain metadata is remembered with its encoding; equal-looking metadata of other types (True
+    for 1, a float) and other schema versions are encoded and checked anew."""
+    opened = Opened("ada")
+    assert codec.encode(opened, {"n": 1}).metadata == b'{"n":1}'
+    assert codec.encode(opened, {"n": 1}).metadata == b'{"n":1}'
+    assert codec.encode(opened, {"n": True}).metadata == b'{"n":true}'
+    assert codec.encode(opened, {"n": 1.0}).metadata == b'{"n":1.0}'
+    assert codec.encode(opened, {"n": 1}).metadata == b'{"n":1}'
+    assert upcasting.encode(DepositedV3(1, "EUR"), {"n": 1}).metadata == b'{"n":1,"$event_version":3}'
+    with pytest.raises(InvalidEvent) as caught:
+        codec.encode(opened, {"n": float("nan")})
+    assert (
+        str(caught.value)
+        == "invalid event: cannot encode 'Opened': metadata $['n'] is nan, and JSON has no NaN or infinity"
+    )
