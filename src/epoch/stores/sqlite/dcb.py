@@ -4,9 +4,10 @@ jobs of ``append_with_condition`` and ``append_many`` (DESIGN §8; the tables ar
 A query becomes one SELECT: ``events`` by ``position IN (...)``, the positions a ``UNION ALL`` of one arm
 per query item (a range of ``event_tags`` for its first tag, with ``EXISTS`` for each further tag and a
 join on ``events`` for its types) or, for an item naming types only, one arm per type (a range of
-``events_type``, one entry per type per append, each entry walking its append's positions: ``tags``). Each arm is ordered by position and limited to the page size, so a page reads at most
-that many index entries per arm, however many events match; ``IN`` gives each event once, and SQLite
-walks the IN-list in position order (no sort: ``EXPLAIN QUERY PLAN`` in tests/test_sqlite_dcb.py).
+``events_type``, one entry per type per append, each entry walking its append's positions: ``tags``).
+Each arm is ordered by position and limited to the page size, so a page reads at most that many events
+per arm, however many match; ``IN`` gives each event once, and SQLite walks the IN-list in position
+order (no sort: ``EXPLAIN QUERY PLAN`` in tests/test_sqlite_dcb.py).
 
 Conditions run on the writer, inside the append's transaction (and its savepoint, under group commit):
 the append is written first, so that an idempotent replay is answered as ``append`` answers it, and the

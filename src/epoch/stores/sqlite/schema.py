@@ -155,7 +155,7 @@ def places_of(n: int) -> str:
 GET_EVENT = f"SELECT {COLUMNS} FROM events WHERE id = ?"
 LOG_PAGE = f"SELECT {COLUMNS} FROM events WHERE position > ?1 AND position <= ?2 ORDER BY position LIMIT ?3"
 _CATEGORY_ARM = f"SELECT {COLUMNS} FROM events WHERE category = ?{{}} AND position > ?1 AND position <= ?2"
-# A stream's pages leave out the stream's name, which the reader knows (work.stream_records).
+# A stream's pages leave out the stream's name, which the reader knows (rows.stream_records).
 STREAM_COLUMNS = COLUMNS.removeprefix("stream, ")
 STREAM_PAGE = (
     f"SELECT {STREAM_COLUMNS} FROM events WHERE stream = ? AND version >= ? AND version <= ? ORDER BY version LIMIT ?"
