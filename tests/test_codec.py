@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
+import os
 import pickle
 import sys
+import warnings
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar, cast
@@ -914,3 +918,103 @@ def test_encode_events_calls_any_codecs_encode_with_the_ids() -> None:
     with pytest.raises(InvalidEvent) as caught:
         encode_events(Plain(), [Deposited(1), Deposited(3)], None)
     assert (str(caught.value), caught.value.index) == ("invalid event: three is refused", 1)
+
+
+# -- decode_data reads an append's shared metadata once; NewEvent ids come from a pool ------------------
+
+
+def test_decode_data_reads_each_records_own_metadata() -> None:
+    """The last metadata read is remembered (the events of one append share theirs): equal bytes give its
+    version, other bytes are read, whatever the order, and bad metadata still raises."""
+    v1 = raw("Deposited", b'{"amount": 2}', b'{"$correlation_id": "c"}')
+    v2 = raw("Deposited", b'{"cents": 5}', b'{"$event_version": 2}')
+    v3 = record(upcasting.encode(DepositedV3(7, "USD"), {"$correlation_id": "c"}))
+    copy_of_v2 = raw("Deposited", b'{"cents": 6}', b'{"$event_version": ' + b"2}")  # equal bytes, another object
+    expected = {id(v1): DepositedV3(200, "EUR"), id(v2): DepositedV3(5, "EUR"), id(v3): DepositedV3(7, "USD")}
+    expected[id(copy_of_v2)] = DepositedV3(6, "EUR")
+    for recorded in [v1, v2, v2, copy_of_v2, v3, v3, v1, v2, v3, v1, v1]:
+        assert upcasting.decode_data(recorded) == expected[id(recorded)]
+    bad = raw("Deposited", b'{"cents": 5}', b'{"$event_version": 2')
+    upcasting.decode_data(v2)
+    with pytest.raises(DecodeError) as caught:
+        upcasting.decode_data(bad)
+    assert str(caught.value) == (
+        "account-1: cannot decode event 'Deposited' at version 0: bad metadata: DecodeError: Input data was truncated"
+    )
+    assert upcasting.decode_data(v2) == DepositedV3(5, "EUR")
+
+
+def test_decode_data_from_many_threads_reads_each_records_version() -> None:
+    records = [
+        raw("Deposited", b'{"amount": 1}', b'{"k": "v"}'),
+        raw("Deposited", b'{"cents": 5}', b'{"$event_version": 2}'),
+        record(upcasting.encode(DepositedV3(7, "USD"))),
+    ]
+    expected = [DepositedV3(100, "EUR"), DepositedV3(5, "EUR"), DepositedV3(7, "USD")]
+
+    def decode_all(offset: int) -> bool:
+        return all(upcasting.decode_data(records[(i + offset) % 3]) == expected[(i + offset) % 3] for i in range(3_000))
+
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(decode_all, range(8))) == [True] * 8
+
+
+def test_records_are_left_out_of_the_garbage_collector() -> None:
+    """Their fields never form a cycle; untracked, a big batch costs the collector nothing."""
+    assert not gc.is_tracked(NewEvent("T", b"", tags=("a",)))
+    assert not gc.is_tracked(record(NewEvent("T", b"")))
+
+
+def test_new_event_ids_are_fresh_version_4_uuids_across_refills() -> None:
+    ids = [NewEvent("T", b"").id for _ in range(1_000)]  # several refills of the pool
+    assert len(set(ids)) == 1_000
+    assert {(type(i), i.version, i.variant) for i in ids} == {(UUID, 4, RFC_4122)}
+
+
+def test_new_event_ids_from_many_threads_are_distinct() -> None:
+    def ids(_: int) -> list[UUID]:
+        return [NewEvent("T", b"").id for _ in range(2_000)]
+
+    with ThreadPoolExecutor(8) as pool:
+        found = [i for batch in pool.map(ids, range(8)) for i in batch]
+    assert len(set(found)) == len(found) == 16_000
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork")
+def test_a_forked_child_never_takes_the_parents_pooled_ids() -> None:
+    NewEvent("T", b"")  # the pool now holds ids this process has not handed out
+    read, write = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads alive (3.12+)
+        child = os.fork()
+    if child == 0:  # pragma: no cover - the child process
+        try:
+            os.write(write, b"".join(NewEvent("T", b"").id.bytes for _ in range(100)))
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        raw_ids = pipe.read()
+    os.waitpid(child, 0)
+    childs = {UUID(bytes=raw_ids[i : i + 16]) for i in range(0, len(raw_ids), 16)}
+    parents = {NewEvent("T", b"").id for _ in range(100)}
+    assert len(childs) == 100
+    assert not childs & parents
+
+
+def test_encode_checks_metadata_the_cache_cannot_vouch_for() -> None:
+    """The last plain metadata is remembered with its encoding; equal-looking metadata of other types (True
+    for 1, a float) and other schema versions are encoded and checked anew."""
+    opened = Opened("ada")
+    assert codec.encode(opened, {"n": 1}).metadata == b'{"n":1}'
+    assert codec.encode(opened, {"n": 1}).metadata == b'{"n":1}'
+    assert codec.encode(opened, {"n": True}).metadata == b'{"n":true}'
+    assert codec.encode(opened, {"n": 1.0}).metadata == b'{"n":1.0}'
+    assert codec.encode(opened, {"n": 1}).metadata == b'{"n":1}'
+    assert upcasting.encode(DepositedV3(1, "EUR"), {"n": 1}).metadata == b'{"n":1,"$event_version":3}'
+    with pytest.raises(InvalidEvent) as caught:
+        codec.encode(opened, {"n": float("nan")})
+    assert (
+        str(caught.value)
+        == "invalid event: cannot encode 'Opened': metadata $['n'] is nan, and JSON has no NaN or infinity"
+    )

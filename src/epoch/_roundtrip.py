@@ -2,21 +2,27 @@
 
 ``Codec.encode`` first compares an event with what its own decoder reads back (fast); only when they
 differ does it walk both here to name the first field that cannot come back (``$.values[2] is nan``)
-and to tell a real loss from an ``__eq__`` that compares by identity.
+and to tell a real loss from an ``__eq__`` that compares by identity. Metadata is encoded and checked here
+too (``_encode_metadata``), remembering the last plain metadata checked.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
 import msgspec
 
+from epoch.errors import InvalidEvent
+
 __all__ = [
+    "VERSION_KEY",
     "_data_problem",
     "_difference",
+    "_encode_metadata",
     "_equal",
     "_metadata_problem",
     "_not_utf8",
@@ -220,6 +226,68 @@ def _data_problem(entry: Any, event: Any, data: bytes | None, cause: Exception |
         return _difference(event, decoded, "$")  # also when the class's __eq__ raised
     except RecursionError:  # a cycle or deep nesting: the walk gives up, the refusal stands
         return _reason(cause) if cause is not None else "it would not decode back to an equal value"
+
+
+VERSION_KEY = "$event_version"
+"""The metadata key of an event's schema version (left out for version 1)."""
+
+# An append's events, and a handler's commands, pass the same metadata again and again: the last plain one
+# (str keys; str or int values, compared exactly: True == 1, but not in type) is remembered with its
+# checked encoding, as one tuple (threads read the old one or the new one, never half of each).
+_EXACT = (str, int)
+_last_metadata: tuple[int, tuple[tuple[str, Any], ...], bytes] = (0, (), b"")
+
+
+def _encode_metadata(type_name: str, version: int, metadata: Mapping[str, Any] | None) -> bytes:
+    """The metadata of an event of ``type_name`` at schema ``version``, encoded and checked (guarantee 12)."""
+    global _last_metadata
+    if not metadata and version == 1:
+        return b""
+    plain: tuple[tuple[str, Any], ...] | None = None
+    if type(metadata) is dict:
+        plain = tuple(metadata.items())
+        for key, value in plain:
+            if type(key) is not str or type(value) not in _EXACT:
+                plain = None
+                break
+        else:
+            known_version, known, encoded = _last_metadata
+            if known == plain and known_version == version:
+                return encoded
+    encoded = _checked_metadata(type_name, version, metadata)
+    if plain is not None:
+        _last_metadata = (version, plain, encoded)
+    return encoded
+
+
+def _checked_metadata(type_name: str, version: int, metadata: Mapping[str, Any] | None) -> bytes:
+    try:
+        meta = dict(metadata) if metadata else {}
+    except Exception as exc:
+        raise InvalidEvent("", 0, f"cannot encode {type_name!r}: metadata: {_reason(exc)}") from exc
+    if version == 1:
+        meta.pop(VERSION_KEY, None)
+    else:
+        meta[VERSION_KEY] = version
+    if not meta:
+        return b""
+    encoded: bytes | None = None
+    cause: Exception | None = None
+    try:
+        encoded = _ENCODER.encode(meta)
+        # Guarantee 12 for metadata, a plain JSON object: it must read back as the JSON it was written as.
+        # Equal to the dict given is the common case (strs and ints); else to its JSON form, so a UUID or
+        # a datetime may become a str, but NaN (written as null) or an int key (written as a str) may not.
+        decoded = _OBJECT.decode(encoded)
+        if decoded == meta or decoded == msgspec.to_builtins(meta):
+            return encoded
+    except Exception as exc:
+        cause = exc
+    problem = _metadata_problem(meta, encoded, cause)
+    if problem is not None:
+        raise InvalidEvent("", 0, f"cannot encode {type_name!r}: metadata {problem}") from cause
+    assert encoded is not None
+    return encoded
 
 
 def _metadata_problem(meta: dict[str, Any], encoded: bytes | None, cause: Exception | None) -> str | None:

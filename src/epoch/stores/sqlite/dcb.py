@@ -4,9 +4,10 @@ jobs of ``append_with_condition`` and ``append_many`` (DESIGN §8; the tables ar
 A query becomes one SELECT: ``events`` by ``position IN (...)``, the positions a ``UNION ALL`` of one arm
 per query item (a range of ``event_tags`` for its first tag, with ``EXISTS`` for each further tag and a
 join on ``events`` for its types) or, for an item naming types only, one arm per type (a range of
-``events_type``). Each arm is ordered by position and limited to the page size, so a page reads at most
-that many index entries per arm, however many events match; ``IN`` gives each event once, and SQLite
-walks the IN-list in position order (no sort: ``EXPLAIN QUERY PLAN`` in tests/test_sqlite_dcb.py).
+``events_type``, one entry per type per append, each entry walking its append's positions: ``tags``).
+Each arm is ordered by position and limited to the page size, so a page reads at most that many events
+per arm, however many match; ``IN`` gives each event once, and SQLite walks the IN-list in position
+order (no sort: ``EXPLAIN QUERY PLAN`` in tests/test_sqlite_dcb.py).
 
 Conditions run on the writer, inside the append's transaction (and its savepoint, under group commit):
 the append is written first, so that an idempotent replay is answered as ``append`` answers it, and the
@@ -27,6 +28,7 @@ from epoch.records import AppendResult, ExpectedVersion, NewEvent, RecordedEvent
 from epoch.stores._checks import clamp64
 from epoch.stores._dcb import Many
 from epoch.stores.sqlite import work
+from epoch.stores.sqlite.rows import to_records
 from epoch.stores.sqlite.schema import COLUMNS, LOG_PAGE
 from epoch.stores.sqlite.work import Group, Replay
 
@@ -63,8 +65,16 @@ def _arms(query: Query) -> tuple[list[str], tuple[str, ...]]:
             arms[f"SELECT position FROM ({inner} ORDER BY t.position LIMIT ?3)"] = None
             continue
         for name in item.types:
-            inner = f"SELECT position FROM events WHERE type = {slot(name)} AND position > ?1 AND position <= ?2"
-            arms[f"SELECT position FROM ({inner} ORDER BY position LIMIT ?3)"] = None
+            # The type's index entries (one per append: its last event of the type, g) after ?1, each walked
+            # from the append's first event of the type (g.type_first) by position, in position order.
+            # The bounds are max()/min() so that each walk is one range of positions (tags.py).
+            walk = "e.position > max(?1, ifnull(g.type_first, g.position) - 1) AND e.position <= min(?2, g.position)"
+            inner = (
+                f"SELECT e.position FROM events AS g CROSS JOIN events AS e ON {walk}"
+                f" WHERE g.type = {slot(name)} AND g.type_first IS NOT 0 AND g.position > ?1"
+                f" AND ifnull(g.type_first, g.position) <= ?2 AND e.type = {slot(name)}"
+            )
+            arms[f"SELECT position FROM ({inner} ORDER BY g.position, e.position LIMIT ?3)"] = None
     return list(arms), tuple(slots)
 
 
@@ -100,7 +110,7 @@ def query_page(connection: sqlite3.Connection, cursor: QueryCursor, n: int) -> t
     else:
         sql = query_sql(query)
         rows = connection.execute(sql.page, (after, upto, n, *sql.names)).fetchall()
-    records = work.to_records(rows)
+    records = to_records(rows)
     return QueryCursor(query, records[-1].position if records else after, upto), records
 
 

@@ -2,7 +2,8 @@
 (a caller's own statements, in ``run_in_transaction`` or ``transaction()``, are the caller's).
 
 ``events`` (``position INTEGER PRIMARY KEY``; unique ``id`` and ``(stream, version)``; indexes on
-``(category, position)`` and ``(type, position)``; ``tags``) and ``streams`` (the version of each stream's
+``(category, position)`` and ``(type, position)``, the latter one entry per type per append; ``tags``,
+``type_first``) and ``streams`` (the version of each stream's
 last event and ``first_visible``, the first version not soft-deleted); ``event_tags``, the tag index
 (``tags``). The applied migration is kept in ``PRAGMA user_version``.
 """
@@ -41,6 +42,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "SELECT_STREAM",
     "SET_FIRST_VISIBLE",
+    "STREAM_COLUMNS",
     "STREAM_PAGE",
     "STREAM_START",
     "STREAM_PAGE_BACKWARDS",
@@ -89,6 +91,7 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (3, "stream limits and the erased head (stream lifecycle)", _V3),
     (4, "snapshots", snapshots.MIGRATION),
     (5, "epoch_keys, epoch_key_changes: personal-data keys", SQLITE_KEY_TABLES),
+    (6, "the type index keeps one entry per type per append (events.type_first)", tags.MIGRATION_6),
 )
 """``(version, description, statements)`` in version order, applied in one transaction by
 :func:`create_schema`. Never edit a released one; add a new one (its statements may live in the module
@@ -127,8 +130,8 @@ STREAM_START = """SELECT version, max(first_visible,
 FROM streams s WHERE s.stream = ?1"""
 LAST_EVENT = "SELECT position, recorded_at FROM events WHERE stream = ? AND version = ?"
 INSERT_EVENT = (
-    "INSERT INTO events (position, stream, version, id, type, data, metadata, category, recorded_at, tags)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO events (position, stream, version, id, type, data, metadata, category, recorded_at, tags, type_first)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 DROP_FROM = "DELETE FROM events WHERE position >= ?"  # a failed batch's rows, inside its own transaction
 UPSERT_STREAM = (
@@ -152,11 +155,14 @@ def places_of(n: int) -> str:
 GET_EVENT = f"SELECT {COLUMNS} FROM events WHERE id = ?"
 LOG_PAGE = f"SELECT {COLUMNS} FROM events WHERE position > ?1 AND position <= ?2 ORDER BY position LIMIT ?3"
 _CATEGORY_ARM = f"SELECT {COLUMNS} FROM events WHERE category = ?{{}} AND position > ?1 AND position <= ?2"
+# A stream's pages leave out the stream's name, which the reader knows (rows.stream_records).
+STREAM_COLUMNS = COLUMNS.removeprefix("stream, ")
 STREAM_PAGE = (
-    f"SELECT {COLUMNS} FROM events WHERE stream = ? AND version >= ? AND version <= ? ORDER BY version LIMIT ?"
+    f"SELECT {STREAM_COLUMNS} FROM events WHERE stream = ? AND version >= ? AND version <= ? ORDER BY version LIMIT ?"
 )
 STREAM_PAGE_BACKWARDS = (
-    f"SELECT {COLUMNS} FROM events WHERE stream = ? AND version >= ? AND version <= ? ORDER BY version DESC LIMIT ?"
+    f"SELECT {STREAM_COLUMNS} FROM events WHERE stream = ? AND version >= ? AND version <= ?"
+    " ORDER BY version DESC LIMIT ?"
 )
 
 

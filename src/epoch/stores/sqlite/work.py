@@ -1,5 +1,6 @@
 """The work the SQLite store's threads do on their connections: appends, deletes and imports on the
-writer (inside its transaction), page reads and point queries on the readers, and rows to records.
+writer (inside its transaction), page reads and point queries on the readers (rows become records in
+``rows``).
 
 An append whose events are stored already at the same place (guarantee 5) returns a :class:`Replay`
 holding the first append's result; exceptions are for errors only. The statements are in ``schema``.
@@ -9,15 +10,15 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
-from uuid import UUID, SafeUUID
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
+from uuid import UUID
 
 from epoch.errors import DuplicateEventId, WrongExpectedVersion
 from epoch.records import NO_STREAM, AppendResult, ExpectedVersion, NewEvent, RecordedEvent, category_of
 from epoch.stores._checks import enforce_expected_version, is_replay
 from epoch.stores._lifecycle import TOMBSTONE, refuse_tombstone
+from epoch.stores.sqlite.rows import EPOCH, MICROSECOND, instant, stream_records, to_records, uuid_of
 from epoch.stores.sqlite.schema import (
     DATA_VERSION,
     DROP_FROM,
@@ -37,7 +38,7 @@ from epoch.stores.sqlite.schema import (
     category_page,
     places_of,
 )
-from epoch.stores.sqlite.tags import INSERT_TAG, joined, split, tag_rows
+from epoch.stores.sqlite.tags import INSERT_TAG, SEPARATOR, joined, tag_rows, type_firsts
 
 __all__ = [
     "Group",
@@ -52,54 +53,7 @@ __all__ = [
     "log_page",
     "stream_page",
     "stream_version",
-    "to_records",
 ]
-
-
-# --- rows to records ------------------------------------------------------------------------------
-
-_new_object = object.__new__
-_set_attribute = object.__setattr__
-_from_bytes = int.from_bytes
-_from_timestamp = datetime.fromtimestamp
-_UNKNOWN = SafeUUID.unknown
-
-
-def _uuid(raw: bytes) -> UUID:
-    # UUID(bytes=...) validates its arguments in Python; this is the same object for a third of the cost.
-    value = _new_object(UUID)
-    _set_attribute(value, "int", _from_bytes(raw, "big"))
-    _set_attribute(value, "is_safe", _UNKNOWN)
-    return value
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
-
-
-def _instant(microseconds: int) -> datetime:
-    # Exact: the float error (< 0.13 us for this century) is far below the rounding step.
-    return _from_timestamp(microseconds / 1e6, UTC)
-
-
-def to_records(rows: Iterable[tuple[Any, ...]]) -> list[RecordedEvent]:
-    """The records of rows of ``schema.COLUMNS``, in the order given."""
-    built: list[RecordedEvent] = []
-    append = built.append
-    last_us = -1
-    instant = _instant(0)
-    for stream, version, position, raw_id, type_, data, metadata, recorded_at, tags in rows:
-        if recorded_at != last_us:  # the events of one append share their instant
-            last_us = recorded_at
-            instant = _from_timestamp(recorded_at / 1e6, UTC)
-        event_id = _new_object(UUID)
-        _set_attribute(event_id, "int", _from_bytes(raw_id, "big"))
-        _set_attribute(event_id, "is_safe", _UNKNOWN)
-        if tags is None:  # untagged (the usual case): the record's default, no split
-            append(RecordedEvent(stream, version, position, event_id, type_, data, metadata, instant))
-        else:
-            append(RecordedEvent(stream, version, position, event_id, type_, data, metadata, instant, split(tags)))
-    return built
 
 
 # --- work done on the writer thread ---------------------------------------------------------------
@@ -182,12 +136,12 @@ def _replayed(
     for start in range(0, len(batch), IDS_PER_QUERY):
         chunk = [event.id.bytes for event in batch[start : start + IDS_PER_QUERY]]
         for raw_id, *place in connection.execute(places_of(len(chunk)), chunk).fetchall():
-            found[_uuid(raw_id)] = tuple(place)
+            found[uuid_of(raw_id)] = tuple(place)
     if not is_replay(stream, batch, expected, {key: (row[0], row[1]) for key, row in found.items()}):
         return None
     last = found[batch[-1].id]
     positions = tuple(found[event.id][2] for event in batch)
-    return Replay(AppendResult(stream, last[1], last[2], positions, _instant(last[3])))
+    return Replay(AppendResult(stream, last[1], last[2], positions, instant(last[3])))
 
 
 def append(tx: Group, stream: str, batch: list[NewEvent], expected: ExpectedVersion | int) -> AppendResult | Replay:
@@ -211,7 +165,7 @@ def append(tx: Group, stream: str, batch: list[NewEvent], expected: ExpectedVers
         if actual is None:
             return AppendResult(stream, None, 0, (), None)
         position, recorded_at = connection.execute(LAST_EVENT, (stream, actual)).fetchone()
-        return AppendResult(stream, actual, position, (), _instant(recorded_at))
+        return AppendResult(stream, actual, position, (), instant(recorded_at))
     first_position = tx.head + 1
     first_version = 0 if row is None else row[0] + 1
     category = category_of(stream)
@@ -227,9 +181,10 @@ def append(tx: Group, stream: str, batch: list[NewEvent], expected: ExpectedVers
             e.metadata,
             category,
             now,
-            joined(e.tags),
+            SEPARATOR.join(e.tags) if e.tags else None,  # tags.joined, inlined (once per event)
+            type_first,
         )
-        for i, e in enumerate(batch)
+        for i, (e, type_first) in enumerate(zip(batch, type_firsts(batch, first_position), strict=True))
     ]
     try:
         if len(rows) == 1:
@@ -250,7 +205,7 @@ def append(tx: Group, stream: str, batch: list[NewEvent], expected: ExpectedVers
     tx.memo.streams[stream] = (last_version, 0 if row is None else row[1])
     tx.head = last_position = first_position + len(rows) - 1
     return AppendResult(
-        stream, last_version, last_position, tuple(range(first_position, last_position + 1)), _instant(now)
+        stream, last_version, last_position, tuple(range(first_position, last_position + 1)), instant(now)
     )
 
 
@@ -269,10 +224,10 @@ def import_runs(
             if event.version != (0 if actual is None else actual + 1) + offset:
                 raise WrongExpectedVersion(stream, event.version - 1 if event.version else NO_STREAM, actual)
         rows = []
-        for event in run:
+        for event, type_first in zip(run, type_firsts(run, position + 1), strict=True):
             position += 1
             positions.append(position)
-            micros = (event.recorded_at - _EPOCH) // _MICROSECOND
+            micros = (event.recorded_at - EPOCH) // MICROSECOND
             rows.append(
                 (
                     position,
@@ -285,6 +240,7 @@ def import_runs(
                     category_of(stream),
                     micros,
                     joined(event.tags),
+                    type_first,
                 )
             )
         try:
@@ -353,7 +309,7 @@ def stream_page(
         else:
             low, high = first_visible if low is None else max(low, first_visible), last
     rows = connection.execute(STREAM_PAGE_BACKWARDS if backwards else STREAM_PAGE, (stream, low, high, n)).fetchall()
-    records = to_records(rows)
+    records = stream_records(stream, rows)
     if records:
         if backwards:
             high = records[-1].version - 1
