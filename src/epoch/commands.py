@@ -182,7 +182,7 @@ class CommandHandler(Generic[C, S, E]):
                         break
                     stale = False  # the base is current up to here
                     continue
-                if recorded.id == watch:
+                if watch is not None and recorded.id == watch:
                     return None
                 if first is None:
                     first = recorded.version
