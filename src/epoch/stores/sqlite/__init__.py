@@ -14,10 +14,10 @@ this store and poll every 0.1 s for other processes' commits.
 
 Schema (in ``PRAGMA user_version``; ``schema``, which holds the migrations): ``events``, ``streams``,
 the tag index ``event_tags`` (``tags``) and ``snapshots`` (``snapshots``). The work on a connection is in
-``work``; queries by type and tag and the conditional and multi-stream appends in ``dcb``; deletes,
-truncation, limits and scavenging in ``lifecycle``; the one table from driver errors to epoch errors in
-``errors``; futures across the loop and the threads, and the async SQL bridge of :meth:`transaction`, in
-``bridge``. See docs/stores/sqlite.md.
+``work``, and rows are made records in ``rows``; queries by type and tag and the conditional and
+multi-stream appends in ``dcb``; deletes, truncation, limits and scavenging in ``lifecycle``; the one
+table from driver errors to epoch errors in ``errors``; futures across the loop and the threads, and the
+async SQL bridge of :meth:`transaction`, in ``bridge``. See docs/stores/sqlite.md.
 """
 
 from __future__ import annotations
