@@ -17,6 +17,7 @@ import pytest
 from epoch import (
     ANY,
     AppendCondition,
+    AppendConditionFailed,
     AppendResult,
     EventStore,
     NewEvent,
@@ -24,6 +25,7 @@ from epoch import (
     RecordedEvent,
 )
 from epoch.records import ExpectedVersionLike
+from epoch.testing import collect
 from tests.conftest import url_for
 
 
@@ -79,3 +81,19 @@ def interleaved(store: EventStore) -> EventStore:
     if type(store).__name__ == "MemoryEventStore":
         return cast(EventStore, Yielding(store))
     return store
+
+
+async def check_query_against_log(
+    store: EventStore, log: list[RecordedEvent], query: Query, after: int, limit: int | None
+) -> None:
+    """``read_query`` finds what a filter of the whole log (``log``, as ``read_all`` returned it) finds,
+    and a condition on the query fails on the first such event, or holds when there is none."""
+    matching = [e for e in log if e.position > after and query.matches(e.type, e.tags)]
+    assert await collect(store.read_query(query, after, limit)) == matching[:limit], (query, after, limit)
+    first = matching[0].position if matching else None
+    try:
+        await store.append_with_condition("never-1", [], AppendCondition(query, after))
+    except AppendConditionFailed as exc:
+        assert exc.position == first is not None, (query, after)
+    else:
+        assert first is None, (query, after)

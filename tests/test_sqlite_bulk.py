@@ -15,14 +15,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from epoch.errors import AppendConditionFailed
-from epoch.queries import AppendCondition, Query, QueryItem
+from epoch.queries import Query, QueryItem
 from epoch.records import NO_STREAM, NewEvent, RecordedEvent
 from epoch.stores.sqlite import SCHEMA_VERSION, SQLiteEventStore
 from epoch.stores.sqlite.rows import _uuids
 from epoch.stores.sqlite.schema import MIGRATIONS
 from epoch.stores.sqlite.tags import type_firsts
 from epoch.testing import collect
+from tests.dcb_stores import check_query_against_log
 from tests.hostile import valid_names
 
 TYPES = ["T1", "T2", "T3"]
@@ -102,15 +102,7 @@ async def check_queries(store: SQLiteEventStore, rng: random.Random, rounds: int
         query = Query(items)
         after = rng.choice([0, rng.randrange(head + 1)])
         limit = rng.choice([None, 1, 7, 100, 1001])
-        expected = [e for e in log if e.position > after and query.matches(e.type, e.tags)][:limit]
-        assert await collect(store.read_query(query, after, limit)) == expected, (query, after, limit)
-        first = next((e.position for e in log if e.position > after and query.matches(e.type, e.tags)), None)
-        try:
-            await store.append_with_condition("never-1", [], AppendCondition(query, after))
-        except AppendConditionFailed as exc:
-            assert exc.position == first is not None, (query, after)
-        else:
-            assert first is None, (query, after)
+        await check_query_against_log(store, log, query, after, limit)
 
 
 async def test_type_queries_match_a_scan_after_erasure(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from epoch.stores.sqlite.dcb import query_sql
 from epoch.stores.sqlite.schema import MIGRATIONS
 from epoch.testing import collect
 from epoch.testing import new_events as new
+from tests.dcb_stores import check_query_against_log
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -272,15 +273,7 @@ async def test_read_query_matches_a_scan_of_the_log(url: str, tmp_path: Path) ->
             query = Query(items)
             after = rng.choice([0, rng.randrange(3000)])
             limit = rng.choice([None, 1, 99, 100, 101, 1000, 1001, 2500])
-            expected = [e for e in log if e.position > after and query.matches(e.type, e.tags)][:limit]
-            assert await collect(store.read_query(query, after, limit)) == expected, (query, after, limit)
-            first = next((e.position for e in log if e.position > after and query.matches(e.type, e.tags)), None)
-            try:
-                await store.append_with_condition("never-1", [], AppendCondition(query, after))
-            except AppendConditionFailed as exc:
-                assert exc.position == first is not None, query
-            else:
-                assert first is None, query
+            await check_query_against_log(store, log, query, after, limit)
 
 
 # -- crashes (guarantee 7) ----------------------------------------------------------------------------

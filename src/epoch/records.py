@@ -29,6 +29,7 @@ __all__ = [
     "NewEvent",
     "RecordedEvent",
     "category_of",
+    "msgpack_array_header",
     "uuid4s",
 ]
 
@@ -65,14 +66,19 @@ _VERSION_4 = bytes((b & 0x0F) | 0x40 for b in range(256))
 _VARIANT_RFC4122 = bytes((b & 0x3F) | 0x80 for b in range(256))
 
 
+def msgpack_array_header(count: int) -> bytes:
+    """The msgpack header of an array of ``count`` items (the frame of :func:`uuid4s`'s ids, and of the
+    ids of a SQLite page, which the store decodes the same way)."""
+    if count < 16:
+        return bytes((0x90 | count,))  # fixarray
+    if count < 1 << 16:
+        return b"\xdc" + count.to_bytes(2, "big")
+    return b"\xdd" + count.to_bytes(4, "big")
+
+
 def uuid4s(count: int) -> list[UUID]:
     """``count`` fresh random (version 4) UUIDs, as ``uuid4()`` makes them, from one ``os.urandom`` call."""
-    if count < 16:
-        header = bytes((0x90 | count,))  # msgpack fixarray
-    elif count < 1 << 16:
-        header = b"\xdc" + count.to_bytes(2, "big")
-    else:
-        header = b"\xdd" + count.to_bytes(4, "big")
+    header = msgpack_array_header(count)
     ids = bytearray(os.urandom(18 * count))
     ids[0::18] = b"\xc4" * count
     ids[1::18] = b"\x10" * count

@@ -12,7 +12,7 @@ from uuid import UUID, SafeUUID
 
 import msgspec
 
-from epoch.records import RecordedEvent
+from epoch.records import RecordedEvent, msgpack_array_header
 from epoch.stores.sqlite.tags import split
 
 __all__ = ["EPOCH", "MICROSECOND", "instant", "stream_records", "to_records", "uuid_of"]
@@ -44,14 +44,8 @@ def _uuids(raw_ids: list[bytes]) -> list[UUID]:
     count = len(raw_ids)
     if count == 0:
         return []
-    if count < 16:
-        header = bytes((0x90 | count,))  # msgpack fixarray
-    elif count < 1 << 16:
-        header = b"\xdc" + count.to_bytes(2, "big")
-    else:
-        header = b"\xdd" + count.to_bytes(4, "big")
     try:
-        return _UUIDS.decode(header + _BIN16 + _BIN16.join(raw_ids))
+        return _UUIDS.decode(msgpack_array_header(count) + _BIN16 + _BIN16.join(raw_ids))
     except msgspec.MsgspecError:  # an id that is not 16 bytes (only a caller's own SQL writes one): one by one
         return [uuid_of(raw) for raw in raw_ids]
 
