@@ -25,6 +25,7 @@ from epoch.stores import EventStore
 
 __all__ = [
     "COMMAND_NAMESPACE",
+    "check_command_ids",
     "check_id",
     "closing",
     "command_events",
@@ -72,6 +73,16 @@ def check_id(stream: str, name: str, value: object) -> None:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidEvent(stream, 0, f"{name} {value!r} contains a lone surrogate") from None
+
+
+def check_command_ids(
+    stream: str, command_id: str | UUID | None, correlation_id: str | UUID | None, causation_id: str | UUID | None
+) -> UUID | None:
+    """Check a command's three ids (:func:`check_id`); the id its first event gets, when it has a command
+    id: the one a fold watches for, as the sign that the command was executed already."""
+    for name, value in (("command_id", command_id), ("correlation_id", correlation_id), ("causation_id", causation_id)):
+        check_id(stream, name, value)
+    return event_id_for(command_id, stream, 0) if command_id is not None else None
 
 
 @asynccontextmanager

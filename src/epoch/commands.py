@@ -21,7 +21,7 @@ from uuid import UUID
 from epoch import _backoff as backoff
 from epoch._idempotency import (
     COMMAND_NAMESPACE,
-    check_id,
+    check_command_ids,
     closing,
     command_metadata,
     event_id_for,
@@ -315,13 +315,7 @@ class CommandHandler(Generic[C, S, E]):
         stream = self.stream_for(id)
         explicit = expected_version is not _MISSING
         expected = check_expected_version(stream, expected_version) if explicit else None
-        for name, value in (
-            ("command_id", command_id),
-            ("correlation_id", correlation_id),
-            ("causation_id", causation_id),
-        ):
-            check_id(stream, name, value)
-        watch = event_id_for(command_id, stream, 0) if command_id is not None else None
+        watch = check_command_ids(stream, command_id, correlation_id, causation_id)
         if command_id is not None:
             prior = await self._prior_result(stream, command_id)
             if prior is not None:

@@ -29,7 +29,7 @@ from uuid import UUID
 import msgspec
 
 from epoch import _backoff as backoff
-from epoch._idempotency import check_id, closing, command_events, command_metadata, event_id_for, event_ids_for
+from epoch._idempotency import check_command_ids, closing, command_events, command_metadata, event_ids_for
 from epoch._results import ExecuteResult, written_envelopes
 from epoch.codec import EventCodec, encode_events
 from epoch.domain import DeciderLike, decide_events, fold, initial_state_of
@@ -133,13 +133,7 @@ class DecisionHandler(Generic[C, S, E]):
         query = self.query(command)
         if not isinstance(query, Query):
             raise InvalidQuery(f"{stream}: query(command) must return a Query, not {type(query).__name__}")
-        for name, value in (
-            ("command_id", command_id),
-            ("correlation_id", correlation_id),
-            ("causation_id", causation_id),
-        ):
-            check_id(stream, name, value)
-        watch = event_id_for(command_id, stream, 0) if command_id is not None else None
+        watch = check_command_ids(stream, command_id, correlation_id, causation_id)
         if command_id is not None and (prior := await self._prior_result(stream, query, command_id)) is not None:
             return prior
         base_metadata = await command_metadata(self.store, metadata, command_id, correlation_id, causation_id)

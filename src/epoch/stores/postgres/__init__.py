@@ -37,6 +37,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any, ClassVar
 from uuid import UUID
 
@@ -253,36 +254,20 @@ class PostgresEventStore(
         is past ``first_version``: a cached load's check in its first page's query (one round trip)."""
         return reads.confirmed_events(self._db, stream, from_version, first_version)
 
-    async def read_all(
+    def read_all(
         self,
         after: int = 0,
         limit: int | None = None,
         categories: str | Iterable[str] | None = None,
     ) -> AsyncIterator[RecordedEvent]:
-        names = check_read(GLOBAL_LOG, after, limit, categories=categories).categories
-        self._db.check_open()
-        if names == ():  # an empty filter matches nothing (guarantee 11): no query
-            return
-        remaining = limit
-        waited = False
-        while remaining is None or remaining > 0:
-            size = reads.PAGE if remaining is None else min(reads.PAGE, remaining)
-            events = await reads.read_page(self._db, names, after, size)
-            for event in events:
-                yield event
-            if events:
-                after = events[-1].position
-            if remaining is not None:
-                remaining -= len(events)
-            if len(events) < size:
-                # The end of the visible log: wait (once, bounded) for events committed before this read
-                # that an older, still-open transaction keeps invisible.
-                if waited:
-                    return
-                waited = True
-                pending = await reads.pending(self._db, after)
-                if pending is None or not await reads.wait_visible(self._db, pending, self.visibility_timeout):
-                    return
+        def start() -> reads.Page | None:
+            names = check_read(GLOBAL_LOG, after, limit, categories=categories).categories
+            self._db.check_open()
+            if names == ():  # an empty filter matches nothing (guarantee 11): no query
+                return None
+            return partial(reads.read_page, self._db, names)
+
+        return reads.visible_pages(self._db, start, after, limit, self.visibility_timeout)
 
     async def subscribe(
         self,

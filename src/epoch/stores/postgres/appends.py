@@ -21,7 +21,7 @@ from epoch.stores._checks import MAX_INT64, is_replay
 from epoch.stores.postgres import sql as q
 from epoch.stores.postgres.pool import Connections, IdsTaken, SyncConn
 
-__all__ = ["append", "delete", "import_runs", "replay", "tag_arrays"]
+__all__ = ["append", "batch_arrays", "delete", "import_runs", "replay", "tag_arrays"]
 
 _Row = tuple[int | None, int, int, datetime | None]
 # A cached CommandHandler's append: the same statement, refused when the stream's start moved (migration 4).
@@ -52,27 +52,10 @@ async def append(
         one = batch[0]
         statement, params = q.APPEND_ONE, (stream, q.expected_code(expected), one.id, one.type, one.data, one.metadata)
     elif (tags := tag_arrays(batch)) is None:
-        statement = q.APPEND
-        params = (
-            stream,
-            q.expected_code(expected),
-            [e.id for e in batch],
-            [e.type for e in batch],
-            [e.data for e in batch],
-            [e.metadata for e in batch],
-        )
+        statement, params = q.APPEND, (stream, q.expected_code(expected), *batch_arrays(batch))
     else:
         statement = q.APPEND_TAGGED
-        params = (
-            stream,
-            q.expected_code(expected),
-            [e.id for e in batch],
-            [e.type for e in batch],
-            [e.data for e in batch],
-            [e.metadata for e in batch],
-            None,
-            *tags,
-        )
+        params = (stream, q.expected_code(expected), *batch_arrays(batch), None, *tags)
     if first_version is not None and batch:
         statement = _GUARDED[statement]
         params = (*params, stream, min(first_version, MAX_INT64), len(batch))
@@ -108,6 +91,11 @@ async def append(
     version, xid, seq, at = row
     positions = q.positions_of(xid, seq, len(batch))
     return AppendResult(stream, version, positions[-1], positions, at)
+
+
+def batch_arrays(batch: Sequence[NewEvent | RecordedEvent]) -> tuple[list[UUID], list[str], list[bytes], list[bytes]]:
+    """A batch's ids, types, data and metadata: the array parameters of ``epoch_append`` and its kin."""
+    return [e.id for e in batch], [e.type for e in batch], [e.data for e in batch], [e.metadata for e in batch]
 
 
 def tag_arrays(batch: Sequence[NewEvent | RecordedEvent]) -> tuple[list[int], list[str]] | None:
@@ -176,10 +164,7 @@ async def import_runs(
                     q.IMPORT,
                     (
                         run[0].stream,
-                        [e.id for e in run],
-                        [e.type for e in run],
-                        [e.data for e in run],
-                        [e.metadata for e in run],
+                        *batch_arrays(run),
                         [e.recorded_at for e in run],
                         *(tag_arrays(run) or (None, None)),
                     ),

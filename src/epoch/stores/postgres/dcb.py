@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
 from datetime import datetime
+from functools import partial
 from typing import Any, LiteralString
 
 import msgspec
@@ -27,7 +28,7 @@ from epoch.stores.postgres import appends, reads
 from epoch.stores.postgres import sql as q
 from epoch.stores.postgres.pool import ConditionFailed, Connections, IdsTaken, SyncConn, driver_errors
 
-__all__ = ["Boundaries", "append_if", "append_many", "query_page", "read_query"]
+__all__ = ["Boundaries", "append_if", "append_many", "query_page"]
 
 
 def _page_query(query: Query, after: int, size: int) -> tuple[LiteralString, dict[str, Any]]:
@@ -83,10 +84,7 @@ async def append_if(
     params = (
         stream,
         q.expected_code(expected),
-        [e.id for e in batch],
-        [e.type for e in batch],
-        [e.data for e in batch],
-        [e.metadata for e in batch],
+        *appends.batch_arrays(batch),
         tag_events,
         tags,
         query_json,
@@ -160,10 +158,7 @@ def _write_entry(cur: Any, entry: Many, now: datetime) -> AppendResult:
     params = (
         entry.stream,
         q.expected_code(entry.expected),
-        [e.id for e in batch],
-        [e.type for e in batch],
-        [e.data for e in batch],
-        [e.metadata for e in batch],
+        *appends.batch_arrays(batch),
         [now] * len(batch),
         tag_events,
         tags,
@@ -177,33 +172,6 @@ def _write_entry(cur: Any, entry: Many, now: datetime) -> AppendResult:
         return AppendResult(entry.stream, version, q.encode_position(xid, seq), (), at)
     positions = q.positions_of(xid, seq, len(batch))
     return AppendResult(entry.stream, version, positions[-1], positions, now)
-
-
-async def read_query(
-    db: Connections, query: Query, after: int, limit: int | None, visibility_timeout: float
-) -> AsyncIterator[RecordedEvent]:
-    """``read_query`` of checked arguments: pages of :func:`query_page`, with ``read_all``'s visibility wait."""
-    if query.matches_nothing or limit == 0:
-        return
-    remaining = limit
-    waited = False
-    while remaining is None or remaining > 0:
-        size = reads.PAGE if remaining is None else min(reads.PAGE, remaining)
-        events = await query_page(db, query, after, size)
-        for event in events:
-            yield event
-        if events:
-            after = events[-1].position
-        if remaining is not None:
-            remaining -= len(events)
-        if len(events) < size:
-            # The end of the visible log: wait (once, bounded) for transactions still open, as read_all.
-            if waited:
-                return
-            waited = True
-            pending = await reads.pending(db, after)
-            if pending is None or not await reads.wait_visible(db, pending, visibility_timeout):
-                return
 
 
 class Boundaries:
@@ -230,8 +198,10 @@ class Boundaries:
         self._db.check_open()
         return await append_many(self._db, entries)
 
-    async def read_query(self, query: Query, after: int = 0, limit: int | None = None) -> AsyncIterator[RecordedEvent]:
-        query = check_query_read(query, after, limit)
-        self._db.check_open()
-        async for event in read_query(self._db, query, after, limit, self.visibility_timeout):
-            yield event
+    def read_query(self, query: Query, after: int = 0, limit: int | None = None) -> AsyncIterator[RecordedEvent]:
+        def start() -> reads.Page | None:
+            checked = check_query_read(query, after, limit)
+            self._db.check_open()
+            return None if checked.matches_nothing else partial(query_page, self._db, checked)
+
+        return reads.visible_pages(self._db, start, after, limit, self.visibility_timeout)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 from epoch._backoff import Backoff
@@ -23,6 +23,7 @@ from epoch.stores.postgres.pool import Connections, SyncConn
 
 __all__ = [
     "PAGE",
+    "Page",
     "confirmed_events",
     "pending",
     "read_page",
@@ -30,6 +31,7 @@ __all__ = [
     "stream_page",
     "subscription_page",
     "subscription_pending",
+    "visible_pages",
     "wait_visible",
 ]
 
@@ -149,6 +151,42 @@ async def wait_visible(db: Connections, xid: int, within: float) -> bool:
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.05)
     return True
+
+
+Page = Callable[[int, int], Awaitable[list[RecordedEvent]]]
+"""``page(after, size)``: up to ``size`` visible events after position ``after``, in log order."""
+
+
+async def visible_pages(
+    db: Connections, start: Callable[[], Page | None], after: int, limit: int | None, visibility_timeout: float
+) -> AsyncIterator[RecordedEvent]:
+    """The events of ``read_all`` and ``read_query``: page after page, at most ``limit``, to the end of the
+    visible log. There, wait once (bounded) for events committed before this read that an older,
+    still-open transaction keeps invisible, and read on.
+
+    ``start()`` checks the arguments (when iteration begins, as for any async generator) and returns the
+    page function, or ``None`` when nothing can match (no query is sent)."""
+    page = start()
+    if page is None:
+        return
+    remaining = limit
+    waited = False
+    while remaining is None or remaining > 0:
+        size = PAGE if remaining is None else min(PAGE, remaining)
+        events = await page(after, size)
+        for event in events:
+            yield event
+        if events:
+            after = events[-1].position
+        if remaining is not None:
+            remaining -= len(events)
+        if len(events) < size:
+            if waited:
+                return
+            waited = True
+            waiting = await pending(db, after)
+            if waiting is None or not await wait_visible(db, waiting, visibility_timeout):
+                return
 
 
 async def subscription_page(db: Connections, names: tuple[str, ...] | None, after: int) -> list[RecordedEvent]:
