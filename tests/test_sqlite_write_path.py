@@ -109,3 +109,34 @@ async def test_a_closed_store_refuses_small_reads(tmp_path: Path) -> None:
     with pytest.raises(StoreUnavailable) as closed_read:
         await collect(store.read_stream("s-1"))
     assert str(closed_read.value) == f"the SQLite store {store.path} is closed"
+
+
+async def test_a_group_takes_savepoints_only_when_one_of_its_appends_fails(tmp_path: Path) -> None:
+    """Group commit runs a group's appends without savepoints; when one of them fails, the whole group is
+    rolled back and run again, each append in a savepoint of its own, so only that one fails."""
+    async with SQLiteEventStore(tmp_path / "savepoints.db", inline_writes=False) as store:
+        await store.append("taken-1", new(1), NO_STREAM)
+        writer = store._workers._writer
+        assert writer is not None
+        statements: list[str] = []
+        writer.set_trace_callback(statements.append)
+        fine = await asyncio.gather(*(store.append(f"fine-{i}", new(1), NO_STREAM) for i in range(40)))
+        assert [placed(r) for r in fine] == [(0, 2 + i, (2 + i,)) for i in range(40)]
+        commits = statements.count("COMMIT")
+        assert commits < 40  # they shared transactions
+        assert [s for s in statements if "SAVEPOINT" in s or s.startswith(("RELEASE", "ROLLBACK"))] == []
+
+        statements.clear()
+        mixed = await asyncio.gather(
+            *(store.append("taken-1" if i == 20 else f"mixed-{i}", new(1), NO_STREAM) for i in range(40)),
+            return_exceptions=True,
+        )
+        writer.set_trace_callback(None)
+    [refused] = [r for r in mixed if not isinstance(r, AppendResult)]
+    assert isinstance(refused, WrongExpectedVersion) and (refused.stream, refused.actual) == ("taken-1", 0)
+    assert mixed.index(refused) == 20
+    positions = [r.position for r in mixed if isinstance(r, AppendResult)]
+    assert positions == list(range(42, 81))  # dense: nothing of the first run of the group stayed
+    assert statements.count("ROLLBACK") == 1  # the failing group's first run
+    assert statements.count("ROLLBACK TO append") == 1  # then only the failing append's savepoint
+    assert statements.count("SAVEPOINT append") == statements.count("RELEASE append") >= 2

@@ -3,8 +3,10 @@ and each outcome (a result, or a driver error mapped by :mod:`~epoch.stores.sqli
 its caller's event loop.
 
 Group commit. The writer takes every append waiting in its queue and commits them in one
-``BEGIN IMMEDIATE ... COMMIT``, each inside its own SAVEPOINT, so one failing append (a wrong expected
-version, say) rolls back alone while the others share a single commit.
+``BEGIN IMMEDIATE ... COMMIT``. It first runs them one after another as they come; when one of them
+fails (a wrong expected version, say) or finds its events stored already, it rolls the transaction back
+and runs them again, each inside its own SAVEPOINT, so that one rolls back alone while the others share
+a single commit.
 """
 
 from __future__ import annotations
@@ -113,7 +115,7 @@ def _commit_group(
     *,
     begun: bool = False,
 ) -> None:
-    """Run appends (WRITE jobs) in one transaction, each in a SAVEPOINT of its own when there are several."""
+    """Run appends (WRITE jobs) in one transaction: all at once, else each in a SAVEPOINT of its own."""
     jobs = [job for job in jobs if not job.future.cancelled()]
     if not jobs:
         if begun:
@@ -125,8 +127,18 @@ def _commit_group(
         if not begun:
             connection.execute(BEGIN)
         group = Group(connection, memo)
-        for job in jobs:
-            outcomes.append(_apply(group, job, alone, timeout))
+        if not alone:
+            every = _all_or_none(group, jobs)
+            if every is None:  # one failed or replayed: start over, each append in a savepoint of its own
+                memo.forget()
+                _rollback(connection)
+                connection.execute(BEGIN)
+                group = Group(connection, memo)
+            else:
+                outcomes = every
+        if not outcomes:
+            for job in jobs:
+                outcomes.append(_apply(group, job, alone, timeout))
         if connection.in_transaction:
             connection.execute(COMMIT)
         memo.head = group.head  # committed (or, for one append rolled back, as the transaction found it)
@@ -138,6 +150,24 @@ def _commit_group(
         return
     committed()
     _finish(outcomes)
+
+
+def _all_or_none(group: Group, jobs: list[Job]) -> list[_Done] | None:
+    """Run the group's appends one after another without savepoints: their outcomes when every one of
+    them succeeded, else ``None`` (one raised or replayed, and the others' rows are in the transaction,
+    which the caller then rolls back). Almost every group succeeds whole, and two statements fewer per
+    append (SAVEPOINT, RELEASE) were 7% more commands/s with 16 tasks; a group that fails pays its
+    appends twice."""
+    outcomes: list[_Done] = []
+    for job in jobs:
+        try:
+            result = job.fn(group, *job.args)
+        except Exception:
+            return None
+        if isinstance(result, Replay):
+            return None
+        outcomes.append(_Done(job, result, None))
+    return outcomes
 
 
 def _undo(group: Group, head: int, alone: bool, stream: str | None) -> None:
