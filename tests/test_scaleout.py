@@ -96,12 +96,19 @@ async def test_three_processes_one_killed(pg_dsn: str) -> None:
         writer = asyncio.create_task(write(pg_dsn, range(12, 24), 8))  # live events during the run
         await asyncio.sleep(1.5)
         victim = processes[0]
+        import psycopg
+
+        async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as conn:
+            for _ in range(300):  # under load the victim may start late: kill it once it did some work
+                query = "SELECT count(*) FROM handled WHERE pid = %s"
+                with suppress(psycopg.errors.UndefinedTable):  # the runners create it as they start
+                    if (await (await conn.execute(query, (victim.pid,))).fetchone() or [0])[0]:
+                        break
+                await asyncio.sleep(0.1)
         victim.send_signal(signal.SIGKILL)
         assert victim.wait() == -signal.SIGKILL
         await writer
         total = 24 * 8
-        import psycopg
-
         async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as conn:
             for _ in range(600):
                 count = (await (await conn.execute("SELECT count(*) FROM handled")).fetchone() or [0])[0]
