@@ -22,7 +22,7 @@ from epoch.errors import WrongExpectedVersion
 from epoch.records import EventEnvelope
 from epoch.stores import EventStore
 from epoch.telemetry import TRACEPARENT, TRACESTATE
-from epoch.telemetry._store import TracedStore
+from epoch.telemetry._store import TracedStore, untraced
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -31,12 +31,13 @@ if TYPE_CHECKING:
     from epoch.commands import CommandHandler, ExecuteResult, _Missing
     from epoch.records import ExpectedVersionLike
 
-__all__ = ["CommandProbe", "ProjectionProbe", "Telemetry", "active_providers"]
+__all__ = ["LAG_GAUGE_LIMIT", "CommandProbe", "ProjectionProbe", "Telemetry", "active_providers"]
 
 # The semantic conventions' buckets for db.client.operation.duration (seconds).
 _DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
-# How often a projection asks the store for its head to measure the lag in events.
-_HEAD_SAMPLE_SECONDS = 1.0
+# How often a projection counts the events after its checkpoint (the lag gauge), and how many at most.
+_LAG_SAMPLE_SECONDS = 1.0
+LAG_GAUGE_LIMIT = 10_000
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 
@@ -251,8 +252,10 @@ class ProjectionProbe:
         self.labels: dict[str, str | int] = {"epoch.projection": name}
         if partition is not None:
             self.labels["epoch.partition"] = partition
-        self._head = 0
-        self._sampled_at = -_HEAD_SAMPLE_SECONDS
+        self._head = 0  # the log's head at the last count
+        self._behind = 0  # the events counted after the checkpoint then
+        self._handled = 0  # events handled since
+        self._sampled_at = -_LAG_SAMPLE_SECONDS
 
     @contextmanager
     def batch(self, envelopes: Sequence[EventEnvelope[Any]], checkpoint: int) -> Iterator[None]:
@@ -284,22 +287,40 @@ class ProjectionProbe:
         ):
             yield
         self.telemetry.handled.add(len(envelopes), self.labels)
+        self._handled += len(envelopes)
         if envelopes:
             age = (datetime.now(UTC) - envelopes[-1].recorded_at).total_seconds()
             self.telemetry.lag_duration.set(max(age, 0.0), self.labels)
 
     async def measure_lag(self, store: EventStore, position: int) -> None:
-        """Record how many events the log holds past ``position``, asking the store at most once a second.
+        """Record how many events the log holds past ``position``, counting them at most once a second.
 
-        Best effort: the batch is committed already, so a store that cannot answer records nothing.
+        Positions are not a count: PostgreSQL's (``xid << 32 | ordinal``) and KurrentDB's (commit
+        positions) are sparse, and erasure leaves gaps on every store. So the events after the
+        checkpoint are read and counted, up to :data:`LAG_GAUGE_LIMIT` (a gauge at the limit means at
+        least that many). Between two counts the gauge goes down by the events this probe handled, and
+        reads 0 once the checkpoint reaches the head counted to. Best effort: the batch is committed
+        already, so a store that cannot answer leaves the last count.
         """
         now = time.monotonic()
-        if now - self._sampled_at >= _HEAD_SAMPLE_SECONDS:
+        if now - self._sampled_at >= _LAG_SAMPLE_SECONDS:
             with suppress(Exception):
-                self._head = await store.head_position()
+                self._head, self._behind = await _events_after(untraced(store), position)
+                self._handled = 0
                 self._sampled_at = now
-        self._head = max(self._head, position)
-        self.telemetry.lag.set(self._head - position, self.labels)
+        lag = 0 if position >= self._head else max(self._behind - self._handled, 0)
+        self.telemetry.lag.set(lag, self.labels)
+
+
+async def _events_after(store: EventStore, position: int) -> tuple[int, int]:
+    """The log's head, and how many events it holds after ``position`` (at most :data:`LAG_GAUGE_LIMIT`)."""
+    head = await store.head_position()
+    if head <= position:
+        return head, 0
+    count = 0
+    async for _ in store.read_all(after=position, limit=LAG_GAUGE_LIMIT):  # read to its end: nothing to close
+        count += 1
+    return head, count
 
 
 def _one_per_traceparent(envelopes: Sequence[EventEnvelope[Any]]) -> list[Mapping[str, Any]]:

@@ -37,6 +37,11 @@ def system_of(store: object) -> str:
     return type(store).__name__
 
 
+def untraced(store: EventStore) -> EventStore:
+    """The store a :class:`TracedStore` wraps (``store`` itself otherwise): telemetry's own reads make no spans."""
+    return store._store if isinstance(store, TracedStore) else store
+
+
 class TracedStore:
     """``store``'s appends and reads in spans; every other attribute is the store's own."""
 
