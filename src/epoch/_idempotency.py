@@ -10,7 +10,6 @@ event issues commands the handler has already seen.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 from uuid import UUID, uuid4, uuid5
 
@@ -85,14 +84,25 @@ def check_command_ids(
     return event_id_for(command_id, stream, 0) if command_id is not None else None
 
 
-@asynccontextmanager
-async def closing(events: AsyncIterator[RecordedEvent]) -> AsyncIterator[AsyncIterator[RecordedEvent]]:
-    """A store read left early (``break``) releases its connection at once, not when collected."""
-    try:
-        yield events
-    finally:
-        if isinstance(events, AsyncGenerator):
-            await events.aclose()
+class closing:  # lower case: used as a function, like contextlib.aclosing
+    """A store read left early (``break``) releases its connection at once, not when collected.
+
+    A class, not an ``asynccontextmanager``: every load and command enters one, and the generator-based
+    manager cost a sixth of a load (a one-event SQLite stream, three paired runs of 20,000 loads:
+    27.2-31.0 µs with it, 22.6-24.9 µs with this).
+    """
+
+    __slots__ = ("events",)
+
+    def __init__(self, events: AsyncIterator[RecordedEvent]) -> None:
+        self.events = events
+
+    async def __aenter__(self) -> AsyncIterator[RecordedEvent]:
+        return self.events
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if isinstance(self.events, AsyncGenerator):
+            await self.events.aclose()
 
 
 async def first_execution(
