@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from epoch import NO_STREAM, EventStore, open_store, telemetry
 from epoch.examples.users import AddUser, UserService, codec
 from epoch.records import EventEnvelope, RecordedEvent
+from epoch.telemetry import _otel
 from epoch.telemetry._otel import LAG_GAUGE_LIMIT, ProjectionProbe
 from epoch.testing import new_events as new
 from tests.kurrentdb_fake import FakeKurrentDB
@@ -39,7 +42,23 @@ def envelopes(records: list[RecordedEvent]) -> list[EventEnvelope[Any]]:
     return [codec.decode(recorded) for recorded in records]
 
 
-async def test_the_lag_is_a_count_of_events_on_every_store(otel: Recorded, store_url: str) -> None:  # noqa: F811
+class Clock:
+    """``time`` for the probe: a monotonic clock that moves only when told (a count is taken once a second)."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+async def test_the_lag_is_a_count_of_events_on_every_store(
+    otel: Recorded,  # noqa: F811
+    store_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = Clock()
+    monkeypatch.setattr(_otel, "time", clock)
     async with open_store(store_url) as store:
         log = await users_log(store, 3, 4)
         assert len(log) == 12
@@ -56,6 +75,9 @@ async def test_the_lag_is_a_count_of_events_on_every_store(otel: Recorded, store
             pass
         await lagging.measure_lag(store, log[-1].position)
         assert lag_of(otel) == 0  # at the head counted to (the late event is counted at the next count)
+        clock.now += 1.0
+        await lagging.measure_lag(store, log[-1].position)
+        assert lag_of(otel) == 1  # counted again a second later
 
 
 async def test_erased_events_are_no_lag(otel: Recorded, store_url: str) -> None:  # noqa: F811
