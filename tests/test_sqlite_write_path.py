@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -111,6 +112,23 @@ async def test_a_closed_store_refuses_small_reads(tmp_path: Path) -> None:
     assert str(closed_read.value) == f"the SQLite store {store.path} is closed"
 
 
+async def held_then_all_at_once(store: SQLiteEventStore, calls: list[Any]) -> list[Any]:
+    """Hold the writer, queue ``calls`` (coroutines) behind it in order, then let it take them in one group."""
+    inside, gate = threading.Event(), threading.Event()
+
+    def hold(_: object) -> None:
+        inside.set()
+        gate.wait(30)
+
+    holding = asyncio.ensure_future(store.run_in_transaction(hold))
+    assert await asyncio.to_thread(inside.wait, 30)
+    pending = [asyncio.ensure_future(call) for call in calls]
+    await asyncio.sleep(0)  # each runs to its hand-off to the writer
+    gate.set()
+    await holding
+    return await asyncio.gather(*pending, return_exceptions=True)
+
+
 async def test_a_group_takes_savepoints_only_when_one_of_its_appends_fails(tmp_path: Path) -> None:
     """Group commit runs a group's appends without savepoints; when one of them fails, the whole group is
     rolled back and run again, each append in a savepoint of its own, so only that one fails."""
@@ -120,16 +138,14 @@ async def test_a_group_takes_savepoints_only_when_one_of_its_appends_fails(tmp_p
         assert writer is not None
         statements: list[str] = []
         writer.set_trace_callback(statements.append)
-        fine = await asyncio.gather(*(store.append(f"fine-{i}", new(1), NO_STREAM) for i in range(40)))
+        fine = await held_then_all_at_once(store, [store.append(f"fine-{i}", new(1), NO_STREAM) for i in range(40)])
         assert [placed(r) for r in fine] == [(0, 2 + i, (2 + i,)) for i in range(40)]
-        commits = statements.count("COMMIT")
-        assert commits < 40  # they shared transactions
+        assert statements.count("COMMIT") == 2  # the held transaction, then the 40 appends together
         assert [s for s in statements if "SAVEPOINT" in s or s.startswith(("RELEASE", "ROLLBACK"))] == []
 
         statements.clear()
-        mixed = await asyncio.gather(
-            *(store.append("taken-1" if i == 20 else f"mixed-{i}", new(1), NO_STREAM) for i in range(40)),
-            return_exceptions=True,
+        mixed = await held_then_all_at_once(
+            store, [store.append("taken-1" if i == 20 else f"mixed-{i}", new(1), NO_STREAM) for i in range(40)]
         )
         writer.set_trace_callback(None)
     [refused] = [r for r in mixed if not isinstance(r, AppendResult)]
@@ -139,4 +155,4 @@ async def test_a_group_takes_savepoints_only_when_one_of_its_appends_fails(tmp_p
     assert positions == list(range(42, 81))  # dense: nothing of the first run of the group stayed
     assert statements.count("ROLLBACK") == 1  # the failing group's first run
     assert statements.count("ROLLBACK TO append") == 1  # then only the failing append's savepoint
-    assert statements.count("SAVEPOINT append") == statements.count("RELEASE append") >= 2
+    assert statements.count("SAVEPOINT append") == statements.count("RELEASE append") == 40
