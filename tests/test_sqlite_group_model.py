@@ -119,5 +119,10 @@ async def _settled(pending: Any) -> Any:
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(operations)
 def test_a_group_ends_as_its_appends_one_after_another(ops: list[tuple[Any, ...]]) -> None:
-    with tempfile.TemporaryDirectory() as directory:
-        asyncio.run(run(ops, Path(directory)))
+    # A loop of its own, not asyncio.run: that would unset the loop a pytest-asyncio test may have set.
+    loop = asyncio.new_event_loop()
+    try:
+        with tempfile.TemporaryDirectory() as directory:
+            loop.run_until_complete(run(ops, Path(directory)))
+    finally:
+        loop.close()
