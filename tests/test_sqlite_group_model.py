@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from epoch.records import NewEvent
 from epoch.stores import EventStore
 from epoch.stores.sqlite import SQLiteEventStore
 from epoch.testing import collect
+from tests.test_sqlite_write_path import held_then_all_at_once
 
 STREAMS = ["g-1", "g-2", "g-3"]
 guards = st.sampled_from([ANY, NO_STREAM, STREAM_EXISTS, 0, 1, 2, 3, 5])
@@ -88,21 +88,7 @@ async def run(ops: list[tuple[Any, ...]], directory: Path) -> None:
         expected = [outcome(r) for r in [await _settled(call(model, op, ev)) for op, ev in zip(ops, made, strict=True)]]
         model_log = [(e.stream, e.version, e.id) for e in await collect(model.read_all())]
     async with SQLiteEventStore(directory / "group.db", inline_writes=False) as store:
-        await store.head_position()  # started
-        # Hold the writer, queue every operation behind it in this order, then let it take them all at once.
-        inside, gate = threading.Event(), threading.Event()
-
-        def hold(_: object) -> None:
-            inside.set()
-            gate.wait(30)
-
-        holding = asyncio.ensure_future(store.run_in_transaction(hold))
-        assert await asyncio.to_thread(inside.wait, 30)
-        pending = [asyncio.ensure_future(call(store, op, ev)) for op, ev in zip(ops, made, strict=True)]
-        await asyncio.sleep(0)  # each runs to its hand-off to the writer, in order
-        gate.set()
-        await holding
-        results = await asyncio.gather(*pending, return_exceptions=True)
+        results = await held_then_all_at_once(store, [call(store, op, ev) for op, ev in zip(ops, made, strict=True)])
         assert [outcome(r) for r in results] == expected
         assert [(e.stream, e.version, e.id) for e in await collect(store.read_all())] == model_log
     async with SQLiteEventStore(directory / "group.db") as reopened:  # what was committed, read back cold

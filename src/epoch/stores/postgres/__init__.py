@@ -221,33 +221,22 @@ class PostgresEventStore(
 
     # -- reading --------------------------------------------------------------------------------
 
-    async def read_stream(
+    def read_stream(
         self,
         stream: str,
         from_version: int | None = None,
         backwards: bool = False,
         limit: int | None = None,
     ) -> AsyncIterator[RecordedEvent]:
-        check_read(stream, from_version, limit, backwards=backwards)
-        self._db.check_open(stream)
-        remaining = limit
-        # A bound beyond 64 bits is past every version (guarantee 13): capped, it reads the same.
-        if backwards:
-            cursor = MAX_INT64 if from_version is None else clamp64(from_version)
-        else:
-            cursor = 0 if from_version is None else clamp64(from_version)
-        while remaining is None or remaining > 0:
-            size = reads.PAGE if remaining is None else min(reads.PAGE, remaining)
-            events = await reads.stream_page(self._db, stream, cursor, size, backwards)
-            for event in events:
-                yield event
-            if len(events) < size:
-                return
-            if remaining is not None:
-                remaining -= len(events)
-            cursor = events[-1].version + (-1 if backwards else 1)
-            if cursor < 0:
-                return
+        def start() -> tuple[int, int | None]:
+            check_read(stream, from_version, limit, backwards=backwards)
+            self._db.check_open(stream)
+            # A bound beyond 64 bits is past every version (guarantee 13): capped, it reads the same.
+            if backwards:
+                return (MAX_INT64 if from_version is None else clamp64(from_version)), None
+            return (0 if from_version is None else clamp64(from_version)), None
+
+        return reads.stream_events(self._db, stream, start, limit, backwards)
 
     def read_stream_confirmed(self, stream: str, from_version: int, first_version: int) -> AsyncIterator[RecordedEvent]:
         """``read_stream(stream, from_version=...)``, or nothing when the stream's first visible version

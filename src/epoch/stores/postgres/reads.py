@@ -28,6 +28,7 @@ __all__ = [
     "pending",
     "read_page",
     "row_all",
+    "stream_events",
     "stream_page",
     "subscription_page",
     "subscription_pending",
@@ -47,22 +48,42 @@ def row_all(row: Sequence[Any]) -> RecordedEvent:
     return RecordedEvent(stream, version, position, id, type, data, metadata, at, () if tags is None else tuple(tags))
 
 
-async def confirmed_events(
+async def stream_events(
+    db: Connections, stream: str, start: Callable[[], tuple[int, int | None]], limit: int | None, backwards: bool
+) -> AsyncIterator[RecordedEvent]:
+    """The events of ``read_stream`` and ``read_stream_confirmed``: page after page, at most ``limit``.
+
+    ``start()`` checks the arguments (when iteration begins, as for any async generator) and returns the
+    first version to read (a 64-bit int) and ``first``: for a confirmed read, the first visible version
+    the first page's query confirms (``READ_STREAM_CONFIRMED``), else ``None``."""
+    cursor, first = start()
+    remaining = limit
+    while remaining is None or remaining > 0:
+        size = PAGE if remaining is None else min(PAGE, remaining)
+        events = await stream_page(db, stream, cursor, size, backwards, first)
+        for event in events:
+            yield event
+        if len(events) < size:
+            return
+        if remaining is not None:
+            remaining -= len(events)
+        cursor, first = events[-1].version + (-1 if backwards else 1), None  # confirmed once, by the first page
+        if cursor < 0:
+            return
+
+
+def confirmed_events(
     db: Connections, stream: str, from_version: int, first_version: int
 ) -> AsyncIterator[RecordedEvent]:
     """``PostgresEventStore.read_stream_confirmed``: the first page confirms the stream's start in its own
-    query (``READ_STREAM_CONFIRMED``); the next pages, if any, are read as ``read_stream`` reads them."""
-    check_confirmed_read(stream, from_version, first_version)
-    db.check_open(stream)
-    cursor = clamp64(from_version)
-    first: int | None = clamp64(first_version)
-    while True:
-        events = await stream_page(db, stream, cursor, PAGE, False, first)
-        for event in events:
-            yield event
-        if len(events) < PAGE:
-            return
-        cursor, first = events[-1].version + 1, None  # confirmed once, by the first page
+    query; the next pages, if any, are read as ``read_stream`` reads them."""
+
+    def start() -> tuple[int, int | None]:
+        check_confirmed_read(stream, from_version, first_version)
+        db.check_open(stream)
+        return clamp64(from_version), clamp64(first_version)
+
+    return stream_events(db, stream, start, None, False)
 
 
 async def stream_page(

@@ -3,8 +3,8 @@
 Threads. SQLite calls block, so only short ones run on the event loop: small reads, and an append made
 while the store and the loop are idle (``here``). One writer thread owns the only writing connection
 (lent to the callers' threads under a lock); a few reader threads each own a read-only connection
-(``threads``). The writer commits every append waiting in its queue together, each in a SAVEPOINT of
-its own (group commit, ``writer``).
+(``threads``). The writer commits every append waiting in its queue together, in one transaction, and
+takes a SAVEPOINT per append only for a group in which one fails (group commit, ``writer``).
 
 Processes. ``BEGIN IMMEDIATE`` takes SQLite's write lock before the expected-version check, so the check
 and the insert are atomic across threads and OS processes; a writer waits up to ``timeout`` seconds for

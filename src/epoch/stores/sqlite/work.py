@@ -224,6 +224,7 @@ def import_runs(
             if event.version != (0 if actual is None else actual + 1) + offset:
                 raise WrongExpectedVersion(stream, event.version - 1 if event.version else NO_STREAM, actual)
         rows = []
+        category = category_of(stream)
         for event, type_first in zip(run, type_firsts(run, position + 1), strict=True):
             position += 1
             positions.append(position)
@@ -237,7 +238,7 @@ def import_runs(
                     event.type,
                     event.data,
                     event.metadata,
-                    category_of(stream),
+                    category,
                     micros,
                     joined(event.tags),
                     type_first,

@@ -127,16 +127,15 @@ def _commit_group(
         if not begun:
             connection.execute(BEGIN)
         group = Group(connection, memo)
-        if not alone:
-            every = _all_or_none(group, jobs)
-            if every is None:  # one failed or replayed: start over, each append in a savepoint of its own
+        every = None if alone else _all_or_none(group, jobs)
+        if every is not None:
+            outcomes = every
+        else:
+            if not alone:  # one failed or replayed: start over, each append in a savepoint of its own
                 memo.forget()
                 _rollback(connection)
                 connection.execute(BEGIN)
                 group = Group(connection, memo)
-            else:
-                outcomes = every
-        if not outcomes:
             for job in jobs:
                 outcomes.append(_apply(group, job, alone, timeout))
         if connection.in_transaction:
