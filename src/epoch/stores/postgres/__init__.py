@@ -61,7 +61,7 @@ from epoch.stores.postgres import appends, dcb, lifecycle, reads
 from epoch.stores.postgres import sql as q
 from epoch.stores.postgres.lag import VisibilityLag, measure_visibility_lag
 from epoch.stores.postgres.listen import Listener
-from epoch.stores.postgres.pool import Connections, SyncConn, driver_errors
+from epoch.stores.postgres.pool import Conn, Connections, driver_errors
 from epoch.stores.postgres.schema import apply_migrations, check_schema, migrate
 from epoch.stores.postgres.snapshots import PostgresSnapshots
 from epoch.stores.postgres.sql import decode_position, encode_position
@@ -299,8 +299,8 @@ class PostgresEventStore(
     async def stream_version(self, stream: str) -> int | None:
         check_stream_name(stream)
 
-        def version(conn: SyncConn) -> int | None:
-            row = conn.execute(q.STREAM_VERSION, (stream,)).fetchone()
+        async def version(conn: Conn) -> int | None:
+            row = await (await conn.execute(q.STREAM_VERSION, (stream,))).fetchone()
             return None if row is None else row[0]
 
         return await self._db.run(version, stream)
@@ -311,8 +311,8 @@ class PostgresEventStore(
         if pending is not None:
             await reads.wait_visible(self._db, pending, self.visibility_timeout)
 
-        def head(conn: SyncConn) -> int:
-            row = conn.execute(q.HEAD_POSITION).fetchone()
+        async def head(conn: Conn) -> int:
+            row = await (await conn.execute(q.HEAD_POSITION)).fetchone()
             return 0 if row is None else encode_position(row[0], row[1])
 
         return await self._db.run(head)
@@ -322,9 +322,10 @@ class PostgresEventStore(
             check_stream_name(stream)
         self._db.check_open()
 
-        def get(conn: SyncConn) -> RecordedEvent | None:
-            with conn.cursor(binary=True) as cur:
-                row = cur.execute(q.GET_EVENT, (id,)).fetchone()
+        async def get(conn: Conn) -> RecordedEvent | None:
+            async with conn.cursor(binary=True) as cur:
+                await cur.execute(q.GET_EVENT, (id,))
+                row = await cur.fetchone()
             return None if row is None else reads.row_all(row)
 
         found = await self._db.run(get)

@@ -9,7 +9,6 @@ idempotent replay from ``DuplicateEventId``.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import LiteralString
@@ -19,7 +18,7 @@ from epoch.errors import DuplicateEventId, WrongExpectedVersion
 from epoch.records import AppendResult, ExpectedVersion, NewEvent, RecordedEvent
 from epoch.stores._checks import MAX_INT64, is_replay
 from epoch.stores.postgres import sql as q
-from epoch.stores.postgres.pool import Connections, IdsTaken, SyncConn
+from epoch.stores.postgres.pool import Conn, Connections, IdsTaken
 
 __all__ = ["append", "batch_arrays", "delete", "import_runs", "replay", "tag_arrays"]
 
@@ -60,18 +59,13 @@ async def append(
         statement = _GUARDED[statement]
         params = (*params, stream, min(first_version, MAX_INT64), len(batch))
 
-    loop = asyncio.get_running_loop()
-
-    def attempt(conn: SyncConn) -> _Row | None:
-        with conn.cursor() as cur:
-            if hook is None:
-                cur.execute(statement, params)
-                return cur.fetchone()
-            with conn.transaction():
-                cur.execute(statement, params)
-                row = cur.fetchone()
-                asyncio.run_coroutine_threadsafe(hook(), loop).result()  # on the loop, this thread waits
-                return row
+    async def attempt(conn: Conn) -> _Row | None:
+        if hook is None:
+            return await (await conn.execute(statement, params)).fetchone()
+        async with conn.transaction():
+            row = await (await conn.execute(statement, params)).fetchone()
+            await hook()
+            return row
 
     try:
         row = await db.run(attempt, stream, expected=expected)
@@ -115,8 +109,8 @@ def tag_arrays(batch: Sequence[NewEvent | RecordedEvent]) -> tuple[list[int], li
 async def _found(db: Connections, ids: list[UUID], stream: str | None = None) -> dict[UUID, _Found]:
     """Where each of ``ids`` is stored: ``{id: (id, stream, version, xid, seq, recorded_at)}``."""
 
-    def fetch(conn: SyncConn) -> list[_Found]:
-        return conn.execute(q.FOUND_IDS, (ids,)).fetchall()
+    async def fetch(conn: Conn) -> list[_Found]:
+        return await (await conn.execute(q.FOUND_IDS, (ids,))).fetchall()
 
     return {row[0]: row for row in await db.run(fetch, stream)}
 
@@ -136,8 +130,8 @@ async def replay(
 
 
 async def delete(db: Connections, stream: str, expected: ExpectedVersion | int) -> None:
-    def statement(conn: SyncConn) -> None:
-        conn.execute(q.DELETE, (stream, q.expected_code(expected)))
+    async def statement(conn: Conn) -> None:
+        await conn.execute(q.DELETE, (stream, q.expected_code(expected)))
 
     await db.run(statement, stream, retry=False, expected=expected)
 
@@ -149,18 +143,18 @@ async def import_runs(
 
     streams = [run[0].stream for run in runs] + list(first_visible or {})
 
-    def write(conn: SyncConn) -> list[int]:
+    async def write(conn: Conn) -> list[int]:
         positions: list[int] = []
-        with conn.transaction(), conn.cursor() as cur:
+        async with conn.transaction(), conn.cursor() as cur:
             # Every stream's lock before the first write gives this transaction its id: each run then
             # sorts after its stream's earlier events (a lock taken later, by epoch_append, would come
             # after the id and could not keep that order; see migration 2).
-            cur.execute(q.LOCK_STREAMS, (streams,))
+            await cur.execute(q.LOCK_STREAMS, (streams,))
             for run in runs:
                 if (first_visible or {}).get(run[0].stream, 0) >= run[0].version > 0:
                     # The versions before it were erased at the source (epoch copy): start the stream there.
-                    cur.execute(q.PLACE_STREAM, (run[0].stream, run[0].version - 1))
-                cur.execute(
+                    await cur.execute(q.PLACE_STREAM, (run[0].stream, run[0].version - 1))
+                await cur.execute(
                     q.IMPORT,
                     (
                         run[0].stream,
@@ -169,7 +163,7 @@ async def import_runs(
                         *(tag_arrays(run) or (None, None)),
                     ),
                 )
-                row = cur.fetchone()
+                row = await cur.fetchone()
                 assert row is not None
                 version, xid, seq, _ = row
                 if version != run[-1].version:
@@ -177,7 +171,7 @@ async def import_runs(
                     raise WrongExpectedVersion(run[0].stream, run[0].version - 1, None if actual < 0 else actual)
                 positions.extend(q.positions_of(xid, seq, len(run)))
             for stream, version in (first_visible or {}).items():
-                cur.execute(q.SET_FIRST_VISIBLE, (version, stream))
+                await cur.execute(q.SET_FIRST_VISIBLE, (version, stream))
         return positions
 
     try:

@@ -26,7 +26,7 @@ from epoch.stores._checks import MAX_INT64, check_append, is_replay
 from epoch.stores._dcb import Many, check_condition, check_many, check_query_read
 from epoch.stores.postgres import appends, reads
 from epoch.stores.postgres import sql as q
-from epoch.stores.postgres.pool import ConditionFailed, Connections, IdsTaken, SyncConn, driver_errors
+from epoch.stores.postgres.pool import ConditionFailed, Conn, Connections, IdsTaken, driver_errors
 
 __all__ = ["Boundaries", "append_if", "append_many", "query_page"]
 
@@ -54,9 +54,10 @@ async def query_page(db: Connections, query: Query, after: int, size: int) -> li
         return []  # past every transaction id a bigint holds: past the end of the log (guarantee 13)
     sql, params = _page_query(query, after, size)
 
-    def page(conn: SyncConn) -> list[RecordedEvent]:
-        with conn.cursor(binary=True) as cur:
-            return [reads.row_all(row) for row in cur.execute(sql, params).fetchall()]
+    async def page(conn: Conn) -> list[RecordedEvent]:
+        async with conn.cursor(binary=True) as cur:
+            await cur.execute(sql, params)
+            return [reads.row_all(row) for row in await cur.fetchall()]
 
     return await db.run(page)
 
@@ -95,8 +96,10 @@ async def append_if(
         seq,
     )
 
-    def attempt(conn: SyncConn) -> tuple[int | None, int, int, datetime | None] | None:
-        row: tuple[int | None, int, int, datetime | None] | None = conn.execute(q.APPEND_IF, params).fetchone()
+    async def attempt(conn: Conn) -> tuple[int | None, int, int, datetime | None] | None:
+        row: tuple[int | None, int, int, datetime | None] | None = await (
+            await conn.execute(q.APPEND_IF, params)
+        ).fetchone()
         return row
 
     try:
@@ -127,14 +130,18 @@ async def append_many(db: Connections, entries: list[Many]) -> list[AppendResult
     ids = [e.id for e in every]
     all_tags = [tag for e in every for tag in e.tags]
 
-    def write(conn: SyncConn) -> list[AppendResult]:
+    async def write(conn: Conn) -> list[AppendResult]:
         results: list[AppendResult] = []
-        with conn.transaction(), conn.cursor() as cur:
-            row = cur.execute(q.LOCK_MANY, (streams, [e.type for e in every], all_tags)).fetchone()
+        async with conn.transaction(), conn.cursor() as cur:
+            await cur.execute(q.LOCK_MANY, (streams, [e.type for e in every], all_tags))
+            row = await cur.fetchone()
             assert row is not None
             now: datetime = row[2]
             # Under the locks: which ids are stored already (a replayed entry is answered, not written).
-            found = {r[0]: r for r in cur.execute(q.FOUND_IDS, (ids,)).fetchall()} if ids else {}
+            found: dict[Any, Any] = {}
+            if ids:
+                await cur.execute(q.FOUND_IDS, (ids,))
+                found = {r[0]: r for r in await cur.fetchall()}
             for entry in entries:
                 stored = {e.id: (found[e.id][1], found[e.id][2]) for e in entry.events if e.id in found}
                 if is_replay(entry.stream, entry.events, entry.expected, stored):  # or DuplicateEventId
@@ -142,7 +149,7 @@ async def append_many(db: Connections, entries: list[Many]) -> list[AppendResult
                     positions = tuple(q.encode_position(r[3], r[4]) for r in written)
                     results.append(AppendResult(entry.stream, written[-1][2], positions[-1], positions, written[-1][5]))
                     continue
-                results.append(_write_entry(cur, entry, now))
+                results.append(await _write_entry(cur, entry, now))
         return results
 
     try:
@@ -152,7 +159,7 @@ async def append_many(db: Connections, entries: list[Many]) -> list[AppendResult
         return await db.run(write, retry=False)
 
 
-def _write_entry(cur: Any, entry: Many, now: datetime) -> AppendResult:
+async def _write_entry(cur: Any, entry: Many, now: datetime) -> AppendResult:
     batch = entry.events
     tag_events, tags = appends.tag_arrays(batch) or (None, None)
     params = (
@@ -164,7 +171,8 @@ def _write_entry(cur: Any, entry: Many, now: datetime) -> AppendResult:
         tags,
     )
     with driver_errors(entry.stream, entry.expected):  # a failed guard names this entry's stream
-        row = cur.execute(q.APPEND_AT, params).fetchone()
+        await cur.execute(q.APPEND_AT, params)
+        row = await cur.fetchone()
     if row is None:
         return AppendResult(entry.stream, None, 0, (), None)
     version, xid, seq, at = row

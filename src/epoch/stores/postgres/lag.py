@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from epoch.stores.postgres import sql as q
-from epoch.stores.postgres.pool import SyncConn
+from epoch.stores.postgres.pool import Conn
 from epoch.stores.postgres.sql import encode_position
 
 __all__ = ["VisibilityLag", "measure_visibility_lag"]
@@ -24,12 +24,12 @@ class VisibilityLag(msgspec.Struct, frozen=True):
     """Seconds the oldest open transaction (with a transaction id) in the cluster has been running."""
 
 
-def measure_visibility_lag(conn: SyncConn) -> VisibilityLag:
+async def measure_visibility_lag(conn: Conn) -> VisibilityLag:
     """The log's visible and committed heads, the events in between and the oldest open transaction."""
-    visible = conn.execute(q.VISIBLE_HEAD).fetchone()
-    newest = conn.execute(q.NEWEST).fetchone()
-    pending = conn.execute(q.PENDING_COUNT).fetchone()
-    age = conn.execute(q.OLDEST_TRANSACTION_AGE).fetchone()
+    visible = await (await conn.execute(q.VISIBLE_HEAD)).fetchone()
+    newest = await (await conn.execute(q.NEWEST)).fetchone()
+    pending = await (await conn.execute(q.PENDING_COUNT)).fetchone()
+    age = await (await conn.execute(q.OLDEST_TRANSACTION_AGE)).fetchone()
     return VisibilityLag(
         visible_head=0 if visible is None else encode_position(*visible),
         committed_head=0 if newest is None else encode_position(*newest),

@@ -17,7 +17,7 @@ from epoch.stores._checks import MAX_INT64, check_expected_version, check_stream
 from epoch.stores._lifecycle import StreamLifecycle, check_hard, check_limits, check_truncate
 from epoch.stores.postgres import appends
 from epoch.stores.postgres import sql as q
-from epoch.stores.postgres.pool import Connections, SyncConn
+from epoch.stores.postgres.pool import Conn, Connections
 
 __all__ = ["Lifecycle", "delete_hard", "lifecycle_states", "scavenge", "set_limits", "truncate"]
 
@@ -34,39 +34,40 @@ _STATES = (
 
 
 async def delete_hard(db: Connections, stream: str, expected: ExpectedVersion | int) -> None:
-    def statement(conn: SyncConn) -> None:
-        conn.execute(_TOMBSTONE, (stream, q.expected_code(expected)))
+    async def statement(conn: Conn) -> None:
+        await conn.execute(_TOMBSTONE, (stream, q.expected_code(expected)))
 
     await db.run(statement, stream, retry=False, expected=expected)
 
 
 async def truncate(db: Connections, stream: str, version: int) -> None:
-    def statement(conn: SyncConn) -> None:
-        conn.execute(_TRUNCATE, (stream, min(version, MAX_INT64)))
+    async def statement(conn: Conn) -> None:
+        await conn.execute(_TRUNCATE, (stream, min(version, MAX_INT64)))
 
     await db.run(statement, stream, retry=False)
 
 
 async def set_limits(db: Connections, stream: str, max_count: int | None, max_age: timedelta | None) -> None:
-    def statement(conn: SyncConn) -> None:
-        conn.execute(_SET_LIMITS, (stream, max_count, max_age))
+    async def statement(conn: Conn) -> None:
+        await conn.execute(_SET_LIMITS, (stream, max_count, max_age))
 
     await db.run(statement, stream, retry=False)
 
 
 async def scavenge(db: Connections, stream: str | None) -> int:
-    def statement(conn: SyncConn) -> int:
-        row = conn.execute(_SCAVENGE, (stream,)).fetchone()
+    async def statement(conn: Conn) -> int:
+        row = await (await conn.execute(_SCAVENGE, (stream,))).fetchone()
         return 0 if row is None or row[0] is None else int(row[0])
 
     return await db.run(statement, stream, retry=False)
 
 
 async def lifecycle_states(db: Connections) -> list[StreamLifecycle]:
-    def statement(conn: SyncConn) -> list[StreamLifecycle]:
+    async def statement(conn: Conn) -> list[StreamLifecycle]:
+        rows = await (await conn.execute(_STATES)).fetchall()
         return [
             StreamLifecycle(stream, None if version < 0 else version, first, stored, count, age)
-            for stream, version, first, count, age, stored in conn.execute(_STATES).fetchall()
+            for stream, version, first, count, age, stored in rows
         ]
 
     return await db.run(statement)

@@ -19,7 +19,7 @@ from epoch.records import RecordedEvent
 from epoch.stores._checks import MAX_INT64, clamp64
 from epoch.stores._lifecycle import check_confirmed_read
 from epoch.stores.postgres import sql as q
-from epoch.stores.postgres.pool import Connections, SyncConn
+from epoch.stores.postgres.pool import Conn, Connections
 
 __all__ = [
     "PAGE",
@@ -97,9 +97,10 @@ async def stream_page(
     if first is not None:
         sql, params["first"] = q.READ_STREAM_CONFIRMED, first
 
-    def page(conn: SyncConn) -> list[RecordedEvent]:
-        with conn.cursor(binary=True) as cur:
-            rows = cur.execute(sql, params).fetchall()
+    async def page(conn: Conn) -> list[RecordedEvent]:
+        async with conn.cursor(binary=True) as cur:
+            await cur.execute(sql, params)
+            rows = await cur.fetchall()
         return [
             RecordedEvent(
                 stream,
@@ -135,9 +136,10 @@ async def read_page(db: Connections, names: tuple[str, ...] | None, after: int, 
         return []  # past every transaction id a bigint holds: past the end of the log (guarantee 13)
     sql, params = _page_query(names, after, size)
 
-    def page(conn: SyncConn) -> list[RecordedEvent]:
-        with conn.cursor(binary=True) as cur:
-            return [row_all(row) for row in cur.execute(sql, params).fetchall()]
+    async def page(conn: Conn) -> list[RecordedEvent]:
+        async with conn.cursor(binary=True) as cur:
+            await cur.execute(sql, params)
+            return [row_all(row) for row in await cur.fetchall()]
 
     return await db.run(page)
 
@@ -145,8 +147,8 @@ async def read_page(db: Connections, names: tuple[str, ...] | None, after: int, 
 async def pending(db: Connections, after: int) -> int | None:
     """The newest committed-but-invisible transaction id past ``after``, or None when there is none."""
 
-    def check(conn: SyncConn) -> tuple[int | None, int]:
-        row = conn.execute(q.NEWEST_AND_XMIN).fetchone()
+    async def check(conn: Conn) -> tuple[int | None, int]:
+        row = await (await conn.execute(q.NEWEST_AND_XMIN)).fetchone()
         assert row is not None
         return row[0], row[1]
 
@@ -161,8 +163,8 @@ async def wait_visible(db: Connections, xid: int, within: float) -> bool:
     deadline = time.monotonic() + within
     delay = 0.001
 
-    def xmin(conn: SyncConn) -> int:
-        row = conn.execute(q.XMIN_ONLY).fetchone()
+    async def xmin(conn: Conn) -> int:
+        row = await (await conn.execute(q.XMIN_ONLY)).fetchone()
         assert row is not None
         return int(row[0])
 

@@ -23,7 +23,7 @@ from epoch.stores._snapshots import (
 from epoch.stores.postgres.sql import encode_position
 
 if TYPE_CHECKING:
-    from epoch.stores.postgres.pool import Connections, SyncConn
+    from epoch.stores.postgres.pool import Conn, Connections
 
 __all__ = ["PostgresSnapshots"]
 
@@ -79,11 +79,11 @@ class PostgresSnapshots(SupportsSnapshots):
         params = {"stream": stream, "version": version, "schema": schema_version, "data": data, "keep": keep}
         params["first"] = first
 
-        def save(conn: SyncConn) -> bool:
-            with conn.transaction():
-                saved = conn.execute(_SAVE, params).rowcount == 1
+        async def save(conn: Conn) -> bool:
+            async with conn.transaction():
+                saved = (await conn.execute(_SAVE, params)).rowcount == 1
                 if saved:
-                    conn.execute(_PRUNE, params)
+                    await conn.execute(_PRUNE, params)
             return saved
 
         return await self._snapshot_db.run(save, stream)
@@ -92,8 +92,8 @@ class PostgresSnapshots(SupportsSnapshots):
         """The newest usable snapshot, in one query; see :class:`~epoch.stores.SupportsSnapshots`."""
         stream, schema_version, highest = check_load(stream, schema_version, at_most)
 
-        def load(conn: SyncConn) -> Snapshot | None:
-            row: Any = conn.execute(_LOAD, (stream, schema_version, highest)).fetchone()
+        async def load(conn: Conn) -> Snapshot | None:
+            row: Any = await (await conn.execute(_LOAD, (stream, schema_version, highest))).fetchone()
             if row is None:
                 return None
             version, xid, seq, data, taken_at, first = row
@@ -105,8 +105,8 @@ class PostgresSnapshots(SupportsSnapshots):
         """Every stream with snapshots; see :class:`~epoch.stores.SupportsSnapshots`."""
         params = {"category": check_status_category(category)}
 
-        def status(conn: SyncConn) -> list[SnapshotStatus]:
-            return [SnapshotStatus(*row) for row in conn.execute(_STATUS, params).fetchall()]
+        async def status(conn: Conn) -> list[SnapshotStatus]:
+            return [SnapshotStatus(*row) for row in await (await conn.execute(_STATUS, params)).fetchall()]
 
         return await self._snapshot_db.run(status)
 
@@ -114,7 +114,7 @@ class PostgresSnapshots(SupportsSnapshots):
         """Delete a stream's or a category's snapshots; see :class:`~epoch.stores.SupportsSnapshots`."""
         name, is_stream = check_drop_name(name)
 
-        def drop(conn: SyncConn) -> int:
-            return conn.execute(_DROP_STREAM if is_stream else _DROP_CATEGORY, (name,)).rowcount
+        async def drop(conn: Conn) -> int:
+            return (await conn.execute(_DROP_STREAM if is_stream else _DROP_CATEGORY, (name,))).rowcount
 
         return await self._snapshot_db.run(drop, name if is_stream else None)
