@@ -1,8 +1,8 @@
 """The PostgreSQL event store: many processes on many machines, gap-free global order, live subscriptions.
 
-``open_store("postgresql://user:password@host:5432/db")``. Built on psycopg 3: appends and reads run on
-its blocking connections in the store's threads, one hand-off per statement (faster than its asyncio
-path, see ``pool.Connections``); ``transaction()`` yields an asyncio connection. The schema is created and
+``open_store("postgresql://user:password@host:5432/db")``. Built on psycopg 3: every statement runs on
+its asyncio connections, on the caller's loop, from one pool (see ``pool.Connections``); ``transaction()``
+yields one of them. The schema is created and
 upgraded by versioned migrations (``epoch migrate``, or automatically on first use unless the URL says
 ``?migrate=false``).
 
@@ -16,8 +16,7 @@ open, events committed after it started stay invisible to ``read_all``/``subscri
 (see :meth:`PostgresEventStore.visibility_lag`).
 
 The modules, one concern each: ``sql`` (statements, codes, the position codec), ``schema`` (migrations),
-``pool`` (connections, retries, and the one table that maps driver errors to epoch's), ``threads`` (where
-the blocking statements run), ``appends``
+``pool`` (connections, retries, and the one table that maps driver errors to epoch's), ``appends``
 (appends in one round trip, deletes, imports), ``reads`` (pages, the visibility wait), ``listen`` (one
 ``LISTEN`` connection per store; subscriptions fall back to a slow poll), ``lag`` (the visibility lag)
 and ``url`` (store URLs).

@@ -212,9 +212,9 @@ class Connections:
     Why asyncio rather than blocking connections in threads: a statement on the loop costs one wake-up
     each way (the server's answer wakes the loop's ``epoll``), a statement in a thread two more (the
     hand-off to the thread and back), and under concurrency the loop takes many answers in one wake-up
-    where each thread wakes alone. Measured in the benchmark's own workloads, interleaved, fsync on: one
-    writer 3-29% more commands/s on asyncio, 8 writers 10-50% more, with 20-30% less client CPU per
-    command (docs/stores/postgresql.md, "The write path").
+    where each thread wakes alone. Measured in the benchmark's own workloads, before and after in
+    alternate processes, fsync on: one writer a median 1.3x the commands/s on asyncio, 8 writers 1.35x,
+    with 20-40% less client CPU per command (docs/stores/postgresql.md, "The write path").
     """
 
     def __init__(
