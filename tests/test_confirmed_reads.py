@@ -93,7 +93,7 @@ async def test_a_cached_handler_sees_the_truncation_of_another_writer(store: Eve
 
 
 class Statements:
-    """Every statement the process sends on blocking psycopg connections (what the store's threads use)."""
+    """Every statement the process sends on psycopg's asyncio connections (what the store uses)."""
 
     def __init__(self) -> None:
         self.sent: list[str] = []
@@ -102,13 +102,13 @@ class Statements:
 @pytest.fixture
 def statements(monkeypatch: pytest.MonkeyPatch) -> Statements:
     seen = Statements()
-    execute = psycopg.Cursor.execute
+    execute = psycopg.AsyncCursor.execute
 
-    def counted(self: psycopg.Cursor[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
+    async def counted(self: psycopg.AsyncCursor[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
         seen.sent.append(str(query))
-        return execute(self, query, *args, **kwargs)
+        return await execute(self, query, *args, **kwargs)
 
-    monkeypatch.setattr(psycopg.Cursor, "execute", counted)
+    monkeypatch.setattr(psycopg.AsyncCursor, "execute", counted)
     return seen
 
 

@@ -209,12 +209,13 @@ class Connections:
     """One store's connections: the asyncio pool every append, read and ``transaction()`` block draws
     from (at most ``pool_max`` in use at once), and :meth:`run` with retries.
 
-    Why asyncio rather than blocking connections in threads: a statement on the loop costs one wake-up
-    each way (the server's answer wakes the loop's ``epoll``), a statement in a thread two more (the
-    hand-off to the thread and back), and under concurrency the loop takes many answers in one wake-up
-    where each thread wakes alone. Measured in the benchmark's own workloads, before and after in
-    alternate processes, fsync on: one writer a median 1.3x the commands/s on asyncio, 8 writers 1.35x,
-    with 20-40% less client CPU per command (docs/stores/postgresql.md, "The write path").
+    Why asyncio rather than blocking connections in threads: a statement on the loop wakes the process
+    once (the server's answer wakes the loop's ``epoll``), a statement in a thread three times (the
+    thread to send, the thread for the answer, the loop through its self-pipe), and under concurrency
+    the loop takes many answers in one wake-up where each thread wakes alone. Measured in the
+    benchmark's own workloads, before and after in alternate processes, fsync on: one writer a median
+    1.30x the commands/s on asyncio, 8 writers 1.34x, with 20-40% less client CPU per command
+    (docs/stores/postgresql.md, "The write path").
     """
 
     def __init__(

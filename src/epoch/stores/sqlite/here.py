@@ -5,7 +5,11 @@ A hand-off costs two thread switches (measured ~100 us for an append: queue to t
 
 - **Reads.** A small read (a point query, the first page of a read) runs here, on the writer's
   connection when it is free (its page cache holds what it just wrote), else on this thread's own
-  read-only connection (whose cache SQLite empties after every commit by another connection).
+  read-only connection (whose cache SQLite empties after every commit by another connection). The
+  later pages of a long read (1,000 rows each) run here too, on this thread's own connection, one
+  page per turn of the loop: a reader thread fetching the next page while the caller folds the last
+  one made the two threads fight for the GIL, each switch a wake-up across CPUs (a cold load of
+  10,000 events: 30-48 ms with a reader thread, 26-31 ms here; the raw driver 31-36 ms).
 - **Idle writes.** An append runs here, on the writer's connection, when nothing else waits for the
   store and the event loop has no other work ready: a lone caller (a script, one request at a time)
   then pays what the plain driver pays. The loop is blocked for that one commit (~30 us at NORMAL; one
@@ -113,14 +117,16 @@ class OnCallerThread:
             held = self._here.held = Here(None)
         return held
 
-    def _read_here(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    def _read_here(self, fn: Callable[..., Any], args: tuple[Any, ...], *, small: bool = True) -> Any:
         """``fn(connection, *args)`` on this thread, or ``BUSY`` when SQLite would make the read wait for a
         lock. Also while other calls of this thread wait for the store's threads (concurrent commands):
         handing each read to a reader thread costs the loop more than the read (measured with 16 tasks
-        on 800 streams: 3,150-3,650 commands/s with reader threads, 3,400-5,600 here)."""
+        on 800 streams: 3,150-3,650 commands/s with reader threads, 3,400-5,600 here). A ``small`` read
+        takes the writer's connection when it is free; a large one (a later page of a long read) this
+        thread's own, so the writer never waits long for its connection."""
         if self._closed:
             raise StoreUnavailable(f"the SQLite store {self.path} is closed")
-        if self._writer_lock.acquire(blocking=False):
+        if small and self._writer_lock.acquire(blocking=False):
             try:
                 connection = self._writer
                 if connection is not None and not self._closed:

@@ -32,8 +32,8 @@ __all__ = ["INLINE_ROWS", "MAX_GROUP", "PAGE_SIZE", "POLL_INTERVAL", "Workers"]
 
 T = TypeVar("T")
 
-PAGE_SIZE = 1000  # rows per thread hop when reading
-INLINE_ROWS = 100  # rows a read fetches on the caller's thread: measured ~0.15 ms (one row: ~10 us)
+PAGE_SIZE = 1000  # rows per page of a long read (after its first, smaller one)
+INLINE_ROWS = 100  # rows of a read's first page: measured ~0.15 ms (one row: ~10 us); most reads end there
 MAX_GROUP = 256  # appends committed together, at most
 POLL_INTERVAL = 0.1  # seconds between a subscriber's checks for other processes' commits
 
@@ -149,18 +149,15 @@ class Workers(OnCallerThread):
         finally:
             held.waiting -= 1
 
-    def _fetch(
-        self, page: Callable[..., Any], cursor: Any, size: int, *, here: bool
-    ) -> tuple[asyncio.Future[Any], int]:
-        """The next page (a future) and the rows asked for: at most ``INLINE_ROWS`` on this thread when
-        ``here``, else (or when that would wait) ``size`` on a reader."""
-        if here:
-            rows = min(size, INLINE_ROWS)
-            result = self._read_here(page, (cursor, rows))
-            if result is not BUSY:
-                future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-                future.set_result(result)
-                return future, rows
+    def _fetch(self, page: Callable[..., Any], cursor: Any, size: int, rows: int) -> tuple[asyncio.Future[Any], int]:
+        """The next page (a future) and the rows asked for: at most ``rows`` on this thread, or ``size``
+        on a reader when reading here would wait for a lock."""
+        rows = min(size, rows)
+        result = self._read_here(page, (cursor, rows), small=rows <= INLINE_ROWS)
+        if result is not BUSY:
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            future.set_result(result)
+            return future, rows
         return self._submit(self._reads, READ, page, (cursor, size)), size
 
     async def close(self) -> None:
@@ -187,7 +184,8 @@ class Workers(OnCallerThread):
         limit: int | None,
         follow: bool,
     ) -> AsyncIterator[RecordedEvent]:
-        """Yield the events of successive pages, fetching the next page while the caller consumes one.
+        """Yield the events of successive pages, each read on this thread after the caller consumed the
+        last one (a reader thread only when reading here would wait for a lock).
 
         ``start()`` checks the arguments (when iteration begins, as for any async generator) and returns
         the first cursor; ``page(connection, cursor, size)`` returns the next cursor and up to ``size``
@@ -202,23 +200,27 @@ class Workers(OnCallerThread):
         size = PAGE_SIZE if limit is None else min(PAGE_SIZE, limit)
         seen = self._commits  # read before each query: a later commit may be missing from its result
         pending: asyncio.Future[tuple[Any, list[RecordedEvent]]] | None
-        pending, asked = self._fetch(page, cursor, size, here=True)
+        pending, asked = self._fetch(page, cursor, size, INLINE_ROWS)
         try:
             while pending is not None:
                 cursor, events = await self._wait(pending)
                 pending = None
                 if limit is not None:
                     limit -= len(events)
-                if len(events) == asked and limit != 0:
-                    size = PAGE_SIZE if limit is None else min(PAGE_SIZE, limit)
-                    seen = self._commits
-                    pending, asked = self._fetch(page, cursor, size, here=False)
+                more = len(events) == asked and limit != 0
                 for event in events:
                     yield event
-                if pending is None and follow:
+                if more:
+                    size = PAGE_SIZE if limit is None else min(PAGE_SIZE, limit)
+                    seen = self._commits
+                    # The next page on this thread too, after one turn of the loop: the loop is blocked
+                    # for one page at a time (~1-2 ms for 1,000 rows), never for a whole long read.
+                    await asyncio.sleep(0)
+                    pending, asked = self._fetch(page, cursor, size, size)
+                elif follow:
                     await self._wait_for_commit(seen)
                     seen = self._commits
-                    pending, asked = self._fetch(page, cursor, size, here=True)
+                    pending, asked = self._fetch(page, cursor, size, INLINE_ROWS)
         finally:
             if pending is not None:
                 pending.cancel()
