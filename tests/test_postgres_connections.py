@@ -11,7 +11,6 @@ import asyncio
 import contextvars
 import threading
 import time
-
 from typing import Any
 
 import psycopg
