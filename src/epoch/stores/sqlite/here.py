@@ -9,7 +9,7 @@ A hand-off costs two thread switches (measured ~100 us for an append: queue to t
   later pages of a long read (1,000 rows each) run here too, on this thread's own connection, one
   page per turn of the loop: a reader thread fetching the next page while the caller folds the last
   one made the two threads fight for the GIL, each switch a wake-up across CPUs (a cold load of
-  10,000 events: 30-48 ms with a reader thread, 26-31 ms here; the raw driver 31-36 ms).
+  10,000 events: 30-48 ms with a reader thread, 26-31 ms here; the raw driver 31-34 ms).
 - **Idle writes.** An append runs here, on the writer's connection, when nothing else waits for the
   store and the event loop has no other work ready: a lone caller (a script, one request at a time)
   then pays what the plain driver pays. The loop is blocked for that one commit (~30 us at NORMAL; one
