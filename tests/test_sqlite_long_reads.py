@@ -34,7 +34,8 @@ def pages(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, sqlite3.Conne
     return seen
 
 
-async def _fill(store: SQLiteEventStore, stream: str, count: int) -> None:
+async def fill_stream(store: SQLiteEventStore, stream: str, count: int) -> None:
+    """``count`` events in ``stream``, appended 500 at a time."""
     for first in range(0, count, 500):
         await store.append(stream, new(min(500, count - first)))
 
@@ -43,7 +44,7 @@ async def test_every_page_of_a_long_read_runs_on_the_callers_thread(
     tmp_path: Path, pages: list[tuple[str, int, sqlite3.Connection]]
 ) -> None:
     async with SQLiteEventStore(tmp_path / "long.db") as store:
-        await _fill(store, "s-1", 2 * PAGE_SIZE + 250)
+        await fill_stream(store, "s-1", 2 * PAGE_SIZE + 250)
         versions = [e.version for e in await collect(store.read_stream("s-1"))]
         writer = store._workers._writer
     assert versions == list(range(2 * PAGE_SIZE + 250))
@@ -71,7 +72,7 @@ async def test_the_loop_runs_between_the_pages_of_a_long_read(
             await asyncio.sleep(0)
 
     async with SQLiteEventStore(tmp_path / "turns.db") as store:
-        await _fill(store, "s-1", 4 * PAGE_SIZE)
+        await fill_stream(store, "s-1", 4 * PAGE_SIZE)
         pages.clear()
         other = asyncio.create_task(ticker())
         await asyncio.sleep(0)
@@ -91,7 +92,7 @@ async def test_a_long_read_keeps_the_bounds_its_first_page_fixed(
 ) -> None:
     """Events appended between two pages of a read are not in it (the first page fixes its bounds)."""
     async with SQLiteEventStore(tmp_path / "bounds.db") as store:
-        await _fill(store, "s-1", PAGE_SIZE + 50)
+        await fill_stream(store, "s-1", PAGE_SIZE + 50)
         read = store.read_stream("s-1")
         first = [await anext(read) for _ in range(INLINE_ROWS)]
         await store.append("s-1", new(3))

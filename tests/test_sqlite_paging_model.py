@@ -15,18 +15,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from epoch.records import NewEvent
 from epoch.stores.sqlite import SQLiteEventStore
 from epoch.stores.sqlite.threads import INLINE_ROWS, PAGE_SIZE
+from epoch.testing import new_events as new
+from tests.test_sqlite_long_reads import fill_stream
 
 # Each length one below, at and one above a boundary of the paging (first page, then full pages).
 BOUNDARIES = [INLINE_ROWS, INLINE_ROWS + PAGE_SIZE, INLINE_ROWS + 2 * PAGE_SIZE]
 LENGTHS = sorted({0, 1, *(b + d for b in BOUNDARIES for d in (-1, 0, 1))})
 GROWING = "grow-1"  # the stream appended to in the middle of reads
-
-
-def _events(count: int) -> list[NewEvent]:
-    return [NewEvent("Happened", b'{"n": %d}' % i, b"{}") for i in range(count)]
 
 
 def _run(coro: object) -> object:
@@ -46,8 +43,7 @@ def filled() -> Iterator[tuple[Path, dict[str, int]]]:
         async def fill() -> None:
             async with SQLiteEventStore(path) as store:
                 for stream, n in lengths.items():
-                    for first in range(0, n, 500):
-                        await store.append(stream, _events(min(500, n - first)))
+                    await fill_stream(store, stream, n)
 
         _run(fill())
         yield path, lengths
@@ -98,7 +94,7 @@ def test_events_appended_between_two_pages_are_not_in_the_read(
         async with SQLiteEventStore(path) as store:
             stream = store.read_stream(GROWING, backwards=backwards)
             versions = [(await anext(stream)).version for _ in range(min(consumed, length))]
-            await store.append(GROWING, _events(appended), length - 1)  # in the middle of the read
+            await store.append(GROWING, new(appended), length - 1)  # in the middle of the read
             return versions + [e.version async for e in stream]
 
     got = _run(read())

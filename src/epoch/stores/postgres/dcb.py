@@ -55,9 +55,7 @@ async def query_page(db: Connections, query: Query, after: int, size: int) -> li
     sql, params = _page_query(query, after, size)
 
     async def page(conn: Conn) -> list[RecordedEvent]:
-        async with conn.cursor(binary=True) as cur:
-            await cur.execute(sql, params)
-            return [reads.row_all(row) for row in await cur.fetchall()]
+        return [reads.row_all(row) for row in await reads.binary_rows(conn, sql, params)]
 
     return await db.run(page)
 

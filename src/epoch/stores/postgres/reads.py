@@ -24,6 +24,7 @@ from epoch.stores.postgres.pool import Conn, Connections
 __all__ = [
     "PAGE",
     "Page",
+    "binary_rows",
     "confirmed_events",
     "pending",
     "read_page",
@@ -46,6 +47,13 @@ def row_all(row: Sequence[Any]) -> RecordedEvent:
     stream, version, xid, seq, id, type, data, metadata, at, tags = row
     position = q.encode_position(xid, seq)
     return RecordedEvent(stream, version, position, id, type, data, metadata, at, () if tags is None else tuple(tags))
+
+
+async def binary_rows(conn: Conn, sql: Any, params: Any) -> list[Any]:
+    """The rows of one query, in psycopg's binary format (bytea and uuid columns come back as they are)."""
+    async with conn.cursor(binary=True) as cur:
+        await cur.execute(sql, params)
+        return await cur.fetchall()
 
 
 async def stream_events(
@@ -98,9 +106,7 @@ async def stream_page(
         sql, params["first"] = q.READ_STREAM_CONFIRMED, first
 
     async def page(conn: Conn) -> list[RecordedEvent]:
-        async with conn.cursor(binary=True) as cur:
-            await cur.execute(sql, params)
-            rows = await cur.fetchall()
+        rows = await binary_rows(conn, sql, params)
         return [
             RecordedEvent(
                 stream,
@@ -137,9 +143,7 @@ async def read_page(db: Connections, names: tuple[str, ...] | None, after: int, 
     sql, params = _page_query(names, after, size)
 
     async def page(conn: Conn) -> list[RecordedEvent]:
-        async with conn.cursor(binary=True) as cur:
-            await cur.execute(sql, params)
-            return [row_all(row) for row in await cur.fetchall()]
+        return [row_all(row) for row in await binary_rows(conn, sql, params)]
 
     return await db.run(page)
 
