@@ -31,9 +31,10 @@ from epoch.stores.sqlite.schema import (
     PLACE_OF_ID,
     SELECT_STREAM,
     SET_FIRST_VISIBLE,
+    STREAM_FIRST_PAGE,
+    STREAM_FIRST_PAGE_BACKWARDS,
     STREAM_PAGE,
     STREAM_PAGE_BACKWARDS,
-    STREAM_START,
     UPSERT_STREAM,
     category_page,
     places_of,
@@ -299,17 +300,23 @@ def stream_page(
     connection: sqlite3.Connection, cursor: StreamCursor, n: int
 ) -> tuple[StreamCursor, list[RecordedEvent]]:
     stream, low, high, backwards = cursor
-    if low is None or high is None:  # the first page: fix the bounds now, as a snapshot
-        row = connection.execute(STREAM_START, (stream, time.time_ns() // 1000)).fetchall()
-        last = _visible(row[0]) if row else None
-        if last is None:
+    if low is None or high is None:  # the first page fixes the bounds, as a snapshot, in the same statement
+        rows = connection.execute(
+            STREAM_FIRST_PAGE_BACKWARDS if backwards else STREAM_FIRST_PAGE,
+            (stream, time.time_ns() // 1000, high if backwards else low, n),
+        ).fetchall()
+        if not rows or rows[0][2] is None:  # never written, or no event in range (or none visible)
             return cursor, []
-        first_visible = row[0][1]  # honouring the stream's limits
+        last, first_visible = rows[0][0], rows[0][1]
         if backwards:
             low, high = first_visible, last if high is None else min(high, last)
         else:
             low, high = first_visible if low is None else max(low, first_visible), last
-    rows = connection.execute(STREAM_PAGE_BACKWARDS if backwards else STREAM_PAGE, (stream, low, high, n)).fetchall()
+        rows = [row[2:] for row in rows]
+    else:
+        rows = connection.execute(
+            STREAM_PAGE_BACKWARDS if backwards else STREAM_PAGE, (stream, low, high, n)
+        ).fetchall()
     records = stream_records(stream, rows)
     if records:
         if backwards:
