@@ -353,7 +353,7 @@ class PostgresEventStore(
         self._db.check_open()
         # Only errors of the connection are epoch's; those of the caller's own SQL are raised as psycopg's.
         with driver_errors(only=psycopg.OperationalError):
-            async with self._db.slot(), self._db.apool.connection() as conn, conn.transaction():
+            async with self._db.slot(), self._db.connection() as conn, conn.transaction():
                 yield PostgresTransaction(conn)
 
     async def migrate_schema(self) -> list[tuple[int, str]]:

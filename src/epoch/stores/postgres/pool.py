@@ -40,6 +40,8 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise MissingDependency("psycopg", "postgres") from exc
 
+from epoch.stores.postgres.warm import Conn, WarmConnections  # needs the driver, checked above
+
 __all__ = [
     "ConditionFailed",
     "Conn",
@@ -53,7 +55,6 @@ __all__ = [
 log = logging.getLogger("epoch.stores.postgres")
 
 T = TypeVar("T")
-Conn = psycopg.AsyncConnection[Any]
 
 
 class ConnectionLost(StoreUnavailable):
@@ -216,6 +217,8 @@ class Connections:
     benchmark's own workloads, before and after in alternate processes, fsync on: one writer a median
     1.30x the commands/s on asyncio, 8 writers 1.34x, with 20-40% less client CPU per command
     (docs/stores/postgresql.md, "The write path").
+
+    A statement takes a warm connection when there is one (``warm``), else one from the pool.
     """
 
     def __init__(
@@ -254,6 +257,7 @@ class Connections:
         self.opened = False
         self.closed = False
         self._recovering_until = 0.0  # after a lost connection: bypass the pool while it reconnects
+        self.warm = WarmConnections(self.apool, lambda: self.closed)
 
     def _settings(self) -> tuple[str, ...]:
         timeouts = str(round(self.statement_timeout * 1000)), str(round(self.idle_in_transaction_timeout * 1000))
@@ -270,7 +274,19 @@ class Connections:
         await self.apool.open(wait=True, timeout=self.timeout)
 
     async def close(self) -> None:
+        await self.warm.cool()
         await self.apool.close()
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Conn]:
+        """A connection for a block (``transaction()``), warm or the pool's, given back after it."""
+        conn, since = await self.warm.take()
+        ok = False
+        try:
+            yield conn
+            ok = True
+        finally:
+            await self.warm.give(conn, since, ok)
 
     @asynccontextmanager
     async def direct(self) -> AsyncIterator[Conn]:
@@ -343,8 +359,14 @@ class Connections:
 
     async def _attempt(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
         if time.monotonic() >= self._recovering_until:
-            async with self.apool.connection() as conn:
-                return await fn(conn)
+            conn, since = await self.warm.take()
+            try:
+                result = await fn(conn)
+            except BaseException:
+                await self.apool.putconn(conn)  # rolled back, or replaced when broken
+                raise
+            await self.warm.give(conn, since, True)
+            return result
         # Shortly after a lost connection the pool reconnects with its own backoff (1 s, 2 s, 4 s, ...):
         # take a pooled connection if one is ready, else a direct one, so recovery is not delayed.
         try:
@@ -359,6 +381,7 @@ class Connections:
 
     async def _purge(self) -> None:
         """Drop the pool's dead connections (after a server restart all of them are)."""
+        await self.warm.cool()
         try:
             await self.apool.check()
         except Exception:  # pragma: no cover - best effort
