@@ -257,7 +257,7 @@ class Connections:
         self.opened = False
         self.closed = False
         self._recovering_until = 0.0  # after a lost connection: bypass the pool while it reconnects
-        self.warm = WarmConnections(self.apool, lambda: self.closed)
+        self.warm = WarmConnections(self.apool, self._closed)
 
     def _settings(self) -> tuple[str, ...]:
         timeouts = str(round(self.statement_timeout * 1000)), str(round(self.idle_in_transaction_timeout * 1000))
@@ -265,6 +265,9 @@ class Connections:
 
     async def configure(self, conn: Conn) -> None:
         await conn.execute(CONFIGURE + _SERVER_KEEPALIVES, self._settings(), prepare=False)
+
+    def _closed(self) -> bool:
+        return self.closed
 
     def check_open(self, stream: str | None = None) -> None:
         if self.closed or not self.opened:
@@ -299,6 +302,13 @@ class Connections:
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         """One of the ``pool_max`` connections in use (``PoolTimeout`` when none frees within the timeout)."""
+        await self._acquire()
+        try:
+            yield
+        finally:
+            self._budget.release()
+
+    async def _acquire(self) -> None:
         if self._budget.locked():
             try:
                 await asyncio.wait_for(self._budget.acquire(), self.timeout)
@@ -306,10 +316,6 @@ class Connections:
                 raise PoolTimeout(f"couldn't get a connection after {self.timeout:.2f} sec") from None
         else:
             await self._budget.acquire()  # free: returns at once
-        try:
-            yield
-        finally:
-            self._budget.release()
 
     async def run(
         self,
@@ -327,14 +333,17 @@ class Connections:
         # from the server hears within reconnect_timeout, or the time the network options take to notice
         # the dead connection if that is longer.
         deadline = time.monotonic() + self.reconnect_timeout
-        wait = Backoff(first=0.02, cap=1.0)
+        wait: Backoff | None = None
         lost: ConnectionLost | None = None
         while True:
             try:
-                with driver_errors(stream, expected, closed=lambda: self.closed):
-                    if lost is None:
-                        async with self.slot():
+                with driver_errors(stream, expected, closed=self._closed):
+                    if lost is None:  # the usual case, without a context manager's generator (slot())
+                        await self._acquire()
+                        try:
                             return await self._attempt(fn)
+                        finally:
+                            self._budget.release()
                     # A retry waits no longer than the deadline (a statement cut off by it may still have
                     # committed at the server: retrying an append with the same ids is a replay).
                     async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
@@ -349,6 +358,7 @@ class Connections:
                 if not retry:
                     raise
                 lost = exc
+                wait = wait or Backoff(first=0.02, cap=1.0)
                 now = time.monotonic()
                 self._recovering_until = now + 60.0
                 pause = wait.next()
