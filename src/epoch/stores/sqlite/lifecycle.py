@@ -9,7 +9,8 @@ resets it (``wal_checkpoint(TRUNCATE)`` empties it).
 
 Positions of erased events are never reused: the highest position an erasure removed is kept in
 ``erased``, and ``schema.HEAD`` (the writer's next position, ``head_position``) counts it. The
-migration (3) and the expression reads use to honour the limits (``_START``, in ``STREAM_FIRST_PAGE``) are in ``schema``.
+migration (3) and the expression reads use to honour the limits (``_START``, in ``STREAM_FIRST_PAGE``)
+are in ``schema``.
 """
 
 from __future__ import annotations
