@@ -1,8 +1,9 @@
 """SQLite stream reads across page boundaries against a model: a first page of ``INLINE_ROWS`` events,
 then pages of ``PAGE_SIZE``, all on the caller's thread, must yield exactly the versions a plain list
 gives, for streams whose lengths sit on either side of every boundary, forwards and backwards, from
-any version (also past 64 bits) and with any limit; and events appended to the stream while a read
-is between two pages are not in it (its first page fixed the bounds)."""
+any version (also past 64 bits) and with any limit; events appended to the stream while a read is
+between two pages are not in it (its first page fixed the bounds); and the first page honours the
+stream's start (truncation, ``max_count``, a soft delete), which the same statement reads."""
 
 from __future__ import annotations
 
@@ -100,3 +101,53 @@ def test_events_appended_between_two_pages_are_not_in_the_read(
     got = _run(read())
     lengths[GROWING] = length + appended
     assert got == expected(length, None, backwards, None)
+
+
+_names = iter(range(10**9))
+
+
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.integers(0, INLINE_ROWS + 30),
+    st.one_of(st.none(), st.integers(0, INLINE_ROWS + 40)),
+    st.one_of(st.none(), st.integers(1, INLINE_ROWS + 40)),
+    st.booleans(),
+    from_versions,
+    st.booleans(),
+    limits,
+)
+def test_the_first_page_honours_the_streams_start_against_the_model(
+    filled: tuple[Path, dict[str, int]],
+    length: int,
+    truncated: int | None,
+    max_count: int | None,
+    deleted: bool,
+    from_version: int | None,
+    backwards: bool,
+    limit: int | None,
+) -> None:
+    """The first page fixes the read's bounds in the statement that reads it (``STREAM_FIRST_PAGE``):
+    truncation, ``max_count`` and a soft delete move the first version a read may return."""
+    path, _ = filled
+    stream = f"start-{next(_names)}"
+
+    async def read() -> list[int]:
+        async with SQLiteEventStore(path) as store:
+            if length:
+                await fill_stream(store, stream, length)
+            if truncated is not None and length:
+                await store.truncate_before(stream, truncated)
+            if max_count is not None and length:
+                await store.set_stream_limits(stream, max_count=max_count)
+            if deleted and length:
+                await store.delete_stream(stream)
+            events = store.read_stream(stream, from_version=from_version, backwards=backwards, limit=limit)
+            return [e.version async for e in events]
+
+    first = 0
+    if length:
+        first = max(truncated or 0, length - max_count if max_count is not None else 0, length if deleted else 0)
+    model = [v for v in expected(length, from_version, backwards, None) if v >= first]
+    assert _run(read()) == (model if limit is None else model[:limit])
