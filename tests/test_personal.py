@@ -453,8 +453,8 @@ async def test_fields_marked_later_and_codecs_without_keys() -> None:
     sealed = sealed_codec.encode(Registered("u1", "ada@example.com", "Ada"))
     # A codec without keys= never decrypts: the field reads as its sealed string.
     email = Codec([Registered]).decode(_recorded(sealed)).data.email
-    # The address itself must not show; a bare "ada" may (the key id is hex, the ciphertext base64).
-    assert email.startswith("epoch:aes256gcm:") and "ada@example.com" not in email and "example" not in email
+    # No part of the address shows ("example" covers it); a bare "ada" may, in the random hex key id.
+    assert email.startswith("epoch:aes256gcm:") and "example" not in email
 
 
 async def test_the_memory_stores_key_store_sees_another_key_stores_forget(monkeypatch: pytest.MonkeyPatch) -> None:
