@@ -184,6 +184,8 @@ READING = [
     ["snapshots", "status"],
     ["snapshots", "status", "--json"],
     ["snapshots", "drop", "users"],
+    ["snapshots", "queries", "--json"],
+    ["snapshots", "drop-queries"],
     ["serve", "--port", "1"],
 ]
 

@@ -1,4 +1,5 @@
-"""``epoch snapshots status [--category C]`` and ``epoch snapshots drop NAME``, on a SQLite file."""
+"""``epoch snapshots status [--category C]``, ``epoch snapshots drop NAME``, ``epoch snapshots queries`` and
+``epoch snapshots drop-queries``, on a SQLite file."""
 
 from __future__ import annotations
 
@@ -98,3 +99,47 @@ def test_no_snapshots_and_bad_names(tmp_path: Path) -> None:
 async def _create(url: str) -> None:
     async with open_store(url):
         pass
+
+
+# -- DecisionHandler's snapshots ---------------------------------------------------------------------
+
+
+def test_queries_lists_decision_snapshots_and_drop_queries_drops_them(tmp_path: Path) -> None:
+    from tests.test_decision_snapshots import Enroll, NewEvent, handler_for
+
+    url = f"sqlite:///{tmp_path / 'decisions.db'}"
+
+    async def write(erase: bool = False) -> None:
+        async with open_store(url) as store:
+            if erase:
+                await store.append("other-1", [NewEvent("Noted", b"{}")])
+                await store.truncate_before("other-1", 1)
+                return
+            for n in range(6):
+                await handler_for(store).execute(Enroll("math", f"s{n}"))
+
+    asyncio.run(write())
+    done = epoch("snapshots", "queries", "--store", url)
+    assert done.exit_code == 0, done.output
+    [line] = done.stdout.splitlines()
+    shown, rest = line.split("  key ", 1)
+    assert shown == "tag:course:math  schema 1  5 events to position 5  usable"
+    as_json = epoch("snapshots", "queries", "--store", url, "--json")
+    [row] = json.loads(as_json.stdout)
+    assert rest.startswith(row.pop("key")[:12] + "  taken ") and row.pop("taken_at").endswith("+00:00")
+    assert row == {"query": "tag:course:math", "schema_version": 1, "position": 5, "events": 5, "usable": True}
+
+    asyncio.run(write(erase=True))
+    [row] = json.loads(epoch("snapshots", "queries", "--store", url, "--json").stdout)
+    assert row["usable"] is False
+    assert (
+        "  5 events to position 5  unusable (an erasure since)  key "
+        in epoch("snapshots", "queries", "--store", url).stdout
+    )
+
+    done = epoch("snapshots", "drop-queries", "--store", url)
+    assert (done.exit_code, done.stdout) == (0, "dropped 1 query snapshot\n")
+    done = epoch("snapshots", "drop-queries", "--store", url, "--json")
+    assert (done.exit_code, json.loads(done.stdout)) == (0, {"dropped": 0})
+    done = epoch("snapshots", "queries", "--store", url)
+    assert (done.exit_code, done.stdout) == (0, "no query snapshots\n")

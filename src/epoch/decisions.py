@@ -16,6 +16,9 @@ With ``read_stream=True`` the decision also reads the stream it appends to (the 
 events, tagged or not) and the append is guarded by that stream's version as well (see
 docs/consistency.md). The events a decision writes should match its own query, or the next decision
 cannot see them; ``tags`` derives their tags where the codec does not.
+
+With ``snapshots=Snapshots(every=N)`` a decision starts from the newest snapshot of the state over its
+query and reads only the events after it (:class:`~epoch.snapshots.QuerySnapshotter`, docs/snapshots.md).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from epoch.codec import EventCodec, encode_events
 from epoch.domain import DeciderLike, decide_events, fold, initial_state_of
 from epoch.errors import (
     AppendConditionFailed,
+    ConfigurationError,
     DuplicateEventId,
     InvalidEvent,
     InvalidQuery,
@@ -44,6 +48,7 @@ from epoch.errors import (
 from epoch.personal import keys_of_codec, preloading, subjects_in
 from epoch.queries import AppendCondition, Query
 from epoch.records import ANY, NO_STREAM, ExpectedVersionLike, NewEvent, RecordedEvent
+from epoch.snapshots import QuerySnapshotter, Snapshots
 from epoch.stores import EventStore
 from epoch.streams import check_stream_name
 from epoch.telemetry import current as current_telemetry
@@ -58,12 +63,18 @@ E = TypeVar("E")
 @dataclass(frozen=True, slots=True)
 class _Read:
     """What one attempt read: the folded state, the condition's ``after``, and the stream's head when
-    the stream was read too (``version`` ``None`` and ``position`` 0 for an empty stream)."""
+    the stream was read too (``version`` ``None`` and ``position`` 0 for an empty stream); with snapshots
+    also the position up to which it folds, how many events it folds, the count of the snapshot it started
+    from (``None``: none) and the store's erasure count before the read."""
 
     state: Any
     after: int | None
     version: int | None
-    position: int
+    position: int | None  # None: not read (the stream is as a snapshot left it)
+    upto: int = 0  # the state folds every event it should up to this position
+    count: int = 0
+    base_count: int | None = None
+    erasures: int = 0
 
 
 class DecisionHandler(Generic[C, S, E]):
@@ -76,7 +87,9 @@ class DecisionHandler(Generic[C, S, E]):
     another writer recorded a matching event meanwhile (``AppendConditionFailed``, or
     ``WrongExpectedVersion`` for the stream read), the decision is read and made again, at most
     ``1 + retries`` times in all, with the jittered backoff of :class:`~epoch.CommandHandler`; then the
-    last error is raised. Nothing is cached and no snapshot is used: every attempt reads its query.
+    last error is raised. Nothing is cached. ``snapshots`` (a :class:`~epoch.Snapshots` policy, whose
+    ``every`` counts the events a decision folds) makes each attempt start from the newest snapshot of the
+    state over its query, on a store that keeps them (docs/snapshots.md); a snapshot only saves time.
 
     ``tags(event)``, when given, adds tags to each event written, after any the codec gave it.
     """
@@ -94,6 +107,7 @@ class DecisionHandler(Generic[C, S, E]):
         max_backoff: float = 0.2,
         read_stream: bool = False,
         tags: Callable[[E], Iterable[str]] | None = None,
+        snapshots: Snapshots | None = None,
     ) -> None:
         if retries < 0:
             raise ValueError("retries must be >= 0")
@@ -110,6 +124,14 @@ class DecisionHandler(Generic[C, S, E]):
         self.read_stream = read_stream
         self.tags = tags
         self._is_terminal: Callable[[S], bool] | None = getattr(decider, "is_terminal", None)
+        self.snapshots = snapshots
+        # None: no policy, or a store without query snapshots (it then folds every event, as without them)
+        self._snapshots = QuerySnapshotter.of(store, snapshots, decider)
+        if self._snapshots is not None and self._keys is not None:
+            raise ConfigurationError(
+                "DecisionHandler: snapshots and a codec that seals personal data do not mix: a snapshot"
+                " would keep the plaintext of personal fields, which forgetting a subject must erase"
+            )
 
     async def execute(
         self,
@@ -147,6 +169,12 @@ class DecisionHandler(Generic[C, S, E]):
             read = await self._read(stream, query, watch)
             if read is None:  # the command's first event was read: it ran meanwhile
                 return await self._prior_or_raise(stream, query, command_id)
+            if (
+                read.base_count is not None
+                and command_id is not None
+                and (prior := await self._prior_result(stream, query, command_id)) is not None
+            ):
+                return prior  # it ran meanwhile, and the snapshot this read started from holds its events
             if self._is_terminal is not None and self._is_terminal(read.state):
                 version, _ = await self._head(stream, read)
                 raise StreamClosed(stream, version)
@@ -182,6 +210,8 @@ class DecisionHandler(Generic[C, S, E]):
                 ):
                     return prior
                 raise
+            if self._snapshots is not None:
+                await self._snapshot(stream, query, read)
             state = fold(self.decider, read.state, events)
             envelopes = written_envelopes(stream, events, new_events, appended)
             return ExecuteResult(stream, appended.version, appended.position, envelopes, state, decisions)
@@ -189,7 +219,8 @@ class DecisionHandler(Generic[C, S, E]):
     # -- reading --------------------------------------------------------------------------------
 
     async def _read(self, stream: str, query: Query, watch: UUID | None, before: int | None = None) -> _Read | None:
-        """Fold the query's events (merged with the stream's, with ``read_stream``) in position order.
+        """Fold the query's events (merged with the stream's, with ``read_stream``) in position order,
+        from the query's snapshot when there is one (never with ``before``).
 
         ``before`` stops at that position (an earlier execution's first event). ``None`` when an event
         with id ``watch`` is read: the command being executed has already run.
@@ -197,14 +228,32 @@ class DecisionHandler(Generic[C, S, E]):
         evolve = self.decider.evolve
         decode = self.codec.decode_data
         state = initial_state_of(self.decider)
+        after: int | None = None
+        start, from_version, count, base_count, erasures = 0, None, 0, None, 0
+        version: int | None = None
+        if self._snapshots is not None and before is None:
+            key, _ = self._snapshots.key(query, stream if self.read_stream else None)
+            snapshot, at, base_count, version, erasures = await self._snapshots.load(key)
+            if snapshot is not None and at is not None and base_count is not None:
+                # The snapshot folds every matching event up to ``at`` (and the stream's up to ``version``):
+                # the condition needs no earlier ``after`` than it (nothing matched between the two).
+                state, start, after, count = snapshot, at, at, base_count
+                from_version = None if version is None else version + 1
         own: list[RecordedEvent] = []
         if self.read_stream:
-            async with closing(self._preloaded(self.store.read_stream(stream))) as events:
+            reading = (
+                self.store.read_stream(stream) if from_version is None else self.store.read_stream(stream, from_version)
+            )
+            async with closing(self._preloaded(reading)) as events:
                 own = [recorded async for recorded in events]
-        version, position = (own[-1].version, own[-1].position) if own else (None, 0)
-        after: int | None = None
+        position: int | None = 0
+        if own:
+            version, position = own[-1].version, own[-1].position
+        elif version is not None:  # as the snapshot left it: its last event is at or before ``start``
+            position = None
         mine = 0  # the next of the stream's own events to fold
-        async with closing(self._preloaded(self.store.read_query(query))) as events:
+        reading = self.store.read_query(query) if start == 0 else self.store.read_query(query, start)
+        async with closing(self._preloaded(reading)) as events:
             async for recorded in events:
                 if before is not None and recorded.position >= before:
                     break
@@ -212,20 +261,31 @@ class DecisionHandler(Generic[C, S, E]):
                     if own[mine].id == watch:
                         return None
                     state = evolve(state, decode(own[mine]))
-                    mine += 1
+                    mine, count = mine + 1, count + 1
                 if mine < len(own) and own[mine].position == recorded.position:
                     mine += 1  # in the stream and in the query: folded once, here
                 if recorded.id == watch:
                     return None
                 state = evolve(state, decode(recorded))
-                after = recorded.position
+                after, count = recorded.position, count + 1
         for recorded in own[mine:]:
             if before is not None and recorded.position >= before:
                 break
             if recorded.id == watch:
                 return None
             state = evolve(state, decode(recorded))
-        return _Read(state, after, version, position)
+            count += 1
+        upto = max(start, after or 0, position or 0)
+        return _Read(state, after, version, position, upto, count, base_count, erasures)
+
+    async def _snapshot(self, stream: str, query: Query, read: _Read) -> None:
+        """After an append guarded by ``read``: a snapshot of the state it was decided on, when due."""
+        assert self._snapshots is not None
+        key, label = self._snapshots.key(query, stream if self.read_stream else None)
+        version = read.version if self.read_stream else None
+        await self._snapshots.after_append(
+            key, label, read.base_count, read.state, read.upto, read.count, version, read.erasures
+        )
 
     def _preloaded(self, events: AsyncIterator[RecordedEvent]) -> AsyncIterator[RecordedEvent]:
         """``events``, each one's personal-data keys loaded before it is decoded (a codec without keys: as is)."""
@@ -233,7 +293,7 @@ class DecisionHandler(Generic[C, S, E]):
 
     async def _head(self, stream: str, read: _Read) -> tuple[int | None, int]:
         """The stream's version and last position: known when it was read, else one backwards read."""
-        if self.read_stream:
+        if self.read_stream and read.position is not None:
             return read.version, read.position
         async with closing(self.store.read_stream(stream, backwards=True, limit=1)) as events:
             async for last in events:

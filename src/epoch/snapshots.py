@@ -1,4 +1,5 @@
-"""Snapshots of a stream's state for :class:`~epoch.commands.CommandHandler`: when one is written, and how.
+"""Snapshots of a stream's state for :class:`~epoch.commands.CommandHandler` and of a query's for
+:class:`~epoch.decisions.DecisionHandler`: when one is written, and how.
 
 ``Snapshots(every=100, version=1)`` makes a handler write the state after an append that takes the
 stream's version across a multiple of ``every`` (``new_version // every > old_version // every``, a new
@@ -13,10 +14,19 @@ logger, never raised), a snapshot that cannot be decoded is skipped (logged), an
 States are encoded as JSON by msgspec: dataclasses, ``msgspec.Struct``s, pydantic models (also nested),
 and builtin values; a state that would not decode back to an equal value is not written (as the codec
 refuses such events, guarantee 12).
+
+For a ``DecisionHandler`` (:class:`QuerySnapshotter`), ``every`` counts the events a decision folds (those
+its query matched, and with ``read_stream`` the stream's own): a snapshot of the state a decision was made
+on is written after its append when that count crosses a multiple of ``every`` (``old_version`` is the
+count of the snapshot the decision started from, ``None`` without one). A decision starts from its key's
+snapshot and reads only the events after it. The key is a digest of the query (its items as sets), the
+decider's ``evolve`` (module and qualified name: two deciders over one query never share a snapshot) and,
+with ``read_stream``, the stream. ``keep`` does not apply: a key keeps its newest snapshot.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,10 +37,11 @@ import msgspec
 from epoch.cache import CachedState
 from epoch.domain import DeciderLike, initial_state_of
 from epoch.errors import ConfigurationError
+from epoch.queries import Query
 from epoch.records import AppendResult
-from epoch.stores import SupportsSnapshots, snapshot_store
+from epoch.stores import SupportsQuerySnapshots, SupportsSnapshots, query_snapshot_store, snapshot_store
 
-__all__ = ["SnapshotPolicy", "Snapshots", "Snapshotter", "StateCodec"]
+__all__ = ["QuerySnapshotter", "SnapshotPolicy", "Snapshots", "Snapshotter", "StateCodec"]
 
 S = TypeVar("S")
 
@@ -127,26 +138,35 @@ class StateCodec(Generic[S]):
             raise ValueError(str(exc) or type(exc).__name__) from exc
 
 
+def _policy(policy: object) -> Snapshots:
+    if not isinstance(policy, Snapshots):
+        raise ConfigurationError(f"snapshots must be a Snapshots(...) policy, not {policy!r}")
+    return policy
+
+
+def _state_codec(policy: Snapshots, initial_state: Any) -> StateCodec[Any]:
+    state_type = policy.state_type
+    if state_type is None:
+        if initial_state is None:
+            raise ConfigurationError("Snapshots(state_type=...) is needed when the initial state is None")
+        state_type = type(initial_state)
+    return StateCodec(state_type)
+
+
 class Snapshotter(Generic[S]):
     """A handler's side of snapshots: the newest usable one when loading, and one after a crossing append."""
 
     def __init__(self, store: SupportsSnapshots, policy: Snapshots, initial_state: S) -> None:
         self.store = store
         self.policy = policy
-        state_type = policy.state_type
-        if state_type is None:
-            if initial_state is None:
-                raise ConfigurationError("Snapshots(state_type=...) is needed when the initial state is None")
-            state_type = type(initial_state)
-        self.codec: StateCodec[S] = StateCodec(state_type)
+        self.codec: StateCodec[S] = _state_codec(policy, initial_state)
 
     @classmethod
     def of(cls, store: object, policy: Snapshots | None, decider: DeciderLike[Any, S, Any]) -> Snapshotter[S] | None:
         """The snapshotter for ``store``, or ``None`` without a policy or when the store keeps no snapshots."""
         if policy is None:
             return None
-        if not isinstance(policy, Snapshots):
-            raise ConfigurationError(f"snapshots must be a Snapshots(...) policy, not {policy!r}")
+        policy = _policy(policy)
         capable = snapshot_store(store)
         if capable is None:
             logger.info("%s keeps no snapshots: every load folds the whole stream", type(store).__qualname__)
@@ -191,3 +211,88 @@ class Snapshotter(Generic[S]):
             await self.store.save_snapshot(stream, version, self.policy.version, data, self.policy.keep, basis)
         except Exception as exc:  # best effort: a snapshot only saves time, a command never fails for one
             logger.warning("%s: snapshot at version %d not written (%s: %s)", stream, version, type(exc).__name__, exc)
+
+
+def _label(query: Query) -> str:
+    """What ``epoch snapshots status`` shows of a query: its items, types and tags sorted."""
+    items = sorted({(tuple(sorted(item.types)), tuple(sorted(item.tags))) for item in query.items})
+    return " | ".join(
+        " ".join([*(f"type:{name}" for name in types), *(f"tag:{tag}" for tag in tags)]) or "*" for types, tags in items
+    )
+
+
+class QuerySnapshotter(Generic[S]):
+    """A :class:`~epoch.decisions.DecisionHandler`'s side of snapshots (see the module docstring)."""
+
+    def __init__(self, store: SupportsQuerySnapshots, policy: Snapshots, decider: DeciderLike[Any, S, Any]) -> None:
+        self.store = store
+        self.policy = policy
+        self.codec: StateCodec[S] = _state_codec(policy, initial_state_of(decider))
+        evolve = decider.evolve
+        self._decider = (
+            f"{getattr(evolve, '__module__', '')}.{getattr(evolve, '__qualname__', type(evolve).__qualname__)}"
+        )
+        self._keys: dict[tuple[Query, str | None], tuple[str, str]] = {}
+
+    @classmethod
+    def of(
+        cls, store: object, policy: Snapshots | None, decider: DeciderLike[Any, S, Any]
+    ) -> QuerySnapshotter[S] | None:
+        """The snapshotter for ``store``, or ``None`` without a policy or when the store keeps no query snapshots."""
+        if policy is None:
+            return None
+        policy = _policy(policy)
+        capable = query_snapshot_store(store)
+        if capable is None:
+            logger.info("%s keeps no query snapshots: every decision folds its whole query", type(store).__qualname__)
+            return None
+        return cls(capable, policy, decider)
+
+    def key(self, query: Query, stream: str | None) -> tuple[str, str]:
+        """``(key, label)`` of a decision over ``query`` (and ``stream``, with ``read_stream``), built once each."""
+        found = self._keys.get((query, stream))
+        if found is None:
+            label = _label(query)
+            items = sorted({(tuple(sorted(item.types)), tuple(sorted(item.tags))) for item in query.items})
+            digest = hashlib.sha256(msgspec.json.encode([self._decider, items, stream])).hexdigest()
+            found = (digest, label if stream is None else f"{label} + stream {stream}")
+            if len(self._keys) >= 4096:  # one entry per query a handler sees: bounded, as a cache
+                self._keys.clear()
+            self._keys[query, stream] = found
+        return found
+
+    async def load(self, key: str) -> tuple[S, int, int, int | None, int] | tuple[None, None, None, None, int]:
+        """``(state, position, count, version, erasures)`` of the key's usable snapshot, or ``None``s and the
+        store's erasure count when there is none (a snapshot that does not decode is skipped, logged)."""
+        found, erasures = await self.store.load_query_snapshot(key, self.policy.version)
+        if found is None:
+            return None, None, None, None, erasures
+        try:
+            state = self.codec.decode(found.data)
+        except ValueError as exc:
+            logger.warning("query snapshot %s (%s) ignored: it does not decode (%s)", key, found.label, exc)
+            return None, None, None, None, erasures
+        return state, found.position, found.count, found.version, erasures
+
+    async def after_append(
+        self,
+        key: str,
+        label: str,
+        base_count: int | None,
+        state: S,
+        position: int,
+        count: int,
+        version: int | None,
+        erasures: int,
+    ) -> None:
+        """Write a snapshot of ``state`` (the fold of ``count`` events up to ``position``, read while the store
+        had made ``erasures`` erasures) when the policy says so; never raises."""
+        try:
+            if count == 0 or not self.policy.due(base_count, count, state):
+                return
+            data = self.codec.encode(state)
+            await self.store.save_query_snapshot(
+                key, self.policy.version, position, count, version, data, erasures, label
+            )
+        except Exception as exc:  # best effort: a snapshot only saves time, a decision never fails for one
+            logger.warning("query snapshot %s (%s) not written (%s: %s)", key, label, type(exc).__name__, exc)

@@ -1,7 +1,9 @@
-"""``epoch snapshots status [--category C]`` and ``epoch snapshots drop NAME`` (docs/snapshots.md).
+"""``epoch snapshots status [--category C]`` and ``epoch snapshots drop NAME`` (docs/snapshots.md), and for
+DecisionHandler's snapshots ``epoch snapshots queries`` and ``epoch snapshots drop-queries``.
 
-Both go through the store's :class:`~epoch.stores.SupportsSnapshots` capability; a store without it is
-an error naming the store. Dropping snapshots changes nothing but the speed of the next loads.
+They go through the store's :class:`~epoch.stores.SupportsSnapshots` (or
+:class:`~epoch.stores.SupportsQuerySnapshots`) capability; a store without it is an error naming the
+store. Dropping snapshots changes nothing but the speed of the next loads and decisions.
 """
 
 from __future__ import annotations
@@ -15,7 +17,15 @@ import typer
 from epoch._payload import escape_text
 from epoch.cli._options import JsonOption, StoreOption
 from epoch.cli._stores import cli_store, fail
-from epoch.stores import EventStore, SnapshotStatus, SupportsSnapshots, snapshot_store
+from epoch.stores import (
+    EventStore,
+    QuerySnapshotStatus,
+    SnapshotStatus,
+    SupportsQuerySnapshots,
+    SupportsSnapshots,
+    query_snapshot_store,
+    snapshot_store,
+)
 
 CategoryOption = Annotated[
     str | None,
@@ -28,6 +38,25 @@ def _capable(store: EventStore) -> SupportsSnapshots:
     if capable is None:
         fail(f"{type(store).__name__} keeps no snapshots")
     return capable
+
+
+def _query_capable(store: EventStore) -> SupportsQuerySnapshots:
+    capable = query_snapshot_store(store)
+    if capable is None:
+        fail(f"{type(store).__name__} keeps no query snapshots")
+    return capable
+
+
+def _query_row(status: QuerySnapshotStatus) -> dict[str, Any]:
+    return {
+        "key": status.key,
+        "query": status.label,
+        "schema_version": status.schema_version,
+        "position": status.position,
+        "events": status.count,
+        "usable": status.usable,
+        "taken_at": status.taken_at.isoformat(),
+    }
 
 
 def _row(status: SnapshotStatus) -> dict[str, Any]:
@@ -83,3 +112,39 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps({"name": name, "dropped": dropped}))
         else:
             typer.echo(f"dropped {dropped} snapshot{'' if dropped == 1 else 's'} of {escape_text(name)}")
+
+    @group.command()
+    def queries(store: StoreOption = None, as_json: JsonOption = False) -> None:
+        """Each DecisionHandler snapshot: its query, schema version, the events it folds, and whether it is
+        usable (no erasure in the store since it was taken)."""
+
+        async def run() -> list[QuerySnapshotStatus]:
+            async with cli_store(store) as opened:
+                return await _query_capable(opened).query_snapshot_status()
+
+        rows = asyncio.run(run())
+        if as_json:
+            typer.echo(json.dumps([_query_row(r) for r in rows], indent=2))
+        elif not rows:
+            typer.echo("no query snapshots")
+        else:
+            for r in rows:
+                state = "usable" if r.usable else "unusable (an erasure since)"
+                typer.echo(
+                    f"{escape_text(r.label)}  schema {r.schema_version}  {r.count} events to position {r.position}  "
+                    f"{state}  key {r.key[:12]}  taken {r.taken_at.isoformat(timespec='seconds')}"
+                )
+
+    @group.command("drop-queries")
+    def drop_queries(store: StoreOption = None, as_json: JsonOption = False) -> None:
+        """Delete every DecisionHandler snapshot (the events stay; decisions fold them again)."""
+
+        async def run() -> int:
+            async with cli_store(store) as opened:
+                return await _query_capable(opened).drop_query_snapshots()
+
+        dropped = asyncio.run(run())
+        if as_json:
+            typer.echo(json.dumps({"dropped": dropped}))
+        else:
+            typer.echo(f"dropped {dropped} query snapshot{'' if dropped == 1 else 's'}")

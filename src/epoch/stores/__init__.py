@@ -22,6 +22,8 @@ __all__ = [
     "Dialect",
     "EventStore",
     "PostgresTransaction",
+    "QuerySnapshot",
+    "QuerySnapshotStatus",
     "SQLStore",
     "Snapshot",
     "SnapshotStatus",
@@ -29,6 +31,7 @@ __all__ = [
     "SubjectKey",
     "SupportsImport",
     "SupportsKeys",
+    "SupportsQuerySnapshots",
     "SupportsSnapshots",
     "Transaction",
     "confirmed_read_of",
@@ -36,6 +39,7 @@ __all__ = [
     "importer_of",
     "keys_of",
     "open_store",
+    "query_snapshot_store",
     "snapshot_store",
     "sql_store",
 ]
@@ -292,6 +296,12 @@ def open_store(url: str | None = None) -> StoreOpener:
 # The declared capabilities (after EventStore: they are part of this package's public surface).
 from epoch.stores._keys import SubjectKey, SupportsKeys, keys_of  # noqa: E402
 from epoch.stores._lifecycle import confirmed_read_of, guarded_append_of  # noqa: E402
+from epoch.stores._query_snapshots import (  # noqa: E402
+    QuerySnapshot,
+    QuerySnapshotStatus,
+    SupportsQuerySnapshots,
+    query_snapshot_store,
+)
 from epoch.stores._snapshots import (  # noqa: E402
     Snapshot,
     SnapshotStatus,

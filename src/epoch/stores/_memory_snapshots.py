@@ -1,4 +1,5 @@
-"""The memory store's snapshots: a dict from stream name to its snapshots, newest last."""
+"""The memory store's snapshots: a dict from stream name to its snapshots, newest last, and one from a
+query snapshot's ``(key, schema_version)`` to it (``_erasures`` counts the erasures, :mod:`.._query_snapshots`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,13 @@ from abc import abstractmethod
 from datetime import UTC, datetime
 
 from epoch.records import category_of
+from epoch.stores._query_snapshots import (
+    QuerySnapshot,
+    QuerySnapshotStatus,
+    SupportsQuerySnapshots,
+    check_query_snapshot_load,
+    check_query_snapshot_save,
+)
 from epoch.stores._snapshots import (
     Snapshot,
     SnapshotStatus,
@@ -16,7 +24,7 @@ from epoch.stores._snapshots import (
     check_status_category,
 )
 
-__all__ = ["MemorySnapshots"]
+__all__ = ["MemoryQuerySnapshots", "MemorySnapshots"]
 
 
 class MemorySnapshots(SupportsSnapshots):
@@ -90,3 +98,62 @@ class MemorySnapshots(SupportsSnapshots):
         self._check_open()
         streams = [name] if is_stream else [s for s in self._snapshots if category_of(s) == name]
         return sum(len(self._snapshots.pop(stream, [])) for stream in streams)
+
+
+class MemoryQuerySnapshots(SupportsQuerySnapshots):
+    """:class:`SupportsQuerySnapshots` on a dict; the store counts its erasures in ``_erasures``."""
+
+    __slots__ = ()
+
+    _query_snapshots: dict[tuple[str, int], QuerySnapshot]
+    _erasures: int
+
+    @abstractmethod
+    def _check_open(self) -> None: ...
+
+    async def load_query_snapshot(self, key: str, schema_version: int) -> tuple[QuerySnapshot | None, int]:
+        key, schema_version = check_query_snapshot_load(key, schema_version)
+        self._check_open()
+        found = self._query_snapshots.get((key, schema_version))
+        return (found if found is not None and found.erasures == self._erasures else None), self._erasures
+
+    async def save_query_snapshot(
+        self,
+        key: str,
+        schema_version: int,
+        position: int,
+        count: int,
+        version: int | None,
+        data: bytes,
+        erasures: int,
+        label: str = "",
+    ) -> bool:
+        key, schema_version, position, count, version, data, erasures, label = check_query_snapshot_save(
+            key, schema_version, position, count, version, data, erasures, label
+        )
+        self._check_open()
+        if erasures != self._erasures:
+            return False
+        old = self._query_snapshots.get((key, schema_version))
+        if old is not None and old.erasures == erasures and old.position > position:
+            return True  # a newer one is kept
+        taken = datetime.now(UTC)
+        self._query_snapshots[key, schema_version] = QuerySnapshot(
+            key, schema_version, position, count, version, data, erasures, taken, label
+        )
+        return True
+
+    async def query_snapshot_status(self) -> list[QuerySnapshotStatus]:
+        self._check_open()
+        return [
+            QuerySnapshotStatus(
+                s.key, s.schema_version, s.position, s.count, s.taken_at, s.label, s.erasures == self._erasures
+            )
+            for s in sorted(self._query_snapshots.values(), key=lambda s: (s.label, s.key, s.schema_version))
+        ]
+
+    async def drop_query_snapshots(self) -> int:
+        self._check_open()
+        dropped = len(self._query_snapshots)
+        self._query_snapshots.clear()
+        return dropped

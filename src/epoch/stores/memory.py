@@ -36,7 +36,7 @@ from epoch.stores._lifecycle import (
     tombstone_of,
 )
 from epoch.stores._memory_index import EventIndex
-from epoch.stores._memory_snapshots import MemorySnapshots
+from epoch.stores._memory_snapshots import MemoryQuerySnapshots, MemorySnapshots
 from epoch.stores._urls import integer, only_options
 
 __all__ = ["MemoryEventStore"]
@@ -67,13 +67,13 @@ class _Stream:
         return start
 
 
-class MemoryEventStore(StoreLifecycle, MemorySnapshots, MemoryKeys):
+class MemoryEventStore(StoreLifecycle, MemorySnapshots, MemoryQuerySnapshots, MemoryKeys):
     """Streams and the global log in lists; every call is atomic because it never awaits mid-way.
 
     Subscriptions wake on each append. The store lives and dies with its process. It declares no
     capability beyond the event store: it has no SQL database (:class:`~epoch.stores.SQLStore`), and
     ``epoch copy`` appends into it (no :class:`~epoch.stores.SupportsImport`), so copies get new
-    ``recorded_at`` times. Snapshots live in a dict (:class:`~epoch.stores.SupportsSnapshots`).
+    ``recorded_at`` times. Snapshots live in dicts (``SupportsSnapshots``, ``SupportsQuerySnapshots``).
     """
 
     detects_duplicate_ids_across_streams = True
@@ -93,7 +93,8 @@ class MemoryEventStore(StoreLifecycle, MemorySnapshots, MemoryKeys):
         self._index = EventIndex()
         self._appended: asyncio.Event | None = None
         self._closed = False
-        self._snapshots = {}
+        # Snapshots, query snapshots, and the count of erasures that removed an event (query snapshots).
+        self._snapshots, self._query_snapshots, self._erasures = {}, {}, 0
 
     @classmethod
     async def from_url(cls, url: str) -> MemoryEventStore:
@@ -376,6 +377,7 @@ class MemoryEventStore(StoreLifecycle, MemorySnapshots, MemoryKeys):
             self._ids.pop(recorded.id, None)
             erased += 1
         entry.first_stored = max(entry.first_stored, below)
+        self._erasures += erased > 0
         return erased
 
     async def lifecycle_states(self) -> AsyncIterator[StreamLifecycle]:

@@ -62,7 +62,7 @@ from epoch.stores.postgres.lag import VisibilityLag, measure_visibility_lag
 from epoch.stores.postgres.listen import Listener
 from epoch.stores.postgres.pool import Conn, Connections, driver_errors
 from epoch.stores.postgres.schema import apply_migrations, check_schema, migrate
-from epoch.stores.postgres.snapshots import PostgresSnapshots
+from epoch.stores.postgres.snapshots import PostgresQuerySnapshots, PostgresSnapshots
 from epoch.stores.postgres.sql import decode_position, encode_position
 from epoch.stores.postgres.url import network_options, parse_url, server_side
 
@@ -71,7 +71,14 @@ __all__ += ["network_options", "server_side"]  # a lease session's network setti
 
 
 class PostgresEventStore(
-    StoreLifecycle, SQLStore, SupportsImport, lifecycle.Lifecycle, PostgresSnapshots, SQLKeys, dcb.Boundaries
+    StoreLifecycle,
+    SQLStore,
+    SupportsImport,
+    lifecycle.Lifecycle,
+    PostgresSnapshots,
+    PostgresQuerySnapshots,
+    SQLKeys,
+    dcb.Boundaries,
 ):
     """An :class:`~epoch.stores.EventStore` on PostgreSQL (13+).
 

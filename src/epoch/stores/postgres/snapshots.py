@@ -4,6 +4,11 @@ A save is one statement that inserts the snapshot only while the stream shows th
 with the stream's ``first_visible`` of that moment (then a second one prunes the stream's old snapshots,
 in the same transaction). A load is one query joined to ``epoch_streams``: a snapshot taken before a soft
 delete (or a truncation) since does not match. Neither takes the stream's lock: appends never wait for them.
+
+Query snapshots (``epoch_query_snapshots``, migration 8; :mod:`epoch.stores._query_snapshots`) are checked
+against ``epoch_erased.erasures`` the same way: a save inserts only while the count is the one given, a
+load returns the count and the snapshot of that count in one query. Under READ COMMITTED one statement
+sees one snapshot of the database, so the count and the row it returns belong together.
 """
 
 from __future__ import annotations
@@ -11,6 +16,13 @@ from __future__ import annotations
 from abc import abstractmethod
 from typing import TYPE_CHECKING, Any
 
+from epoch.stores._query_snapshots import (
+    QuerySnapshot,
+    QuerySnapshotStatus,
+    SupportsQuerySnapshots,
+    check_query_snapshot_load,
+    check_query_snapshot_save,
+)
 from epoch.stores._snapshots import (
     Snapshot,
     SnapshotStatus,
@@ -25,7 +37,7 @@ from epoch.stores.postgres.sql import encode_position
 if TYPE_CHECKING:
     from epoch.stores.postgres.pool import Conn, Connections
 
-__all__ = ["PostgresSnapshots"]
+__all__ = ["PostgresQuerySnapshots", "PostgresSnapshots"]
 
 _SAVE = """
 INSERT INTO epoch_snapshots (stream, schema_version, version, xid, seq, first_visible, data)
@@ -56,6 +68,29 @@ SELECT stream, version, schema_version, taken_at, kept FROM (
     FROM epoch_snapshots WHERE %(category)s::text IS NULL OR split_part(stream, '-', 1) = %(category)s
 ) AS ranked WHERE newest = 1 ORDER BY stream COLLATE "C"
 """
+_ERASURES = "coalesce((SELECT r.erasures FROM epoch_erased r), 0)"
+_LOAD_QUERY = f"""
+SELECT c.n, q.position, q.folded, q.version, q.data, q.taken_at, q.label
+FROM (SELECT {_ERASURES} AS n) c LEFT JOIN epoch_query_snapshots q
+  ON q.key = %s AND q.schema_version = %s AND q.erasures = c.n
+"""
+_SAVE_QUERY = f"""
+INSERT INTO epoch_query_snapshots AS q (key, schema_version, position, folded, version, data, erasures, label)
+SELECT %(key)s::text, %(schema)s::bigint, %(position)s::bigint, %(folded)s::bigint, %(version)s::bigint,
+       %(data)s::bytea, %(erasures)s::bigint, %(label)s::text
+WHERE {_ERASURES} = %(erasures)s::bigint
+ON CONFLICT (key, schema_version) DO UPDATE SET
+    position = excluded.position, folded = excluded.folded, version = excluded.version, data = excluded.data,
+    erasures = excluded.erasures, taken_at = excluded.taken_at, label = excluded.label
+WHERE q.erasures < excluded.erasures OR q.position <= excluded.position
+RETURNING 1
+"""
+_ERASURES_NOW = f"SELECT {_ERASURES}"
+_QUERY_STATUS = f"""
+SELECT key, schema_version, position, folded, taken_at, label, erasures = {_ERASURES}
+FROM epoch_query_snapshots ORDER BY label COLLATE "C", key COLLATE "C", schema_version
+"""
+_DROP_QUERIES = "DELETE FROM epoch_query_snapshots"
 _DROP_STREAM = "DELETE FROM epoch_snapshots WHERE stream = %s"
 _DROP_CATEGORY = "DELETE FROM epoch_snapshots WHERE split_part(stream, '-', 1) = %s"
 
@@ -118,3 +153,80 @@ class PostgresSnapshots(SupportsSnapshots):
             return (await conn.execute(_DROP_STREAM if is_stream else _DROP_CATEGORY, (name,))).rowcount
 
         return await self._snapshot_db.run(drop, name if is_stream else None)
+
+
+class PostgresQuerySnapshots(SupportsQuerySnapshots):
+    """:class:`SupportsQuerySnapshots` on the store's database (its ``_db`` connections)."""
+
+    __slots__ = ()
+
+    @property
+    @abstractmethod
+    def _snapshot_db(self) -> Connections: ...
+
+    async def load_query_snapshot(self, key: str, schema_version: int) -> tuple[QuerySnapshot | None, int]:
+        """The usable snapshot and the erasure count, in one query; see :class:`~epoch.stores.SupportsQuerySnapshots`."""
+        key, schema_version = check_query_snapshot_load(key, schema_version)
+
+        async def load(conn: Conn) -> tuple[QuerySnapshot | None, int]:
+            row: Any = await (await conn.execute(_LOAD_QUERY, (key, schema_version))).fetchone()
+            erasures, position, folded, version, data, taken_at, label = row
+            if position is None:
+                return None, erasures
+            found = QuerySnapshot(
+                key, schema_version, position, folded, version, bytes(data), erasures, taken_at, label
+            )
+            return found, erasures
+
+        return await self._snapshot_db.run(load)
+
+    async def save_query_snapshot(
+        self,
+        key: str,
+        schema_version: int,
+        position: int,
+        count: int,
+        version: int | None,
+        data: bytes,
+        erasures: int,
+        label: str = "",
+    ) -> bool:
+        """Store a query snapshot; see :class:`~epoch.stores.SupportsQuerySnapshots`."""
+        key, schema, position, count, version, data, erasures, label = check_query_snapshot_save(
+            key, schema_version, position, count, version, data, erasures, label
+        )
+        params = {
+            "key": key,
+            "schema": schema,
+            "position": position,
+            "folded": count,
+            "version": version,
+            "data": data,
+            "erasures": erasures,
+            "label": label,
+        }
+
+        async def save(conn: Conn) -> bool:
+            if (await conn.execute(_SAVE_QUERY, params)).rowcount == 1:
+                return True
+            # Nothing written: a newer snapshot is kept (True), or the count moved (False).
+            row: Any = await (await conn.execute(_ERASURES_NOW)).fetchone()
+            return bool(row[0] == erasures)
+
+        return await self._snapshot_db.run(save)
+
+    async def query_snapshot_status(self) -> list[QuerySnapshotStatus]:
+        """Every query snapshot; see :class:`~epoch.stores.SupportsQuerySnapshots`."""
+
+        async def status(conn: Conn) -> list[QuerySnapshotStatus]:
+            return [QuerySnapshotStatus(*row) for row in await (await conn.execute(_QUERY_STATUS)).fetchall()]
+
+        return await self._snapshot_db.run(status)
+
+    async def drop_query_snapshots(self) -> int:
+        """Delete every query snapshot; see :class:`~epoch.stores.SupportsQuerySnapshots`."""
+
+        async def drop(conn: Conn) -> int:
+            return (await conn.execute(_DROP_QUERIES)).rowcount
+
+        return await self._snapshot_db.run(drop)

@@ -55,7 +55,7 @@ from epoch.stores.sqlite import dcb, lifecycle, work
 from epoch.stores.sqlite.bridge import SQLiteTransaction, transaction_on
 from epoch.stores.sqlite.schema import APPLICATION_ID as APPLICATION_ID
 from epoch.stores.sqlite.schema import SCHEMA_VERSION, SYNCHRONOUS
-from epoch.stores.sqlite.snapshots import SQLiteSnapshots
+from epoch.stores.sqlite.snapshots import SQLiteQuerySnapshots, SQLiteSnapshots
 from epoch.stores.sqlite.threads import MAX_GROUP as MAX_GROUP
 from epoch.stores.sqlite.threads import PAGE_SIZE as PAGE_SIZE
 from epoch.stores.sqlite.threads import POLL_INTERVAL as POLL_INTERVAL
@@ -68,7 +68,7 @@ T = TypeVar("T")
 _MAX_READERS = 64  # reader threads: more only cost memory (WAL readers never wait for each other)
 
 
-class SQLiteEventStore(StoreLifecycle, SQLStore, SupportsImport, SQLiteSnapshots, SQLKeys):
+class SQLiteEventStore(StoreLifecycle, SQLStore, SupportsImport, SQLiteSnapshots, SQLiteQuerySnapshots, SQLKeys):
     """An event store in one SQLite file (or in memory), safe for many threads, tasks and OS processes.
 
     ``path`` is a file name, or ``":memory:"`` for a private in-memory database (then one connection on

@@ -47,9 +47,9 @@ _ERASE_BELOW = "DELETE FROM events WHERE stream = ? AND version < ?"
 _TAGGED_BELOW = "SELECT position, tags FROM events WHERE stream = ? AND version < ? AND tags IS NOT NULL"
 _ERASE_TAG = "DELETE FROM event_tags WHERE tag = ? AND position = ?"
 _LAST_ERASED = "SELECT max(position) FROM events WHERE stream = ? AND version < ?"
-_KEEP_HEAD = (
-    "INSERT INTO erased (only, position) VALUES (0, ?)"
-    " ON CONFLICT (only) DO UPDATE SET position = max(position, excluded.position)"
+_KEEP_HEAD = (  # and count the erasure: query snapshots of an older count are not used (snapshots.py)
+    "INSERT INTO erased (only, position, erasures) VALUES (0, ?, 1)"
+    " ON CONFLICT (only) DO UPDATE SET position = max(position, excluded.position), erasures = erasures + 1"
 )
 _TOMBSTONE_ROW = (  # first_visible = tombstone_of(version)
     f"INSERT INTO streams (stream, version, first_visible) VALUES (?, -1, {TOMBSTONE})"
@@ -73,7 +73,8 @@ _STATES = (
 
 
 def _erase(tx: Group, stream: str, below: int) -> int:
-    """Delete the stream's events below version ``below``; how many. Keeps their highest position."""
+    """Delete the stream's events below version ``below``; how many. Keeps their highest position and
+    counts the erasure."""
     connection = tx.connection
     last = connection.execute(_LAST_ERASED, (stream, below)).fetchone()[0]
     if last is None:

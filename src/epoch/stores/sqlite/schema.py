@@ -93,6 +93,7 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (4, "snapshots", snapshots.MIGRATION),
     (5, "epoch_keys, epoch_key_changes: personal-data keys", SQLITE_KEY_TABLES),
     (6, "the type index keeps one entry per type per append (events.type_first)", tags.MIGRATION_6),
+    (7, "the erasure count and query snapshots (DecisionHandler)", snapshots.QUERY_MIGRATION),
 )
 """``(version, description, statements)`` in version order, applied in one transaction by
 :func:`create_schema`. Never edit a released one; add a new one (its statements may live in the module

@@ -1,9 +1,11 @@
-"""The SQLite store's snapshots: the ``snapshots`` table (migration 4), its statements, and the work on it.
+"""The SQLite store's snapshots: the ``snapshots`` table (migration 4) and the ``query_snapshots`` one
+(migration 7, beside the erasure count in ``erased``), their statements, and the work on them.
 
 A save is a write job in the writer's group commit (beside appends, in a savepoint of its own): it reads
 the stream's row in that transaction and records the stream's ``first_visible`` with the snapshot. A load
 is one point query on a reader that joins the stream's row, so a snapshot taken before a soft delete (or a
-truncation) since is not found.
+truncation) since is not found. Query snapshots (:mod:`epoch.stores._query_snapshots`) work the same way
+against the store's erasure count: a save compares it in its write transaction, a load in its one query.
 """
 
 from __future__ import annotations
@@ -14,6 +16,13 @@ from abc import abstractmethod
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from epoch.stores._query_snapshots import (
+    QuerySnapshot,
+    QuerySnapshotStatus,
+    SupportsQuerySnapshots,
+    check_query_snapshot_load,
+    check_query_snapshot_save,
+)
 from epoch.stores._snapshots import (
     Snapshot,
     SnapshotStatus,
@@ -28,7 +37,7 @@ if TYPE_CHECKING:
     from epoch.stores.sqlite.threads import Workers
     from epoch.stores.sqlite.work import Group
 
-__all__ = ["MIGRATION", "SQLiteSnapshots"]
+__all__ = ["MIGRATION", "QUERY_MIGRATION", "SQLiteQuerySnapshots", "SQLiteSnapshots"]
 
 MIGRATION = (
     """CREATE TABLE IF NOT EXISTS snapshots (
@@ -43,6 +52,42 @@ MIGRATION = (
     )""",
 )
 """Migration 4: one row per snapshot; ``first_visible`` is the stream's when the snapshot was taken."""
+
+QUERY_MIGRATION = (
+    "ALTER TABLE erased ADD COLUMN erasures INTEGER NOT NULL DEFAULT 0",
+    """CREATE TABLE IF NOT EXISTS query_snapshots (
+        key            TEXT    NOT NULL,
+        schema_version INTEGER NOT NULL,
+        position       INTEGER NOT NULL,
+        folded         INTEGER NOT NULL,
+        version        INTEGER,
+        data           BLOB    NOT NULL,
+        erasures       INTEGER NOT NULL,
+        taken_at       INTEGER NOT NULL,
+        label          TEXT    NOT NULL,
+        PRIMARY KEY (key, schema_version)
+    )""",
+)
+"""Migration 7: the erasure count (``lifecycle`` adds one per erasure) and one row per query snapshot."""
+
+_ERASURES = "SELECT ifnull((SELECT erasures FROM erased), 0)"
+_LOAD_QUERY = (
+    "SELECT c.n, q.position, q.folded, q.version, q.data, q.taken_at, q.label"
+    f" FROM ({_ERASURES} AS n) AS c LEFT JOIN query_snapshots AS q"
+    " ON q.key = ?1 AND q.schema_version = ?2 AND q.erasures = c.n"
+)
+_UPSERT_QUERY = (
+    "INSERT INTO query_snapshots (key, schema_version, position, folded, version, data, erasures, taken_at, label)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key, schema_version) DO UPDATE SET"
+    " position = excluded.position, folded = excluded.folded, version = excluded.version, data = excluded.data,"
+    " erasures = excluded.erasures, taken_at = excluded.taken_at, label = excluded.label"
+    " WHERE query_snapshots.erasures < excluded.erasures OR query_snapshots.position <= excluded.position"
+)
+_QUERY_STATUS = (
+    f"SELECT key, schema_version, position, folded, taken_at, label, erasures = ({_ERASURES})"
+    " FROM query_snapshots ORDER BY label, key, schema_version"
+)
+_DROP_QUERIES = "DELETE FROM query_snapshots"
 
 _UPSERT = (
     "INSERT INTO snapshots (stream, schema_version, version, position, first_visible, data, taken_at)"
@@ -133,4 +178,84 @@ class SQLiteSnapshots(SupportsSnapshots):
         """Delete a stream's or a category's snapshots; see :class:`~epoch.stores.SupportsSnapshots`."""
         name, is_stream = check_drop_name(name)
         dropped: int = await self._snapshot_workers.write(_drop, name, is_stream)
+        return dropped
+
+
+def _load_query(connection: sqlite3.Connection, key: str, schema_version: int) -> tuple[QuerySnapshot | None, int]:
+    erasures, position, folded, version, data, taken_at, label = connection.execute(
+        _LOAD_QUERY, (key, schema_version)
+    ).fetchone()
+    if position is None:
+        return None, erasures
+    snapshot = QuerySnapshot(
+        key, schema_version, position, folded, version, bytes(data), erasures, _instant(taken_at), label
+    )
+    return snapshot, erasures
+
+
+def _save_query(
+    tx: Group,
+    key: str,
+    schema_version: int,
+    position: int,
+    folded: int,
+    version: int | None,
+    data: bytes,
+    erasures: int,
+    label: str,
+) -> bool:
+    if tx.connection.execute(_ERASURES).fetchone()[0] != erasures:
+        return False  # an erasure since the state's events were read: they may be among them
+    now = time.time_ns() // 1000
+    row = (key, schema_version, position, folded, version, data, erasures, now, label)
+    tx.connection.execute(_UPSERT_QUERY, row)
+    return True
+
+
+def _query_status(connection: sqlite3.Connection) -> list[QuerySnapshotStatus]:
+    rows: list[tuple[Any, ...]] = connection.execute(_QUERY_STATUS).fetchall()
+    return [QuerySnapshotStatus(r[0], r[1], r[2], r[3], _instant(r[4]), r[5], bool(r[6])) for r in rows]
+
+
+def _drop_queries(tx: Group, _: str) -> int:
+    return tx.connection.execute(_DROP_QUERIES).rowcount
+
+
+class SQLiteQuerySnapshots(SupportsQuerySnapshots):
+    """:class:`SupportsQuerySnapshots` on the store's file (its ``_workers``)."""
+
+    __slots__ = ()
+
+    @property
+    @abstractmethod
+    def _snapshot_workers(self) -> Workers: ...
+
+    async def load_query_snapshot(self, key: str, schema_version: int) -> tuple[QuerySnapshot | None, int]:
+        """The usable snapshot and the erasure count, in one query; see :class:`~epoch.stores.SupportsQuerySnapshots`."""
+        key, schema_version = check_query_snapshot_load(key, schema_version)
+        return await self._snapshot_workers.read(_load_query, key, schema_version)
+
+    async def save_query_snapshot(
+        self,
+        key: str,
+        schema_version: int,
+        position: int,
+        count: int,
+        version: int | None,
+        data: bytes,
+        erasures: int,
+        label: str = "",
+    ) -> bool:
+        """Store a query snapshot in the next group commit; see :class:`~epoch.stores.SupportsQuerySnapshots`."""
+        args = check_query_snapshot_save(key, schema_version, position, count, version, data, erasures, label)
+        saved: bool = await self._snapshot_workers.write(_save_query, *args)
+        return saved
+
+    async def query_snapshot_status(self) -> list[QuerySnapshotStatus]:
+        """Every query snapshot; see :class:`~epoch.stores.SupportsQuerySnapshots`."""
+        return await self._snapshot_workers.read(_query_status)
+
+    async def drop_query_snapshots(self) -> int:
+        """Delete every query snapshot; see :class:`~epoch.stores.SupportsQuerySnapshots`."""
+        dropped: int = await self._snapshot_workers.write(_drop_queries, "query snapshots")
         return dropped

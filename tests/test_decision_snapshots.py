@@ -1,0 +1,561 @@
+"""DecisionHandler with snapshots on memory, SQLite and PostgreSQL: a decision starts from the snapshot of
+its query's state and reads only what follows; any erasure in the store (a hard delete, a truncation, a
+scavenge, by this store or another one on the same database) makes the snapshots unusable; a snapshot
+is never saved from a read an erasure overtook; keys tell deciders, queries and streams apart; and the
+store entries refuse bad input. The model test at the end checks that snapshots change nothing but speed."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, cast
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from epoch import (
+    Codec,
+    ConfigurationError,
+    Decider,
+    DecisionHandler,
+    EventStore,
+    InvalidQuery,
+    KeyStore,
+    NewEvent,
+    Personal,
+    Query,
+    QueryItem,
+    RecordedEvent,
+    Snapshots,
+    open_store,
+)
+from epoch.snapshots import StateCodec
+from epoch.stores import SupportsQuerySnapshots, query_snapshot_store
+from tests.dcb_stores import DCB_BACKENDS, SQL_DCB_BACKENDS, dcb_url
+from tests.hostile import any_text
+
+# -- a small domain: students enrolling in courses; each student's events in ``student-{who}`` -----
+
+
+@dataclass(frozen=True, slots=True)
+class Enroll:
+    course: str
+    who: str
+
+
+@dataclass(frozen=True, slots=True)
+class Enrolled:
+    course: str
+    who: str
+
+
+@dataclass(frozen=True, slots=True)
+class Noted:
+    """An untagged event of a student's own stream: only a handler with ``read_stream`` folds it."""
+
+    who: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Roster:
+    students: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+def decide(command: Enroll, state: Roster) -> list[Enrolled]:
+    return [] if command.who in state.students else [Enrolled(command.course, command.who)]
+
+
+def evolve(state: Roster, event: Enrolled | Noted) -> Roster:
+    if isinstance(event, Enrolled):
+        return Roster((*state.students, event.who), state.notes)
+    return Roster(state.students, (*state.notes, event.text))
+
+
+def evolve_counting(state: Roster, event: Enrolled | Noted) -> Roster:
+    """A second decider's evolve over the same query (it keeps only the last student)."""
+    return Roster(state.students[-1:] if not isinstance(event, Enrolled) else (event.who,), state.notes)
+
+
+roster: Decider[Enroll, Roster, Enrolled | Noted] = Decider(decide=decide, evolve=evolve, initial_state=Roster())
+last_only: Decider[Enroll, Roster, Enrolled | Noted] = Decider(
+    decide=decide, evolve=evolve_counting, initial_state=Roster()
+)
+codec: Codec[Enrolled | Noted] = Codec(
+    [Enrolled, Noted], tags=lambda e: (f"course:{e.course}",) if isinstance(e, Enrolled) else ()
+)
+
+
+def course_query(command: Enroll) -> Query:
+    return Query([QueryItem(tags=(f"course:{command.course}",))])
+
+
+def student(command: Enroll) -> str:
+    return f"student-{command.who}"
+
+
+def handler_for(store: EventStore, every: int | None = 5, **options: Any) -> DecisionHandler[Enroll, Roster, Any]:
+    snapshots = None if every is None else Snapshots(every=every, version=options.pop("version", 1))
+    return DecisionHandler(
+        store, options.pop("decider", roster), codec, query=options.pop("query", course_query),
+        stream=options.pop("stream", student), snapshots=snapshots, **options,
+    )  # fmt: skip
+
+
+@pytest.fixture(params=DCB_BACKENDS)
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return dcb_url(request, tmp_path)
+
+
+@pytest.fixture
+async def store(url: str) -> AsyncIterator[EventStore]:
+    async with open_store(url) as opened:
+        yield opened
+
+
+def capable(store: EventStore) -> SupportsQuerySnapshots:
+    found = query_snapshot_store(store)
+    assert found is not None
+    return found
+
+
+class Counting:
+    """The real store, counting what each ``read_query``/``read_stream`` asked for and yielded (and, as
+    a third-party wrapper would be, without the query-snapshot capability)."""
+
+    def __init__(self, store: EventStore) -> None:
+        self.inner = store
+        self.queries: list[tuple[int, int]] = []  # (after, events yielded)
+        self.streams: list[tuple[int | None, int]] = []  # (from_version, events yielded)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def read_query(self, query: Query, after: int = 0, limit: int | None = None) -> AsyncIterator[RecordedEvent]:
+        self.queries.append((after, 0))
+        async for recorded in self.inner.read_query(query, after, limit):
+            self.queries[-1] = (after, self.queries[-1][1] + 1)
+            yield recorded
+
+    async def read_stream(
+        self, stream: str, from_version: int | None = None, **options: Any
+    ) -> AsyncIterator[RecordedEvent]:
+        self.streams.append((from_version, 0))
+        async for recorded in self.inner.read_stream(stream, from_version, **options):
+            self.streams[-1] = (from_version, self.streams[-1][1] + 1)
+            yield recorded
+
+
+class Reads(Counting, SupportsQuerySnapshots):
+    """:class:`Counting`, with the store's query snapshots."""
+
+    async def load_query_snapshot(self, key: str, schema_version: int) -> Any:
+        return await capable(self.inner).load_query_snapshot(key, schema_version)
+
+    async def save_query_snapshot(self, *args: Any, **kwargs: Any) -> bool:
+        return await capable(self.inner).save_query_snapshot(*args, **kwargs)
+
+    async def query_snapshot_status(self) -> Any:
+        return await capable(self.inner).query_snapshot_status()
+
+    async def drop_query_snapshots(self) -> int:
+        return await capable(self.inner).drop_query_snapshots()
+
+
+async def enroll(store: EventStore, students: Iterable[int], course: str = "math", **options: Any) -> Roster:
+    handler = handler_for(store, **options)
+    state = Roster()
+    for n in students:
+        state = (await handler.execute(Enroll(course, f"s{n}"))).state
+    return state
+
+
+async def fold_of(store: EventStore, course: str) -> Roster:
+    """The state without any snapshot: every matching event folded."""
+    state = Roster()
+    async for recorded in store.read_query(Query([QueryItem(tags=(f"course:{course}",))])):
+        state = evolve(state, codec.decode_data(recorded))
+    return state
+
+
+def names(n: range) -> tuple[str, ...]:
+    return tuple(f"s{i}" for i in n)
+
+
+# -- starting from a snapshot -----------------------------------------------------------------------
+
+
+async def test_a_decision_starts_from_its_snapshot_and_reads_only_what_follows(store: EventStore) -> None:
+    # Decision k folds the k-1 events before it: the 6th folds 5 (a multiple of 5: a snapshot of them),
+    # the 11th folds 10 (the next multiple: a new snapshot); the 12th folds 11 (not due).
+    await enroll(store, range(12))
+    [status] = await capable(store).query_snapshot_status()
+    positions = [r.position async for r in store.read_all()]
+    assert (status.schema_version, status.count, status.position, status.usable) == (1, 10, positions[9], True)
+    assert status.label == "tag:course:math"
+
+    counted = Reads(store)
+    result = await handler_for(cast(EventStore, counted)).execute(Enroll("math", "s12"))
+    assert counted.queries == [(positions[9], 2)]  # the two events after the snapshot, no more
+    assert result.state == Roster(names(range(13))) == await fold_of(store, "math")
+    assert (result.version, result.attempts) == (0, 1)
+
+
+async def test_without_snapshots_or_below_every_no_snapshot_is_written(store: EventStore) -> None:
+    await enroll(store, range(12), every=None)
+    await enroll(store, range(12, 16), course="art", every=50)  # folds at most 3 events
+    assert await capable(store).query_snapshot_status() == []
+
+
+async def test_an_empty_decision_from_a_snapshot_names_the_streams_head(store: EventStore) -> None:
+    await enroll(store, range(6), read_stream=True)  # s5's decision folded 5: a snapshot over student-s5
+    positions = [r.position async for r in store.read_all()]
+    counted = Reads(store)
+    again = await handler_for(cast(EventStore, counted), read_stream=True).execute(Enroll("math", "s5"))
+    assert (counted.queries, counted.streams) == ([(positions[4], 1)], [(None, 1)])
+    assert (again.events, again.version, again.position) == ([], 0, positions[5])
+    assert again.state == Roster(names(range(6)))
+
+
+async def test_an_empty_decision_on_a_stream_as_its_snapshot_left_it_reads_the_streams_head(
+    store: EventStore,
+) -> None:
+    notes = [NewEvent("Noted", b'{"who":"s9","text":"one"}'), NewEvent("Noted", b'{"who":"s9","text":"two"}')]
+    await store.append("student-s9", notes)
+    await enroll(store, range(5), read_stream=True)
+    await enroll(store, [9], read_stream=True)  # folds 5 enrolments and 2 notes: a snapshot
+    # A snapshot taken after s9's last event (as a decision that appended nothing more would leave it):
+    key = (await capable(store).query_snapshot_status())[0].key
+    state = Roster((*names(range(5)), "s9"), ("one", "two"))
+    head = await store.head_position()
+    data = StateCodec(Roster).encode(state)
+    assert await capable(store).save_query_snapshot(key, 1, head, 8, 2, data, 0, "by hand") is True
+    counted = Reads(store)
+    again = await handler_for(cast(EventStore, counted), read_stream=True).execute(Enroll("math", "s9"))
+    s9 = [r async for r in store.read_stream("student-s9")]
+    assert (counted.queries, counted.streams) == ([(head, 0)], [(3, 0), (None, 1)])  # then the head, backwards
+    assert (again.events, again.version, again.position, again.state) == ([], 2, s9[-1].position, state)
+
+
+async def test_with_read_stream_the_streams_own_events_after_the_snapshot_are_folded(store: EventStore) -> None:
+    await store.append("student-s9", [NewEvent("Noted", b'{"who":"s9","text":"early"}')])
+    handler = handler_for(store, read_stream=True)
+    for n in range(6):
+        await handler.execute(Enroll("math", f"s{n}"))
+    # Each student's handler reads its own stream: s9's snapshot comes with s9's decisions only.
+    await store.append("student-s9", [NewEvent("Noted", b'{"who":"s9","text":"late"}')])
+    first = await handler.execute(Enroll("math", "s9"))  # folds 6 enrolments + 2 notes: a snapshot (8 // 5)
+    assert first.state == Roster((*names(range(6)), "s9"), ("early", "late"))
+    [status] = [s for s in await capable(store).query_snapshot_status() if "student-s9" in s.label]
+    assert (status.count, status.label) == (8, "tag:course:math + stream student-s9")
+
+    await store.append("student-s9", [NewEvent("Noted", b'{"who":"s9","text":"after"}')])
+    counted = Reads(store)
+    again = await handler_for(cast(EventStore, counted), read_stream=True).execute(Enroll("math", "s9"))
+    assert counted.streams == [(2, 2)]  # from the version after the snapshot's: s9's Enrolled and the new note
+    assert again.state == Roster((*names(range(6)), "s9"), ("early", "late", "after"))
+    assert (again.events, again.version) == ([], 3)
+
+
+# -- erasures -------------------------------------------------------------------------------------------
+
+
+async def erase(store: EventStore, how: str, stream: str) -> None:
+    if how == "hard delete":
+        await store.delete_stream(stream, hard=True)
+    elif how == "truncate":
+        await store.truncate_before(stream, 1)
+    else:
+        await store.set_stream_limits(stream, max_count=1)
+        await store.append(stream, [NewEvent("Noted", b'{"who":"x","text":"pad"}')])
+        assert await store.scavenge() == 1
+
+
+@pytest.mark.parametrize("how", ["hard delete", "truncate", "scavenge"])
+async def test_an_erasure_of_a_folded_event_makes_the_snapshot_unusable(store: EventStore, how: str) -> None:
+    await enroll(store, range(12))
+    [erased_at] = [r.position async for r in store.read_stream("student-s4")]
+    await erase(store, how, "student-s4")
+    snapshot, erasures = await capable(store).load_query_snapshot(
+        (await capable(store).query_snapshot_status())[0].key, 1
+    )
+    assert (snapshot, erasures) == (None, 1)
+    assert [s.usable for s in await capable(store).query_snapshot_status()] == [False]
+
+    counted = Reads(store)
+    result = await handler_for(cast(EventStore, counted)).execute(Enroll("math", "s12"))
+    assert counted.queries == [(0, 11)]  # from the start: s4's enrolment is gone
+    assert result.state == Roster(tuple(n for n in names(range(13)) if n != "s4")) == await fold_of(store, "math")
+    assert erased_at not in [r.position async for r in store.read_all()]
+    [status] = await capable(store).query_snapshot_status()  # 11 // 5 > 0: a new one, of the new count
+    assert (status.count, status.usable) == (11, True)
+
+
+async def test_an_erasure_anywhere_in_the_store_makes_every_query_snapshot_unusable(store: EventStore) -> None:
+    await enroll(store, range(6))
+    await enroll(store, range(6), course="art")
+    await store.append("other-1", [NewEvent("Noted", b"{}"), NewEvent("Noted", b"{}")])
+    await store.truncate_before("other-1", 1)  # no course's event: still an erasure
+    assert [s.usable for s in await capable(store).query_snapshot_status()] == [False, False]
+
+
+async def test_a_soft_delete_or_an_erasure_of_nothing_leaves_the_snapshots_usable(store: EventStore) -> None:
+    await enroll(store, range(6))
+    await store.delete_stream("student-s1")  # soft: read_query still shows its events
+    await store.truncate_before("student-s2", 0)  # erases nothing
+    await store.delete_stream("never-written", hard=True)  # a tombstone, nothing erased
+    assert await store.scavenge() == 0
+    [status] = await capable(store).query_snapshot_status()
+    assert status.usable is True
+    assert (await capable(store).load_query_snapshot(status.key, 1))[1] == 0
+
+
+async def test_a_snapshot_is_not_saved_when_an_erasure_overtook_its_read(store: EventStore) -> None:
+    await enroll(store, range(5))  # no snapshot yet: the 5th decision folded 4
+    await store.append("other-1", [NewEvent("Noted", b"{}"), NewEvent("Noted", b"{}")])
+
+    class Erasing(Reads):
+        async def read_query(
+            self, query: Query, after: int = 0, limit: int | None = None
+        ) -> AsyncIterator[RecordedEvent]:
+            async for recorded in super().read_query(query, after, limit):
+                yield recorded
+            await self.inner.truncate_before("other-1", 1)  # between the read and the save
+
+    result = await handler_for(cast(EventStore, Erasing(store))).execute(Enroll("math", "s5"))
+    assert result.state == Roster(names(range(6)))
+    assert await capable(store).query_snapshot_status() == []  # folded 5: due, but refused
+
+
+@pytest.mark.parametrize("url", SQL_DCB_BACKENDS, indirect=True)
+async def test_an_erasure_by_another_store_on_the_same_database_is_seen(url: str) -> None:
+    async with open_store(url) as mine, open_store(url) as theirs:
+        await enroll(mine, range(12))
+        before = await handler_for(mine).execute(Enroll("math", "s12"))
+        assert before.state == Roster(names(range(13)))
+        await theirs.delete_stream("student-s0", hard=True)
+        result = await handler_for(mine).execute(Enroll("math", "s13"))
+        assert result.state == Roster(names(range(1, 14)))
+
+
+# -- keys, schema versions, bad snapshots -------------------------------------------------------------
+
+
+async def test_two_deciders_over_one_query_keep_two_snapshots(store: EventStore) -> None:
+    await enroll(store, range(6))
+    other = await enroll(store, range(6, 12), decider=last_only)
+    assert other == Roster(("s11",))  # its own fold, never the roster's snapshot
+    statuses = await capable(store).query_snapshot_status()
+    assert sorted((s.label, s.count) for s in statuses) == [("tag:course:math", 5), ("tag:course:math", 10)]
+    assert len({s.key for s in statuses}) == 2
+
+
+async def test_the_key_takes_a_querys_items_as_sets(store: EventStore) -> None:
+    def shuffled(command: Enroll) -> Query:
+        tags = (f"course:{command.course}",)
+        return Query([QueryItem(types=("Noted", "Enrolled"), tags=tags), QueryItem(types=("Enrolled",), tags=tags)])
+
+    def ordered(command: Enroll) -> Query:
+        tags = (f"course:{command.course}",)
+        return Query([QueryItem(types=("Enrolled",), tags=tags), QueryItem(types=("Enrolled", "Noted"), tags=tags)])
+
+    await enroll(store, range(6), query=shuffled)
+    await enroll(store, range(6, 11), query=ordered)  # the 11th folds 10: replaces the one snapshot
+    [status] = await capable(store).query_snapshot_status()
+    assert (status.label, status.count) == (
+        "type:Enrolled tag:course:math | type:Enrolled type:Noted tag:course:math",
+        10,
+    )
+
+
+async def test_a_snapshot_of_another_schema_version_is_ignored(store: EventStore) -> None:
+    await enroll(store, range(12))
+    counted = Reads(store)
+    result = await handler_for(cast(EventStore, counted), version=2).execute(Enroll("math", "s12"))
+    assert counted.queries == [(0, 12)]
+    assert result.state == Roster(names(range(13)))
+    statuses = await capable(store).query_snapshot_status()
+    assert [(s.schema_version, s.count) for s in statuses] == [(1, 10), (2, 12)]
+
+
+async def test_a_snapshot_that_does_not_decode_is_skipped_and_logged(
+    store: EventStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    await enroll(store, range(6))
+    [status] = await capable(store).query_snapshot_status()
+    assert await capable(store).save_query_snapshot(
+        status.key, 1, status.position, 5, None, b'{"students": 7}', 0, status.label
+    )
+    with caplog.at_level(logging.WARNING, logger="epoch.snapshots"):
+        result = await handler_for(store).execute(Enroll("math", "s6"))
+    assert result.state == Roster(names(range(7)))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"query snapshot {status.key} (tag:course:math) ignored: it does not decode"
+        " (Expected `array`, got `int` - at `$.students`)"
+    ]
+
+
+async def test_an_older_snapshot_never_replaces_a_newer_one(store: EventStore) -> None:
+    await enroll(store, range(12))
+    [status] = await capable(store).query_snapshot_status()
+    assert await capable(store).save_query_snapshot(status.key, 1, status.position - 1, 9, None, b"{}", 0) is True
+    [kept] = await capable(store).query_snapshot_status()
+    assert (kept.position, kept.count) == (status.position, 10)
+    assert await capable(store).save_query_snapshot(status.key, 1, status.position, 10, None, b"{}", 5) is False
+    assert await capable(store).drop_query_snapshots() == 1
+    assert await capable(store).query_snapshot_status() == []
+    assert (await enroll(store, range(12, 13))) == Roster(names(range(13)))  # dropped: folds again
+
+
+async def test_snapshots_refuse_a_codec_that_seals_personal_data(store: EventStore) -> None:
+    @dataclass(frozen=True, slots=True)
+    class Signed:
+        who: str
+        email: Annotated[str, Personal(subject="who")]
+
+    sealing: Codec[Any] = Codec([Signed], keys=KeyStore.for_store(store))
+    with pytest.raises(ConfigurationError) as caught:
+        DecisionHandler(store, roster, sealing, query=course_query, stream=student, snapshots=Snapshots(every=5))
+    assert str(caught.value) == (
+        "DecisionHandler: snapshots and a codec that seals personal data do not mix: a snapshot would keep the"
+        " plaintext of personal fields, which forgetting a subject must erase"
+    )
+
+
+async def test_a_store_without_query_snapshots_folds_every_event(
+    store: EventStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    plain = Counting(store)  # not a SupportsQuerySnapshots: as a third-party store
+    with caplog.at_level(logging.INFO, logger="epoch.snapshots"):
+        handler = handler_for(cast(EventStore, plain))
+    assert [r.getMessage() for r in caplog.records] == [
+        "Counting keeps no query snapshots: every decision folds its whole query"
+    ]
+    for n in range(12):
+        await handler.execute(Enroll("math", f"s{n}"))
+    assert plain.queries[-1] == (0, 11)
+    assert await capable(store).query_snapshot_status() == []
+
+
+async def test_an_idempotent_command_whose_events_a_snapshot_holds_returns_its_first_result(store: EventStore) -> None:
+    handler = handler_for(store)
+    first = await handler.execute(Enroll("math", "s0"), command_id="enroll-s0")
+    await enroll(store, range(1, 12))  # a snapshot of 10 events, s0's among them
+    again = await handler.execute(Enroll("math", "s0"), command_id="enroll-s0")
+    assert (again.version, again.position, again.state) == (first.version, first.position, first.state)
+    assert [e.id for e in again.events] == [e.id for e in first.events]
+
+
+# -- bad input to the store entries ---------------------------------------------------------------------
+
+KEY = "a" * 64
+
+
+@pytest.mark.parametrize(
+    ("key", "shown"),
+    [("", "''"), ("a b", "'a b'"), ("k" * 129, repr("k" * 129)), ("ключ", "'ключ'"), (7, "7"), (None, "None")],
+)
+async def test_a_bad_key_is_refused(store: EventStore, key: object, shown: str) -> None:
+    message = f"a query snapshot key must be 1 to 128 ASCII letters, digits, '-', '_' or '.', not {shown}"
+    with pytest.raises(InvalidQuery) as loading:
+        await capable(store).load_query_snapshot(cast(str, key), 1)
+    with pytest.raises(InvalidQuery) as saving:
+        await capable(store).save_query_snapshot(cast(str, key), 1, 0, 0, None, b"", 0)
+    assert str(loading.value) == str(saving.value) == message
+
+
+@pytest.mark.parametrize("bad", [-1, 0, 2**63, 2**100, True, 1.0, float("nan"), "1", None])
+async def test_bad_numbers_are_refused_and_nothing_is_stored(store: EventStore, bad: object) -> None:
+    spots = {"schema_version": 1, "position": 0, "count": 0, "version": 0, "erasures": 0}
+    for name, lowest in spots.items():
+        if bad is None and name == "version":
+            continue  # None: the stream had no event
+        if isinstance(bad, int) and not isinstance(bad, bool) and lowest <= bad <= 2**63 - 1:
+            continue
+        args: dict[str, Any] = {"schema_version": 1, "position": 3, "count": 2, "version": None, "erasures": 0}
+        args[name] = bad
+        with pytest.raises(InvalidQuery) as caught:
+            await capable(store).save_query_snapshot(KEY, data=b"{}", **args)
+        assert str(caught.value) == (
+            f"query snapshot {KEY}: {name} must be an int from {lowest} to {2**63 - 1}, not {bad!r}"
+        )
+    if not (isinstance(bad, int) and not isinstance(bad, bool) and 1 <= bad <= 2**63 - 1):
+        with pytest.raises(InvalidQuery):
+            await capable(store).load_query_snapshot(KEY, cast(int, bad))
+    assert await capable(store).query_snapshot_status() == []
+
+
+async def test_bad_data_or_label_is_refused(store: EventStore) -> None:
+    with pytest.raises(InvalidQuery) as data:
+        await capable(store).save_query_snapshot(KEY, 1, 0, 0, None, cast(bytes, "text"), 0)
+    with pytest.raises(InvalidQuery) as label:
+        await capable(store).save_query_snapshot(KEY, 1, 0, 0, None, b"", 0, cast(str, b"label"))
+    assert str(data.value) == f"query snapshot {KEY}: data must be bytes, not str"
+    assert str(label.value) == f"query snapshot {KEY}: label must be a str, not bytes"
+    assert await capable(store).query_snapshot_status() == []
+
+
+@given(label=any_text | st.text(min_size=990, max_size=1010), data=st.binary(max_size=64))
+async def test_any_label_and_bytes_round_trip_or_are_replaced_the_same_way(
+    store: EventStore, label: str, data: bytes
+) -> None:
+    assert await capable(store).save_query_snapshot(KEY, 1, 0, 1, None, data, 0, label) is True
+    found, erasures = await capable(store).load_query_snapshot(KEY, 1)
+    expected = label[:1000].encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
+    assert found is not None and erasures == 0
+    assert (found.data, found.label, found.count, found.version) == (data, expected, 1, None)
+
+
+# -- the model: snapshots change nothing but speed ------------------------------------------------------
+
+_examples = itertools.count()
+steps = st.lists(
+    st.tuples(
+        st.sampled_from(["enroll", "enroll", "enroll", "hard delete", "truncate", "scavenge"]), st.integers(0, 3)
+    ),
+    min_size=1,
+    max_size=24,
+)
+
+
+def own_stream(command: Enroll) -> str:
+    return "student-" + command.who.rsplit("s", 1)[0]  # e.g. e3g0w2s17: the stream of w2 (generation 0)
+
+
+@settings(max_examples=25)
+@given(plan=steps, every=st.integers(1, 4), read_stream=st.booleans())
+async def test_snapshots_change_nothing_but_speed(
+    url: str, plan: list[tuple[str, int]], every: int, read_stream: bool
+) -> None:
+    """Random enrolments into one course by four students' streams, with erasures between them: the state
+    a handler with snapshots decides on is always the fold of every event, as without snapshots."""
+    n = next(_examples)
+    course = f"model{n}"
+    generation = dict.fromkeys(range(4), 0)  # a hard delete ends a stream: its student moves to a new one
+    async with open_store(url) as store:
+        fast = handler_for(store, every=every, read_stream=read_stream, stream=own_stream)
+        slow = handler_for(store, every=None, read_stream=read_stream, stream=own_stream)
+        for step, (what, who) in enumerate(plan):
+            stream = f"student-e{n}g{generation[who]}w{who}"
+            if what == "enroll":
+                command = Enroll(course, f"e{n}g{generation[who]}w{who}s{step}")
+                result = await fast.execute(command)
+                assert result.state == (await slow.execute(command)).state  # it finds the student enrolled
+                assert result.state.students == (await fold_of(store, course)).students
+                assert result.state.students[-1] == command.who
+            elif await store.stream_version(stream) is not None:
+                if what == "hard delete":
+                    await store.delete_stream(stream, hard=True)
+                    generation[who] += 1
+                elif what == "truncate":
+                    await store.truncate_before(stream, (await store.stream_version(stream) or 0) + 1)
+                else:
+                    await store.set_stream_limits(stream, max_count=1)
+                    await store.append(stream, [NewEvent("Noted", b'{"who":"x","text":"pad"}')])
+                    await store.scavenge(stream)
+                    await store.set_stream_limits(stream)
