@@ -105,7 +105,8 @@ async def _create(url: str) -> None:
 
 
 def test_queries_lists_decision_snapshots_and_drop_queries_drops_them(tmp_path: Path) -> None:
-    from tests.test_decision_snapshots import Enroll, NewEvent, handler_for
+    from epoch import NewEvent
+    from tests.test_decision_snapshots import Enroll, handler_for
 
     url = f"sqlite:///{tmp_path / 'decisions.db'}"
 

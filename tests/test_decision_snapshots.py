@@ -233,7 +233,7 @@ async def test_an_empty_decision_on_a_stream_as_its_snapshot_left_it_reads_the_s
     key = (await capable(store).query_snapshot_status())[0].key
     state = Roster((*names(range(5)), "s9"), ("one", "two"))
     head = await store.head_position()
-    data = StateCodec(Roster).encode(state)
+    data = StateCodec[Roster](Roster).encode(state)
     assert await capable(store).save_query_snapshot(key, 1, head, 8, 2, data, 0, "by hand") is True
     counted = Reads(store)
     again = await handler_for(cast(EventStore, counted), read_stream=True).execute(Enroll("math", "s9"))
@@ -449,6 +449,29 @@ async def test_an_idempotent_command_whose_events_a_snapshot_holds_returns_its_f
     again = await handler.execute(Enroll("math", "s0"), command_id="enroll-s0")
     assert (again.version, again.position, again.state) == (first.version, first.position, first.state)
     assert [e.id for e in again.events] == [e.id for e in first.events]
+
+
+async def test_a_command_id_that_ran_between_the_first_check_and_the_snapshot_is_not_decided_twice(
+    store: EventStore,
+) -> None:
+    class Overtaking(Reads):
+        """The same command id runs to the end elsewhere, and a snapshot holding it is written, just
+        before this decision loads its snapshot."""
+
+        ran: Any = None
+
+        async def load_query_snapshot(self, key: str, schema_version: int) -> Any:
+            if self.ran is None:
+                self.ran = await handler_for(self.inner).execute(Enroll("math", "s0"), command_id="enroll-s0")
+                await enroll(self.inner, range(1, 11))  # snapshots at 5 and 10 events, s0's among them
+            return await super().load_query_snapshot(key, schema_version)
+
+    overtaking = Overtaking(store)
+    again = await handler_for(cast(EventStore, overtaking)).execute(Enroll("math", "s0"), command_id="enroll-s0")
+    first = overtaking.ran
+    assert (again.version, again.position) == (first.version, first.position)
+    assert [e.id for e in again.events] == [e.id for e in first.events] != []  # its result, not an empty decision
+    assert [r.stream async for r in store.read_all()].count("student-s0") == 1
 
 
 # -- bad input to the store entries ---------------------------------------------------------------------
