@@ -252,6 +252,16 @@ class EpochSide:
         finally:
             await store.close()
 
+    async def dcb_long(self, location: str, events: int, decisions: int, snapshots: bool) -> float:
+        """Decisions over a query matching ``events`` events, without or with snapshots (benchmarks/dcb_long.py)."""
+        from benchmarks.dcb_long import epoch_decisions
+
+        store = await self._open(location)
+        try:
+            return await epoch_decisions(store, events, decisions, snapshots)
+        finally:
+            await store.close()
+
     async def fill(self, location: str, events: int) -> EventStore:
         store = await self._open(location)
         await _fill_streams(store, max(1, events // 1_000), min(events, 1_000))

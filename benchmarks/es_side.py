@@ -270,6 +270,20 @@ class EventsourcingSide:
 
         return es_claims(self.backend.name, location, tasks, claims)
 
+    async def dcb_long(self, location: str, events: int, decisions: int, snapshots: bool) -> float:
+        """The same decisions through its DCB recorder; it has no snapshots of a query's state, so both
+        variants fold the whole query (benchmarks/dcb_long.py)."""
+        from eventsourcing.dcb.application import DCBApplication
+
+        from benchmarks.dcb_claims import es_env
+        from benchmarks.dcb_long import es_decisions
+
+        app: Any = DCBApplication(env=es_env(self.backend.name, location))
+        try:
+            return es_decisions(app, events, decisions)
+        finally:
+            app.close()
+
     async def fill(self, location: str, events: int) -> Any:
         app = self._app(location)
         self._accounts(app, max(1, events // 1_000), min(events, 1_000))

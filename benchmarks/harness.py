@@ -43,6 +43,8 @@ class Sizes:
     concurrent_commands: int = 8_000
     hot_commands: int = 3_200
     dcb_claims: int = 4_000  # conditional appends (DecisionHandler), each on a fresh tag
+    dcb_long_events: int = 10_000  # dcb_long: the events the one query matches before the decisions
+    dcb_long_decisions: int = 200
     rss_events: int = 1_000_000
     scaling_commands: int = 4_000  # per point of the scaling workload, over all its clients
     scaling_streams: int = 20  # per client
@@ -72,6 +74,8 @@ class Sizes:
             concurrent_commands=s(800, 16),
             hot_commands=s(320, 16),
             dcb_claims=s(400, 16),
+            dcb_long_events=s(10_000, 200),
+            dcb_long_decisions=s(50, 5),
             rss_events=s(50_000, 1_000),
             scaling_commands=s(400, 32),
             scaling_streams=s(5, 1),

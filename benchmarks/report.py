@@ -23,6 +23,9 @@ TARGETS: dict[tuple[str, str | None, str | None], tuple[float | None, float | No
     # eventsourcing's DCB recorder driven directly: its in-memory and PostgreSQL recorders (none for SQLite).
     ("dcb_claims", None, None): (1.0, None),
     ("dcb_claims", None, "sqlite"): (None, None),  # no target: eventsourcing has no SQLite DCB recorder
+    # Decisions over a long query: no target (eventsourcing keeps no snapshots of a query's state, and there
+    # is no raw side); the rows show what snapshots buy.
+    ("dcb_long", None, None): (None, None),
 }
 RSS_LIMIT_MB = 100.0
 OTEL_IMPLS = ("epoch-no-otel", "epoch-otel")

@@ -33,6 +33,7 @@ WORKLOADS = (
     "commands_concurrent",
     "hot_stream",
     "dcb_claims",
+    "dcb_long",
     "read_all_1m_rss",
     "scaling",
 )
@@ -131,6 +132,7 @@ _UNITS = {
     "commands_concurrent": "commands/s",
     "hot_stream": "commands/s",
     "dcb_claims": "claims/s",
+    "dcb_long": "decisions/s",
 }
 
 
@@ -272,6 +274,26 @@ async def run_store(
                     lambda s, loc, tasks=tasks: s.dcb_claims(loc, tasks, z.dcb_claims),
                     z.dcb_claims,
                     needs="dcb_claims",
+                    where=lambda side: side.impl != "eventsourcing" or backend.name in DCB_RECORDERS,
+                )
+    if "dcb_long" in workloads:
+        from benchmarks.dcb_claims import DCB_RECORDERS, unsupported
+
+        note = await unsupported(backend)
+        if note is not None:
+            progress(f"{backend.name:8} dcb_long skipped: {note}")
+            if notes is not None:
+                notes.append(f"dcb_long skipped on {backend.name}: {note}")
+        else:
+            for variant, snapshots in (("no_snapshots", False), ("snapshots", True)):
+                await go(
+                    "dcb_long",
+                    f"{variant}_{z.dcb_long_events}",
+                    lambda s, loc, snapshots=snapshots: s.dcb_long(
+                        loc, z.dcb_long_events, z.dcb_long_decisions, snapshots
+                    ),
+                    z.dcb_long_decisions,
+                    needs="dcb_long",
                     where=lambda side: side.impl != "eventsourcing" or backend.name in DCB_RECORDERS,
                 )
     if "read_all_1m_rss" in workloads:

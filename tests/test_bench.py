@@ -88,7 +88,18 @@ def test_quick_json_has_every_workload_for_memory_and_sqlite(
         dcb |= {("dcb_claims", v, "sqlite", "epoch") for v in ("1_task", "16_tasks")}
         assert "notes" not in document
     else:
-        assert document["notes"] == [f"dcb_claims skipped on sqlite: {sqlite_dcb}"]
+        assert document["notes"] == [
+            f"dcb_claims skipped on sqlite: {sqlite_dcb}",
+            f"dcb_long skipped on sqlite: {sqlite_dcb}",
+        ]
+    # dcb_long: decisions over one long query, without and with snapshots; eventsourcing where it has a
+    # DCB recorder (memory), the same fold in both variants (it keeps no snapshots of a query's state).
+    long = {(f"{v}_200", "memory", i) for v in ("no_snapshots", "snapshots") for i in ("epoch", "eventsourcing")}
+    if sqlite_dcb is None:
+        long |= {(f"{v}_200", "sqlite", "epoch") for v in ("no_snapshots", "snapshots")}
+        dcb |= {("dcb_long", *entry) for entry in long}
+    else:
+        dcb |= {("dcb_long", *entry) for entry in long if entry[1] == "memory"}
     assert new == {
         *dcb,
         ("commands_concurrent", "16_tasks", "sqlite", "epoch"),

@@ -1,6 +1,7 @@
 """The backend-agnostic contract suite, run on every store through the ``store`` fixture (conftest)."""
 
 from epoch.testing.contract import EventStoreContract
+from epoch.testing.contract_query_snapshots import QuerySnapshotContract
 from epoch.testing.contract_snapshots import SnapshotContract
 
 
@@ -10,3 +11,7 @@ class TestEventStore(EventStoreContract):
 
 class TestSnapshots(SnapshotContract):
     """Snapshots on memory, SQLite and PostgreSQL (DESIGN §8)."""
+
+
+class TestQuerySnapshots(QuerySnapshotContract):
+    """DecisionHandler's snapshots on memory, SQLite and PostgreSQL (docs/snapshots.md)."""

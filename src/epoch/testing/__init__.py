@@ -1,7 +1,8 @@
 """Test kit: decider specifications, read-side specifications, the store contract suite, and two helpers
 for tests of stores (``new_events``, ``collect``).
 
-``EventStoreContract`` and ``SnapshotContract`` (snapshots, for a store with ``SupportsSnapshots``) need
+``EventStoreContract``, ``SnapshotContract`` (snapshots, for a store with ``SupportsSnapshots``) and
+``QuerySnapshotContract`` (DecisionHandler's snapshots, for a store with ``SupportsQuerySnapshots``) need
 pytest and pytest-asyncio, so they are imported only when asked for.
 """
 
@@ -15,12 +16,14 @@ from epoch.testing.spec import DeciderSpec
 
 if TYPE_CHECKING:
     from epoch.testing.contract import EventStoreContract
+    from epoch.testing.contract_query_snapshots import QuerySnapshotContract
     from epoch.testing.contract_snapshots import SnapshotContract
 
 __all__ = [
     "DeciderSpec",
     "EventStoreContract",
     "ProjectionSpec",
+    "QuerySnapshotContract",
     "SagaSpec",
     "SnapshotContract",
     "ViewSpec",
@@ -38,4 +41,8 @@ def __getattr__(name: str) -> Any:
         from epoch.testing.contract_snapshots import SnapshotContract
 
         return SnapshotContract
+    if name == "QuerySnapshotContract":
+        from epoch.testing.contract_query_snapshots import QuerySnapshotContract
+
+        return QuerySnapshotContract
     raise AttributeError(f"module 'epoch.testing' has no attribute {name!r}")
