@@ -231,6 +231,7 @@ class DecisionHandler(Generic[C, S, E]):
         after: int | None = None
         start, from_version, count, base_count, erasures = 0, None, 0, None, 0
         version: int | None = None
+        covered: int | None = None  # the stream's versions a snapshot holds (read_stream)
         if self._snapshots is not None and before is None:
             key, _ = self._snapshots.key(query, stream if self.read_stream else None)
             snapshot, at, base_count, version, erasures = await self._snapshots.load(key)
@@ -239,6 +240,7 @@ class DecisionHandler(Generic[C, S, E]):
                 # the condition needs no earlier ``after`` than it (nothing matched between the two).
                 state, start, after, count = snapshot, at, at, base_count
                 from_version = None if version is None else version + 1
+                covered = version
         own: list[RecordedEvent] = []
         if self.read_stream:
             reading = (
@@ -257,6 +259,8 @@ class DecisionHandler(Generic[C, S, E]):
             async for recorded in events:
                 if before is not None and recorded.position >= before:
                     break
+                if covered is not None and recorded.stream == stream and recorded.version <= covered:
+                    continue  # the stream's own event, in the snapshot already (it may lie past ``at``)
                 while mine < len(own) and own[mine].position < recorded.position:
                     if own[mine].id == watch:
                         return None
@@ -275,7 +279,10 @@ class DecisionHandler(Generic[C, S, E]):
                 return None
             state = evolve(state, decode(recorded))
             count += 1
-        upto = max(start, after or 0, position or 0)
+        # A snapshot's position is the query's, never the stream's: a stream read may show an event
+        # past the query's visibility horizon (PostgreSQL), and a matching event below it may still
+        # become visible; the stream's own events are covered by ``version`` instead.
+        upto = max(start, after or 0)
         return _Read(state, after, version, position, upto, count, base_count, erasures)
 
     async def _snapshot(self, stream: str, query: Query, read: _Read) -> None:
