@@ -251,7 +251,7 @@ class DecisionHandler(Generic[C, S, E]):
         position: int | None = 0
         if own:
             version, position = own[-1].version, own[-1].position
-        elif version is not None:  # as the snapshot left it: its last event is at or before ``start``
+        elif version is not None:  # as the snapshot left it: where its last event is, _head reads
             position = None
         mine = 0  # the next of the stream's own events to fold
         reading = self.store.read_query(query) if start == 0 else self.store.read_query(query, start)
