@@ -2,6 +2,8 @@
 # pg_up exports EPOCH_TEST_PG_DSN; pg_down stops the cluster and removes its files.
 # nats_up starts a throwaway nats-server with JetStream and exports EPOCH_TEST_NATS_URL (and
 # EPOCH_NATS_SERVER, the binary, for tests that start and stop a server of their own); nats_down stops it.
+# pgbouncer_up starts a throwaway PgBouncer (pool_mode = transaction) in front of EPOCH_TEST_PG_DSN's
+# server and exports EPOCH_TEST_PGBOUNCER_URL (any database of that server, through the pooler); pgbouncer_down.
 # browser_up makes sure Debian's chromium is there for the browser tests and exports EPOCH_CHROMIUM.
 # A missing Debian package is installed when we are root, or named in one line (and a failure) when not.
 _free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
@@ -32,6 +34,45 @@ pg_up() {
   export EPOCH_TEST_PG_DATA="$PGROOT/data" EPOCH_TEST_PG_BIN="$PGBIN" EPOCH_TEST_PG_RUN="$PGRUN"
 }
 pg_down() { [ -n "${PGROOT:-}" ] && { $PGRUN "$PGBIN/pg_ctl" -D "$PGROOT/data" -m immediate -w stop >/dev/null 2>&1 || true; rm -rf "$PGROOT"; }; true; }
+
+pgbouncer_up() {
+  if ! command -v pgbouncer >/dev/null && [ ! -x /usr/sbin/pgbouncer ]; then
+    _apt_install pgbouncer "PgBouncer (for the tests behind a transaction pooler)" || return 1
+  fi
+  local bin; bin=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
+  local target; target=$(python3 -c 'import sys,urllib.parse as u;p=u.urlsplit(sys.argv[1]);print(p.hostname or "127.0.0.1",p.port or 5432)' "$EPOCH_TEST_PG_DSN")
+  BOUNCEROOT=$(mktemp -d -t epoch-bouncer.XXXXXX)
+  BOUNCER_PORT=$(_free_port)
+  cat >"$BOUNCEROOT/pgbouncer.ini" <<INI
+[databases]
+* = host=${target% *} port=${target#* }
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $BOUNCER_PORT
+unix_socket_dir =
+auth_type = trust
+auth_file = $BOUNCEROOT/users.txt
+pool_mode = transaction
+max_client_conn = 1000
+default_pool_size = 40
+server_reset_query =
+ignore_startup_parameters = extra_float_digits
+logfile = $BOUNCEROOT/pgbouncer.log
+pidfile = $BOUNCEROOT/pgbouncer.pid
+INI
+  echo '"postgres" ""' >"$BOUNCEROOT/users.txt"
+  BOUNCERRUN=""
+  if [ "$(id -u)" = 0 ]; then chown -R postgres:postgres "$BOUNCEROOT"; BOUNCERRUN="runuser -u postgres --"; fi  # it refuses root
+  $BOUNCERRUN "$bin" -d "$BOUNCEROOT/pgbouncer.ini"
+  for _ in $(seq 1 100); do
+    python3 -c "import socket;socket.create_connection(('127.0.0.1',$BOUNCER_PORT),timeout=1).close()" 2>/dev/null && break
+    sleep 0.1
+  done
+  export EPOCH_TEST_PGBOUNCER_URL="postgresql://postgres@127.0.0.1:$BOUNCER_PORT"
+}
+pgbouncer_down() {
+  [ -n "${BOUNCEROOT:-}" ] && { [ -f "$BOUNCEROOT/pgbouncer.pid" ] && kill "$(cat "$BOUNCEROOT/pgbouncer.pid")" 2>/dev/null; rm -rf "$BOUNCEROOT"; }; true
+}
 
 browser_up() {
   export EPOCH_CHROMIUM="${EPOCH_CHROMIUM:-/usr/bin/chromium}"

@@ -59,12 +59,12 @@ from epoch.stores._sql_keys import SQLKeys
 from epoch.stores.postgres import appends, dcb, lifecycle, reads
 from epoch.stores.postgres import sql as q
 from epoch.stores.postgres.lag import VisibilityLag, measure_visibility_lag
-from epoch.stores.postgres.listen import Listener
+from epoch.stores.postgres.listen import Listener, Waiter
 from epoch.stores.postgres.pool import Conn, Connections, driver_errors
 from epoch.stores.postgres.schema import apply_migrations, check_schema, migrate
 from epoch.stores.postgres.snapshots import PostgresQuerySnapshots, PostgresSnapshots
 from epoch.stores.postgres.sql import decode_position, encode_position
-from epoch.stores.postgres.url import network_options, parse_url, server_side
+from epoch.stores.postgres.url import check_pooler, network_options, parse_url, server_side
 
 __all__ = ["PostgresEventStore", "VisibilityLag", "decode_position", "encode_position", "migrate"]
 __all__ += ["network_options", "server_side"]  # a lease session's network settings (projections.scaleout)
@@ -93,6 +93,10 @@ class PostgresEventStore(
     - ``poll_interval`` (2 s): the safety poll of subscriptions, beside LISTEN/NOTIFY.
     - ``visibility_timeout`` (1 s): how long ``read_all``/``head_position`` wait for transactions still
       open when they reach the end of the visible log (events committed after those stay invisible).
+    - ``pooler`` (``none``; ``session`` is the same): ``transaction`` behind a transaction-pooling
+      PgBouncer: no server-side prepared statements, and subscriptions poll every ``poll_interval``
+      instead of LISTENing (a LISTEN holds no server connection of its own there; see
+      docs/stores/postgresql.md, "Behind PgBouncer").
     """
 
     dialect: ClassVar[Dialect] = "postgresql"
@@ -120,8 +124,10 @@ class PostgresEventStore(
         poll_interval: float = 2.0,
         visibility_timeout: float = 1.0,
         max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
+        pooler: str = "none",
     ) -> None:
         self.conninfo: str = conninfo
+        self.pooler = check_pooler(pooler)
         self.migrate = migrate
         self.max_event_size = check_max_event_size(max_event_size)
         self.reconnect_timeout = reconnect_timeout
@@ -137,6 +143,7 @@ class PostgresEventStore(
             statement_timeout=statement_timeout,
             idle_in_transaction_timeout=idle_in_transaction_timeout,
             reconnect_timeout=reconnect_timeout,
+            prepare=self.pooler != "transaction",
         )
         self._listener: Listener | None = None
         self._closing = asyncio.Event()  # set by close(): wakes subscriptions that wait for nothing
@@ -275,9 +282,12 @@ class PostgresEventStore(
             # An empty filter matches nothing (guarantee 11): wait, without querying, until closed.
             await self._closing.wait()
             self._db.check_open()
-        if self._listener is None:
-            self._listener = Listener(self.conninfo, self.poll_interval)
-        waiter = self._listener.register(names)
+        if self.pooler == "transaction":  # no LISTEN through a transaction pooler: the poll alone
+            waiter = Waiter(names, self.poll_interval)
+        else:
+            if self._listener is None:
+                self._listener = Listener(self.conninfo, self.poll_interval)
+            waiter = self._listener.register(names)
         try:
             short = 0.002
             while True:

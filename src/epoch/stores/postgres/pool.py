@@ -231,6 +231,7 @@ class Connections:
         statement_timeout: float,
         idle_in_transaction_timeout: float,
         reconnect_timeout: float,
+        prepare: bool = True,
     ) -> None:
         self.conninfo = conninfo
         self.statement_timeout = statement_timeout
@@ -238,8 +239,9 @@ class Connections:
         self.reconnect_timeout = reconnect_timeout
         self.network: dict[str, Any] = network_options(conninfo)
         self._server_side = server_side(conninfo)
-        # The network options (keepalives, timeouts) bound how long a cut-off connection goes unnoticed.
-        self.options: dict[str, Any] = {"autocommit": True, "prepare_threshold": 0, **self.network}
+        # The network options (keepalives, timeouts) bound how long a cut-off connection goes unnoticed. Every
+        # statement is prepared at once, unless a transaction pooler may run it on another server connection.
+        self.options: dict[str, Any] = {"autocommit": True, "prepare_threshold": 0 if prepare else None, **self.network}
         self.apool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
             conninfo,
             min_size=pool_min,

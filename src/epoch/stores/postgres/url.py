@@ -11,9 +11,34 @@ from psycopg.conninfo import conninfo_to_dict
 from epoch.errors import ConfigurationError
 from epoch.stores._urls import Parser, count, event_size, flag, parse_query, seconds
 
-__all__ = ["NETWORK_DEFAULTS", "OPTIONS", "SERVER_KEEPALIVES", "network_options", "parse_url", "server_side"]
+__all__ = [
+    "NETWORK_DEFAULTS",
+    "OPTIONS",
+    "POOLERS",
+    "SERVER_KEEPALIVES",
+    "check_pooler",
+    "network_options",
+    "parse_url",
+    "server_side",
+]
 
 _MAX_POOL = 10_000
+
+POOLERS = ("none", "session", "transaction")
+"""What sits between the store and the server: nothing, a session-pooling PgBouncer (which changes nothing
+for a client: the same as ``none``), or a transaction-pooling one (PgBouncer ``pool_mode = transaction``)."""
+
+
+def check_pooler(value: object, key: str = "pooler") -> str:
+    """``value`` when it is one of :data:`POOLERS`; else ``ConfigurationError`` naming them."""
+    if value not in POOLERS:
+        raise ConfigurationError(f"bad value for {key}: {value!r} (use none, session or transaction)")
+    return str(value)
+
+
+def _pooler(key: str, value: str) -> str:
+    return check_pooler(value.lower(), key)
+
 
 OPTIONS: dict[str, Parser] = {
     "migrate": flag,
@@ -26,6 +51,7 @@ OPTIONS: dict[str, Parser] = {
     "poll_interval": seconds,
     "visibility_timeout": seconds,
     "max_event_size": event_size,
+    "pooler": _pooler,
 }
 """epoch's query parameters, named as :class:`~epoch.stores.postgres.PostgresEventStore`'s options."""
 
