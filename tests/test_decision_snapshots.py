@@ -30,6 +30,7 @@ from epoch import (
     QueryItem,
     RecordedEvent,
     Snapshots,
+    StoreUnavailable,
     open_store,
 )
 from epoch.snapshots import StateCodec
@@ -415,6 +416,25 @@ async def test_a_snapshot_that_does_not_decode_is_skipped_and_logged(
         f"query snapshot {status.key} (tag:course:math) ignored: it does not decode"
         " (Expected `array`, got `int` - at `$.students`)"
     ]
+
+
+async def test_a_snapshot_that_cannot_be_written_is_logged_and_the_decision_stands(
+    store: EventStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Down(Reads):
+        async def save_query_snapshot(self, *args: Any, **kwargs: Any) -> bool:
+            raise StoreUnavailable("snapshots are down")
+
+    await enroll(store, range(5))
+    with caplog.at_level(logging.WARNING, logger="epoch.snapshots"):
+        result = await handler_for(cast(EventStore, Down(store))).execute(Enroll("math", "s5"))  # folds 5: due
+    assert (result.version, result.state) == (0, Roster(names(range(6))))
+    [record] = caplog.records
+    key = record.getMessage().split()[2]
+    assert record.getMessage() == (
+        f"query snapshot {key} (tag:course:math) not written (StoreUnavailable: snapshots are down)"
+    )
+    assert await capable(store).query_snapshot_status() == []
 
 
 async def test_an_older_snapshot_never_replaces_a_newer_one(store: EventStore) -> None:

@@ -234,13 +234,14 @@ class DecisionHandler(Generic[C, S, E]):
         covered: int | None = None  # the stream's versions a snapshot holds (read_stream)
         if self._snapshots is not None and before is None:
             key, _ = self._snapshots.key(query, stream if self.read_stream else None)
-            snapshot, at, base_count, version, erasures = await self._snapshots.load(key)
-            if snapshot is not None and at is not None and base_count is not None:
-                # The snapshot folds every matching event up to ``at`` (and the stream's up to ``version``):
-                # the condition needs no earlier ``after`` than it (nothing matched between the two).
-                state, start, after, count = snapshot, at, at, base_count
+            snapshot, erasures = await self._snapshots.load(key)
+            if snapshot is not None:
+                # The snapshot folds every matching event up to its position (and the stream's up to its
+                # version): the condition needs no earlier ``after`` than it (nothing matched between).
+                state, start, after = snapshot.state, snapshot.position, snapshot.position
+                count = base_count = snapshot.count
+                version = covered = snapshot.version
                 from_version = None if version is None else version + 1
-                covered = version
         own: list[RecordedEvent] = []
         if self.read_stream:
             reading = (
@@ -260,7 +261,7 @@ class DecisionHandler(Generic[C, S, E]):
                 if before is not None and recorded.position >= before:
                     break
                 if covered is not None and recorded.stream == stream and recorded.version <= covered:
-                    continue  # the stream's own event, in the snapshot already (it may lie past ``at``)
+                    continue  # the stream's own event, in the snapshot already (it may lie past its position)
                 while mine < len(own) and own[mine].position < recorded.position:
                     if own[mine].id == watch:
                         return None

@@ -41,7 +41,7 @@ from epoch.queries import Query
 from epoch.records import AppendResult
 from epoch.stores import SupportsQuerySnapshots, SupportsSnapshots, query_snapshot_store, snapshot_store
 
-__all__ = ["QuerySnapshotter", "SnapshotPolicy", "Snapshots", "Snapshotter", "StateCodec"]
+__all__ = ["QueryState", "QuerySnapshotter", "SnapshotPolicy", "Snapshots", "Snapshotter", "StateCodec"]
 
 S = TypeVar("S")
 
@@ -221,6 +221,17 @@ def _label(query: Query) -> str:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class QueryState(Generic[S]):
+    """A loaded query snapshot: ``state`` folds ``count`` events, those its query matched up to ``position``
+    (and with ``read_stream`` the stream's own up to ``version``; ``None``: the stream had none)."""
+
+    state: S
+    position: int
+    count: int
+    version: int | None
+
+
 class QuerySnapshotter(Generic[S]):
     """A :class:`~epoch.decisions.DecisionHandler`'s side of snapshots (see the module docstring)."""
 
@@ -261,18 +272,18 @@ class QuerySnapshotter(Generic[S]):
             self._keys[query, stream] = found
         return found
 
-    async def load(self, key: str) -> tuple[S, int, int, int | None, int] | tuple[None, None, None, None, int]:
-        """``(state, position, count, version, erasures)`` of the key's usable snapshot, or ``None``s and the
-        store's erasure count when there is none (a snapshot that does not decode is skipped, logged)."""
+    async def load(self, key: str) -> tuple[QueryState[S] | None, int]:
+        """The key's usable snapshot (``None`` when there is none, or it does not decode: skipped, logged),
+        and the store's erasure count, read with it."""
         found, erasures = await self.store.load_query_snapshot(key, self.policy.version)
         if found is None:
-            return None, None, None, None, erasures
+            return None, erasures
         try:
             state = self.codec.decode(found.data)
         except ValueError as exc:
             logger.warning("query snapshot %s (%s) ignored: it does not decode (%s)", key, found.label, exc)
-            return None, None, None, None, erasures
-        return state, found.position, found.count, found.version, erasures
+            return None, erasures
+        return QueryState(state, found.position, found.count, found.version), erasures
 
     async def after_append(
         self,
