@@ -575,3 +575,16 @@ async def test_snapshots_change_nothing_but_speed(
                     await store.append(stream, [NewEvent("Noted", b'{"who":"x","text":"pad"}')])
                     await store.scavenge(stream)
                     await store.set_stream_limits(stream)
+
+
+def test_kurrentdb_keeps_no_query_snapshots() -> None:
+    """Its server erases events on its own, which no erasure count of ours would see (docs/stores/kurrentdb.md)."""
+    kurrentdb = pytest.importorskip("epoch.stores.kurrentdb")
+    assert not issubclass(kurrentdb.KurrentDBEventStore, SupportsQuerySnapshots)
+    from epoch.stores.memory import MemoryEventStore
+    from epoch.stores.postgres import PostgresEventStore
+    from epoch.stores.sqlite import SQLiteEventStore
+
+    assert all(
+        issubclass(cls, SupportsQuerySnapshots) for cls in (MemoryEventStore, SQLiteEventStore, PostgresEventStore)
+    )
