@@ -62,7 +62,10 @@ pidfile = $BOUNCEROOT/pgbouncer.pid
 INI
   echo '"postgres" ""' >"$BOUNCEROOT/users.txt"
   BOUNCERRUN=""
-  if [ "$(id -u)" = 0 ]; then chown -R postgres:postgres "$BOUNCEROOT"; BOUNCERRUN="runuser -u postgres --"; fi  # it refuses root
+  if [ "$(id -u)" = 0 ]; then  # it refuses root: run it as postgres (installed with the server) or nobody
+    local user=postgres; id -u postgres >/dev/null 2>&1 || user=nobody
+    chown -R "$user" "$BOUNCEROOT"; BOUNCERRUN="runuser -u $user --"
+  fi
   $BOUNCERRUN "$bin" -d "$BOUNCEROOT/pgbouncer.ini"
   for _ in $(seq 1 100); do
     python3 -c "import socket;socket.create_connection(('127.0.0.1',$BOUNCER_PORT),timeout=1).close()" 2>/dev/null && break
