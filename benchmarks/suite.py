@@ -258,44 +258,40 @@ async def run_store(
             z.hot_commands,
             needs="hot_stream_processes",
         )
-    if "dcb_claims" in workloads:
+    dcb_note: str | None = None  # why the store cannot run the DCB workloads (its entries raise NotSupported)
+    if "dcb_claims" in workloads or "dcb_long" in workloads:
         from benchmarks.dcb_claims import DCB_RECORDERS, unsupported
 
-        note = await unsupported(backend)
-        if note is not None:  # the store's DCB entries are not there: nothing to compare
-            progress(f"{backend.name:8} dcb_claims skipped: {note}")
-            if notes is not None:
-                notes.append(f"dcb_claims skipped on {backend.name}: {note}")
-        else:
-            for tasks in (1, z.concurrent_tasks):
-                await go(
-                    "dcb_claims",
-                    f"{tasks}_task" + ("s" if tasks > 1 else ""),
-                    lambda s, loc, tasks=tasks: s.dcb_claims(loc, tasks, z.dcb_claims),
-                    z.dcb_claims,
-                    needs="dcb_claims",
-                    where=lambda side: side.impl != "eventsourcing" or backend.name in DCB_RECORDERS,
-                )
-    if "dcb_long" in workloads:
-        from benchmarks.dcb_claims import DCB_RECORDERS, unsupported
+        dcb_note = await unsupported(backend)  # one probe for both workloads
 
-        note = await unsupported(backend)
-        if note is not None:
-            progress(f"{backend.name:8} dcb_long skipped: {note}")
-            if notes is not None:
-                notes.append(f"dcb_long skipped on {backend.name}: {note}")
-        else:
-            for variant, snapshots in (("no_snapshots", False), ("snapshots", True)):
-                await go(
-                    "dcb_long",
-                    f"{variant}_{z.dcb_long_events}",
-                    lambda s, loc, snapshots=snapshots: s.dcb_long(
-                        loc, z.dcb_long_events, z.dcb_long_decisions, snapshots
-                    ),
-                    z.dcb_long_decisions,
-                    needs="dcb_long",
-                    where=lambda side: side.impl != "eventsourcing" or backend.name in DCB_RECORDERS,
-                )
+    def dcb_skipped(workload: str) -> bool:
+        if dcb_note is None:
+            return False
+        progress(f"{backend.name:8} {workload} skipped: {dcb_note}")
+        if notes is not None:
+            notes.append(f"{workload} skipped on {backend.name}: {dcb_note}")
+        return True
+
+    if "dcb_claims" in workloads and not dcb_skipped("dcb_claims"):
+        for tasks in (1, z.concurrent_tasks):
+            await go(
+                "dcb_claims",
+                f"{tasks}_task" + ("s" if tasks > 1 else ""),
+                lambda s, loc, tasks=tasks: s.dcb_claims(loc, tasks, z.dcb_claims),
+                z.dcb_claims,
+                needs="dcb_claims",
+                where=lambda side: side.impl != "eventsourcing" or backend.name in DCB_RECORDERS,
+            )
+    if "dcb_long" in workloads and not dcb_skipped("dcb_long"):
+        for variant, snapshots in (("no_snapshots", False), ("snapshots", True)):
+            await go(
+                "dcb_long",
+                f"{variant}_{z.dcb_long_events}",
+                lambda s, loc, snapshots=snapshots: s.dcb_long(loc, z.dcb_long_events, z.dcb_long_decisions, snapshots),
+                z.dcb_long_decisions,
+                needs="dcb_long",
+                where=lambda side: side.impl != "eventsourcing" or backend.name in DCB_RECORDERS,
+            )
     if "read_all_1m_rss" in workloads:
         results.extend(_rss(backend, impls, z.rss_events, progress))
     if "scaling" in workloads and backend.name == "postgres" and "epoch" in impls:

@@ -64,14 +64,13 @@ E = TypeVar("E")
 class _Read:
     """What one attempt read: the folded state, the condition's ``after``, and the stream's head when
     the stream was read too (``version`` ``None`` and ``position`` 0 for an empty stream); with snapshots
-    also the position up to which it folds, how many events it folds, the count of the snapshot it started
-    from (``None``: none) and the store's erasure count before the read."""
+    also how many events it folds, the count of the snapshot it started from (``None``: none) and the
+    store's erasure count before the read."""
 
     state: Any
     after: int | None
     version: int | None
     position: int | None  # None: not read (the stream is as a snapshot left it)
-    upto: int = 0  # the state folds every event it should up to this position
     count: int = 0
     base_count: int | None = None
     erasures: int = 0
@@ -280,19 +279,19 @@ class DecisionHandler(Generic[C, S, E]):
                 return None
             state = evolve(state, decode(recorded))
             count += 1
-        # A snapshot's position is the query's, never the stream's: a stream read may show an event
-        # past the query's visibility horizon (PostgreSQL), and a matching event below it may still
-        # become visible; the stream's own events are covered by ``version`` instead.
-        upto = max(start, after or 0)
-        return _Read(state, after, version, position, upto, count, base_count, erasures)
+        return _Read(state, after, version, position, count, base_count, erasures)
 
     async def _snapshot(self, stream: str, query: Query, read: _Read) -> None:
         """After an append guarded by ``read``: a snapshot of the state it was decided on, when due."""
         assert self._snapshots is not None
         key, label = self._snapshots.key(query, stream if self.read_stream else None)
         version = read.version if self.read_stream else None
+        # Its position is the query's last one read (a snapshot's own when nothing newer matched), never
+        # the stream's: a stream read may show an event past the query's visibility horizon (PostgreSQL),
+        # below which a matching event may still become visible; ``version`` covers the stream's events.
+        position = read.after or 0
         await self._snapshots.after_append(
-            key, label, read.base_count, read.state, read.upto, read.count, version, read.erasures
+            key, label, read.base_count, read.state, position, read.count, version, read.erasures
         )
 
     def _preloaded(self, events: AsyncIterator[RecordedEvent]) -> AsyncIterator[RecordedEvent]:

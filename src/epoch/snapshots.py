@@ -213,9 +213,13 @@ class Snapshotter(Generic[S]):
             logger.warning("%s: snapshot at version %d not written (%s: %s)", stream, version, type(exc).__name__, exc)
 
 
-def _label(query: Query) -> str:
-    """What ``epoch snapshots status`` shows of a query: its items, types and tags sorted."""
-    items = sorted({(tuple(sorted(item.types)), tuple(sorted(item.tags))) for item in query.items})
+def _items(query: Query) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
+    """A query's items as sets: each item's types and tags sorted, the items de-duplicated and sorted."""
+    return sorted({(tuple(sorted(item.types)), tuple(sorted(item.tags))) for item in query.items})
+
+
+def _label(items: list[tuple[tuple[str, ...], tuple[str, ...]]]) -> str:
+    """What ``epoch snapshots queries`` shows of a query (its :func:`_items`)."""
     return " | ".join(
         " ".join([*(f"type:{name}" for name in types), *(f"tag:{tag}" for tag in tags)]) or "*" for types, tags in items
     )
@@ -263,8 +267,8 @@ class QuerySnapshotter(Generic[S]):
         """``(key, label)`` of a decision over ``query`` (and ``stream``, with ``read_stream``), built once each."""
         found = self._keys.get((query, stream))
         if found is None:
-            label = _label(query)
-            items = sorted({(tuple(sorted(item.types)), tuple(sorted(item.tags))) for item in query.items})
+            items = _items(query)
+            label = _label(items)
             digest = hashlib.sha256(msgspec.json.encode([self._decider, items, stream])).hexdigest()
             found = (digest, label if stream is None else f"{label} + stream {stream}")
             if len(self._keys) >= 4096:  # one entry per query a handler sees: bounded, as a cache
