@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
 from collections.abc import AsyncIterator
 
@@ -23,6 +24,7 @@ from epoch import (
     open_store,
 )
 from epoch.stores.postgres import PostgresEventStore
+from epoch.stores.postgres.url import prepare_options
 from epoch.testing.contract import EventStoreContract
 from epoch.testing.contract_query_snapshots import QuerySnapshotContract
 from epoch.testing.contract_snapshots import Add, Added, SnapshotContract, counter
@@ -60,7 +62,7 @@ class TestQuerySnapshotsBehindPgBouncer(QuerySnapshotContract):
     pass
 
 
-async def test_the_store_prepares_nothing_and_listens_nowhere(store: EventStore, pg_dsn: str) -> None:
+async def test_the_store_prepares_nothing_and_listens_nowhere(store: EventStore, pg_dsn: str, bouncer_url: str) -> None:
     assert isinstance(store, PostgresEventStore) and store.pooler == "transaction"
     handler = CommandHandler(store, counter, "tally", Codec([Added]))
 
@@ -77,13 +79,37 @@ async def test_the_store_prepares_nothing_and_listens_nowhere(store: EventStore,
     assert time.monotonic() - started < 2  # the poll (every 0.05 s) woke it, with no NOTIFY heard
     for _ in range(20):  # the same statements again: none was prepared on a server connection
         assert (await handler.load("1")).state.total == 15
+    assert await _prepared_on_the_last_server_connection(bouncer_url) == 0
     with psycopg.connect(pg_dsn, autocommit=True) as direct:  # the server, past the pooler
-        prepared = direct.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()
         listening = direct.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'LISTEN%'"
         ).fetchone()
         listeners = direct.execute("SELECT count(*) FROM epoch_listeners").fetchone()
-    assert (prepared, listening, listeners) == ((0,), (0,), (0,))
+    assert (listening, listeners) == ((0,), (0,))
+
+
+async def _prepared_on_the_last_server_connection(bouncer_url: str) -> int:
+    """The prepared statements of the server session the pooler gave out last. PgBouncer hands server
+    connections out last in, first out, so a statement through it runs where the store's last one ran
+    (a session of one's own, past the pooler, would only ever see its own: none)."""
+    conninfo = bouncer_url.split("?", 1)[0]
+    async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True, prepare_threshold=None) as check:
+        row = await (await check.execute("SELECT count(*) FROM pg_prepared_statements")).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def test_prepared_statements_asked_for_behind_the_pooler(bouncer_url: str) -> None:
+    """``prepared_statements=on`` keeps them behind a transaction pooler (for PgBouncer 1.22+ with
+    ``max_prepared_statements``): the store's statements are prepared on the server connection it used.
+    One caller at a time here, so that PgBouncer 1.18, which does not track them, serves it too."""
+    async with open_store(bouncer_url + "&prepared_statements=on") as store:
+        assert isinstance(store, PostgresEventStore) and store.prepared_statements
+        handler = CommandHandler(store, counter, "tally", Codec([Added]))
+        await handler.execute("1", Add(2, times=2))
+        for _ in range(5):
+            assert (await handler.load("1")).state.total == 4
+        assert await _prepared_on_the_last_server_connection(bouncer_url) >= 2  # the read and the append
 
 
 async def test_racing_writers_share_the_poolers_connections(bouncer_url: str) -> None:
@@ -132,3 +158,50 @@ def test_the_url_option_takes_any_case() -> None:
     assert options == {"pooler": "transaction"}
     _, options = PostgresEventStore.conninfo_of("postgresql://nobody@127.0.0.1:1/none?pooler=Session")
     assert options == {"pooler": "session"}
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("", True),
+        ("?pooler=session", True),
+        ("?pooler=transaction", False),
+        ("?prepared_statements=off", False),
+        ("?pooler=transaction&prepared_statements=on", True),
+        ("?pooler=session&prepared_statements=false", False),
+    ],
+)
+async def test_prepared_statements_follow_the_pooler_unless_asked(pg_dsn: str, query: str, expected: bool) -> None:
+    """On the server itself: whether the store's own statements are prepared in the sessions it uses
+    (``transaction()`` takes the warm connection the statements before it ran on)."""
+    async with open_store(pg_dsn + query) as store:
+        assert isinstance(store, PostgresEventStore) and store.prepared_statements is expected
+        await store.append("p-1", [NewEvent("Noted", b"{}")], NO_STREAM)
+        assert [e.version async for e in store.read_stream("p-1")] == [0]
+        async with store.transaction() as tx:
+            names = [row[0] for row in await tx.execute("SELECT name FROM pg_prepared_statements")]
+    assert (len(names) >= 2) is expected and (not names) is (not expected)
+
+
+def test_a_libpq_before_17_never_deallocates_behind_a_transaction_pooler(monkeypatch: pytest.MonkeyPatch) -> None:
+    """psycopg deallocates with ``DEALLOCATE`` before libpq 17, which PgBouncer refuses: then none is."""
+    assert prepare_options("transaction", True) == (0, None)  # this libpq closes them with a protocol message
+    monkeypatch.setattr(psycopg.pq, "version", lambda: 160_004)
+    assert prepare_options("transaction", True) == (0, sys.maxsize)
+    assert prepare_options("none", True) == (0, None)  # no pooler: DEALLOCATE is fine
+    assert prepare_options("transaction", None) == (None, None)
+    store = PostgresEventStore("postgresql://nobody@127.0.0.1:1/none", pooler="transaction", prepared_statements=True)
+    assert store._db.prepared_max == sys.maxsize
+
+
+@pytest.mark.parametrize("value", ["on", 1, "yes", 0.0])
+def test_a_bad_prepared_statements_value_is_refused(value: object) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        PostgresEventStore("postgresql://nobody@127.0.0.1:1/none", prepared_statements=value)  # type: ignore[arg-type]
+    assert str(caught.value) == f"bad value for prepared_statements: {value!r} (use True, False or None)"
+
+
+async def test_a_bad_prepared_statements_url_value_is_refused() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        await PostgresEventStore.from_url("postgresql://nobody@127.0.0.1:1/none?prepared_statements=sometimes")
+    assert str(caught.value) == "bad value for prepared_statements in the store URL: 'sometimes' (use true or false)"

@@ -82,7 +82,7 @@ async def test_max_event_size_in_the_url_is_honoured(store_url: str) -> None:
             "postgresql://u:secret@127.0.0.1:1/db?max_events=5",
             'bad PostgreSQL store URL: invalid URI query parameter: "max_events" (epoch\'s parameters: migrate,'
             " pool_min, pool_max, pool_timeout, statement_timeout, idle_in_transaction_timeout, reconnect_timeout,"
-            " poll_interval, visibility_timeout, max_event_size, pooler; the others given: 'max_events')",
+            " poll_interval, visibility_timeout, max_event_size, pooler, prepared_statements; the others given: 'max_events')",
         ),
     ],
 )  # fmt: skip

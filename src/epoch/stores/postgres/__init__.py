@@ -64,7 +64,7 @@ from epoch.stores.postgres.pool import Conn, Connections, driver_errors
 from epoch.stores.postgres.schema import apply_migrations, check_schema, migrate
 from epoch.stores.postgres.snapshots import PostgresQuerySnapshots, PostgresSnapshots
 from epoch.stores.postgres.sql import decode_position, encode_position
-from epoch.stores.postgres.url import check_pooler, network_options, parse_url, server_side
+from epoch.stores.postgres.url import check_pooler, network_options, parse_url, prepare_options, server_side
 
 __all__ = ["PostgresEventStore", "VisibilityLag", "decode_position", "encode_position", "migrate"]
 __all__ += ["network_options", "server_side"]  # a lease session's network settings (projections.scaleout)
@@ -97,6 +97,8 @@ class PostgresEventStore(
       PgBouncer: no server-side prepared statements, and subscriptions poll every ``poll_interval``
       instead of LISTENing (a LISTEN holds no server connection of its own there; see
       docs/stores/postgresql.md, "Behind PgBouncer").
+    - ``prepared_statements`` (``None``: on, off with ``pooler=transaction``): server-side prepared
+      statements; on behind a transaction-pooling PgBouncer 1.22+ with ``max_prepared_statements`` set.
     """
 
     dialect: ClassVar[Dialect] = "postgresql"
@@ -125,9 +127,12 @@ class PostgresEventStore(
         visibility_timeout: float = 1.0,
         max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
         pooler: str = "none",
+        prepared_statements: bool | None = None,
     ) -> None:
         self.conninfo: str = conninfo
         self.pooler = check_pooler(pooler)
+        prepare_threshold, prepared_max = prepare_options(self.pooler, prepared_statements)
+        self.prepared_statements = prepare_threshold is not None
         self.migrate = migrate
         self.max_event_size = check_max_event_size(max_event_size)
         self.reconnect_timeout = reconnect_timeout
@@ -143,7 +148,8 @@ class PostgresEventStore(
             statement_timeout=statement_timeout,
             idle_in_transaction_timeout=idle_in_transaction_timeout,
             reconnect_timeout=reconnect_timeout,
-            prepare=self.pooler != "transaction",
+            prepare_threshold=prepare_threshold,
+            prepared_max=prepared_max,
         )
         self._listener: Listener | None = None
         self._closing = asyncio.Event()  # set by close(): wakes subscriptions that wait for nothing

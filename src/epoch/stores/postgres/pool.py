@@ -31,7 +31,7 @@ from epoch.errors import (
 )
 from epoch.records import ExpectedVersion
 from epoch.stores.postgres.sql import CONDITION_FAILED, CONFIGURE, STREAM_DELETED, UNIQUE_VIOLATION, WRONG_VERSION
-from epoch.stores.postgres.url import SERVER_KEEPALIVES, network_options, server_side
+from epoch.stores.postgres.url import network_options, server_side
 
 try:
     import psycopg
@@ -201,11 +201,6 @@ def driver_errors(
         raise epoch_error(exc, stream, expected) from exc
 
 
-# The server probes the client as the client probes it: a session whose client is gone ends within the same
-# bound, releasing its locks (a lease's advisory lock with it).
-_SERVER_KEEPALIVES = "".join(f", set_config('{name}', %s, false)" for name in SERVER_KEEPALIVES)
-
-
 class Connections:
     """One store's connections: the asyncio pool every append, read and ``transaction()`` block draws
     from (at most ``pool_max`` in use at once), and :meth:`run` with retries.
@@ -231,7 +226,8 @@ class Connections:
         statement_timeout: float,
         idle_in_transaction_timeout: float,
         reconnect_timeout: float,
-        prepare: bool = True,
+        prepare_threshold: int | None = 0,
+        prepared_max: int | None = None,
     ) -> None:
         self.conninfo = conninfo
         self.statement_timeout = statement_timeout
@@ -239,9 +235,10 @@ class Connections:
         self.reconnect_timeout = reconnect_timeout
         self.network: dict[str, Any] = network_options(conninfo)
         self._server_side = server_side(conninfo)
-        # The network options (keepalives, timeouts) bound how long a cut-off connection goes unnoticed. Every
-        # statement is prepared at once, unless a transaction pooler may run it on another server connection.
-        self.options: dict[str, Any] = {"autocommit": True, "prepare_threshold": 0 if prepare else None, **self.network}
+        # The network options (keepalives, timeouts) bound how long a cut-off connection goes unnoticed.
+        # Prepared statements: see url.prepare_options (``None``: none at all).
+        self.options: dict[str, Any] = {"autocommit": True, "prepare_threshold": prepare_threshold, **self.network}
+        self.prepared_max = prepared_max
         self.apool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
             conninfo,
             min_size=pool_min,
@@ -266,7 +263,9 @@ class Connections:
         return (*timeouts, *self._server_side)
 
     async def configure(self, conn: Conn) -> None:
-        await conn.execute(CONFIGURE + _SERVER_KEEPALIVES, self._settings(), prepare=False)
+        if self.prepared_max is not None:
+            conn.prepared_max = self.prepared_max
+        await conn.execute(CONFIGURE, self._settings(), prepare=False)
 
     def _closed(self) -> bool:
         return self.closed

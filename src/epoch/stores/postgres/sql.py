@@ -15,6 +15,7 @@ from typing import LiteralString, NamedTuple
 
 from epoch.records import ANY, NO_STREAM, STREAM_EXISTS, ExpectedVersion
 from epoch.stores._checks import MAX_INT64
+from epoch.stores.postgres.url import SERVER_KEEPALIVES
 
 CHANNEL = "epoch_events"
 """``epoch_append`` sends ``pg_notify('epoch_events', <category>)`` inside the append transaction, while
@@ -93,10 +94,13 @@ def positions_of(xid: int, seq: int, count: int) -> tuple[int, ...]:
     return tuple(range(first, first + count))  # consecutive ordinals are consecutive positions
 
 
-CONFIGURE = (  # each new connection's session: the store's timeouts (in ms) and UTC
+# Each new connection's session: the store's timeouts (in ms), UTC, and the server's keepalives. The server
+# probes the client as the client probes it: a session whose client is gone ends within the same bound,
+# releasing its locks (a lease's advisory lock with it).
+CONFIGURE = (
     "SELECT set_config('statement_timeout', %s, false), set_config('TimeZone', 'UTC', false),"
     " set_config('idle_in_transaction_session_timeout', %s, false)"
-)
+) + "".join(f", set_config('{name}', %s, false)" for name in SERVER_KEEPALIVES)
 SERVER_ENCODING = "SHOW server_encoding"
 
 XMIN = "(SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -19,6 +20,7 @@ __all__ = [
     "check_pooler",
     "network_options",
     "parse_url",
+    "prepare_options",
     "server_side",
 ]
 
@@ -40,6 +42,31 @@ def _pooler(key: str, value: str) -> str:
     return check_pooler(value.lower(), key)
 
 
+_CLOSES_PREPARED = 170_000
+"""libpq 17 closes a prepared statement with a protocol message (``PQsendClosePrepared``), which a
+transaction pooler follows; before it psycopg sends ``DEALLOCATE``, which PgBouncer refuses."""
+
+
+def prepare_options(pooler: str, prepared: bool | None) -> tuple[int | None, int | None]:
+    """``(prepare_threshold, prepared_max)`` for the store's connections.
+
+    ``prepared`` (``None``: the pooler's default) turns server-side prepared statements on or off.
+    Without a transaction pooler they are on: every statement is prepared at its first run, which saves
+    the server's parse and plan of the next ones. Through a transaction pooler they are off unless asked
+    for: a statement may run on another server connection than the one it was prepared on, which only
+    PgBouncer 1.22+ with ``max_prepared_statements`` set follows. Asked for there with a libpq older than
+    17, none is ever deallocated (``prepared_max`` unbounded), since the pooler refuses ``DEALLOCATE``.
+    """
+    if prepared is not None and not isinstance(prepared, bool):
+        raise ConfigurationError(f"bad value for prepared_statements: {prepared!r} (use True, False or None)")
+    transaction = pooler == "transaction"
+    on = not transaction if prepared is None else prepared
+    if not on:
+        return None, None
+    keep_all = transaction and psycopg.pq.version() < _CLOSES_PREPARED
+    return 0, (sys.maxsize if keep_all else None)
+
+
 OPTIONS: dict[str, Parser] = {
     "migrate": flag,
     "pool_min": count(0, _MAX_POOL),
@@ -52,6 +79,7 @@ OPTIONS: dict[str, Parser] = {
     "visibility_timeout": seconds,
     "max_event_size": event_size,
     "pooler": _pooler,
+    "prepared_statements": flag,
 }
 """epoch's query parameters, named as :class:`~epoch.stores.postgres.PostgresEventStore`'s options."""
 
