@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any, TypeVar
-from uuid import UUID, uuid4, uuid5
+from uuid import UUID, uuid5
 
 import msgspec
 
@@ -19,7 +19,7 @@ from epoch.codec import EventCodec
 from epoch.domain import DeciderLike, initial_state_of
 from epoch.errors import InvalidEvent
 from epoch.personal import keys_of_codec, preloading
-from epoch.records import RecordedEvent
+from epoch.records import RecordedEvent, _fresh_id
 from epoch.stores import EventStore
 
 __all__ = [
@@ -169,7 +169,8 @@ async def command_metadata(
     one without a command id), ``$causation_id`` (the command id unless given) and ``$correlation_id``
     (given, else the causing event's, else the causation id). One lookup only when the causation is an
     event id and no correlation is given."""
-    own_id = str(command_id) if command_id is not None else str(uuid4())
+    # A fresh command id from the pool event ids come from: one system call per 256 ids, not one per command.
+    own_id = str(command_id) if command_id is not None else str(_fresh_id())
     causation = str(causation_id) if causation_id is not None else own_id
     if correlation_id is not None:
         correlation = str(correlation_id)

@@ -174,7 +174,8 @@ class Decider(Generic[C, S, E]):
 
 def _call(decide: Decide[Any, Any, E], command: object, state: object, services: tuple[object, ...]) -> Iterable[E]:
     # None counts as "nothing to do", as in CommandHandler: a decide that falls off its end decided nothing.
-    events = cast(Callable[..., Iterable[E] | None], decide)(command, state, *services)
+    # The type as a string: evaluating the alias costs ~0.8 us, on every command.
+    events = cast("Callable[..., Iterable[E] | None]", decide)(command, state, *services)
     return () if events is None else events
 
 
