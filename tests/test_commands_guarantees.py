@@ -13,7 +13,16 @@ from typing import Any
 
 import pytest
 
-from epoch import CommandHandler, EventStore, InvalidVersion, StreamClosed, WrongExpectedVersion, open_store
+from epoch import (
+    ANY,
+    STREAM_EXISTS,
+    CommandHandler,
+    EventStore,
+    InvalidVersion,
+    StreamClosed,
+    WrongExpectedVersion,
+    open_store,
+)
 from epoch.records import AppendResult, ExpectedVersionLike, NewEvent
 from tests.test_commands import (
     Account,
@@ -382,3 +391,33 @@ async def test_a_command_id_after_its_stream_was_deleted_returns_the_first_event
     assert [(e.id, e.data, e.version) for e in again.events] == [(e.id, e.data, e.version) for e in first.events]
     assert again.state == Account()  # the stream reads empty now: the state is the current one
     assert await store.stream_version("account-1") is None  # and nothing was written
+
+
+# -- an explicit ANY or STREAM_EXISTS never leaves a cached state the stream does not hold -------------
+
+
+@pytest.mark.parametrize("guard", [ANY, STREAM_EXISTS])
+async def test_a_loose_guard_after_other_writes_caches_nothing(store: EventStore, guard: ExpectedVersionLike) -> None:
+    """Another writer's deposit lands between the read and an append under ``ANY`` (or ``STREAM_EXISTS``):
+    the append holds, but the decided state misses that deposit, so it must not become the cached state
+    the next command decides on."""
+    handler = handler_for(RacingStore(store, 0), cache=True)
+    await handler.execute("1", Open("ada"))
+    await handler.execute("1", Deposit(10))
+    assert handler.cache is not None and handler.cache.get("account-1") is not None
+    handler.store.interfere = 1  # type: ignore[attr-defined]
+    loose = await handler.execute("1", Deposit(5), expected_version=guard)
+    assert (loose.version, loose.state) == (3, Account("ada", 15, 2))  # the decision's view: read + own event
+    assert handler.cache.get("account-1") is None
+    after = await handler.execute("1", Deposit(1))
+    assert (after.version, after.state) == (4, Account("ada", 17, 4))  # decided on the stream's state
+    assert (await handler.load("1")).state == Account("ada", 17, 4)
+
+
+async def test_a_loose_guard_with_no_other_write_keeps_the_cache(store: EventStore) -> None:
+    handler = handler_for(store, cache=True)
+    await handler.execute("1", Open("ada"))
+    result = await handler.execute("1", Deposit(5), expected_version=ANY)
+    assert handler.cache is not None
+    cached = handler.cache.get("account-1")
+    assert cached is not None and (cached.version, cached.state) == (1, result.state) == (1, Account("ada", 5, 1))

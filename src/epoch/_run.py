@@ -132,7 +132,12 @@ async def alone(
         if handler._snapshots is not None and (guard is NO_STREAM or type(guard) is int):
             await handler._snapshots.after_append(stream, loaded, appended, len(new_events), state)
         first = None if loaded.version is None else loaded.first_version
-        return handler._record(stream, state, events, new_events, appended, decisions, first)
+        # Under ANY or STREAM_EXISTS other writers' events may sit between the state read and this append:
+        # then ``state`` is the decision's view (the state read, plus its own events), never the stream's,
+        # and must not be cached, or the next command would decide on it.
+        after_read = -1 if loaded.version is None else loaded.version
+        exact = appended.version is not None and appended.version - len(new_events) == after_read
+        return handler._record(stream, state, events, new_events, appended, decisions, first, cache=exact)
 
 
 def _first_version(base: CachedState[Any], appended: AppendResult, written: int) -> int:

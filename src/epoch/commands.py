@@ -361,13 +361,18 @@ class CommandHandler(Generic[C, S, E]):
         appended: AppendResult,
         attempts: int,
         folded_from: int | None = None,
+        cache: bool = True,
     ) -> ExecuteResult[S, E]:
         """The result of an append that wrote ``events``; ``state`` is the state after them, folded from
-        ``folded_from`` (``None``: from the first event written)."""
+        ``folded_from`` (``None``: from the first event written). ``cache`` False: ``state`` is not the
+        stream's (others wrote between the read and the append), so the stream's cached state is dropped."""
         envelopes = written_envelopes(stream, events, new_events, appended)
         if self.cache is not None:
-            first = envelopes[0].version if folded_from is None else folded_from
-            self.cache.put(stream, CachedState(state, appended.version, appended.position, first))
+            if not cache:
+                self.cache.invalidate(stream)
+            else:
+                first = envelopes[0].version if folded_from is None else folded_from
+                self.cache.put(stream, CachedState(state, appended.version, appended.position, first))
         return ExecuteResult(stream, appended.version, appended.position, envelopes, state, attempts)
 
     async def _prior_result(self, stream: str, command_id: str | UUID) -> ExecuteResult[S, E] | None:

@@ -258,15 +258,20 @@ class InvalidExpectedVersion(EpochError, ValueError):
 
 
 class InvalidVersion(EpochError, ValueError):
-    """A version or instant does not exist in the stream (e.g. time travel past the head)."""
+    """A version or instant does not exist in the stream (e.g. time travel past the head), or a version,
+    position or bound given to a store is not one (``looked_up`` False: refused before the stream's
+    version was read, so ``actual`` is ``None`` and the message names no stream version)."""
 
-    def __init__(self, stream: str, requested: object, actual: int | None) -> None:
-        super().__init__(stream, requested, actual)
+    def __init__(self, stream: str, requested: object, actual: int | None, looked_up: bool = True) -> None:
+        super().__init__(*(stream, requested, actual) if looked_up else (stream, requested, actual, False))
         self.stream = stream
         self.requested = requested
         self.actual = actual
+        self.looked_up = looked_up
 
     def __str__(self) -> str:
+        if not self.looked_up:
+            return f"{self.stream}: invalid version {self.requested!r}"
         return f"{self.stream}: invalid version {self.requested!r} (stream version {_fmt_version(self.actual)})"
 
 
@@ -315,7 +320,10 @@ class MissingDependency(EpochError, ImportError):
         self.extra = extra
 
     def __str__(self) -> str:
-        return f"{self.package} is not installed: pip install 'epoch-es[{self.extra}]'"
+        return (
+            f"{self.package} is not installed: "
+            f"pip install '.[{self.extra}]' in an epoch checkout (or the wheel with [{self.extra}])"
+        )
 
 
 class ProjectionFailed(EpochError):

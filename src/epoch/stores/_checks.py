@@ -214,9 +214,9 @@ def check_read_bounds(stream: str, start: int | None, limit: int | None) -> None
     huge ``limit`` is no limit. Stores pass such numbers to their database through :func:`clamp64`.
     """
     if start is not None and (not isinstance(start, int) or isinstance(start, bool) or start < 0):
-        raise InvalidVersion(stream, start, None)
+        raise InvalidVersion(stream, start, None, looked_up=False)
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
-        raise InvalidVersion(stream, f"limit={limit!r}", None)
+        raise InvalidVersion(stream, f"limit={limit!r}", None, looked_up=False)
 
 
 class _Log(enum.Enum):
@@ -283,12 +283,12 @@ def check_read(
     if stream is GLOBAL_LOG:
         name = "$all"
         if start is None:  # the global log has no "from the end": after=0 is its beginning
-            raise InvalidVersion(name, start, None)
+            raise InvalidVersion(name, start, None, looked_up=False)
     else:
         name = check_stream_name(stream)
     check_read_bounds(name, start, limit)
     if not isinstance(backwards, bool):
-        raise InvalidVersion(name, f"backwards={backwards!r}", None)
+        raise InvalidVersion(name, f"backwards={backwards!r}", None, looked_up=False)
     names = check_categories(categories) if stream is GLOBAL_LOG else None
     return Read(name, start, limit, backwards, names)
 

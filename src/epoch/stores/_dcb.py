@@ -28,7 +28,7 @@ def check_query_read(query: object, after: object, limit: object) -> Query:
     if not isinstance(query, Query):
         raise InvalidQuery(f"read_query takes a Query, not {type(query).__name__}")
     if after is None:  # the log has no "from the end": after=0 is its beginning (as read_all)
-        raise InvalidVersion(QUERY, after, None)
+        raise InvalidVersion(QUERY, after, None, looked_up=False)
     check_read_bounds(QUERY, after, limit)  # type: ignore[arg-type]
     return query
 

@@ -83,7 +83,7 @@ def refuse_tombstone(stream: str, first_visible: int) -> None:
 def check_hard(stream: str, hard: object) -> bool:
     """``delete_stream``'s ``hard``: a ``bool`` (a truthy string must not erase a stream), else ``InvalidVersion``."""
     if not isinstance(hard, bool):
-        raise InvalidVersion(stream, f"hard={hard!r}", None)
+        raise InvalidVersion(stream, f"hard={hard!r}", None, looked_up=False)
     return hard
 
 
@@ -91,7 +91,7 @@ def check_truncate(stream: object, version: object) -> tuple[str, int]:
     """``truncate_before``'s arguments: a stream name, and an int >= 0 of any size (else ``InvalidVersion``)."""
     name = check_stream_name(stream)
     if not isinstance(version, int) or isinstance(version, bool) or version < 0:
-        raise InvalidVersion(name, version, None)
+        raise InvalidVersion(name, version, None, looked_up=False)
     return name, version
 
 
@@ -100,11 +100,11 @@ def check_limits(stream: object, max_count: object, max_age: object) -> tuple[st
     ``timedelta`` up to :data:`MAX_AGE_LIMIT` or ``None`` (else ``InvalidVersion`` naming the argument)."""
     name = check_stream_name(stream)
     if max_count is not None and (not isinstance(max_count, int) or isinstance(max_count, bool) or max_count < 1):
-        raise InvalidVersion(name, f"max_count={max_count!r}", None)
+        raise InvalidVersion(name, f"max_count={max_count!r}", None, looked_up=False)
     if max_age is not None and (
         not isinstance(max_age, timedelta) or not timedelta(0) < max_age <= MAX_AGE_LIMIT or max_age_micros(max_age) < 1
     ):
-        raise InvalidVersion(name, f"max_age={max_age!r}", None)
+        raise InvalidVersion(name, f"max_age={max_age!r}", None, looked_up=False)
     count = None if max_count is None else min(int(max_count), TOMBSTONE)  # beyond 64 bits: no limit at all
     return name, count, max_age
 

@@ -99,7 +99,7 @@ def snapshot_store(store: object) -> SupportsSnapshots | None:
 
 def _check_int(stream: str, value: object, lowest: int, highest: int = _MAX_INT64) -> int:
     if type(value) is not int or not lowest <= value <= highest:
-        raise InvalidVersion(stream, value, None)
+        raise InvalidVersion(stream, value, None, looked_up=False)
     return value
 
 
@@ -123,7 +123,7 @@ def check_load(stream: object, schema_version: object, at_most: object) -> tuple
     if at_most is None:
         return name, schema, _MAX_INT64
     if type(at_most) is not int or at_most < 0:
-        raise InvalidVersion(name, at_most, None)
+        raise InvalidVersion(name, at_most, None, looked_up=False)
     return name, schema, min(at_most, _MAX_INT64)
 
 
