@@ -7,7 +7,7 @@ import asyncio
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -421,3 +421,58 @@ async def test_a_loose_guard_with_no_other_write_keeps_the_cache(store: EventSto
     assert handler.cache is not None
     cached = handler.cache.get("account-1")
     assert cached is not None and (cached.version, cached.state) == (1, result.state) == (1, Account("ada", 5, 1))
+
+
+# -- a stream whose every event its max_age hides still takes commands ---------------------------------
+
+
+class SlowFirstRead:
+    """A real store whose first ``read_stream`` waits 50 ms first: commands sent meanwhile queue."""
+
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+        self.slow = True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    async def read_stream(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        if self.slow:
+            self.slow = False
+            await asyncio.sleep(0.05)
+        async for recorded in self.store.read_stream(*args, **kwargs):
+            yield recorded
+
+
+async def test_commands_after_every_event_aged_out(store: EventStore) -> None:
+    """``max_age`` hides every event of a quiet stream (its version stays): commands decide on what reads
+    show (nothing), as before, and append after the hidden version, alone and in a batch. (A cached state
+    still holds what limits hide since: docs/lifecycle.md. Uncached, each command reads.)"""
+    handler = handler_for(store, cache=None)
+    await handler.execute("1", Open("ada"))
+    await handler.execute("1", Deposit(3))
+    await store.set_stream_limits("account-1", max_age=timedelta(milliseconds=200))
+    await asyncio.sleep(0.3)
+    assert [e async for e in store.read_stream("account-1")] == []
+    assert await store.stream_version("account-1") == 1
+    with pytest.raises(Refused, match="not opened"):  # decided on the stream as reads show it
+        await handler.execute("1", Deposit(1))
+    reopened = await handler.execute("1", Open("bob"))
+    assert (reopened.version, reopened.state) == (2, Account("bob"))
+    await asyncio.sleep(0.3)  # and again, the commands queued behind a slow first one: one batch
+    slow = handler_for(SlowFirstRead(store), cache=None)
+    first, *batched = await asyncio.gather(
+        *(slow.execute("1", command) for command in (Deposit(1), Open("cy"), Deposit(4), Deposit(5))),
+        return_exceptions=True,
+    )
+    assert isinstance(first, Refused)
+    assert [(r.version, r.state) for r in batched] == [  # type: ignore[union-attr]
+        (3, Account("cy")),
+        (4, Account("cy", 4, 1)),
+        (5, Account("cy", 9, 2)),
+    ]
+    assert [(e.version, e.type) async for e in store.read_stream("account-1")] == [
+        (3, "Opened"),
+        (4, "Deposited"),
+        (5, "Deposited"),
+    ]

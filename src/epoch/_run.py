@@ -52,6 +52,7 @@ async def alone(
     loaded = handler.cache.get(stream) if (not explicit and handler.cache is not None) else None
     fresh = loaded is None
     decisions = 0
+    hidden: int | None = None  # the version of a stream whose every event its limits hide (see below)
     while True:
         if loaded is None:
             loaded = await handler._load(stream, watch)
@@ -99,7 +100,8 @@ async def alone(
                 await handler._refuse_tombstone(stream)
             return ExecuteResult(stream, loaded.version, loaded.position, [], loaded.state, decisions)
         new_events = handler._encode(stream, events, job.metadata, command_id)
-        guard = expected if expected is not None else (NO_STREAM if loaded.version is None else loaded.version)
+        after_read = hidden if loaded.version is None else loaded.version  # None: no event at all
+        guard = expected if expected is not None else (NO_STREAM if after_read is None else after_read)
         try:
             if handler._keys is not None:  # personal data: the keys sealed under exist before the events
                 await handler._keys.save()
@@ -118,6 +120,9 @@ async def alone(
             fresh = True
             if loaded is None:
                 return await handler._prior_or_raise(stream, command_id)
+            # Read empty again, yet the stream has a version: its limits (a max_age every event is past)
+            # hide all of it. Decide on what reads show, as before, guarded by that version.
+            hidden = conflict.actual if loaded.version is None else None
             continue
         except DuplicateEventId:
             # A concurrent execution of the same command id won at another version.
@@ -135,8 +140,9 @@ async def alone(
         # Under ANY or STREAM_EXISTS other writers' events may sit between the state read and this append:
         # then ``state`` is the decision's view (the state read, plus its own events), never the stream's,
         # and must not be cached, or the next command would decide on it.
-        after_read = -1 if loaded.version is None else loaded.version
-        exact = appended.version is not None and appended.version - len(new_events) == after_read
+        exact = appended.version is not None and appended.version - len(new_events) == (
+            -1 if after_read is None else after_read
+        )
         return handler._record(stream, state, events, new_events, appended, decisions, first, cache=exact)
 
 
@@ -300,6 +306,7 @@ async def batch(
     fresh = base is None
     budget = 1 + handler.retries
     conflicts = 0
+    hidden: int | None = None  # as in ``alone``: the version of a stream its limits hide all of
     while True:
         waiting[:] = [queued for queued in waiting if not queued.future.done()]
         if not waiting:
@@ -328,9 +335,8 @@ async def batch(
         try:
             if handler._keys is not None:  # personal data: the keys sealed under exist before the events
                 await handler._keys.save()
-            appended = await handler._append(
-                stream, new_events, NO_STREAM if base.version is None else base.version, base
-            )
+            after_read = hidden if base.version is None else base.version
+            appended = await handler._append(stream, new_events, NO_STREAM if after_read is None else after_read, base)
         except WrongExpectedVersion as conflict:
             conflicts += 1
             for queued in waiting:
@@ -345,6 +351,7 @@ async def batch(
             # The version held, so the stream no longer starts where the state was folded from: fold anew.
             base = await handler._fold(stream, None if conflict.actual == base.version else base)
             fresh = True
+            hidden = conflict.actual if base is not None and base.version is None else None
             continue
         except DuplicateEventId:  # a command id that ran meanwhile, at another version
             if not await _settle_replays(handler, stream, waiting):
