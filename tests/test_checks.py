@@ -113,12 +113,8 @@ def test_the_first_problem_is_reported_in_a_fixed_order() -> None:
     assert refusal(InvalidStreamName, stream="", start=-1, limit=-1, backwards=1) == (
         "invalid stream name '': must have 1 to 512 characters, not 0"
     )
-    assert refusal(InvalidVersion, stream="s-1", start=-1, limit=-2, backwards=1) == (
-        "s-1: invalid version -1"
-    )
-    assert refusal(InvalidVersion, stream="s-1", limit=-2, backwards=1) == (
-        "s-1: invalid version 'limit=-2'"
-    )
+    assert refusal(InvalidVersion, stream="s-1", start=-1, limit=-2, backwards=1) == ("s-1: invalid version -1")
+    assert refusal(InvalidVersion, stream="s-1", limit=-2, backwards=1) == ("s-1: invalid version 'limit=-2'")
 
 
 # -- global reads ----------------------------------------------------------------------------------
@@ -133,9 +129,7 @@ def test_a_global_read_starts_after_a_position() -> None:
     # after=0 is the log's beginning; None is no position (and no "from the end" either).
     assert refusal(InvalidVersion, stream=GLOBAL_LOG) == "$all: invalid version None"
     assert refusal(InvalidVersion, stream=GLOBAL_LOG, start=-1) == "$all: invalid version -1"
-    assert refusal(InvalidVersion, stream=GLOBAL_LOG, start=True) == (
-        "$all: invalid version True"
-    )
+    assert refusal(InvalidVersion, stream=GLOBAL_LOG, start=True) == ("$all: invalid version True")
     assert refusal(InvalidVersion, stream=GLOBAL_LOG, start=0, limit=-(2**100)) == (
         f"$all: invalid version 'limit={-(2**100)}'"
     )
@@ -173,9 +167,7 @@ def test_bad_categories_are_refused(categories: Any, message: str) -> None:
 
 
 def test_a_bad_after_is_reported_before_bad_categories() -> None:
-    assert refusal(InvalidVersion, stream=GLOBAL_LOG, start=-1, categories=42) == (
-        "$all: invalid version -1"
-    )
+    assert refusal(InvalidVersion, stream=GLOBAL_LOG, start=-1, categories=42) == ("$all: invalid version -1")
 
 
 def test_what_matches_nothing() -> None:

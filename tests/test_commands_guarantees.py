@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,9 @@ import pytest
 from epoch import (
     ANY,
     STREAM_EXISTS,
+    Codec,
     CommandHandler,
+    Decider,
     EventStore,
     InvalidVersion,
     StreamClosed,
@@ -476,3 +479,119 @@ async def test_commands_after_every_event_aged_out(store: EventStore) -> None:
         (4, "Deposited"),
         (5, "Deposited"),
     ]
+
+
+# -- a repeated command id gets the first execution's result, also when its append is the replay ----------
+
+
+@dataclass(frozen=True)
+class Stamp:
+    pass
+
+
+@dataclass(frozen=True)
+class Note:
+    text: str
+
+
+@dataclass(frozen=True)
+class Stamped:
+    on: str
+
+
+@dataclass(frozen=True)
+class Noted:
+    text: str
+
+
+@dataclass(frozen=True)
+class Diary:
+    stamps: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+def _diary_decide(command: object, state: Diary, today: str | None = None) -> list[object]:
+    return [Stamped(str(today))] if isinstance(command, Stamp) else [Noted(command.text)]  # type: ignore[attr-defined]
+
+
+def _diary_evolve(state: Diary, event: object) -> Diary:
+    if isinstance(event, Stamped):
+        return Diary((*state.stamps, event.on), state.notes)
+    assert isinstance(event, Noted)
+    return Diary(state.stamps, (*state.notes, event.text))
+
+
+diary: Decider[object, Diary, object] = Decider(_diary_decide, _diary_evolve, Diary())
+diary_codec: Codec[object] = Codec([Stamped, Noted])
+
+
+class BeforeAppend:
+    """A real store that runs ``hooks[n]`` (if any) before its ``n``-th append, counted from 1."""
+
+    def __init__(self, store: EventStore, hooks: dict[int, Callable[[], Awaitable[None]]]) -> None:
+        self.store = store
+        self.hooks = hooks
+        self.appends = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    async def append(
+        self, stream: str, events: Iterable[NewEvent], expected_version: ExpectedVersionLike = None
+    ) -> AppendResult:
+        self.appends += 1
+        if (hook := self.hooks.get(self.appends)) is not None:
+            await hook()
+        return await self.store.append(stream, events, expected_version)
+
+
+async def _first_on_monday(store: EventStore) -> None:
+    first = await CommandHandler(store, diary, "doc", diary_codec).execute(
+        "1", Stamp(), services="monday", command_id="X"
+    )
+    assert (first.version, [e.data for e in first.events]) == (1, [Stamped("monday")])
+
+
+async def test_a_command_id_whose_append_was_the_replay_gets_the_first_result(store: EventStore) -> None:
+    """Another execution of command id ``X`` (another process, a Monday clock) stores its events between
+    this one's read and its append, at the same place: the append is answered as a replay
+    (``replayed``), and this caller gets the first execution's result, not its own Tuesday decision."""
+    late = BeforeAppend(store, {})
+    handler = CommandHandler(late, diary, "doc", diary_codec, cache=True)
+    await handler.execute("1", Note("hello"))  # cached at version 0
+    late.hooks[2] = lambda: _first_on_monday(store)
+    result = await handler.execute("1", Stamp(), services="tuesday", command_id="X")
+    assert (result.version, [e.data for e in result.events]) == (1, [Stamped("monday")])
+    assert result.state == Diary(("monday",), ("hello",))
+    after = await handler.execute("1", Note("next"))  # decided on the stream as stored
+    assert after.state == Diary(("monday",), ("hello", "next"))
+    assert [e.type async for e in store.read_stream("doc-1")] == ["Noted", "Stamped", "Noted"]
+
+
+async def test_a_command_id_replayed_inside_a_batch_gets_the_first_result(store: EventStore) -> None:
+    """The same, with ``X`` queued behind another command of this process: its batch's append is the
+    replay, and the first result reaches it."""
+
+    async def slow() -> None:
+        await asyncio.sleep(0.05)  # while the first command appends, X queues behind it
+
+    late = BeforeAppend(store, {})
+    handler = CommandHandler(late, diary, "doc", diary_codec, cache=True)
+    await handler.execute("1", Note("hello"))
+    late.hooks.update({2: slow, 3: lambda: _first_on_monday_at(store, 2)})
+    alone = asyncio.create_task(handler.execute("1", Note("alone")))
+    await asyncio.sleep(0.01)
+    queued = asyncio.create_task(handler.execute("1", Stamp(), services="tuesday", command_id="X"))
+    first, stamped = await asyncio.gather(alone, queued)
+    assert first.version == 1
+    assert (stamped.version, [e.data for e in stamped.events]) == (2, [Stamped("monday")])
+    assert stamped.state == Diary(("monday",), ("hello", "alone"))
+    after = await handler.execute("1", Note("next"))
+    assert after.state == Diary(("monday",), ("hello", "alone", "next"))
+
+
+async def _first_on_monday_at(store: EventStore, version: int) -> None:
+    first = await CommandHandler(store, diary, "doc", diary_codec).execute(
+        "1", Stamp(), services="monday", command_id="X"
+    )
+    assert first.version == version

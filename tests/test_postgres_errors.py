@@ -461,7 +461,7 @@ def test_without_psycopg_the_package_names_the_extra() -> None:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert (done.returncode, done.stdout, done.stderr) == (
         0,
-        "psycopg is not installed: pip install 'epoch-es[postgres]'\n",
+        "psycopg is not installed: pip install '.[postgres]' in an epoch checkout (or the wheel with [postgres])\n",
         "",
     )
 

@@ -680,7 +680,9 @@ def test_missing_web_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "starlette", None)
     with pytest.raises(MissingDependency) as info:
         importlib.import_module("epoch.web")
-    assert str(info.value) == "starlette is not installed: pip install 'epoch-es[web]'"
+    assert str(info.value) == (
+        "starlette is not installed: pip install '.[web]' in an epoch checkout (or the wheel with [web])"
+    )
 
 
 def test_templates_and_static_files_ship_in_the_package() -> None:

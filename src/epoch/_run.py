@@ -129,6 +129,14 @@ async def alone(
             if command_id is not None and (prior := await handler._prior_result(stream, command_id)) is not None:
                 return prior
             raise
+        if appended.replayed and command_id is not None:
+            # Another execution of this command id stored its events first, at this very place: its result
+            # stands, whatever this decision made of them (a clock or another service may differ).
+            prior = await handler._prior_result(stream, command_id)
+            if prior is not None:
+                if handler.cache is not None:
+                    handler.cache.invalidate(stream)
+                return prior
         state = loaded.state
         for event in events:
             state = handler.decider.evolve(state, event)
@@ -361,6 +369,13 @@ async def batch(
         except InvalidEvent:
             await _one_by_one(handler, stream, waiting)
             return None
+        if appended.replayed and await _settle_replays(handler, stream, waiting):
+            # Executions of these command ids elsewhere stored the events first: their callers have those
+            # results (settled above); the others decide again, on the stream as stored.
+            if handler.cache is not None:
+                handler.cache.invalidate(stream)
+            base, fresh, hidden = await handler._fold(stream, None), True, None
+            continue
         if handler._snapshots is not None:  # before any command of the batch returns
             await handler._snapshots.after_append(stream, base, appended, len(new_events), state)
         _settle(handler, stream, decided, base, appended, len(new_events))

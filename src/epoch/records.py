@@ -175,6 +175,8 @@ class AppendResult(msgspec.Struct, frozen=True):
 
     ``version``/``position`` are those of the last event written, or of the stream's last event when
     nothing was written (``None``/0 for an empty stream). ``positions`` has one entry per event written.
+    ``replayed``: the events were stored already, at this place, by an earlier append of the same ids
+    (guarantee 5): this one wrote nothing and answers with where they are.
     """
 
     stream: str
@@ -182,9 +184,12 @@ class AppendResult(msgspec.Struct, frozen=True):
     position: int
     positions: tuple[int, ...]
     recorded_at: datetime | None
+    replayed: bool = False
 
     @classmethod
-    def of(cls, stream: str, written: Sequence[RecordedEvent], head: RecordedEvent | None = None) -> AppendResult:
+    def of(
+        cls, stream: str, written: Sequence[RecordedEvent], head: RecordedEvent | None = None, replayed: bool = False
+    ) -> AppendResult:
         """The result of an append to ``stream`` that wrote (or, replayed, had already written) ``written``.
 
         ``version``, ``position`` and ``recorded_at`` are the last written event's and ``positions`` are
@@ -194,7 +199,7 @@ class AppendResult(msgspec.Struct, frozen=True):
         last = written[-1] if written else head
         if last is None:
             return cls(stream, None, 0, (), None)
-        return cls(stream, last.version, last.position, tuple(e.position for e in written), last.recorded_at)
+        return cls(stream, last.version, last.position, tuple(e.position for e in written), last.recorded_at, replayed)
 
 
 def category_of(stream: str) -> str:

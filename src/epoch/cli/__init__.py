@@ -122,7 +122,7 @@ def _value_problem(exc: BadParameter) -> str:
 app = typer.Typer(
     cls=_Commands,
     name="epoch",
-    help="epoch: event sourcing and CQRS for Python. Every command takes --store URL (default: $EPOCH_STORE or sqlite:///epoch.db).",
+    help="epoch: event sourcing and CQRS for Python. Every command but copy and bench takes --store URL (default: $EPOCH_STORE or sqlite:///epoch.db).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

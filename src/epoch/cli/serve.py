@@ -1,4 +1,4 @@
-"""``epoch serve``: the read-only web explorer (needs the ``web`` extra: ``pip install 'epoch-es[web]'``).
+"""``epoch serve``: the read-only web explorer (needs the ``web`` extra: ``pip install '.[web]'``).
 
 Starlette, Jinja2 and uvicorn are imported only when the command runs, so the rest of the CLI works
 without the extra.

@@ -1,4 +1,4 @@
-"""``JetStreamSink``: publishes events to NATS JetStream (extra ``nats``: ``pip install 'epoch-es[nats]'``).
+"""``JetStreamSink``: publishes events to NATS JetStream (extra ``nats``: ``pip install '.[nats]'``).
 
 Each event is one message: the stored data bytes as the payload, ``Nats-Msg-Id`` set to the event id
 (so JetStream drops a message it already stored within the stream's duplicate window), and headers

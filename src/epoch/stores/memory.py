@@ -169,7 +169,7 @@ class MemoryEventStore(StoreLifecycle, MemorySnapshots, MemoryQuerySnapshots, Me
             refuse_tombstone(stream, entry.first_visible)
         stored = {e.id: (r.stream, r.version) for e in batch if (r := self._ids.get(e.id)) is not None}
         if is_replay(stream, batch, expected, stored):
-            return AppendResult.of(stream, [self._ids[e.id] for e in batch])
+            return AppendResult.of(stream, [self._ids[e.id] for e in batch], replayed=True)
         enforce_expected_version(stream, expected, entry.version if entry else None)
         if not batch:
             return AppendResult.of(stream, (), entry.events[-1] if entry and entry.version is not None else None)

@@ -1,4 +1,4 @@
-"""``epoch serve``: a read-only web explorer over a store (needs the ``web`` extra: ``epoch-es[web]``).
+"""``epoch serve``: a read-only web explorer over a store (needs the ``web`` extra: ``pip install '.[web]'``).
 
 :func:`create_app` returns a Starlette (ASGI) app; see ``docs/web.md``.
 """

@@ -264,7 +264,7 @@ class KurrentDBEventStore(
             raise WrongExpectedVersion(stream, expected, None if last is None else last.version)
         stored = await self._stored_in_stream(stream, batch)
         if is_replay(stream, batch, expected, {id: (r.stream, r.version) for id, r in stored.items()}):
-            return AppendResult.of(stream, [stored[e.id] for e in batch])
+            return AppendResult.of(stream, [stored[e.id] for e in batch], replayed=True)
         if not batch:  # nothing to write: the guard is checked here, against the stream's head
             last = await self._last_event(stream, deleted_raises=True)
             enforce_expected_version(stream, expected, None if last is None else last.version)

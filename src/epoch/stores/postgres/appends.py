@@ -126,7 +126,7 @@ async def replay(
         return None
     written = [rows[e.id] for e in batch]
     positions = tuple(q.encode_position(r[3], r[4]) for r in written)
-    return AppendResult(stream, written[-1][2], positions[-1], positions, written[-1][5])
+    return AppendResult(stream, written[-1][2], positions[-1], positions, written[-1][5], replayed=True)
 
 
 async def delete(db: Connections, stream: str, expected: ExpectedVersion | int) -> None:

@@ -145,7 +145,9 @@ async def append_many(db: Connections, entries: list[Many]) -> list[AppendResult
                 if is_replay(entry.stream, entry.events, entry.expected, stored):  # or DuplicateEventId
                     written = [found[e.id] for e in entry.events]
                     positions = tuple(q.encode_position(r[3], r[4]) for r in written)
-                    results.append(AppendResult(entry.stream, written[-1][2], positions[-1], positions, written[-1][5]))
+                    results.append(
+                        AppendResult(entry.stream, written[-1][2], positions[-1], positions, written[-1][5], True)
+                    )
                     continue
                 results.append(await _write_entry(cur, entry, now))
         return results

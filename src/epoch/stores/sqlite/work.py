@@ -142,7 +142,7 @@ def _replayed(
         return None
     last = found[batch[-1].id]
     positions = tuple(found[event.id][2] for event in batch)
-    return Replay(AppendResult(stream, last[1], last[2], positions, instant(last[3])))
+    return Replay(AppendResult(stream, last[1], last[2], positions, instant(last[3]), replayed=True))
 
 
 def append(tx: Group, stream: str, batch: list[NewEvent], expected: ExpectedVersion | int) -> AppendResult | Replay:
