@@ -19,12 +19,16 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import pytest
+
 from epoch import (
     Codec,
     CommandHandler,
+    Decider,
     EventStore,
     ExecuteResult,
     NewEvent,
+    _run,
     open_store,
 )
 from epoch.records import AppendResult, ExpectedVersionLike, RecordedEvent
@@ -255,3 +259,39 @@ async def _main(url: str, tasks: int, commands: int) -> None:
 
 if __name__ == "__main__":
     asyncio.run(_main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))
+
+
+async def test_a_batch_past_its_byte_bound_appends_in_parts(store: EventStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The commands queued on a stream go out in appends of at most ``MAX_BATCH_BYTES`` of events (and one
+    command's events more), each command still with its own result: PostgreSQL refuses a parameter past
+    1 GB, which one append of every queued command could pass."""
+    counting = CountingStore(store)
+    handler = await opened(counting)
+    [first] = (await handler.execute("hot", Deposit(1))).events  # every deposit's event has this size
+    async for recorded in store.read_stream("account-hot", from_version=first.version):
+        monkeypatch.setattr(_run, "MAX_BATCH_BYTES", 3 * (len(recorded.data) + len(recorded.metadata)))
+    results = await asyncio.gather(*(handler.execute("hot", Deposit(1)) for _ in range(12)))
+    # Opened, the deposit above, the first of the 12 alone; the 11 queued meanwhile in parts of three.
+    assert [len(a) for a in counting.appends] == [1, 1, 1, 3, 3, 3, 2]
+    assert summary(results) == [(v, [v], v, 1) for v in range(2, 14)]
+    assert [e.version async for e in store.read_stream("account-hot")] == list(range(14))
+    assert await handler.load("hot") == (Account("ada", 13), 13)
+
+
+async def test_an_is_terminal_that_raises_fails_only_its_own_command_in_a_batch(store: EventStore) -> None:
+    """As when a command runs alone: a raising ``is_terminal`` is that command's error, not the batch's."""
+
+    def is_terminal(state: Account) -> bool:
+        if state.balance == 2:
+            raise RuntimeError("is_terminal broke at balance 2")
+        return state.closed
+
+    counting = CountingStore(store)
+    handler = CommandHandler(
+        counting, Decider(account.decide, account.evolve, account.initial_state, is_terminal), "account", codec
+    )
+    await handler.execute("hot", Open("ada"))
+    results = await asyncio.gather(*(handler.execute("hot", Deposit(1)) for _ in range(4)), return_exceptions=True)
+    broke = "RuntimeError: is_terminal broke at balance 2"  # both queued after it decide on balance 2
+    assert summary(results) == [(1, [1], 1, 1), (2, [2], 2, 1), broke, broke]
+    assert counting.appends == [["Opened"], ["Deposited"], ["Deposited"]]

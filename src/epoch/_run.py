@@ -37,6 +37,10 @@ E = TypeVar("E")
 
 Queued = Waiting[Job[Any], ExecuteResult[S, Any]]
 
+MAX_BATCH_BYTES = 16 * 1024 * 1024
+"""Bytes of data and metadata one batch appends at most (the commands past it go in the next append; one
+command's events are never split): PostgreSQL refuses a parameter past 1 GB (64 commands of 17 MiB)."""
+
 
 async def alone(
     handler: CommandHandler[C, S, E], stream: str, job: Job[C], expected: ExpectedVersionLike
@@ -180,20 +184,29 @@ class _Decided:
 def _decide(
     handler: CommandHandler[Any, S, Any], stream: str, waiting: list[Queued[S]], base: CachedState[S]
 ) -> tuple[list[_Decided], list[NewEvent], S]:
-    """Decide every command in turn on the state the ones before it left; their events, and the last state."""
+    """Decide the commands in turn, each on the state the ones before it left; their events, and the last
+    state. The commands after the first :data:`MAX_BATCH_BYTES` of events wait for the next append."""
     evolve, is_terminal = handler.decider.evolve, handler._is_terminal
     state = base.state
     decided: list[_Decided] = []
     new_events: list[NewEvent] = []
+    size = 0
     firsts: dict[UUID, _Decided] = {}
     for queued in waiting:
+        if size >= MAX_BATCH_BYTES:
+            break
         job = queued.job
         outcome = _Decided(queued, len(new_events), state)
         decided.append(outcome)
         if job.watch is not None and (first := firsts.get(job.watch)) is not None:
             outcome.first = first  # a replay of a command id already in this batch: no second decision
             continue
-        if is_terminal is not None and is_terminal(state):
+        try:
+            terminal = is_terminal is not None and is_terminal(state)
+        except Exception as exc:  # the decider's own: this command's alone, as when it runs alone
+            outcome.error = exc
+            continue
+        if terminal:
             outcome.closed = True
             continue
         job.decisions += 1
@@ -210,6 +223,7 @@ def _decide(
             continue
         outcome.events, outcome.encoded, outcome.state = events, encoded, after
         new_events += encoded
+        size += sum(len(event.data) + len(event.metadata) for event in encoded)
         state = after
         if job.watch is not None:
             firsts[job.watch] = outcome
@@ -380,4 +394,7 @@ async def batch(
             await handler._snapshots.after_append(stream, base, appended, len(new_events), state)
         _settle(handler, stream, decided, base, appended, len(new_events))
         assert appended.version is not None
-        return CachedState(state, appended.version, appended.position, _first_version(base, appended, len(new_events)))
+        after = CachedState(state, appended.version, appended.position, _first_version(base, appended, len(new_events)))
+        if len(decided) == len(waiting):
+            return after
+        base, fresh, hidden = after, False, None  # past MAX_BATCH_BYTES: the rest (unsettled) append next
