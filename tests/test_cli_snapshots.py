@@ -144,3 +144,32 @@ def test_queries_lists_decision_snapshots_and_drop_queries_drops_them(tmp_path: 
     assert (done.exit_code, json.loads(done.stdout)) == (0, {"dropped": 0})
     done = epoch("snapshots", "queries", "--store", url)
     assert (done.exit_code, done.stdout) == (0, "no query snapshots\n")
+
+
+def test_queries_leaves_out_a_row_that_is_no_snapshot(tmp_path: Path) -> None:
+    import sqlite3
+
+    from tests.test_decision_snapshots import Enroll, handler_for
+
+    url = f"sqlite:///{tmp_path / 'decisions.db'}"
+
+    async def write() -> None:
+        async with open_store(url) as store:
+            for n in range(6):
+                await handler_for(store).execute(Enroll("math", f"s{n}"))
+                await handler_for(store).execute(Enroll("art", f"s{n}"))
+
+    asyncio.run(write())
+    with sqlite3.connect(tmp_path / "decisions.db") as connection:  # edited by hand: no save writes these
+        connection.execute(
+            "UPDATE query_snapshots SET taken_at = 9223372036854775807, folded = 'x' WHERE label LIKE '%art'"
+        )
+    connection.close()
+    done = epoch("snapshots", "queries", "--store", url)
+    assert done.exit_code == 0, done.output
+    [line] = done.stdout.splitlines()  # the art course's row is left out (logged), never a traceback
+    assert line.startswith("tag:course:math  schema 1  5 events to position 9  usable  key ")
+    [row] = json.loads(epoch("snapshots", "queries", "--store", url, "--json").stdout)
+    assert (row["query"], row["events"]) == ("tag:course:math", 5)
+    done = epoch("snapshots", "drop-queries", "--store", url)
+    assert (done.exit_code, done.stdout) == (0, "dropped 2 query snapshots\n")  # the invalid one too

@@ -6,10 +6,14 @@ store entries refuse bad input. The model test at the end checks that snapshots 
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import itertools
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, cast
 
@@ -116,6 +120,11 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 async def store(url: str) -> AsyncIterator[EventStore]:
     async with open_store(url) as opened:
         yield opened
+
+
+def stream_snapshot(first: int | None, state: Roster) -> bytes:
+    """A read_stream snapshot's data: the stream's first version folded, and the state."""
+    return b"[%s,%s]" % (b"null" if first is None else str(first).encode(), StateCodec[Roster](Roster).encode(state))
 
 
 def capable(store: EventStore) -> SupportsQuerySnapshots:
@@ -233,12 +242,13 @@ async def test_an_empty_decision_on_a_stream_as_its_snapshot_left_it_reads_the_s
     key = (await capable(store).query_snapshot_status())[0].key
     state = Roster((*names(range(5)), "s9"), ("one", "two"))
     head = await store.head_position()
-    data = StateCodec[Roster](Roster).encode(state)
+    data = stream_snapshot(0, state)  # s9's versions 0 to 2
     assert await capable(store).save_query_snapshot(key, 1, head, 8, 2, data, 0, "by hand") is True
     counted = Reads(store)
     again = await handler_for(cast(EventStore, counted), read_stream=True).execute(Enroll("math", "s9"))
     s9 = [r async for r in store.read_stream("student-s9")]
-    assert (counted.queries, counted.streams) == ([(head, 0)], [(3, 0), (None, 1)])  # then the head, backwards
+    # The stream's first event (it still starts at 0), then from the snapshot's own last event on: the head.
+    assert (counted.queries, counted.streams) == ([(head, 0)], [(None, 1), (2, 1)])
     assert (again.events, again.version, again.position, again.state) == ([], 2, s9[-1].position, state)
 
 
@@ -257,7 +267,8 @@ async def test_with_read_stream_the_streams_own_events_after_the_snapshot_are_fo
     await store.append("student-s9", [NewEvent("Noted", b'{"who":"s9","text":"after"}')])
     counted = Reads(store)
     again = await handler_for(cast(EventStore, counted), read_stream=True).execute(Enroll("math", "s9"))
-    assert counted.streams == [(2, 2)]  # from the version after the snapshot's: s9's Enrolled and the new note
+    # The stream's first event (still version 0), then from the snapshot's last one: it, s9's Enrolled, the note.
+    assert counted.streams == [(None, 1), (1, 3)]
     assert again.state == Roster((*names(range(6)), "s9"), ("early", "late", "after"))
     assert (again.events, again.version) == ([], 3)
 
@@ -272,11 +283,11 @@ async def test_the_streams_own_events_a_snapshot_holds_are_not_folded_again_from
     [s9] = [r async for r in store.read_stream("student-s9")]
     key = next(s.key for s in await capable(store).query_snapshot_status() if "student-s9" in s.label)
     state = Roster((*names(range(5)), "s9"))
-    data = StateCodec[Roster](Roster).encode(state)
+    data = stream_snapshot(0, state)
     assert await capable(store).save_query_snapshot(key, 1, s9.position - 1, 6, 0, data, 0, "by hand") is True
     counted = Reads(store)
     again = await handler_for(cast(EventStore, counted), read_stream=True).execute(Enroll("math", "s9"))
-    assert (counted.queries, counted.streams) == ([(s9.position - 1, 1)], [(1, 0), (None, 1)])
+    assert (counted.queries, counted.streams) == ([(s9.position - 1, 1)], [(None, 1), (0, 1)])
     assert (again.events, again.version, again.state) == ([], 0, state)  # s9 once, not twice
 
 
@@ -361,6 +372,71 @@ async def test_an_erasure_by_another_store_on_the_same_database_is_seen(url: str
         assert result.state == Roster(names(range(1, 14)))
 
 
+# -- read_stream: a snapshot only while the stream reads as it did -------------------------------------
+
+
+def note(text: str) -> NewEvent:
+    return NewEvent("Noted", b'{"who":"s9","text":"%s"}' % text.encode())
+
+
+def s9_handler(store: EventStore, every: int | None = 1, **options: Any) -> DecisionHandler[Enroll, Roster, Any]:
+    return handler_for(store, every=every, read_stream=True, stream=lambda command: "student-s9", **options)
+
+
+@pytest.mark.parametrize(
+    ("how", "expected"),
+    [
+        ("max_count", Roster(("a",))),  # only version 3, a's enrolment, still reads
+        ("max_age", Roster(("a",), ("n4",))),  # every event but the new one aged out, with no write at all
+        ("soft delete", Roster(("a",))),  # read_query still shows a's enrolment
+        ("soft delete and a new event", Roster(("a",), ("n4",))),
+    ],
+)
+async def test_a_stream_snapshot_is_used_only_while_the_stream_reads_from_where_it_was_folded(
+    store: EventStore, how: str, expected: Roster
+) -> None:
+    await store.append("student-s9", [note("n0"), note("n1"), note("n2")])
+    await s9_handler(store).execute(Enroll("math", "a"))  # a snapshot of s9's versions 0 to 2, erasing nothing
+    if how == "max_count":
+        await store.set_stream_limits("student-s9", max_count=1)
+    elif how == "max_age":  # every event ages out, with no write at all; then a new one
+        await store.set_stream_limits("student-s9", max_age=timedelta(milliseconds=500))
+        await asyncio.sleep(0.6)
+        await store.append("student-s9", [note("n4")])
+    else:
+        await store.delete_stream("student-s9")
+        if how == "soft delete and a new event":
+            await store.append("student-s9", [note("n4")])
+    [status] = await capable(store).query_snapshot_status()
+    assert (status.count, status.usable) == (3, True)
+    fast, slow = s9_handler(store), s9_handler(store, every=None)
+    with_snapshot, without = await fast.execute(Enroll("math", "a")), await slow.execute(Enroll("math", "a"))
+    assert (with_snapshot.events, with_snapshot.state) == ([], expected)  # decided on the stream as it reads
+    assert (with_snapshot.version, with_snapshot.position, with_snapshot.state) == (
+        without.version, without.position, without.state
+    )  # fmt: skip
+    decided = await fast.execute(Enroll("math", "b"))  # and it appends, guarded by what it read
+    assert (decided.version, decided.attempts, decided.state) == (
+        await store.stream_version("student-s9"), 1, Roster(("a", "b"), expected.notes)
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("every", [None, 1])
+async def test_with_read_stream_a_stream_whose_every_event_aged_out_still_takes_decisions(
+    store: EventStore, every: int | None
+) -> None:
+    """As CommandHandler: decided on what reads show (nothing of the stream), guarded by its version."""
+    await store.append("student-s9", [note("n0"), note("n1"), note("n2")])
+    handler = s9_handler(store, every=every)
+    await handler.execute(Enroll("math", "a"))  # version 3
+    await store.set_stream_limits("student-s9", max_age=timedelta(milliseconds=200))
+    await asyncio.sleep(0.3)
+    assert [e async for e in store.read_stream("student-s9")] == []
+    decided = await handler.execute(Enroll("math", "b"))
+    assert (decided.version, decided.attempts, decided.state) == (4, 2, Roster(("a", "b")))
+    assert [(e.version, e.type) async for e in store.read_stream("student-s9")] == [(4, "Enrolled")]
+
+
 # -- keys, schema versions, bad snapshots -------------------------------------------------------------
 
 
@@ -371,6 +447,86 @@ async def test_two_deciders_over_one_query_keep_two_snapshots(store: EventStore)
     statuses = await capable(store).query_snapshot_status()
     assert sorted((s.label, s.count) for s in statuses) == [("tag:course:math", 5), ("tag:course:math", 10)]
     assert len({s.key for s in statuses}) == 2
+
+
+async def test_one_evolve_with_two_initial_states_keeps_two_snapshots(store: EventStore) -> None:
+    seeded = Decider(decide=decide, evolve=evolve, initial_state=Roster(("seed",)))
+    await enroll(store, range(6))  # a snapshot of 5 students
+    result = await handler_for(store, decider=seeded).execute(Enroll("math", "s6"))
+    assert result.state == Roster(("seed", *names(range(7))))  # its own fold, never the roster's snapshot
+    assert sorted(s.count for s in await capable(store).query_snapshot_status()) == [5, 6]
+
+
+def weighted(weight: int, state: Roster, event: Enrolled | Noted) -> Roster:
+    return evolve(state, event)
+
+
+class Rosters:
+    """A decider object: its evolve is a method bound to each instance."""
+
+    initial_state = Roster()
+
+    def decide(self, command: Enroll, state: Roster) -> list[Enrolled]:
+        return decide(command, state)
+
+    def evolve(self, state: Roster, event: Enrolled | Noted) -> Roster:
+        return evolve(state, event)
+
+
+class Evolving:
+    def __call__(self, state: Roster, event: Enrolled | Noted) -> Roster:
+        return evolve(state, event)
+
+
+def _local() -> Any:
+    def evolve_here(state: Roster, event: Enrolled | Noted) -> Roster:
+        return evolve(state, event)
+
+    return evolve_here
+
+
+_unnamed_evolves: dict[str, tuple[Any, str]] = {
+    "lambda": (lambda state, event: evolve(state, event), "a lambda (tests.test_decision_snapshots.<lambda>)"),
+    "partial": (functools.partial(weighted, 1), "a functools.partial of tests.test_decision_snapshots.weighted"),
+    "bound method": (
+        Rosters().evolve,
+        "a method bound to one instance (tests.test_decision_snapshots.Rosters.evolve)",
+    ),
+    "callable object": (Evolving(), "a callable object (a tests.test_decision_snapshots.Evolving)"),
+    "local function": (
+        _local(),
+        "a function defined inside another one (tests.test_decision_snapshots._local.<locals>.evolve_here)",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(_unnamed_evolves))
+async def test_an_evolve_without_a_stable_name_needs_a_snapshot_key(store: EventStore, kind: str) -> None:
+    evolve_of, described = _unnamed_evolves[kind]
+    decider = Rosters() if kind == "bound method" else Decider(decide=decide, evolve=evolve_of, initial_state=Roster())
+    with pytest.raises(ConfigurationError) as caught:
+        handler_for(store, decider=decider)
+    assert str(caught.value) == (
+        f"DecisionHandler: snapshots need a decider named the same in every process, and its evolve is {described}:"
+        " give the handler snapshot_key='...', a stable name of the decider"
+    )
+    await enroll(store, range(6), decider=decider, snapshot_key="rosters")  # named: a snapshot of 5
+    other = await enroll(store, range(6, 8), decider=last_only, snapshot_key="last only")
+    assert other == Roster(("s7",))  # another name: its own fold, never the roster's snapshot
+    counted = Reads(store)
+    result = await handler_for(cast(EventStore, counted), decider=decider, snapshot_key="rosters").execute(
+        Enroll("math", "s8")
+    )
+    positions = [recorded.position async for recorded in store.read_all()]
+    assert (result.state, counted.queries) == (Roster(names(range(9))), [(positions[4], 3)])
+    assert sorted(s.count for s in await capable(store).query_snapshot_status()) == [5, 6]
+
+
+@pytest.mark.parametrize("key", ["", 7, b"rosters"])
+async def test_a_snapshot_key_is_a_non_empty_str(store: EventStore, key: object) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        handler_for(store, snapshot_key=key)
+    assert str(caught.value) == f"DecisionHandler(snapshot_key=...) must be a non-empty str, not {key!r}"
 
 
 async def test_the_key_takes_a_querys_items_as_sets(store: EventStore) -> None:
@@ -509,6 +665,78 @@ async def test_a_command_id_that_ran_between_the_first_check_and_the_snapshot_is
     assert (again.version, again.position) == (first.version, first.position)
     assert [e.id for e in again.events] == [e.id for e in first.events] != []  # its result, not an empty decision
     assert [r.stream async for r in store.read_all()].count("student-s0") == 1
+
+
+def corrupt(url: str, change: str) -> None:
+    """Run ``UPDATE <the query snapshots table> SET <change>`` on the store's database, as a hand would."""
+    if url.startswith("sqlite"):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as connection:
+            connection.execute(f"UPDATE query_snapshots SET {change}")
+        connection.close()
+    else:
+        psycopg = pytest.importorskip("psycopg")
+        with psycopg.connect(url, autocommit=True) as connection:
+            connection.execute(f"UPDATE epoch_query_snapshots SET {change}")
+
+
+_ROW = "query snapshot '{key}' ignored: its row is invalid ({why})"
+_HEAD = "position {position} is not an int from 0 to the store's head, {head}"
+_VERSIONS = "query snapshot {key} (tag:course:math + stream student-s9) ignored: its versions do not fit ({why})"
+
+
+def _case(backend: str, read_stream: bool, change: str, logged: str | None) -> Any:
+    marks = [pytest.mark.postgres] if backend == "postgres" else []
+    return pytest.param(backend, read_stream, change, logged, marks=marks, id=f"{backend}: {change}")
+
+
+_SQLITE, _PG = "sqlite", "postgres"
+
+
+@pytest.mark.parametrize(
+    ("url", "read_stream", "change", "logged"),
+    [
+        _case(_SQLITE, False, "data = CAST(data AS TEXT)", _ROW.replace("{why}", "data of type str, label 'tag:course:math'")),
+        _case(_SQLITE, False, "folded = 'x'", _ROW.replace("{why}", "folded 'x' is not an int from 0 to 9223372036854775807")),
+        _case(_SQLITE, False, "taken_at = 9223372036854775807", _ROW.replace("{why}", "taken_at 9223372036854775807 is not an instant")),
+        _case(_SQLITE, False, "position = -1", _ROW.replace("{why}", _HEAD.replace("{position}", "-1"))),
+        _case(_SQLITE, False, "position = 99999", _ROW.replace("{why}", _HEAD.replace("{position}", "99999"))),
+        _case(_SQLITE, True, "version = NULL", _VERSIONS.replace("{why}", "first 0, version None")),
+        _case(_SQLITE, True, "version = 99", None),  # past the stream's version: its last event is not there
+        _case(_PG, False, "position = -1", _ROW.replace("{why}", _HEAD.replace("{position}", "-1"))),
+        _case(_PG, False, f"position = {2**63 - 1}", _ROW.replace("{why}", _HEAD.replace("{position}", str(2**63 - 1)))),
+        _case(_PG, False, "folded = -1", _ROW.replace("{why}", "folded -1 is not an int from 0 to 9223372036854775807")),
+        _case(_PG, False, "taken_at = 'infinity'", _ROW.replace("{why}", "taken_at None is not an instant")),
+        _case(_PG, True, "version = NULL", _VERSIONS.replace("{why}", "first 0, version None")),
+        _case(_PG, True, "version = 99", None),
+    ],
+    indirect=["url"],
+)  # fmt: skip
+async def test_a_corrupt_row_is_no_snapshot(
+    url: str, read_stream: bool, change: str, logged: str | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A row no save could have written (edited by hand): logged, and the decision folds every event."""
+    async with open_store(url) as store:
+        make = s9_handler if read_stream else handler_for
+        for who in ("a0", "a1", "a2"):  # the last one writes a snapshot of a0 and a1
+            await make(store, every=1).execute(Enroll("math", who))
+        [status] = await capable(store).query_snapshot_status()
+        head = await store.head_position()
+        corrupt(url, change)
+        with caplog.at_level(logging.WARNING, logger="epoch.snapshots"):
+            fast = await make(store, every=1).execute(Enroll("math", "a1"))  # nothing to decide
+        slow = await make(store, every=None).execute(Enroll("math", "a1"))
+        assert (fast.events, fast.state, fast.version) == ([], Roster(("a0", "a1", "a2")), 2 if read_stream else 0)
+        assert (fast.state, fast.version, fast.position) == (slow.state, slow.version, slow.position)
+        expected = [] if logged is None else [logged.format(key=status.key, head=head)]
+        assert [r.getMessage() for r in caplog.records] == expected
+        listed = await capable(store).query_snapshot_status()  # never raises: an invalid row is left out
+        assert [s.key for s in listed] == (
+            [] if change.startswith(("data", "folded", "taken", "pos")) else [status.key]
+        )
+        decided = await make(store, every=1).execute(Enroll("math", "a3"))  # folds 3: a valid snapshot again
+        assert decided.state == Roster(("a0", "a1", "a2", "a3"))
+        [status] = await capable(store).query_snapshot_status()
+        assert (status.count, status.usable) == (3, True)
 
 
 # -- labels (the store entries' other bad input: epoch.testing.QuerySnapshotContract) ---------------

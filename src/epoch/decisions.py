@@ -18,7 +18,8 @@ docs/consistency.md). The events a decision writes should match its own query, o
 cannot see them; ``tags`` derives their tags where the codec does not.
 
 With ``snapshots=Snapshots(every=N)`` a decision starts from the newest snapshot of the state over its
-query and reads only the events after it (:class:`~epoch.snapshots.QuerySnapshotter`, docs/snapshots.md).
+query and reads only the events after it (:class:`~epoch.snapshots.QuerySnapshotter`, docs/snapshots.md);
+with ``read_stream`` only while the stream still reads from the version the snapshot was folded from.
 """
 
 from __future__ import annotations
@@ -48,8 +49,8 @@ from epoch.errors import (
 from epoch.personal import keys_of_codec, preloading, subjects_in
 from epoch.queries import AppendCondition, Query
 from epoch.records import ANY, NO_STREAM, ExpectedVersionLike, NewEvent, RecordedEvent
-from epoch.snapshots import QuerySnapshotter, Snapshots
-from epoch.stores import EventStore
+from epoch.snapshots import QuerySnapshotter, Snapshots, logger
+from epoch.stores import EventStore, confirmed_read_of
 from epoch.streams import check_stream_name
 from epoch.telemetry import current as current_telemetry
 
@@ -63,17 +64,18 @@ E = TypeVar("E")
 @dataclass(frozen=True, slots=True)
 class _Read:
     """What one attempt read: the folded state, the condition's ``after``, and the stream's head when
-    the stream was read too (``version`` ``None`` and ``position`` 0 for an empty stream); with snapshots
-    also how many events it folds, the count of the snapshot it started from (``None``: none) and the
-    store's erasure count before the read."""
+    the stream was read too (``version`` ``None`` and ``position`` 0 for an empty stream, ``first`` the
+    stream's first version folded); with snapshots also how many events it folds, the count of the
+    snapshot it started from (``None``: none) and the store's erasure count before the read."""
 
     state: Any
     after: int | None
     version: int | None
-    position: int | None  # None: not read (the stream is as a snapshot left it)
+    position: int | None  # without read_stream: not read (_head reads it)
     count: int = 0
     base_count: int | None = None
     erasures: int = 0
+    first: int | None = None
 
 
 class DecisionHandler(Generic[C, S, E]):
@@ -91,6 +93,8 @@ class DecisionHandler(Generic[C, S, E]):
     state over its query, on a store that keeps them (docs/snapshots.md); a snapshot only saves time.
 
     ``tags(event)``, when given, adds tags to each event written, after any the codec gave it.
+    ``snapshot_key`` names the decider in its snapshots' keys, for an ``evolve`` that has no name of its
+    own (a lambda, a closure, a ``functools.partial``, a bound method, a callable object).
     """
 
     def __init__(
@@ -107,6 +111,7 @@ class DecisionHandler(Generic[C, S, E]):
         read_stream: bool = False,
         tags: Callable[[E], Iterable[str]] | None = None,
         snapshots: Snapshots | None = None,
+        snapshot_key: str | None = None,
     ) -> None:
         if retries < 0:
             raise ValueError("retries must be >= 0")
@@ -125,7 +130,8 @@ class DecisionHandler(Generic[C, S, E]):
         self._is_terminal: Callable[[S], bool] | None = getattr(decider, "is_terminal", None)
         self.snapshots = snapshots
         # None: no policy, or a store without query snapshots (it then folds every event, as without them)
-        self._snapshots = QuerySnapshotter.of(store, snapshots, decider)
+        self._snapshots = QuerySnapshotter.of(store, snapshots, decider, read_stream, snapshot_key)
+        self._confirmed = confirmed_read_of(self.store)  # a snapshot's stream read: it still starts there
         if self._snapshots is not None and self._keys is not None:
             raise ConfigurationError(
                 "DecisionHandler: snapshots and a codec that seals personal data do not mix: a snapshot"
@@ -164,6 +170,7 @@ class DecisionHandler(Generic[C, S, E]):
             await self._keys.refresh()
         budget = 1 + self.retries
         decisions = 0
+        actual: int | None = None  # the stream's version a failed append found
         while True:
             read = await self._read(stream, query, watch)
             if read is None:  # the command's first event was read: it ran meanwhile
@@ -184,15 +191,17 @@ class DecisionHandler(Generic[C, S, E]):
                 return ExecuteResult(stream, version, position, [], read.state, decisions)
             new_events = self._encode(stream, events, base_metadata, command_id)
             expected: ExpectedVersionLike = ANY
-            if self.read_stream:
-                expected = NO_STREAM if read.version is None else read.version
+            if self.read_stream:  # an empty read of a stream with a version: its limits hide every event
+                # (as CommandHandler does: decided on what reads show, guarded by the version it has)
+                version = read.version if read.version is not None else actual
+                expected = NO_STREAM if version is None else version
             try:
                 if self._keys is not None:  # personal data: the keys sealed under exist before the events
                     await self._keys.save()
                 appended = await self.store.append_with_condition(
                     stream, new_events, AppendCondition(query, read.after), expected
                 )
-            except (AppendConditionFailed, WrongExpectedVersion):
+            except (AppendConditionFailed, WrongExpectedVersion) as conflict:
                 if (
                     command_id is not None
                     and (prior := await self._prior_result(stream, query, command_id)) is not None
@@ -200,6 +209,7 @@ class DecisionHandler(Generic[C, S, E]):
                     return prior  # a concurrent execution of the same command id won
                 if decisions >= budget:
                     raise
+                actual = conflict.actual if isinstance(conflict, WrongExpectedVersion) else None
                 await asyncio.sleep(backoff.delay(decisions - 1, self.backoff, self.max_backoff))
                 continue
             except DuplicateEventId:
@@ -217,9 +227,12 @@ class DecisionHandler(Generic[C, S, E]):
 
     # -- reading --------------------------------------------------------------------------------
 
-    async def _read(self, stream: str, query: Query, watch: UUID | None, before: int | None = None) -> _Read | None:
+    async def _read(
+        self, stream: str, query: Query, watch: UUID | None, before: int | None = None, erasures: int | None = None
+    ) -> _Read | None:
         """Fold the query's events (merged with the stream's, with ``read_stream``) in position order,
-        from the query's snapshot when there is one (never with ``before``).
+        from the query's snapshot when there is one (never with ``before``, nor with ``erasures``: the
+        count read with a snapshot found stale, folding anew).
 
         ``before`` stops at that position (an earlier execution's first event). ``None`` when an event
         with id ``watch`` is read: the command being executed has already run.
@@ -228,31 +241,42 @@ class DecisionHandler(Generic[C, S, E]):
         decode = self.codec.decode_data
         state = initial_state_of(self.decider)
         after: int | None = None
-        start, from_version, count, base_count, erasures = 0, None, 0, None, 0
+        start, count, base_count, seen = 0, 0, None, erasures or 0
         version: int | None = None
-        covered: int | None = None  # the stream's versions a snapshot holds (read_stream)
-        if self._snapshots is not None and before is None:
+        covered: int | None = None  # the stream's versions a snapshot holds (read_stream), from ``first``
+        first: int | None = None
+        if self._snapshots is not None and before is None and erasures is None:
             key, _ = self._snapshots.key(query, stream if self.read_stream else None)
-            snapshot, erasures = await self._snapshots.load(key)
+            snapshot, seen = await self._snapshots.load(key)
             if snapshot is not None:
                 # The snapshot folds every matching event up to its position (and the stream's up to its
                 # version): the condition needs no earlier ``after`` than it (nothing matched between).
                 state, start, after = snapshot.state, snapshot.position, snapshot.position
                 count = base_count = snapshot.count
                 version = covered = snapshot.version
-                from_version = None if version is None else version + 1
+                first = snapshot.first
         own: list[RecordedEvent] = []
+        last: RecordedEvent | None = None  # the snapshot's last event of the stream, read again
         if self.read_stream:
+            # From a snapshot's last event of the stream, only while the stream still starts at or before
+            # the version the snapshot was folded from (epoch.stores.confirmed_read_of, in the read).
             reading = (
-                self.store.read_stream(stream) if from_version is None else self.store.read_stream(stream, from_version)
+                self.store.read_stream(stream) if covered is None else self._confirmed(stream, covered, first or 0)
             )
             async with closing(self._preloaded(reading)) as events:
                 own = [recorded async for recorded in events]
+            if covered is not None:
+                if not own or own[0].version != covered:  # deleted, hidden by limits, or past the stream
+                    logger.debug("%s: query snapshot %s ignored: the stream no longer reads as it did", stream, key)
+                    return await self._read(stream, query, watch, erasures=seen)
+                last = own.pop(0)  # in the snapshot already
+            if own and first is None:
+                first = own[0].version
         position: int | None = 0
         if own:
             version, position = own[-1].version, own[-1].position
-        elif version is not None:  # as the snapshot left it: where its last event is, _head reads
-            position = None
+        elif last is not None:
+            position = last.position
         mine = 0  # the next of the stream's own events to fold
         reading = self.store.read_query(query) if start == 0 else self.store.read_query(query, start)
         async with closing(self._preloaded(reading)) as events:
@@ -279,7 +303,7 @@ class DecisionHandler(Generic[C, S, E]):
                 return None
             state = evolve(state, decode(recorded))
             count += 1
-        return _Read(state, after, version, position, count, base_count, erasures)
+        return _Read(state, after, version, position, count, base_count, seen, first)
 
     async def _snapshot(self, stream: str, query: Query, read: _Read) -> None:
         """After an append guarded by ``read``: a snapshot of the state it was decided on, when due."""
@@ -291,7 +315,7 @@ class DecisionHandler(Generic[C, S, E]):
         # below which a matching event may still become visible; ``version`` covers the stream's events.
         position = read.after or 0
         await self._snapshots.after_append(
-            key, label, read.base_count, read.state, position, read.count, version, read.erasures
+            key, label, read.base_count, read.state, position, read.count, version, read.erasures, read.first
         )
 
     def _preloaded(self, events: AsyncIterator[RecordedEvent]) -> AsyncIterator[RecordedEvent]:

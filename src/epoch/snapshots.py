@@ -20,13 +20,17 @@ its query matched, and with ``read_stream`` the stream's own): a snapshot of the
 on is written after its append when that count crosses a multiple of ``every`` (``old_version`` is the
 count of the snapshot the decision started from, ``None`` without one). A decision starts from its key's
 snapshot and reads only the events after it. The key is a digest of the query (its items as sets), the
-decider's ``evolve`` (module and qualified name: two deciders over one query never share a snapshot) and,
-with ``read_stream``, the stream. ``keep`` does not apply: a key keeps its newest snapshot.
+decider (``evolve``'s module and qualified name, or the handler's ``snapshot_key``, and the encoded initial
+state: two deciders over one query never share a snapshot) and, with ``read_stream``, the stream. With
+``read_stream`` the snapshot's data also holds the stream's first version it was folded from. ``keep``
+does not apply: a key keeps its newest snapshot.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -228,40 +232,96 @@ def _label(items: list[tuple[tuple[str, ...], tuple[str, ...]]]) -> str:
 @dataclass(frozen=True, slots=True)
 class QueryState(Generic[S]):
     """A loaded query snapshot: ``state`` folds ``count`` events, those its query matched up to ``position``
-    (and with ``read_stream`` the stream's own up to ``version``; ``None``: the stream had none)."""
+    (and with ``read_stream`` the stream's own from version ``first`` up to ``version``; both ``None``: the
+    stream had none)."""
 
     state: S
     position: int
     count: int
     version: int | None
+    first: int | None = None
+
+
+def _where(function: Any) -> str:
+    return f"{getattr(function, '__module__', None)}.{getattr(function, '__qualname__', None)}"
+
+
+def _unnamed(evolve: Any) -> str | None:
+    """Why ``evolve`` has no name that is the same in every process (``None``: its module and qualified name are)."""
+    if isinstance(evolve, functools.partial):
+        return f"a functools.partial of {_where(evolve.func)}"
+    if inspect.ismethod(evolve) and not isinstance(evolve.__self__, type):
+        return f"a method bound to one instance ({_where(evolve)})"
+    if not inspect.isroutine(evolve) or not isinstance(getattr(evolve, "__qualname__", None), str):
+        return f"a callable object (a {_where(type(evolve))})"
+    if evolve.__name__ == "<lambda>":
+        return f"a lambda ({_where(evolve)})"
+    if "<locals>" in evolve.__qualname__:
+        return f"a function defined inside another one ({_where(evolve)})"
+    return None
+
+
+def _decider_name(decider: DeciderLike[Any, Any, Any], name: str | None) -> bytes:
+    """What a query snapshot's key names of the decider: ``name`` (``snapshot_key``) or ``evolve``'s module
+    and qualified name, with the encoded initial state; ``ConfigurationError`` when there is neither."""
+    if name is not None:
+        if type(name) is not str or not name:
+            raise ConfigurationError(f"DecisionHandler(snapshot_key=...) must be a non-empty str, not {name!r}")
+        named = ["snapshot_key", name]
+    else:
+        evolve = decider.evolve
+        reason = _unnamed(evolve)
+        if reason is not None:
+            raise ConfigurationError(
+                f"DecisionHandler: snapshots need a decider named the same in every process, and its evolve is"
+                f" {reason}: give the handler snapshot_key='...', a stable name of the decider"
+            )
+        named = ["evolve", f"{evolve.__module__}.{evolve.__qualname__}"]
+    try:  # sorted keys and sets: the same bytes in every process
+        initial = msgspec.json.Encoder(enc_hook=_enc_hook, order="deterministic").encode(initial_state_of(decider))
+    except (TypeError, NotImplementedError, OverflowError) as exc:
+        raise ConfigurationError(f"Snapshots cannot encode the decider's initial state: {exc}") from exc
+    return msgspec.json.encode([*named, msgspec.Raw(initial)])
 
 
 class QuerySnapshotter(Generic[S]):
     """A :class:`~epoch.decisions.DecisionHandler`'s side of snapshots (see the module docstring)."""
 
-    def __init__(self, store: SupportsQuerySnapshots, policy: Snapshots, decider: DeciderLike[Any, S, Any]) -> None:
+    def __init__(
+        self,
+        store: SupportsQuerySnapshots,
+        policy: Snapshots,
+        decider: DeciderLike[Any, S, Any],
+        read_stream: bool = False,
+        name: str | None = None,
+    ) -> None:
         self.store = store
         self.policy = policy
         self.codec: StateCodec[S] = _state_codec(policy, initial_state_of(decider))
-        evolve = decider.evolve
-        self._decider = (
-            f"{getattr(evolve, '__module__', '')}.{getattr(evolve, '__qualname__', type(evolve).__qualname__)}"
-        )
+        self.read_stream = read_stream
+        self._decider = _decider_name(decider, name)
         self._keys: dict[tuple[Query, str | None], tuple[str, str]] = {}
 
     @classmethod
     def of(
-        cls, store: object, policy: Snapshots | None, decider: DeciderLike[Any, S, Any]
+        cls,
+        store: object,
+        policy: Snapshots | None,
+        decider: DeciderLike[Any, S, Any],
+        read_stream: bool = False,
+        name: str | None = None,
     ) -> QuerySnapshotter[S] | None:
-        """The snapshotter for ``store``, or ``None`` without a policy or when the store keeps no query snapshots."""
+        """The snapshotter for ``store``, or ``None`` without a policy or when the store keeps no query
+        snapshots (``ConfigurationError`` for a decider without a stable name, on any store)."""
         if policy is None:
             return None
         policy = _policy(policy)
         capable = query_snapshot_store(store)
         if capable is None:
+            _decider_name(decider, name)  # the same configuration error as on a store that keeps them
             logger.info("%s keeps no query snapshots: every decision folds its whole query", type(store).__qualname__)
             return None
-        return cls(capable, policy, decider)
+        return cls(capable, policy, decider, read_stream, name)
 
     def key(self, query: Query, stream: str | None) -> tuple[str, str]:
         """``(key, label)`` of a decision over ``query`` (and ``stream``, with ``read_stream``), built once each."""
@@ -269,7 +329,7 @@ class QuerySnapshotter(Generic[S]):
         if found is None:
             items = _items(query)
             label = _label(items)
-            digest = hashlib.sha256(msgspec.json.encode([self._decider, items, stream])).hexdigest()
+            digest = hashlib.sha256(msgspec.json.encode([msgspec.Raw(self._decider), items, stream])).hexdigest()
             found = (digest, label if stream is None else f"{label} + stream {stream}")
             if len(self._keys) >= 4096:  # one entry per query a handler sees: bounded, as a cache
                 self._keys.clear()
@@ -277,17 +337,29 @@ class QuerySnapshotter(Generic[S]):
         return found
 
     async def load(self, key: str) -> tuple[QueryState[S] | None, int]:
-        """The key's usable snapshot (``None`` when there is none, or it does not decode: skipped, logged),
-        and the store's erasure count, read with it."""
+        """The key's usable snapshot (``None`` when there is none, or it does not decode or its versions do
+        not fit the handler's ``read_stream``: skipped, logged), and the store's erasure count, read with it."""
         found, erasures = await self.store.load_query_snapshot(key, self.policy.version)
         if found is None:
             return None, erasures
+        data, first, version = found.data, None, found.version
         try:
-            state = self.codec.decode(found.data)
-        except ValueError as exc:
+            if self.read_stream:  # [first version folded, state]
+                first, raw = msgspec.json.decode(data, type=tuple[int | None, msgspec.Raw])
+                data = bytes(raw)
+            state = self.codec.decode(data)
+        except ValueError as exc:  # msgspec's errors are ValueErrors
             logger.warning("query snapshot %s (%s) ignored: it does not decode (%s)", key, found.label, exc)
             return None, erasures
-        return QueryState(state, found.position, found.count, found.version), erasures
+        if (first is None) != (version is None) or (
+            first is not None and version is not None and not 0 <= first <= version
+        ):  # without read_stream both are None
+            logger.warning(
+                "query snapshot %s (%s) ignored: its versions do not fit (first %r, version %r)",
+                key, found.label, first, version,
+            )  # fmt: skip
+            return None, erasures
+        return QueryState(state, found.position, found.count, version, first), erasures
 
     async def after_append(
         self,
@@ -299,13 +371,17 @@ class QuerySnapshotter(Generic[S]):
         count: int,
         version: int | None,
         erasures: int,
+        first: int | None = None,
     ) -> None:
-        """Write a snapshot of ``state`` (the fold of ``count`` events up to ``position``, read while the store
-        had made ``erasures`` erasures) when the policy says so; never raises."""
+        """Write a snapshot of ``state`` (the fold of ``count`` events up to ``position``, with ``read_stream``
+        the stream's from version ``first`` to ``version``, read while the store had made ``erasures``
+        erasures) when the policy says so; never raises."""
         try:
             if count == 0 or not self.policy.due(base_count, count, state):
                 return
             data = self.codec.encode(state)
+            if self.read_stream:
+                data = msgspec.json.encode([first, msgspec.Raw(data)])
             await self.store.save_query_snapshot(
                 key, self.policy.version, position, count, version, data, erasures, label
             )

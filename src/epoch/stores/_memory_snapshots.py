@@ -1,10 +1,12 @@
 """The memory store's snapshots: a dict from stream name to its snapshots, newest last, and one from a
-query snapshot's ``(key, schema_version)`` to it (``_erasures`` counts the erasures, :mod:`.._query_snapshots`)."""
+query snapshot's ``(key, schema_version)`` to it (``_erasures`` counts the erasures, :mod:`.._query_snapshots`;
+one past the store's head, ``len(_log)``, is not loaded, as on the other stores)."""
 
 from __future__ import annotations
 
 from abc import abstractmethod
 from datetime import UTC, datetime
+from typing import Any
 
 from epoch.records import category_of
 from epoch.stores._query_snapshots import (
@@ -13,6 +15,7 @@ from epoch.stores._query_snapshots import (
     SupportsQuerySnapshots,
     check_query_snapshot_load,
     check_query_snapshot_save,
+    query_snapshot_row,
 )
 from epoch.stores._snapshots import (
     Snapshot,
@@ -107,6 +110,7 @@ class MemoryQuerySnapshots(SupportsQuerySnapshots):
 
     _query_snapshots: dict[tuple[str, int], QuerySnapshot]
     _erasures: int
+    _log: list[Any]  # the store's events by position: its head is their count
 
     @abstractmethod
     def _check_open(self) -> None: ...
@@ -115,7 +119,10 @@ class MemoryQuerySnapshots(SupportsQuerySnapshots):
         key, schema_version = check_query_snapshot_load(key, schema_version)
         self._check_open()
         found = self._query_snapshots.get((key, schema_version))
-        return (found if found is not None and found.erasures == self._erasures else None), self._erasures
+        if found is None or found.erasures != self._erasures:
+            return None, self._erasures
+        row = (key, schema_version, found.position, found.count, found.version, found.data, found.taken_at, found.label)
+        return query_snapshot_row(row, found.erasures, len(self._log), lambda taken_at: found.taken_at), self._erasures
 
     async def save_query_snapshot(
         self,
@@ -135,8 +142,8 @@ class MemoryQuerySnapshots(SupportsQuerySnapshots):
         if erasures != self._erasures:
             return False
         old = self._query_snapshots.get((key, schema_version))
-        if old is not None and old.erasures == erasures and old.position > position:
-            return True  # a newer one is kept
+        if old is not None and old.erasures == erasures and len(self._log) >= old.position > position:
+            return True  # a newer one is kept (one past the head is never loaded: replaced)
         taken = datetime.now(UTC)
         self._query_snapshots[key, schema_version] = QuerySnapshot(
             key, schema_version, position, count, version, data, erasures, taken, label
@@ -150,6 +157,7 @@ class MemoryQuerySnapshots(SupportsQuerySnapshots):
                 s.key, s.schema_version, s.position, s.count, s.taken_at, s.label, s.erasures == self._erasures
             )
             for s in sorted(self._query_snapshots.values(), key=lambda s: (s.label, s.key, s.schema_version))
+            if s.position <= len(self._log)  # past the head: not a snapshot (another store's: logged there)
         ]
 
     async def drop_query_snapshots(self) -> int:

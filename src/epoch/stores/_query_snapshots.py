@@ -13,11 +13,17 @@ A snapshot is keyed by the handler (``key``: a digest of the query, the decider 
 :mod:`epoch.snapshots`) and its state's ``schema_version``; each key keeps one snapshot per schema version,
 the newest. Declared by memory, SQLite and PostgreSQL. KurrentDB does not declare it: its server erases
 events on its own (scavenges, ``$maxAge``, other clients' deletes), which no counter of ours would see.
+
+A stored row is checked as it is loaded or listed (:func:`query_snapshot_row`): one no save could have
+written (a column of another type or out of range, a position past the store's head, a ``taken_at`` that
+is no instant: a row edited by hand, or corrupt) is not a snapshot, logged and left out, never raised.
 """
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -31,8 +37,11 @@ __all__ = [
     "check_query_snapshot_key",
     "check_query_snapshot_load",
     "check_query_snapshot_save",
+    "query_snapshot_row",
     "query_snapshot_store",
 ]
+
+logger = logging.getLogger("epoch.snapshots")
 
 MAX_LABEL = 1000
 """The most characters of a snapshot's label (what ``epoch snapshots status`` shows of its query) kept."""
@@ -163,3 +172,44 @@ def check_query_snapshot_save(
         raise InvalidQuery(f"query snapshot {name}: label must be a str, not {type(label).__name__}")
     text = label[:MAX_LABEL].encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
     return name, schema, at, folded, stream_version, bytes(data), seen, text
+
+
+def _int(value: object, lowest: int, highest: int = _MAX_INT64) -> int | None:
+    return value if type(value) is int and lowest <= value <= highest else None
+
+
+def _checked_row(
+    row: tuple[object, ...], erasures: object, head: int, instant: Callable[[object], datetime]
+) -> QuerySnapshot | str:
+    key, schema, position, folded, version, data, taken_at, label = row
+    seen, at, count, schema_version = _int(erasures, 0), _int(position, 0, head), _int(folded, 0), _int(schema, 1)
+    if type(key) is not str or schema_version is None or seen is None:
+        return f"key {key!r}, schema_version {schema!r}, erasures {erasures!r}"
+    if at is None:
+        return f"position {position!r} is not an int from 0 to the store's head, {head}"
+    if count is None:
+        return f"folded {folded!r} is not an int from 0 to {_MAX_INT64}"
+    stream_version = _int(version, 0)
+    if version is not None and stream_version is None:
+        return f"version {version!r} is not None or an int from 0 to {_MAX_INT64}"
+    if not isinstance(data, (bytes, memoryview)) or type(label) is not str:
+        return f"data of type {type(data).__name__}, label {label!r}"
+    try:
+        when = instant(taken_at)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return f"taken_at {taken_at!r} is not an instant"
+    return QuerySnapshot(key, schema_version, at, count, stream_version, bytes(data), seen, when, label)
+
+
+def query_snapshot_row(
+    row: tuple[object, ...], erasures: object, head: int, instant: Callable[[object], datetime]
+) -> QuerySnapshot | None:
+    """A stored row ``(key, schema_version, position, folded, version, data, taken_at, label)`` as a snapshot
+    taken at ``erasures``, or ``None`` (logged at ``WARNING``) when no save could have written it: see the
+    module docstring. ``head``: the store's head position; ``instant``: the stored ``taken_at`` as an aware
+    datetime (an exception: not one)."""
+    checked = _checked_row(row, erasures, head, instant)
+    if isinstance(checked, str):
+        logger.warning("query snapshot %r ignored: its row is invalid (%s)", row[0], checked)
+        return None
+    return checked

@@ -41,11 +41,11 @@ class Counted:
     name: str
 
 
-tallies = Decider(
-    decide=lambda command, count: [Counted(command.name)],
-    evolve=lambda count, event: count + 1,
-    initial_state=0,
-)
+def _count(count: int, event: Counted) -> int:
+    return count + 1
+
+
+tallies = Decider(decide=lambda command, count: [Counted(command.name)], evolve=_count, initial_state=0)
 """A decider whose state is how many events it folded."""
 _codec = Codec([Counted], tags=lambda event: (f"tally:{event.name}",))
 
@@ -99,6 +99,7 @@ class QuerySnapshotContract:
     async def test_a_saved_snapshot_loads_with_the_erasure_count(self, store: EventStore) -> None:
         snapshots = self.capable(store)
         assert await snapshots.load_query_snapshot(KEY, 1) == (None, 0)
+        await store.append("padding-1", [NewEvent("E", b"{}") for _ in range(7)])  # the head is at 7 or past it
         assert await snapshots.save_query_snapshot(KEY, 1, 7, 3, 2, b"state", 0, "label") is True
         found, erasures = await snapshots.load_query_snapshot(KEY, 1)
         assert found is not None and erasures == 0
@@ -147,6 +148,7 @@ class QuerySnapshotContract:
 
     async def test_an_older_snapshot_never_replaces_a_newer_one(self, store: EventStore) -> None:
         snapshots = self.capable(store)
+        await store.append("padding-1", [NewEvent("E", b"{}") for _ in range(10)])  # the head is at 10 or past it
         assert await snapshots.save_query_snapshot(KEY, 1, 10, 4, None, b"newer", 0) is True
         assert await snapshots.save_query_snapshot(KEY, 1, 9, 3, None, b"older", 0) is True  # kept the newer
         assert await snapshots.save_query_snapshot(KEY, 2, 9, 3, None, b"schema 2", 0) is True
@@ -156,6 +158,18 @@ class QuerySnapshotContract:
         assert await snapshots.drop_query_snapshots() == 2
         assert await snapshots.query_snapshot_status() == []
         assert await snapshots.drop_query_snapshots() == 0
+
+    async def test_a_snapshot_past_the_stores_head_is_not_loaded_nor_listed(self, store: EventStore) -> None:
+        snapshots = self.capable(store)
+        await store.append("padding-1", [NewEvent("E", b"{}")])
+        head = await store.head_position()
+        assert await snapshots.save_query_snapshot(KEY, 1, head + 1, 3, None, b"state", 0) is True
+        assert await snapshots.load_query_snapshot(KEY, 1) == (None, 0)  # no save could have read it: not one
+        assert await snapshots.query_snapshot_status() == []
+        assert await snapshots.save_query_snapshot(KEY, 1, head, 2, None, b"at the head", 0) is True  # replaces it
+        found, _ = await snapshots.load_query_snapshot(KEY, 1)
+        assert found is not None and (found.position, found.data) == (head, b"at the head")
+        assert [(s.position, s.count) for s in await snapshots.query_snapshot_status()] == [(head, 2)]
 
     @pytest.mark.parametrize(
         "key",

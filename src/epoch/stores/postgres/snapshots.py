@@ -8,12 +8,15 @@ delete (or a truncation) since does not match. Neither takes the stream's lock: 
 Query snapshots (``epoch_query_snapshots``, migration 8; :mod:`epoch.stores._query_snapshots`) are checked
 against ``epoch_erased.erasures`` the same way: a save inserts only while the count is the one given, a
 load returns the count and the snapshot of that count in one query. Under READ COMMITTED one statement
-sees one snapshot of the database, so the count and the row it returns belong together.
+sees one snapshot of the database, so the count and the row it returns belong together. The same query
+reads the newest position stored or erased, which a valid row's position is at most, and leaves out a
+``taken_at`` Python cannot hold (``query_snapshot_row``).
 """
 
 from __future__ import annotations
 
 from abc import abstractmethod
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from epoch.stores._query_snapshots import (
@@ -22,6 +25,7 @@ from epoch.stores._query_snapshots import (
     SupportsQuerySnapshots,
     check_query_snapshot_load,
     check_query_snapshot_save,
+    query_snapshot_row,
 )
 from epoch.stores._snapshots import (
     Snapshot,
@@ -69,9 +73,13 @@ SELECT stream, version, schema_version, taken_at, kept FROM (
 ) AS ranked WHERE newest = 1 ORDER BY stream COLLATE "C"
 """
 _ERASURES = "coalesce((SELECT r.erasures FROM epoch_erased r), 0)"
+_NEWEST = """(SELECT u.xid, u.seq FROM ((SELECT e.xid, e.seq FROM epoch_events e ORDER BY e.xid DESC, e.seq DESC
+LIMIT 1) UNION ALL (SELECT r.xid, r.seq FROM epoch_erased r)) u ORDER BY u.xid DESC, u.seq DESC LIMIT 1)"""
+_ROW = """q.key, q.schema_version, q.position, q.folded, q.version, q.data,
+       CASE WHEN q.taken_at BETWEEN '0001-01-02' AND '9999-12-30' THEN q.taken_at END, q.label"""
 _LOAD_QUERY = f"""
-SELECT c.n, q.position, q.folded, q.version, q.data, q.taken_at, q.label
-FROM (SELECT {_ERASURES} AS n) c LEFT JOIN epoch_query_snapshots q
+SELECT c.n, h.xid, h.seq, {_ROW}
+FROM (SELECT {_ERASURES} AS n) c LEFT JOIN {_NEWEST} h ON true LEFT JOIN epoch_query_snapshots q
   ON q.key = %s AND q.schema_version = %s AND q.erasures = c.n
 """
 _SAVE_QUERY = f"""
@@ -83,13 +91,27 @@ ON CONFLICT (key, schema_version) DO UPDATE SET
     position = excluded.position, folded = excluded.folded, version = excluded.version, data = excluded.data,
     erasures = excluded.erasures, taken_at = excluded.taken_at, label = excluded.label
 WHERE q.erasures < excluded.erasures OR q.position <= excluded.position
+   OR q.position > (SELECT (n.xid << 32) | n.seq FROM {_NEWEST} n)
 RETURNING 1
 """
 _ERASURES_NOW = f"SELECT {_ERASURES}"
 _QUERY_STATUS = f"""
-SELECT key, schema_version, position, folded, taken_at, label, erasures = {_ERASURES}
-FROM epoch_query_snapshots ORDER BY label COLLATE "C", key COLLATE "C", schema_version
+SELECT {_ROW.replace("q.data", "''::bytea")}, q.erasures, {_ERASURES}, h.xid, h.seq
+FROM epoch_query_snapshots q LEFT JOIN {_NEWEST} h ON true
+ORDER BY q.label COLLATE "C", q.key COLLATE "C", q.schema_version
 """
+
+
+def _head(xid: int | None, seq: int | None) -> int:
+    return 0 if xid is None or seq is None else encode_position(xid, seq)
+
+
+def _aware(taken_at: object) -> datetime:
+    if not isinstance(taken_at, datetime) or taken_at.utcoffset() is None:
+        raise TypeError(taken_at)
+    return taken_at
+
+
 _DROP_QUERIES = "DELETE FROM epoch_query_snapshots"
 _DROP_STREAM = "DELETE FROM epoch_snapshots WHERE stream = %s"
 _DROP_CATEGORY = "DELETE FROM epoch_snapshots WHERE split_part(stream, '-', 1) = %s"
@@ -169,14 +191,11 @@ class PostgresQuerySnapshots(SupportsQuerySnapshots):
         key, schema_version = check_query_snapshot_load(key, schema_version)
 
         async def load(conn: Conn) -> tuple[QuerySnapshot | None, int]:
-            row: Any = await (await conn.execute(_LOAD_QUERY, (key, schema_version))).fetchone()
-            erasures, position, folded, version, data, taken_at, label = row
-            if position is None:
+            loaded: Any = await (await conn.execute(_LOAD_QUERY, (key, schema_version))).fetchone()
+            erasures, xid, seq, *row = loaded
+            if row[0] is None:
                 return None, erasures
-            found = QuerySnapshot(
-                key, schema_version, position, folded, version, bytes(data), erasures, taken_at, label
-            )
-            return found, erasures
+            return query_snapshot_row(tuple(row), erasures, _head(xid, seq), _aware), erasures
 
         return await self._snapshot_db.run(load)
 
@@ -219,7 +238,13 @@ class PostgresQuerySnapshots(SupportsQuerySnapshots):
         """Every query snapshot; see :class:`~epoch.stores.SupportsQuerySnapshots`."""
 
         async def status(conn: Conn) -> list[QuerySnapshotStatus]:
-            return [QuerySnapshotStatus(*row) for row in await (await conn.execute(_QUERY_STATUS)).fetchall()]
+            listed = []
+            for *row, erasures, now, xid, seq in await (await conn.execute(_QUERY_STATUS)).fetchall():
+                found = query_snapshot_row(tuple(row), erasures, _head(xid, seq), _aware)
+                if found is not None:  # an invalid row: logged, left out
+                    status = (found.key, found.schema_version, found.position, found.count, found.taken_at)
+                    listed.append(QuerySnapshotStatus(*status, found.label, found.erasures == now))
+            return listed
 
         return await self._snapshot_db.run(status)
 

@@ -5,7 +5,8 @@ A save is a write job in the writer's group commit (beside appends, in a savepoi
 the stream's row in that transaction and records the stream's ``first_visible`` with the snapshot. A load
 is one point query on a reader that joins the stream's row, so a snapshot taken before a soft delete (or a
 truncation) since is not found. Query snapshots (:mod:`epoch.stores._query_snapshots`) work the same way
-against the store's erasure count: a save compares it in its write transaction, a load in its one query.
+against the store's erasure count: a save compares it in its write transaction, a load in its one query
+(which also reads the head position a valid row's position is at most: ``query_snapshot_row``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from epoch.stores._query_snapshots import (
     SupportsQuerySnapshots,
     check_query_snapshot_load,
     check_query_snapshot_save,
+    query_snapshot_row,
 )
 from epoch.stores._snapshots import (
     Snapshot,
@@ -71,21 +73,23 @@ QUERY_MIGRATION = (
 """Migration 7: the erasure count (``lifecycle`` adds one per erasure) and one row per query snapshot."""
 
 _ERASURES = "SELECT ifnull((SELECT erasures FROM erased), 0)"
+_HEAD = "max(ifnull((SELECT max(position) FROM events), 0), ifnull((SELECT max(position) FROM erased), 0))"
 _LOAD_QUERY = (
-    "SELECT c.n, q.position, q.folded, q.version, q.data, q.taken_at, q.label"
+    f"SELECT c.n, {_HEAD}, q.key, q.schema_version, q.position, q.folded, q.version, q.data, q.taken_at, q.label"
     f" FROM ({_ERASURES} AS n) AS c LEFT JOIN query_snapshots AS q"
     " ON q.key = ?1 AND q.schema_version = ?2 AND q.erasures = c.n"
 )
-_UPSERT_QUERY = (
+_UPSERT_QUERY = (  # over an older one, or one past the head (a row no save wrote: never loaded)
     "INSERT INTO query_snapshots (key, schema_version, position, folded, version, data, erasures, taken_at, label)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key, schema_version) DO UPDATE SET"
     " position = excluded.position, folded = excluded.folded, version = excluded.version, data = excluded.data,"
     " erasures = excluded.erasures, taken_at = excluded.taken_at, label = excluded.label"
     " WHERE query_snapshots.erasures < excluded.erasures OR query_snapshots.position <= excluded.position"
+    f" OR query_snapshots.position > {_HEAD}"
 )
-_QUERY_STATUS = (
-    f"SELECT key, schema_version, position, folded, taken_at, label, erasures = ({_ERASURES})"
-    " FROM query_snapshots ORDER BY label, key, schema_version"
+_QUERY_STATUS = (  # the data's type, not the data: a valid row's is a blob
+    f"SELECT key, schema_version, position, folded, version, typeof(data) = 'blob', taken_at, label, erasures,"
+    f" ({_ERASURES}), {_HEAD} FROM query_snapshots ORDER BY label, key, schema_version"
 )
 _DROP_QUERIES = "DELETE FROM query_snapshots"
 
@@ -119,6 +123,12 @@ _DROP_CATEGORY = f"DELETE FROM snapshots WHERE {_CATEGORY} = ?"
 
 def _instant(microseconds: int) -> datetime:
     return datetime.fromtimestamp(microseconds / 1e6, UTC)
+
+
+def _stored_instant(microseconds: object) -> datetime:
+    if type(microseconds) is not int:
+        raise TypeError(microseconds)
+    return _instant(microseconds)
 
 
 def _save(tx: Group, stream: str, version: int, schema_version: int, data: bytes, keep: int, first: int | None) -> bool:
@@ -182,15 +192,10 @@ class SQLiteSnapshots(SupportsSnapshots):
 
 
 def _load_query(connection: sqlite3.Connection, key: str, schema_version: int) -> tuple[QuerySnapshot | None, int]:
-    erasures, position, folded, version, data, taken_at, label = connection.execute(
-        _LOAD_QUERY, (key, schema_version)
-    ).fetchone()
-    if position is None:
+    erasures, head, *row = connection.execute(_LOAD_QUERY, (key, schema_version)).fetchone()
+    if row[0] is None:
         return None, erasures
-    snapshot = QuerySnapshot(
-        key, schema_version, position, folded, version, bytes(data), erasures, _instant(taken_at), label
-    )
-    return snapshot, erasures
+    return query_snapshot_row(tuple(row), erasures, head, _stored_instant), erasures
 
 
 def _save_query(
@@ -213,8 +218,14 @@ def _save_query(
 
 
 def _query_status(connection: sqlite3.Connection) -> list[QuerySnapshotStatus]:
-    rows: list[tuple[Any, ...]] = connection.execute(_QUERY_STATUS).fetchall()
-    return [QuerySnapshotStatus(r[0], r[1], r[2], r[3], _instant(r[4]), r[5], bool(r[6])) for r in rows]
+    listed = []
+    for *row, erasures, now, head in connection.execute(_QUERY_STATUS).fetchall():
+        row[5] = b"" if row[5] else None  # the data's type only (a blob, or not)
+        found = query_snapshot_row(tuple(row), erasures, head, _stored_instant)
+        if found is not None:  # an invalid row: logged, left out
+            status = (found.key, found.schema_version, found.position, found.count, found.taken_at, found.label)
+            listed.append(QuerySnapshotStatus(*status, found.erasures == now))
+    return listed
 
 
 def _drop_queries(tx: Group, _: str) -> int:
