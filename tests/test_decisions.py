@@ -504,3 +504,31 @@ async def test_bad_execute_arguments_raise_invalid_event_and_store_nothing(
     assert str(raised.value) == message
     assert raised.value.stream == "person-ada"
     assert await store.head_position() == 0
+
+
+def _stamped(command: Take | Close, state: Seats, stamp: str) -> list[Taken | Closed | Noted]:
+    return [Noted(command.who, f"{command.seat} on {stamp}")]  # what it decides depends on a service (a clock, say)
+
+
+async def test_a_command_id_whose_append_was_the_replay_gets_the_first_result(store: EventStore) -> None:
+    """Another execution of command id ``X`` (another process, with a Monday clock) stores its events
+    between this one's read and its append: the append is answered as a replay, and this caller gets the
+    first execution's result, not its own Tuesday decision."""
+    stamped: Decider[Take | Close, Seats, Taken | Closed | Noted] = Decider(_stamped, evolve, Seats)
+
+    def stamping(on: EventStore) -> DecisionHandler[Take | Close, Seats, Taken | Closed | Noted]:
+        return DecisionHandler(on, stamped, codec, query=seat_query, stream=person, tags=seat_tags)
+
+    async def monday(inner: EventStore) -> None:
+        first = await stamping(inner).execute(Take("1A", "ada"), services="monday", command_id="X")
+        assert [e.data for e in first.events] == [Noted("ada", "1A on monday")]
+
+    result = await stamping(racing(store, monday)).execute(Take("1A", "ada"), services="tuesday", command_id="X")
+    assert (result.stream, result.version, [e.data for e in result.events]) == (
+        "person-ada",
+        0,
+        [Noted("ada", "1A on monday")],
+    )
+    assert [(s, v, t, d) for s, v, t, d, _ in await everything(store)] == [
+        ("person-ada", 0, "Noted", b'{"who":"ada","text":"1A on monday"}')
+    ]
