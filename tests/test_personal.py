@@ -9,7 +9,7 @@ import math
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import msgspec
 import pydantic
@@ -32,7 +32,7 @@ from epoch import (
     SagaRunner,
 )
 from epoch.personal import keystore
-from epoch.stores import keys_of
+from epoch.stores import SupportsKeys, keys_of
 from epoch.stores.memory import MemoryEventStore
 from epoch.testing import collect
 from epoch.testing._personal_domain import Profile, Register, Registered, Rename, personal_codec, profiles
@@ -184,6 +184,38 @@ async def test_a_cache_unchecked_for_a_second_is_not_loaded(monkeypatch: pytest.
         codec.decode(_recorded(new))
     await keys.preload(["u1"])  # revalidates: the counter has not moved, the cache stands
     assert codec.decode(_recorded(new)).data == Registered("u1", "ada@example.com")
+
+
+async def test_a_preload_the_store_answered_slowly_still_leaves_the_keys_loaded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The store takes over a second to answer the first check (a loaded machine): a check counts from
+    when its query started, so that one is stale when it returns. ``preload`` checks again, and the decode
+    right after it works (it raised ``KeyNotLoaded`` in a loaded test run: a 500 in the explorer)."""
+    store = MemoryEventStore()
+    found = keys_of(store)
+    assert found is not None
+    table: SupportsKeys = found
+    now = [time.monotonic()]
+    monkeypatch.setattr(keystore, "_clock", lambda: now[0])
+    checks: list[float] = []
+
+    class Slow:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(table, name)
+
+        async def key_changes(self) -> int:
+            checks.append(now[0])
+            if len(checks) == 1:
+                now[0] += keystore.STALE_AFTER + 0.2  # the first answer comes after more than a second
+            return await table.key_changes()
+
+    keys = KeyStore(cast(SupportsKeys, Slow()))  # as another process would hold it: revalidated, not shared
+    await KeyStore.for_store(store).ensure(["u1"])
+    new = personal_codec(KeyStore.for_store(store)).encode(Registered("u1", "ada@example.com"))
+    await keys.preload(["u1"])
+    assert len(checks) == 2 and checks[1] - checks[0] > keystore.STALE_AFTER
+    assert personal_codec(keys).decode(_recorded(new)).data == Registered("u1", "ada@example.com")
 
 
 async def test_another_cache_sees_a_forget_on_its_next_revalidation(monkeypatch: pytest.MonkeyPatch) -> None:

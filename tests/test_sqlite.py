@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from msgspec.structs import replace
 
 from epoch.errors import ConfigurationError, DuplicateEventId, InvalidEvent, StoreUnavailable, WrongExpectedVersion
 from epoch.records import ANY, NO_STREAM, AppendResult, NewEvent
@@ -237,7 +238,7 @@ async def test_replays_in_a_group_return_the_first_results(tmp_path: Path) -> No
             calls.append(store.append(stream, batch, NO_STREAM if i % 2 else ANY))
             calls.append(store.append(f"fresh-{i}", new(1), NO_STREAM))
         results = await asyncio.gather(*calls)
-        assert results[0::2] == firsts
+        assert results[0::2] == [replace(first, replayed=True) for first in firsts]
         fresh = results[1::2]
         assert [r.positions for r in fresh] == [(201 + i,) for i in range(100)]
         assert len({r.recorded_at for r in fresh}) < len(fresh)  # they shared transactions

@@ -37,6 +37,8 @@ REVALIDATE_AFTER = 0.5
 """Seconds after which ``preload`` reads the store's change counter again."""
 STALE_AFTER = 1.0
 """Seconds after which an unchecked cache answers :class:`KeyNotLoaded` (DESIGN §8: one second)."""
+PRELOAD_TRIES = 3
+"""Revalidations one ``preload`` runs, at most, until its check is under :data:`REVALIDATE_AFTER` old."""
 
 SUBJECT_LIMIT = 256
 
@@ -103,9 +105,19 @@ class KeyStore:
         Given a mapping of subjects to key ids (what :func:`~epoch.personal.subjects_in` returns for a
         batch), a cached subject is read again when one of those keys is neither cached nor known to
         be erased; so is a subject whose decode missed a key since (see :meth:`decryption_key`).
+
+        A check counts from when its query started, so a store slow to answer (a loaded machine) could
+        leave the cache stale by the time this returns, and the decode right after it would raise
+        :class:`KeyNotLoaded`: it then revalidates again, up to :data:`PRELOAD_TRIES` times in all.
         """
-        await self._revalidate()
         needed = _needed(subjects)
+        for _ in range(PRELOAD_TRIES):
+            await self._load(needed)
+            if self._shared or _clock() - self._checked < REVALIDATE_AFTER:
+                return
+
+    async def _load(self, needed: dict[str, set[str]]) -> None:
+        await self._revalidate()
         stale = [s for s, ids in needed.items() if s not in self._cache or self._unknown(s, ids)]
         for subject in [s for s in stale if check_name(s, SUBJECT_LIMIT) is not None]:
             # Stored metadata is anyone's: a subject no event could have has no key (it reads as erased).
