@@ -295,3 +295,39 @@ async def test_an_is_terminal_that_raises_fails_only_its_own_command_in_a_batch(
     broke = "RuntimeError: is_terminal broke at balance 2"  # both queued after it decide on balance 2
     assert summary(results) == [(1, [1], 1, 1), (2, [2], 2, 1), broke, broke]
     assert counting.appends == [["Opened"], ["Deposited"], ["Deposited"]]
+
+
+class RetriedAppends(CountingStore):
+    """A real store whose appends of more than one event are sent twice, as a store's own retry after a
+    lost reply does: the second is answered as a replay (``replayed``) of the first, which it returns."""
+
+    async def append(
+        self, stream: str, events: Iterable[NewEvent], expected_version: ExpectedVersionLike = None
+    ) -> AppendResult:
+        events = list(events)
+        first = await super().append(stream, events, expected_version)
+        if len(events) < 2:
+            return first
+        again = await self.store.append(stream, events, expected_version)
+        assert again.replayed and again.positions == first.positions
+        return again
+
+
+async def test_a_batch_whose_append_the_store_retried_stands_as_written(store: EventStore) -> None:
+    """A replay of the batch's own append (a command without an id among them: its random ids were never
+    stored before) is not another execution's: every command keeps its own result, nothing is decided or
+    written again."""
+    counting = RetriedAppends(store)
+    handler = await opened(counting)
+    counting.hold(1)  # the appends wait until the command id below was checked: it queues with the others
+    commands = [Deposit(1), Deposit(2), Deposit(3), Deposit(4)]
+    ids = [None, "with-id", None, None]
+    results = await asyncio.gather(
+        *(handler.execute("hot", c, command_id=i) for c, i in zip(commands, ids, strict=True))
+    )
+    # Each its own deposit, once (the order the three queued in varies with the store's awaits).
+    assert [[e.data for e in r.events] for r in results] == [[Deposited(c.amount)] for c in commands]
+    assert sorted(r.version or 0 for r in results) == [1, 2, 3, 4] and results[0].version == 1
+    assert counting.appends == [["Opened"], ["Deposited"], ["Deposited", "Deposited", "Deposited"]]
+    assert [e.version async for e in store.read_stream("account-hot")] == [0, 1, 2, 3, 4]
+    assert await handler.load("hot") == (Account("ada", 10), 4)

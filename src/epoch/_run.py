@@ -152,9 +152,8 @@ async def alone(
         # Under ANY or STREAM_EXISTS other writers' events may sit between the state read and this append:
         # then ``state`` is the decision's view (the state read, plus its own events), never the stream's,
         # and must not be cached, or the next command would decide on it.
-        exact = appended.version is not None and appended.version - len(new_events) == (
-            -1 if after_read is None else after_read
-        )
+        read_to = -1 if after_read is None else after_read
+        exact = appended.version == read_to + len(new_events)
         return handler._record(stream, state, events, new_events, appended, decisions, first, cache=exact)
 
 
@@ -383,12 +382,13 @@ async def batch(
         except InvalidEvent:
             await _one_by_one(handler, stream, waiting)
             return None
-        if appended.replayed and await _settle_replays(handler, stream, waiting):
-            # Executions of these command ids elsewhere stored the events first: their callers have those
-            # results (settled above); the others decide again, on the stream as stored.
+        # Stored already, by commands with ids only (a random id is never stored twice: that would be the
+        # store's own retry of this append): executions elsewhere came first, and their results stand.
+        replays = appended.replayed and all(o.queued.job.command_id for o in decided if o.events)
+        if replays and await _settle_replays(handler, stream, waiting):
             if handler.cache is not None:
                 handler.cache.invalidate(stream)
-            base, fresh, hidden = await handler._fold(stream, None), True, None
+            base, fresh, hidden = await handler._fold(stream, None), True, None  # the rest decide again
             continue
         if handler._snapshots is not None:  # before any command of the batch returns
             await handler._snapshots.after_append(stream, base, appended, len(new_events), state)
