@@ -219,11 +219,14 @@ class DecisionHandler(Generic[C, S, E]):
                 ):
                     return prior
                 raise
-            if appended.replayed and command_id is not None:
-                # Another execution of this command id stored its events first, at this place: its result
-                # stands, whatever this decision made of them (a clock or another service may differ).
-                if (prior := await self._prior_result(stream, query, command_id)) is not None:
-                    return prior
+            # Another execution of this command id stored its events first, at this place: its result
+            # stands, whatever this decision made of them (a clock or another service may differ).
+            if (
+                appended.replayed
+                and command_id is not None
+                and (prior := await self._prior_result(stream, query, command_id)) is not None
+            ):
+                return prior
             if self._snapshots is not None:
                 await self._snapshot(stream, query, read)
             state = fold(self.decider, read.state, events)
