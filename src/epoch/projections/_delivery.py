@@ -66,9 +66,11 @@ class Delivery(ABC):
         await self.checkpoints.save(self.name, entry.event.position, rate)
 
     async def reset(self) -> None:
-        """Clear the read model (the projection's ``reset()``) and forget the checkpoint."""
+        """Clear the read model (the projection's ``reset()``), forget the checkpoint, then the parked events
+        (in that order: a reset that fails keeps them; the log's replay handles them again anyway)."""
         await self.projection.reset()
         await self.checkpoints.delete(self.name)
+        await self.parking.clear(self.name)
 
     async def replay(self, recorded: RecordedEvent, codec: EventDecoder) -> Exception | None:
         """Handle a parked event again and drop it from the parking lot; when it fails again, park it with
@@ -157,9 +159,10 @@ class TransactionalDelivery(Delivery):
             await self.checkpoints_in.save_in(tx, self.name, entry.event.position, rate)
 
     async def reset(self) -> None:
-        async with self.database.transaction() as tx:
+        async with self.database.transaction() as tx:  # all or nothing: a failed reset keeps the parked events
             await self.projection.reset(tx)
             await self.checkpoints_in.delete_in(tx, self.name)
+            await self.parking_in.clear_in(tx, self.name)
 
     async def replay(self, recorded: RecordedEvent, codec: EventDecoder) -> Exception | None:
         """Handle a parked event again and drop it from the parking lot in the same transaction; when it
@@ -167,12 +170,20 @@ class TransactionalDelivery(Delivery):
         try:
             envelope = codec.decode(recorded)
             async with self.database.transaction() as tx:
+                # The entry first: of two replays of one entry, the one that finds it gone rolls back.
+                if not await self.parking_in.remove_in(tx, self.name, recorded.position):
+                    raise _Replayed
                 await self.handle([envelope], tx)
-                await self.parking_in.remove_in(tx, self.name, recorded.position)
+        except _Replayed as gone:
+            return gone  # another replay applied it, in its own transaction: not this one's to count
         except Exception as exc:
             await self.parking.park(parked_now(self.name, recorded, exc))
             return exc
         return None
+
+
+class _Replayed(Exception):
+    """A parked entry another replay removed (and applied) first: this one rolls back."""
 
 
 def delivery_for(

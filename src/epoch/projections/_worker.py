@@ -18,7 +18,7 @@ from contextlib import suppress
 from typing import Any
 
 from epoch import _backoff as backoff
-from epoch.errors import DecodeError
+from epoch.errors import DecodeError, StoreUnavailable
 from epoch.personal import keys_of_codec, subjects_in
 from epoch.projections._delivery import delivery_for
 from epoch.projections.checkpoints import CheckpointStore, transactional_checkpoints
@@ -217,6 +217,10 @@ class Worker:
         for attempt in range(self.retry.retries + 1):
             try:
                 await action()
+            except StoreUnavailable:
+                # The store, not the event: no attempt of the event's, nothing to park. The runner waits
+                # ``reconnect_delay`` and goes on from the last checkpoint (a live run), or raises.
+                raise
             except Exception as exc:
                 log.warning("projection %r: attempt %d failed: %r", self.name, attempt + 1, exc)
                 with suppress(Exception):
@@ -246,8 +250,7 @@ class Worker:
         if getattr(self.projection, "reset", None) is None:
             raise ProjectionFailed(self.name, 0, "", 0, "cannot rebuild: the projection has no reset()")
         await self.start()
-        await self.parking.clear(self.name)
-        await self.delivery.reset()
+        await self.delivery.reset()  # exactly once: the parked events go in the same transaction
         self.position = self._saved = 0
         self._rate = 0.0
 

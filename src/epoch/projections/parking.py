@@ -90,8 +90,12 @@ class TransactionalParkingLot(ABC):
         """Keep an entry inside an open transaction."""
 
     @abstractmethod
-    async def remove_in(self, tx: Transaction, projection: str, position: int) -> None:
-        """Drop an entry inside an open transaction."""
+    async def remove_in(self, tx: Transaction, projection: str, position: int) -> bool:
+        """Drop an entry inside an open transaction; False when there was none (another replay took it)."""
+
+    @abstractmethod
+    async def clear_in(self, tx: Transaction, projection: str) -> None:
+        """Drop every entry of ``projection`` inside an open transaction (a rebuild's reset)."""
 
 
 def transactional_parking(parking: object) -> TransactionalParkingLot | None:
@@ -211,14 +215,20 @@ class SQLParkingLot(TransactionalParkingLot):
         async with self.database.transaction() as tx:
             await self.remove_in(tx, projection, position)
 
-    async def remove_in(self, tx: Transaction, projection: str, position: int) -> None:
-        """:meth:`remove` inside an open transaction."""
-        await tx.execute("DELETE FROM epoch_parked WHERE projection = ? AND position = ?", [projection, position])
+    async def remove_in(self, tx: Transaction, projection: str, position: int) -> bool:
+        """:meth:`remove` inside an open transaction; False when no entry was there."""
+        removed = await tx.execute(
+            "DELETE FROM epoch_parked WHERE projection = ? AND position = ? RETURNING position", [projection, position]
+        )
+        return bool(removed)
 
     async def clear(self, projection: str) -> None:
         await self.ensure_table()
         async with self.database.transaction() as tx:
-            await tx.execute("DELETE FROM epoch_parked WHERE projection = ?", [projection])
+            await self.clear_in(tx, projection)
+
+    async def clear_in(self, tx: Transaction, projection: str) -> None:
+        await tx.execute("DELETE FROM epoch_parked WHERE projection = ?", [projection])
 
 
 class _Header(msgspec.Struct, frozen=True):
