@@ -356,13 +356,13 @@ class MemoryEventStore(StoreLifecycle, MemorySnapshots, MemoryQuerySnapshots, Me
         entries = self._streams.items() if stream is None else [(stream, self._streams.get(stream))]
         erased = 0
         for _, entry in entries:
-            if entry is None or is_tombstoned(entry.first_visible):
-                continue
-            if entry.max_count is None and entry.max_age is None:
+            if entry is None or is_tombstoned(entry.first_visible) or (entry.max_count, entry.max_age) == (None, None):
                 continue
             start = entry.start()
+            if start <= entry.first_visible:  # nothing visible excluded: soft-deleted events stay (every store)
+                continue
             erased += self._erase(entry, start)
-            entry.first_visible = max(entry.first_visible, start)
+            entry.first_visible = start
         return erased
 
     def _erase(self, entry: _Stream, below: int) -> int:
