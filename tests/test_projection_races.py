@@ -106,3 +106,52 @@ async def test_a_store_that_stops_answering_is_no_event_failure(store: EventStor
     assert outage.failures == 0 and runner.failures == {}
     assert sorted(r[2] for r in await rows(runner)) == [f"user{i}" for i in range(5)]
     assert (status.lag_events, status.failing, status.parked) == (0, False, 0)
+
+
+class Applications:
+    """An exactly-once read model that counts how many times each event was applied."""
+
+    name = "applications"
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+
+    async def setup(self, tx: Transaction) -> None:
+        await tx.execute("CREATE TABLE IF NOT EXISTS applications (position BIGINT PRIMARY KEY, n INTEGER NOT NULL)")
+
+    async def reset(self, tx: Transaction) -> None:
+        await tx.execute("DELETE FROM applications")
+
+    async def handle_in_transaction(self, envelope: EventEnvelope[Any], tx: Transaction) -> None:
+        await tx.execute(
+            "INSERT INTO applications (position, n) VALUES (?, 1) ON CONFLICT (position) DO UPDATE SET n = applications.n + 1",
+            [envelope.position],
+        )
+        await asyncio.sleep(self.delay)  # a real handler awaits: the other runner's batch runs meanwhile
+
+
+async def test_two_runners_of_one_exactly_once_projection_apply_each_event_once(
+    store: EventStore, sql_store_url: str
+) -> None:
+    """Two runners of one projection on two store objects (two replicas of a service, say), catching up
+    and then following live events at once: each event is applied once. The checkpoint moves by
+    compare-and-set in the applying transaction; the runner that finds it moved rolls back and goes on
+    from there."""
+    await write_users(store, 40, 40)
+    async with open_store(sql_store_url) as other:
+        runners = [ProjectionRunner(s, codec, [Applications(0.001)], batch_size=8) for s in (store, other)]
+        assert runners[0].database is not None
+        async with runners[0].database.transaction() as tx:  # PostgreSQL races two CREATE TABLE IF NOT EXISTS
+            await Applications().setup(tx)
+        async with runners[0], runners[1]:
+            tasks = [runner.start() for runner in runners]
+            await write_users(store, 10, 0, seed=3, prefix="live")
+            head = await store.head_position()
+            for _ in range(1000):
+                if await runners[0].checkpoints.load("applications") == head:
+                    break
+                assert not any(task.done() for task in tasks)
+                await asyncio.sleep(0.01)
+        async with runners[0].database.transaction() as tx:
+            counts = [tuple(r) for r in await tx.execute("SELECT n, count(*) FROM applications GROUP BY n")]
+    assert counts == [(1, len([e async for e in store.read_all()]))]

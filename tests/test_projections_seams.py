@@ -116,11 +116,11 @@ class CountingCheckpoints(SQLCheckpointStore):
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        self.saved_in: list[tuple[str, int]] = []
+        self.saved_in: list[tuple[str, int, int]] = []
 
-    async def save_in(self, tx: Transaction, name: str, position: int, events_per_second: float = 0.0) -> None:
-        self.saved_in.append((name, position))
-        await super().save_in(tx, name, position, events_per_second)
+    async def advance_in(self, tx: Transaction, name: str, since: int, position: int, events_per_second: float) -> bool:
+        self.saved_in.append((name, since, position))  # from where the runner stood, compared and set
+        return await super().advance_in(tx, name, since, position, events_per_second)
 
 
 async def test_exactly_once_saves_each_batch_in_its_transaction(sqlite_url: str) -> None:
@@ -132,7 +132,10 @@ async def test_exactly_once_saves_each_batch_in_its_transaction(sqlite_url: str)
         checkpoints = CountingCheckpoints(database)
         runner = ProjectionRunner(store, codec, [UserDirectory()], checkpoints, batch_size=2)
         await runner.run_until_idle()
-        assert checkpoints.saved_in == [("user-directory", positions[1]), ("user-directory", positions[2])]
+        assert checkpoints.saved_in == [
+            ("user-directory", 0, positions[1]),
+            ("user-directory", positions[1], positions[2]),
+        ]
         assert await checkpoints.load("user-directory") == positions[2]
 
 

@@ -26,7 +26,7 @@ from epoch.projections.projection import EventDecoder, ProjectionKind
 from epoch.records import EventEnvelope, RecordedEvent
 from epoch.stores import SQLStore, Transaction
 
-__all__ = ["BatchDelivery", "Delivery", "EventDelivery", "TransactionalDelivery", "delivery_for"]
+__all__ = ["BatchDelivery", "CheckpointMoved", "Delivery", "EventDelivery", "TransactionalDelivery", "delivery_for"]
 
 
 class Delivery(ABC):
@@ -55,15 +55,22 @@ class Delivery(ABC):
         if (setup := getattr(self.projection, "setup", None)) is not None:
             await setup()
 
-    async def apply(self, envelopes: Sequence[EventEnvelope[Any]], checkpoint: int, rate: Callable[[], float]) -> None:
-        """Handle ``envelopes``, then save ``checkpoint`` with the throughput ``rate()`` measured after them."""
+    async def apply(
+        self, envelopes: Sequence[EventEnvelope[Any]], checkpoint: int, rate: Callable[[], float], since: int = 0
+    ) -> None:
+        """Handle ``envelopes``, then save ``checkpoint`` with the throughput ``rate()`` measured after them
+        (``since``: the checkpoint the runner holds, which only an exactly-once projection checks)."""
         await self.handle(envelopes)
         await _finish(self.checkpoints.save(self.name, checkpoint, rate()))
 
-    async def park(self, entry: ParkedEvent, rate: float) -> None:
+    async def park(self, entry: ParkedEvent, rate: float, since: int = 0) -> None:
         """Park ``entry`` and move the checkpoint to its event."""
         await self.parking.park(entry)
         await self.checkpoints.save(self.name, entry.event.position, rate)
+
+    async def advance(self, since: int, position: int, rate: float) -> None:
+        """Move the checkpoint past events the projection does not want."""
+        await self.checkpoints.save(self.name, position, rate)
 
     async def reset(self) -> None:
         """Clear the read model (the projection's ``reset()``), forget the checkpoint, then the parked events
@@ -148,15 +155,28 @@ class TransactionalDelivery(Delivery):
         async with self.database.transaction() as own:
             await setup(own)
 
-    async def apply(self, envelopes: Sequence[EventEnvelope[Any]], checkpoint: int, rate: Callable[[], float]) -> None:
+    async def apply(
+        self, envelopes: Sequence[EventEnvelope[Any]], checkpoint: int, rate: Callable[[], float], since: int = 0
+    ) -> None:
         async with self.database.transaction() as tx:
+            # The checkpoint first: of two runners of this projection, the one that finds it moved past
+            # ``since`` (the other applied these events) rolls back, so each event is applied once.
+            await self._advance(tx, since, checkpoint, rate)
             await self.handle(envelopes, tx)
-            await self.checkpoints_in.save_in(tx, self.name, checkpoint, rate())
 
-    async def park(self, entry: ParkedEvent, rate: float) -> None:
+    async def park(self, entry: ParkedEvent, rate: float, since: int = 0) -> None:
         async with self.database.transaction() as tx:
+            await self._advance(tx, since, entry.event.position, lambda: rate)
             await self.parking_in.park_in(tx, entry)
-            await self.checkpoints_in.save_in(tx, self.name, entry.event.position, rate)
+
+    async def advance(self, since: int, position: int, rate: float) -> None:
+        """Move the checkpoint past events the projection does not want (see :meth:`apply`)."""
+        async with self.database.transaction() as tx:
+            await self._advance(tx, since, position, lambda: rate)
+
+    async def _advance(self, tx: Transaction, since: int, position: int, rate: Callable[[], float]) -> None:
+        if not await self.checkpoints_in.advance_in(tx, self.name, since, position, rate()):
+            raise CheckpointMoved(self.name, since)
 
     async def reset(self) -> None:
         async with self.database.transaction() as tx:  # all or nothing: a failed reset keeps the parked events
@@ -180,6 +200,14 @@ class TransactionalDelivery(Delivery):
             await self.parking.park(parked_now(self.name, recorded, exc))
             return exc
         return None
+
+
+class CheckpointMoved(Exception):
+    """Another runner of an exactly-once projection moved its checkpoint past where this one stood: this
+    runner's transaction rolls back, and it goes on from the checkpoint as stored."""
+
+    def __init__(self, name: str, since: int) -> None:
+        super().__init__(f"projection {name!r}: the checkpoint moved past {since}: another runner applied those events")
 
 
 class _Replayed(Exception):

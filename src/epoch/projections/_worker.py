@@ -20,7 +20,7 @@ from typing import Any
 from epoch import _backoff as backoff
 from epoch.errors import DecodeError, StoreUnavailable
 from epoch.personal import keys_of_codec, subjects_in
-from epoch.projections._delivery import delivery_for
+from epoch.projections._delivery import CheckpointMoved, delivery_for
 from epoch.projections.checkpoints import CheckpointStore, transactional_checkpoints
 from epoch.projections.parking import ParkingLot, parked_now, transactional_parking
 from epoch.projections.projection import EventDecoder, ProjectionFailed, ProjectionSettings
@@ -162,7 +162,7 @@ class Worker:
     async def flush(self) -> None:
         """Write a checkpoint that moved only past filtered-out events."""
         if self.position != self._saved:
-            await self.checkpoints.save(self.name, self.position, self._rate)
+            await self.delivery.advance(self._saved, self.position, self._rate)
             self._saved = self.position
 
     # --- one batch ----------------------------------------------------------------------------
@@ -194,10 +194,12 @@ class Worker:
         envelopes = [self.codec.decode(r) for r in records]
         started = time.monotonic()
         if self.probe is None:
-            await self.delivery.apply(envelopes, checkpoint, lambda: self._measure(len(records), started))
+            await self.delivery.apply(envelopes, checkpoint, lambda: self._measure(len(records), started), self._saved)
         else:
             with self.probe.batch(envelopes, checkpoint):
-                await self.delivery.apply(envelopes, checkpoint, lambda: self._measure(len(records), started))
+                await self.delivery.apply(
+                    envelopes, checkpoint, lambda: self._measure(len(records), started), self._saved
+                )
         self.position = self._saved = checkpoint
         self._saved_at = time.monotonic()
         if self.probe is not None:
@@ -217,9 +219,10 @@ class Worker:
         for attempt in range(self.retry.retries + 1):
             try:
                 await action()
-            except StoreUnavailable:
+            except (StoreUnavailable, CheckpointMoved):
                 # The store, not the event: no attempt of the event's, nothing to park. The runner waits
-                # ``reconnect_delay`` and goes on from the last checkpoint (a live run), or raises.
+                # ``reconnect_delay`` and goes on from the last checkpoint (a live run), or raises; or
+                # another runner applied these events: the runner goes on from its checkpoint.
                 raise
             except Exception as exc:
                 log.warning("projection %r: attempt %d failed: %r", self.name, attempt + 1, exc)
@@ -240,7 +243,7 @@ class Worker:
             self.failure = ProjectionFailed(self.name, recorded.position, recorded.stream, recorded.version, message)
             raise self.failure from error
         log.error("projection %r: parking %s version %d: %s", self.name, recorded.stream, recorded.version, message)
-        await self.delivery.park(parked_now(self.name, recorded, error), self._rate)
+        await self.delivery.park(parked_now(self.name, recorded, error), self._rate, self._saved)
         self.position = self._saved = recorded.position
 
     # --- maintenance --------------------------------------------------------------------------

@@ -105,6 +105,12 @@ class TransactionalCheckpointStore(ABC):
     async def delete_in(self, tx: Transaction, name: str) -> None:
         """Forget a checkpoint inside an open transaction."""
 
+    @abstractmethod
+    async def advance_in(self, tx: Transaction, name: str, since: int, position: int, events_per_second: float) -> bool:
+        """Move the checkpoint from ``since`` to ``position`` inside an open transaction, only if it is still
+        at ``since`` (none counts as 0); False when another runner moved it (this transaction then must
+        not commit what it applied). It locks the row: a runner racing it waits, then finds it moved."""
+
 
 def transactional_checkpoints(checkpoints: object) -> TransactionalCheckpointStore | None:
     """``checkpoints`` as a :class:`TransactionalCheckpointStore`, or ``None`` when they cannot join a
@@ -152,6 +158,11 @@ _UPSERT = """INSERT INTO epoch_checkpoints (name, position, updated_at, events_p
     events_per_second = excluded.events_per_second, error = NULL, failing_since = NULL"""
 
 
+_ADVANCE = _UPSERT + " WHERE epoch_checkpoints.position = ? RETURNING position"
+"""The compare-and-set of :meth:`SQLCheckpointStore.advance_in`: an insert when there is no row, else an
+update of the row that is still at the position given (no row returned: it was not)."""
+
+
 class SQLCheckpointStore(TransactionalCheckpointStore):
     """Checkpoints in ``epoch_checkpoints`` of the store's database (created lazily, on first use)."""
 
@@ -181,6 +192,9 @@ class SQLCheckpointStore(TransactionalCheckpointStore):
     async def save_in(self, tx: Transaction, name: str, position: int, events_per_second: float = 0.0) -> None:
         """:meth:`save` inside an open transaction: it commits with whatever else the transaction wrote."""
         await tx.execute(_UPSERT, [name, position, time.time(), events_per_second])
+
+    async def advance_in(self, tx: Transaction, name: str, since: int, position: int, events_per_second: float) -> bool:
+        return bool(await tx.execute(_ADVANCE, [name, position, time.time(), events_per_second, since]))
 
     async def mark_failing(self, name: str, error: str | None) -> None:
         await self.ensure_table()

@@ -9,6 +9,7 @@ from types import TracebackType
 from typing import Any
 
 from epoch.errors import ConfigurationError, StoreUnavailable
+from epoch.projections._delivery import CheckpointMoved
 from epoch.projections._worker import Retry, Worker
 from epoch.projections.checkpoints import CheckpointStore, default_checkpoints
 from epoch.projections.parking import ParkingLot, default_parking
@@ -149,6 +150,9 @@ class ProjectionRunner:
             except ProjectionFailed as exc:
                 log.error("%s", exc)
                 return
+            except CheckpointMoved as exc:  # another runner of it applied these events: on from there
+                log.info("%s", exc)
+                worker.mark_stale()
             except StoreUnavailable as exc:
                 if not live:
                     raise

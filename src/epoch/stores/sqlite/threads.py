@@ -26,7 +26,7 @@ from epoch.stores.sqlite.errors import epoch_error
 from epoch.stores.sqlite.here import BUSY, Here, OnCallerThread
 from epoch.stores.sqlite.schema import connect, create_schema
 from epoch.stores.sqlite.work import Replay
-from epoch.stores.sqlite.writer import EXCLUSIVE, READ, STORE_EXCLUSIVE, WRITE, Job, run_batch, run_read
+from epoch.stores.sqlite.writer import EXCLUSIVE, READ, STORE_EXCLUSIVE, WRITE, Job, run_batch, run_read, settled_after
 
 __all__ = ["INLINE_ROWS", "MAX_GROUP", "PAGE_SIZE", "POLL_INTERVAL", "Workers"]
 
@@ -300,7 +300,7 @@ class Workers(OnCallerThread):
                 except queue.Empty:
                     break
             stop = batch[-1] is None
-            with lock:
+            with settled_after(), lock:  # the callers hear once the connection is free again
                 self._use_on_writer(connection)
                 run_batch(
                     connection, [job for job in batch if job is not None], self.timeout, self._committed, self._memo

@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, NamedTuple, TypeVar
 
 from epoch.stores.sqlite.bridge import Outcome, post
@@ -22,7 +24,17 @@ from epoch.stores.sqlite.errors import epoch_error
 from epoch.stores.sqlite.schema import BEGIN, COMMIT, RELEASE_SAVEPOINT, ROLLBACK, ROLLBACK_TO_SAVEPOINT, SAVEPOINT
 from epoch.stores.sqlite.work import Group, Memo, Replay
 
-__all__ = ["EXCLUSIVE", "READ", "STORE_EXCLUSIVE", "WRITE", "Job", "commit_begun", "run_batch", "run_read"]
+__all__ = [
+    "EXCLUSIVE",
+    "READ",
+    "STORE_EXCLUSIVE",
+    "WRITE",
+    "Job",
+    "commit_begun",
+    "run_batch",
+    "run_read",
+    "settled_after",
+]
 
 T = TypeVar("T")
 
@@ -49,7 +61,31 @@ class _Done(NamedTuple):
     error: BaseException | None
 
 
+_held = threading.local()  # the writer thread's outcomes of a batch, posted once it let go of the connection
+
+
+@contextmanager
+def settled_after() -> Iterator[None]:
+    """Post the outcomes of the block's jobs when the block ends, not as each is settled: the writer runs a
+    batch holding the connection's lock, and a caller woken before it lets go finds the lock taken and
+    sends its next append to the writer too, instead of running it on its own thread."""
+    _held.outcomes = []
+    try:
+        yield
+    finally:
+        outcomes, _held.outcomes = _held.outcomes, None
+        _post(outcomes)
+
+
 def _finish(outcomes: list[_Done]) -> None:
+    held: list[_Done] | None = getattr(_held, "outcomes", None)
+    if held is not None:
+        held.extend(outcomes)
+    else:
+        _post(outcomes)
+
+
+def _post(outcomes: list[_Done]) -> None:
     by_loop: dict[asyncio.AbstractEventLoop, list[Outcome]] = {}
     for job, result, error in outcomes:
         by_loop.setdefault(job.loop, []).append(Outcome(job.future, result, error))
