@@ -96,6 +96,27 @@ async def test_read_all_waits_briefly_for_open_transactions(store: PostgresEvent
         assert await store.head_position() == late.position
 
 
+@pytest.mark.parametrize("erase", ["truncate", "hard delete"])
+async def test_head_position_never_goes_back_when_an_erasure_takes_the_visible_head(
+    store: PostgresEventStore, erase: str
+) -> None:
+    """An older transaction holds an id, so event B (after it) is committed but not visible yet; erasing
+    A (the visible head) together with B must not take the head back: it stays at A until B is visible
+    (it fell to 0 before migration 9, found by an adversarial round)."""
+    a = await store.append("s-1", new(1))
+    with psycopg.connect(store.conninfo) as older:
+        older.execute("SELECT pg_current_xact_id()")  # a transaction with an id, still open
+        await store.append("s-1", new(1))
+        assert await store.head_position() == a.position
+        if erase == "truncate":
+            await store.truncate_before("s-1", 2)
+        else:
+            await store.delete_stream("s-1", hard=True)
+        assert await store.head_position() == a.position
+        older.rollback()
+    assert await store.head_position() > a.position  # B's, erased: positions are never reused
+
+
 _delay: contextvars.ContextVar[float] = contextvars.ContextVar("delay", default=0.0)
 
 

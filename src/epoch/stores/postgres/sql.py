@@ -208,9 +208,12 @@ NEWEST_AND_XMIN = f"SELECT (SELECT e.xid FROM epoch_events e ORDER BY e.xid DESC
 XMIN_ONLY = f"SELECT {XMIN}"
 VISIBLE_HEAD = f"SELECT e.xid, e.seq FROM epoch_events e WHERE e.xid < {XMIN} ORDER BY e.xid DESC, e.seq DESC LIMIT 1"
 NEWEST = "SELECT e.xid, e.seq FROM epoch_events e ORDER BY e.xid DESC, e.seq DESC LIMIT 1"
-HEAD_POSITION = (  # the visible head, or the highest erased position when that is newer (it never goes back)
+HEAD_POSITION = (  # the visible head, or an erased position when that is newer (it never goes back): the
+    # highest erased once it is visible, and the highest erased that was visible already (migration 9)
     f"SELECT h.xid, h.seq FROM (({VISIBLE_HEAD}) UNION ALL"
-    f" (SELECT r.xid, r.seq FROM epoch_erased r WHERE r.xid < {XMIN})) h ORDER BY h.xid DESC, h.seq DESC LIMIT 1"
+    f" (SELECT r.xid, r.seq FROM epoch_erased r WHERE r.xid < {XMIN}) UNION ALL"
+    " (SELECT r.seen_xid, r.seen_seq FROM epoch_erased r WHERE r.seen_xid IS NOT NULL))"
+    " h ORDER BY h.xid DESC, h.seq DESC LIMIT 1"
 )
 PENDING_COUNT = f"SELECT count(*) FROM epoch_events e WHERE e.xid >= {XMIN}"
 OLDEST_TRANSACTION_AGE = (

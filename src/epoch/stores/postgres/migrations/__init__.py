@@ -5,7 +5,7 @@ Never edit a released migration; add a module ``vN.py`` with its ``SQL`` and one
 
 from __future__ import annotations
 
-from epoch.stores.postgres.migrations import v1, v2, v3, v4, v5, v6, v7, v8
+from epoch.stores.postgres.migrations import v1, v2, v3, v4, v5, v6, v7, v8, v9
 
 __all__ = ["LATEST_VERSION", "MIGRATIONS"]
 
@@ -18,6 +18,7 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (6, "epoch_keys, epoch_key_changes: personal-data keys", v6.SQL),
     (7, "NOTIFY only while someone listens: epoch_listeners, epoch_listen, epoch_append", v7.SQL),
     (8, "the erasure count and epoch_query_snapshots (DecisionHandler snapshots)", v8.SQL),
+    (9, "head_position never goes back: epoch_erased keeps the highest erased position already visible", v9.SQL),
 )
 """``(version, description, sql)``, in version order."""
 
