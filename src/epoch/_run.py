@@ -112,7 +112,7 @@ async def alone(
             appended = await handler._append(stream, new_events, guard, loaded)
         except WrongExpectedVersion as conflict:
             job.conflicts += 1
-            if command_id is not None and (prior := await handler._prior_result(stream, command_id)) is not None:
+            if (prior := await handler._prior_result(stream, command_id)) is not None:
                 return prior  # a concurrent execution of the same command id won
             # The version held, so the stream no longer starts where the state was folded from (a
             # truncation): fold anew and decide again, also under an explicit guard (which did hold).
@@ -130,17 +130,15 @@ async def alone(
             continue
         except DuplicateEventId:
             # A concurrent execution of the same command id won at another version.
-            if command_id is not None and (prior := await handler._prior_result(stream, command_id)) is not None:
+            if (prior := await handler._prior_result(stream, command_id)) is not None:
                 return prior
             raise
-        if appended.replayed and command_id is not None:
-            # Another execution of this command id stored its events first, at this very place: its result
-            # stands, whatever this decision made of them (a clock or another service may differ).
-            prior = await handler._prior_result(stream, command_id)
-            if prior is not None:
-                if handler.cache is not None:
-                    handler.cache.invalidate(stream)
-                return prior
+        # Another execution of this command id stored its events first, at this very place: its result
+        # stands, whatever this decision made of them (a clock or another service may differ).
+        if appended.replayed and (prior := await handler._prior_result(stream, command_id)) is not None:
+            if handler.cache is not None:
+                handler.cache.invalidate(stream)
+            return prior
         state = loaded.state
         for event in events:
             state = handler.decider.evolve(state, event)

@@ -375,8 +375,10 @@ class CommandHandler(Generic[C, S, E]):
                 self.cache.put(stream, CachedState(state, appended.version, appended.position, first))
         return ExecuteResult(stream, appended.version, appended.position, envelopes, state, attempts)
 
-    async def _prior_result(self, stream: str, command_id: str | UUID) -> ExecuteResult[S, E] | None:
-        """The result of an earlier execution of ``command_id`` on ``stream``, or ``None``."""
+    async def _prior_result(self, stream: str, command_id: str | UUID | None) -> ExecuteResult[S, E] | None:
+        """The result of an earlier execution of ``command_id`` on ``stream``, or ``None`` (also without one)."""
+        if command_id is None:
+            return None
         found = await first_execution(self.store, stream, command_id, self.decider, self.codec)
         if found is None:
             return None

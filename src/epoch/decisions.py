@@ -161,7 +161,7 @@ class DecisionHandler(Generic[C, S, E]):
         if not isinstance(query, Query):
             raise InvalidQuery(f"{stream}: query(command) must return a Query, not {type(query).__name__}")
         watch = check_command_ids(stream, command_id, correlation_id, causation_id)
-        if command_id is not None and (prior := await self._prior_result(stream, query, command_id)) is not None:
+        if (prior := await self._prior_result(stream, query, command_id)) is not None:
             return prior
         base_metadata = await command_metadata(self.store, metadata, command_id, correlation_id, causation_id)
         if self._telemetry is not None:
@@ -177,7 +177,6 @@ class DecisionHandler(Generic[C, S, E]):
                 return await self._prior_or_raise(stream, query, command_id)
             if (
                 read.base_count is not None
-                and command_id is not None
                 and (prior := await self._prior_result(stream, query, command_id)) is not None
             ):
                 return prior  # it ran meanwhile, and the snapshot this read started from holds its events
@@ -202,10 +201,7 @@ class DecisionHandler(Generic[C, S, E]):
                     stream, new_events, AppendCondition(query, read.after), expected
                 )
             except (AppendConditionFailed, WrongExpectedVersion) as conflict:
-                if (
-                    command_id is not None
-                    and (prior := await self._prior_result(stream, query, command_id)) is not None
-                ):
+                if (prior := await self._prior_result(stream, query, command_id)) is not None:
                     return prior  # a concurrent execution of the same command id won
                 if decisions >= budget:
                     raise
@@ -213,19 +209,12 @@ class DecisionHandler(Generic[C, S, E]):
                 await asyncio.sleep(backoff.delay(decisions - 1, self.backoff, self.max_backoff))
                 continue
             except DuplicateEventId:
-                if (
-                    command_id is not None
-                    and (prior := await self._prior_result(stream, query, command_id)) is not None
-                ):
+                if (prior := await self._prior_result(stream, query, command_id)) is not None:
                     return prior
                 raise
             # Another execution of this command id stored its events first, at this place: its result
             # stands, whatever this decision made of them (a clock or another service may differ).
-            if (
-                appended.replayed
-                and command_id is not None
-                and (prior := await self._prior_result(stream, query, command_id)) is not None
-            ):
+            if appended.replayed and (prior := await self._prior_result(stream, query, command_id)) is not None:
                 return prior
             if self._snapshots is not None:
                 await self._snapshot(stream, query, read)
@@ -368,12 +357,16 @@ class DecisionHandler(Generic[C, S, E]):
 
     # -- idempotency ----------------------------------------------------------------------------
 
-    async def _prior_result(self, stream: str, query: Query, command_id: str | UUID) -> ExecuteResult[S, E] | None:
-        """The result of an earlier execution of ``command_id`` on ``stream``, or ``None``.
+    async def _prior_result(
+        self, stream: str, query: Query, command_id: str | UUID | None
+    ) -> ExecuteResult[S, E] | None:
+        """The result of an earlier execution of ``command_id`` on ``stream``, or ``None`` (also without one).
 
         Its state is folded again: the events it could have read (those before its first event), then
         the events it wrote.
         """
+        if command_id is None:
+            return None
         written = await command_events(self.store, stream, command_id)
         if written is None:
             return None
