@@ -16,6 +16,7 @@ from epoch import (
     CachedState,
     Codec,
     CommandHandler,
+    ConfigurationError,
     Decider,
     EventStore,
     InvalidEvent,
@@ -334,6 +335,17 @@ def test_the_cache_keeps_the_newest_version_and_no_empty_streams() -> None:
     cache.put("b", CachedState(1, 0, 3))
     cache.put("c", CachedState(2, 0, 4))  # one too many: the least recently used, "a", goes
     assert (cache.get("a"), cache.get("b"), cache.get("c")) == (None, CachedState(1, 0, 3), CachedState(2, 0, 4))
+
+
+@pytest.mark.parametrize("size", [0, -1, 1.5, float("nan"), "10", None, True, False])
+def test_a_cache_size_that_is_not_an_int_from_1_is_a_configuration_error(size: Any) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        StateCache(size)
+    assert str(info.value) == f"StateCache(max_entries=...) must be an int >= 1, not {size!r}"
+
+
+def test_a_cache_of_one_entry_or_a_huge_one_is_accepted() -> None:
+    assert (StateCache(1).max_entries, StateCache(2**100).max_entries) == (1, 2**100)
 
 
 async def test_undecodable_history_raises(store: EventStore) -> None:

@@ -11,6 +11,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from epoch.errors import ConfigurationError
+
 __all__ = ["CachedState", "StateCache"]
 
 S = TypeVar("S")
@@ -34,11 +36,14 @@ class CachedState(Generic[S]):
 
 
 class StateCache(Generic[S]):
-    """A bounded LRU mapping stream name -> :class:`CachedState`. Not shared across processes."""
+    """A bounded LRU mapping stream name -> :class:`CachedState`. Not shared across processes.
+
+    ``max_entries`` is an int >= 1 (not a bool); anything else raises :class:`~epoch.errors.ConfigurationError`.
+    """
 
     def __init__(self, max_entries: int = 10_000) -> None:
-        if max_entries < 1:
-            raise ValueError("max_entries must be >= 1")
+        if type(max_entries) is not int or max_entries < 1:
+            raise ConfigurationError(f"StateCache(max_entries=...) must be an int >= 1, not {max_entries!r}")
         self.max_entries = max_entries
         self._entries: OrderedDict[str, CachedState[S]] = OrderedDict()
 
