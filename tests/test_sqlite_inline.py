@@ -1,5 +1,5 @@
 """Appends on the caller's thread (``stores/sqlite/here.py``): a lone append skips the writer thread's two
-hand-offs; concurrent ones still share the writer's group commit; the loop is never blocked by a lock
+hand-offs; concurrent ones share one group commit there (the writer's when the lock is held elsewhere); the loop is never blocked by a lock
 held elsewhere, and it runs its other work between a loop of appends; the WAL is still checkpointed."""
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 
 from epoch import open_store
-from epoch.errors import ConfigurationError
-from epoch.records import NO_STREAM
+from epoch.errors import ConfigurationError, WrongExpectedVersion
+from epoch.records import NO_STREAM, AppendResult
 from epoch.stores.sqlite import SQLiteEventStore, work, writer
-from epoch.stores.sqlite.here import CHECKPOINT_EVERY
+from epoch.stores.sqlite.here import CHECKPOINT_EVERY, HERE_GROUP
 from epoch.testing import collect
 from epoch.testing import new_events as new
 
@@ -63,10 +63,9 @@ async def test_inline_writes_off_sends_every_append_to_the_writer(tmp_path: Path
     assert all(on_writer(name) for name in append_threads)
 
 
-async def test_concurrent_appends_share_the_writers_group_commit(
-    tmp_path: Path, append_threads: list[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Tasks appending at once find the loop busy: their appends go to the writer, committed in groups."""
+@pytest.fixture
+def group_sizes(monkeypatch: pytest.MonkeyPatch) -> Counter[int]:
+    """How many groups of each size were committed (on any thread)."""
     sizes: Counter[int] = Counter()
     commit_group = writer._commit_group
 
@@ -75,13 +74,134 @@ async def test_concurrent_appends_share_the_writers_group_commit(
         commit_group(connection, jobs, *args, **kwargs)
 
     monkeypatch.setattr(writer, "_commit_group", counting)
+    return sizes
+
+
+async def test_concurrent_appends_share_one_commit_on_the_callers_thread(
+    tmp_path: Path, append_threads: list[str], group_sizes: Counter[int]
+) -> None:
+    """Tasks appending at once find the loop busy: their appends are held until the loop's turn ends, then
+    committed together on the caller's thread, ``HERE_GROUP`` at a time, each at its own place."""
+    here = threading.current_thread().name
     async with SQLiteEventStore(tmp_path / "many.db") as store:
-        await asyncio.gather(*(store.append(f"s-{i}", new(1), NO_STREAM) for i in range(64)))
-        assert await store.head_position() == 64
-    assert len(append_threads) == 64
-    assert all(on_writer(name) for name in append_threads)
-    assert sum(size * n for size, n in sizes.items()) == 64
-    assert max(sizes) > 1  # at least one commit shared by several appends
+        results = await asyncio.gather(*(store.append(f"s-{i}", new(1), NO_STREAM) for i in range(HERE_GROUP + 36)))
+        assert [(r.stream, r.version, r.position) for r in results] == [
+            (f"s-{i}", 0, i + 1) for i in range(HERE_GROUP + 36)
+        ]
+        assert await store.head_position() == HERE_GROUP + 36
+    assert append_threads == [here] * (HERE_GROUP + 36)
+    assert group_sizes == Counter({HERE_GROUP: 1, 36: 1})
+
+
+async def test_a_failing_append_rolls_back_only_its_own_savepoint_here(
+    tmp_path: Path, append_threads: list[str]
+) -> None:
+    """One append of a group on the caller's thread fails its guard: the group runs again, each append in
+    a savepoint of its own; only that one is refused, the others share one commit at dense positions."""
+    here = threading.current_thread().name
+    async with SQLiteEventStore(tmp_path / "mixed.db") as store:
+        await store.append("taken-1", new(1), NO_STREAM)
+        connection = store._workers._writer
+        assert connection is not None
+        statements: list[str] = []
+        connection.set_trace_callback(statements.append)
+        mixed = await asyncio.gather(
+            *(store.append("taken-1" if i == 20 else f"mixed-{i}", new(1), NO_STREAM) for i in range(40)),
+            return_exceptions=True,
+        )
+        connection.set_trace_callback(None)
+    refused = mixed[20]
+    assert isinstance(refused, WrongExpectedVersion)
+    assert str(refused) == "taken-1: expected version NO_STREAM, actual 0"
+    assert [r.position for r in mixed if isinstance(r, AppendResult)] == list(range(2, 41))
+    assert set(append_threads) == {here}
+    assert statements.count("COMMIT") == 1
+    assert statements.count("ROLLBACK") == 1  # the group's first run
+    assert statements.count("ROLLBACK TO append") == 1  # then only the failing append's savepoint
+    assert statements.count("SAVEPOINT append") == statements.count("RELEASE append") == 40
+
+
+async def test_held_appends_are_committed_by_close(tmp_path: Path) -> None:
+    """Appends held for the next group commit when the store is closed are committed, not refused."""
+    path = tmp_path / "closing.db"
+    store = SQLiteEventStore(path)
+    await store.append("s-0", new(1), NO_STREAM)
+    tasks = [asyncio.ensure_future(store.append(f"s-{i}", new(1), NO_STREAM)) for i in range(1, 6)]
+    await asyncio.sleep(0)  # each is held, its group commit not yet run
+    assert len(store._workers._held().pending) == 5
+    await store.close()
+    assert [(r.stream, r.position) for r in await asyncio.gather(*tasks)] == [(f"s-{i}", i + 1) for i in range(1, 6)]
+    async with SQLiteEventStore(path) as reopened:
+        assert [(e.stream, e.position) for e in await collect(reopened.read_all())] == [
+            (f"s-{i}", i + 1) for i in range(6)
+        ]
+
+
+async def test_a_group_waits_on_the_writer_for_a_lock_held_elsewhere(tmp_path: Path, append_threads: list[str]) -> None:
+    """Another connection holds the write lock: a held group is not committed on the loop's thread (it
+    would wait there) but handed to the writer, which waits for the lock while the loop keeps running."""
+    path = tmp_path / "held-group.db"
+    async with SQLiteEventStore(path, timeout=10) as store:
+        await store.append("s-0", new(1), NO_STREAM)
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        loop = asyncio.get_running_loop()
+        ticks: list[float] = []
+
+        def tick() -> None:
+            ticks.append(time.monotonic())
+            timer[0] = loop.call_later(0.005, tick)
+
+        timer = [loop.call_later(0.005, tick)]
+        loop.call_later(0.3, other.execute, "COMMIT")
+        started = time.monotonic()
+        results = await asyncio.gather(*(store.append(f"s-{i}", new(1), NO_STREAM) for i in range(1, 9)))
+        waited = time.monotonic() - started
+        timer[0].cancel()
+        other.close()
+        assert [(r.stream, r.position) for r in results] == [(f"s-{i}", i + 1) for i in range(1, 9)]
+        assert waited >= 0.29
+        assert len([t for t in ticks if started <= t <= started + waited]) >= 10
+        assert all(on_writer(name) for name in append_threads[1:])
+        assert len(append_threads) == 9
+
+
+async def test_an_interrupted_group_leaves_no_lock_held(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A group interrupted on the caller's thread is rolled back whole and its appends cancelled: the
+    write lock is free, nothing of the group is stored, and the store goes on. (The group runs in a
+    callback of the loop, which reports what interrupted it: asyncio re-raises only KeyboardInterrupt
+    and SystemExit from a callback.)"""
+    path = tmp_path / "interrupted-group.db"
+    append = work.append
+    calls = 0
+
+    def interrupted(*args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        result = append(*args)
+        if calls == 3:
+            raise Interrupt
+        return result
+
+    async with SQLiteEventStore(path) as store:
+        await store.append("s-0", new(1), NO_STREAM)
+        monkeypatch.setattr(work, "append", interrupted)
+        tasks = [asyncio.ensure_future(store.append(f"s-{i}", new(1), NO_STREAM)) for i in range(1, 6)]
+        await asyncio.sleep(0.05)  # the group commit runs in this turn of the loop and is interrupted
+        [report] = [r for r in caplog.records if r.exc_info is not None]
+        assert report.exc_info is not None and report.exc_info[0] is Interrupt
+        monkeypatch.setattr(work, "append", append)
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        assert all(isinstance(outcome, asyncio.CancelledError) for outcome in outcomes)
+        other = sqlite3.connect(path, isolation_level=None, timeout=0)
+        other.execute("BEGIN IMMEDIATE")  # raises "database is locked" if the lock were still held
+        other.execute("ROLLBACK")
+        other.close()
+        assert [(e.stream, e.position) for e in await collect(store.read_all())] == [("s-0", 1)]
+        result = await store.append("s-1", new(1), NO_STREAM)
+        assert (result.version, result.position) == (0, 2)
 
 
 async def test_a_lock_held_elsewhere_never_blocks_the_loop(tmp_path: Path, append_threads: list[str]) -> None:

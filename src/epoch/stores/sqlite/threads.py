@@ -115,11 +115,12 @@ class Workers(OnCallerThread):
         """
         await self.start()
         here = self._write_here(fn, stream, args)
-        if here is not None:  # settled already: yield once, so that a loop of appends lets others run
+        if here is None:
+            here = self._submit(self._writes, WRITE, fn, (stream, *args), stream)
+        elif here.done():  # it ran alone: yield once, so that a loop of appends lets others run
             await asyncio.sleep(0)
             return cast("T", here.result())
-        future: asyncio.Future[T] = self._submit(self._writes, WRITE, fn, (stream, *args), stream)
-        return await self._wait(future)
+        return cast("T", await self._wait(here))
 
     async def exclusive(self, fn: Callable[[sqlite3.Connection], T], *, store_work: bool = False) -> T:
         """``fn(connection)`` on the writer, in a transaction of its own.
@@ -162,6 +163,9 @@ class Workers(OnCallerThread):
 
     async def close(self) -> None:
         """Finish queued work, stop the threads and close the connections; wake every waiter. Idempotent."""
+        held: Here | None = getattr(self._here, "held", None)
+        if held is not None and held.pending:  # appends made before close: committed, not refused
+            self._flush_here(held)
         with self._lock:
             if not self._closed:
                 self._closed = True

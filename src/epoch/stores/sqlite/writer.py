@@ -136,10 +136,10 @@ def run_batch(
 
 
 def commit_begun(
-    connection: sqlite3.Connection, job: Job, timeout: float, committed: Callable[[], None], memo: Memo
+    connection: sqlite3.Connection, jobs: list[Job], timeout: float, committed: Callable[[], None], memo: Memo
 ) -> None:
-    """Run one append in the transaction its caller began (``BEGIN IMMEDIATE`` taken) and settle it."""
-    _commit_group(connection, [job], timeout, committed, memo, begun=True)
+    """Run appends in the transaction their caller began (``BEGIN IMMEDIATE`` taken) and settle them."""
+    _commit_group(connection, jobs, timeout, committed, memo, begun=True)
 
 
 def _commit_group(
