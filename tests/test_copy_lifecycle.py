@@ -105,3 +105,35 @@ async def test_resuming_when_the_destinations_newest_event_was_erased_at_the_sou
         rest = await copy_store(src, dst)
         assert (rest.copied, rest.resumed) == (2, True)
         await same(src, dst)
+
+
+async def test_limits_the_source_lifted_are_lifted_in_the_destination(src_url: str, sql_store_url: str) -> None:
+    """A stream whose limits are cleared leaves the source's lifecycle states: the next run still clears
+    them in the destination (which would otherwise hide events the source shows)."""
+    async with open_store(src_url) as src, open_store(sql_store_url) as dst:
+        await fill(src)
+        await src.set_stream_limits("b-1", max_age=timedelta(days=1))
+        first = await copy_store(src, dst)
+        assert first.carried == 4
+        assert [e.version async for e in dst.read_stream("e-1")] == [3, 4]
+        await src.set_stream_limits("e-1", max_count=None, max_age=None)
+        await src.set_stream_limits("b-1", max_count=None, max_age=None)
+        await src.append("f-1", events(1, "late"))
+        again = await copy_store(src, dst)
+        assert (again.copied, again.carried) == (1, 4)  # a-1 and x-1 as before; e-1 and b-1 lifted
+        await same(src, dst)
+        assert [e.version async for e in dst.read_stream("e-1")] == [0, 1, 2, 3, 4]
+        assert await lifecycle(dst) == [("a-1", 4, 2, 2, None, None), ("x-1", "tombstoned")]
+
+
+async def test_lifted_limits_reach_a_destination_that_only_appends() -> None:
+    async with open_store("memory://") as src, open_store("memory://") as dst:
+        await src.append("e-1", events(5, "e-1"))
+        await src.set_stream_limits("e-1", max_count=2)
+        await copy_store(src, dst)
+        assert [e.version async for e in dst.read_stream("e-1")] == [3, 4]
+        await src.set_stream_limits("e-1", max_count=None)
+        again = await copy_store(src, dst)
+        assert (again.copied, again.carried) == (0, 1)
+        assert [e.version async for e in dst.read_stream("e-1")] == [0, 1, 2, 3, 4]
+        assert await lifecycle(dst) == []

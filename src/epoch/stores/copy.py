@@ -22,8 +22,10 @@ PostgreSQL: ``lifecycle_states``) has them carried over at the end of every run,
 the copy started: tombstones (hard deletes), truncations (and scavenges: the destination erases what the
 source erased), soft deletes and limits. A stream whose oldest events were erased in the source lands at
 the versions it has left (an importing destination starts it there; one that can only append refuses it
-with ``ConfigurationError``). A KurrentDB source lists no lifecycle state: only its soft deletes, as
-read, are carried.
+with ``ConfigurationError``). Limits lifted in the source (the one state a stream can lose: deletes and
+truncations are for good) are lifted in the destination too, from the destination's own list of states;
+a KurrentDB destination lists none, so it keeps limits the source lifted after an earlier run. A KurrentDB
+source lists no lifecycle state: only its soft deletes, as read, are carried.
 """
 
 from __future__ import annotations
@@ -107,7 +109,24 @@ async def _carry(dst: EventStore, states: dict[str, StreamLifecycle]) -> int:
             elif state.version is not None and state.first_visible > state.version:
                 await dst.delete_stream(stream)
         await dst.set_stream_limits(stream, state.max_count, state.max_age)
-    return len(states)
+    return len(states) + await _lift_limits(dst, states)
+
+
+async def _lift_limits(dst: EventStore, states: dict[str, StreamLifecycle]) -> int:
+    """Clear the destination's limits of the streams the source lists no state of (their limits were
+    lifted there: the only state a stream can lose); how many. Deletes, truncations and tombstones are for
+    good, so the destination's are the source's. A destination that lists no states (KurrentDB) keeps them."""
+    listing = lifecycle_states_of(dst)
+    if listing is None:
+        return 0
+    lifted = [
+        state.stream
+        async for state in listing()
+        if state.stream not in states and (state.max_count is not None or state.max_age is not None)
+    ]
+    for stream in lifted:
+        await dst.set_stream_limits(stream, None, None)
+    return len(lifted)
 
 
 async def copy_store(
