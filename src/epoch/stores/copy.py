@@ -13,7 +13,8 @@ that keeps none is refused before anything is written.
 
 Resuming: run the copy again. It finds the destination's last event in the source (by id) and carries
 on after it, so an interrupted copy loses nothing and copies nothing twice (the destination writes each
-chunk atomically). The same mechanism catches a copy up with a source that kept growing. When that event
+chunk atomically; one that can only append writes a stream's deleted versions, then deletes them, and a
+run stopped between the two makes the delete when it resumes). The same mechanism catches a copy up with a source that kept growing. When that event
 was erased in the source meanwhile (a hard delete, a truncation, a scavenge), the copy resumes after the
 newest event of the destination the source still holds, and skips what the destination holds already.
 
@@ -160,6 +161,8 @@ async def copy_store(
             first_visible[stream] = value
         return first_visible[stream]
 
+    if importer is None and after > 0:
+        await _finish_delete(dst, visible_from)
     copied = 0
     chunk: list[RecordedEvent] = []
 
@@ -219,6 +222,18 @@ async def _copy_keys(src: EventStore, dst: EventStore, chunk_size: int) -> int:
         await target.write_keys(chunk)
         copied += len(chunk)
     return copied
+
+
+async def _finish_delete(dst: EventStore, visible_from: Callable[[str], Awaitable[int]]) -> None:
+    """Make the soft delete an earlier run lost: it stopped between appending a stream's deleted versions
+    and deleting them (the two steps of :func:`_append_chunk`), so the destination's newest event is the
+    last of them, and it is still visible."""
+    last = [event async for event in dst.read_all(after=await dst.head_position() - 1, limit=1)]
+    if not last or last[0].version >= await visible_from(last[0].stream):
+        return
+    first = [event.version async for event in dst.read_stream(last[0].stream, limit=1)]
+    if first and first[0] <= last[0].version:
+        await dst.delete_stream(last[0].stream)
 
 
 async def _append_chunk(
