@@ -25,9 +25,17 @@ from epoch.stores._snapshots import (
     check_load,
     check_save,
     check_status_category,
+    snapshot_row,
+    snapshot_status_row,
 )
 
 __all__ = ["MemoryQuerySnapshots", "MemorySnapshots"]
+
+
+def _aware(taken_at: object) -> datetime:
+    if not isinstance(taken_at, datetime) or taken_at.utcoffset() is None:
+        raise TypeError(taken_at)
+    return taken_at
 
 
 class MemorySnapshots(SupportsSnapshots):
@@ -81,8 +89,9 @@ class MemorySnapshots(SupportsSnapshots):
             return None
         for first_visible, snapshot in reversed(self._snapshots.get(stream, [])):
             usable = first_visible == visible[0] and snapshot.version <= min(highest, visible[1])
-            if usable and snapshot.schema_version == schema_version:
-                return snapshot
+            if usable and snapshot.schema_version == schema_version:  # checked as the other stores check rows
+                row = (snapshot.version, snapshot.position, snapshot.data, snapshot.taken_at, snapshot.first_visible)
+                return snapshot_row(stream, schema_version, row, visible[1], _aware)
         return None
 
     async def snapshot_status(self, category: str | None = None) -> list[SnapshotStatus]:
@@ -93,7 +102,11 @@ class MemorySnapshots(SupportsSnapshots):
             kept = self._snapshots[stream]
             if kept and (category is None or category_of(stream) == category):
                 newest = kept[-1][1]
-                found.append(SnapshotStatus(stream, newest.version, newest.schema_version, newest.taken_at, len(kept)))
+                status = snapshot_status_row(
+                    (stream, newest.version, newest.schema_version, newest.taken_at, len(kept)), _aware
+                )
+                if status is not None:  # an invalid entry: logged, left out
+                    found.append(status)
         return found
 
     async def drop_snapshots(self, name: str) -> int:

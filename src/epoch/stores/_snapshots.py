@@ -8,13 +8,21 @@ encoded by the handler (``data``), under the state's ``schema_version``. The sto
 the stream was visible when it took the snapshot (its ``first_visible`` version: what a soft delete, and
 truncation, move) and loads a snapshot only while that is still so, in the same query: a snapshot never
 brings back events deleted or truncated after it was taken.
+
+A stored row is checked as it is loaded or listed (:func:`snapshot_row`, :func:`snapshot_status_row`): one
+no save could have written (a column of another type or out of range, a version outside the stream's
+visible part, a ``taken_at`` that is no instant: a row edited by hand, or corrupt) is not a snapshot,
+logged at ``WARNING`` on the ``epoch.snapshots`` logger and left out, never raised.
 """
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeGuard
 
 from epoch.errors import InvalidEvent, InvalidVersion
 from epoch.streams import check_category, check_stream_name
@@ -28,8 +36,12 @@ __all__ = [
     "check_load",
     "check_save",
     "check_status_category",
+    "snapshot_row",
+    "snapshot_status_row",
     "snapshot_store",
 ]
+
+logger = logging.getLogger("epoch.snapshots")
 
 MAX_KEEP = 1000
 """The most snapshots per stream a save may keep."""
@@ -138,3 +150,88 @@ def check_drop_name(name: object) -> tuple[str, bool]:
 def check_status_category(category: object) -> str | None:
     """``None``, or a valid category name; raises ``InvalidStreamName``."""
     return None if category is None else check_category(category)
+
+
+def _is_int(value: object, lowest: int, highest: int = _MAX_INT64) -> TypeGuard[int]:
+    return type(value) is int and lowest <= value <= highest
+
+
+def _instant_of(taken_at: object, instant: Callable[[object], datetime]) -> datetime | None:
+    try:
+        return instant(taken_at)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
+
+
+def _checked(
+    stream: str,
+    schema_version: int,
+    row: tuple[object, ...],
+    stream_version: object,
+    instant: Callable[[object], datetime],
+) -> Snapshot | str:
+    version, position, data, taken_at, first_visible = row
+    if not _is_int(first_visible, 0):
+        return f"first_visible {first_visible!r} is not an int from 0 to {_MAX_INT64}"
+    if not _is_int(stream_version, 0) or not _is_int(version, first_visible, stream_version):
+        return (
+            f"version {version!r} is not an int from its first visible version, {first_visible},"
+            f" to the stream's version, {stream_version}"
+        )
+    if type(position) is not int or position < 1:  # PostgreSQL's positions may pass 64 bits
+        return f"position {position!r} is not an int >= 1"
+    if not isinstance(data, (bytes, memoryview)):
+        return f"data of type {type(data).__name__}, not bytes"
+    when = _instant_of(taken_at, instant)
+    if when is None:
+        return f"taken_at {taken_at!r} is not an instant"
+    return Snapshot(stream, version, position, schema_version, bytes(data), when, first_visible)
+
+
+def _checked_status(row: tuple[object, ...], instant: Callable[[object], datetime]) -> SnapshotStatus | str:
+    stream, version, schema_version, taken_at, kept = row
+    if type(stream) is not str:
+        return f"stream {stream!r} is not a str"
+    if not _is_int(version, 0):
+        return f"version {version!r} is not an int from 0 to {_MAX_INT64}"
+    if not _is_int(schema_version, 1):
+        return f"schema_version {schema_version!r} is not an int from 1 to {_MAX_INT64}"
+    if not _is_int(kept, 1):
+        return f"{kept!r} snapshots kept"
+    when = _instant_of(taken_at, instant)
+    if when is None:
+        return f"taken_at {taken_at!r} is not an instant"
+    return SnapshotStatus(stream, version, schema_version, when, kept)
+
+
+def _ignored(stream: object, version: object, why: str) -> None:
+    logger.warning("%s: snapshot at version %r ignored: its row is invalid (%s)", stream, version, why)
+
+
+def snapshot_row(
+    stream: str,
+    schema_version: int,
+    row: tuple[object, ...],
+    stream_version: object,
+    instant: Callable[[object], datetime],
+) -> Snapshot | None:
+    """A stored row ``(version, position, data, taken_at, first_visible)`` of ``stream``, whose version is
+    ``stream_version`` now, as a snapshot; ``None`` (logged at ``WARNING``) when no save could have written
+    it: see the module docstring. ``instant``: the stored ``taken_at`` as an aware datetime (an exception:
+    not one)."""
+    checked = _checked(stream, schema_version, row, stream_version, instant)
+    if isinstance(checked, str):
+        _ignored(stream, row[0], checked)
+        return None
+    return checked
+
+
+def snapshot_status_row(row: tuple[object, ...], instant: Callable[[object], datetime]) -> SnapshotStatus | None:
+    """A stored status row ``(stream, version, schema_version, taken_at, kept)`` (a stream's newest
+    snapshot and how many it keeps), or ``None`` (logged at ``WARNING``) when its columns are not what
+    a save writes."""
+    checked = _checked_status(row, instant)
+    if isinstance(checked, str):
+        _ignored(row[0], row[1], checked)
+        return None
+    return checked

@@ -4,6 +4,8 @@ A save is one statement that inserts the snapshot only while the stream shows th
 with the stream's ``first_visible`` of that moment (then a second one prunes the stream's old snapshots,
 in the same transaction). A load is one query joined to ``epoch_streams``: a snapshot taken before a soft
 delete (or a truncation) since does not match. Neither takes the stream's lock: appends never wait for them.
+The load also reads the stream's version, and a loaded or listed row is checked (``snapshot_row``,
+``snapshot_status_row``; a ``taken_at`` Python cannot hold reads as ``NULL``).
 
 Query snapshots (``epoch_query_snapshots``, migration 8; :mod:`epoch.stores._query_snapshots`) are checked
 against ``epoch_erased.erasures`` the same way: a save inserts only while the count is the one given, a
@@ -35,6 +37,8 @@ from epoch.stores._snapshots import (
     check_load,
     check_save,
     check_status_category,
+    snapshot_row,
+    snapshot_status_row,
 )
 from epoch.stores.postgres.sql import encode_position
 
@@ -58,15 +62,16 @@ DELETE FROM epoch_snapshots WHERE (stream, schema_version, version) IN (
     SELECT stream, schema_version, version FROM epoch_snapshots WHERE stream = %(stream)s
     ORDER BY version DESC, schema_version DESC OFFSET %(keep)s)
 """
-_LOAD = """
-SELECT n.version, n.xid, n.seq, n.data, n.taken_at, n.first_visible
+_TAKEN_AT = "CASE WHEN {0}.taken_at BETWEEN '0001-01-02' AND '9999-12-30' THEN {0}.taken_at END"  # Python's range
+_LOAD = f"""
+SELECT n.version, n.xid, n.seq, n.data, {_TAKEN_AT.format("n")}, n.first_visible, s.version
 FROM epoch_snapshots n JOIN epoch_streams s ON s.stream = n.stream
 WHERE n.stream = %s AND n.schema_version = %s AND n.version <= %s
   AND n.first_visible = s.first_visible AND n.version <= s.version
 ORDER BY n.version DESC LIMIT 1
 """
-_STATUS = """
-SELECT stream, version, schema_version, taken_at, kept FROM (
+_STATUS = f"""
+SELECT stream, version, schema_version, {_TAKEN_AT.format("ranked")}, kept FROM (
     SELECT stream, version, schema_version, taken_at, count(*) OVER (PARTITION BY stream) AS kept,
            row_number() OVER (PARTITION BY stream ORDER BY version DESC, schema_version DESC) AS newest
     FROM epoch_snapshots WHERE %(category)s::text IS NULL OR split_part(stream, '-', 1) = %(category)s
@@ -75,8 +80,7 @@ SELECT stream, version, schema_version, taken_at, kept FROM (
 _ERASURES = "coalesce((SELECT r.erasures FROM epoch_erased r), 0)"
 _NEWEST = """(SELECT u.xid, u.seq FROM ((SELECT e.xid, e.seq FROM epoch_events e ORDER BY e.xid DESC, e.seq DESC
 LIMIT 1) UNION ALL (SELECT r.xid, r.seq FROM epoch_erased r)) u ORDER BY u.xid DESC, u.seq DESC LIMIT 1)"""
-_ROW = """q.key, q.schema_version, q.position, q.folded, q.version, q.data,
-       CASE WHEN q.taken_at BETWEEN '0001-01-02' AND '9999-12-30' THEN q.taken_at END, q.label"""
+_ROW = f"""q.key, q.schema_version, q.position, q.folded, q.version, q.data, {_TAKEN_AT.format("q")}, q.label"""
 _LOAD_QUERY = f"""
 SELECT c.n, h.xid, h.seq, {_ROW}
 FROM (SELECT {_ERASURES} AS n) c LEFT JOIN {_NEWEST} h ON true LEFT JOIN epoch_query_snapshots q
@@ -153,8 +157,9 @@ class PostgresSnapshots(SupportsSnapshots):
             row: Any = await (await conn.execute(_LOAD, (stream, schema_version, highest))).fetchone()
             if row is None:
                 return None
-            version, xid, seq, data, taken_at, first = row
-            return Snapshot(stream, version, encode_position(xid, seq), schema_version, bytes(data), taken_at, first)
+            version, xid, seq, data, taken_at, first, stream_version = row
+            found = (version, encode_position(xid, seq), data, taken_at, first)
+            return snapshot_row(stream, schema_version, found, stream_version, _aware)
 
         return await self._snapshot_db.run(load, stream)
 
@@ -163,7 +168,10 @@ class PostgresSnapshots(SupportsSnapshots):
         params = {"category": check_status_category(category)}
 
         async def status(conn: Conn) -> list[SnapshotStatus]:
-            return [SnapshotStatus(*row) for row in await (await conn.execute(_STATUS, params)).fetchall()]
+            listed = [
+                snapshot_status_row(row, _aware) for row in await (await conn.execute(_STATUS, params)).fetchall()
+            ]
+            return [status for status in listed if status is not None]  # an invalid row: logged, left out
 
         return await self._snapshot_db.run(status)
 

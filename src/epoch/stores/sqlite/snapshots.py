@@ -6,7 +6,8 @@ the stream's row in that transaction and records the stream's ``first_visible`` 
 is one point query on a reader that joins the stream's row, so a snapshot taken before a soft delete (or a
 truncation) since is not found. Query snapshots (:mod:`epoch.stores._query_snapshots`) work the same way
 against the store's erasure count: a save compares it in its write transaction, a load in its one query
-(which also reads the head position a valid row's position is at most: ``query_snapshot_row``).
+(which also reads the head position a valid row's position is at most: ``query_snapshot_row``). A stream
+snapshot's row is checked the same way (``snapshot_row``: its load also reads the stream's version).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from epoch.stores._snapshots import (
     check_load,
     check_save,
     check_status_category,
+    snapshot_row,
+    snapshot_status_row,
 )
 
 if TYPE_CHECKING:
@@ -104,8 +107,9 @@ _PRUNE = (
     "DELETE FROM snapshots WHERE rowid IN (SELECT rowid FROM snapshots WHERE stream = ?1"
     " ORDER BY version DESC, schema_version DESC LIMIT -1 OFFSET ?2)"
 )
-_LOAD = (
-    "SELECT n.version, n.position, n.data, n.taken_at, n.first_visible FROM snapshots AS n JOIN streams AS s ON s.stream = n.stream"
+_LOAD = (  # with the stream's version, which a valid row's is at most (snapshot_row)
+    "SELECT n.version, n.position, n.data, n.taken_at, n.first_visible, s.version"
+    " FROM snapshots AS n JOIN streams AS s ON s.stream = n.stream"
     " WHERE n.stream = ?1 AND n.schema_version = ?2 AND n.version <= ?3"
     " AND n.first_visible = s.first_visible AND n.version <= s.version"
     " ORDER BY n.version DESC LIMIT 1"
@@ -146,12 +150,13 @@ def _load(connection: sqlite3.Connection, stream: str, schema_version: int, at_m
     row = connection.execute(_LOAD, (stream, schema_version, at_most)).fetchone()
     if row is None:
         return None
-    return Snapshot(stream, row[0], row[1], schema_version, bytes(row[2]), _instant(row[3]), row[4])
+    return snapshot_row(stream, schema_version, row[:5], row[5], _stored_instant)
 
 
 def _status(connection: sqlite3.Connection, category: str | None) -> list[SnapshotStatus]:
     rows: list[tuple[Any, ...]] = connection.execute(_STATUS, (category,)).fetchall()
-    return [SnapshotStatus(row[0], row[1], row[2], _instant(row[3]), row[4]) for row in rows]
+    listed = (snapshot_status_row(row, _stored_instant) for row in rows)
+    return [status for status in listed if status is not None]  # an invalid row: logged, left out
 
 
 def _drop(tx: Group, name: str, is_stream: bool) -> int:
