@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 from starlette.applications import Starlette
+from starlette.datastructures import Headers as StarletteHeaders
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -180,6 +182,10 @@ async def test_the_deciders_refusals_are_answered_from_the_table(api: API) -> No
         (b'{"name": "ada", "admin": true}', "Object contains unknown field `admin`"),
         (b'{"name": "ada"', "Input data was truncated"),
         (b"\xff", "JSON is malformed: invalid character (byte 0)"),
+        # Bytes that are not UTF-8 inside a string: msgspec raises UnicodeDecodeError, not a DecodeError.
+        (b'{"name": "\xff\xfe"}', "'utf-8' codec can't decode byte 0xff in position 0: invalid start byte"),
+        (b'{"name": "ok\xc3"}', "'utf-8' codec can't decode byte 0xc3 in position 2: unexpected end of data"),
+        (b'{"\xff": 1}', "'utf-8' codec can't decode byte 0xff in position 0: invalid start byte"),
     ],
 )
 async def test_a_body_that_does_not_decode_is_422(api: API, body: bytes, detail: str) -> None:
@@ -213,10 +219,20 @@ async def test_a_directory_name_that_is_no_stream_name_is_422(api: API) -> None:
         ({"If-Match": '"1", "2"'}, "If-Match: give one entity tag, not several"),
         ({"If-Match": '"1"', "If-None-Match": "*"}, "If-Match and If-None-Match together"),
         ({"If-None-Match": '"1"'}, "If-None-Match on a write must be *"),
+        # Only the digits etag() writes name a version: "007" is another entity tag than "7".
+        ({"If-Match": '"00000000000000000000"'}, 'If-Match: "00000000000000000000" is not a stream version'),
+        ({"If-Match": '"01"'}, 'If-Match: "01" is not a stream version'),
+        # A header sent on several lines is one comma-separated list (RFC 9110 section 5.3).
+        ([("If-Match", '"0"'), ("If-Match", '"1"')], "If-Match: give one entity tag, not several"),
+        ([("If-None-Match", "*"), ("If-None-Match", '"7"')], "If-None-Match on a write must be *"),
+        ([("If-Match", "*"), ("If-Match", "*")], "If-Match: not a list of entity tags: '*, *'"),
+        ([("If-None-Match", "*"), ("If-Match", '"0"'), ("If-Match", '"0"')], "If-Match and If-None-Match together"),
     ],
 )
-async def test_a_precondition_that_cannot_be_used_is_400(api: API, headers: dict[str, str], detail: str) -> None:
-    response = await api.add("ada", **headers)
+async def test_a_precondition_that_cannot_be_used_is_400(
+    api: API, headers: dict[str, str] | list[tuple[str, str]], detail: str
+) -> None:
+    response = await api.http.post("/directories/eu/users", json={"name": "ada"}, headers=headers)
     assert problem_of(response) == {
         "type": "urn:epoch:problem:precondition",
         "title": "Malformed precondition",
@@ -225,6 +241,27 @@ async def test_a_precondition_that_cannot_be_used_is_400(api: API, headers: dict
         "instance": "/directories/eu/users",
     }
     assert await api.events() == []
+
+
+async def test_an_idempotency_key_on_several_lines_is_400(api: API) -> None:
+    twice = [("Idempotency-Key", "k-1"), ("Idempotency-Key", "k-1")]
+    response = await api.http.post("/directories/eu/users", json={"name": "ada"}, headers=twice)
+    assert problem_of(response) == {
+        "type": "urn:epoch:problem:precondition",
+        "title": "Malformed Idempotency-Key",
+        "status": 400,
+        "detail": "Idempotency-Key: give one key, not several",
+        "instance": "/directories/eu/users",
+    }
+    assert await api.events() == []
+
+
+async def test_if_none_match_on_several_lines_is_one_list_on_a_read(api: API) -> None:
+    await api.add("ada")
+    cached = await api.http.get("/directories/eu", headers=[("If-None-Match", '"7"'), ("If-None-Match", '"0"')])
+    assert (cached.status_code, cached.headers["etag"]) == (304, '"0"')
+    moved = await api.http.get("/directories/eu", headers=[("If-None-Match", '"7"'), ("If-None-Match", '"9"')])
+    assert moved.status_code == 200
 
 
 # --- the helpers on their own ---------------------------------------------------------------------
@@ -247,10 +284,33 @@ def test_preconditions_map_to_expected_versions() -> None:
     with pytest.raises(PreconditionError) as too_big:
         expected_version_from({"if-match": '"123456789012345678901"'})
     assert str(too_big.value) == 'If-Match: "123456789012345678901" is not a stream version'
+    assert expected_version_from({"if-match": '"0"'}) == 0
+    assert expected_version_from({"if-match": '"18446744073709551615"'}) == 2**64 - 1
+    for padded in ('"00"', '"007"', '"00000000000000000002"', 'W/"01"'):
+        with pytest.raises(PreconditionError) as zeros:
+            expected_version_from({"if-match": padded})
+        tag = padded.removeprefix("W/")
+        assert (zeros.value.status, str(zeros.value)) == (400, f"If-Match: {tag} is not a stream version")
+    assert not not_modified({"if-none-match": '"007"'}, 7)
     assert not_modified({"if-none-match": "*"}, 0)
     assert not not_modified({"if-none-match": "*"}, None)
     assert not not_modified({"if-none-match": "garbage"}, 3)
     assert command_id_from({"idempotency-key": " k-1 "}) == "k-1"
+    # Starlette's headers keep every line of a header: a list, compared as the one comma-joined line.
+    lines = StarletteHeaders(raw=[(b"if-match", b'"1"'), (b"if-match", b'"2"'), (b"idempotency-key", b"k")])
+    with pytest.raises(PreconditionError) as several:
+        expected_version_from(lines)
+    assert (several.value.status, str(several.value)) == (400, "If-Match: give one entity tag, not several")
+    assert command_id_from(lines) == "k"
+    assert expected_version_from(StarletteHeaders(raw=[(b"if-match", b'"4"')])) == 4
+    assert not_modified(StarletteHeaders(raw=[(b"if-none-match", b'"1"'), (b"if-none-match", b'W/"3"')]), 3)
+    with pytest.raises(PreconditionError) as keys:
+        command_id_from(StarletteHeaders(raw=[(b"idempotency-key", b"a"), (b"idempotency-key", b"b")]))
+    assert (keys.value.status, keys.value.title, str(keys.value)) == (
+        400,
+        "Malformed Idempotency-Key",
+        "Idempotency-Key: give one key, not several",
+    )
     assert command_id_from({}) is None
     for bad in ("", "a b", "é", "x" * 256):
         with pytest.raises(PreconditionError) as key:
@@ -312,6 +372,57 @@ async def test_stream_and_store_errors_have_their_status(
         response = await http.get("/x")
     assert response.status_code == status
     assert problem_of(response) == expected
+
+
+@pytest.mark.parametrize(
+    ("status", "title"),
+    [
+        (418, "I'm a Teapot"),
+        (429, "Too Many Requests"),
+        # Statuses http.HTTPStatus does not know (nginx's 499, Cloudflare's 520) get their class's title.
+        (499, "Client Error"),
+        (520, "Server Error"),
+        (599, "Server Error"),
+    ],
+)
+async def test_an_http_exception_of_any_status_is_a_problem(status: int, title: str) -> None:
+    app = raising(HTTPException(status, "custom", headers={"X-Why": "test"}))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+        response = await http.get("/x")
+    assert (response.status_code, response.headers["x-why"]) == (status, "test")
+    assert problem_of(response) == {
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": "custom",
+        "instance": "/x",
+    }
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        (b'{"a": "\xff"}', "'utf-8' codec can't decode byte 0xff in position 7: invalid start byte"),
+        (b"\xff\xfe{", "'utf-16-le' codec can't decode byte 0x7b in position 2: truncated data"),  # a BOM
+        (b'{"a": 1', "Expecting ',' delimiter: line 1 column 8 (char 7)"),
+    ],
+)
+async def test_a_body_json_loads_cannot_read_is_422(body: bytes, detail: str) -> None:
+    async def endpoint(request: Request) -> Response:
+        json.loads(await request.body())
+        return Response(status_code=204)
+
+    app = Starlette(routes=[Route("/x", endpoint, methods=["POST"])], exception_handlers=problem_handlers())
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+        response = await http.post("/x", content=body)
+    assert response.status_code == 422
+    assert problem_of(response) == {
+        "type": "urn:epoch:problem:invalid-body",
+        "title": "Invalid request body",
+        "status": 422,
+        "detail": detail,
+        "instance": "/x",
+    }
 
 
 async def test_an_error_the_api_does_not_answer_stays_a_server_error() -> None:

@@ -33,7 +33,8 @@ _KEY = re.compile(r"[\x21-\x7e]{1,255}")  # visible ASCII, the characters a head
 
 Headers = Mapping[str, str]
 """Request headers, looked up case-insensitively by lower-case name: Starlette's (and FastAPI's)
-``request.headers``."""
+``request.headers``. A header sent on several lines is read as one comma-separated list (RFC 9110
+section 5.3) when the mapping has ``getlist``, as Starlette's has; a plain mapping holds one line each."""
 
 
 class PreconditionError(ValueError):
@@ -50,6 +51,21 @@ class PreconditionError(ValueError):
 
     def __str__(self) -> str:
         return self.detail
+
+
+def _lines(headers: Headers, name: str) -> list[str]:
+    """Every line of header ``name`` (lower-case), in the order sent."""
+    getlist = getattr(headers, "getlist", None)
+    if callable(getlist):
+        return [str(line) for line in getlist(name)]
+    value = headers.get(name)
+    return [] if value is None else [value]
+
+
+def _field(headers: Headers, name: str) -> str | None:
+    """Header ``name`` as one value: its lines joined with ", ", as RFC 9110 combines a list header."""
+    lines = _lines(headers, name)
+    return ", ".join(lines) if lines else None
 
 
 def etag(version: int) -> str:
@@ -71,8 +87,12 @@ def _tags(header: str, name: str) -> list[str]:
 
 
 def version_of_etag(tag: str, name: str = "If-Match") -> int:
-    """The stream version an entity tag's opaque part names; raises :class:`PreconditionError` (400)."""
-    if not tag.isascii() or not tag.isdigit() or len(tag) > 20:
+    """The stream version an entity tag's opaque part names; raises :class:`PreconditionError` (400).
+
+    Only the digits :func:`etag` writes name a version: ``"7"``, never ``"007"``, which is another entity
+    tag (RFC 9110 compares tags as strings)."""
+    canonical = tag == "0" or not tag.startswith("0")
+    if not tag.isascii() or not tag.isdigit() or len(tag) > 20 or not canonical:
         raise PreconditionError(400, "Malformed precondition", f'{name}: "{tag}" is not a stream version')
     return int(tag)
 
@@ -87,8 +107,8 @@ ABSENT = _Absent()
 def precondition_of(headers: Headers, *, required: bool = False) -> ExpectedVersion | int | None | _Absent:
     """What a request's precondition headers ask for, or :data:`ABSENT` when it has none (see
     :func:`expected_version_from`)."""
-    if_match = headers.get("if-match")
-    if_none_match = headers.get("if-none-match")
+    if_match = _field(headers, "if-match")
+    if_none_match = _field(headers, "if-none-match")
     if if_match is not None and if_none_match is not None:
         raise PreconditionError(400, "Malformed precondition", "If-Match and If-None-Match together")
     if if_none_match is not None:
@@ -126,7 +146,7 @@ def expected_version_from(
 def not_modified(headers: Headers, version: int | None) -> bool:
     """Whether a read may answer 304 Not Modified: its ``If-None-Match`` names ``version`` (or is ``*``
     and the stream exists). Tags that are not versions never match."""
-    header = headers.get("if-none-match")
+    header = _field(headers, "if-none-match")
     if header is None or version is None:
         return False
     if header.strip() == "*":
@@ -143,12 +163,14 @@ def command_id_from(headers: Headers) -> str | None:
     The key is the command's id for :meth:`epoch.CommandHandler.execute`, so sending a request again
     with the same key returns the first execution's result instead of deciding again. Raises
     :class:`PreconditionError` (400) for a key that is empty, longer than 255 characters or not
-    visible ASCII.
+    visible ASCII, and for a key sent on more than one line (a request has one key).
     """
-    key = headers.get("idempotency-key")
-    if key is None:
+    lines = _lines(headers, "idempotency-key")
+    if not lines:
         return None
-    key = key.strip()
+    if len(lines) > 1:
+        raise PreconditionError(400, "Malformed Idempotency-Key", "Idempotency-Key: give one key, not several")
+    key = lines[0].strip()
     if _KEY.fullmatch(key) is None:
         raise PreconditionError(
             400, "Malformed Idempotency-Key", "Idempotency-Key must be 1-255 visible ASCII characters"

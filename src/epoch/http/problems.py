@@ -121,7 +121,9 @@ def problem_of(
             )
         case InvalidStreamName() | InvalidEvent() | InvalidExpectedVersion():
             return problem(422, "Invalid input", str(error), type=f"{_TYPE}invalid-input", instance=instance)
-        case msgspec.DecodeError() | json.JSONDecodeError():
+        # Bytes that are not UTF-8 (inside a JSON string for msgspec, anywhere for json.loads) raise
+        # UnicodeDecodeError, a ValueError but not a DecodeError.
+        case msgspec.DecodeError() | json.JSONDecodeError() | UnicodeDecodeError():
             return problem(422, "Invalid request body", str(error), type=f"{_TYPE}invalid-body", instance=instance)
         case PreconditionError(status=status, title=title, detail=detail):
             return problem(status, title, detail, type=f"{_TYPE}precondition", instance=instance)
@@ -135,8 +137,17 @@ def problem_of(
                 headers={"Retry-After": "1"},
             )
         case HTTPException(status_code=status, detail=detail):
-            return problem(status, HTTPStatus(status).phrase, str(detail), instance=instance, headers=error.headers)
+            return problem(status, _phrase(status), str(detail), instance=instance, headers=error.headers)
     return None
+
+
+def _phrase(status: int) -> str:
+    """The reason phrase of ``status``; for one http.HTTPStatus does not know (nginx's 499, a CDN's 520),
+    its class's."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return {4: "Client Error", 5: "Server Error"}.get(status // 100, "Error")
 
 
 def problem_handlers(
@@ -166,6 +177,7 @@ def problem_handlers(
         InvalidExpectedVersion,
         msgspec.DecodeError,
         json.JSONDecodeError,
+        UnicodeDecodeError,
         PreconditionError,
         StoreUnavailable,
         HTTPException,
