@@ -144,6 +144,64 @@ async def test_an_idempotency_key_sent_again_gets_the_same_response(api: API) ->
     assert await api.events() == ["UserAdded", "UserAdded"]
 
 
+def reused(instance: str) -> dict[str, object]:
+    return {
+        "type": "urn:epoch:problem:idempotency-key-reused",
+        "title": "Idempotency-Key reused for a different request",
+        "status": 422,
+        "detail": "Idempotency-Key 'K' was first sent with another request to users-eu",
+        "instance": instance,
+    }
+
+
+async def test_an_idempotency_key_reused_for_another_request_is_422(api: API) -> None:
+    key = {"Idempotency-Key": "K"}
+    first = await api.add("ada", **key)
+    await api.add("bob")
+    # The key's result is u1's addition: neither a rename of u2 (not even in its state) nor of u1.
+    other_user = await api.http.patch("/directories/eu/users/u2", json={"name": "robert"}, headers=key)
+    assert (other_user.status_code, problem_of(other_user)) == (422, reused("/directories/eu/users/u2"))
+    same_user = await api.http.patch("/directories/eu/users/u1", json={"name": "adele"}, headers=key)
+    assert (same_user.status_code, problem_of(same_user)) == (422, reused("/directories/eu/users/u1"))
+    # The same request with another body: the key wins, as documented (the first response again).
+    again = await api.add("ann", **key)
+    assert (again.status_code, again.content) == (201, first.content)
+
+    renamed = await api.http.patch("/directories/eu/users/u2", json={"name": "rob"}, headers={"Idempotency-Key": "R"})
+    assert renamed.status_code == 200
+    add = await api.http.post("/directories/eu/users", json={"name": "cy"}, headers={"Idempotency-Key": "R"})
+    assert (add.status_code, problem_of(add)["detail"]) == (
+        422,
+        "Idempotency-Key 'R' was first sent with another request to users-eu",
+    )
+    rename_u1 = await api.http.patch("/directories/eu/users/u1", json={"name": "rob"}, headers={"Idempotency-Key": "R"})
+    assert (rename_u1.status_code, problem_of(rename_u1)["title"]) == (
+        422,
+        "Idempotency-Key reused for a different request",
+    )
+    same = await api.http.patch("/directories/eu/users/u2", json={"name": "x"}, headers={"Idempotency-Key": "R"})
+    assert (same.status_code, same.content) == (200, renamed.content)
+    assert await api.events() == ["UserAdded", "UserAdded", "UserUpdated"]
+
+
+async def test_a_location_is_percent_encoded(api: API) -> None:
+    added = await api.http.post("/directories/%E6%97%A5%E6%9C%AC/users", json={"name": "ada"})  # 日本
+    assert (added.status_code, added.headers["location"]) == (201, "/directories/%E6%97%A5%E6%9C%AC/users/u1")
+    assert (await api.http.get(added.headers["location"])).json() == {"user_id": "u1", "name": "ada"}
+    assert await api.events("日本") == ["UserAdded"]
+    latin = await api.http.post("/directories/caf%C3%A9 %3F/users", json={"name": "ada"})
+    assert (latin.status_code, latin.headers["location"]) == (201, "/directories/caf%C3%A9%20%3F/users/u2")
+
+
+async def test_a_user_id_is_percent_encoded_in_the_location(sql_store_url: str) -> None:
+    async with open_store(sql_store_url) as store:
+        app = create_app(store, UserServices(new_user_id=lambda: "ü 1?"))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
+            added = await http.post("/directories/eu/users", json={"name": "ada"})
+            assert (added.status_code, added.headers["location"]) == (201, "/directories/eu/users/%C3%BC%201%3F")
+            assert (await http.get(added.headers["location"])).json() == {"user_id": "ü 1?", "name": "ada"}
+
+
 async def test_the_deciders_refusals_are_answered_from_the_table(api: API) -> None:
     await api.add("ada")
     taken = await api.add("ada")

@@ -8,8 +8,9 @@ Each directory is one stream, ``users-{directory}``, and its version is the ETag
 - ``PATCH /directories/{directory}/users/{user_id}`` ``{"name": ...}`` — rename a user.
 
 Writes take ``If-Match`` (412 when the directory moved on), ``If-None-Match: *`` (create the directory
-only) and ``Idempotency-Key`` (sent again, the same response). Errors are problem+json: a taken name is
-409, an unknown user 404, a bad body or directory name 422.
+only) and ``Idempotency-Key`` (sent again, the same response; sent with another kind of request, or for
+another user, 422). Errors are problem+json: a taken name is 409, an unknown user 404, a bad body or
+directory name 422. ``Location`` percent-encodes the directory and the user id.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Annotated
+from urllib.parse import quote
 
 import msgspec
 from starlette.applications import Starlette
@@ -25,22 +27,24 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from epoch import CommandHandler, EventStore, ExecuteResult, open_store
+from epoch import CommandHandler, EventStore, open_store
 from epoch.examples.users.domain import AddUser as AddUserCommand
 from epoch.examples.users.domain import (
     DuplicateName,
     UnknownUser,
     UpdateUser,
     User,
+    UserAdded,
     UserEvent,
     UserServices,
     UserState,
+    UserUpdated,
     codec,
     users,
 )
-from epoch.http import Problem, etag, execute, not_modified, problem_handlers
+from epoch.http import Problem, command_id_from, etag, execute, not_modified, problem_handlers
 
-__all__ = ["DOMAIN_ERRORS", "create_app"]
+__all__ = ["DOMAIN_ERRORS", "KeyReused", "create_app"]
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 
@@ -53,11 +57,25 @@ class Rename(msgspec.Struct, forbid_unknown_fields=True):
     name: Name
 
 
+class KeyReused(Exception):
+    """An ``Idempotency-Key`` sent again with another kind of request, or for another user: the result the
+    key stands for (its first execution's) does not answer this request. (The same request with another
+    body gets the first response: the key wins.)"""
+
+    def __init__(self, key: str | None, stream: str) -> None:
+        super().__init__(f"Idempotency-Key {key!r} was first sent with another request to {stream}")
+        self.key = key
+        self.stream = stream
+
+
 DOMAIN_ERRORS: dict[type[BaseException], int | Problem] = {
     DuplicateName: 409,
     UnknownUser: Problem(404, title="Unknown user"),
+    KeyReused: Problem(
+        422, type="urn:epoch:problem:idempotency-key-reused", title="Idempotency-Key reused for a different request"
+    ),
 }
-"""How the decider's refusals are answered."""
+"""How the decider's refusals (and a reused idempotency key) are answered."""
 
 
 def _json(body: object, status: int, version: int | None, headers: dict[str, str] | None = None) -> Response:
@@ -108,8 +126,13 @@ class UsersAPI:
         result = await execute(
             self._handler(), directory, AddUserCommand(body.name), request.headers, services=self.services
         )
-        user_id = _added(result)
-        location = {"Location": f"/directories/{directory}/users/{user_id}"}
+        # AddUser decides one UserAdded; a key whose first request was a rename brings back its events.
+        added = result.events[0].data if len(result.events) == 1 else None
+        if not isinstance(added, UserAdded):
+            raise KeyReused(command_id_from(request.headers), result.stream)
+        user_id = added.user_id
+        # A header is Latin-1 on the wire: the path's segments go percent-encoded (UTF-8), as in a URL.
+        location = {"Location": f"/directories/{quote(directory, safe='')}/users/{quote(user_id, safe='')}"}
         return _json({**_user(result.state.users[user_id]), "version": result.version}, 201, result.version, location)
 
     async def rename(self, request: Request) -> Response:
@@ -118,12 +141,11 @@ class UsersAPI:
         result = await execute(
             self._handler(), directory, UpdateUser(user_id, body.name), request.headers, services=self.services
         )
+        # Nothing to change, or this user's rename; a key first sent to add a user, or to rename another,
+        # brings back that request's events (and a state this user may not even be in).
+        if any(not (isinstance(e.data, UserUpdated) and e.data.user_id == user_id) for e in result.events):
+            raise KeyReused(command_id_from(request.headers), result.stream)
         return _json({**_user(result.state.users[user_id]), "version": result.version}, 200, result.version)
-
-
-def _added(result: ExecuteResult[UserState, UserEvent]) -> str:
-    # The one event AddUser decides; a replayed Idempotency-Key returns the same events.
-    return result.events[0].data.user_id
 
 
 def create_app(store: str | EventStore | None = None, services: UserServices | None = None) -> Starlette:
