@@ -135,3 +135,24 @@ async def test_import_refuses_what_does_not_fit(sql_store_url: str) -> None:
             await importer.import_events([recorded("s-3", 0), recorded("s-3", 1, first.id)])
         assert [e.stream async for e in store.read_all()] == ["s-1", "s-1"]  # nothing else was written
         assert [e.recorded_at async for e in store.read_stream("s-1")] == [when, when]
+
+
+@pytest.mark.parametrize("size", [0, -5, True, 2.5, "10"])
+async def test_a_chunk_size_that_is_not_an_int_of_at_least_1_is_refused(size: Any) -> None:
+    from epoch import ConfigurationError
+
+    async with open_store("memory://") as src, open_store("memory://") as dst:
+        await src.append("s-1", [NewEvent("A", b"1")])
+        with pytest.raises(ConfigurationError) as info:
+            await copy_store(src, dst, chunk_size=size)
+        assert str(info.value) == f"copy_store(chunk_size=...) must be an int >= 1, not {size!r}"
+        assert await dst.head_position() == 0
+
+
+@pytest.mark.parametrize("size", ["0", "-5"])
+def test_the_cli_refuses_a_chunk_size_below_1_in_one_line(size: str, tmp_path: Path) -> None:
+    dst = tmp_path / "dst.db"
+    done = CliRunner().invoke(app, ["copy", "memory://", f"sqlite:///{dst}", "--chunk-size", size])
+    assert (done.exit_code, done.stdout) == (2, "")
+    assert done.stderr == f"error: invalid value for '--chunk-size': '{size}' is not >= 1\ntry 'epoch copy --help'\n"
+    assert not dst.exists()

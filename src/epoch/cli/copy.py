@@ -45,7 +45,7 @@ def register(app: typer.Typer) -> None:
         src_url: Annotated[str, typer.Argument(help="Store to copy from.")],
         dst_url: Annotated[str, typer.Argument(help="Store to copy into (empty, or a partial copy to resume).")],
         as_json: JsonOption = False,
-        chunk_size: Annotated[int, typer.Option(help="Events written per transaction.")] = 1000,
+        chunk_size: Annotated[int, typer.Option(min=1, help="Events written per transaction.")] = 1000,
     ) -> None:
         """Copy every event of SRC_URL into DST_URL in order, with ids, versions, metadata and timestamps.
 

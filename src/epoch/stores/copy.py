@@ -141,8 +141,8 @@ async def copy_store(
 
     ``progress`` is called with the number of events copied so far after each chunk.
     """
-    if chunk_size < 1:
-        raise ValueError("chunk_size must be >= 1")
+    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
+        raise ConfigurationError(f"copy_store(chunk_size=...) must be an int >= 1, not {chunk_size!r}")
     after, held = await _resume_after(src, dst)
     keys = await _copy_keys(src, dst, chunk_size)
     importer = importer_of(dst)
