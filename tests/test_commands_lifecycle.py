@@ -14,7 +14,18 @@ from typing import Any
 
 import pytest
 
-from epoch import ANY, CommandHandler, Decider, EventStore, StreamDeleted, WrongExpectedVersion, open_store
+from epoch import (
+    ANY,
+    NO_STREAM,
+    STREAM_EXISTS,
+    CommandHandler,
+    Decider,
+    EventStore,
+    ExpectedVersion,
+    StreamDeleted,
+    WrongExpectedVersion,
+    open_store,
+)
 from epoch.codec import Codec
 from epoch.testing import collect
 
@@ -130,6 +141,36 @@ async def test_a_tombstone_by_another_refuses_every_command(store: EventStore, o
     with pytest.raises(StreamDeleted):
         await fresh.load("1")
     assert await collect(store.read_all()) == []
+
+
+@pytest.mark.parametrize("expected", [0, 1, 5, STREAM_EXISTS, NO_STREAM, ANY])
+@pytest.mark.parametrize("command", [Add(3), Peek()])
+async def test_a_tombstone_refuses_a_command_whatever_its_expected_version(
+    store: EventStore, expected: ExpectedVersion | int, command: object
+) -> None:
+    # As store.append does: a guard a tombstone cannot satisfy is StreamDeleted (HTTP 410), never
+    # WrongExpectedVersion (412), on a fresh handler and on one that cached the stream.
+    warm = await cached(store, range(2))
+    await store.delete_stream("tally-1", hard=True)
+    for handler in (warm, handler_on(store, cache=None)):
+        with pytest.raises(StreamDeleted) as info:
+            await handler.execute("1", command, expected)
+        assert str(info.value) == "tally-1: the stream is deleted (last version 1)"
+    assert await store.stream_version("tally-1") is None
+
+
+async def test_an_empty_stream_still_answers_its_guard(store: EventStore) -> None:
+    handler = handler_on(store)
+    for expected in (0, STREAM_EXISTS):
+        with pytest.raises(WrongExpectedVersion) as info:
+            await handler.execute("1", Add(1), expected)
+        assert (info.value.expected, info.value.actual) == (expected, None)
+    await store.append("tally-2", [codec.encode(Added(1))])
+    await store.delete_stream("tally-2")  # a soft delete reads as empty, and is no tombstone
+    with pytest.raises(WrongExpectedVersion) as soft:
+        await handler.execute("2", Add(2), 0)
+    assert (soft.value.expected, soft.value.actual) == (0, None)
+    assert (await handler.execute("2", Add(2), NO_STREAM)).version == 1
 
 
 async def test_a_new_stream_loads_as_before(store: EventStore) -> None:

@@ -144,6 +144,29 @@ async def test_an_idempotency_key_sent_again_gets_the_same_response(api: API) ->
     assert await api.events() == ["UserAdded", "UserAdded"]
 
 
+@pytest.mark.parametrize(
+    "headers", [{}, {"If-None-Match": "*"}, {"If-Match": '"1"'}, {"If-Match": '"0"'}, {"If-Match": "*"}]
+)
+async def test_a_hard_deleted_directory_is_410_whatever_the_precondition(api: API, headers: dict[str, str]) -> None:
+    await api.add("ada")
+    await api.add("bob")
+    await api.store.delete_stream("users-eu", hard=True)
+    response = await api.add("cy", **headers)
+    assert (response.status_code, problem_of(response)) == (
+        410,
+        {
+            "type": "urn:epoch:problem:stream-deleted",
+            "title": "Stream deleted",
+            "status": 410,
+            "detail": "users-eu: the stream is deleted (last version 1)",
+            "instance": "/directories/eu/users",
+            "stream": "users-eu",
+        },
+    )
+    renamed = await api.http.patch("/directories/eu/users/u1", json={"name": "x"}, headers=headers)
+    assert (renamed.status_code, problem_of(renamed)["title"]) == (410, "Stream deleted")
+
+
 def reused(instance: str) -> dict[str, object]:
     return {
         "type": "urn:epoch:problem:idempotency-key-reused",

@@ -23,7 +23,7 @@ from epoch._results import ExecuteResult, Job
 from epoch.cache import CachedState
 from epoch.domain import decide_events
 from epoch.errors import DuplicateEventId, InvalidEvent, StreamClosed, WrongExpectedVersion
-from epoch.records import NO_STREAM, AppendResult, ExpectedVersionLike, NewEvent
+from epoch.records import NO_STREAM, STREAM_EXISTS, AppendResult, ExpectedVersionLike, NewEvent
 from epoch.streams import enforce_expected_version
 
 if TYPE_CHECKING:
@@ -64,6 +64,8 @@ async def alone(
             if loaded is None:  # the command's first event is in the stream: it ran meanwhile
                 return await handler._prior_or_raise(stream, command_id)
         if expected is not None:
+            if loaded.version is None and (expected is STREAM_EXISTS or type(expected) is int):
+                await handler._refuse_tombstone(stream)  # as append: a tombstone is StreamDeleted, no conflict
             enforce_expected_version(stream, expected, loaded.version)
         if handler._is_terminal is not None and handler._is_terminal(loaded.state):
             if not fresh:  # no decision ran on it: confirm the cached state before refusing
