@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from epoch import EventStore, NewEvent, StreamDeleted, open_store
+from epoch import EventStore, NewEvent, StreamDeleted, WrongExpectedVersion, open_store
 from epoch.stores.copy import copy_store
 from tests.test_copy import snapshot
 
@@ -137,3 +137,45 @@ async def test_lifted_limits_reach_a_destination_that_only_appends() -> None:
         assert (again.copied, again.carried) == (0, 1)
         assert [e.version async for e in dst.read_stream("e-1")] == [0, 1, 2, 3, 4]
         assert await lifecycle(dst) == []
+
+
+class TruncatesWhenTheCopyStarts:
+    """The source, truncating streams once the copy has read its lifecycle states and starts on its events
+    (as another process may at any time): the states the copy read no longer say where they start."""
+
+    def __init__(self, store: EventStore, cuts: dict[str, int]) -> None:
+        self._store, self._cuts = store, cuts
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def read_all(self, *args: Any, **kwargs: Any) -> Any:
+        for stream, version in self._cuts.items():
+            await self._store.truncate_before(stream, version)
+        self._cuts = {}
+        async for event in self._store.read_all(*args, **kwargs):
+            yield event
+
+
+async def test_a_truncation_while_the_copy_runs_is_no_conflict(src_url: str, sql_store_url: str) -> None:
+    async with open_store(src_url) as store, open_store(sql_store_url) as dst:
+        await fill(store)  # a-1 starts at 2 already; b-1 has no state yet
+        src: Any = TruncatesWhenTheCopyStarts(store, {"a-1": 4, "b-1": 3})
+        result = await copy_store(src, dst, chunk_size=4)
+        assert (result.copied, result.carried) == (32 - 4 - 3 - 5, 4)
+        await same(store, dst)
+        assert [e.version async for e in dst.read_stream("a-1")] == [4]
+        assert [e.version async for e in dst.read_stream("b-1")] == [3, 4]
+
+
+async def test_a_conflict_no_new_state_explains_is_raised_as_it_is(sql_store_url: str) -> None:
+    async with open_store("memory://") as src, open_store(sql_store_url) as dst:
+        await src.append("a-1", events(2, "a-1"))
+        await src.append("b-1", events(1, "b-1"))
+        await copy_store(src, dst)
+        await dst.append("a-1", events(1, "not from the source"))
+        await src.append("a-1", events(1, "late"))
+        with pytest.raises(WrongExpectedVersion) as info:
+            await copy_store(src, dst)
+        assert str(info.value) == "a-1: expected version 1, actual 2"
+        assert [e.version async for e in dst.read_stream("a-1")] == [0, 1, 2]

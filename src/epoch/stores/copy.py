@@ -23,7 +23,8 @@ PostgreSQL: ``lifecycle_states``) has them carried over at the end of every run,
 the copy started: tombstones (hard deletes), truncations (and scavenges: the destination erases what the
 source erased), soft deletes and limits. A stream whose oldest events were erased in the source lands at
 the versions it has left (an importing destination starts it there; one that can only append refuses it
-with ``ConfigurationError``). Limits lifted in the source (the one state a stream can lose: deletes and
+with ``ConfigurationError``); erased while the run copies, they make the destination refuse a chunk that
+starts the stream later than the states the run read say, and the run reads them again and retries it. Limits lifted in the source (the one state a stream can lose: deletes and
 truncations are for good) are lifted in the destination too, from the destination's own list of states;
 a KurrentDB destination lists none, so it keeps limits the source lifted after an earlier run. A KurrentDB
 source lists no lifecycle state: only its soft deletes, as read, are carried.
@@ -34,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from epoch.errors import ConfigurationError
+from epoch.errors import ConfigurationError, WrongExpectedVersion
 from epoch.records import ANY, NewEvent, RecordedEvent
 from epoch.stores import EventStore
 from epoch.stores._keys import keys_of
@@ -44,6 +45,8 @@ from epoch.stores._sql import SupportsImport, importer_of
 __all__ = ["CopyResult", "SupportsImport", "copy_store"]
 
 _ALL_DELETED = 1 << 62
+_REREADS = 3
+"""How often a chunk the destination refuses is tried again with the source's lifecycle states read anew."""
 
 
 @dataclass(frozen=True)
@@ -166,17 +169,35 @@ async def copy_store(
     copied = 0
     chunk: list[RecordedEvent] = []
 
+    async def boundaries() -> dict[str, int]:
+        deletes: dict[str, int] = {}
+        for event in chunk:
+            boundary = min(await visible_from(event.stream), event.version + 1)
+            if boundary > 0:
+                deletes[event.stream] = boundary
+        return deletes
+
     async def flush() -> None:
-        nonlocal copied
+        nonlocal copied, states
         if not chunk:
             return
         if importer is not None:
-            deletes: dict[str, int] = {}
-            for event in chunk:
-                boundary = min(await visible_from(event.stream), event.version + 1)
-                if boundary > 0:
-                    deletes[event.stream] = boundary
-            await importer.import_events(chunk, deletes)
+            deletes = await boundaries()
+            for attempt in range(_REREADS + 1):
+                try:
+                    await importer.import_events(chunk, deletes)
+                    break
+                except WrongExpectedVersion:
+                    # The source may have erased a stream's first events (a truncation, a scavenge) since its
+                    # states were read, and the chunk starts it later: read them again. Writing nothing, the
+                    # import can be made again; unless it would be the same (it is no such erasure).
+                    if attempt == _REREADS:
+                        raise
+                    states = await _states(src)
+                    first_visible.clear()
+                    before, deletes = deletes, await boundaries()
+                    if deletes == before:
+                        raise
         else:
             await _append_chunk(dst, chunk, visible_from)
         copied += len(chunk)
