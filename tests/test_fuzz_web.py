@@ -192,6 +192,23 @@ async def test_the_live_log_sends_rows_for_any_stored_bytes(explorer: Explorer) 
     assert b"&lt;Fuzzed&gt;" in body and b"<Fuzzed>" not in body
 
 
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029"])
+async def test_the_live_log_frames_names_with_a_line_separator_whole(explorer: Explorer, separator: str) -> None:
+    # str.splitlines() also splits at these, which a name may hold (the others it splits at are control
+    # characters, no name holds them); server-sent events end a line only at CR or LF, and EventSource
+    # joins the data lines with LF: the row must arrive as sent.
+    head = await explorer.store.head_position()
+    stream, event_type = f"odd-a{separator}b{next(COUNTER)}", f"Type{separator}X"
+    await explorer.store.append(stream, [NewEvent(event_type, b"{}")])
+    status, body = await live(explorer.app, f"after={head}", until=b"event: append\n")
+    assert status == 200
+    frame = body.decode().split("event: append\n", 1)[1]
+    data = [line for line in frame.split("\n\n", 1)[0].split("\n")]
+    assert len(data) == 1 and data[0].startswith('data: <tr class="log-row"')
+    row = data[0].removeprefix("data: ")
+    assert f'">{markupsafe.escape(stream)}</a>' in row and f">{markupsafe.escape(event_type)}</a>" in row
+
+
 metadata_values = st.one_of(
     any_text,
     st.uuids().map(str),
@@ -246,7 +263,7 @@ async def test_streams_page_for_any_search(explorer: Explorer, q: str, match: st
         assert f'name="q" value="{markupsafe.escape(received(q))}"' in response.text
 
 
-def in_range(text: str, low: int, high: int | None = None) -> bool:
+def in_range(text: str, low: int, high: int = 2**64) -> bool:
     """Whether the explorer takes ``text`` for a number parameter: empty (the default) or an int in range."""
     if text == "":
         return True
@@ -256,7 +273,7 @@ def in_range(text: str, low: int, high: int | None = None) -> bool:
         )  # as the explorer parses it: Python's int(), so " 1", "+1", "1_0" and Arabic-Indic digits too
     except ValueError:
         return False
-    return value >= low and (high is None or value <= high)
+    return low <= value <= high
 
 
 @given(value=number_text, size=param_text)
@@ -364,14 +381,20 @@ async def test_live_log_for_any_after(explorer: Explorer, after: str) -> None:
 
 @given(last_event_id=number_text)
 @example(last_event_id="²")  # a digit to str.isdigit, not to int()
+@example(last_event_id="9" * 4301)  # ASCII digits, more than int() reads
 async def test_live_log_for_any_last_event_id(explorer: Explorer, last_event_id: str) -> None:
     status, body = await live(explorer.app, "", last_event_id)
     assert status == 200 and body.startswith(b"retry: 2000\n")
 
 
-@pytest.mark.parametrize("last_event_id", ["²", "\u0661", "1.5", "-1", ""])
+@pytest.mark.parametrize(
+    "last_event_id",
+    ["²", "\u0661", "1.5", "-1", "", "9" * 21, "1" * 4301, "9" * 10_000],
+    ids=lambda text: text if len(text) < 20 else f"{len(text)} digits",
+)
 async def test_a_last_event_id_not_sent_from_here_is_ignored(explorer: Explorer, last_event_id: str) -> None:
-    # Not ASCII digits, so not a position the log sent: the query's ``after`` decides (here, badly).
+    # Not ASCII digits, or more than the 20 digits of a 64-bit position, so not a position the log sent:
+    # the query's ``after`` decides (here, badly).
     status, body = await live(explorer.app, "after=x", last_event_id)
     assert status == 400 and b"after must be a whole number, not &#39;x&#39;" in body
 
@@ -385,8 +408,32 @@ async def test_projections_and_deciders_pages(explorer: Explorer) -> None:
     assert state.status_code == 200 and "cannot be built: DecodeError: users-fuzz: " in state.text
 
 
-@pytest.mark.parametrize("value", [2**63, 2**64, 2**100])
-@pytest.mark.parametrize(("path", "param"), [("/stream", "from"), ("/log", "after")])
-async def test_versions_and_positions_beyond_64_bits(explorer: Explorer, path: str, param: str, value: int) -> None:
+async def test_a_last_event_id_of_20_digits_resumes_there(explorer: Explorer) -> None:
+    status, body = await live(explorer.app, "after=x", "9" * 20)  # a position: ``after`` is not read
+    assert (status, body) == (200, b"retry: 2000\n: live\n\n")
+
+
+@pytest.mark.parametrize("value", [2**63, 2**64])
+@pytest.mark.parametrize(("path", "param"), [("/stream", "from"), ("/log", "after"), ("/log", "before")])
+async def test_versions_and_positions_of_64_bits(explorer: Explorer, path: str, param: str, value: int) -> None:
     response = await explorer.get(path, name="users-main", **{param: str(value)})
     assert response.status_code == 200
+
+
+@pytest.mark.parametrize("value", [2**64 + 1, 2**100, 10**4299], ids=["2**64+1", "2**100", "10**4299"])
+@pytest.mark.parametrize(
+    ("path", "param"),
+    [("/stream", "from"), ("/log", "after"), ("/log", "before"), ("/streams", "page"), ("/state", "version")],
+)
+async def test_numbers_beyond_64_bits_are_a_clear_400(explorer: Explorer, path: str, param: str, value: int) -> None:
+    response = await explorer.get(path, name="users-main", category="users", id="main", **{param: str(value)})
+    assert response.status_code == 400
+    message = f"{param} must be {'between 1' if param == 'page' else 'between 0'} and 18446744073709551616, not {value}"
+    assert f'<p class="error" id="error">{message}</p>' in response.text
+
+
+@pytest.mark.parametrize("digits", [4300, 4301])
+async def test_a_log_page_after_a_number_of_4300_digits_is_400(explorer: Explorer, digits: int) -> None:
+    response = await explorer.get("/log", after="9" * digits)
+    assert response.status_code == 400
+    assert '<p class="error" id="error">after must be ' in response.text

@@ -32,6 +32,7 @@ __all__ = [
     "Explorer",
     "HERE",
     "MAX_ACTIVITY_MINUTES",
+    "MAX_NUMBER",
     "MAX_PAGE_SIZE",
     "PAGE_SIZE",
     "PREVIEW_LIMIT",
@@ -52,6 +53,9 @@ HERE = Path(__file__).resolve().parent
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 CHAIN_LIMIT = 500
+MAX_NUMBER = 2**64
+"""The largest number a query parameter takes (versions and positions are 64-bit in every store): a
+larger one is a 400, and a page never builds a link from a number of thousands of digits."""
 ACTIVITY_MINUTES = 60
 MAX_ACTIVITY_MINUTES = 24 * 60
 PREVIEW_LIMIT = 160
@@ -127,7 +131,7 @@ def _instant(request: Request, name: str) -> datetime | None:
         raise HTTPException(400, f"{name} is out of range in UTC, not {raw!r}") from None
 
 
-def _int(request: Request, name: str, default: int | None, minimum: int = 0, maximum: int | None = None) -> int | None:
+def _int(request: Request, name: str, default: int | None, minimum: int = 0, maximum: int = MAX_NUMBER) -> int | None:
     raw = request.query_params.get(name, "")
     if raw == "":
         return default
@@ -135,8 +139,9 @@ def _int(request: Request, name: str, default: int | None, minimum: int = 0, max
         value = int(raw)
     except ValueError:
         raise HTTPException(400, f"{name} must be a whole number, not {raw!r}") from None
-    if value < minimum or (maximum is not None and value > maximum):
-        bounds = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+    if not minimum <= value <= maximum:
+        low_only = value < minimum and maximum == MAX_NUMBER
+        bounds = f"at least {minimum}" if low_only else f"between {minimum} and {maximum}"
         raise HTTPException(400, f"{name} must be {bounds}, not {value}")
     return value
 

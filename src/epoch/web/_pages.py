@@ -268,9 +268,10 @@ class Pages:
         explorer = _explorer(request)
         resume = request.headers.get("last-event-id", "")
         # A reconnecting browser sends back the id of the last event it got: one of the positions sent,
-        # ASCII digits. Anything else did not come from here and is ignored (str.isdigit alone also
-        # accepts "²", which int() refuses).
-        after = int(resume) if resume.isascii() and resume.isdigit() else _int(request, "after", None)
+        # at most 20 ASCII digits (64 bits). Anything else did not come from here and is ignored
+        # (str.isdigit alone also accepts "²", which int() refuses, and int() reads at most 4300 digits).
+        sent_here = resume.isascii() and resume.isdigit() and len(resume) <= 20
+        after = int(resume) if sent_here else _int(request, "after", None)
         if after is None:
             after = await explorer.store.head_position()
         row = self.templates.get_template("_row.html")
@@ -281,7 +282,9 @@ class Pages:
             try:
                 async for event in events:
                     html = row.render(v=event_view(await explorer.shown(event)))
-                    data = "".join(f"data: {line}\n" for line in html.splitlines())
+                    # An event stream ends a line at CR or LF only (a row has neither: names hold no
+                    # control character); str.splitlines() would also split inside a name at U+2028.
+                    data = "".join(f"data: {line}\n" for line in html.split("\n"))
                     yield f"id: {event.position}\nevent: append\n{data}\n"
             finally:
                 close = getattr(events, "aclose", None)  # every store's subscribe is an async generator
