@@ -157,6 +157,30 @@ def test_subject_tokens_hold_no_separator_wildcard_or_space() -> None:
     assert subject_token("users-ä") == "users-ä"
 
 
+def test_an_empty_value_is_a_token_too() -> None:
+    assert subject_token("") == "_"  # the category of "-x" and "--": NATS refuses an empty token
+    assert subject_token("_") == "_"  # shared with the category "_", as "a.b" shares "a_b" (documented)
+
+
+async def test_streams_of_an_empty_category_are_forwarded() -> None:
+    url, prefix = shared_url(), fresh_prefix()
+    await create_stream(url, prefix)
+    async with open_store("memory://") as store:
+        await store.append("users-1", [NewEvent("Added", b"1")])
+        await store.append("-x", [NewEvent("Added", b"2")])
+        await store.append("--", [NewEvent("Added", b"3")])
+        async with JetStreamSink(url, subject=prefix + ".{category}.{type}", timeout=2.0) as sink:
+            forwarder = Forwarder(store, sink, retry_for=1.0)
+            await forwarder.run_until_idle()
+            assert await forwarder.position() == 3
+    messages = sorted(await received(url, prefix), key=lambda m: m.position)
+    assert [(m.subject, m.stream, m.data) for m in messages] == [
+        (f"{prefix}.users.Added", "users-1", b"1"),
+        (f"{prefix}._.Added", "-x", b"2"),
+        (f"{prefix}._.Added", "--", b"3"),
+    ]
+
+
 def test_a_subject_template_with_an_unknown_field_is_refused() -> None:
     with pytest.raises(ConfigurationError) as raised:
         JetStreamSink(subject="epoch.{tenant}.{type}")

@@ -28,8 +28,13 @@ _NOT_IN_TOKEN = re.compile(r"[\s.*>]")
 
 
 def subject_token(name: str) -> str:
-    """``name`` as one NATS subject token: whitespace, ``.``, ``*`` and ``>`` become ``_``."""
-    return _NOT_IN_TOKEN.sub("_", name)
+    """``name`` as one NATS subject token: whitespace, ``.``, ``*`` and ``>`` become ``_``, and an empty
+    name (the category of ``-x``: NATS refuses an empty token) is ``_``.
+
+    Not one to one: ``a.b`` and ``a_b`` share ``a_b``, the empty category and ``_`` share ``_``. The
+    headers carry the names as they are.
+    """
+    return _NOT_IN_TOKEN.sub("_", name) or "_"
 
 
 def headers_of(message: Message) -> dict[str, str]:
