@@ -337,3 +337,75 @@ async def test_inline_writes_option(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError) as bad_value:
         SQLiteEventStore(tmp_path / "flag.db", inline_writes="yes")  # type: ignore[arg-type]
     assert str(bad_value.value) == "inline_writes must be True or False, not 'yes'"
+
+
+async def test_at_full_a_groups_commit_runs_on_the_committer_thread(tmp_path: Path, append_threads: list[str]) -> None:
+    """At ``synchronous=FULL`` a commit waits for the disk: a group's appends run on the caller's thread,
+    its COMMIT on the committer thread, while the loop goes on; a lone append commits where it runs."""
+    here = threading.current_thread().name
+    async with SQLiteEventStore(tmp_path / "full.db", synchronous="FULL") as store:
+        await store.append("s-0", new(1), NO_STREAM)
+        connection = store._workers._writer
+        assert connection is not None
+        commits: list[str] = []
+
+        def trace(statement: str) -> None:
+            if statement == "COMMIT":
+                commits.append(threading.current_thread().name)
+
+        connection.set_trace_callback(trace)
+        results = await asyncio.gather(*(store.append(f"s-{i}", new(1), NO_STREAM) for i in range(1, 11)))
+        await store.append("s-0", new(1), 0)  # alone again
+        connection.set_trace_callback(None)
+        assert [(r.stream, r.position) for r in results] == [(f"s-{i}", i + 1) for i in range(1, 11)]
+        assert set(append_threads) == {here}
+        assert commits == [f"epoch-sqlite-committer:{store.path}", here]
+        assert [(e.stream, e.position) for e in await collect(store.read_all())][-2:] == [("s-10", 11), ("s-0", 12)]
+
+
+async def test_appends_held_behind_a_handed_commit_are_the_next_group(
+    tmp_path: Path, group_sizes: Counter[int]
+) -> None:
+    """Appends made while a group's commit is on the committer thread wait for it, then commit together;
+    close() waits for both."""
+    path = tmp_path / "behind.db"
+    store = SQLiteEventStore(path, synchronous="FULL")
+    await store.append("s-0", new(1), NO_STREAM)
+    first = [asyncio.ensure_future(store.append(f"a-{i}", new(1), NO_STREAM)) for i in range(5)]
+    await asyncio.sleep(0)  # held
+    await asyncio.sleep(0)  # their group ran here; its commit is on the committer thread
+    assert store._workers._held().committing is not None
+    second = [asyncio.ensure_future(store.append(f"b-{i}", new(1), NO_STREAM)) for i in range(3)]
+    await asyncio.sleep(0)
+    await store.close()
+    assert [r.position for r in await asyncio.gather(*first)] == [2, 3, 4, 5, 6]
+    assert [r.position for r in await asyncio.gather(*second)] == [7, 8, 9]
+    assert group_sizes == Counter({1: 1, 5: 1, 3: 1})
+    async with SQLiteEventStore(path) as reopened:
+        assert [e.stream for e in await collect(reopened.read_all())] == ["s-0"] + [f"a-{i}" for i in range(5)] + [
+            f"b-{i}" for i in range(3)
+        ]
+
+
+async def test_a_failed_commit_on_the_committer_thread_fails_the_whole_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The COMMIT handed to the committer thread fails: every append of the group hears the mapped error,
+    nothing of it is stored, the write lock is free, and the store goes on."""
+    path = tmp_path / "failed-commit.db"
+    async with SQLiteEventStore(path, synchronous="FULL") as store:
+        await store.append("s-0", new(1), NO_STREAM)
+        monkeypatch.setattr(writer, "COMMIT", "COMMIT junk")  # SQLite refuses the statement
+        outcomes = await asyncio.gather(
+            *(store.append(f"s-{i}", new(1), NO_STREAM) for i in range(1, 6)), return_exceptions=True
+        )
+        monkeypatch.setattr(writer, "COMMIT", "COMMIT")
+        assert [type(o).__name__ for o in outcomes] == ["StoreUnavailable"] * 5
+        assert [str(o) for o in outcomes] == [f's-{i}: SQLite failed: near "junk": syntax error' for i in range(1, 6)]
+        other = sqlite3.connect(path, isolation_level=None, timeout=0)
+        other.execute("BEGIN IMMEDIATE")  # raises "database is locked" if the lock were still held
+        other.execute("ROLLBACK")
+        other.close()
+        assert [(e.stream, e.position) for e in await collect(store.read_all())] == [("s-0", 1)]
+        results = await asyncio.gather(*(store.append(f"s-{i}", new(1), NO_STREAM) for i in range(1, 4)))
+        assert [(r.stream, r.position) for r in results] == [("s-1", 2), ("s-2", 3), ("s-3", 4)]
