@@ -34,7 +34,7 @@ from epoch.examples.users.projections import runner
 from epoch.examples.users.registry import name_claims_runner
 from epoch.web import create_app
 from epoch.web._activity import Activity, Bar, activity, chart_svg, nice_ceiling, window_start
-from epoch.web._context import _changes
+from epoch.web._context import CHAIN_INDENTS, CHAIN_LIMIT, _changes
 from epoch.web._diff import Change, diff, path_text, value_text
 from epoch.web._views import state_json
 from tests.payloads import SHOWN_AS_BYTES, SHOWN_AS_JSON, plant_old_metadata
@@ -192,6 +192,44 @@ async def test_stream_paging(client: httpx.AsyncClient) -> None:
     assert 'rel="next"' not in second and 'rel="prev"' in second
 
 
+def shown_versions(page: str) -> list[int]:
+    return [int(v) for v in re.findall(r'<tr class="event" id="v(\d+)"', page)]
+
+
+async def walk(client: httpx.AsyncClient, url: str, rel: str = "next") -> list[list[int]]:
+    """The versions of each page from ``url`` on, following ``rel`` links to the end."""
+    pages: list[list[int]] = []
+    next_url: str | None = url
+    while next_url is not None:
+        page = (await client.get(next_url)).text
+        pages.append(shown_versions(page))
+        next_url = pager_links(page).get(rel)
+        assert len(pages) < 10, pages
+    return pages
+
+
+async def test_stream_paging_over_a_truncated_or_limited_stream(
+    client: httpx.AsyncClient, seeded: dict[str, Any]
+) -> None:
+    # The pager pages from what it showed, not from version arithmetic: a stream that starts later (a
+    # truncation, max_count) gave the same first events on the pages before its start.
+    async with open_store(seeded["url"]) as store:
+        await store.append("paged-1", [NewEvent("T", b"{}") for _ in range(12)])  # versions 0..11
+        await store.truncate_before("paged-1", 6)
+        await store.append("paged-2", [NewEvent("T", b"{}") for _ in range(12)])
+        await store.set_stream_limits("paged-2", max_count=4)  # reads 8..11
+    assert await walk(client, "/stream?name=paged-1&size=3") == [[6, 7, 8], [9, 10, 11]]
+    last = (await client.get("/stream?name=paged-1&from=9&size=3")).text
+    assert pager_links(last) == {"prev": "/stream?name=paged-1&from=6&size=3"}
+    assert pager_links((await client.get("/stream?name=paged-1&size=3")).text) == {
+        "next": "/stream?name=paged-1&from=9&size=3"
+    }
+    assert await walk(client, "/stream?name=paged-1&from=11&size=3", "prev") == [[11], [8, 9, 10], [6, 7, 8]]
+    assert await walk(client, "/stream?name=paged-2&size=3") == [[8, 9, 10], [11]]
+    assert await walk(client, "/stream?name=paged-2&from=11&size=3", "prev") == [[11], [8, 9, 10]]
+    assert await walk(client, "/stream?name=paged-2&from=2&size=2") == [[8, 9], [10, 11]]
+
+
 async def test_unknown_stream_is_404_and_bad_input_400(client: httpx.AsyncClient) -> None:
     unknown = await client.get("/stream", params={"name": "users-<nobody>"})
     assert unknown.status_code == 404
@@ -229,12 +267,87 @@ async def test_event_page_and_correlation_chain(client: httpx.AsyncClient, seede
     assert "2 events share this correlation id" in page
     links = hrefs(chain, "chain-link")
     assert links[0] == f"/events/{ada.id}"
-    assert re.search(r"UserAdded</a>.*?<ul>\s*<li>\s*<a class=\"chain-link\"[^>]*>NameReserved</a>", chain, re.S)
+    assert chain_rows(chain) == [(0, "UserAdded"), (1, "NameReserved")]  # NameReserved under its cause
+    assert '<li class="depth-0 current" aria-current="true" data-depth="0">' in chain
 
     reserved = (await client.get(links[1])).text
     assert "usernames-ada" in reserved
     assert hrefs(reserved, "cause") == [f"/events/{ada.id}"]  # follow the causation link back
-    assert 'class="current" aria-current="true">\n    <a class="chain-link" href="' + links[1] in reserved
+    assert (
+        '<li class="depth-1 current" aria-current="true" data-depth="1">\n    <a class="chain-link" href="' + links[1]
+        in reserved
+    )
+
+
+def chain_rows(page: str) -> list[tuple[int, str]]:
+    """The chain's rows: (depth, event type), in the order shown."""
+    found = re.findall(
+        r'<li class="depth-(\d+)[^"]*"[^>]* data-depth="(\d+)">\s*<a class="chain-link"[^>]*>([^<]*)<', page
+    )
+    assert all(int(indent) == min(int(depth), CHAIN_INDENTS) for indent, depth, _ in found)
+    return [(int(depth), html.unescape(name)) for _, depth, name in found]
+
+
+def chained(steps: int, correlation: str, cause: str) -> list[NewEvent]:
+    """``steps`` events, each caused by the one before (the first by ``cause``)."""
+    events = []
+    for i in range(steps):
+        metadata = {"$correlation_id": correlation, "$causation_id": cause}
+        events.append(NewEvent(f"Step{i}", b"{}", json.dumps(metadata).encode()))
+        cause = str(events[-1].id)
+    return events
+
+
+@pytest.mark.parametrize("steps", [300, CHAIN_LIMIT + 20])
+async def test_a_deep_causation_chain_is_indented_rows(
+    client: httpx.AsyncClient, seeded: dict[str, Any], steps: int
+) -> None:
+    # Nested lists rendered by a recursive template failed past about 250 levels (RecursionError): the
+    # chain is one flat list of rows, indented by depth with a class per level up to CHAIN_INDENTS.
+    correlation = "7d1b8c2e-0000-4000-8000-000000000001"
+    events = chained(steps, correlation, correlation)
+    async with open_store(seeded["url"]) as store:
+        await store.append("chain-1", events)
+    response = await client.get(f"/events/{events[-1].id}")  # the deepest: kept even past the limit
+    assert response.status_code == 200
+    page = response.text
+    shown = min(steps, CHAIN_LIMIT)
+    rows = chain_rows(page[page.index('id="chain"') :])
+    expected = [(i, f"Step{i}") for i in range(shown)]
+    if steps > CHAIN_LIMIT:  # appended past the limit: its cause is not shown, so it is a root
+        expected.append((0, f"Step{steps - 1}"))
+        assert f"Only the first {shown + 1} events are shown." in page
+    assert rows == expected
+    assert f'<li class="depth-{CHAIN_INDENTS}" data-depth="{CHAIN_INDENTS + 1}">' in page
+    assert f"· depth {CHAIN_INDENTS + 1}</span>" in page and f"· depth {CHAIN_INDENTS}</span>" not in page
+    css = (SRC / "static" / "explorer.css").read_text()
+    assert all(f"ul.chain li.depth-{n} " in css for n in range(1, CHAIN_INDENTS + 1))
+
+
+async def test_events_that_cause_each_other_are_all_shown(client: httpx.AsyncClient, seeded: dict[str, Any]) -> None:
+    # Stored metadata is anyone's: a loop of causes has no root, yet every event of it is shown once.
+    correlation = "7d1b8c2e-0000-4000-8000-000000000002"
+    first, second = NewEvent("First", b"{}"), NewEvent("Second", b"{}")
+    loop = [
+        NewEvent(
+            "First",
+            b"{}",
+            json.dumps({"$correlation_id": correlation, "$causation_id": str(second.id)}).encode(),
+            id=first.id,
+        ),
+        NewEvent(
+            "Second",
+            b"{}",
+            json.dumps({"$correlation_id": correlation, "$causation_id": str(first.id)}).encode(),
+            id=second.id,
+        ),
+        NewEvent("Alone", b"{}", json.dumps({"$correlation_id": correlation}).encode()),
+    ]
+    async with open_store(seeded["url"]) as store:
+        await store.append("loop-1", loop)
+    page = (await client.get(f"/events/{loop[2].id}")).text
+    assert "3 events share this correlation id" in page
+    assert chain_rows(page[page.index('id="chain"') :]) == [(0, "Alone"), (0, "First"), (1, "Second")]
 
 
 async def test_event_bad_and_unknown_ids(client: httpx.AsyncClient) -> None:

@@ -27,8 +27,10 @@ from epoch.web._views import EventView, event_view, link
 
 __all__ = [
     "ACTIVITY_MINUTES",
+    "CHAIN_INDENTS",
     "CHAIN_LIMIT",
     "ChainNode",
+    "ChainRow",
     "Explorer",
     "HERE",
     "MAX_ACTIVITY_MINUTES",
@@ -44,6 +46,7 @@ __all__ = [
     "_int",
     "_oneline",
     "_required",
+    "_stream_pages",
     "_version_at",
     "_when",
     "templates",
@@ -53,6 +56,9 @@ HERE = Path(__file__).resolve().parent
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 CHAIN_LIMIT = 500
+CHAIN_INDENTS = 12
+"""The levels a correlation chain indents, one CSS class each (the CSP allows no inline style); a row
+deeper than that stays at the last indent and says its depth."""
 MAX_NUMBER = 2**64
 """The largest number a query parameter takes (versions and positions are 64-bit in every store): a
 larger one is a 400, and a page never builds a link from a number of thousands of digits."""
@@ -84,6 +90,18 @@ class ChainNode:
     view: EventView
     parent_in_chain: bool = False
     children: list[ChainNode] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class ChainRow:
+    """One line of a correlation chain as shown: an event, how many causes deep it is, and its indent."""
+
+    depth: int
+    node: ChainNode
+
+    @property
+    def indent(self) -> int:
+        return min(self.depth, CHAIN_INDENTS)
 
 
 def templates() -> Jinja2Templates:
@@ -166,8 +184,11 @@ def _changes(before: object, after: object) -> list[Change] | None:
         return None
 
 
-def _chain(members: list[RecordedEvent]) -> list[ChainNode]:
-    """Nest the events of one correlation under their causes (``$causation_id``), in log order."""
+def _chain(members: list[RecordedEvent]) -> list[ChainRow]:
+    """The events of one correlation, each under its cause (``$causation_id``), in log order: one row per
+    event, depth first, with its depth. Built without recursion, so a chain of :data:`CHAIN_LIMIT` causes
+    in a row is as good as a flat one; events that cause one another in a loop (stored metadata is
+    anyone's) have no root, so each loop starts at its first event: every member is shown once."""
     nodes = {m.id: ChainNode(event_view(m)) for m in sorted(members, key=lambda m: m.position)}
     by_text = {str(i): node for i, node in nodes.items()}
     roots = []
@@ -178,7 +199,18 @@ def _chain(members: list[RecordedEvent]) -> list[ChainNode]:
             parent.children.append(node)
         else:
             roots.append(node)
-    return roots
+    rows: list[ChainRow] = []
+    shown: set[int] = set()
+    for start in [*roots, *nodes.values()]:
+        stack = [(0, start)]
+        while stack:
+            depth, node = stack.pop()
+            if id(node) in shown:
+                continue
+            shown.add(id(node))
+            rows.append(ChainRow(depth, node))
+            stack.extend((depth + 1, child) for child in reversed(node.children))
+    return rows
 
 
 def _describe(decider: object) -> str:
@@ -186,6 +218,27 @@ def _describe(decider: object) -> str:
     decide = getattr(decider, "decide", None)
     module = getattr(decide, "__module__", None) or type(decider).__module__
     return f"{kind} ({module})"
+
+
+async def _stream_pages(
+    explorer: Explorer, stream: str, shown: list[int], from_version: int, size: int, version: int | None
+) -> tuple[int | None, int | None]:
+    """Where the stream page's "older" and "newer" links start (``None``: no link), for a page that showed
+    the versions ``shown`` of ``stream``, whose last version is ``version``.
+
+    They go on from the versions shown, not from ``from_version``: a truncated or limited stream reads
+    from a later version than asked, and ``from_version + size`` would show the same events again."""
+    if not shown:
+        return (max(0, from_version - size) if from_version > 0 else None), None
+    newer = shown[-1] + 1 if version is not None and shown[-1] < version else None
+    older = None
+    if shown[0] > 0:
+        start = None
+        async for recorded in explorer.store.read_stream(stream, limit=1):  # where reads start; read to its end
+            start = recorded.version
+        if start is not None and start < shown[0]:
+            older = max(start, shown[0] - size)
+    return older, newer
 
 
 async def _version_at(explorer: Explorer, stream: str, at: datetime) -> int:

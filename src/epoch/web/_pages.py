@@ -32,7 +32,7 @@ from epoch.web._context import (
     MAX_ACTIVITY_MINUTES,
     MAX_PAGE_SIZE,
     PAGE_SIZE,
-    ChainNode,
+    ChainRow,
     Explorer,
     _chain,
     _changes,
@@ -41,6 +41,7 @@ from epoch.web._context import (
     _instant,
     _int,
     _required,
+    _stream_pages,
     _version_at,
 )
 from epoch.web._diff import Change
@@ -146,7 +147,8 @@ class Pages:
         def page_link(start: int) -> str:
             return link("/stream", name=name, **{"from": start}, size=None if size == PAGE_SIZE else size)
 
-        has_more = version is not None and from_version + size <= version
+        shown = [v.event.version for v in events]
+        older, newer = await _stream_pages(explorer, name, shown, from_version, size, version)
         return self.render(
             request,
             "stream.html",
@@ -159,8 +161,8 @@ class Pages:
             from_version=from_version,
             handler_category=handler.category if handler else None,
             entity_id=name.partition("-")[2],
-            prev=page_link(max(0, from_version - size)) if from_version > 0 else None,
-            next=page_link(from_version + size) if has_more else None,
+            prev=None if older is None else page_link(older),
+            next=None if newer is None else page_link(newer),
         )
 
     def _handler_for(self, explorer: Explorer, stream: str) -> CommandHandler[Any, Any, Any] | None:
@@ -182,7 +184,7 @@ class Pages:
             raise HTTPException(404, f"no event with id {event_id}")
         view = event_view(await explorer.shown(event))
         cause = await self._event_by_text_id(explorer, view.causation_id)
-        chain: list[ChainNode] = []
+        chain: list[ChainRow] = []
         chain_size = 0
         truncated = False
         if view.correlation_id is not None:
