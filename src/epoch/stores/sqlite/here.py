@@ -18,9 +18,8 @@ A hand-off costs two thread switches (measured ~100 us for an append: queue to t
   that before, but its statements and the loop's each let go of the GIL and took it back, so the two
   threads handed the GIL to each other several times per command, each a wake-up across CPUs (16 tasks
   on 800 streams at FULL: 2.5-3 context switches per command and ~260 us of CPU, against 0.25 and
-  ~125 us here). The loop is blocked for the statements (~20 us an append, a group of at most
-  ``HERE_GROUP``) and one commit (~30 us at NORMAL; at FULL and EXTRA a lone append's fsync, while a
-  group's COMMIT is handed to the ``committer`` thread and the loop goes on), never for a lock: here the connection
+  ~125 us here). The loop is blocked for one commit (~30 us at NORMAL, one fsync at FULL, plus
+  ~20 us an append of a group of at most ``HERE_GROUP``), never for a lock: here the connection
   never waits for another process (busy timeout 0, such a write goes to the writer thread instead) and
   never checkpoints the WAL (every ``CHECKPOINT_EVERY``-th commit is left to the writer thread, which
   does). A lone caller then yields to the loop once, so a loop of commands still lets every other task
@@ -41,7 +40,6 @@ from collections.abc import Callable
 from typing import Any
 
 from epoch.errors import StoreUnavailable
-from epoch.stores.sqlite.committer import Committer
 from epoch.stores.sqlite.errors import epoch_error, is_lock_conflict
 from epoch.stores.sqlite.schema import BEGIN, ROLLBACK, connect
 from epoch.stores.sqlite.work import Memo
@@ -62,17 +60,15 @@ HERE_GROUP = 64
 class Here:
     """A caller thread's read-only connection (``None`` in memory), held by that thread only (a
     connection has no weak references), how many of that thread's calls wait for the store, and the
-    appends held for its next group commit (``flushing``: one is scheduled on its loop; ``committing``:
-    the commit of its last group is on the committer thread, done when this future is)."""
+    appends held for its next group commit (``flushing``: one is scheduled on its loop)."""
 
-    __slots__ = ("__weakref__", "committing", "connection", "flushing", "pending", "waiting")
+    __slots__ = ("__weakref__", "connection", "flushing", "pending", "waiting")
 
     def __init__(self, connection: sqlite3.Connection | None) -> None:
         self.connection = connection
         self.waiting = 0
         self.pending: list[Job] = []
         self.flushing = False
-        self.committing: asyncio.Future[None] | None = None
 
 
 def loop_idle(loop: asyncio.AbstractEventLoop) -> bool:
@@ -102,9 +98,6 @@ class OnCallerThread:
         self._writer_lock = threading.Lock()
         self._writer: sqlite3.Connection | None = None
         self._memo = Memo()
-        self._committer = Committer(self.path)
-        # At FULL and EXTRA a commit waits for the disk: a group's is handed to the committer thread.
-        self._hand_commits = not self.in_memory and self.synchronous in ("FULL", "EXTRA")
         self._writing_here = False  # the writer's connection is set up for this thread (no waits, no checkpoints)
         self._written_here = 0
 
@@ -206,35 +199,13 @@ class OnCallerThread:
         """Commit the appends held for this thread's group commit, ``HERE_GROUP`` at a time; those that
         cannot be committed here go to the writer thread."""
         held.flushing = False
-        if held.committing is not None:  # the next group begins once the last one committed
-            return
         jobs = [job for job in held.pending[:HERE_GROUP] if not job.future.cancelled()]
         del held.pending[:HERE_GROUP]
         if held.pending:
             held.flushing = True
             asyncio.get_running_loop().call_soon(self._flush_here, held)
-        if jobs and not self._commit_here(jobs, held):
+        if jobs and not self._commit_here(jobs):
             self._to_writer(jobs)
-
-    def _hand_commit(self, held: Here, end: Callable[[], None]) -> None:
-        """Commit on the committer thread, which releases the write lock; then flush what was held meanwhile."""
-        loop = asyncio.get_running_loop()
-        held.committing = loop.create_future()
-
-        def done() -> None:
-            try:
-                loop.call_soon_threadsafe(self._after_commit, held)
-            except RuntimeError:  # the loop is closed: nobody waits, but the thread may run another loop
-                held.committing = None
-
-        self._committer.submit(end, self._writer_lock.release, done)
-
-    def _after_commit(self, held: Here) -> None:
-        committing, held.committing = held.committing, None
-        if committing is not None and not committing.done():
-            committing.set_result(None)
-        if held.pending and not held.flushing:
-            self._flush_here(held)
 
     def _to_writer(self, jobs: list[Job]) -> None:
         with self._lock:
@@ -246,11 +217,9 @@ class OnCallerThread:
             if not job.future.done():
                 job.future.set_exception(StoreUnavailable(f"the SQLite store {self.path} is closed"))
 
-    def _commit_here(self, jobs: list[Job], held: Here | None = None) -> bool:
+    def _commit_here(self, jobs: list[Job]) -> bool:
         """Run ``jobs`` (appends) in one transaction on the writer's connection, on this thread, and settle
-        them; ``False`` (nothing done) when they must go to the writer thread instead. A group held for
-        ``held`` has its commit handed to the committer thread at FULL and EXTRA (not a lone append:
-        nothing else would run during its sync, and the hand-off would cost it two thread switches)."""
+        them; ``False`` (nothing done) when they must go to the writer thread instead."""
         if self._closed or not self._writes.empty():
             return False
         self._written_here += 1
@@ -258,14 +227,6 @@ class OnCallerThread:
             return False  # this one checkpoints, on the writer thread
         if not self._writer_lock.acquire(blocking=False):
             return False
-        handed = False
-
-        def hand(end: Callable[[], None]) -> None:
-            nonlocal handed
-            assert held is not None
-            self._hand_commit(held, end)
-            handed = True
-
         try:
             connection = self._writer
             if connection is None or self._closed:
@@ -281,8 +242,7 @@ class OnCallerThread:
                     job.future.set_exception(error)
                 return True
             try:
-                commit_on = hand if held is not None and self._hand_commits else None
-                commit_begun(connection, jobs, self.timeout, self._committed, self._memo, commit_on)
+                commit_begun(connection, jobs, self.timeout, self._committed, self._memo)
             except BaseException:  # e.g. KeyboardInterrupt: never leave the file's write lock held
                 self._memo.forget()
                 if connection.in_transaction:
@@ -292,5 +252,4 @@ class OnCallerThread:
                 raise
             return True
         finally:
-            if not handed:
-                self._writer_lock.release()
+            self._writer_lock.release()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -137,19 +136,10 @@ def run_batch(
 
 
 def commit_begun(
-    connection: sqlite3.Connection,
-    jobs: list[Job],
-    timeout: float,
-    committed: Callable[[], None],
-    memo: Memo,
-    commit_on: Callable[[Callable[[], None]], None] | None = None,
+    connection: sqlite3.Connection, jobs: list[Job], timeout: float, committed: Callable[[], None], memo: Memo
 ) -> None:
-    """Run appends in the transaction their caller began (``BEGIN IMMEDIATE`` taken) and settle them.
-
-    ``commit_on(end)``: have ``end()`` (the COMMIT, then the outcomes) run elsewhere, on another thread,
-    instead of here; it is not called when there is nothing left to commit.
-    """
-    _commit_group(connection, jobs, timeout, committed, memo, begun=True, commit_on=commit_on)
+    """Run appends in the transaction their caller began (``BEGIN IMMEDIATE`` taken) and settle them."""
+    _commit_group(connection, jobs, timeout, committed, memo, begun=True)
 
 
 def _commit_group(
@@ -160,7 +150,6 @@ def _commit_group(
     memo: Memo,
     *,
     begun: bool = False,
-    commit_on: Callable[[Callable[[], None]], None] | None = None,
 ) -> None:
     """Run appends (WRITE jobs) in one transaction: all at once, else each in a SAVEPOINT of its own."""
     jobs = [job for job in jobs if not job.future.cancelled()]
@@ -185,50 +174,17 @@ def _commit_group(
                 group = Group(connection, memo)
             for job in jobs:
                 outcomes.append(_apply(group, job, alone, timeout))
-    except sqlite3.Error as exc:
-        _lost(connection, jobs, outcomes, exc, timeout, memo)
-        return
-    end = functools.partial(_end, connection, jobs, outcomes, group.head, timeout, committed, memo)
-    if commit_on is not None and connection.in_transaction:
-        commit_on(end)
-    else:
-        end()
-
-
-def _end(
-    connection: sqlite3.Connection,
-    jobs: list[Job],
-    outcomes: list[_Done],
-    head: int,
-    timeout: float,
-    committed: Callable[[], None],
-    memo: Memo,
-) -> None:
-    """Commit a group's transaction (unless its one append was rolled back already) and settle it."""
-    try:
         if connection.in_transaction:
             connection.execute(COMMIT)
-    except sqlite3.Error as exc:
-        _lost(connection, jobs, outcomes, exc, timeout, memo)
+        memo.head = group.head  # committed (or, for one append rolled back, as the transaction found it)
+    except sqlite3.Error as exc:  # the transaction is lost: nothing of it was committed
+        memo.forget()
+        _rollback(connection)
+        failed = {id(done.job): done.error for done in outcomes if done.error is not None}
+        _finish([_Done(job, None, failed.get(id(job)) or epoch_error(exc, timeout, job.stream)) for job in jobs])
         return
-    memo.head = head  # committed (or, for one append rolled back, as the transaction found it)
     committed()
     _finish(outcomes)
-
-
-def _lost(
-    connection: sqlite3.Connection,
-    jobs: list[Job],
-    outcomes: list[_Done],
-    exc: sqlite3.Error,
-    timeout: float,
-    memo: Memo,
-) -> None:
-    """The group's transaction is lost: nothing of it was committed; each append hears why."""
-    memo.forget()
-    _rollback(connection)
-    failed = {id(done.job): done.error for done in outcomes if done.error is not None}
-    _finish([_Done(job, None, failed.get(id(job)) or epoch_error(exc, timeout, job.stream)) for job in jobs])
 
 
 def _all_or_none(group: Group, jobs: list[Job]) -> list[_Done] | None:
