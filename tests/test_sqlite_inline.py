@@ -337,3 +337,27 @@ async def test_inline_writes_option(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError) as bad_value:
         SQLiteEventStore(tmp_path / "flag.db", inline_writes="yes")  # type: ignore[arg-type]
     assert str(bad_value.value) == "inline_writes must be True or False, not 'yes'"
+
+
+async def test_a_failed_commit_of_a_group_fails_every_append_of_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The COMMIT of a group on the caller's thread fails: every append of the group hears the mapped
+    error, nothing of it is stored, the write lock is free, and the store goes on."""
+    path = tmp_path / "failed-commit.db"
+    async with SQLiteEventStore(path) as store:
+        await store.append("s-0", new(1), NO_STREAM)
+        monkeypatch.setattr(writer, "COMMIT", "COMMIT junk")  # SQLite refuses the statement
+        outcomes = await asyncio.gather(
+            *(store.append(f"s-{i}", new(1), NO_STREAM) for i in range(1, 6)), return_exceptions=True
+        )
+        monkeypatch.setattr(writer, "COMMIT", "COMMIT")
+        assert [type(o).__name__ for o in outcomes] == ["StoreUnavailable"] * 5
+        assert [str(o) for o in outcomes] == [f's-{i}: SQLite failed: near "junk": syntax error' for i in range(1, 6)]
+        other = sqlite3.connect(path, isolation_level=None, timeout=0)
+        other.execute("BEGIN IMMEDIATE")  # raises "database is locked" if the lock were still held
+        other.execute("ROLLBACK")
+        other.close()
+        assert [(e.stream, e.position) for e in await collect(store.read_all())] == [("s-0", 1)]
+        results = await asyncio.gather(*(store.append(f"s-{i}", new(1), NO_STREAM) for i in range(1, 4)))
+        assert [(r.stream, r.position) for r in results] == [("s-1", 2), ("s-2", 3), ("s-3", 4)]

@@ -2,10 +2,12 @@
 owning a read-only one (WAL readers never wait for the writer), the job queues between the event loop and
 them, and the subscribers waiting for the writer's next commit.
 
-A write hands its work to the writer and awaits a future the writer settles, unless the store and the
-loop are idle: then it runs on the caller's thread (``here``). A small read (a point query, the first
-page of a read, at most ``INLINE_ROWS`` rows) runs on the caller's thread too (``here``); every later
-page is read by a reader thread, the next page fetched there while the caller consumes the current one.
+An append runs on the caller's thread, on the writer's connection (``here``): alone at once, or held
+for a group commit at the end of the loop's turn. It is handed to the writer thread, and awaits a
+future the writer settles, when the writer has work queued or its connection busy, or another process
+holds the write lock. A small read (a point query, the first page of a read, at most ``INLINE_ROWS``
+rows) runs on the caller's thread too (``here``), and so do the later pages, one per turn of the loop;
+a reader thread only when reading here would wait.
 """
 
 from __future__ import annotations
@@ -163,9 +165,9 @@ class Workers(OnCallerThread):
 
     async def close(self) -> None:
         """Finish queued work, stop the threads and close the connections; wake every waiter. Idempotent."""
-        held: Here | None = getattr(self._here, "held", None)
-        if held is not None and held.pending:  # appends made before close: committed, not refused
-            self._flush_here(held)
+        mine: Here | None = getattr(self._here, "held", None)
+        while mine is not None and mine.pending:  # appends made before close: committed, not refused
+            self._flush_here(mine)
         with self._lock:
             if not self._closed:
                 self._closed = True
