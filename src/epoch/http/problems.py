@@ -4,12 +4,16 @@
 decoding errors, :class:`~epoch.http.PreconditionError` and the decider's own errors (through a table
 the app passes) each become one response with ``type``, ``title``, ``status``, ``detail`` and
 ``instance`` (the request's path), plus ``stream``/``expected``/``actual`` where epoch knows them.
+With FastAPI installed (it is optional), its ``RequestValidationError`` (a body, path or query parameter
+its pydantic models refuse) is answered too, with the list of ``errors``.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
-from collections.abc import Callable, Coroutine, Mapping
+import sys
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -138,7 +142,37 @@ def problem_of(
             )
         case HTTPException(status_code=status, detail=detail):
             return problem(status, _phrase(status), str(detail), instance=instance, headers=error.headers)
+    fastapi = sys.modules.get("fastapi.exceptions")  # an error of FastAPI's exists only once it is imported
+    if fastapi is not None and isinstance(error, fastapi.RequestValidationError):
+        return _invalid_request(error.errors(), instance)
     return None
+
+
+def _invalid_request(errors: Sequence[Mapping[str, Any]], instance: str) -> Response:
+    """FastAPI's validation errors as one problem: each error's message and where (``body.amount``)."""
+    listed: list[dict[str, Any]] = []
+    said: list[str] = []
+    for found in errors:
+        loc = [part if isinstance(part, int) else str(part) for part in found.get("loc", ())]
+        message = str(found.get("msg", ""))
+        listed.append({"type": str(found.get("type", "")), "loc": loc, "msg": message})
+        reason = (found.get("ctx") or {}).get("error")  # why the JSON did not decode
+        if isinstance(reason, str):
+            message = f"{message}: {reason}"
+        said.append(f"{message} - at `{'.'.join(map(str, loc))}`")
+    in_body = all(item["loc"][:1] == ["body"] for item in listed)
+    kind, title = ("invalid-body", "Invalid request body") if in_body else ("invalid-input", "Invalid input")
+    return problem(422, title, "; ".join(said), type=f"{_TYPE}{kind}", instance=instance, errors=listed)
+
+
+def _fastapi_errors() -> list[type[BaseException]]:
+    """FastAPI's ``RequestValidationError`` when FastAPI is installed (an optional dependency), else none."""
+    try:
+        module = importlib.import_module("fastapi.exceptions")
+    except ImportError:
+        return []
+    error: type[BaseException] = module.RequestValidationError
+    return [error]
 
 
 def _phrase(status: int) -> str:
@@ -181,5 +215,6 @@ def problem_handlers(
         PreconditionError,
         StoreUnavailable,
         HTTPException,
+        *_fastapi_errors(),  # FastAPI's own 422 is application/json: this one is problem+json
     ]
     return dict.fromkeys(answered, handle)
