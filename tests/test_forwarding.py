@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from uuid import UUID
@@ -20,8 +20,9 @@ import pytest
 
 from epoch import EventStore, NewEvent, ProjectionFailed, open_store
 from epoch.errors import ConfigurationError
-from epoch.forwarding import Forwarder, Message
-from epoch.forwarding.nats import JetStreamSink, subject_token
+from epoch.forwarding import Forwarder, Message, Unpublishable
+from epoch.forwarding.forwarder import _Bytes, _message
+from epoch.forwarding.nats import JetStreamSink, headers_of, subject_token
 from tests.nats_servers import NatsServer, fresh_prefix, shared_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -332,3 +333,87 @@ async def test_streams_go_side_by_side_and_each_stays_in_version_order() -> None
         by_stream.setdefault(stream, []).append(version)
     assert by_stream == {stream: list(range(25)) for stream in streams}
     assert [s for s, _ in sink.seen] != sorted((s for s, _ in sink.seen), key=streams.index)  # interleaved
+
+
+class TooLarge:
+    """A broker that can never take a message (as NATS one above its max_payload)."""
+
+    def __init__(self) -> None:
+        self.attempts = 0
+
+    async def publish(self, message: Message) -> None:
+        self.attempts += 1
+        raise Unpublishable(message.stream, message.version, message.position, "too large")
+
+
+async def test_an_unpublishable_message_stops_the_forwarder_at_once() -> None:
+    async with open_store("memory://") as store:
+        await store.append("a-1", [NewEvent("T", b"1")])
+        sink = TooLarge()
+        forwarder = Forwarder(store, sink, name="f", retry_for=5.0, first_backoff=0.01, max_backoff=0.02)
+        started = time.monotonic()
+        with pytest.raises(ProjectionFailed) as raised:
+            await forwarder.run_until_idle()
+        assert time.monotonic() - started < 1.0
+        assert str(raised.value) == (
+            "projection 'f' stopped at a-1 version 0 (position 1): Unpublishable: a-1 version 0 (position 1): too large"
+        )
+        assert (sink.attempts, await forwarder.position()) == (1, 0)
+
+
+def header_bytes(message: Message) -> int:
+    """What the headers take in the NATS message: ``NATS/1.0``, one ``key: value`` line each, a blank line."""
+    lines = "".join(f"{key}: {value}\r\n" for key, value in headers_of(message).items())
+    return len(f"NATS/1.0\r\n{lines}\r\n".encode())
+
+
+async def test_a_message_over_max_payload_is_refused_before_it_is_sent() -> None:
+    url, prefix = shared_url(), fresh_prefix()
+    await create_stream(url, prefix)
+    async with JetStreamSink(url, subject=prefix + ".{category}", timeout=2.0) as sink:
+        limit = sink.max_payload
+        assert limit == 1024 * 1024  # the server's default
+        metadata = {"who": "ada", "note": "é" * 100}
+        base = Message(UUID(int=7), "big-1", "big", 0, 1, "Big", b"", metadata, datetime(2026, 5, 1, 12, 0, 0, 1, UTC))
+        fits = replace(base, data=b"x" * (limit - header_bytes(base)))
+        await sink.publish(fits)  # exactly max_payload, headers included: the server takes it
+        over = replace(base, id=UUID(int=8), version=1, position=2, data=fits.data + b"x")
+        headers = header_bytes(over)
+        with pytest.raises(Unpublishable) as raised:
+            await sink.publish(over)
+        assert str(raised.value) == (
+            f"big-1 version 1 (position 2): the NATS message would be {limit + 1} bytes ({len(over.data)} of data "
+            f"and {headers} of headers, the metadata among them), more than the server's max_payload of {limit}: "
+            "raise max_payload in the server's configuration, or keep events smaller"
+        )
+        assert sink.published == 1
+        await sink.publish(replace(base, id=UUID(int=9), version=1, position=2, data=b"{}"))  # still connected
+    assert [(m.stream, m.version, len(m.data)) for m in await received(url, prefix)] == [
+        ("big-1", 0, len(fits.data)),
+        ("big-1", 1, 2),
+    ]
+
+
+async def test_an_event_the_store_takes_but_nats_cannot_stops_the_forwarder_at_once() -> None:
+    url, prefix = shared_url(), fresh_prefix()
+    await create_stream(url, prefix)
+    async with open_store("memory://") as store:
+        metadata = b'{"k": "' + b"m" * 1000 + b'"}'
+        await store.append("big-1", [NewEvent("Big", b"x" * (1024 * 1024 - len(metadata)), metadata)])  # the limit
+        await store.append("big-2", [NewEvent("Small", b"{}")])
+        async with JetStreamSink(url, subject=prefix + ".{category}", timeout=2.0) as sink:
+            forwarder = Forwarder(store, sink, name="big", retry_for=30.0)
+            started = time.monotonic()
+            with pytest.raises(ProjectionFailed) as raised:
+                await forwarder.run_until_idle()
+            assert time.monotonic() - started < 5.0
+            assert await forwarder.position() == 0
+        recorded, _small = [r async for r in store.read_all()]
+        headers = header_bytes(_message(_Bytes().decode(recorded)))
+        data = len(recorded.data)
+        assert str(raised.value) == (
+            "projection 'big' stopped at big-1 version 0 (position 1): Unpublishable: big-1 version 0 (position 1): "
+            f"the NATS message would be {data + headers} bytes ({data} of data and {headers} of headers, the "
+            "metadata among them), more than the server's max_payload of 1048576: raise max_payload in the "
+            "server's configuration, or keep events smaller"
+        )

@@ -6,6 +6,6 @@
 
 from __future__ import annotations
 
-from epoch.forwarding.forwarder import Forwarder, Message, Sink
+from epoch.forwarding.forwarder import Forwarder, Message, Sink, Unpublishable
 
-__all__ = ["Forwarder", "Message", "Sink"]
+__all__ = ["Forwarder", "Message", "Sink", "Unpublishable"]

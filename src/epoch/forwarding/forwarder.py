@@ -22,11 +22,12 @@ from uuid import UUID
 import msgspec
 
 from epoch import _backoff
+from epoch.errors import EpochError
 from epoch.projections import CheckpointStore, ProjectionRunner, Retry
 from epoch.records import EventEnvelope, RecordedEvent
 from epoch.stores import EventStore
 
-__all__ = ["Forwarder", "Message", "Sink"]
+__all__ = ["Forwarder", "Message", "Sink", "Unpublishable"]
 
 log = logging.getLogger("epoch.forwarding")
 
@@ -46,12 +47,31 @@ class Message:
     recorded_at: datetime
 
 
+class Unpublishable(EpochError):
+    """The broker can never take this message (it is larger than the broker accepts, say).
+
+    A :class:`Sink` raises it for what retrying cannot fix; the forwarder does not retry it, and stops
+    at the event at once (:class:`~epoch.ProjectionFailed`, its checkpoint before the batch).
+    """
+
+    def __init__(self, stream: str, version: int, position: int, reason: str) -> None:
+        super().__init__(stream, version, position, reason)
+        self.stream = stream
+        self.version = version
+        self.position = position
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.stream} version {self.version} (position {self.position}): {self.reason}"
+
+
 class Sink(Protocol):
     """Where a :class:`Forwarder` publishes events.
 
-    ``publish`` returns once the broker has durably accepted the message and raises otherwise. The
-    forwarder publishes the events of one stream one at a time, in version order, and may publish an
-    event again after a failure or a restart (at least once), always with the same ``message.id``.
+    ``publish`` returns once the broker has durably accepted the message and raises otherwise
+    (:class:`Unpublishable` for a message it can never take: that one is not retried). The forwarder
+    publishes the events of one stream one at a time, in version order, and may publish an event again
+    after a failure or a restart (at least once), always with the same ``message.id``.
     """
 
     async def publish(self, message: Message) -> None: ...
@@ -100,7 +120,8 @@ class Forwarder:
     A failed publish is retried with jittered exponential backoff (``first_backoff`` doubling to
     ``max_backoff``) for up to ``retry_for`` seconds, so a broker restart only delays forwarding; after
     that the batch fails and the forwarder stops with :class:`~epoch.ProjectionFailed`, its checkpoint
-    before the batch (it never skips an event). ``concurrency`` bounds how many streams of one batch are
+    before the batch (it never skips an event). A message the sink says it can never publish
+    (:class:`Unpublishable`) stops it at once. ``concurrency`` bounds how many streams of one batch are
     published at once.
 
     Use ``run()`` (forever), ``run_until_idle()`` (up to the head), or ``async with forwarder:`` which
@@ -168,6 +189,8 @@ class Forwarder:
             try:
                 await self.sink.publish(message)
                 return
+            except Unpublishable:
+                raise
             except Exception as exc:
                 wait = backoff.next()
                 if time.monotonic() + wait > deadline:

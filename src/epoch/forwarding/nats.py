@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from epoch.errors import ConfigurationError, MissingDependency
-from epoch.forwarding.forwarder import Message
+from epoch.forwarding.forwarder import Message, Unpublishable
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
     from nats.js import JetStreamContext
 
-__all__ = ["JetStreamSink", "subject_token"]
+__all__ = ["JetStreamSink", "header_size", "subject_token"]
 
 # A subject token may not hold whitespace, the token separator or the wildcards.
 _NOT_IN_TOKEN = re.compile(r"[\s.*>]")
@@ -50,6 +50,13 @@ def headers_of(message: Message) -> dict[str, str]:
     if message.metadata:
         headers["Epoch-Metadata"] = msgspec.json.encode(message.metadata).decode()
     return headers
+
+
+def header_size(headers: dict[str, str]) -> int:
+    """The bytes ``headers`` take in a NATS message, as nats-py writes them: ``NATS/1.0``, a ``key: value``
+    line each (the value trimmed), a blank line; each line ends in CRLF."""
+    lines = sum(len(key.encode()) + len(value.strip().encode()) + 4 for key, value in headers.items())
+    return len(b"NATS/1.0\r\n\r\n") + lines
 
 
 class JetStreamSink:
@@ -122,11 +129,32 @@ class JetStreamSink:
             )
             await js.add_stream(config)
 
+    @property
+    def max_payload(self) -> int:
+        """The largest message the server takes, headers included (its ``max_payload``: 1 MiB by default)."""
+        if self._client is None:
+            raise ConfigurationError("JetStreamSink is not connected: use `async with JetStreamSink(...)`")
+        return int(self._client.max_payload)
+
     async def publish(self, message: Message) -> None:
-        """Publish one event and wait for JetStream's acknowledgement."""
-        ack = await self._context().publish(
-            self.subject_of(message), message.data, timeout=self.timeout, headers=headers_of(message)
-        )
+        """Publish one event and wait for JetStream's acknowledgement.
+
+        A message larger than the server's ``max_payload`` (data and headers) raises :class:`Unpublishable`
+        before anything is sent: the server would drop the connection on every attempt.
+        """
+        js = self._context()
+        headers = headers_of(message)
+        size, limit = header_size(headers), self.max_payload
+        if size + len(message.data) > limit:
+            raise Unpublishable(
+                message.stream,
+                message.version,
+                message.position,
+                f"the NATS message would be {size + len(message.data)} bytes ({len(message.data)} of data and "
+                f"{size} of headers, the metadata among them), more than the server's max_payload of {limit}: "
+                "raise max_payload in the server's configuration, or keep events smaller",
+            )
+        ack = await js.publish(self.subject_of(message), message.data, timeout=self.timeout, headers=headers)
         self.published += 1
         if ack.duplicate:
             self.duplicates += 1
