@@ -361,3 +361,33 @@ async def test_a_failed_commit_of_a_group_fails_every_append_of_it(
         assert [(e.stream, e.position) for e in await collect(store.read_all())] == [("s-0", 1)]
         results = await asyncio.gather(*(store.append(f"s-{i}", new(1), NO_STREAM) for i in range(1, 4)))
         assert [(r.stream, r.position) for r in results] == [("s-1", 2), ("s-2", 3), ("s-3", 4)]
+
+
+def test_appends_left_held_by_a_closed_loop_do_not_block_the_next_loop(tmp_path: Path) -> None:
+    """A loop stopped and closed before its group commit ran leaves appends held that nobody waits for:
+    a later loop on the same thread appends as usual instead of waiting behind them forever."""
+    store = SQLiteEventStore(tmp_path / "two-loops.db")
+
+    left: list[asyncio.Future[Any]] = []
+
+    async def leave_held() -> None:
+        await store.append("s-0", new(1), NO_STREAM)
+        for i in range(1, 4):  # they run after this coroutine ends; the loop stops before their group commit
+            left.append(asyncio.ensure_future(store.append(f"s-{i}", new(1), NO_STREAM)))
+
+    first = asyncio.new_event_loop()
+    first.run_until_complete(leave_held())
+    assert len(store._workers._held().pending) == 3
+    assert not any(task.done() for task in left)
+    first.close()
+
+    async def go_on() -> list[tuple[str, int]]:
+        results = await asyncio.wait_for(
+            asyncio.gather(*(store.append(f"t-{i}", new(1), NO_STREAM) for i in range(2))), timeout=10
+        )
+        events = [(e.stream, e.position) for e in await collect(store.read_all())]
+        await store.close()
+        assert [(r.stream, r.position) for r in results] == [("t-0", 2), ("t-1", 3)]
+        return events
+
+    assert asyncio.run(go_on()) == [("s-0", 1), ("t-0", 2), ("t-1", 3)]

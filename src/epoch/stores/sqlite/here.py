@@ -187,6 +187,9 @@ class OnCallerThread:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         job = Job(WRITE, fn, (stream, *args), stream, loop, future)
+        if held.pending and held.pending[0].loop is not loop:  # left by a loop closed before its group
+            held.pending.clear()  # commit ran: nobody waits for them, and their loop can run nothing
+            held.flushing = False
         if held.waiting or held.pending or not loop_idle(loop):
             held.pending.append(job)
             if not held.flushing:
