@@ -24,8 +24,10 @@ from epoch import (
     InvalidVersion,
     LoadedState,
     NewEvent,
+    Snapshots,
     StateCache,
     StreamClosed,
+    StreamDeleted,
     UnknownEventType,
     WrongExpectedVersion,
 )
@@ -377,3 +379,59 @@ async def test_an_unregistered_event_names_the_stream(store: EventStore) -> None
         str(info.value) == f"account-1: invalid event at index 1: {Stray.__qualname__} is not registered with the codec"
     )
     assert await store.head_position() == 0
+
+
+# -- time travel to a version the stream no longer shows, and to a tombstone ------------------------------
+
+
+async def deposits(handler: CommandHandler[object, Account, object], count: int) -> None:
+    await handler.execute("1", Open("ada"))
+    for _ in range(count - 1):
+        await handler.execute("1", Deposit(1))
+
+
+@pytest.mark.parametrize("policy", [None, Snapshots(every=2)], ids=["plain", "snapshots"])
+async def test_state_at_a_version_the_stream_no_longer_shows_is_invalid(
+    store: EventStore, policy: Snapshots | None
+) -> None:
+    """A version hidden by a truncation, by limits or by a delete is not a state of the stream: the
+    initial state stood in for it."""
+    handler = handler_for(store, snapshots=policy, cache=None)
+    await deposits(handler, 6)  # versions 0 .. 5
+    hidden = [
+        (lambda: store.truncate_before("account-1", 4), 1, "account-1: invalid version 1 (stream version 5)"),
+        (lambda: store.set_stream_limits("account-1", max_count=1), 4, "account-1: invalid version 4 (stream version 5)"),
+    ]  # fmt: skip
+    for hide, version, message in hidden:
+        await hide()
+        with pytest.raises(InvalidVersion) as info:
+            await handler.state_at("1", version=version)
+        assert str(info.value) == message
+        assert (info.value.requested, info.value.actual) == (version, 5)
+    assert await handler.state_at("1", version=5) == Account(None, 1, 1)  # the one event max_count shows
+    await store.set_stream_limits("account-1")
+    assert await handler.state_at("1", version=5) == Account(None, 2, 2)  # from version 4 on
+    await store.delete_stream("account-1")
+    with pytest.raises(InvalidVersion) as deleted:
+        await handler.state_at("1", version=5)
+    assert str(deleted.value) == "account-1: invalid version 5 (stream version no stream)"
+    assert await handler.state_at("1") == Account()  # as load: an empty stream
+    await handler.execute("1", Open("bob"))  # re-created at version 6
+    with pytest.raises(InvalidVersion) as recreated:
+        await handler.state_at("1", version=2)
+    assert str(recreated.value) == "account-1: invalid version 2 (stream version 6)"
+    assert await handler.state_at("1", version=6) == Account("bob")
+
+
+@pytest.mark.parametrize(
+    "travel", [{}, {"version": 0}, {"version": 9}, {"at": datetime(2999, 1, 1, tzinfo=UTC)}], ids=str
+)
+async def test_state_at_on_a_tombstone_raises_stream_deleted(store: EventStore, travel: dict[str, Any]) -> None:
+    handler = handler_for(store, cache=None)
+    await deposits(handler, 3)
+    await store.delete_stream("account-1", hard=True)
+    with pytest.raises(StreamDeleted) as info:
+        await handler.state_at("1", **travel)
+    assert str(info.value) == "account-1: the stream is deleted (last version 2)"
+    with pytest.raises(StreamDeleted):
+        await handler.load("1")  # as load does

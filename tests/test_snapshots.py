@@ -210,7 +210,7 @@ async def test_a_state_type_is_needed_when_the_initial_state_is_none() -> None:
         cold = CommandHandler(CountingStore(store), maybe, "acc", Codec([Added]), snapshots=policy, cache=None)
         return await cold.load("1"), cold.store.read  # type: ignore[attr-defined]
 
-    assert await run() == ((Total(10, 2), 1), 0)
+    assert await run() == ((Total(10, 2), 1), 2)  # where the stream starts, and the snapshot's own event
 
 
 def test_snapshots_must_be_a_policy() -> None:
@@ -313,10 +313,10 @@ async def test_a_cold_load_of_100k_events_reads_at_most_100(sql_store_url: str) 
         started = time.perf_counter()
         assert await cold.load("big") == (Total(100_000, 100_000), 99_999)
         with_snapshot = time.perf_counter() - started
-        assert counting.read == 99  # versions 99,901 .. 99,999
+        assert counting.read == 101  # where the stream starts, the snapshot's own event, 99,901 .. 99,999
         counting.read = 0
         assert await cold.state_at("big", version=99_950) == Total(99_951, 99_951)
-        assert counting.read == 50  # 99,901 .. 99,950
+        assert counting.read == 52  # where the stream starts, the snapshot's own event, 99,901 .. 99,950
         counting.read = 0
         started = time.perf_counter()
         assert await handler(counting, cache=None).load("big") == (Total(100_000, 100_000), 99_999)
@@ -339,3 +339,36 @@ async def test_a_handler_that_loaded_a_snapshot_writes_the_next_one(store: Event
         0,
         Total(31, 31),
     )
+
+
+# -- limits that hide events: a snapshot is folded on only while the stream reads on from it ----------------
+
+
+@pytest.mark.parametrize(
+    ("hide", "shown"),
+    [
+        ({"max_count": 3}, range(7, 10)),  # the snapshot's event (5) and the one after it (6) are hidden
+        ({"max_count": 5}, range(5, 10)),  # the snapshot's event reads, the events folded into it do not
+        ({"max_count": 10}, range(10)),  # nothing hidden: the snapshot is used
+    ],
+)
+async def test_a_snapshot_is_not_folded_on_where_limits_hide_events(
+    store: EventStore, hide: dict[str, int], shown: range
+) -> None:
+    """Without snapshots a load folds the events the limits show; with them it must come to the same
+    state: never the snapshot's state plus the events read after a gap the limits made."""
+    writer = handler(store, Snapshots(every=5))
+    for amount in range(10):
+        await writer.execute("1", Add(2**amount))  # a snapshot at 5; each event's amount tells which it is
+    await store.set_stream_limits("acc-1", **hide)
+    shows = Total(sum(2**v for v in shown), len(shown))
+    counting = CountingStore(store)
+    cold, plain = handler(counting, Snapshots(every=5), cache=None), handler(store, cache=None)
+    assert await plain.load("1") == (shows, 9)
+    assert await cold.load("1") == (shows, 9)
+    assert counting.read == (6 if len(shown) == 10 else 1 + len(shown))  # the snapshot's 5 to 9 (1: the start)
+    for version in shown:
+        expected = Total(sum(2**v for v in shown if v <= version), version - shown.start + 1)
+        assert await cold.state_at("1", version=version) == expected == await plain.state_at("1", version=version)
+    result = await handler(store, Snapshots(every=5), cache=None).execute("1", Add(2**10))
+    assert (result.version, result.state) == (10, Total(shows.total + 2**10, shows.count + 1))

@@ -614,6 +614,37 @@ async def test_the_state_page_shows_what_changed_from_the_version_before(
     assert changes_of(owner) == [f'changed $ null → "{ada}"']
 
 
+async def test_the_state_page_of_a_stream_that_no_longer_shows_its_first_versions(
+    client: httpx.AsyncClient, seeded: dict[str, Any]
+) -> None:
+    """After a truncation (or limits, or a delete and re-creation), the versions before the first one the
+    stream shows have no state: they are not linked, asking for one is a 404, and the first version shown
+    is compared with the initial state (it is folded from there)."""
+    async with open_store(seeded["url"]) as store:
+        await store.truncate_before("users-main", 1)
+    first = await client.get("/state", params={"category": "users", "id": "main", "version": 1})
+    assert first.status_code == 200
+    assert "<h2>Changes from the initial state</h2>" in first.text
+    [grace_id] = re.findall(r'"user_id": "([0-9a-f]+)"', state_of(first.text))  # ada was added at version 0
+    assert changes_of(first.text) == [
+        f'added {path_text(("users", grace_id))} {{"name": "grace", "user_id": "{grace_id}"}}'
+    ]
+    assert 'href="/state?category=users&amp;id=main&amp;version=0"' not in first.text
+    assert (
+        '<strong aria-current="true">v1</strong> <a href="/state?category=users&amp;id=main&amp;version=2">v2</a>'
+        in first.text
+    )
+    hidden = await client.get("/state", params={"category": "users", "id": "main", "version": 0})
+    assert hidden.status_code == 404
+    assert "users-main does not show version 0: its first version shown is 1" in hidden.text
+    now = await client.get("/state", params={"category": "users", "id": "main"})
+    assert now.status_code == 200 and "<h2>Changes from version 1</h2>" in now.text
+    async with open_store(seeded["url"]) as store:
+        await store.set_stream_limits("users-main", max_age=timedelta(microseconds=1))  # every event is older
+    gone = await client.get("/state", params={"category": "users", "id": "main"})
+    assert gone.status_code == 404 and "users-main shows no event: its last version is 2" in gone.text
+
+
 def test_diff_of_json_trees() -> None:
     assert diff({"a": 1, "b": [1, 2], "c": {"d": None}}, {"a": 1, "b": [1, 2], "c": {"d": None}}) == []
     assert diff({"a": 1, "gone": "x"}, {"a": 2, "new": [1]}) == [

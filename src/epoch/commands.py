@@ -141,40 +141,37 @@ class CommandHandler(Generic[C, S, E]):
     async def _fold(
         self, stream: str, base: CachedState[S] | None, watch: UUID | None = None, confirm: bool = False
     ) -> CachedState[S] | None:
-        """The state after the stream's last event, folded on from ``base`` (``None``: from the start).
+        """The state after the stream's last event, folded on from ``base`` (``None``: from the newest usable
+        snapshot, else from the start; one without a version: from the start).
 
-        A ``base`` (a cached or earlier state) is only trusted when its own event is still the stream's
-        event at that version: the read starts *at* ``base.version`` and checks the event's position.
-        A stream deleted (and perhaps re-created elsewhere) since hides that event, so the fold starts
-        over from the initial state and never decides on deleted events. Returns ``None`` when an event
-        with id ``watch`` (the first event of the command being executed) is in the stream: that command
-        was already executed, by this process or another. ``confirm``: also start over when the stream no
-        longer starts where ``base`` was folded from (``epoch.stores.confirmed_read_of``, in the read).
+        A ``base`` (a cached or earlier state, or a snapshot) is only trusted when its own event is still
+        the stream's event at that version: the read starts *at* ``base.version`` and checks the event's
+        position. A stream deleted (and perhaps re-created elsewhere) since hides that event, so the fold
+        starts over from the initial state and never decides on deleted events. Returns ``None`` when an
+        event with id ``watch`` (the first event of the command being executed) is in the stream: that
+        command was already executed, by this process or another. ``confirm`` (always, from a snapshot):
+        also start over when the stream no longer starts where ``base`` was folded from
+        (``epoch.stores.confirmed_read_of``, in the read), e.g. limits hide events (then without snapshots).
         """
         snapshot = None
-        if (base is None or base.version is None) and self._snapshots is not None:
+        if base is None and self._snapshots is not None:
             snapshot = await self._snapshots.newest(stream)  # usable as loaded: the store checked it
-        if snapshot is not None and snapshot.version is not None:  # fold on from the event after it
-            loaded, from_version, check = snapshot, snapshot.version + 1, False
+        if snapshot is not None and snapshot.version is not None:  # fold on from its own event
+            loaded, from_version, check, confirm = snapshot, snapshot.version, True, True
         elif base is None or base.version is None:
-            loaded = CachedState(initial_state_of(self.decider), None, 0)
-            from_version, check = None, False
+            loaded, from_version, check = CachedState(initial_state_of(self.decider), None, 0), None, False
         else:
             loaded, from_version, check = base, base.version, True
         # Where the state is folded from: a base's or a snapshot's own start, else the first version read.
         first: int | None = None if loaded.version is None else loaded.first_version
-        evolve = self.decider.evolve
-        decode = self.codec.decode_data
-        state = loaded.state
+        evolve, decode, state = self.decider.evolve, self.codec.decode_data, loaded.state
         last: RecordedEvent | None = None
         stale = check  # until the base's own event is seen
         if confirm and check and from_version is not None:
             read = self._confirmed(stream, from_version, loaded.first_version)
         else:
             read = self.store.read_stream(stream, from_version=from_version)
-        if self._keys is not None:
-            read = preloading(self._keys, read)
-        async with closing(read) as events:
+        async with closing(read if self._keys is None else preloading(self._keys, read)) as events:
             async for recorded in events:
                 if check:
                     check = False
@@ -188,8 +185,9 @@ class CommandHandler(Generic[C, S, E]):
                     first = recorded.version
                 state = evolve(state, decode(recorded))
                 last = recorded
-        if stale:  # the base's event is gone (deleted, perhaps re-created elsewhere): start over
-            return await self._fold(stream, None, watch)
+        if stale:  # the base's event is gone (deleted, perhaps re-created elsewhere, hidden): start over
+            fresh = None if snapshot is None else CachedState(loaded.state, None, 0)  # a snapshot's: without one
+            return await self._fold(stream, fresh, watch)
         if last is not None:
             loaded = CachedState(state, last.version, last.position, loaded.first_version if first is None else first)
         if (last is not None or snapshot is not None) and self.cache is not None:
@@ -217,8 +215,7 @@ class CommandHandler(Generic[C, S, E]):
         return await self._fold(stream, base, watch, confirm=True)
 
     async def _refuse_tombstone(self, stream: str) -> None:
-        """Raise ``StreamDeleted`` when the (empty-reading) stream is hard-deleted: an empty append
-        checks the guard and writes nothing, on every store."""
+        """``StreamDeleted`` when the (empty-reading) stream is hard-deleted: an empty append checks, writes nothing."""
         await self.store.append(stream, [], ANY)
 
     async def _append(
@@ -259,30 +256,44 @@ class CommandHandler(Generic[C, S, E]):
         bad_at = at is not None and (not isinstance(at, datetime) or at.utcoffset() is None)
         if bad_version or bad_at:
             raise InvalidVersion(stream, version if bad_version else at, await self.store.stream_version(stream))
-        evolve = self.decider.evolve
-        decode = self.codec.decode_data
-        state = initial_state_of(self.decider)
-        head: int | None = None
         snapshot = None
         if self._snapshots is not None and at is None:  # from the newest snapshot at or below the version
             snapshot = await self._snapshots.newest(stream, version)
-        if snapshot is not None:
-            state, head = snapshot.state, snapshot.version
-        start = None if head is None else head + 1
-        # Up to the version asked for, not one event past it (its first version may be above 0 after a delete).
-        limit = None if version is None else max(version + 1 - (start or 0), 0)
-        read = self.store.read_stream(stream, from_version=start, limit=limit)
+        # None: the stream does not read on from the snapshot (as in _fold), so fold without it.
+        found = await self._travel(stream, version, at, snapshot) or await self._travel(stream, version, at, None)
+        assert found is not None  # from the first event: always
+        state, head, seen = found
+        if not seen:  # nothing reads: a tombstone raises StreamDeleted, as in load
+            await self._refuse_tombstone(stream)
+        if version is not None and head != version:  # past the head, or hidden (truncated, limited, deleted)
+            raise InvalidVersion(stream, version, await self.store.stream_version(stream))
+        return state
+
+    async def _travel(
+        self, stream: str, version: int | None, at: datetime | None, snapshot: CachedState[S] | None
+    ) -> tuple[S, int | None, bool] | None:
+        """``(state, last version folded, whether any event was read)`` up to ``version`` or ``at``, from the
+        first event or from ``snapshot``, read as :meth:`_fold` reads one (``None``: not read on from it)."""
+        evolve, decode = self.decider.evolve, self.codec.decode_data
+        state, head, seen = initial_state_of(self.decider), None, False
+        if snapshot is None or snapshot.version is None:  # up to the version asked for, not one event past it
+            read = self.store.read_stream(stream, limit=None if version is None else version + 1)
+        else:
+            state, read = snapshot.state, self._confirmed(stream, snapshot.version, snapshot.first_version)
         async with closing(read if self._keys is None else preloading(self._keys, read)) as events:
             async for recorded in events:
-                if version is not None and recorded.version > version:
-                    return state
-                if at is not None and recorded.recorded_at > at:
-                    return state
-                state = evolve(state, decode(recorded))
-                head = recorded.version
-        if version is not None and (head is None or version > head):
-            raise InvalidVersion(stream, version, head)
-        return state
+                if snapshot is not None and head is None:  # its own event first, or not read on from it
+                    if (recorded.version, recorded.position) != (snapshot.version, snapshot.position):
+                        return None
+                elif (version is not None and recorded.version > version) or (at and recorded.recorded_at > at):
+                    seen = True
+                    break
+                else:
+                    state = evolve(state, decode(recorded))
+                seen, head = True, recorded.version
+                if head == version:
+                    break
+        return None if snapshot is not None and head is None else (state, head, seen)
 
     # -- executing ------------------------------------------------------------------------------
 
@@ -304,9 +315,9 @@ class CommandHandler(Generic[C, S, E]):
         running there (see the class docstring), and a concurrent write from elsewhere makes the handler
         re-load and re-decide, at most ``1 + retries`` decisions in all, then the last
         :class:`WrongExpectedVersion` is raised. With it (e.g. from an HTTP If-Match) the guard is
-        checked once and never retried. A
-        ``command_id`` makes the command idempotent per stream: executing it again — also while another
-        execution of it races this one — returns the first execution's result without deciding again.
+        checked once and never retried. A ``command_id`` makes the command idempotent per stream:
+        executing it again — also while another execution of it races this one — returns the first
+        execution's result without deciding again.
         Errors raised by ``decide`` pass through unchanged.
         """
         if self._telemetry is not None and self._telemetry.outside():  # run again inside a span

@@ -186,6 +186,13 @@ class Snapshotter(Generic[S]):
         found = await self.store.load_snapshot(stream, self.policy.version, at_most)
         if found is None:
             return None
+        version, first = found.version, found.first_visible  # as a store from elsewhere (or KurrentDB) gave them
+        highest = version if at_most is None else at_most
+        if type(version) is not int or type(first) is not int or not 0 <= first <= version <= highest:
+            logger.warning(
+                "%s: snapshot at version %r ignored: its versions do not fit (first %r)", stream, version, first
+            )
+            return None
         try:
             state = self.codec.decode(found.data)
         except ValueError as exc:

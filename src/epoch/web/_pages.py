@@ -336,6 +336,11 @@ class Pages:
             raise HTTPException(404, f"no stream named {stream!r}")
         if version is not None and version > head:
             raise HTTPException(404, f"{stream} has no version {version}: its last version is {head}")
+        first = next(iter([r.version async for r in explorer.store.read_stream(stream, limit=1)]), None)
+        if first is None:  # e.g. a max_age every event is past (a truncation or a delete hides the ones before)
+            raise HTTPException(404, f"{stream} shows no event: its last version is {head}")
+        if version is not None and version < first:
+            raise HTTPException(404, f"{stream} does not show version {version}: its first version shown is {first}")
         if at is not None:
             version = await _version_at(explorer, stream, at)
         shown = head if version is None else version
@@ -346,16 +351,16 @@ class Pages:
             # At a time, the state is state_at's own answer for it; _version_at said which version that is.
             current = await (handler.state_at(entity_id, at=at) if at else handler.state_at(entity_id, version=shown))
             state = state_json(current)
-            before = initial_state_of(handler.decider) if shown == 0 else await handler.state_at(entity_id, shown - 1)
+            before = initial_state_of(handler.decider)  # before the first version shown (it is folded from there)
+            if shown > first:
+                before = await handler.state_at(entity_id, shown - 1)
             changes = _changes(before, current)
-        except DecodeError as exc:
-            # An event the decider's codec cannot read (stored bytes are anyone's): say which, and keep
-            # the page, so the versions before it stay one click away.
+        except (DecodeError, InvalidVersion) as exc:
+            # An event the decider's codec cannot read (stored bytes are anyone's), or a version erased since
+            # the checks above: say which, and keep the page, so the versions before it stay one click away.
             problem = f"{type(exc).__name__}: {exc}"
-        event = None
-        async for recorded in explorer.store.read_stream(stream, from_version=shown, limit=1):
-            event = recorded
-        low = max(0, shown - 10)
+        event = next(iter([r async for r in explorer.store.read_stream(stream, from_version=shown, limit=1)]), None)
+        low = max(first, shown - 10)
         return self.render(
             request,
             "state.html",
@@ -366,6 +371,7 @@ class Pages:
             version=shown,
             at=at,
             head=head,
+            first=first,
             versions=list(range(low, min(head, low + 20) + 1)),
             event=event,
             state=state,
