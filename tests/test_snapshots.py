@@ -372,3 +372,31 @@ async def test_a_snapshot_is_not_folded_on_where_limits_hide_events(
         assert await cold.state_at("1", version=version) == expected == await plain.state_at("1", version=version)
     result = await handler(store, Snapshots(every=5), cache=None).execute("1", Add(2**10))
     assert (result.version, result.state) == (10, Total(shows.total + 2**10, shows.count + 1))
+
+
+# -- two deciders over one category (docs/snapshots.md, "version") -----------------------------------------
+
+
+@dataclass(frozen=True)
+class Tally:
+    """Another view of the ``acc`` streams: ``total`` counts the events (``Total.total`` sums amounts)."""
+
+    total: int = 0
+
+
+tally = Decider(lambda c, s: [Added(c.amount)] * c.times, lambda s, e: Tally(s.total + 1), Tally())
+
+
+async def test_two_deciders_on_one_category_need_two_schema_versions(store: EventStore) -> None:
+    """A stream's snapshots are keyed by the stream and ``Snapshots(version=...)`` only, not by the
+    decider: two deciders over one category must use two versions. With one version, the second loads
+    the first one's snapshot (its fields decode as the other state) and decides on it: what the docs warn of."""
+    totals = handler(store, Snapshots(every=5, version=1))
+    await totals.execute("1", Add(10, times=6))  # a snapshot of Total(60, 6) at version 5
+    apart = CommandHandler(store, tally, "acc", Codec([Added]), snapshots=Snapshots(every=5, version=2), cache=None)
+    assert await apart.load("1") == (Tally(6), 5)  # no snapshot of its version: the fold
+    await apart.execute("1", Add(10, times=5))  # 6 .. 10: its own snapshot, at version 10
+    assert await apart.load("1") == (Tally(11), 10)
+    assert await handler(store, Snapshots(every=5, version=1), cache=None).load("1") == (Total(110, 11), 10)
+    shared = CommandHandler(store, tally, "acc", Codec([Added]), snapshots=Snapshots(every=5, version=1), cache=None)
+    assert await shared.load("1") == (Tally(65), 10)  # Total(60, 6) read as Tally(60), then 5 events: not 11
