@@ -20,6 +20,8 @@ Every error epoch raises on purpose derives from :class:`EpochError`::
     ├── InvalidEvent (TypeError)    bad type name or tag, non-bytes data, too large
     ├── InvalidQuery (ValueError)   a malformed query or append condition
     ├── ProjectionFailed            a projection stopped on an event that kept failing
+    ├── LeaseLost                   a partition's lease was taken over (epoch.projections.scaleout)
+    ├── Unpublishable               a broker can never take this message (epoch.forwarding)
     ├── NotSupported                the store cannot do this (atomically)
     ├── ConfigurationError (ValueError)  a bad store URL or setting
     └── MissingDependency (ImportError)  an optional extra is not installed
