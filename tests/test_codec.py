@@ -783,6 +783,32 @@ def test_hostile_metadata_raises_decode_error(
         assert str(caught.value) == f"account-1: cannot decode event 'Opened' at version 0: {expected}"
 
 
+@pytest.mark.parametrize("metadata", [3, 2.5, ["x"]], ids=repr)
+def test_metadata_that_is_not_bytes_raises_decode_error(metadata: Any) -> None:
+    """A store's row edited by hand (SQLite keeps any value in any column): a DecodeError naming the event,
+    not a bare TypeError, from both decoders."""
+    stored = msgspec.structs.replace(raw("Opened", b'{"owner": "ada"}'), metadata=metadata)
+    reason = f"bad metadata: TypeError: a bytes-like object is required, not '{type(metadata).__name__}'"
+    for decode in (codec.decode, codec.decode_data):
+        with pytest.raises(DecodeError) as caught:
+            decode(stored)
+        assert type(caught.value) is DecodeError
+        assert str(caught.value) == f"account-1: cannot decode event 'Opened' at version 0: {reason}"
+
+
+@pytest.mark.parametrize("data", [7, 2.5, None], ids=repr)
+def test_data_that_is_not_bytes_raises_decode_error(data: Any) -> None:
+    """The same for the data, read as a plain object on the way to an upcaster or as the class."""
+    reason = f"TypeError: a bytes-like object is required, not '{type(data).__name__}'"
+    for decoder, type_name in ((upcasting, "Credited"), (codec, "Opened")):
+        stored = msgspec.structs.replace(raw(type_name, b"{}"), data=data)
+        for decode in (decoder.decode, decoder.decode_data):
+            with pytest.raises(DecodeError) as caught:
+                decode(stored)
+            assert type(caught.value) is DecodeError
+            assert str(caught.value) == f"account-1: cannot decode event {type_name!r} at version 0: {reason}"
+
+
 def test_valid_json_oddities_decode() -> None:
     """An escaped NUL in a string and ints beyond 64 bits are JSON: they decode."""
     assert codec.decode_data(raw("Opened", b'{"owner": "\\u0000"}')) == Opened("\x00")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from epoch.errors import StoreError, StoreFull, StoreUnavailable, WrongExpectedVersion
+from epoch.errors import DecodeError, StoreError, StoreFull, StoreUnavailable, WrongExpectedVersion
 from epoch.records import NewEvent, RecordedEvent
 from epoch.stores.sqlite import SQLiteEventStore
 from epoch.stores.sqlite.errors import epoch_error, is_lock_conflict
@@ -210,3 +210,40 @@ async def test_the_writer_keeps_working_after_each_mapped_error(tmp_path: Path) 
     failed = [str(r) for r in results if isinstance(r, StoreError)]
     assert failed == [f"s-{i}: a value is larger than SQLite allows (string or blob too big)" for i in range(1, 20, 2)]
     assert [r.stream for r in results if not isinstance(r, BaseException)] == [f"s-{i}" for i in range(0, 20, 2)]
+
+
+# -- a row of the events table no append could have written (edited by hand, or corrupt) ------------
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ("recorded_at = 'now'", "recorded_at 'now' is not an instant (microseconds since 1970)"),
+        (f"recorded_at = {2**63 - 1}", f"recorded_at {2**63 - 1} is not an instant (microseconds since 1970)"),
+        ("recorded_at = 1.5e300", "recorded_at 1.5e+300 is not an instant (microseconds since 1970)"),
+        ("id = 'abc'", "id 'abc' is not bytes"),
+        ("id = 7", "id 7 is not bytes"),
+    ],
+)
+async def test_a_corrupt_events_row_is_a_decode_error_naming_its_event(
+    tmp_path: Path, change: str, reason: str
+) -> None:
+    """Not a bare TypeError or ValueError from the row's conversion (guarantee 8): a DecodeError naming the
+    stream, the version and the type, from every read that meets the row, and the other rows still read."""
+    path = tmp_path / "corrupt.db"
+    async with SQLiteEventStore(path) as store:
+        await store.append("s-1", events(5))
+        await store.append("t-1", events(1))
+    with sqlite3.connect(path) as connection:
+        connection.execute(f"UPDATE events SET {change} WHERE stream = 's-1' AND version = 2")
+    connection.close()
+    async with SQLiteEventStore(path) as store:
+        for read in (store.read_stream("s-1"), store.read_all(), store.read_stream("s-1", backwards=True)):
+            with pytest.raises(DecodeError) as info:
+                await collect(read)
+            assert type(info.value) is DecodeError
+            assert str(info.value) == f"s-1: cannot decode event 'Happened' at version 2: {reason}"
+            assert (info.value.stream, info.value.version, info.value.type) == ("s-1", 2, "Happened")
+        assert [e.version for e in await collect(store.read_stream("s-1", limit=2))] == [0, 1]
+        assert [e.stream for e in await collect(store.read_all(after=3))] == ["s-1", "s-1", "t-1"]
+        assert [e.version for e in await collect(store.read_stream("t-1"))] == [0]

@@ -62,6 +62,7 @@ _META = msgspec.json.Decoder(_Meta)
 # What msgspec raises on stored bytes that are not the JSON asked for: its own errors, and for invalid
 # UTF-8 inside a string or nesting deeper than the interpreter's stack, Python's (DESIGN guarantee 8).
 _BAD_JSON = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
+_BAD_STORED = (*_BAD_JSON, TypeError)  # TypeError: a stored value that is not bytes (a row edited by hand)
 
 
 class EventCodec(Protocol[E]):
@@ -226,7 +227,7 @@ class Codec(Generic[E]):
         if recorded.metadata:
             try:
                 metadata = _OBJECT.decode(recorded.metadata)
-            except _BAD_JSON as exc:
+            except _BAD_STORED as exc:
                 raise DecodeError(*_where(recorded), f"bad metadata: {_reason(exc)}") from exc
         version = metadata.get(VERSION_KEY, 1)
         if type(version) is not int or version < 1:
@@ -261,7 +262,7 @@ class Codec(Generic[E]):
             else:
                 try:
                     version = _META.decode(metadata).event_version
-                except _BAD_JSON as exc:
+                except _BAD_STORED as exc:
                     raise DecodeError(*_where(recorded), f"bad metadata: {_reason(exc)}") from exc
                 self._last_meta = (metadata, version)  # one tuple: threads read old or new, never half
         entry = self._by_type.get(recorded.type)
@@ -288,7 +289,7 @@ class Codec(Generic[E]):
             raise UnknownEventType(*_where(recorded))
         try:
             payload = _OBJECT.decode(recorded.data)
-        except _BAD_JSON as exc:
+        except _BAD_STORED as exc:
             raise DecodeError(*_where(recorded), _reason(exc)) from exc
         while (entry := self._by_type.get(name)) is None or entry.version != version:
             upcaster = self._upcasters.get((name, version))
