@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -398,7 +398,7 @@ async def test_state_at_a_version_the_stream_no_longer_shows_is_invalid(
     initial state stood in for it."""
     handler = handler_for(store, snapshots=policy, cache=None)
     await deposits(handler, 6)  # versions 0 .. 5
-    hidden = [
+    hidden: list[tuple[Callable[[], Awaitable[object]], int, str]] = [
         (lambda: store.truncate_before("account-1", 4), 1, "account-1: invalid version 1 (stream version 5)"),
         (lambda: store.set_stream_limits("account-1", max_count=1), 4, "account-1: invalid version 4 (stream version 5)"),
     ]  # fmt: skip

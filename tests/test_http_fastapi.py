@@ -210,7 +210,7 @@ accounts = Decider(decide=decide, evolve=lambda balance, e: balance + e.amount, 
 def docs_fastapi_block() -> str:
     """The FastAPI block of docs/http.md (the docs test does not run it: it needs the names given here)."""
     blocks = re.findall(r"^```python\n(.*?)^```$", (ROOT / "docs" / "http.md").read_text(), re.S | re.M)
-    [block] = [b for b in blocks if "from fastapi import" in b]
+    [block] = [str(b) for b in blocks if "from fastapi import" in b]
     return block
 
 

@@ -360,7 +360,7 @@ async def test_a_snapshot_is_not_folded_on_where_limits_hide_events(
     writer = handler(store, Snapshots(every=5))
     for amount in range(10):
         await writer.execute("1", Add(2**amount))  # a snapshot at 5; each event's amount tells which it is
-    await store.set_stream_limits("acc-1", **hide)
+    await store.set_stream_limits("acc-1", max_count=hide["max_count"])
     shows = Total(sum(2**v for v in shown), len(shown))
     counting = CountingStore(store)
     cold, plain = handler(counting, Snapshots(every=5), cache=None), handler(store, cache=None)
