@@ -44,6 +44,16 @@ def on_writer(name: str) -> bool:
     return name.startswith("epoch-sqlite-writer:")
 
 
+def assert_write_lock_free(path: Path) -> None:
+    """Another connection takes the file's write lock at once (it raises "database is locked" if held)."""
+    other = sqlite3.connect(path, isolation_level=None, timeout=0)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+
+
 async def test_lone_appends_run_on_the_callers_thread(tmp_path: Path, append_threads: list[str]) -> None:
     """All but every ``CHECKPOINT_EVERY``-th, which the writer thread commits (and checkpoints the WAL)."""
     here = threading.current_thread().name
@@ -195,10 +205,7 @@ async def test_an_interrupted_group_leaves_no_lock_held(
         monkeypatch.setattr(work, "append", append)
         outcomes = await asyncio.gather(*tasks, return_exceptions=True)
         assert all(isinstance(outcome, asyncio.CancelledError) for outcome in outcomes)
-        other = sqlite3.connect(path, isolation_level=None, timeout=0)
-        other.execute("BEGIN IMMEDIATE")  # raises "database is locked" if the lock were still held
-        other.execute("ROLLBACK")
-        other.close()
+        assert_write_lock_free(path)
         assert [(e.stream, e.position) for e in await collect(store.read_all())] == [("s-0", 1)]
         result = await store.append("s-1", new(1), NO_STREAM)
         assert (result.version, result.position) == (0, 2)
@@ -282,10 +289,7 @@ async def test_an_interrupted_inline_append_leaves_no_lock_held(
         with pytest.raises(Interrupt):
             await store.append("s-1", new(2), 0)
         monkeypatch.setattr(work, "append", append)
-        other = sqlite3.connect(path, isolation_level=None, timeout=0)
-        other.execute("BEGIN IMMEDIATE")  # raises "database is locked" if the lock were still held
-        other.execute("ROLLBACK")
-        other.close()
+        assert_write_lock_free(path)
         result = await store.append("s-1", new(1), 0)
         assert (result.version, result.position) == (1, 2)
         assert [(e.version, e.position) for e in await collect(store.read_stream("s-1"))] == [(0, 1), (1, 2)]
@@ -354,10 +358,7 @@ async def test_a_failed_commit_of_a_group_fails_every_append_of_it(
         monkeypatch.setattr(writer, "COMMIT", "COMMIT")
         assert [type(o).__name__ for o in outcomes] == ["StoreUnavailable"] * 5
         assert [str(o) for o in outcomes] == [f's-{i}: SQLite failed: near "junk": syntax error' for i in range(1, 6)]
-        other = sqlite3.connect(path, isolation_level=None, timeout=0)
-        other.execute("BEGIN IMMEDIATE")  # raises "database is locked" if the lock were still held
-        other.execute("ROLLBACK")
-        other.close()
+        assert_write_lock_free(path)
         assert [(e.stream, e.position) for e in await collect(store.read_all())] == [("s-0", 1)]
         results = await asyncio.gather(*(store.append(f"s-{i}", new(1), NO_STREAM) for i in range(1, 4)))
         assert [(r.stream, r.position) for r in results] == [("s-1", 2), ("s-2", 3), ("s-3", 4)]
