@@ -21,13 +21,13 @@ is no instant: a row edited by hand, or corrupt) is not a snapshot, logged and l
 
 from __future__ import annotations
 
-import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 from epoch.errors import InvalidQuery
+from epoch.stores._snapshots import instant_or_none, valid_or_logged
 
 __all__ = [
     "MAX_LABEL",
@@ -41,7 +41,6 @@ __all__ = [
     "query_snapshot_store",
 ]
 
-logger = logging.getLogger("epoch.snapshots")
 
 MAX_LABEL = 1000
 """The most characters of a snapshot's label (what ``epoch snapshots status`` shows of its query) kept."""
@@ -194,9 +193,8 @@ def _checked_row(
         return f"version {version!r} is not None or an int from 0 to {_MAX_INT64}"
     if not isinstance(data, (bytes, memoryview)) or type(label) is not str:
         return f"data of type {type(data).__name__}, label {label!r}"
-    try:
-        when = instant(taken_at)
-    except (TypeError, ValueError, OverflowError, OSError):
+    when = instant_or_none(taken_at, instant)
+    if when is None:
         return f"taken_at {taken_at!r} is not an instant"
     return QuerySnapshot(key, schema_version, at, count, stream_version, bytes(data), seen, when, label)
 
@@ -208,8 +206,4 @@ def query_snapshot_row(
     taken at ``erasures``, or ``None`` (logged at ``WARNING``) when no save could have written it: see the
     module docstring. ``head``: the store's head position; ``instant``: the stored ``taken_at`` as an aware
     datetime (an exception: not one)."""
-    checked = _checked_row(row, erasures, head, instant)
-    if isinstance(checked, str):
-        logger.warning("query snapshot %r ignored: its row is invalid (%s)", row[0], checked)
-        return None
-    return checked
+    return valid_or_logged(_checked_row(row, erasures, head, instant), lambda: f"query snapshot {row[0]!r}")

@@ -22,7 +22,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TypeGuard
+from typing import TypeGuard, TypeVar
 
 from epoch.errors import InvalidEvent, InvalidVersion
 from epoch.streams import check_category, check_stream_name
@@ -36,10 +36,14 @@ __all__ = [
     "check_load",
     "check_save",
     "check_status_category",
+    "instant_or_none",
     "snapshot_row",
     "snapshot_status_row",
     "snapshot_store",
+    "valid_or_logged",
 ]
+
+T = TypeVar("T")
 
 logger = logging.getLogger("epoch.snapshots")
 
@@ -156,7 +160,8 @@ def _is_int(value: object, lowest: int, highest: int = _MAX_INT64) -> TypeGuard[
     return type(value) is int and lowest <= value <= highest
 
 
-def _instant_of(taken_at: object, instant: Callable[[object], datetime]) -> datetime | None:
+def instant_or_none(taken_at: object, instant: Callable[[object], datetime]) -> datetime | None:
+    """``instant(taken_at)``, the stored ``taken_at`` as an aware datetime; ``None`` when it is not one."""
     try:
         return instant(taken_at)
     except (TypeError, ValueError, OverflowError, OSError):
@@ -182,7 +187,7 @@ def _checked(
         return f"position {position!r} is not an int >= 1"
     if not isinstance(data, (bytes, memoryview)):
         return f"data of type {type(data).__name__}, not bytes"
-    when = _instant_of(taken_at, instant)
+    when = instant_or_none(taken_at, instant)
     if when is None:
         return f"taken_at {taken_at!r} is not an instant"
     return Snapshot(stream, version, position, schema_version, bytes(data), when, first_visible)
@@ -198,14 +203,19 @@ def _checked_status(row: tuple[object, ...], instant: Callable[[object], datetim
         return f"schema_version {schema_version!r} is not an int from 1 to {_MAX_INT64}"
     if not _is_int(kept, 1):
         return f"{kept!r} snapshots kept"
-    when = _instant_of(taken_at, instant)
+    when = instant_or_none(taken_at, instant)
     if when is None:
         return f"taken_at {taken_at!r} is not an instant"
     return SnapshotStatus(stream, version, schema_version, when, kept)
 
 
-def _ignored(stream: object, version: object, why: str) -> None:
-    logger.warning("%s: snapshot at version %r ignored: its row is invalid (%s)", stream, version, why)
+def valid_or_logged(checked: T | str, what: Callable[[], str]) -> T | None:
+    """A checked row's value, or ``None`` (logged at ``WARNING``, naming ``what()``) when the check gave the
+    reason it is invalid."""
+    if isinstance(checked, str):
+        logger.warning("%s ignored: its row is invalid (%s)", what(), checked)
+        return None
+    return checked
 
 
 def snapshot_row(
@@ -220,18 +230,11 @@ def snapshot_row(
     it: see the module docstring. ``instant``: the stored ``taken_at`` as an aware datetime (an exception:
     not one)."""
     checked = _checked(stream, schema_version, row, stream_version, instant)
-    if isinstance(checked, str):
-        _ignored(stream, row[0], checked)
-        return None
-    return checked
+    return valid_or_logged(checked, lambda: f"{stream}: snapshot at version {row[0]!r}")
 
 
 def snapshot_status_row(row: tuple[object, ...], instant: Callable[[object], datetime]) -> SnapshotStatus | None:
     """A stored status row ``(stream, version, schema_version, taken_at, kept)`` (a stream's newest
     snapshot and how many it keeps), or ``None`` (logged at ``WARNING``) when its columns are not what
     a save writes."""
-    checked = _checked_status(row, instant)
-    if isinstance(checked, str):
-        _ignored(row[0], row[1], checked)
-        return None
-    return checked
+    return valid_or_logged(_checked_status(row, instant), lambda: f"{row[0]}: snapshot at version {row[1]!r}")
