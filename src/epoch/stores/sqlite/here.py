@@ -179,8 +179,8 @@ class OnCallerThread:
 
     def _write_here(self, fn: Callable[..., Any], stream: str, args: tuple[Any, ...]) -> asyncio.Future[Any] | None:
         """An append on this thread (see the module docstring): its future, settled already when the append
-        ran alone, else settled by the group commit at the end of the loop's turn; ``None`` when it must
-        go to the writer thread."""
+        ran alone, else settled by the group commit at the end of the loop's turn or by the writer thread;
+        ``None`` with ``inline_writes`` off."""
         if not self.inline_writes:
             return None
         held = self._held()
@@ -196,7 +196,9 @@ class OnCallerThread:
                 held.flushing = True
                 loop.call_soon(self._flush_here, held)
             return future
-        return future if self._commit_here([job]) else None
+        if not self._commit_here([job]):
+            self._to_writer([job])  # the job as built, not built again
+        return future
 
     def _flush_here(self, held: Here) -> None:
         """Commit the appends held for this thread's group commit, ``HERE_GROUP`` at a time; those that
