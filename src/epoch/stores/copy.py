@@ -11,12 +11,13 @@ Personal data: the keys of the source's key table (:class:`SupportsKeys`) are co
 has no key in the destination either and stays unreadable there. A source with keys and a destination
 that keeps none is refused before anything is written.
 
-Resuming: run the copy again. It finds the destination's last event in the source (by id) and carries
-on after it, so an interrupted copy loses nothing and copies nothing twice (the destination writes each
+Resuming: run the copy again. It finds the destination's last event in the source (by id) and carries on
+after it, so an interrupted copy loses nothing and copies nothing twice (the destination writes each
 chunk atomically; one that can only append writes a stream's deleted versions, then deletes them, and a
-run stopped between the two makes the delete when it resumes). The same mechanism catches a copy up with a source that kept growing. When that event
-was erased in the source meanwhile (a hard delete, a truncation, a scavenge), the copy resumes after the
-newest event of the destination the source still holds, and skips what the destination holds already.
+run stopped between the two makes the delete when it resumes). The same mechanism catches a copy up with
+a source that kept growing. When that event was erased in the source meanwhile (a hard delete, a
+truncation, a scavenge), the copy resumes after the newest event of the destination the source still
+holds, and skips what the destination holds already.
 
 Stream lifecycle (DESIGN §8). A source that lists its streams' lifecycle states (memory, SQLite,
 PostgreSQL: ``lifecycle_states``) has them carried over at the end of every run, also those made after
@@ -24,10 +25,11 @@ the copy started: tombstones (hard deletes), truncations (and scavenges: the des
 source erased), soft deletes and limits. A stream whose oldest events were erased in the source lands at
 the versions it has left (an importing destination starts it there; one that can only append refuses it
 with ``ConfigurationError``); erased while the run copies, they make the destination refuse a chunk that
-starts the stream later than the states the run read say, and the run reads them again and retries it. Limits lifted in the source (the one state a stream can lose: deletes and
-truncations are for good) are lifted in the destination too, from the destination's own list of states;
-a KurrentDB destination lists none, so it keeps limits the source lifted after an earlier run. A KurrentDB
-source lists no lifecycle state: only its soft deletes, as read, are carried.
+starts the stream later than the states the run read say, and the run reads them again and retries it.
+Limits lifted in the source (the one state a stream can lose: deletes and truncations are for good) are
+lifted in the destination too, from the destination's own list of states; a KurrentDB destination lists
+none, so it keeps limits the source lifted after an earlier run. A KurrentDB source lists no lifecycle
+state: only its soft deletes, as read, are carried.
 """
 
 from __future__ import annotations
