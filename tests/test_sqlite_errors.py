@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from epoch.errors import DecodeError, StoreError, StoreFull, StoreUnavailable, WrongExpectedVersion
-from epoch.records import NewEvent, RecordedEvent
+from epoch.records import ANY, NewEvent, RecordedEvent
 from epoch.stores.sqlite import SQLiteEventStore
 from epoch.stores.sqlite.errors import epoch_error, is_lock_conflict
 
@@ -247,3 +247,45 @@ async def test_a_corrupt_events_row_is_a_decode_error_naming_its_event(
         assert [e.version for e in await collect(store.read_stream("s-1", limit=2))] == [0, 1]
         assert [e.stream for e in await collect(store.read_all(after=3))] == ["s-1", "s-1", "t-1"]
         assert [e.version for e in await collect(store.read_stream("t-1"))] == [0]
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ("recorded_at = 'now'", "recorded_at 'now' is not an instant (microseconds since 1970)"),
+        (f"recorded_at = {2**63 - 1}", f"recorded_at {2**63 - 1} is not an instant (microseconds since 1970)"),
+        (f"recorded_at = {-(2**63)}", f"recorded_at {-(2**63)} is not an instant (microseconds since 1970)"),
+        ("recorded_at = x'00'", "recorded_at b'\\x00' is not an instant (microseconds since 1970)"),
+    ],
+)
+async def test_an_append_answering_with_a_corrupt_stored_instant_is_a_decode_error(
+    tmp_path: Path, change: str, reason: str
+) -> None:
+    """An empty append answers with the stream's last event, a replayed one with the stored event: when that
+    row's recorded_at is no instant, the DecodeError a read of it raises (not a bare TypeError or
+    ValueError), and nothing stored changes. An append that writes does not need the stored instant."""
+    path = tmp_path / "corrupt.db"
+    replayed = NewEvent("Happened", b"r")
+    async with SQLiteEventStore(path) as store:
+        await store.append("s-1", [*events(1), replayed])
+    with sqlite3.connect(path) as connection:
+        connection.execute(f"UPDATE events SET {change} WHERE stream = 's-1' AND version = 1")
+    connection.close()
+    async with SQLiteEventStore(path) as store:
+        for batch, expected in (([], ANY), ([replayed], 0)):  # an empty append, then a replayed one
+            with pytest.raises(DecodeError) as info:
+                await store.append("s-1", batch, expected_version=expected)
+            assert type(info.value) is DecodeError
+            assert str(info.value) == f"s-1: cannot decode event 'Happened' at version 1: {reason}"
+            assert (info.value.stream, info.value.version, info.value.type) == ("s-1", 1, "Happened")
+        assert await store.stream_version("s-1") == 1
+        written = await store.append("s-1", events(1))
+        assert (written.version, written.position, written.positions, written.replayed) == (2, 3, (3,), False)
+        assert [e.version for e in await collect(store.read_stream("s-1", from_version=2))] == [2]
+    with sqlite3.connect(path) as connection:
+        stored = connection.execute("SELECT version, data FROM events WHERE stream = 's-1' ORDER BY version").fetchall()
+        assert stored == [(0, b"x" * 10), (1, b"r"), (2, b"x" * 10)]
+        assert connection.execute("SELECT typeof(recorded_at) FROM events WHERE version = 1").fetchone() == (
+            ("text",) if "'now'" in change else ("blob",) if "x'00'" in change else ("integer",)
+        )
+    connection.close()

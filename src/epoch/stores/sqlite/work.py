@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import NamedTuple
 from uuid import UUID
 
@@ -142,7 +143,21 @@ def _replayed(
         return None
     last = found[batch[-1].id]
     positions = tuple(found[event.id][2] for event in batch)
-    return Replay(AppendResult(stream, last[1], last[2], positions, instant(last[3]), replayed=True))
+    recorded_at = _stored_instant(connection, stream, last[1], last[3])
+    return Replay(AppendResult(stream, last[1], last[2], positions, recorded_at, replayed=True))
+
+
+def _stored_instant(connection: sqlite3.Connection, stream: str, version: int, recorded_at: int) -> datetime:
+    """The instant of the stored event at ``version``, whose ``recorded_at`` column holds ``recorded_at``.
+
+    A value no append could have written (edited by hand, or corrupt) raises the :class:`DecodeError` a
+    read of that event raises, naming the stream, the version and the type: the row is read again for it.
+    """
+    try:
+        return instant(recorded_at)  # an int, unless the row was edited by hand or is corrupt
+    except (TypeError, ValueError, OverflowError, OSError):
+        stream_records(stream, connection.execute(STREAM_PAGE, (stream, version, version, 1)).fetchall())
+        raise  # not the row's fault (the read found nothing wrong with it)
 
 
 def append(tx: Group, stream: str, batch: list[NewEvent], expected: ExpectedVersion | int) -> AppendResult | Replay:
@@ -166,7 +181,7 @@ def append(tx: Group, stream: str, batch: list[NewEvent], expected: ExpectedVers
         if actual is None:
             return AppendResult(stream, None, 0, (), None)
         position, recorded_at = connection.execute(LAST_EVENT, (stream, actual)).fetchone()
-        return AppendResult(stream, actual, position, (), instant(recorded_at))
+        return AppendResult(stream, actual, position, (), _stored_instant(connection, stream, actual, recorded_at))
     first_position = tx.head + 1
     first_version = 0 if row is None else row[0] + 1
     category = category_of(stream)
