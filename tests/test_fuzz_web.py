@@ -32,6 +32,7 @@ from epoch import EventStore, InvalidEvent, NewEvent, open_store
 from epoch._payload import MAX_DEPTH, payload_of
 from epoch.examples.users import AddUser, UserService
 from epoch.web import create_app
+from epoch.web._context import PREVIEW_LIMIT, _oneline
 from tests.hostile import any_text, bad_numbers, hostile_json, hostile_names, huge_ints, is_valid_name
 from tests.payloads import SHOWN_AS_BYTES
 
@@ -234,6 +235,50 @@ async def test_event_page_for_any_correlation_metadata(
     assert "Correlation chain" in page
     if correlation is not None and str(correlation) != "":  # an empty id is shown as none
         assert f"<dt>Correlation</dt><dd><code>{markupsafe.escape(str(correlation))}</code></dd>" in page
+
+
+# Every character str.splitlines() ends a line at besides CR and LF. JSON a user writes holds one raw only
+# inside a string (the controls among them must be escaped there, as \u000b, but a store hands back what
+# was stored), where it is no line break: a one-line preview ends lines at CR and LF only.
+LINE_BREAKS = ["\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"]
+
+
+def cut(line: str) -> str:
+    return line if len(line) <= PREVIEW_LIMIT else line[:PREVIEW_LIMIT] + "\u2026"
+
+
+@given(value=any_text)
+@example(value="".join(LINE_BREAKS))
+@example(value="a\u2028  b\u2029  c\x85")
+def test_a_one_line_preview_of_json_a_user_wrote(value: str) -> None:
+    written = json.dumps({"note": value, "n": [1]}, ensure_ascii=False, indent=2)  # lines end at LF
+    one_line = cut('{ "note": ' + json.dumps(value, ensure_ascii=False) + ', "n": [ 1 ] }')
+    assert _oneline(written) == one_line
+    assert _oneline(written.replace("\n", "\r\n")) == one_line
+    assert _oneline(written.replace("\n", "\r")) == one_line
+
+
+@pytest.mark.parametrize("char", LINE_BREAKS)
+def test_a_one_line_preview_keeps_a_raw_line_break_inside_a_string(char: str) -> None:
+    assert _oneline(f'{{\n  "a": "x{char}  y",\n  "b": 1\r\n}}') == f'{{ "a": "x{char}  y", "b": 1 }}'
+
+
+def preview_line(page: str) -> list[str]:
+    return [html.unescape(p) for p in re.findall(r'<summary class="preview-line"><code>(.*?)</code>', page, re.S)]
+
+
+@given(value=any_text.filter(lambda text: not any("\ud800" <= c <= "\udfff" for c in text)))
+@example(value="".join(LINE_BREAKS))
+@example(value="a\u2028  b\u2029  c\x85")
+async def test_the_stream_page_previews_any_json_string_on_one_line(explorer: Explorer, value: str) -> None:
+    stream, raw = f"fuzz-{next(COUNTER)}", json.dumps({"note": value}, ensure_ascii=False).encode()
+    await explorer.store.append(stream, [NewEvent("Fuzzed", raw)])
+    [preview] = preview_line((await explorer.get("/stream", name=stream)).text)
+    # The pretty JSON escapes what does not print (each line break above among it): same value, one line.
+    [_, member, _] = payload_of(raw).pretty().split("\n")
+    assert preview == cut("{ " + member.removeprefix("  ") + " }")
+    if len(preview) <= PREVIEW_LIMIT:
+        assert json.loads(preview) == {"note": value}
 
 
 # -- hostile names, search strings and numbers ------------------------------------------------

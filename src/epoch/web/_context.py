@@ -3,6 +3,7 @@ they parse (numbers, instants), and the small pieces a page shows (a correlation
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -125,9 +126,16 @@ def _when(value: datetime) -> str:
     return value.isoformat(sep=" ", timespec="milliseconds")
 
 
+_LINE_END = re.compile(r"\r\n?|\n")
+
+
 def _oneline(text: str) -> str:
-    """Pretty JSON on one line (newlines and the indentation after them dropped), cut for a preview."""
-    line = " ".join(part.strip() for part in text.splitlines())
+    """Pretty JSON on one line (line ends and the indentation after them dropped), cut for a preview.
+
+    JSON ends a line at CR or LF only: any other character ``str.splitlines()`` splits at (U+2028, U+0085,
+    \\x0b...) is inside a string, kept as it is.
+    """
+    line = " ".join(part.strip(" \t") for part in _LINE_END.split(text))
     return line if len(line) <= PREVIEW_LIMIT else line[:PREVIEW_LIMIT] + "…"
 
 
