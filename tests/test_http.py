@@ -9,9 +9,12 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.datastructures import Headers as StarletteHeaders
 from starlette.exceptions import HTTPException
@@ -30,6 +33,7 @@ from epoch.http import (
     not_modified,
     problem_handlers,
 )
+from tests.hostile import is_valid_name
 from tests.serving import free_port, serving
 
 PROBLEM = "application/problem+json"
@@ -223,6 +227,53 @@ async def test_a_user_id_is_percent_encoded_in_the_location(sql_store_url: str) 
             added = await http.post("/directories/eu/users", json={"name": "ada"})
             assert (added.status_code, added.headers["location"]) == (201, "/directories/eu/users/%C3%BC%201%3F")
             assert (await http.get(added.headers["location"])).json() == {"user_id": "ü 1?", "name": "ada"}
+
+
+def segment(text: str) -> str:
+    """A path segment naming ``text``: percent-encoded (UTF-8), a dot segment's dots too (a client would
+    resolve ``.`` and ``..`` as in a file path, and take away a segment)."""
+    encoded = quote(text, safe="")
+    return encoded.replace(".", "%2E") if encoded in (".", "..") else encoded
+
+
+# A directory makes a stream name (users-{directory}); a user id is any text. Both may hold '/', '%',
+# spaces, dots and any non-ASCII character, each of which a path segment must carry percent-encoded.
+_ID_CHARS = st.one_of(st.sampled_from(["/", "%", " ", ".", "?", "#", "+", "é", "日", "\U0001d518"]), st.characters())
+directories = st.text(_ID_CHARS, min_size=1, max_size=20).filter(lambda d: is_valid_name(f"users-{d}"))
+user_ids = st.text(st.characters(exclude_categories=["Cs"]) | _ID_CHARS, min_size=1, max_size=20)
+
+
+@given(directory=directories, user_id=user_ids)
+@example(directory="a/b", user_id="u/1")
+@example(directory="%", user_id="%2F")
+@example(directory="a b", user_id="ü 1?")
+@example(directory="日本/語", user_id="/")
+@example(directory="/", user_id="a//b/")
+@example(directory=".", user_id="..")
+@example(directory="..", user_id=".")
+@example(directory="a%2Fb", user_id="x/../y")
+async def test_the_location_of_any_directory_and_user_id_can_be_followed(directory: str, user_id: str) -> None:
+    """Each id in one path segment, percent-encoded: routed on the path as sent (where an id's '/' is still
+    %2F), the Location of a new user, and its directory, answer for that user and that directory."""
+    async with open_store("memory://") as store:
+        app = create_app(store, UserServices(new_user_id=lambda: user_id))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
+            added = await http.post(f"/directories/{segment(directory)}/users", json={"name": "ada"})
+            location = f"/directories/{segment(directory)}/users/{segment(user_id)}"
+            assert (added.status_code, added.headers["location"]) == (201, location)
+            found = await http.get(added.headers["location"])
+            assert (found.status_code, found.json()) == (200, {"user_id": user_id, "name": "ada"})
+            renamed = await http.patch(location, json={"name": "ada l"}, headers={"If-Match": '"0"'})
+            assert (renamed.status_code, renamed.json()) == (200, {"user_id": user_id, "name": "ada l", "version": 1})
+            listed = await http.get(f"/directories/{segment(directory)}")
+            assert (listed.status_code, listed.json()) == (
+                200,
+                {"directory": directory, "version": 1, "users": [{"user_id": user_id, "name": "ada l"}]},
+            )
+        assert [(e.stream, e.type) async for e in store.read_all()] == [
+            (f"users-{directory}", "UserAdded"),
+            (f"users-{directory}", "UserUpdated"),
+        ]
 
 
 async def test_the_deciders_refusals_are_answered_from_the_table(api: API) -> None:
@@ -542,3 +593,10 @@ def test_epoch_demo_http_serves_the_api_on_loopback(tmp_path: Path) -> None:
         assert (stale.status_code, stale.headers["etag"], stale.headers["content-type"]) == (412, '"0"', PROBLEM)
         listed = httpx.get(f"{base}/directories/main").json()
         assert [u["name"] for u in listed["users"]] == ["ada"]
+        # uvicorn hands over the path as sent (raw_path) too: a directory holding '/', '%', a space, non-ASCII.
+        odd = httpx.post(f"{base}/directories/a%2Fb%25%20%C3%A9/users", json={"name": "ada"})
+        user_id = odd.json()["user_id"]
+        assert (odd.status_code, odd.headers["location"]) == (201, f"/directories/a%2Fb%25%20%C3%A9/users/{user_id}")
+        found = httpx.get(f"{base}{odd.headers['location']}")
+        assert (found.status_code, found.json()) == (200, {"user_id": user_id, "name": "ada"})
+        assert httpx.get(f"{base}/directories/a%2Fb%25%20%C3%A9").json()["directory"] == "a/b% é"

@@ -10,22 +10,24 @@ Each directory is one stream, ``users-{directory}``, and its version is the ETag
 Writes take ``If-Match`` (412 when the directory moved on), ``If-None-Match: *`` (create the directory
 only) and ``Idempotency-Key`` (sent again, the same response; sent with another kind of request, or for
 another user, 422). Errors are problem+json: a taken name is 409, an unknown user 404, a bad body or
-directory name 422. ``Location`` percent-encodes the directory and the user id.
+directory name 422. ``Location`` percent-encodes the directory and the user id, each one path segment
+(a ``/`` in it is ``%2F``), and the routes match the path as sent, so any id can be followed.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Annotated
-from urllib.parse import quote
+from typing import Annotated, Any
+from urllib.parse import quote, unquote
 
 import msgspec
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
+from starlette.types import Scope
 
 from epoch import CommandHandler, EventStore, open_store
 from epoch.examples.users.domain import AddUser as AddUserCommand
@@ -76,6 +78,52 @@ DOMAIN_ERRORS: dict[type[BaseException], int | Problem] = {
     ),
 }
 """How the decider's refusals (and a reused idempotency key) are answered."""
+
+
+def _segment(text: str) -> str:
+    """``text`` as one path segment: percent-encoded (UTF-8), and a dot segment's dots too, which a client
+    would otherwise resolve as in a file path (``..`` takes away the segment before it)."""
+    encoded = quote(text, safe="")
+    return encoded.replace(".", "%2E") if encoded in (".", "..") else encoded
+
+
+def _sent_path(scope: Scope) -> str | None:
+    """The route path (the path less ``root_path``) as sent, still percent-encoded; ``None`` when the server
+    gave no ``raw_path``, or it is not the path decoded (rewritten by a middleware)."""
+    raw = scope.get("raw_path")
+    if not raw:
+        return None
+    sent: str = raw.decode("latin-1")
+    if unquote(sent) != scope["path"]:
+        return None
+    root = scope.get("root_path", "")
+    if not root:
+        return sent
+    prefix = ""
+    for part in sent.split("/")[1:]:  # the sent segments that decode to the root path
+        prefix += "/" + part
+        if unquote(prefix) == root:
+            return sent[len(prefix) :]
+    return None
+
+
+class _SentPathRoute(Route):
+    """A route matched on the path as sent, each parameter percent-decoded after the match.
+
+    Starlette matches the decoded path, where an id's ``%2F`` is a ``/`` already: ``{directory}`` (which
+    stops at a ``/``) would not match the directory ``a/b``, nor ``{user_id}`` the user ``u/1``. In the
+    path as sent (ASGI's ``raw_path``) each parameter is one segment, whatever it holds.
+    """
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        sent = _sent_path(scope) if scope["type"] == "http" else None
+        if sent is None:
+            return super().matches(scope)
+        match, child = super().matches({**scope, "path": sent, "root_path": ""})
+        if match is not Match.NONE:
+            params: dict[str, Any] = child["path_params"]
+            child["path_params"] = {**params, **{name: unquote(params[name]) for name in self.param_convertors}}
+        return match, child
 
 
 def _json(body: object, status: int, version: int | None, headers: dict[str, str] | None = None) -> Response:
@@ -132,7 +180,7 @@ class UsersAPI:
             raise KeyReused(command_id_from(request.headers), result.stream)
         user_id = added.user_id
         # A header is Latin-1 on the wire: the path's segments go percent-encoded (UTF-8), as in a URL.
-        location = {"Location": f"/directories/{quote(directory, safe='')}/users/{quote(user_id, safe='')}"}
+        location = {"Location": f"/directories/{_segment(directory)}/users/{_segment(user_id)}"}
         return _json({**_user(result.state.users[user_id]), "version": result.version}, 201, result.version, location)
 
     async def rename(self, request: Request) -> Response:
@@ -165,9 +213,9 @@ def create_app(store: str | EventStore | None = None, services: UserServices | N
     if not (isinstance(store, str) or store is None):
         api.handler = CommandHandler(store, users, "users", codec)  # usable without a lifespan (ASGI tests)
     routes = [
-        Route("/directories/{directory}", api.directory, methods=["GET"]),
-        Route("/directories/{directory}/users", api.add, methods=["POST"]),
-        Route("/directories/{directory}/users/{user_id}", api.user, methods=["GET"]),
-        Route("/directories/{directory}/users/{user_id}", api.rename, methods=["PATCH"]),
+        _SentPathRoute("/directories/{directory}", api.directory, methods=["GET"]),
+        _SentPathRoute("/directories/{directory}/users", api.add, methods=["POST"]),
+        _SentPathRoute("/directories/{directory}/users/{user_id}", api.user, methods=["GET"]),
+        _SentPathRoute("/directories/{directory}/users/{user_id}", api.rename, methods=["PATCH"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers=problem_handlers(DOMAIN_ERRORS))
