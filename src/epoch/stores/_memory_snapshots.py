@@ -21,6 +21,7 @@ from epoch.stores._snapshots import (
     Snapshot,
     SnapshotStatus,
     SupportsSnapshots,
+    aware,
     check_drop_name,
     check_load,
     check_save,
@@ -30,12 +31,6 @@ from epoch.stores._snapshots import (
 )
 
 __all__ = ["MemoryQuerySnapshots", "MemorySnapshots"]
-
-
-def _aware(taken_at: object) -> datetime:
-    if not isinstance(taken_at, datetime) or taken_at.utcoffset() is None:
-        raise TypeError(taken_at)
-    return taken_at
 
 
 class MemorySnapshots(SupportsSnapshots):
@@ -91,7 +86,7 @@ class MemorySnapshots(SupportsSnapshots):
             usable = first_visible == visible[0] and snapshot.version <= min(highest, visible[1])
             if usable and snapshot.schema_version == schema_version:  # checked as the other stores check rows
                 row = (snapshot.version, snapshot.position, snapshot.data, snapshot.taken_at, snapshot.first_visible)
-                return snapshot_row(stream, schema_version, row, visible[1], _aware)
+                return snapshot_row(stream, schema_version, row, visible[1], aware)
         return None
 
     async def snapshot_status(self, category: str | None = None) -> list[SnapshotStatus]:
@@ -103,7 +98,7 @@ class MemorySnapshots(SupportsSnapshots):
             if kept and (category is None or category_of(stream) == category):
                 newest = kept[-1][1]
                 status = snapshot_status_row(
-                    (stream, newest.version, newest.schema_version, newest.taken_at, len(kept)), _aware
+                    (stream, newest.version, newest.schema_version, newest.taken_at, len(kept)), aware
                 )
                 if status is not None:  # an invalid entry: logged, left out
                     found.append(status)

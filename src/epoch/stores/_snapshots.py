@@ -32,6 +32,7 @@ __all__ = [
     "Snapshot",
     "SnapshotStatus",
     "SupportsSnapshots",
+    "aware",
     "check_drop_name",
     "check_load",
     "check_save",
@@ -158,6 +159,13 @@ def check_status_category(category: object) -> str | None:
 
 def _is_int(value: object, lowest: int, highest: int = _MAX_INT64) -> TypeGuard[int]:
     return type(value) is int and lowest <= value <= highest
+
+
+def aware(taken_at: object) -> datetime:
+    """``taken_at`` when it is an aware datetime (an ``instant`` for :func:`snapshot_row`), else ``TypeError``."""
+    if not isinstance(taken_at, datetime) or taken_at.utcoffset() is None:
+        raise TypeError(taken_at)
+    return taken_at
 
 
 def instant_or_none(taken_at: object, instant: Callable[[object], datetime]) -> datetime | None:

@@ -11,13 +11,22 @@ one wait) and compares ``$tb`` here; a save reads the event at its version and t
 calls, one wait), then appends and sets ``$maxCount``. Saving at the same version again appends another
 event, which the load and the status read as a replacement. ``snapshot_status`` scans ``$all`` for the
 companion streams (a filtered read: it costs a pass over the log's index, so it is for the CLI).
+
+Anyone who may write a companion stream can append an event no save wrote (or a hand can): one whose
+metadata does not decode to the four ints, or holds numbers no save writes, is checked as the SQL stores
+check a row (:func:`~epoch.stores._snapshots.snapshot_row`, ``snapshot_status_row``), logged at
+``WARNING`` on the ``epoch.snapshots`` logger and passed over, never raised: a load goes on to the older
+snapshots under it, and folds from the events when none is left.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from abc import abstractmethod
+from collections.abc import Iterator
 from contextlib import aclosing
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -27,10 +36,14 @@ from epoch.stores._snapshots import (
     Snapshot,
     SnapshotStatus,
     SupportsSnapshots,
+    aware,
     check_drop_name,
     check_load,
     check_save,
     check_status_category,
+    snapshot_row,
+    snapshot_status_row,
+    valid_or_logged,
 )
 from epoch.stores.kurrentdb.companion import COMPANION_PREFIX, KurrentDBCompanionStreams
 from epoch.stores.kurrentdb.errors import driver_errors
@@ -56,16 +69,50 @@ _ENCODE = msgspec.json.Encoder()
 _DECODE = msgspec.json.Decoder(_Meta)
 
 
-def _kept(events: list[RecordedEvent]) -> list[tuple[_Meta, RecordedEvent]]:
-    """The snapshots of a companion read (newest first), one per version and schema (the newest write)."""
-    seen: set[tuple[int, int]] = set()
-    kept = []
+def _decoded(event: RecordedEvent) -> _Meta | str:
+    """The metadata of a companion event, or why it is not a save's (it does not decode to the four ints)."""
+    try:
+        return _DECODE.decode(event.metadata)
+    except (msgspec.DecodeError, RecursionError) as exc:  # not JSON, a field missing or not an int, too deep
+        return f"its metadata is not a snapshot's: {exc}"
+
+
+def _decodable(stream: str, events: list[RecordedEvent]) -> Iterator[tuple[_Meta, RecordedEvent]]:
+    """The events of a companion read with their metadata, as they are reached (a load stops at the first
+    usable one); an event whose metadata does not decode is logged and left out."""
     for event in events:
-        meta = _DECODE.decode(event.metadata)
-        if (meta.version, meta.schema_version) not in seen:
-            seen.add((meta.version, meta.schema_version))
-            kept.append((meta, event))
-    return kept
+        meta = valid_or_logged(_decoded(event), partial(_event_name, stream, event))
+        if meta is not None:
+            yield meta, event
+
+
+def _event_name(stream: str, event: RecordedEvent) -> str:
+    return f"{stream}: snapshot event {event.version} of {SNAPSHOT_PREFIX}{stream}"
+
+
+def _row(meta: _Meta, event: RecordedEvent) -> tuple[object, ...]:
+    """A snapshot event as the row :func:`snapshot_row` checks: (version, position, data, taken_at, first)."""
+    return meta.version, meta.position, event.data, event.recorded_at, meta.first_visible
+
+
+def _status(stream: str, events: list[RecordedEvent]) -> SnapshotStatus | None:
+    """The newest of the snapshots of a companion read (newest first) that a save could have written (the
+    others: logged) and how many there are, one per version and schema (a save at the same version and
+    schema replaces the one before); ``None`` when there is none."""
+    kept: dict[tuple[int, int], SnapshotStatus] = {}
+    for meta, event in _decodable(stream, events):
+        status = snapshot_status_row((stream, meta.version, meta.schema_version, event.recorded_at, 1), aware)
+        if status is not None:
+            kept.setdefault((status.version, status.schema_version), status)
+    if not kept:
+        return None
+    return dataclasses.replace(kept[max(kept)], count=len(kept))
+
+
+def _held(events: list[RecordedEvent]) -> int:
+    """How many snapshots a companion read holds: one per version and schema, and each event that does not
+    decode (as the SQL stores count an invalid row)."""
+    return len({(m.version, m.schema_version) if isinstance(m := _decoded(e), _Meta) else e.version for e in events})
 
 
 class KurrentDBSnapshots(SupportsSnapshots):
@@ -129,10 +176,13 @@ class KurrentDBSnapshots(SupportsSnapshots):
         )
         if last is None:
             return None
-        for meta, event in _kept(found):
-            usable = meta.first_visible == tb and meta.version <= min(highest, last)
-            if usable and meta.schema_version == schema_version:
-                return Snapshot(stream, meta.version, meta.position, schema_version, event.data, event.recorded_at, tb)
+        for meta, event in _decodable(stream, found):
+            if meta.schema_version != schema_version:
+                continue
+            # Checked whether or not it is usable now, as the SQL stores check the row their query found.
+            snapshot = snapshot_row(stream, schema_version, _row(meta, event), last, aware)
+            if snapshot is not None and snapshot.first_visible == tb and snapshot.version <= highest:
+                return snapshot
         return None
 
     async def _last_version(self, stream: str) -> int | None:
@@ -147,10 +197,9 @@ class KurrentDBSnapshots(SupportsSnapshots):
         category = check_status_category(category)
         found = []
         for stream in await self._snapshot_streams(category):
-            kept = _kept(await self._snapshots_of(stream))
-            if kept:
-                meta, newest = max(kept, key=lambda pair: (pair[0].version, pair[0].schema_version))
-                found.append(SnapshotStatus(stream, meta.version, meta.schema_version, newest.recorded_at, len(kept)))
+            status = _status(stream, await self._snapshots_of(stream))
+            if status is not None:
+                found.append(status)
         return found
 
     async def _snapshot_streams(self, category: str | None) -> list[str]:
@@ -174,8 +223,8 @@ class KurrentDBSnapshots(SupportsSnapshots):
         dropped = 0
         companions = self.companion_streams()
         for stream in streams:
-            kept = _kept(await self._snapshots_of(stream))
-            if kept:
-                dropped += len(kept)
+            held = _held(await self._snapshots_of(stream))
+            if held:
+                dropped += held
                 await companions.delete(_NAME + stream)
         return dropped

@@ -18,7 +18,6 @@ reads the newest position stored or erased, which a valid row's position is at m
 from __future__ import annotations
 
 from abc import abstractmethod
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from epoch.stores._query_snapshots import (
@@ -33,6 +32,7 @@ from epoch.stores._snapshots import (
     Snapshot,
     SnapshotStatus,
     SupportsSnapshots,
+    aware,
     check_drop_name,
     check_load,
     check_save,
@@ -110,12 +110,6 @@ def _head(xid: int | None, seq: int | None) -> int:
     return 0 if xid is None or seq is None else encode_position(xid, seq)
 
 
-def _aware(taken_at: object) -> datetime:
-    if not isinstance(taken_at, datetime) or taken_at.utcoffset() is None:
-        raise TypeError(taken_at)
-    return taken_at
-
-
 _DROP_QUERIES = "DELETE FROM epoch_query_snapshots"
 _DROP_STREAM = "DELETE FROM epoch_snapshots WHERE stream = %s"
 _DROP_CATEGORY = "DELETE FROM epoch_snapshots WHERE split_part(stream, '-', 1) = %s"
@@ -159,7 +153,7 @@ class PostgresSnapshots(SupportsSnapshots):
                 return None
             version, xid, seq, data, taken_at, first, stream_version = row
             found = (version, encode_position(xid, seq), data, taken_at, first)
-            return snapshot_row(stream, schema_version, found, stream_version, _aware)
+            return snapshot_row(stream, schema_version, found, stream_version, aware)
 
         return await self._snapshot_db.run(load, stream)
 
@@ -168,9 +162,7 @@ class PostgresSnapshots(SupportsSnapshots):
         params = {"category": check_status_category(category)}
 
         async def status(conn: Conn) -> list[SnapshotStatus]:
-            listed = [
-                snapshot_status_row(row, _aware) for row in await (await conn.execute(_STATUS, params)).fetchall()
-            ]
+            listed = [snapshot_status_row(row, aware) for row in await (await conn.execute(_STATUS, params)).fetchall()]
             return [status for status in listed if status is not None]  # an invalid row: logged, left out
 
         return await self._snapshot_db.run(status)
@@ -203,7 +195,7 @@ class PostgresQuerySnapshots(SupportsQuerySnapshots):
             erasures, xid, seq, *row = loaded
             if row[0] is None:
                 return None, erasures
-            return query_snapshot_row(tuple(row), erasures, _head(xid, seq), _aware), erasures
+            return query_snapshot_row(tuple(row), erasures, _head(xid, seq), aware), erasures
 
         return await self._snapshot_db.run(load)
 
@@ -248,7 +240,7 @@ class PostgresQuerySnapshots(SupportsQuerySnapshots):
         async def status(conn: Conn) -> list[QuerySnapshotStatus]:
             listed = []
             for *row, erasures, now, xid, seq in await (await conn.execute(_QUERY_STATUS)).fetchall():
-                found = query_snapshot_row(tuple(row), erasures, _head(xid, seq), _aware)
+                found = query_snapshot_row(tuple(row), erasures, _head(xid, seq), aware)
                 if found is not None:  # an invalid row: logged, left out
                     status = (found.key, found.schema_version, found.position, found.count, found.taken_at)
                     listed.append(QuerySnapshotStatus(*status, found.label, found.erasures == now))
