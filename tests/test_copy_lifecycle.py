@@ -11,6 +11,8 @@ import pytest
 
 from epoch import EventStore, NewEvent, StreamDeleted, WrongExpectedVersion, open_store
 from epoch.stores.copy import copy_store
+from epoch.stores.kurrentdb import KurrentDBEventStore
+from tests.kurrentdb_fake import FakeKurrentDB
 from tests.test_copy import snapshot
 
 pytestmark = [pytest.mark.postgres]
@@ -179,3 +181,37 @@ async def test_a_conflict_no_new_state_explains_is_raised_as_it_is(sql_store_url
             await copy_store(src, dst)
         assert str(info.value) == "a-1: expected version 1, actual 2"
         assert [e.version async for e in dst.read_stream("a-1")] == [0, 1, 2]
+
+
+async def test_limits_the_source_lifted_are_lifted_in_a_kurrentdb_destination(src_url: str) -> None:
+    """KurrentDB lists no lifecycle states: the copy finds there the streams whose metadata sets limits
+    (``$maxCount``, ``$maxAge``) and clears those the source lists no state of any more; limits the source
+    still has, and epoch's own ``$`` streams (a snapshot stream's ``$maxCount``), are left as they are."""
+    with FakeKurrentDB() as fake:
+        async with open_store(src_url) as src, open_store(fake.uri) as dst:
+            for name in ("e-1", "b-1"):
+                await src.append(name, events(5, name))
+            await src.append("f-1", events(2, "f-1"))
+            await src.set_stream_limits("e-1", max_count=2)
+            await src.set_stream_limits("b-1", max_age=timedelta(days=1))
+            first = await copy_store(src, dst)
+            assert (first.copied, first.carried) == (12, 2)
+            assert [e.version async for e in dst.read_stream("e-1")] == [3, 4]
+            assert (fake.metadata("e-1"), fake.metadata("b-1")) == ({"$maxCount": 2}, {"$maxAge": 86400})
+            assert isinstance(dst, KurrentDBEventStore)
+            assert await dst.save_snapshot("e-1", 4, 1, b"state", 3)
+            assert fake.metadata("$epoch-snapshots-e-1") == {"$maxCount": 3}
+            await src.set_stream_limits("e-1", max_count=None, max_age=None)
+            await src.append("f-1", events(1, "late"))
+            again = await copy_store(src, dst)
+            assert (again.copied, again.carried) == (1, 2)  # b-1 as before; e-1 lifted
+            assert [e.version async for e in dst.read_stream("e-1")] == [0, 1, 2, 3, 4]
+            assert [e.version async for e in dst.read_stream("b-1")] == [0, 1, 2, 3, 4]
+            assert (fake.metadata("e-1"), fake.metadata("b-1")) == ({}, {"$maxAge": 86400})
+            assert fake.metadata("$epoch-snapshots-e-1") == {"$maxCount": 3}
+            await src.set_stream_limits("b-1", max_count=None, max_age=None)
+            third = await copy_store(src, dst)
+            assert (third.copied, third.carried) == (0, 1)  # b-1 lifted; e-1 has nothing left to lift
+            assert (fake.metadata("e-1"), fake.metadata("b-1")) == ({}, {})
+            assert (await copy_store(src, dst)).carried == 0
+            assert await snapshot(dst, with_time=False) == await snapshot(src, with_time=False)

@@ -38,6 +38,7 @@ __all__ = [
     "guarded_append_of",
     "is_tombstoned",
     "lifecycle_states_of",
+    "limited_streams_of",
     "max_age_micros",
     "refuse_tombstone",
     "tombstone_of",
@@ -232,4 +233,11 @@ def lifecycle_states_of(store: object) -> Callable[[], Any] | None:
     """The store's ``lifecycle_states()`` (an async iterator of :class:`StreamLifecycle` for every stream
     with a lifecycle state: deleted, truncated or limited), or ``None`` when it keeps none it can list."""
     found = getattr(store, "lifecycle_states", None)
+    return found if callable(found) else None
+
+
+def limited_streams_of(store: object) -> Callable[[], Awaitable[list[str]]] | None:
+    """The store's ``limited_streams()`` (the names of the streams whose limits are set), for a store that
+    lists no lifecycle states (KurrentDB), or ``None`` when it has no such list."""
+    found = getattr(store, "limited_streams", None)
     return found if callable(found) else None

@@ -27,9 +27,10 @@ the versions it has left (an importing destination starts it there; one that can
 with ``ConfigurationError``); erased while the run copies, they make the destination refuse a chunk that
 starts the stream later than the states the run read say, and the run reads them again and retries it.
 Limits lifted in the source (the one state a stream can lose: deletes and truncations are for good) are
-lifted in the destination too, from the destination's own list of states; a KurrentDB destination lists
-none, so it keeps limits the source lifted after an earlier run. A KurrentDB source lists no lifecycle
-state: only its soft deletes, as read, are carried.
+lifted in the destination too, from the destination's own list of states, or, on a KurrentDB destination
+(which lists none), from its list of the streams whose metadata sets limits (``limited_streams``: a pass
+over its log's index). A KurrentDB source lists no lifecycle state: only its soft deletes, as read, are
+carried.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from epoch.errors import ConfigurationError, WrongExpectedVersion
 from epoch.records import ANY, NewEvent, RecordedEvent
 from epoch.stores import EventStore
 from epoch.stores._keys import keys_of
-from epoch.stores._lifecycle import StreamLifecycle, lifecycle_states_of
+from epoch.stores._lifecycle import StreamLifecycle, lifecycle_states_of, limited_streams_of
 from epoch.stores._sql import SupportsImport, importer_of
 
 __all__ = ["CopyResult", "SupportsImport", "copy_store"]
@@ -121,18 +122,21 @@ async def _carry(dst: EventStore, states: dict[str, StreamLifecycle]) -> int:
 async def _lift_limits(dst: EventStore, states: dict[str, StreamLifecycle]) -> int:
     """Clear the destination's limits of the streams the source lists no state of (their limits were
     lifted there: the only state a stream can lose); how many. Deletes, truncations and tombstones are for
-    good, so the destination's are the source's. A destination that lists no states (KurrentDB) keeps them."""
-    listing = lifecycle_states_of(dst)
-    if listing is None:
-        return 0
-    lifted = [
-        state.stream
-        async for state in listing()
-        if state.stream not in states and (state.max_count is not None or state.max_age is not None)
-    ]
+    good, so the destination's are the source's."""
+    lifted = [stream for stream in await _limited(dst) if stream not in states]
     for stream in lifted:
         await dst.set_stream_limits(stream, None, None)
     return len(lifted)
+
+
+async def _limited(dst: EventStore) -> list[str]:
+    """The streams the destination limits now: from its lifecycle states, else (KurrentDB) from its list of
+    limited streams; none when it has neither (a third party's store keeps the limits it has)."""
+    listing = lifecycle_states_of(dst)
+    if listing is not None:
+        return [s.stream async for s in listing() if s.max_count is not None or s.max_age is not None]
+    limited = limited_streams_of(dst)
+    return [] if limited is None else await limited()
 
 
 async def copy_store(

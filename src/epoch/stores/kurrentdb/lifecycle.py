@@ -5,6 +5,10 @@
   the stream had: the server does not tell it);
 - ``truncate_before`` sets the stream's ``$tb`` metadata, ``set_stream_limits`` its ``$maxCount`` and
   ``$maxAge`` (whole seconds, rounded up): stream reads honour them at once, on the server;
+- ``limited_streams`` lists the streams whose metadata sets ``$maxCount`` or ``$maxAge`` (what
+  ``epoch copy`` clears when the source lifted them: this store lists no lifecycle states): a filtered
+  read of ``$all`` for the metadata streams (``$$<stream>``), a pass over the log's index, then each
+  one's metadata;
 - ``scavenge`` starts the server's scavenge (``POST /admin/scavenge`` on its HTTP port, the operations
   API). The server erases what ``$tb``, ``$maxCount``, ``$maxAge`` and tombstones exclude in the
   background, and ``$all`` keeps delivering those events until it is done. It reports no count: the
@@ -22,6 +26,7 @@ import json
 import math
 import urllib.error
 import urllib.request
+from contextlib import aclosing
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -39,6 +44,7 @@ __all__ = [
     "Lifecycle",
     "admin_url_of",
     "is_tombstoned",
+    "limited_streams",
     "soft_delete",
     "scavenge",
     "set_limits",
@@ -181,6 +187,32 @@ async def set_limits(store: KurrentDBEventStore, stream: str, max_count: int | N
     await _update_metadata(store, stream, change)
 
 
+_METADATA_STREAM = "$$"
+"""The prefix of a stream's metadata stream: every write of its metadata is a ``$metadata`` event there."""
+
+
+async def limited_streams(store: KurrentDBEventStore) -> list[str]:
+    """The user streams whose metadata sets ``$maxCount`` or ``$maxAge`` now, by name (not epoch's ``$``
+    streams; one whose metadata the server answers as deleted, a tombstone's, has nothing to limit)."""
+    read = store._open().read_all(filter_include=(_METADATA_STREAM,), filter_by_stream_name=True, filter_by_prefix=True)
+    names: set[str] = set()
+    async with aclosing(store._events(None, read)) as events:
+        async for event in events:
+            name: str = event.stream_name
+            if name.startswith(_METADATA_STREAM) and not name.startswith(_METADATA_STREAM + "$"):
+                names.add(name.removeprefix(_METADATA_STREAM))
+    limited = []
+    for stream in sorted(names):
+        try:
+            with driver_errors(stream):
+                metadata, _ = await store._open(stream).get_stream_metadata(stream)
+        except StreamDeleted:
+            continue  # tombstoned (a server may answer its metadata so)
+        if isinstance(metadata, dict) and ("$maxCount" in metadata or "$maxAge" in metadata):
+            limited.append(stream)
+    return limited
+
+
 def _post_scavenge(url: str, credentials: tuple[str, str] | None, timeout: float) -> dict[str, Any]:
     request = urllib.request.Request(f"{url}/admin/scavenge", data=b"", method="POST")
     if credentials is not None:
@@ -234,6 +266,11 @@ class Lifecycle:
         store._check_name(stream)
         stream, max_count, max_age = check_limits(stream, max_count, max_age)
         await set_limits(store, stream, max_count, max_age)
+
+    async def limited_streams(self) -> list[str]:
+        """The streams whose metadata sets ``$maxCount`` or ``$maxAge``, by name: a filtered read of ``$all``
+        (a pass over the log's index, so it is for ``epoch copy``), then each one's metadata."""
+        return await limited_streams(cast("KurrentDBEventStore", self))
 
     async def scavenge(self, stream: str | None = None) -> int:
         """Start the server's scavenge (of every stream: KurrentDB scavenges the whole database); 0."""
