@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -417,3 +419,94 @@ async def test_an_event_the_store_takes_but_nats_cannot_stops_the_forwarder_at_o
             "metadata among them), more than the server's max_payload of 1048576: raise max_payload in the "
             "server's configuration, or keep events smaller"
         )
+
+
+async def create_small_stream(url: str, prefix: str, max_msg_size: int) -> None:
+    """A JetStream stream on ``prefix.>`` that takes messages of at most ``max_msg_size`` bytes (headers
+    and data: the server counts both)."""
+    from nats.js.api import StorageType, StreamConfig
+
+    client = await nats.connect(url)
+    try:
+        config = StreamConfig(
+            name=prefix, subjects=[f"{prefix}.>"], storage=StorageType.FILE, max_msg_size=max_msg_size
+        )
+        await client.jetstream().add_stream(config)
+    finally:
+        await client.close()
+
+
+def _over_max_msg_size(message: Message, prefix: str, limit: object) -> str:
+    headers, data = header_bytes(message), len(message.data)
+    return (
+        f"{message.stream} version {message.version} (position {message.position}): the NATS message is "
+        f"{headers + data} bytes ({data} of data and {headers} of headers, the metadata among them), more than "
+        f"the max_msg_size of {limit} of the JetStream stream {prefix!r} (the server refused it: message size "
+        "exceeds maximum allowed, err_code 10054): raise the stream's max_msg_size, or keep events smaller"
+    )
+
+
+async def test_a_message_over_the_streams_max_msg_size_is_unpublishable() -> None:
+    """Below the server's max_payload, but above the JetStream stream's own max_msg_size: the server
+    answers the publish with an API error (400, err_code 10054) every time, so retrying cannot help."""
+    url, prefix = shared_url(), fresh_prefix()
+    await create_small_stream(url, prefix, 1000)
+    async with JetStreamSink(url, subject=prefix + ".{category}", timeout=2.0) as sink:
+        base = Message(UUID(int=7), "big-1", "big", 0, 1, "Big", b"", {"who": "ada"}, datetime(2026, 5, 1, tzinfo=UTC))
+        fits = replace(base, data=b"x" * (1000 - header_bytes(base)))
+        await sink.publish(fits)  # exactly max_msg_size, headers included: the stream takes it
+        over = replace(base, id=UUID(int=8), version=1, position=2, data=fits.data + b"x")
+        with pytest.raises(Unpublishable) as raised:
+            await sink.publish(over)
+        assert str(raised.value) == _over_max_msg_size(over, prefix, 1000)
+        assert (raised.value.stream, raised.value.version, raised.value.position) == ("big-1", 1, 2)
+        assert sink.published == 1
+        await sink.publish(replace(base, id=UUID(int=9), version=1, position=2, data=b"{}"))  # still connected
+    assert [(m.stream, m.version, len(m.data)) for m in await received(url, prefix)] == [
+        ("big-1", 0, len(fits.data)),
+        ("big-1", 1, 2),
+    ]
+
+
+async def test_an_event_over_the_streams_max_msg_size_stops_the_forwarder_at_once() -> None:
+    url, prefix = shared_url(), fresh_prefix()
+    await create_small_stream(url, prefix, 4096)
+    async with open_store("memory://") as store:
+        await store.append("small-1", [NewEvent("Small", b"{}")])
+        await store.append("big-1", [NewEvent("Big", b"x" * 5000, b'{"who": "ada"}')])
+        async with JetStreamSink(url, subject=prefix + ".{category}", timeout=2.0) as sink:
+            forwarder = Forwarder(store, sink, name="big", retry_for=30.0)
+            started = time.monotonic()
+            with pytest.raises(ProjectionFailed) as raised:
+                await forwarder.run_until_idle()
+            assert time.monotonic() - started < 5.0
+            assert await forwarder.position() == 1  # stopped at big-1: small-1, before it, is acknowledged
+        _small, big = [_message(_Bytes().decode(r)) async for r in store.read_all()]
+    assert str(raised.value) == (
+        "projection 'big' stopped at big-1 version 0 (position 2): Unpublishable: "
+        + _over_max_msg_size(big, prefix, 4096)
+    )
+    assert [(m.stream, m.version) for m in await received(url, prefix)] == [("small-1", 0)]
+
+
+async def test_a_publish_before_the_jetstream_stream_exists_is_retried(caplog: pytest.LogCaptureFixture) -> None:
+    """No JetStream stream takes the subject yet (nats-py: ``NoStreamResponseError``, the server's "no
+    responders"): transient, retried until the stream is created, then the events arrive."""
+    url, prefix = shared_url(), fresh_prefix()
+    async with open_store("memory://") as store:
+        await store.append("a-1", [NewEvent("T", b"1"), NewEvent("T", b"2")])
+        async with JetStreamSink(url, subject=prefix + ".{category}", timeout=2.0) as sink:
+            forwarder = Forwarder(store, sink, name="early", retry_for=30.0, first_backoff=0.05, max_backoff=0.1)
+            with caplog.at_level(logging.WARNING, logger="epoch.forwarding"):
+                running = asyncio.ensure_future(forwarder.run_until_idle())
+                while not caplog.records:  # a first attempt failed, and is retried
+                    assert not running.done(), running
+                    await asyncio.sleep(0.02)
+                await create_stream(url, prefix)
+                await asyncio.wait_for(running, 10.0)
+            assert await forwarder.position() == 2
+    retried = (
+        r"forwarder 'early': publishing a-1 version 0 failed \(nats: no response from stream\); retrying in 0\.\d\ds"
+    )
+    assert re.fullmatch(retried, caplog.records[0].getMessage()), caplog.records[0].getMessage()
+    assert [(m.stream, m.version, m.data) for m in await received(url, prefix)] == [("a-1", 0, b"1"), ("a-1", 1, b"2")]

@@ -23,6 +23,10 @@ if TYPE_CHECKING:
 
 __all__ = ["JetStreamSink", "header_size", "subject_token"]
 
+_MESSAGE_TOO_LARGE = 10054
+"""JetStream's ``err_code`` for a message above the stream's ``max_msg_size`` (JSStreamMessageExceedsMaximumErr,
+400 "message size exceeds maximum allowed"): the server answers every attempt so, so it is not retried."""
+
 # A subject token may not hold whitespace, the token separator or the wildcards.
 _NOT_IN_TOKEN = re.compile(r"[\s.*>]")
 
@@ -140,8 +144,13 @@ class JetStreamSink:
         """Publish one event and wait for JetStream's acknowledgement.
 
         A message larger than the server's ``max_payload`` (data and headers) raises :class:`Unpublishable`
-        before anything is sent: the server would drop the connection on every attempt.
+        before anything is sent: the server would drop the connection on every attempt. One larger than the
+        JetStream stream's own ``max_msg_size`` raises it when JetStream refuses it (err_code 10054): it
+        would refuse every attempt. Other refusals (no stream on the subject yet, a timeout) raise as they
+        are, for the forwarder to retry.
         """
+        from nats.js.errors import APIError
+
         js = self._context()
         headers = headers_of(message)
         size, limit = header_size(headers), self.max_payload
@@ -154,10 +163,38 @@ class JetStreamSink:
                 f"{size} of headers, the metadata among them), more than the server's max_payload of {limit}: "
                 "raise max_payload in the server's configuration, or keep events smaller",
             )
-        ack = await js.publish(self.subject_of(message), message.data, timeout=self.timeout, headers=headers)
+        subject = self.subject_of(message)
+        try:
+            ack = await js.publish(subject, message.data, timeout=self.timeout, headers=headers)
+        except APIError as exc:
+            if exc.err_code != _MESSAGE_TOO_LARGE:
+                raise
+            stream_limit = await self._max_msg_size(subject)
+            raise Unpublishable(
+                message.stream,
+                message.version,
+                message.position,
+                f"the NATS message is {size + len(message.data)} bytes ({len(message.data)} of data and {size} "
+                f"of headers, the metadata among them), more than {stream_limit} (the server refused it: "
+                f"{exc.description}, err_code {exc.err_code}): raise the stream's max_msg_size, or keep events "
+                "smaller",
+            ) from exc
         self.published += 1
         if ack.duplicate:
             self.duplicates += 1
+
+    async def _max_msg_size(self, subject: str) -> str:
+        """What refused a message on ``subject``: the max_msg_size of the JetStream stream that takes it, as
+        the server tells (two more requests, made only after such a refusal)."""
+        from nats.errors import Error
+
+        js = self._context()
+        try:
+            name = await js.find_stream_name_by_subject(subject)
+            config = (await js.stream_info(name)).config
+        except (Error, TimeoutError):  # the refusal stands without its number
+            return f"the max_msg_size of the JetStream stream on {subject!r}"
+        return f"the max_msg_size of {config.max_msg_size} of the JetStream stream {name!r}"
 
     def _context(self) -> JetStreamContext:
         if self._js is None:
