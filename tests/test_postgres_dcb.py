@@ -7,6 +7,7 @@ processes, and ``epoch copy`` carrying tags."""
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 import time
@@ -28,9 +29,12 @@ from epoch import (
     Query,
     QueryItem,
     RecordedEvent,
+    StoreUnavailable,
     WrongExpectedVersion,
     open_store,
 )
+from epoch.examples.users import DuplicateName
+from epoch.examples.users.unique_names import RegisterUser, names_handler
 from epoch.stores.copy import copy_store
 from epoch.stores.postgres import PostgresEventStore, encode_position
 from epoch.testing import collect
@@ -271,22 +275,95 @@ async def test_plain_appends_of_one_tag_do_not_wait_for_each_other(pg_dsn: str) 
 # -- visibility (DESIGN §5) -------------------------------------------------------------------------
 
 
-async def test_a_committed_event_readers_cannot_see_yet_still_fails_the_condition(pg_dsn: str) -> None:
+def hold_open(dsn: str) -> tuple[psycopg.Connection[tuple[object, ...]], int, int]:
+    """A transaction with an id, left open (a slow job elsewhere): the connection, its xid and its pid."""
+    blocker = psycopg.connect(dsn)
+    row = blocker.execute("SELECT pg_current_xact_id()::text::bigint").fetchone()
+    assert row is not None
+    return blocker, int(row[0]), blocker.info.backend_pid
+
+
+def held_back(stream: str, position: int, xid: int, pid: int) -> str:
+    """The whole message of a condition refused by an event an open transaction hides (the age a pattern)."""
+    return (
+        re.escape(
+            f"{stream}: append condition refused by an event matching its query at position {position}, which"
+            f" readers cannot see yet: the log's visibility is held back by an open transaction (xid {xid},"
+            f" pid {pid}, open for "
+        )
+        + r"\d+\.\d"
+        + re.escape(
+            "s); a read cannot return that event until that transaction ends, so deciding again now would fail"
+            " the same way (docs/stores/postgresql.md, 'Long transactions and conditions')"
+        )
+    )
+
+
+async def test_a_committed_event_readers_cannot_see_yet_still_refuses_the_condition(pg_dsn: str) -> None:
     async with open_store(pg_dsn + "?visibility_timeout=0.1") as store:
-        with psycopg.connect(pg_dsn) as blocker:
-            blocker.execute("SELECT pg_current_xact_id()")  # an older transaction, still open
+        blocker, xid, pid = hold_open(pg_dsn)
+        with blocker:
             written = await store.append("users-1", [tagged("UsernameClaimed", "username:ada")])
             # Committed, but held back from readers by the open transaction...
             assert await collect(store.read_query(Query([QueryItem(tags=("username:ada",))]))) == []
-            # ...and seen by the check, which reads what is committed.
-            with pytest.raises(AppendConditionFailed) as info:
+            # ...and seen by the check, which reads what is committed: refused, saying why no read shows it.
+            with pytest.raises(StoreUnavailable) as info:
                 await store.append_with_condition(
                     "users-2", [tagged("UsernameClaimed", "username:ada")], claim_of("username:ada")
                 )
-            assert info.value.position == written.position
+            assert re.fullmatch(held_back("users-2", written.position, xid, pid), str(info.value)), str(info.value)
+            assert info.value.stream == "users-2"
+            assert await store.stream_version("users-2") is None
             blocker.rollback()
         [seen] = await collect(store.read_query(Query([QueryItem(tags=("username:ada",))])))
         assert seen.position == written.position
+        with pytest.raises(AppendConditionFailed) as failed:  # visible now: the plain refusal
+            await store.append_with_condition(
+                "users-2", [tagged("UsernameClaimed", "username:ada")], claim_of("username:ada")
+            )
+        assert (failed.value.stream, failed.value.after, failed.value.position) == ("users-2", None, written.position)
+
+
+async def test_a_decision_held_back_by_an_open_transaction_fails_at_once_and_says_why(pg_dsn: str) -> None:
+    async with open_store(pg_dsn + "?visibility_timeout=0.2") as store:
+        handler = names_handler(store)
+        blocker, xid, pid = hold_open(pg_dsn)
+        with blocker:
+            ada = await handler.execute(RegisterUser("a", "ada"))  # committed after the open transaction began
+            start = time.monotonic()
+            with pytest.raises(StoreUnavailable) as info:
+                await handler.execute(RegisterUser("c", "ada"))
+            elapsed = time.monotonic() - start
+            assert await store.stream_version("user-c") is None
+            blocker.rollback()
+        assert re.fullmatch(held_back("user-c", ada.position, xid, pid), str(info.value)), str(info.value)
+        # One attempt: the read's wait and the check's, not 21 attempts of both (over 8 s here).
+        assert elapsed < 1.5, elapsed
+        with pytest.raises(DuplicateName):  # the transaction ended: the decision sees ada and refuses
+            await handler.execute(RegisterUser("c", "ada"))
+
+
+async def test_a_condition_refused_while_a_short_transaction_ends_is_a_plain_conflict(pg_dsn: str) -> None:
+    """An event hidden only for a moment (a transaction about to end): the check waits for it to become
+    visible, and the decision retries as in any race, with the event in its read."""
+    async with open_store(pg_dsn + "?visibility_timeout=5") as store:
+        handler = names_handler(store)
+        blocker, _, _ = hold_open(pg_dsn)
+        with blocker:
+            await handler.execute(RegisterUser("a", "ada"))
+            loop = asyncio.get_running_loop()
+            loop.call_later(0.3, blocker.rollback)
+            with pytest.raises(DuplicateName):
+                await handler.execute(RegisterUser("c", "ada"))
+        blocker, _, _ = hold_open(pg_dsn)
+        with blocker:
+            written = await store.append("users-1", [tagged("UsernameClaimed", "username:bob")])
+            loop.call_later(0.3, blocker.rollback)
+            with pytest.raises(AppendConditionFailed) as info:
+                await store.append_with_condition(
+                    "users-2", [tagged("UsernameClaimed", "username:bob")], claim_of("username:bob")
+                )
+            assert info.value.position == written.position
 
 
 # -- racing claimants -------------------------------------------------------------------------------

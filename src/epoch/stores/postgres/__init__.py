@@ -91,8 +91,10 @@ class PostgresEventStore(
     - ``reconnect_timeout`` (10 s): how long ``append``/reads retry on a lost connection
       (retrying an append is safe: its event ids make it idempotent) before ``StoreUnavailable``.
     - ``poll_interval`` (2 s): the safety poll of subscriptions, beside LISTEN/NOTIFY.
-    - ``visibility_timeout`` (1 s): how long ``read_all``/``head_position`` wait for transactions still
-      open when they reach the end of the visible log (events committed after those stay invisible).
+    - ``visibility_timeout`` (1 s): how long ``read_all``/``read_query``/``head_position`` wait for
+      transactions still open when they reach the end of the visible log (events committed after those
+      stay invisible), and ``append_with_condition`` for an event refusing it to become visible (then
+      ``StoreUnavailable``: ``dcb.py``).
     - ``pooler`` (``none``; ``session`` is the same): ``transaction`` behind a transaction-pooling
       PgBouncer: no server-side prepared statements, and subscriptions poll every ``poll_interval``
       instead of LISTENing (a LISTEN holds no server connection of its own there; see

@@ -19,7 +19,7 @@ from typing import Any, LiteralString
 
 import msgspec
 
-from epoch.errors import AppendConditionFailed, WrongExpectedVersion
+from epoch.errors import AppendConditionFailed, StoreUnavailable, WrongExpectedVersion
 from epoch.queries import AppendCondition, Query
 from epoch.records import ANY, AppendResult, ExpectedVersion, ExpectedVersionLike, NewEvent, RecordedEvent
 from epoch.stores._checks import MAX_INT64, check_append, is_replay
@@ -71,10 +71,47 @@ def _condition_params(query: Query, after: int | None) -> tuple[str, list[str], 
     return msgspec.json.encode(items).decode(), lock_types, lock_tags, query.matches_everything, xid, seq
 
 
+async def _held_back(db: Connections, stream: str, xid: int, position: int, within: float) -> StoreUnavailable | None:
+    """The error for a condition refused by an event no read can return yet, or ``None`` when it is visible
+    (at once, or within ``within`` seconds: a transaction about to end).
+
+    The check sees what is committed; reads only what every older transaction has ended before (sql.py).
+    While an older transaction stays open, a decision reads without that event and is refused by it again
+    on every attempt: it is told so, instead of ``AppendConditionFailed`` (which a decision retries).
+    """
+    if await reads.wait_visible(db, xid, within):
+        return None
+
+    async def holder(conn: Conn) -> tuple[int, int | None, float | None]:
+        row = await (await conn.execute(q.HOLDER)).fetchone()
+        assert row is not None
+        return int(row[0]), row[1], row[2]
+
+    xmin, pid, age = await db.run(holder)
+    if xmin > xid:
+        return None  # it ended since
+    who = f"xid {xmin}, whose session this role cannot see" if pid is None else f"xid {xmin}, pid {pid}"
+    if age is not None:
+        who += f", open for {age:.1f}s"
+    return StoreUnavailable(
+        f"append condition refused by an event matching its query at position {position}, which readers cannot"
+        f" see yet: the log's visibility is held back by an open transaction ({who}); a read cannot return"
+        " that event until that transaction ends, so deciding again now would fail the same way"
+        " (docs/stores/postgresql.md, 'Long transactions and conditions')",
+        stream,
+    )
+
+
 async def append_if(
-    db: Connections, stream: str, batch: list[NewEvent], expected: ExpectedVersion | int, condition: AppendCondition
+    db: Connections,
+    stream: str,
+    batch: list[NewEvent],
+    expected: ExpectedVersion | int,
+    condition: AppendCondition,
+    visibility_timeout: float,
 ) -> AppendResult:
-    """``append_with_condition`` of a checked batch, in one statement (``epoch_append_if``)."""
+    """``append_with_condition`` of a checked batch, in one statement (``epoch_append_if``); a condition
+    refused by an event readers cannot see raises :class:`StoreUnavailable` (``_held_back``)."""
     shape = _condition_params(condition.fail_if_events_match, condition.after)
     if shape is None:  # a condition no event can fail: a plain append (its locks included)
         return await appends.append(db, stream, batch, expected, None)
@@ -108,7 +145,10 @@ async def append_if(
         if batch and (replayed := await appends.replay(db, stream, batch, expected)) is not None:
             return replayed
         if isinstance(exc, ConditionFailed):
-            raise AppendConditionFailed(stream, condition.after, q.encode_position(exc.xid, exc.seq)) from None
+            position = q.encode_position(exc.xid, exc.seq)
+            if (hidden := await _held_back(db, stream, exc.xid, position, visibility_timeout)) is not None:
+                raise hidden from None
+            raise AppendConditionFailed(stream, condition.after, position) from None
         raise
     if row is None:
         return AppendResult(stream, None, 0, (), None)
@@ -197,7 +237,7 @@ class Boundaries:
         expected_version: ExpectedVersionLike = ANY,
     ) -> AppendResult:
         stream, batch, expected = check_append(stream, events, expected_version, self.max_event_size)
-        return await append_if(self._db, stream, batch, expected, check_condition(condition))
+        return await append_if(self._db, stream, batch, expected, check_condition(condition), self.visibility_timeout)
 
     async def append_many(
         self, appends: Iterable[tuple[str, Iterable[NewEvent], ExpectedVersionLike]]

@@ -221,6 +221,13 @@ OLDEST_TRANSACTION_AGE = (
     " WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()"
 )
 XMAX = "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint"
+# The transaction holding the readers' horizon back (the oldest one running: its xid is the snapshot's
+# xmin), its backend and how long it has been open; pid NULL when this role may not see that session (or
+# for a prepared transaction). backend_xid is the 32-bit xid: the low half of the 64-bit one.
+HOLDER = (
+    f"SELECT x.xmin, a.pid, extract(epoch FROM clock_timestamp() - a.xact_start)::float8 FROM (SELECT {XMIN} AS xmin) x"
+    " LEFT JOIN pg_stat_activity a ON a.backend_xid::text::bigint = x.xmin & 4294967295 LIMIT 1"
+)
 
 STREAM_VERSION = (
     "SELECT CASE WHEN s.version >= s.first_visible THEN s.version END FROM epoch_streams s WHERE s.stream = %s"
