@@ -61,10 +61,10 @@ async def filled(path: Path) -> None:
 async def test_query_plans_use_the_indexes(tmp_path: Path) -> None:
     path = tmp_path / "q.db"
     await filled(path)
-    one_tag = query_sql(Query([QueryItem(tags=("course:1",))]))
+    [one_tag] = query_sql(Query([QueryItem(tags=("course:1",))]))
     assert plan(path, one_tag.page, one_tag.names) == [BY_POSITION, "LIST SUBQUERY 2", TAG_RANGE]
     assert plan(path, one_tag.first, one_tag.names) == ["CO-ROUTINE (subquery-1)", TAG_RANGE, "SEARCH (subquery-1)"]
-    two_tags_and_types = query_sql(Query([QueryItem(types=("T1", "T2"), tags=("course:1", "student:2"))]))
+    [two_tags_and_types] = query_sql(Query([QueryItem(types=("T1", "T2"), tags=("course:1", "student:2"))]))
     assert plan(path, two_tags_and_types.page, two_tags_and_types.names) == [
         BY_POSITION,
         "LIST SUBQUERY 3",
@@ -73,12 +73,12 @@ async def test_query_plans_use_the_indexes(tmp_path: Path) -> None:
         "SEARCH u USING PRIMARY KEY (tag=? AND position=?)",
         "SEARCH e USING INTEGER PRIMARY KEY (rowid=?)",
     ]
-    types_only = query_sql(Query([QueryItem(types=("T1", "T2"))]))
+    [types_only] = query_sql(Query([QueryItem(types=("T1", "T2"))]))
     for statement in (types_only.page, types_only.first):  # per type: its index entries, then each one's walk
         details = plan(path, statement, types_only.names)
         assert details.count(TYPE_ENTRIES) == 2 and details.count(TYPE_WALK) == 2, details
         assert not [d for d in details if d.startswith("SCAN events") or "TEMP B-TREE" in d], details
-    several = query_sql(Query([QueryItem(tags=("course:1",)), QueryItem(types=("T0",)), QueryItem(tags=("x",))]))
+    [several] = query_sql(Query([QueryItem(tags=("course:1",)), QueryItem(types=("T0",)), QueryItem(tags=("x",))]))
     for statement in (several.page, several.first):
         details = plan(path, statement, several.names)
         assert not [d for d in details if d.startswith("SCAN events") or "TEMP B-TREE FOR ORDER BY" in d], details
@@ -87,7 +87,7 @@ async def test_query_plans_use_the_indexes(tmp_path: Path) -> None:
 
 
 async def test_query_sql_binds_each_name_once(tmp_path: Path) -> None:
-    sql = query_sql(
+    [sql] = query_sql(
         Query([QueryItem(types=("A",), tags=("x", "y")), QueryItem(types=("A", "B")), QueryItem(tags=("y",))])
     )
     assert sql.names == ("x", "y", "A", "B")
@@ -95,6 +95,32 @@ async def test_query_sql_binds_each_name_once(tmp_path: Path) -> None:
     # A is named by the first item's join and twice by the type-only arm (its entries, then its walk).
     assert sql.page.count("?6") == 3 and sql.page.count("?7") == 2
     assert query_sql(Query([QueryItem(tags=("x",))])) is query_sql(Query([QueryItem(tags=("x",))]))  # built once
+
+
+async def test_a_large_query_is_split_within_sqlites_limits(tmp_path: Path) -> None:
+    """More than 200 arms, or 30,000 names, make several statements; each item's tags past 8 are one count."""
+    seats = query_sql(Query([QueryItem(tags=(f"seat:{i}",)) for i in range(1200)]))
+    assert [sql.page.count(" UNION ALL ") + 1 for sql in seats] == [200] * 6
+    assert [sql.names[0] for sql in seats] == [f"seat:{i}" for i in range(0, 1200, 200)]
+    types = query_sql(Query([QueryItem(types=tuple(f"T{i}" for i in range(600)))]))  # one arm per type
+    assert [len(sql.names) for sql in types] == [200] * 3
+    wide = tuple(f"g{i}" for i in range(40_000))
+    split = query_sql(Query([QueryItem(tags=wide[:20_000]), QueryItem(tags=wide[20_000:])]))
+    assert [len(sql.names) for sql in split] == [20_000, 20_000]
+    [nine] = query_sql(Query([QueryItem(tags=tuple(f"g{i}" for i in range(10)))]))
+    assert nine.page.count("EXISTS") == 0 and " IN (?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)) = 9" in nine.page
+    [eight] = query_sql(Query([QueryItem(tags=tuple(f"g{i}" for i in range(9)))]))
+    assert eight.page.count("EXISTS") == 8 and "count(*)" not in eight.page
+    path = tmp_path / "q.db"
+    await filled(path)
+    [many_tags] = query_sql(Query([QueryItem(tags=("course:1", *(f"student:{i}" for i in range(1500))))]))
+    assert plan(path, many_tags.page, many_tags.names) == [
+        BY_POSITION,
+        "LIST SUBQUERY 3",
+        TAG_RANGE,
+        "CORRELATED SCALAR SUBQUERY 1",
+        "SEARCH u USING PRIMARY KEY (tag=? AND position=?)",
+    ]
 
 
 # -- the schema ---------------------------------------------------------------------------------------
@@ -217,13 +243,14 @@ async def test_a_failing_condition_rolls_back_only_its_own_append(tmp_path: Path
 
 
 @pytest.mark.slow
-async def test_claimants_in_several_processes_exactly_one_wins(tmp_path: Path) -> None:
+@pytest.mark.parametrize("items", [1, 1200])  # 1,200: the claimed tag's arm in the query's last statement
+async def test_claimants_in_several_processes_exactly_one_wins(tmp_path: Path, items: int) -> None:
     url = f"sqlite:///{tmp_path / 'claims.db'}"
     async with SQLiteEventStore(tmp_path / "claims.db") as store:
         await store.append("other-1", [NewEvent("Claimed", b"{}", tags=("username:bob",))])
     workers = [
         subprocess.Popen(
-            [sys.executable, "-m", "tests.dcb_workers", url, str(worker), "4"],
+            [sys.executable, "-m", "tests.dcb_workers", url, str(worker), "4", str(items)],
             cwd=ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -347,7 +374,7 @@ async def test_a_tag_with_types_walks_the_tag_whatever_the_statistics(tmp_path: 
     with sqlite3.connect(path) as connection:
         connection.execute("ANALYZE")
     connection.close()
-    sql = query_sql(Query([QueryItem(types=("Rare",), tags=("hot",))]))
+    [sql] = query_sql(Query([QueryItem(types=("Rare",), tags=("hot",))]))
     assert plan(path, sql.page, sql.names) == [
         BY_POSITION,
         "LIST SUBQUERY 2",

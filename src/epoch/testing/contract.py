@@ -21,6 +21,7 @@ import pytest
 from epoch.testing.contract_appends import AppendContract
 from epoch.testing.contract_dcb import TagsAndQueriesContract
 from epoch.testing.contract_dcb_appends import ConditionsContract
+from epoch.testing.contract_dcb_large import LargeQueriesContract
 from epoch.testing.contract_erasure import ErasureContract
 from epoch.testing.contract_ids import DuplicateIdContract
 from epoch.testing.contract_input import InputContract
@@ -44,6 +45,7 @@ class EventStoreContract(
     LifecycleContract,
     TagsAndQueriesContract,
     ConditionsContract,
+    LargeQueriesContract,
     ErasureContract,
     LimitsContract,
     PersonalDataContract,
@@ -60,6 +62,7 @@ class EventStoreContract(
     - ``contract_dcb``: tags and ``read_query`` (dynamic consistency boundaries, DESIGN §8), and which of
       the boundary operations the store declares (``boundary_operations``);
     - ``contract_dcb_appends``: ``append_with_condition``, ``append_many``, racing claimants of one tag.
+    - ``contract_dcb_large``: queries of over 500 items, items of 600 types or 1,500 tags, read and checked;
     - ``contract_erasure``: hard delete (tombstones) and ``truncate_before`` (DESIGN §8);
     - ``contract_limits``: ``set_stream_limits`` and ``scavenge`` (DESIGN §8).
     - ``contract_personal``: personal data sealed, forgotten, copied (§8, on stores with ``SupportsKeys``).

@@ -1,13 +1,15 @@
 """The SQLite store's consistency boundaries: ``read_query`` from the tag and type indexes, and the writer
 jobs of ``append_with_condition`` and ``append_many`` (DESIGN §8; the tables are in ``tags``).
 
-A query becomes one SELECT: ``events`` by ``position IN (...)``, the positions a ``UNION ALL`` of one arm
+A query becomes one SELECT (or a few, below): ``events`` by ``position IN (...)``, the positions a ``UNION ALL`` of one arm
 per query item (a range of ``event_tags`` for its first tag, with ``EXISTS`` for each further tag and a
 join on ``events`` for its types) or, for an item naming types only, one arm per type (a range of
 ``events_type``, one entry per type per append, each entry walking its append's positions: ``tags``).
 Each arm is ordered by position and limited to the page size, so a page reads at most that many events
 per arm, however many match; ``IN`` gives each event once, and SQLite walks the IN-list in position
-order (no sort: ``EXPLAIN QUERY PLAN`` in tests/test_sqlite_dcb.py).
+order (no sort: ``EXPLAIN QUERY PLAN`` in tests/test_sqlite_dcb.py). A query past SQLite's limits on one
+statement is split into several (``_chunks``): a page merges their pages, a condition takes the first
+match of any, in the same transaction.
 
 Conditions run on the writer, inside the append's transaction (and its savepoint, under group commit):
 the append is written first, so that an idempotent replay is answered as ``append`` answers it, and the
@@ -23,7 +25,7 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from epoch.errors import AppendConditionFailed
-from epoch.queries import AppendCondition, Query
+from epoch.queries import AppendCondition, Query, QueryItem
 from epoch.records import AppendResult, ExpectedVersion, NewEvent, RecordedEvent
 from epoch.stores._checks import clamp64
 from epoch.stores._dcb import Many
@@ -41,24 +43,38 @@ class _Sql(NamedTuple):
     names: tuple[str, ...]  # the tags and types bound from ?4 on
 
 
-def _arms(query: Query) -> tuple[list[str], tuple[str, ...]]:
-    """The position subqueries of ``query``'s items, and the names they bind from ``?4`` on."""
+# SQLite's limits on one statement: 500 terms in a compound SELECT, an expression depth of 1,000 and (the
+# default since 3.32) 32,766 parameters. A query is split into chunks within them, one statement each.
+MAX_ARMS = 200
+MAX_NAMES = 30_000
+MANY_TAGS = 8  # an item's further tags past this are checked by one count, not one EXISTS each (depth)
+
+
+def _arms(items: tuple[QueryItem, ...]) -> tuple[list[str], tuple[str, ...]]:
+    """The position subqueries of ``items``, and the names they bind from ``?4`` on."""
     slots: dict[str, int] = {}
 
     def slot(name: str) -> str:
         return f"?{slots.setdefault(name, 4 + len(slots))}"
 
     arms: dict[str, None] = {}  # de-duplicated, in order
-    for item in query.items:
+    for item in items:
         if item.tags:
             # CROSS JOIN: SQLite keeps this order whatever its statistics say, so the arm walks the tag's
             # range in position order (never all events of the types, then a sort).
             join = " CROSS JOIN events AS e ON e.position = t.position" if item.types else ""
             where = [f"t.tag = {slot(item.tags[0])}", "t.position > ?1", "t.position <= ?2"]
-            where += [
-                f"EXISTS (SELECT 1 FROM event_tags AS u WHERE u.tag = {slot(tag)} AND u.position = t.position)"
-                for tag in item.tags[1:]
-            ]
+            further = item.tags[1:]
+            if len(further) > MANY_TAGS:  # one term, however many tags (an event's tags are distinct rows)
+                where.append(
+                    "(SELECT count(*) FROM event_tags AS u WHERE u.position = t.position AND u.tag IN"
+                    f" ({', '.join(slot(tag) for tag in further)})) = {len(further)}"
+                )
+            else:
+                where += [
+                    f"EXISTS (SELECT 1 FROM event_tags AS u WHERE u.tag = {slot(tag)} AND u.position = t.position)"
+                    for tag in further
+                ]
             if item.types:
                 where.append(f"e.type IN ({', '.join(slot(name) for name in item.types)})")
             inner = f"SELECT t.position FROM event_tags AS t{join} WHERE {' AND '.join(where)}"
@@ -78,15 +94,42 @@ def _arms(query: Query) -> tuple[list[str], tuple[str, ...]]:
     return list(arms), tuple(slots)
 
 
+def _chunks(query: Query) -> list[tuple[QueryItem, ...]]:
+    """``query``'s items in groups of at most :data:`MAX_ARMS` arms and about :data:`MAX_NAMES` names
+    (a type-only item is one arm per type: it is split into one item per type)."""
+    units = [
+        unit
+        for item in query.items
+        for unit in ((item,) if item.tags else (QueryItem(types=(name,)) for name in item.types))
+    ]
+    chunks: list[tuple[QueryItem, ...]] = []
+    chunk: list[QueryItem] = []
+    names = 0
+    for unit in units:
+        size = len(unit.tags) + len(unit.types)
+        if chunk and (len(chunk) == MAX_ARMS or names + size > MAX_NAMES):
+            chunks.append(tuple(chunk))
+            chunk, names = [], 0
+        chunk.append(unit)
+        names += size
+    chunks.append(tuple(chunk))
+    return chunks
+
+
 @lru_cache(maxsize=512)
-def query_sql(query: Query) -> _Sql:
-    """The statements of ``query`` (neither ``Query([])`` nor one matching everything), built once each."""
-    arms, names = _arms(query)
-    positions = " UNION ALL ".join(arms)
-    page = f"SELECT {COLUMNS} FROM events WHERE position IN ({positions}) ORDER BY position LIMIT ?3"
-    return _Sql(page, f"SELECT min(position) FROM ({positions})", names)
+def query_sql(query: Query) -> tuple[_Sql, ...]:
+    """The statements of ``query`` (neither ``Query([])`` nor one matching everything), built once each:
+    one per chunk of its items (one for every query within SQLite's limits)."""
+    statements = []
+    for chunk in _chunks(query):
+        arms, names = _arms(chunk)
+        positions = " UNION ALL ".join(arms)
+        page = f"SELECT {COLUMNS} FROM events WHERE position IN ({positions}) ORDER BY position LIMIT ?3"
+        statements.append(_Sql(page, f"SELECT min(position) FROM ({positions})", names))
+    return tuple(statements)
 
 
+_POSITION = COLUMNS.split(", ").index("position")
 _FIRST_OF_ALL = "SELECT min(position) FROM events WHERE position > ?1 AND position <= ?2"
 
 
@@ -108,8 +151,12 @@ def query_page(connection: sqlite3.Connection, cursor: QueryCursor, n: int) -> t
     if query.matches_everything:
         rows = connection.execute(LOG_PAGE, (after, upto, n)).fetchall()
     else:
-        sql = query_sql(query)
-        rows = connection.execute(sql.page, (after, upto, n, *sql.names)).fetchall()
+        # Each chunk's first n after ``after``: the first n of the whole query are among them (an event's
+        # predecessors in its chunk are among its predecessors in the query), merged once each in order.
+        statements = query_sql(query)
+        rows = [row for sql in statements for row in connection.execute(sql.page, (after, upto, n, *sql.names))]
+        if len(statements) > 1:
+            rows = sorted({row[_POSITION]: row for row in rows}.values(), key=lambda row: row[_POSITION])[:n]
     records = to_records(rows)
     return QueryCursor(query, records[-1].position if records else after, upto), records
 
@@ -120,9 +167,10 @@ def first_match(connection: sqlite3.Connection, query: Query, after: int, upto: 
         return None
     if query.matches_everything:
         row = connection.execute(_FIRST_OF_ALL, (after, upto)).fetchone()
-    else:
-        sql = query_sql(query)
-        row = connection.execute(sql.first, (after, upto, 1, *sql.names)).fetchone()
+    else:  # each chunk's first, in the caller's transaction (the writer's: atomic with its append)
+        firsts = [connection.execute(sql.first, (after, upto, 1, *sql.names)).fetchone() for sql in query_sql(query)]
+        found = [row[0] for row in firsts if row is not None and row[0] is not None]
+        return min(found) if found else None
     return None if row is None else row[0]
 
 
