@@ -49,7 +49,8 @@ def check_tags(tags: object) -> tuple[str, ...] | str:
         problem = check_name(tag, MAX_TYPE_NAME)
         if problem is not None:
             return f"tag {tag!r} {problem}"
-    return tuple(dict.fromkeys(tags))
+    # A str subclass (a StrEnum member) is its value, as a plain str: every store reads back a str.
+    return tuple(dict.fromkeys(tag if type(tag) is str else str.__str__(tag) for tag in tags))
 
 
 @dataclass(frozen=True, slots=True)

@@ -112,8 +112,11 @@ def check_events(stream: str, events: object, max_event_size: int = DEFAULT_MAX_
         if not isinstance(event, NewEvent):
             raise InvalidEvent(stream, index, f"expected a NewEvent, not {type(event).__name__}")
         if type(event.type) is not str or _type_problem(event.type) is not None:
+            if isinstance(event.type, str):  # a str subclass (a StrEnum member): its value, as a plain str
+                batch[index] = event = msgspec.structs.replace(event, type=str.__str__(event.type))
             reason = check_name(event.type, MAX_TYPE_NAME)
-            raise InvalidEvent(stream, index, f"event type {event.type!r} {reason}")
+            if reason is not None:
+                raise InvalidEvent(stream, index, f"event type {event.type!r} {reason}")
         if type(event.data) is not bytes:
             raise InvalidEvent(stream, index, f"data must be bytes, not {type(event.data).__name__}")
         if type(event.metadata) is not bytes:
@@ -132,7 +135,8 @@ def check_events(stream: str, events: object, max_event_size: int = DEFAULT_MAX_
             tags = check_tags(event.tags)
             if type(tags) is str:
                 raise InvalidEvent(stream, index, tags)
-            if tags != event.tags:  # de-duplicated (or a list made a tuple): store what will be read back
+            # De-duplicated, a list made a tuple, or a str subclass made its plain value: store what is read back.
+            if tags != event.tags or any(type(tag) is not str for tag in event.tags):
                 batch[index] = event = msgspec.structs.replace(event, tags=tags)
         key = event.id.int
         if key in seen:

@@ -10,6 +10,7 @@ The conditions, ``append_many`` and the racing claimants are in ``contract_dcb_a
 
 from __future__ import annotations
 
+import enum
 import functools
 import unicodedata
 from collections.abc import Awaitable, Callable
@@ -48,6 +49,19 @@ TAG_CHARACTERS = {
     "Co": "\ue000", "Cn": "\u0378",
 }  # fmt: skip
 """One character of every Unicode general category; inside a tag all are data but Cc and Cs."""
+
+
+class Kind(enum.StrEnum):
+    """Event types as a ``StrEnum``."""
+
+    REGISTERED = "UserRegistered"
+    PADDED = " UserRegistered"
+
+
+class Tag(str, enum.Enum):
+    """A tag as a ``str``-mixin enum: ``str(Tag.USER)`` is ``"Tag.USER"``, its value ``"user:1"``."""
+
+    USER = "user:1"
 
 
 def boundary_operations(store: object) -> frozenset[str]:
@@ -140,6 +154,23 @@ class TagsAndQueriesContract:
     async def test_tags_are_de_duplicated_in_order(self, store: EventStore) -> None:
         await store.append("s-1", [tagged("T", "b", "a", "b", "c", "a"), NewEvent("T", b"{}", tags=["y", "x", "y"])])  # type: ignore[arg-type]
         assert [r.tags for r in await collect(store.read_stream("s-1"))] == [("b", "a", "c"), ("y", "x")]
+
+    async def test_str_subclass_types_and_tags_are_stored_as_their_plain_value(self, store: EventStore) -> None:
+        """A ``StrEnum`` member (or a ``str``-mixin enum's, whose ``str()`` is ``"Tag.USER"``) is its value."""
+        event = NewEvent(Kind.REGISTERED, b"{}", tags=(Tag.USER, Kind.REGISTERED, "user:1"))
+        await store.append("users-1", [event])
+        reads = [*await collect(store.read_stream("users-1")), *await collect(store.read_all())]
+        reads.append(cast("RecordedEvent", await store.get_event(event.id)))
+        if serves(store, "read_query"):
+            reads += await query(store, Query([QueryItem(types=(Kind.REGISTERED,), tags=(Tag.USER,))]))
+        assert [(r.type, r.tags) for r in reads] == [("UserRegistered", ("user:1", "UserRegistered"))] * len(reads)
+        assert {type(name) for r in reads for name in (r.type, *r.tags)} == {str}
+        with pytest.raises(InvalidEvent) as info:
+            await store.append("users-1", [NewEvent(Kind.PADDED, b"{}")])
+        assert str(info.value) == (
+            "users-1: invalid event at index 0: event type ' UserRegistered' has leading or trailing whitespace"
+        )
+        assert await store.stream_version("users-1") == 0
 
     async def test_many_and_long_tags_round_trip(self, store: EventStore) -> None:
         tags = (*(f"tag:{i}" for i in range(100)), "x" * 256, "it's; DROP TABLE event_tags;--", 'q"uote')
