@@ -22,6 +22,7 @@ from epoch import (
     Decider,
     EventStore,
     InvalidVersion,
+    ResultUnavailable,
     StreamClosed,
     WrongExpectedVersion,
     open_store,
@@ -386,14 +387,25 @@ async def test_state_at_on_an_unwritten_stream(store: EventStore) -> None:
 
 async def test_a_command_id_after_its_stream_was_deleted_returns_the_first_events(store: EventStore) -> None:
     handler = handler_for(store)
+    first = await handler.execute("1", Open("ada"), command_id="open-1")
+    await store.delete_stream("account-1")
+    again = await handler_for(store, cache=None).execute("1", Open("ada"), command_id="open-1")
+    assert (again.version, again.position) == (0, first.position)
+    assert [(e.id, e.data, e.version) for e in again.events] == [(e.id, e.data, e.version) for e in first.events]
+    assert again.state == first.state  # it started the stream: the state after it, as the first execution had it
+    assert await store.stream_version("account-1") is None  # and nothing was written
+
+
+async def test_a_command_id_after_its_stream_was_deleted_past_it_cannot_fold_its_state(store: EventStore) -> None:
+    """Soft-deleted events before the command's own are not read again: no honest state after it (docs/lifecycle.md)."""
+    handler = handler_for(store)
     await handler.execute("1", Open("ada"))
     first = await handler.execute("1", Deposit(2), command_id="dep-1")
     await store.delete_stream("account-1")
-    again = await handler_for(store, cache=None).execute("1", Deposit(2), command_id="dep-1")
-    assert (again.version, again.position) == (1, first.position)
-    assert [(e.id, e.data, e.version) for e in again.events] == [(e.id, e.data, e.version) for e in first.events]
-    assert again.state == Account()  # the stream reads empty now: the state is the current one
-    assert await store.stream_version("account-1") is None  # and nothing was written
+    with pytest.raises(ResultUnavailable) as info:
+        await handler_for(store, cache=None).execute("1", Deposit(2), command_id="dep-1")
+    assert info.value.args == ("account-1", "dep-1", 1, first.position)
+    assert await store.stream_version("account-1") is None  # nothing was written
 
 
 # -- an explicit ANY or STREAM_EXISTS never leaves a cached state the stream does not hold -------------

@@ -17,8 +17,8 @@ import msgspec
 
 from epoch.codec import EventCodec
 from epoch.domain import DeciderLike, initial_state_of
-from epoch.errors import InvalidEvent
-from epoch.personal import keys_of_codec, preloading
+from epoch.errors import InvalidEvent, ResultUnavailable
+from epoch.personal import keys_of_codec, preloading, subjects_in
 from epoch.records import RecordedEvent, _fresh_id
 from epoch.stores import EventStore
 
@@ -108,36 +108,104 @@ class closing:  # lower case: used as a function, like contextlib.aclosing
 async def first_execution(
     store: EventStore, stream: str, command_id: str | UUID, decider: DeciderLike[Any, S, Any], codec: EventCodec[Any]
 ) -> tuple[list[RecordedEvent], S] | None:
-    """The events an earlier execution of ``command_id`` wrote to ``stream`` and the state after them.
+    """The events an earlier execution of ``command_id`` wrote to ``stream`` (those still stored) and the
+    state after them; ``None`` when none is stored (it never ran here, or all of them were erased).
 
-    One lookup by id (does the command's first event exist here?) and, when it does, one read of the
-    stream that folds the state up to the command's last event. ``None`` when it never ran here.
+    Found by the id of the command's first event (one lookup), else, when an erasure took that one but
+    kept others, as the event the stream starts with (one small read: see :func:`_first_stored`). The
+    state is folded as ``load`` and ``state_at`` fold it, from where the stream reads from through the
+    command's last event. When the stream no longer reads the command's first event (limits or a soft
+    delete hide it), it is folded from the command's events alone if they start the stream (version 0);
+    else nothing honest can be folded and :class:`~epoch.errors.ResultUnavailable` is raised.
     """
-    first_id = event_id_for(command_id, stream, 0)
-    first = await store.get_event(first_id, stream=stream)
-    if first is None or first.stream != stream:
+    found = await _first_stored(store, stream, command_id)
+    if found is None:
         return None
+    first, index = found
+    namespace = _namespace(command_id)
     evolve = decider.evolve
     decode = codec.decode_data
     state = initial_state_of(decider)
     written: list[RecordedEvent] = []
-    read = store.read_stream(stream)
-    if (keys := keys_of_codec(codec)) is not None:  # personal data: keys before decoding
+    keys = keys_of_codec(codec)
+    # From where the stream reads (an erased first event: from the survivor the stream starts with).
+    read = store.read_stream(stream, from_version=first.version if index else None)
+    if keys is not None:  # personal data: keys before decoding
         read = preloading(keys, read)
     async with closing(read) as events:
         async for recorded in events:
-            if written and recorded.id != event_id_for(command_id, stream, len(written)):
-                break
-            if written or recorded.id == first_id:
+            if recorded.version >= first.version:
+                if recorded.id != uuid5(namespace, f"{stream}/{index + len(written)}"):
+                    break  # past the command's events (or the stream reads on past its first, hidden, one)
                 written.append(recorded)
             state = evolve(state, decode(recorded))
-    if not written:
-        # The stream was deleted since: its events are still in the log (get_event finds them), but
-        # no state can be folded from a stream that reads empty; the state is the current one.
-        written.append(first)
-        while (more := await store.get_event(event_id_for(command_id, stream, len(written)), stream)) is not None:
-            written.append(more)
+    if written and written[0].version == first.version:
+        return written, state
+    # The stream no longer reads the command's first event: a soft delete or its limits hide it.
+    written = await _stored_from(store, stream, namespace, first, index)
+    last = written[-1]
+    if first.version != 0:  # the events before it are hidden too: no state to fold
+        raise ResultUnavailable(stream, str(command_id), last.version, last.position)
+    if keys is not None:
+        await keys.preload(subjects_in(written))
+    state = initial_state_of(decider)
+    for recorded in written:
+        state = evolve(state, decode(recorded))
     return written, state
+
+
+def _namespace(command_id: str | UUID) -> UUID:
+    return command_id if isinstance(command_id, UUID) else uuid5(COMMAND_NAMESPACE, command_id)
+
+
+async def _first_stored(store: EventStore, stream: str, command_id: str | UUID) -> tuple[RecordedEvent, int] | None:
+    """The first stored event of an earlier execution of ``command_id`` on ``stream``, and its index among
+    the command's events (``None``: none is stored).
+
+    The first event's id finds it. An erasure (``truncate_before``, a scavenge) takes a stream's oldest
+    events, so when it took that event but kept later ones of the command, the first one kept is the
+    event the stream now starts with: one read of one event checks it (its ``$command_id``, then which
+    index its id is). Not found: the ones kept are hidden as well (limits, a soft delete), a case no
+    lookup by id can reach (docs/lifecycle.md).
+    """
+    first = await store.get_event(event_id_for(command_id, stream, 0), stream=stream)
+    if first is not None and first.stream == stream:
+        return first, 0
+    async with closing(store.read_stream(stream, limit=1)) as events:
+        async for start in events:
+            index = _index_among(start, stream, command_id)
+            return None if index is None else (start, index)
+    return None
+
+
+def _index_among(recorded: RecordedEvent, stream: str, command_id: str | UUID) -> int | None:
+    """Which event of ``command_id`` on ``stream`` ``recorded`` is (>= 1: not the first), or ``None``."""
+    if not recorded.metadata:
+        return None
+    try:
+        own = _METADATA.decode(recorded.metadata).get("$command_id")
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
+        return None
+    if own != str(command_id):
+        return None
+    namespace = _namespace(command_id)
+    for index in range(1, recorded.version + 1):  # the command's first event was at version >= 0
+        if uuid5(namespace, f"{stream}/{index}") == recorded.id:
+            return index
+    return None
+
+
+async def _stored_from(
+    store: EventStore, stream: str, namespace: UUID, first: RecordedEvent, index: int
+) -> list[RecordedEvent]:
+    """The command's events from ``first`` (its ``index``-th) on, by their ids: for a stream that no
+    longer reads them."""
+    written = [first]
+    while (
+        more := await store.get_event(uuid5(namespace, f"{stream}/{index + len(written)}"), stream)
+    ) is not None and more.version == first.version + len(written):
+        written.append(more)
+    return written
 
 
 async def correlation_of(store: EventStore, causation_id: str | UUID | None) -> str | None:
@@ -182,22 +250,23 @@ async def command_metadata(
 
 
 async def command_events(store: EventStore, stream: str, command_id: str | UUID) -> list[RecordedEvent] | None:
-    """The events an earlier execution of ``command_id`` wrote to ``stream``, in order; ``None`` when none.
+    """The events an earlier execution of ``command_id`` wrote to ``stream`` that are still stored, in
+    order; ``None`` when none is (found as :func:`first_execution` finds them).
 
     One lookup by id (the command's first event) and, when it is there, one read of the stream from that
-    event on (or lookups by id, when the stream was deleted since and reads empty).
+    event on (or lookups by id, when the stream no longer reads it: deleted or hidden by limits since).
     """
-    first = await store.get_event(event_id_for(command_id, stream, 0), stream=stream)
-    if first is None or first.stream != stream:
+    found = await _first_stored(store, stream, command_id)
+    if found is None:
         return None
+    first, index = found
+    namespace = _namespace(command_id)
     written: list[RecordedEvent] = []
     async with closing(store.read_stream(stream, from_version=first.version)) as events:
         async for recorded in events:
-            if recorded.id != event_id_for(command_id, stream, len(written)):
+            if recorded.id != uuid5(namespace, f"{stream}/{index + len(written)}"):
                 break
             written.append(recorded)
-    if not written:  # deleted since: the log still holds the events, the stream reads empty
-        written.append(first)
-        while (more := await store.get_event(event_id_for(command_id, stream, len(written)), stream)) is not None:
-            written.append(more)
+    if not written or written[0].version != first.version:  # the stream no longer reads the first one
+        written = await _stored_from(store, stream, namespace, first, index)
     return written

@@ -8,6 +8,7 @@ Every error epoch raises on purpose derives from :class:`EpochError`::
     ├── StreamDeleted               the stream was deleted and may not be used this way
     ├── StreamClosed                a terminal stream received a command
     ├── DuplicateEventId            an event id is already stored elsewhere
+    ├── ResultUnavailable           a command id ran already, but the state after it no longer reads
     ├── DecodeError                 a stored event cannot be turned into a domain event
     │   └── UnknownEventType        ... because its type is not registered
     ├── KeyNotLoaded                a personal field's key is not in the process's cache (preload it)
@@ -51,6 +52,7 @@ __all__ = [
     "MissingDependency",
     "NotSupported",
     "ProjectionFailed",
+    "ResultUnavailable",
     "StoreError",
     "StoreFull",
     "StoreUnavailable",
@@ -147,6 +149,27 @@ class DuplicateEventId(EpochError):
             else "another place"
         )
         return f"{self.stream}: event id {self.id} is already stored at {where}"
+
+
+class ResultUnavailable(EpochError):
+    """A command id ran already on the stream, and its events are still stored, but the state after them
+    cannot be folded: the stream no longer reads its first event nor the events before it (a soft delete
+    or the stream's limits hide them), and they did not start the stream. Nothing was decided or written;
+    ``version`` and ``position`` are those of the command's last event."""
+
+    def __init__(self, stream: str, command_id: str, version: int, position: int) -> None:
+        super().__init__(stream, command_id, version, position)
+        self.stream = stream
+        self.command_id = command_id
+        self.version = version
+        self.position = position
+
+    def __str__(self) -> str:
+        return (
+            f"{self.stream}: command {self.command_id!r} ran already (its last event is version {self.version}, "
+            f"position {self.position}), but the stream no longer reads its first event nor the events before "
+            "it, so the state after it cannot be folded"
+        )
 
 
 class DecodeError(EpochError):
