@@ -39,6 +39,7 @@ LAYERS = {
     "_idempotency": 3,
     "_lanes": 3,
     "_run": 3,
+    "_forget": 3,
     "_results": 3,
     "commands": 3,
     "snapshots": 3,

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
+from epoch import _forget
 from epoch._lanes import Waiting
 from epoch._results import ExecuteResult, Job
 from epoch.cache import CachedState
@@ -58,7 +59,7 @@ async def alone(
     decisions = 0
     hidden: int | None = None  # the version of a stream whose every event its limits hide (see below)
     while True:
-        if loaded is None:
+        if loaded is None or not _forget.current(handler, loaded):  # (folded before a forget seen since: again)
             loaded = await handler._load(stream, watch)
             fresh = True
             if loaded is None:  # the command's first event is in the stream: it ran meanwhile
@@ -153,14 +154,8 @@ async def alone(
         # then ``state`` is the decision's view (the state read, plus its own events), never the stream's,
         # and must not be cached, or the next command would decide on it.
         read_to = -1 if after_read is None else after_read
-        exact = appended.version == read_to + len(new_events)
+        exact = appended.version == read_to + len(new_events) and _forget.current(handler, loaded)
         return handler._record(stream, state, events, new_events, appended, decisions, first, cache=exact)
-
-
-def _first_version(base: CachedState[Any], appended: AppendResult, written: int) -> int:
-    """Where the state after an append was folded from: its base's start, or its first new event."""
-    assert appended.version is not None
-    return base.first_version if base.version is not None else appended.version - written + 1
 
 
 class _Decided:
@@ -236,8 +231,9 @@ def _settle(
     base: CachedState[S],
     appended: AppendResult | None,
     total: int,
+    states: dict[int | None, S] | None,
 ) -> None:
-    """Give every command of a confirmed attempt its result: its own events, version and state."""
+    """Give every command of a confirmed attempt its result: its events, version and state (``states``: after a forget)."""
     first_version = 0 if appended is None or appended.version is None else appended.version - total + 1
     for outcome in decided:
         queued, start = outcome.queued, outcome.start
@@ -264,14 +260,14 @@ def _settle(
                 appended.recorded_at,
             )
             first = base.first_version if base.version is not None else first_version
+            state = outcome.state if states is None else states[own.version]
             outcome.result = handler._record(
-                stream, outcome.state, outcome.events, outcome.encoded, own, queued.job.decisions, first
+                stream, state, outcome.events, outcome.encoded, own, queued.job.decisions, first, states is None
             )
             queued.settle(outcome.result)
         else:
-            queued.settle(
-                ExecuteResult(stream, version_before, position_before, [], outcome.state, queued.job.decisions)
-            )
+            state = outcome.state if states is None else states[version_before]
+            queued.settle(ExecuteResult(stream, version_before, position_before, [], state, queued.job.decisions))
 
 
 async def _settle_replays(handler: CommandHandler[Any, S, Any], stream: str, waiting: list[Queued[S]]) -> bool:
@@ -305,7 +301,7 @@ async def _one_by_one(handler: CommandHandler[Any, S, Any], stream: str, waiting
         if queued.future.done():
             continue
         try:
-            queued.settle(await alone(handler, stream, queued.job, None))
+            queued.settle(await _forget.alone(handler, stream, queued.job, None))
         except Exception as exc:
             queued.settle(exc)
 
@@ -332,7 +328,7 @@ async def batch(
         waiting[:] = [queued for queued in waiting if not queued.future.done()]
         if not waiting:
             return base
-        if base is None:
+        if base is None or not _forget.current(handler, base):  # (folded before a forget seen since: again)
             base = await handler._fold(stream, None)
             assert base is not None  # nothing is watched
             fresh = True
@@ -351,7 +347,8 @@ async def batch(
                     _spend(waiting, budget, WrongExpectedVersion(stream, base.version, current.version))
                     base, fresh = current, True
                     continue
-            _settle(handler, stream, decided, base, None, 0)
+            states = await _forget.refolded(handler, stream, base.generation, base.version, base.version)
+            _settle(handler, stream, decided, base, None, 0, states)
             return base
         try:
             if handler._keys is not None:  # personal data: the keys sealed under exist before the events
@@ -392,9 +389,12 @@ async def batch(
             continue
         if handler._snapshots is not None:  # before any command of the batch returns
             await handler._snapshots.after_append(stream, base, appended, len(new_events), state)
-        _settle(handler, stream, decided, base, appended, len(new_events))
+        states = await _forget.refolded(handler, stream, base.generation, base.version, appended.version)
+        _settle(handler, stream, decided, base, appended, len(new_events), states)
         assert appended.version is not None
-        after = CachedState(state, appended.version, appended.position, _first_version(base, appended, len(new_events)))
+        # Where the state after the append was folded from: its base's start, or its first new event.
+        first = base.first_version if base.version is not None else appended.version - len(new_events) + 1
+        after = CachedState(state, appended.version, appended.position, first, base.generation)
         if len(decided) == len(waiting):
             return after
         base, fresh, hidden = after, False, None  # past MAX_BATCH_BYTES: the rest (unsettled) append next

@@ -33,6 +33,9 @@ class CachedState(Generic[S]):
     first_version: int = 0
     """The version of the first event folded into ``state``: appends made on this state are refused once
     the stream no longer starts there (a truncation, a hard delete or a scavenge by anyone; DESIGN §8)."""
+    generation: int = 0
+    """The key generation (:attr:`~epoch.KeyStore.generation`) its events were decoded under: a state
+    folded before a forget the handler has seen is never cached, carried or decided on (epoch/_forget.py)."""
 
 
 class StateCache(Generic[S]):

@@ -19,6 +19,7 @@ from typing import Any, Generic, TypeVar
 from uuid import UUID
 
 from epoch import _backoff as backoff
+from epoch import _forget
 from epoch._idempotency import (
     COMMAND_NAMESPACE,
     check_command_ids,
@@ -127,7 +128,7 @@ class CommandHandler(Generic[C, S, E]):
             )
         from epoch import _run  # it builds this module's results, so it is imported once this module is loaded
 
-        self._alone = functools.partial(_run.alone, self)
+        self._alone = functools.partial(_run.alone if self._keys is None else _forget.alone, self)  # (forgets)
         self._lanes: Lanes[Job[C], ExecuteResult[S, E], CachedState[S]] = Lanes(
             lambda stream, job: self._alone(stream, job, None), functools.partial(_run.batch, self)
         )
@@ -153,13 +154,17 @@ class CommandHandler(Generic[C, S, E]):
         also start over when the stream no longer starts where ``base`` was folded from
         (``epoch.stores.confirmed_read_of``, in the read), e.g. limits hide events (then without snapshots).
         """
+        generation = _forget.generation(self)  # the key generation the events decode under (epoch/_forget.py)
+        if base is not None and base.generation != generation:  # folded before a forget seen since
+            base = None
         snapshot = None
         if base is None and self._snapshots is not None:
             snapshot = await self._snapshots.newest(stream)  # usable as loaded: the store checked it
         if snapshot is not None and snapshot.version is not None:  # fold on from its own event
             loaded, from_version, check, confirm = snapshot, snapshot.version, True, True
         elif base is None or base.version is None:
-            loaded, from_version, check = CachedState(initial_state_of(self.decider), None, 0), None, False
+            start = CachedState(initial_state_of(self.decider), None, 0, 0, generation)
+            loaded, from_version, check = start, None, False
         else:
             loaded, from_version, check = base, base.version, True
         # Where the state is folded from: a base's or a snapshot's own start, else the first version read.
@@ -189,23 +194,17 @@ class CommandHandler(Generic[C, S, E]):
             fresh = None if snapshot is None else CachedState(loaded.state, None, 0)  # a snapshot's: without one
             return await self._fold(stream, fresh, watch)
         if last is not None:
-            loaded = CachedState(state, last.version, last.position, loaded.first_version if first is None else first)
+            first = loaded.first_version if first is None else first
+            loaded = CachedState(state, last.version, last.position, first, generation)
+        if generation != _forget.generation(self):  # a forget overtook the fold: fold again, from the start
+            return await self._fold(stream, None, watch)
         if (last is not None or snapshot is not None) and self.cache is not None:
             self.cache.put(stream, loaded)
         return loaded
 
-    async def _forgotten(self) -> None:
-        """Personal data: after a forget (anywhere), drop the cached states, which were decided on the
-        forgotten values, so no decision ever sees them again."""
-        assert self._keys is not None
-        await self._keys.refresh()
-        if self._keys.generation != self._key_generation and self.cache is not None:
-            self.cache.invalidate()
-        self._key_generation = self._keys.generation
-
     async def _load(self, stream: str, watch: UUID | None = None) -> CachedState[S] | None:
-        if self._keys is not None:
-            await self._forgotten()
+        if self._keys is not None:  # personal data: a forget anywhere drops the cached states first
+            await _forget.forgotten(self)
         return await self._fold(stream, self.cache.get(stream) if self.cache is not None else None, watch)
 
     async def _confirm(self, stream: str, base: CachedState[S], watch: UUID | None = None) -> CachedState[S] | None:
@@ -237,7 +236,7 @@ class CommandHandler(Generic[C, S, E]):
         """The current state and version of entity ``id``; ``StreamDeleted`` when it was hard-deleted."""
         stream = self.stream_for(id)
         if self._keys is not None:
-            await self._forgotten()  # a forget anywhere drops the cached states first
+            await _forget.forgotten(self)  # a forget anywhere drops the cached states first
         base = self.cache.get(stream) if self.cache is not None else None
         loaded = await (self._fold(stream, None) if base is None else self._confirm(stream, base))
         assert loaded is not None  # nothing is watched
@@ -333,7 +332,7 @@ class CommandHandler(Generic[C, S, E]):
                 return prior
         base_metadata = await command_metadata(self.store, metadata, command_id, correlation_id, causation_id)
         if self._keys is not None:
-            await self._forgotten()
+            await _forget.forgotten(self)
         job = Job(command, services, command_id, watch, base_metadata)
         if self._telemetry is not None:
             self._telemetry.begin(job)
@@ -383,7 +382,8 @@ class CommandHandler(Generic[C, S, E]):
                 self.cache.invalidate(stream)
             else:
                 first = envelopes[0].version if folded_from is None else folded_from
-                self.cache.put(stream, CachedState(state, appended.version, appended.position, first))
+                generation = _forget.generation(self)
+                self.cache.put(stream, CachedState(state, appended.version, appended.position, first, generation))
         return ExecuteResult(stream, appended.version, appended.position, envelopes, state, attempts)
 
     async def _prior_result(self, stream: str, command_id: str | UUID | None) -> ExecuteResult[S, E] | None:
