@@ -3,6 +3,7 @@ class, defaults, upcasting, configuration errors, a stale cache, sagas, hostile 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import math
@@ -32,10 +33,11 @@ from epoch import (
     SagaRunner,
 )
 from epoch.personal import keystore
-from epoch.stores import SupportsKeys, keys_of
+from epoch.stores import SupportsKeys, keys_of, open_store
 from epoch.stores.memory import MemoryEventStore
 from epoch.testing import collect
 from epoch.testing._personal_domain import Profile, Register, Registered, Rename, personal_codec, profiles
+from tests.held_keys import HeldKeys
 from tests.hostile import any_text, hostile_names, is_valid_name
 
 
@@ -499,3 +501,61 @@ async def test_the_memory_stores_key_store_sees_another_key_stores_forget(monkey
     later = time.monotonic() + keystore.STALE_AFTER * 10  # never stale (its table is in process), revalidated
     monkeypatch.setattr(keystore, "_clock", lambda: later)
     assert (await handler.load("u1")).state == Profile("u1", None, "anonymous")
+
+
+@pytest.mark.parametrize("url", ["memory://", "sqlite"])
+async def test_a_preload_reading_when_its_subject_is_forgotten_keeps_no_erased_key(url: str, tmp_path: object) -> None:
+    """The key table answers a preload slowly, and the same key store forgets the subject meanwhile: the
+    rows the read brought back (the erased key) are not cached, so nothing decodes or is sealed with it."""
+    async with open_store(url if url == "memory://" else f"sqlite:///{tmp_path}/k.db") as store:
+        writer = KeyStore.for_store(store)
+        await writer.ensure(["u1"])
+        await store.append("profile-u1", [personal_codec(writer).encode(Registered("u1", "ada@example.com"))])
+        [record] = [r async for r in store.read_stream("profile-u1")]
+        [erased] = json.loads(record.metadata)["$personal"]["u1"]
+        table = HeldKeys(store)
+        keys = KeyStore(table)  # as another process would hold it
+        codec = personal_codec(keys)
+        inside, release = table.hold("read_keys")
+        loading = asyncio.create_task(keys.preload(["u1"]))
+        await inside.wait()  # the erased key is on its way back
+        assert await keys.forget("u1") == 1
+        release.set()
+        await loading
+        assert codec.decode(record).data == Registered("u1", None, "anonymous")  # type: ignore[arg-type]
+        assert table.reads == [["u1"], ["u1"]]  # read again: the first answer may predate the forget
+        await keys.ensure(["u1"])
+        sealed = codec.encode(Registered("u1", "new@example.com"))
+        [key] = await table.read_keys(["u1"])
+        assert json.loads(sealed.metadata)["$personal"] == {"u1": [key.key_id]} and key.key_id != erased
+        assert codec.decode(_recorded(sealed)).data == Registered("u1", "new@example.com")
+
+
+async def test_a_preload_reading_when_a_revalidation_sees_a_forget_keeps_no_erased_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another process forgets while this one's preload waits for its rows, and another task here
+    revalidates meanwhile: the rows are not cached, nor is the erased key kept past the next check."""
+    now = [time.monotonic()]
+    monkeypatch.setattr(keystore, "_clock", lambda: now[0])
+    store = MemoryEventStore()
+    writer = KeyStore.for_store(store)
+    await writer.ensure(["u1"])
+    new = personal_codec(writer).encode(Registered("u1", "ada@example.com"))
+    table = HeldKeys(store)
+    keys = KeyStore(table)  # as another process would hold it: revalidated, not shared
+    codec = personal_codec(keys)
+    await keys.refresh()  # the change counter known
+    inside, release = table.hold("read_keys")
+    loading = asyncio.create_task(keys.preload(["u1"]))
+    await inside.wait()
+    assert await writer.forget("u1") == 1
+    now[0] += keystore.REVALIDATE_AFTER
+    await keys.refresh()  # another task of this process sees the forget
+    assert keys.generation == 1
+    release.set()
+    await loading
+    assert codec.decode(_recorded(new)).data == Registered("u1", None, "anonymous")  # type: ignore[arg-type]
+    now[0] += keystore.REVALIDATE_AFTER
+    await keys.preload(["u1"])
+    assert codec.decode(_recorded(new)).data == Registered("u1", None, "anonymous")  # type: ignore[arg-type]

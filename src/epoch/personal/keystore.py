@@ -108,7 +108,9 @@ class KeyStore:
 
         A check counts from when its query started, so a store slow to answer (a loaded machine) could
         leave the cache stale by the time this returns, and the decode right after it would raise
-        :class:`KeyNotLoaded`: it then revalidates again, up to :data:`PRELOAD_TRIES` times in all.
+        :class:`KeyNotLoaded`: it then revalidates again, up to :data:`PRELOAD_TRIES` times in all. A
+        read a forget overtook (this process's, or another's seen on revalidation meanwhile) is not
+        cached: its subjects are read again, so an erased key is never cached again.
         """
         needed = _needed(subjects)
         for _ in range(PRELOAD_TRIES):
@@ -118,21 +120,34 @@ class KeyStore:
 
     async def _load(self, needed: dict[str, set[str]]) -> None:
         await self._revalidate()
-        stale = [s for s, ids in needed.items() if s not in self._cache or self._unknown(s, ids)]
-        for subject in [s for s in stale if check_name(s, SUBJECT_LIMIT) is not None]:
-            # Stored metadata is anyone's: a subject no event could have has no key (it reads as erased).
-            self._cache[subject] = {}
-            self._erased.setdefault(subject, set()).update(needed[subject])
-            stale.remove(subject)
-        if not stale:
-            return
+        earlier: dict[str, set[str]] = {}  # key ids a read found that a forget (seen since) may have erased
+        while True:
+            stale = [s for s, ids in needed.items() if s not in self._cache or s in earlier or self._unknown(s, ids)]
+            for subject in [s for s in stale if check_name(s, SUBJECT_LIMIT) is not None]:
+                # Stored metadata is anyone's: a subject no event could have has no key (it reads as erased).
+                self._cache[subject] = {}
+                self._erased.setdefault(subject, set()).update(needed[subject])
+                stale.remove(subject)
+            if not stale:
+                return
+            generation = self.generation
+            rows = await self._table.read_keys(stale)
+            if self.generation == generation:
+                break
+            # A forget was seen while the rows were on their way (here, or another process's on a
+            # revalidation): they may hold its keys, which must never be cached again. Read those
+            # subjects again; a key the next read lacks is erased.
+            for subject in stale:
+                earlier.setdefault(subject, set())
+            for key in rows:
+                earlier[key.subject].add(key.key_id)
         found: dict[str, dict[str, SubjectKey]] = {s: {} for s in stale}
-        for key in await self._table.read_keys(stale):
+        for key in rows:
             found[key.subject][key.key_id] = key
         for subject, keys in found.items():
             keys.update({k.key_id: k for k in self._pending.values() if k.subject == subject})
             self._cache[subject] = keys
-            asked = needed[subject] | self._missed.pop(subject, set())
+            asked = needed[subject] | self._missed.pop(subject, set()) | earlier.get(subject, set())
             self._erased.setdefault(subject, set()).update(asked - keys.keys())
 
     def _unknown(self, subject: str, key_ids: set[str]) -> bool:
@@ -221,9 +236,10 @@ class KeyStore:
     def encryption_key(self, subject: str) -> SubjectKey:
         """The newest key of ``subject``; raises :class:`KeyNotLoaded` when the subject is not cached or
         has no key (inside :meth:`creating`, a new pending key instead)."""
-        keys = self._cache.get(subject)
-        if keys:
-            return max(keys.values(), key=lambda key: (key.created, key.key_id))
+        keys, erased = self._cache.get(subject), self._erased.get(subject, ())
+        usable = [key for key in keys.values() if key.key_id not in erased] if keys else []
+        if usable:  # never a key this process knows is erased
+            return max(usable, key=lambda key: (key.created, key.key_id))
         if not self._creating:
             raise KeyNotLoaded(subject)
         key = self._pending[subject] = SubjectKey(subject, new_key_id(), new_key(), time.time_ns())
