@@ -30,45 +30,22 @@ from epoch.stores._lifecycle import (
     check_hard,
     check_limits,
     check_truncate,
-    effective_start,
     is_tombstoned,
     refuse_tombstone,
     tombstone_of,
 )
 from epoch.stores._memory_index import EventIndex
 from epoch.stores._memory_snapshots import MemoryQuerySnapshots, MemorySnapshots
+from epoch.stores._memory_stream import MemoryStream
 from epoch.stores._urls import integer, only_options
 
 __all__ = ["MemoryEventStore"]
 
 
-class _Stream:
-    __slots__ = ("events", "first_stored", "first_visible", "max_age", "max_count")
-
-    def __init__(self) -> None:
-        self.events: list[RecordedEvent | None] = []  # by version; None once erased
-        self.first_visible = 0  # versions below this were deleted or truncated (TOMBSTONE: hard-deleted)
-        self.first_stored = 0  # versions below this were erased
-        self.max_count: int | None = None
-        self.max_age: timedelta | None = None
-
-    @property
-    def version(self) -> int | None:
-        last = len(self.events) - 1
-        return last if last >= self.first_visible else None
-
-    def start(self) -> int:
-        """The first version reads return: ``first_visible``, moved on by the limits."""
-        start = effective_start(self.first_visible, len(self.events) - 1, self.max_count)
-        if self.max_age is not None:
-            oldest = datetime.now(UTC) - self.max_age
-            while start < len(self.events) and (event := self.events[start]) is not None and event.recorded_at < oldest:
-                start += 1
-        return start
-
-
 class MemoryEventStore(StoreLifecycle, MemorySnapshots, MemoryQuerySnapshots, MemoryKeys):
-    """Streams and the global log in lists; every call is atomic because it never awaits mid-way.
+    """Streams and the global log in lists; every call is atomic because it never awaits mid-way. An append
+    that succeeded yields to the loop once before it returns (as the SQLite store's lone append does), so
+    a task looping on appends or commands lets the loop's other tasks, timeouts and servers run.
 
     Subscriptions wake on each append. The store lives and dies with its process. It declares no
     capability beyond the event store: it has no SQL database (:class:`~epoch.stores.SQLStore`), and
@@ -88,7 +65,7 @@ class MemoryEventStore(StoreLifecycle, MemorySnapshots, MemoryQuerySnapshots, Me
     def __init__(self, *, max_event_size: int = DEFAULT_MAX_EVENT_SIZE) -> None:
         self.max_event_size = check_max_event_size(max_event_size)
         self._log: list[RecordedEvent | None] = []  # by position - 1; None once erased
-        self._streams: dict[str, _Stream] = {}
+        self._streams: dict[str, MemoryStream] = {}
         self._ids: dict[UUID, RecordedEvent] = {}
         self._index = EventIndex()
         self._appended: asyncio.Event | None = None
@@ -130,7 +107,9 @@ class MemoryEventStore(StoreLifecycle, MemorySnapshots, MemoryQuerySnapshots, Me
     ) -> AppendResult:
         stream, batch, expected = check_append(stream, events, expected_version, self.max_event_size)
         self._check_open()
-        return self._replayed(stream, batch, expected) or self._write(stream, batch)
+        result = self._replayed(stream, batch, expected) or self._write(stream, batch)
+        await asyncio.sleep(0)  # done: let the loop run once (see the class docstring)
+        return result
 
     async def append_with_condition(
         self,
@@ -144,11 +123,14 @@ class MemoryEventStore(StoreLifecycle, MemorySnapshots, MemoryQuerySnapshots, Me
         self._check_open()
         replayed = self._replayed(stream, batch, expected)
         if replayed is not None and batch:  # an idempotent replay: the first result, condition unread
+            await asyncio.sleep(0)
             return replayed
         after = condition.after or 0
         for position in self._index.matching(condition.fail_if_events_match, after, self._log):
             raise AppendConditionFailed(stream, condition.after, position)
-        return replayed or self._write(stream, batch)  # no events: guard and condition checked
+        result = replayed or self._write(stream, batch)  # no events: guard and condition checked
+        await asyncio.sleep(0)
+        return result
 
     async def append_many(
         self, appends: Iterable[tuple[str, Iterable[NewEvent], ExpectedVersionLike]]
@@ -157,10 +139,12 @@ class MemoryEventStore(StoreLifecycle, MemorySnapshots, MemoryQuerySnapshots, Me
         self._check_open()
         # Every guard is checked before anything is written (nothing awaits in between: atomic).
         replayed = [self._replayed(entry.stream, entry.events, entry.expected) for entry in checked]
-        return [
+        results = [
             done if done is not None else self._write(entry.stream, entry.events)
             for entry, done in zip(checked, replayed, strict=True)
         ]
+        await asyncio.sleep(0)
+        return results
 
     def _replayed(self, stream: str, batch: list[NewEvent], expected: ExpectedVersion | int) -> AppendResult | None:
         """The first result when ``batch`` is already stored here (a replay); else check the guard, or raise."""
@@ -189,7 +173,7 @@ class MemoryEventStore(StoreLifecycle, MemorySnapshots, MemoryQuerySnapshots, Me
     def _write(self, stream: str, batch: list[NewEvent]) -> AppendResult:
         entry = self._streams.get(stream)
         if entry is None:
-            entry = self._streams[stream] = _Stream()
+            entry = self._streams[stream] = MemoryStream()
         now = datetime.now(UTC)
         version = len(entry.events)
         position = len(self._log)
@@ -319,7 +303,7 @@ class MemoryEventStore(StoreLifecycle, MemorySnapshots, MemoryQuerySnapshots, Me
                 entry.first_visible = len(entry.events)
             return
         if entry is None:
-            entry = self._streams[stream] = _Stream()
+            entry = self._streams[stream] = MemoryStream()
         self._erase(entry, len(entry.events))
         entry.first_visible = tombstone_of(len(entry.events) - 1)
         entry.max_count = entry.max_age = None
@@ -346,7 +330,7 @@ class MemoryEventStore(StoreLifecycle, MemorySnapshots, MemoryQuerySnapshots, Me
         elif max_count is None and max_age is None:
             return
         else:
-            entry = self._streams[stream] = _Stream()
+            entry = self._streams[stream] = MemoryStream()
         entry.max_count, entry.max_age = max_count, max_age
 
     async def scavenge(self, stream: str | None = None) -> int:
@@ -365,7 +349,7 @@ class MemoryEventStore(StoreLifecycle, MemorySnapshots, MemoryQuerySnapshots, Me
             entry.first_visible = start
         return erased
 
-    def _erase(self, entry: _Stream, below: int) -> int:
+    def _erase(self, entry: MemoryStream, below: int) -> int:
         """Forget the stream's events below version ``below``: their records, ids and places in the log."""
         erased = 0
         for version in range(entry.first_stored, below):
