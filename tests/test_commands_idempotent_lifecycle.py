@@ -8,6 +8,7 @@ from __future__ import annotations
 import pickle
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 import pytest
 
@@ -80,21 +81,24 @@ def handler(handlers: list[Handler]) -> Handler:
     return handlers[0]
 
 
-async def retries(handlers: list[Handler], command: Add, command_id: str) -> list[Result]:
+async def retries(handlers: list[Handler], command: Add, command_id: str | UUID) -> list[Result]:
     """The same command id again, from the handler that ran it and from a fresh one."""
     return [await handler.execute("1", command, command_id=command_id) for handler in handlers]
 
 
+@pytest.mark.parametrize("command_id", ["Y", UUID("0d3c2b1a-9f8e-4d7c-8b6a-5f4e3d2c1b0a")], ids=["text", "uuid"])
 async def test_a_truncation_that_kept_part_of_the_command_returns_the_first_result(
-    store: EventStore, handlers: list[Handler], handler: Handler
+    store: EventStore, handlers: list[Handler], handler: Handler, command_id: str | UUID
 ) -> None:
-    first = await handler.execute("1", Add(2), command_id="Y")
+    # A handler's first look finds no first event; its fold from the stream's start sees the command's
+    # second event there (its metadata names the command id: text, or a UUID written as text).
+    first = await handler.execute("1", Add(2), command_id=command_id)
     assert seen(first)[2:] == ([Added(0), Added(1)], (0, 1), 1)
     await handler.execute("1", Add())
     await store.truncate_before("count-1", 1)
     # Its first event is erased: the events it still has, and the state after them as the stream reads now.
     for command in (Add(2), Add(1)):  # whatever a new decision would write
-        for again in await retries(handlers, command, "Y"):
+        for again in await retries(handlers, command, command_id):
             assert seen(again) == (1, first.position, [Added(1)], (1,), 1)
     assert await stored(store) == [(1, 1), (2, 2)]
 

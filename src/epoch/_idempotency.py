@@ -9,6 +9,7 @@ event issues commands the handler has already seen.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any, TypeVar
 from uuid import UUID, uuid5
@@ -31,6 +32,7 @@ __all__ = [
     "command_id_for",
     "command_metadata",
     "correlation_of",
+    "erased_start_of",
     "event_id_for",
     "event_ids_for",
     "first_execution",
@@ -106,7 +108,12 @@ class closing:  # lower case: used as a function, like contextlib.aclosing
 
 
 async def first_execution(
-    store: EventStore, stream: str, command_id: str | UUID, decider: DeciderLike[Any, S, Any], codec: EventCodec[Any]
+    store: EventStore,
+    stream: str,
+    command_id: str | UUID,
+    decider: DeciderLike[Any, S, Any],
+    codec: EventCodec[Any],
+    further: bool = True,
 ) -> tuple[list[RecordedEvent], S] | None:
     """The events an earlier execution of ``command_id`` wrote to ``stream`` (those still stored) and the
     state after them; ``None`` when none is stored (it never ran here, or all of them were erased).
@@ -118,7 +125,7 @@ async def first_execution(
     delete hide it), it is folded from the command's events alone if they start the stream (version 0);
     else nothing honest can be folded and :class:`~epoch.errors.ResultUnavailable` is raised.
     """
-    found = await _first_stored(store, stream, command_id)
+    found = await _first_stored(store, stream, command_id, further)
     if found is None:
         return None
     first, index = found
@@ -158,7 +165,9 @@ def _namespace(command_id: str | UUID) -> UUID:
     return command_id if isinstance(command_id, UUID) else uuid5(COMMAND_NAMESPACE, command_id)
 
 
-async def _first_stored(store: EventStore, stream: str, command_id: str | UUID) -> tuple[RecordedEvent, int] | None:
+async def _first_stored(
+    store: EventStore, stream: str, command_id: str | UUID, further: bool = True
+) -> tuple[RecordedEvent, int] | None:
     """The first stored event of an earlier execution of ``command_id`` on ``stream``, and its index among
     the command's events (``None``: none is stored).
 
@@ -171,6 +180,8 @@ async def _first_stored(store: EventStore, stream: str, command_id: str | UUID) 
     first = await store.get_event(event_id_for(command_id, stream, 0), stream=stream)
     if first is not None and first.stream == stream:
         return first, 0
+    if not further:  # a CommandHandler's fold from the stream's start checks that event (erased_start_of)
+        return None
     async with closing(store.read_stream(stream, limit=1)) as events:
         async for start in events:
             index = _index_among(start, stream, command_id)
@@ -180,19 +191,39 @@ async def _first_stored(store: EventStore, stream: str, command_id: str | UUID) 
 
 def _index_among(recorded: RecordedEvent, stream: str, command_id: str | UUID) -> int | None:
     """Which event of ``command_id`` on ``stream`` ``recorded`` is (>= 1: not the first), or ``None``."""
-    if not recorded.metadata:
-        return None
-    try:
-        own = _METADATA.decode(recorded.metadata).get("$command_id")
-    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
-        return None
-    if own != str(command_id):
+    if _command_id_of(recorded) != str(command_id):
         return None
     namespace = _namespace(command_id)
     for index in range(1, recorded.version + 1):  # the command's first event was at version >= 0
         if uuid5(namespace, f"{stream}/{index}") == recorded.id:
             return index
     return None
+
+
+def _command_id_of(recorded: RecordedEvent) -> object:
+    """The ``$command_id`` of ``recorded``'s metadata (``None``: none, or metadata that does not decode)."""
+    if not recorded.metadata:
+        return None
+    try:
+        return _METADATA.decode(recorded.metadata).get("$command_id")
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
+        return None
+
+
+def erased_start_of(recorded: RecordedEvent, watch: UUID) -> bool:
+    """Whether ``recorded``, the first event a fold from the stream's start reads, is a later event of the
+    command whose first event id is ``watch``: an erasure (``truncate_before``, a scavenge) took that
+    command's first event and kept this one, so the command ran already (see :func:`_first_stored`).
+
+    Any erasure also moves the stream's start, which a cached handler's append checks: a fold that does
+    not read from the start is refused at its append and folds again from there, where this is checked.
+    """
+    if recorded.version == 0 or not isinstance(own := _command_id_of(recorded), str):
+        return False
+    ids: list[str | UUID] = [own]
+    with contextlib.suppress(ValueError):
+        ids.append(UUID(own))  # a UUID command id is its own namespace; its metadata holds it as text
+    return any(event_id_for(command_id, recorded.stream, 0) == watch for command_id in ids)
 
 
 async def _stored_from(

@@ -25,6 +25,7 @@ from epoch._idempotency import (
     check_command_ids,
     closing,
     command_metadata,
+    erased_start_of,
     event_id_for,
     event_ids_for,
     first_execution,
@@ -184,7 +185,7 @@ class CommandHandler(Generic[C, S, E]):
                         break
                     stale = False  # the base is current up to here
                     continue
-                if watch is not None and recorded.id == watch:
+                if watch is not None and (recorded.id == watch or (first is None and erased_start_of(recorded, watch))):
                     return None
                 if first is None:
                     first = recorded.version
@@ -208,9 +209,8 @@ class CommandHandler(Generic[C, S, E]):
         return await self._fold(stream, self.cache.get(stream) if self.cache is not None else None, watch)
 
     async def _confirm(self, stream: str, base: CachedState[S], watch: UUID | None = None) -> CachedState[S] | None:
-        """The state after the stream's last event, folded on from a cached ``base`` that no append will
-        check: the read confirms the stream still starts where ``base`` was folded from (a truncation,
-        an erasure or a delete since reads as nothing: the fold starts over)."""
+        """The state folded on from a cached ``base`` that no append will check: the read confirms the stream
+        still starts where ``base`` was folded from (after a truncation, erasure or delete: from the start)."""
         return await self._fold(stream, base, watch, confirm=True)
 
     async def _refuse_tombstone(self, stream: str) -> None:
@@ -327,7 +327,7 @@ class CommandHandler(Generic[C, S, E]):
         expected = check_expected_version(stream, expected_version) if explicit else None
         watch = check_command_ids(stream, command_id, correlation_id, causation_id)
         if command_id is not None:
-            prior = await self._prior_result(stream, command_id)
+            prior = await self._prior_result(stream, command_id, further=False)  # (the fold checks the rest)
             if prior is not None:
                 return prior
         base_metadata = await command_metadata(self.store, metadata, command_id, correlation_id, causation_id)
@@ -373,25 +373,25 @@ class CommandHandler(Generic[C, S, E]):
         folded_from: int | None = None,
         cache: bool = True,
     ) -> ExecuteResult[S, E]:
-        """The result of an append that wrote ``events``; ``state`` is the state after them, folded from
-        ``folded_from`` (``None``: from the first event written). ``cache`` False: ``state`` is not the
-        stream's (others wrote between the read and the append), so the stream's cached state is dropped."""
+        """The result of an append that wrote ``events``; ``state``: after them, folded from ``folded_from``
+        (``None``: the first written). ``cache`` False: not the stream's state (others wrote between): dropped."""
         envelopes = written_envelopes(stream, events, new_events, appended)
         if self.cache is not None:
             if not cache:
                 self.cache.invalidate(stream)
             else:
                 first = envelopes[0].version if folded_from is None else folded_from
-                generation = _forget.generation(self)
-                self.cache.put(stream, CachedState(state, appended.version, appended.position, first, generation))
+                cached = CachedState(state, appended.version, appended.position, first, _forget.generation(self))
+                self.cache.put(stream, cached)
         return ExecuteResult(stream, appended.version, appended.position, envelopes, state, attempts)
 
-    async def _prior_result(self, stream: str, command_id: str | UUID | None) -> ExecuteResult[S, E] | None:
-        """The result of an earlier execution of ``command_id`` on ``stream``, or ``None`` (also without one)."""
+    async def _prior_result(
+        self, stream: str, command_id: str | UUID | None, further: bool = True
+    ) -> ExecuteResult[S, E] | None:
+        """An earlier execution's result (``None``: none; ``further``: also after an erasure took its first event)."""
         if command_id is None:
             return None
-        found = await first_execution(self.store, stream, command_id, self.decider, self.codec)
-        if found is None:
+        if (found := await first_execution(self.store, stream, command_id, self.decider, self.codec, further)) is None:
             return None
         written, state = found
         if self._keys is not None:
