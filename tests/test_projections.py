@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
+from epoch.codec import Codec
 from epoch.errors import ConfigurationError
 from epoch.examples.users import AddUser, UpdateUser, UserService, codec
 from epoch.examples.users.projections import UserDirectory, UserNamesInMemory
@@ -204,3 +206,63 @@ def test_configuration_errors() -> None:
         ProjectionRunner(store, codec, [Recorder(policy="ignore")])
     with pytest.raises(ConfigurationError, match="SQLite or PostgreSQL"):
         ProjectionRunner(store, codec, [UserDirectory()])
+
+
+@dataclass
+class Deposited:
+    amount: int
+    event_version: ClassVar[int] = 3
+
+
+@dataclass
+class Withdrawn:
+    amount: int
+    event_version: ClassVar[int] = 2
+
+
+RENAMING = Codec(
+    [Deposited, Withdrawn],
+    upcasters={
+        ("Credited", 1): lambda d: ("Deposited", d),  # a rename (to Deposited v2)
+        ("Deposited", 2): lambda d: d,  # a version-only upcaster (v2 -> v3)
+        ("Paid", 1): lambda d: ("Credited", d),  # a chain: Paid v1 -> Credited v2 -> Deposited v3
+        ("Credited", 2): lambda d: ("Deposited", {"amount": d["amount"]}),
+        ("Debited", 1): lambda d: ("Withdrawn", d),  # a rename to a type the filter does not want
+    },
+)
+
+
+class Amounts:
+    def __init__(self, name: str, *types: str) -> None:
+        self.name = name
+        self.event_types = types
+        self.seen: list[tuple[str, int]] = []
+
+    async def handle(self, envelope: EventEnvelope[Any]) -> None:
+        self.seen.append((envelope.type, envelope.data.amount))
+
+
+async def test_event_types_match_the_type_as_decoded_after_upcasting(store: EventStore) -> None:
+    def old(type_name: str, amount: int, version: int) -> NewEvent:
+        return NewEvent(type_name, b'{"amount": %d}' % amount, b'{"$event_version": %d}' % version)
+
+    await store.append("acct-1", [old("Credited", 1, 1), old("Deposited", 2, 2), old("Paid", 4, 1)])
+    await store.append("acct-1", [RENAMING.encode(Deposited(8)), old("Debited", 16, 1)])
+    await store.append("acct-1", [NewEvent("NotACodecType", b"not json")])  # still skipped before decoding
+    deposits, withdrawals, old_name = (
+        Amounts("deposits", "Deposited"),
+        Amounts("withdrawals", "Withdrawn"),
+        Amounts("old", "Credited"),
+    )
+    runner = ProjectionRunner(store, RENAMING, [deposits, withdrawals, old_name])
+    assert [(s.name, s.lag_events) for s in await runner.status()] == [("deposits", 4), ("withdrawals", 1), ("old", 0)]
+    await runner.run_until_idle()
+    assert deposits.seen == [("Deposited", 1), ("Deposited", 2), ("Deposited", 4), ("Deposited", 8)]
+    assert withdrawals.seen == [("Withdrawn", 16)]
+    assert old_name.seen == []  # "Credited" is a stored name only: every such event decodes as Deposited
+    head = await store.head_position()
+    assert [(s.name, s.checkpoint, s.lag_events) for s in await runner.status()] == [
+        ("deposits", head, 0),
+        ("withdrawals", head, 0),
+        ("old", head, 0),
+    ]

@@ -191,7 +191,7 @@ class Worker:
     async def apply(self, records: list[RecordedEvent], checkpoint: int) -> None:
         if self._keys is not None:
             await self._keys.preload(subjects_in(records))
-        envelopes = [self.codec.decode(r) for r in records]
+        envelopes = [e for e in map(self.codec.decode, records) if self.settings.keeps(e)]
         started = time.monotonic()
         if self.probe is None:
             await self.delivery.apply(envelopes, checkpoint, lambda: self._measure(len(records), started), self._saved)

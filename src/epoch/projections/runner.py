@@ -79,7 +79,7 @@ class ProjectionRunner:
         self.reconnect_delay = reconnect_delay
         self._workers: dict[str, Worker] = {}
         for projection in projections:
-            settings = settings_of(projection)
+            settings = settings_of(projection, codec)
             if settings.name in self._workers:
                 raise ConfigurationError(f"two projections are named {settings.name!r}")
             self._workers[settings.name] = Worker(

@@ -108,7 +108,7 @@ class PartitionedRunner:
         self.store = store
         self.codec = codec
         self.projection: Any = projection
-        self.settings = settings_of(projection)
+        self.settings = settings_of(projection, codec)
         self.name = self.settings.name
         self.partitions = partitions
         self.batch_size = batch_size
@@ -265,7 +265,8 @@ class PartitionedRunner:
     async def _process(self, partition: int, records: list[RecordedEvent]) -> None:
         if (keys := keys_of_codec(self.codec)) is not None:  # personal data: keys before decoding
             await keys.preload(subjects_in(r for r in records if self.settings.wants(r)))
-        wanted = [self.codec.decode(r) for r in records if self.settings.wants(r)]
+        decoded = [self.codec.decode(r) for r in records if self.settings.wants(r)]
+        wanted = [e for e in decoded if self.settings.keeps(e)]
         last = records[-1].position
         if self._telemetry is None or not wanted:  # (nothing wanted: only the checkpoint moves, no batch)
             await self._commit(partition, wanted, last)

@@ -61,7 +61,7 @@ async def count_events(
     oldest: datetime | None = None
     categories = None if settings is None else settings.categories
     async for recorded in store.read_all(after=after, limit=limit, categories=categories):
-        if settings is None or settings.wants(recorded):
+        if settings is None or settings.handles(recorded):
             if oldest is None:
                 oldest = recorded.recorded_at
             count += 1
