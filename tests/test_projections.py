@@ -18,6 +18,7 @@ from epoch.examples.users.projections import UserDirectory, UserNamesInMemory
 from epoch.projections import ProjectionFailed, ProjectionRunner, Retry
 from epoch.records import EventEnvelope, NewEvent
 from epoch.stores import EventStore, open_store
+from epoch.testing import collect
 
 FAST = Retry(retries=1, backoff=0.001)
 
@@ -266,3 +267,108 @@ async def test_event_types_match_the_type_as_decoded_after_upcasting(store: Even
         ("withdrawals", head, 0),
         ("old", head, 0),
     ]
+
+
+async def test_a_projection_of_a_thousand_categories(store: EventStore) -> None:
+    # More names than SQLite takes in one compound SELECT: answered as on every store, not retried forever.
+    await add_users(store, "ada", "bob")
+    [first, *_] = await collect(store.read_all())
+    copied = await store.append("c998-1", [NewEvent(first.type, first.data, first.metadata)])
+    await store.append("c999-1", [NewEvent("NotACodecType", b"not json")])  # not among the names
+    recorder = Recorder("many")
+    recorder.categories = ["users", *(f"c{i}" for i in range(999))]  # type: ignore[assignment]
+    runner = ProjectionRunner(store, codec, [recorder], retry=FAST)
+    [before] = await runner.status()
+    assert before.lag_events == 3
+    await asyncio.wait_for(runner.run_until_idle(), 30)
+    assert recorder.seen == [("users-main", 0), ("users-main", 1), ("c998-1", 0)]
+    [after] = await runner.status()
+    assert (after.checkpoint, after.lag_events, after.error) == (copied.position, 0, None)
+
+
+class CancelledInside(Recorder):
+    """On a poisoned name, awaits an inner task that was cancelled (not the runner): ``CancelledError``."""
+
+    def __init__(self, name: str = "recorder", policy: str = "stop", poison: Sequence[str] = ()) -> None:
+        super().__init__(name, policy, poison)
+        self.failed = 0
+
+    async def handle(self, envelope: EventEnvelope[Any]) -> None:
+        if getattr(envelope.data, "name", None) in self.poison:
+            self.failed += 1
+            inner = asyncio.ensure_future(asyncio.sleep(10))
+            inner.cancel()
+            await inner
+        self.seen.append((envelope.stream, envelope.version))
+
+
+async def test_a_cancelled_error_from_a_handler_is_a_failure(store: EventStore) -> None:
+    await add_users(store, "ada", "bad", "cy")
+    stopping, parking = CancelledInside("stopping", poison=["bad"]), CancelledInside("parking", "park", ["bad"])
+    healthy = Recorder("healthy")
+    runner = ProjectionRunner(store, codec, [stopping, parking, healthy], retry=FAST)
+    with pytest.raises(ProjectionFailed) as caught:
+        await runner.run_until_idle()
+    positions = [r.position async for r in store.read_all()]
+    message = f"projection 'stopping' stopped at users-main version 1 (position {positions[1]}): CancelledError: "
+    assert str(caught.value) == message
+    assert list(runner.failures) == ["stopping"]
+    assert stopping.failed == 4  # retried like any failure: the batch twice, then the event twice
+    assert stopping.seen[-1] == ("users-main", 0)
+    assert parking.seen[-1] == ("users-main", 2)
+    [parked] = await runner.parking.list("parking")
+    assert (parked.event.version, parked.error) == (1, "CancelledError: ")
+    assert await runner.replay_parked("parking") == 0  # fails again, stays parked; the caller is not cancelled
+    assert [(p.event.version, p.error) for p in await runner.parking.list("parking")] == [(1, "CancelledError: ")]
+    assert len(healthy.seen) == 3
+    status = {s.name: (s.checkpoint, s.failing, s.error) for s in await runner.status()}
+    assert status["stopping"] == (positions[0], True, "CancelledError: ")
+
+
+async def test_a_cancelled_error_from_a_handler_stops_it_in_a_live_run(store: EventStore) -> None:
+    bad, healthy = CancelledInside(poison=["bad"]), Recorder("healthy")
+    async with ProjectionRunner(store, codec, [bad, healthy], retry=FAST) as runner:
+        runner.start()
+        await add_users(store, "ada", "bad", "cy")
+        await eventually(lambda: "recorder" in runner.failures and len(healthy.seen) == 3)
+        assert runner.failures["recorder"].error == "CancelledError: "
+        assert bad.seen[-1] == ("users-main", 0)
+
+
+async def test_cancelling_the_runner_still_cancels_a_waiting_handler(store: EventStore) -> None:
+    entered = asyncio.Event()
+
+    class Waits(Recorder):
+        async def handle(self, envelope: EventEnvelope[Any]) -> None:
+            self.seen.append((envelope.stream, envelope.version))
+            entered.set()
+            await asyncio.Event().wait()
+
+    waits = Waits()
+    await add_users(store, "ada")
+    runner = ProjectionRunner(store, codec, [waits], retry=FAST)
+    task = asyncio.ensure_future(runner.run_until_idle())
+    await asyncio.wait_for(entered.wait(), 5)
+    task.cancel()
+    await asyncio.wait_for(asyncio.wait({task}), 5)
+    assert task.cancelled()
+    assert waits.seen == [("users-main", 0)]  # not retried: the runner's own cancellation is no failure
+    assert runner.failures == {}
+    assert await runner.checkpoints.load("recorder") == 0
+
+
+async def test_a_stray_cancelled_error_outside_a_handler_is_raised_not_swallowed(store: EventStore) -> None:
+    from epoch.projections import MemoryCheckpointStore
+
+    class Cancels(MemoryCheckpointStore):
+        async def load(self, name: str) -> int:
+            if name == "recorder":
+                raise asyncio.CancelledError
+            return await super().load(name)
+
+    await add_users(store, "ada")
+    healthy = Recorder("healthy")
+    runner = ProjectionRunner(store, codec, [Recorder(), healthy], checkpoints=Cancels())
+    with pytest.raises(RuntimeError) as caught:
+        await runner.run_until_idle()
+    assert str(caught.value) == "projection 'recorder' ended with a CancelledError, but the runner was not cancelled"

@@ -315,6 +315,24 @@ async def test_reads_cross_page_boundaries(tmp_path: Path) -> None:
         assert await store.head_position() == len(everything)
 
 
+async def test_reads_by_many_categories_cross_page_boundaries(tmp_path: Path) -> None:
+    # 1,200 names: six statements of at most 200 arms (SQLite runs 500 terms in a compound SELECT at most),
+    # each page merged from theirs in position order; a page's events come from names far apart.
+    names = [f"c{i}" for i in range(1200)]
+    async with SQLiteEventStore(tmp_path / "many.db") as store:
+        for round in range(PAGE_SIZE // 4 + 3):
+            for i in (1199, 0, 600, 201):
+                await store.append(f"c{i}-1", new(1, f"{round}"))
+            await store.append("other-1", new(1))
+        everything = await collect(store.read_all())
+        wanted = [e.position for e in everything if e.category != "other"]
+        assert len(wanted) > PAGE_SIZE
+        read = [e.position for e in await collect(store.read_all(categories=names))]
+        assert read == wanted  # in order, each once, across pages
+        limited = [e.position for e in await collect(store.read_all(after=5, limit=PAGE_SIZE + 3, categories=names))]
+        assert limited == [p for p in wanted if p > 5][: PAGE_SIZE + 3]
+
+
 async def test_read_all_is_a_snapshot_of_when_it_began(tmp_path: Path) -> None:
     async with SQLiteEventStore(tmp_path / "snap.db") as store:
         await store.append("s-1", new(PAGE_SIZE + 5))

@@ -105,6 +105,27 @@ class LogContract:
         assert [r.stream for r in await collect(store.read_all(categories=["users"], limit=1))] == ["users-1"]
         assert await collect(store.read_all(categories=["nothing"])) == []
 
+    @pytest.mark.parametrize("count", [501, 1200])
+    async def test_read_all_by_many_categories(self, store: EventStore, count: int) -> None:
+        # More names than SQL databases take in one statement (SQLite: 500 arms of a compound SELECT).
+        names = [f"c{i}" for i in range(count)]
+        for round in range(3):  # interleaved: each page merges names from far apart in the list
+            for i in (0, 199, 200, 201, 399, 400, 499, 500, count - 1):
+                await store.append(f"c{i}-{round}", new_events(2, f"{i}.{round}"))
+            await store.append(f"other-{round}", new_events(1))
+        everything = await collect(store.read_all())
+        wanted = [(e.stream, e.version) for e in everything if e.category in set(names)]
+        assert len(wanted) == 54
+        read = await collect(store.read_all(categories=[*reversed(names), "c0"]))
+        assert [(e.stream, e.version) for e in read] == wanted
+        after = everything[10].position
+        limited = await collect(store.read_all(after=after, limit=7, categories=names))
+        assert [(e.stream, e.version) for e in limited] == [
+            (e.stream, e.version) for e in everything if e.position > after and e.category in set(names)
+        ][:7]
+        delivered = await take(store, len(wanted), categories=names)
+        assert [(e.stream, e.version) for e in delivered] == wanted
+
     async def test_invalid_category_is_refused(self, store: EventStore) -> None:
         with pytest.raises(InvalidStreamName):
             await collect(store.read_all(categories="users-1"))

@@ -31,7 +31,7 @@ from epoch.stores._checks import clamp64
 from epoch.stores._dcb import Many
 from epoch.stores.sqlite import work
 from epoch.stores.sqlite.rows import to_records
-from epoch.stores.sqlite.schema import COLUMNS, LOG_PAGE
+from epoch.stores.sqlite.schema import COLUMNS, LOG_PAGE, MAX_ARMS, merged_pages
 from epoch.stores.sqlite.work import Group, Replay
 
 __all__ = ["QueryCursor", "append_if", "append_many", "first_match", "query_page", "query_sql"]
@@ -44,8 +44,8 @@ class _Sql(NamedTuple):
 
 
 # SQLite's limits on one statement: 500 terms in a compound SELECT, an expression depth of 1,000 and (the
-# default since 3.32) 32,766 parameters. A query is split into chunks within them, one statement each.
-MAX_ARMS = 200
+# default since 3.32) 32,766 parameters. A query is split into chunks within them, one statement each
+# (at most MAX_ARMS arms, shared with the category reads in schema, and MAX_NAMES names).
 MAX_NAMES = 30_000
 MANY_TAGS = 8  # an item's further tags past this are checked by one count, not one EXISTS each (depth)
 
@@ -129,7 +129,6 @@ def query_sql(query: Query) -> tuple[_Sql, ...]:
     return tuple(statements)
 
 
-_POSITION = COLUMNS.split(", ").index("position")
 _FIRST_OF_ALL = "SELECT min(position) FROM events WHERE position > ?1 AND position <= ?2"
 
 
@@ -153,10 +152,8 @@ def query_page(connection: sqlite3.Connection, cursor: QueryCursor, n: int) -> t
     else:
         # Each chunk's first n after ``after``: the first n of the whole query are among them (an event's
         # predecessors in its chunk are among its predecessors in the query), merged once each in order.
-        statements = query_sql(query)
-        rows = [row for sql in statements for row in connection.execute(sql.page, (after, upto, n, *sql.names))]
-        if len(statements) > 1:
-            rows = sorted({row[_POSITION]: row for row in rows}.values(), key=lambda row: row[_POSITION])[:n]
+        pages = [connection.execute(s.page, (after, upto, n, *s.names)).fetchall() for s in query_sql(query)]
+        rows = merged_pages(pages, n)
     records = to_records(rows)
     return QueryCursor(query, records[-1].position if records else after, upto), records
 

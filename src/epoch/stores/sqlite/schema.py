@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from functools import lru_cache
+from typing import Any
 
 from epoch._backoff import Backoff
 from epoch.errors import ConfigurationError
@@ -49,9 +51,12 @@ __all__ = [
     "STREAM_PAGE_BACKWARDS",
     "SYNCHRONOUS",
     "UPSERT_STREAM",
+    "MAX_ARMS",
     "category_page",
+    "category_rows",
     "connect",
     "create_schema",
+    "merged_pages",
     "places_of",
 ]
 
@@ -182,14 +187,40 @@ STREAM_FIRST_PAGE_BACKWARDS = _FIRST_PAGE.format(
 )
 
 
+MAX_ARMS = 200
+"""Arms of one ``UNION ALL`` at most: SQLite runs 500 terms in a compound SELECT (and 32,766 parameters),
+so a read of more (categories, query items) is split into statements of this many, pages merged."""
+_POSITION = COLUMNS.split(", ").index("position")
+
+
+def merged_pages(pages: list[list[Any]], n: int) -> list[Any]:
+    """The first ``n`` rows of several pages, each in position order and holding its first ``n`` rows
+    after the same point: in position order, each position once (one page is returned as it is)."""
+    if len(pages) == 1:
+        return pages[0]
+    return sorted({row[_POSITION]: row for page in pages for row in page}.values(), key=lambda r: r[_POSITION])[:n]
+
+
+@lru_cache(maxsize=64)
 def category_page(categories: int) -> str:
-    """A page of the log in ``categories`` categories: after ``?1``, up to ``?2``, ``?3`` rows, names from ``?4``.
+    """A page of the log in ``categories`` categories (at most :data:`MAX_ARMS`): after ``?1``, up to
+    ``?2``, ``?3`` rows, names from ``?4``.
 
     Several categories are a merge of one index range each (SQLite runs ``UNION ALL ... ORDER BY`` as a merge).
     """
     if categories == 1:
         return _CATEGORY_ARM.format(4) + " ORDER BY position LIMIT ?3"
     return " UNION ALL ".join(_CATEGORY_ARM.format(4 + i) for i in range(categories)) + " ORDER BY 3 LIMIT ?3"
+
+
+def category_rows(connection: sqlite3.Connection, names: tuple[str, ...], after: int, upto: int, n: int) -> list[Any]:
+    """The first ``n`` rows of the log in the categories ``names`` in ``(after, upto]``, however many names:
+    one statement per :data:`MAX_ARMS` of them, their pages merged (a category's events are in it alone)."""
+    pages = [
+        connection.execute(category_page(len(chunk)), (after, upto, n, *chunk)).fetchall()
+        for chunk in (names[i : i + MAX_ARMS] for i in range(0, len(names), MAX_ARMS))
+    ]
+    return merged_pages(pages, n)
 
 
 # -- the file --------------------------------------------------------------------------------------

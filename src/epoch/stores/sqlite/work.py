@@ -37,7 +37,7 @@ from epoch.stores.sqlite.schema import (
     STREAM_PAGE,
     STREAM_PAGE_BACKWARDS,
     UPSERT_STREAM,
-    category_page,
+    category_rows,
     places_of,
 )
 from epoch.stores.sqlite.tags import INSERT_TAG, SEPARATOR, joined, tag_rows, type_firsts
@@ -306,7 +306,7 @@ def log_page(connection: sqlite3.Connection, cursor: LogCursor, n: int) -> tuple
     if names is None:
         rows = connection.execute(LOG_PAGE, (after, upto, n)).fetchall()
     else:
-        rows = connection.execute(category_page(len(names)), (after, upto, n, *names)).fetchall()
+        rows = category_rows(connection, names, after, upto, n)
     records = to_records(rows)
     return LogCursor(records[-1].position if records else after, upto, names), records
 
