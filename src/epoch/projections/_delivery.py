@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from epoch.errors import ConfigurationError
+from epoch.projections._failures import cancelling
 from epoch.projections.checkpoints import CheckpointStore, transactional_checkpoints
 from epoch.projections.parking import ParkedEvent, ParkingLot, parked_now, transactional_parking
 from epoch.projections.projection import EventDecoder, ProjectionKind
@@ -79,12 +80,14 @@ class Delivery(ABC):
         await self.checkpoints.delete(self.name)
         await self.parking.clear(self.name)
 
-    async def replay(self, recorded: RecordedEvent, codec: EventDecoder) -> Exception | None:
+    async def replay(self, recorded: RecordedEvent, codec: EventDecoder) -> BaseException | None:
         """Handle a parked event again and drop it from the parking lot; when it fails again, park it with
         the new error and return that error."""
         try:
             await self.handle([codec.decode(recorded)])
-        except Exception as exc:
+        except (Exception, asyncio.CancelledError) as exc:
+            if isinstance(exc, asyncio.CancelledError) and cancelling():
+                raise
             await self.parking.park(parked_now(self.name, recorded, exc))
             return exc
         await self.parking.remove(self.name, recorded.position)
@@ -184,7 +187,7 @@ class TransactionalDelivery(Delivery):
             await self.checkpoints_in.delete_in(tx, self.name)
             await self.parking_in.clear_in(tx, self.name)
 
-    async def replay(self, recorded: RecordedEvent, codec: EventDecoder) -> Exception | None:
+    async def replay(self, recorded: RecordedEvent, codec: EventDecoder) -> BaseException | None:
         """Handle a parked event again and drop it from the parking lot in the same transaction; when it
         fails again, park it with the new error and return that error."""
         try:
@@ -196,7 +199,9 @@ class TransactionalDelivery(Delivery):
                 await self.handle([envelope], tx)
         except _Replayed as gone:
             return gone  # another replay applied it, in its own transaction: not this one's to count
-        except Exception as exc:
+        except (Exception, asyncio.CancelledError) as exc:
+            if isinstance(exc, asyncio.CancelledError) and cancelling():
+                raise
             await self.parking.park(parked_now(self.name, recorded, exc))
             return exc
         return None

@@ -21,6 +21,7 @@ from epoch import _backoff as backoff
 from epoch.errors import DecodeError, StoreUnavailable
 from epoch.personal import keys_of_codec, subjects_in
 from epoch.projections._delivery import CheckpointMoved, delivery_for
+from epoch.projections._failures import cancelling
 from epoch.projections.checkpoints import CheckpointStore, transactional_checkpoints
 from epoch.projections.parking import ParkingLot, parked_now, transactional_parking
 from epoch.projections.projection import EventDecoder, ProjectionFailed, ProjectionSettings
@@ -215,7 +216,7 @@ class Worker:
         self._rate = round(total / max(now - self._window[0][0], 1e-3), 1) if self._window else 0.0
         return self._rate
 
-    async def _attempt(self, action: Callable[[], Awaitable[None]]) -> Exception | None:
+    async def _attempt(self, action: Callable[[], Awaitable[None]]) -> BaseException | None:
         for attempt in range(self.retry.retries + 1):
             try:
                 await action()
@@ -224,7 +225,10 @@ class Worker:
                 # ``reconnect_delay`` and goes on from the last checkpoint (a live run), or raises; or
                 # another runner applied these events: the runner goes on from its checkpoint.
                 raise
-            except Exception as exc:
+            except (Exception, asyncio.CancelledError) as exc:
+                if isinstance(exc, asyncio.CancelledError) and cancelling():
+                    raise  # the runner itself is being cancelled
+                # Else a CancelledError is the handler's own (a task it awaited was cancelled): a failure.
                 log.warning("projection %r: attempt %d failed: %r", self.name, attempt + 1, exc)
                 with suppress(Exception):
                     await self.checkpoints.mark_failing(self.name, f"{type(exc).__name__}: {exc}")
@@ -235,7 +239,7 @@ class Worker:
                 return None
         raise AssertionError("unreachable")
 
-    async def _give_up(self, recorded: RecordedEvent, error: Exception) -> None:
+    async def _give_up(self, recorded: RecordedEvent, error: BaseException) -> None:
         message = f"{type(error).__name__}: {error}"
         if self.settings.policy == "stop":
             with suppress(Exception):
@@ -257,7 +261,7 @@ class Worker:
         self.position = self._saved = 0
         self._rate = 0.0
 
-    async def replay(self, entry_event: RecordedEvent) -> Exception | None:
+    async def replay(self, entry_event: RecordedEvent) -> BaseException | None:
         """Handle a parked event again; on success drop it from the parking lot (atomically if exactly-once)."""
         if self._keys is not None:
             await self._keys.preload(subjects_in([entry_event]))

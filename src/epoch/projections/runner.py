@@ -22,14 +22,22 @@ __all__ = ["ProjectionRunner", "Retry"]
 log = logging.getLogger("epoch.projections")
 
 
-async def _run_all(coroutines: Iterable[Coroutine[Any, Any, None]]) -> None:
+async def _run_all(coroutines: dict[str, Coroutine[Any, Any, None]]) -> None:
     # Like a TaskGroup, but the first error is raised as itself rather than inside an ExceptionGroup.
-    tasks = [asyncio.ensure_future(c) for c in coroutines]
+    # A task that ends cancelled though this one was not (a stray CancelledError) is an error too, not a
+    # quiet end: `asyncio.wait(FIRST_EXCEPTION)` would count it as done and wait on for the others.
+    tasks = [asyncio.create_task(c, name=name) for name, c in coroutines.items()]
     try:
-        if tasks:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        pending = set(tasks)
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
-                if not task.cancelled() and task.exception() is not None:
+                if task.cancelled():
+                    name = task.get_name()
+                    raise RuntimeError(
+                        f"projection {name!r} ended with a CancelledError, but the runner was not cancelled"
+                    )
+                if task.exception() is not None:
                     raise task.exception()  # type: ignore[misc]
     finally:
         for task in tasks:
@@ -122,7 +130,7 @@ class ProjectionRunner:
 
         Raises the first :class:`ProjectionFailed` once the other projections have caught up.
         """
-        await _run_all(self._guarded(w, live=False) for w in self._workers.values())
+        await _run_all({n: self._guarded(w, live=False) for n, w in self._workers.items()})
         self._raise_failure()
 
     async def run(self) -> None:
@@ -132,7 +140,7 @@ class ProjectionRunner:
         all have stopped this raises the first failure. A lost store connection is retried after
         ``reconnect_delay`` seconds from the last checkpoint.
         """
-        await _run_all(self._guarded(w, live=True) for w in self._workers.values())
+        await _run_all({n: self._guarded(w, live=True) for n, w in self._workers.items()})
         self._raise_failure()
 
     def _raise_failure(self) -> None:
