@@ -372,3 +372,52 @@ async def test_a_stray_cancelled_error_outside_a_handler_is_raised_not_swallowed
     with pytest.raises(RuntimeError) as caught:
         await runner.run_until_idle()
     assert str(caught.value) == "projection 'recorder' ended with a CancelledError, but the runner was not cancelled"
+
+
+class Raises(Recorder):
+    """Raises ``error`` on the poisoned names."""
+
+    def __init__(self, error: BaseException, name: str = "recorder", policy: str = "stop") -> None:
+        super().__init__(name, policy, ["bad"])
+        self.error = error
+
+    async def handle(self, envelope: EventEnvelope[Any]) -> None:
+        if getattr(envelope.data, "name", None) in self.poison:
+            raise self.error
+        self.seen.append((envelope.stream, envelope.version))
+
+
+async def test_an_error_quoting_a_lone_surrogate_is_stored_escaped(store: EventStore) -> None:
+    await add_users(store, "ada", "bad", "cy")
+    error = ValueError("bad name '\ud800'")
+    stopping, parking = Raises(error, "stopping"), Raises(error, "parking", "park")
+    runner = ProjectionRunner(store, codec, [stopping, parking], retry=FAST)
+    with pytest.raises(ProjectionFailed) as caught:
+        await runner.run_until_idle()
+    assert caught.value.error == "ValueError: bad name '\\ud800'"
+    [parked] = await runner.parking.list("parking")
+    assert (parked.event.version, parked.error) == (1, "ValueError: bad name '\\ud800'")
+    assert parking.seen[-1] == ("users-main", 2)
+    status = {s.name: (s.failing, s.error) for s in await runner.status()}
+    assert status == {"stopping": (True, "ValueError: bad name '\\ud800'"), "parking": (False, None)}
+
+
+async def test_a_failure_to_record_failing_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    from epoch.projections import MemoryCheckpointStore
+    from epoch.stores.memory import MemoryEventStore
+
+    class Refuses(MemoryCheckpointStore):
+        async def mark_failing(self, name: str, error: str | None) -> None:
+            raise RuntimeError("disk full")
+
+    store = MemoryEventStore()
+    await add_users(store, "bad")
+    runner = ProjectionRunner(store, codec, [Raises(ValueError("no"))], Refuses(), retry=Retry(retries=0))
+    with pytest.raises(ProjectionFailed) as caught:
+        await runner.run_until_idle()
+    assert caught.value.error == "ValueError: no"
+    recorded = [(r.levelname, r.getMessage()) for r in caplog.records if "could not" in r.getMessage()]
+    assert recorded == [
+        ("WARNING", "projection 'recorder': could not record it as failing: RuntimeError('disk full')"),
+        ("ERROR", "projection 'recorder': could not record it as failing: RuntimeError('disk full')"),
+    ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-__all__ = ["cancelling"]
+__all__ = ["cancelling", "storable"]
 
 
 def cancelling() -> bool:
@@ -15,3 +15,10 @@ def cancelling() -> bool:
     """
     task = asyncio.current_task()
     return task is None or task.cancelling() > 0
+
+
+def storable(text: str) -> str:
+    """``text`` with lone surrogates (an error quoting user data) escaped as ``\\udXXX``: UTF-8 encodable,
+    so SQLite, PostgreSQL and JSON keep it. Every error text a parking lot or checkpoint store keeps goes
+    through here."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")

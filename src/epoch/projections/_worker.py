@@ -21,7 +21,7 @@ from epoch import _backoff as backoff
 from epoch.errors import DecodeError, StoreUnavailable
 from epoch.personal import keys_of_codec, subjects_in
 from epoch.projections._delivery import CheckpointMoved, delivery_for
-from epoch.projections._failures import cancelling
+from epoch.projections._failures import cancelling, storable
 from epoch.projections.checkpoints import CheckpointStore, transactional_checkpoints
 from epoch.projections.parking import ParkingLot, parked_now, transactional_parking
 from epoch.projections.projection import EventDecoder, ProjectionFailed, ProjectionSettings
@@ -230,8 +230,7 @@ class Worker:
                     raise  # the runner itself is being cancelled
                 # Else a CancelledError is the handler's own (a task it awaited was cancelled): a failure.
                 log.warning("projection %r: attempt %d failed: %r", self.name, attempt + 1, exc)
-                with suppress(Exception):
-                    await self.checkpoints.mark_failing(self.name, f"{type(exc).__name__}: {exc}")
+                await self._mark_failing(storable(f"{type(exc).__name__}: {exc}"), logging.WARNING)
                 if isinstance(exc, DecodeError) or attempt == self.retry.retries:
                     return exc
                 await asyncio.sleep(backoff.delay(attempt, self.retry.backoff, self.retry.max_backoff))
@@ -240,15 +239,23 @@ class Worker:
         raise AssertionError("unreachable")
 
     async def _give_up(self, recorded: RecordedEvent, error: BaseException) -> None:
-        message = f"{type(error).__name__}: {error}"
+        message = storable(f"{type(error).__name__}: {error}")
         if self.settings.policy == "stop":
-            with suppress(Exception):
-                await self.checkpoints.mark_failing(self.name, message)
+            await self._mark_failing(message, logging.ERROR)
             self.failure = ProjectionFailed(self.name, recorded.position, recorded.stream, recorded.version, message)
             raise self.failure from error
         log.error("projection %r: parking %s version %d: %s", self.name, recorded.stream, recorded.version, message)
         await self.delivery.park(parked_now(self.name, recorded, error), self._rate, self._saved)
         self.position = self._saved = recorded.position
+
+    async def _mark_failing(self, message: str, level: int) -> None:
+        # Recording the failure is best effort: the projection stops (or retries) all the same, and
+        # ``failures``/``ProjectionFailed`` report it in this process; only other processes' ``status``
+        # miss it, so the refusal is logged (ERROR when the projection stops on it).
+        try:
+            await self.checkpoints.mark_failing(self.name, message)
+        except Exception as exc:
+            log.log(level, "projection %r: could not record it as failing: %r", self.name, exc)
 
     # --- maintenance --------------------------------------------------------------------------
 

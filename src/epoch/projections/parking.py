@@ -28,6 +28,7 @@ from epoch.projections._companion import (
     decode_json,
     kept_in_memory,
 )
+from epoch.projections._failures import storable
 from epoch.projections._tables import LazyTable
 from epoch.records import NewEvent, RecordedEvent
 from epoch.stores import SQLStore, Transaction, sql_store
@@ -175,7 +176,7 @@ class SQLParkingLot(TransactionalParkingLot):
                 e.data,
                 e.metadata,
                 e.recorded_at.timestamp(),
-                entry.error,
+                storable(entry.error),
                 entry.parked_at,
             ],
         )
@@ -280,8 +281,7 @@ class StreamParkingLot:
     async def park(self, entry: ParkedEvent) -> None:
         stream = self.stream(entry.projection)  # refuses a name that cannot be sent, before any write
         e = entry.event
-        # An error message may quote user data with lone surrogates, which JSON cannot carry: escape them.
-        error = entry.error.encode("utf-8", "backslashreplace").decode("utf-8")
+        error = storable(entry.error)  # lone surrogates (quoted user data): JSON cannot carry them
         header = _Header(
             entry.projection, error, entry.parked_at, e.stream, e.version, e.position, e.id, e.type,
             e.recorded_at, e.metadata,
@@ -328,4 +328,4 @@ def default_parking(store: object) -> ParkingLot:
 
 def parked_now(projection: str, event: RecordedEvent, error: BaseException) -> ParkedEvent:
     """An entry for ``event`` failing with ``error`` now."""
-    return ParkedEvent(projection, event, f"{type(error).__name__}: {error}", time.time())
+    return ParkedEvent(projection, event, storable(f"{type(error).__name__}: {error}"), time.time())
