@@ -421,3 +421,45 @@ async def test_a_failure_to_record_failing_is_logged(caplog: pytest.LogCaptureFi
         ("WARNING", "projection 'recorder': could not record it as failing: RuntimeError('disk full')"),
         ("ERROR", "projection 'recorder': could not record it as failing: RuntimeError('disk full')"),
     ]
+
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no str for you")
+
+
+async def test_an_unprintable_error_stops_or_parks_like_any_other(store: EventStore) -> None:
+    await add_users(store, "ada", "bad", "cy")
+    stopping, parking = Raises(Unprintable(), "stopping"), Raises(Unprintable(), "parking", "park")
+    runner = ProjectionRunner(store, codec, [stopping, parking], retry=FAST)
+    with pytest.raises(ProjectionFailed) as caught:
+        await runner.run_until_idle()
+    assert caught.value.error == "Unprintable: <unprintable>"
+    [parked] = await runner.parking.list("parking")
+    assert (parked.event.version, parked.error) == (1, "Unprintable: <unprintable>")
+    assert parking.seen[-1] == ("users-main", 2)
+
+
+async def test_rebuild_takes_a_plain_reset_too(store: EventStore) -> None:
+    class PlainReset(Recorder):
+        def reset(self) -> None:  # type: ignore[override]
+            self.seen.clear()
+
+    await add_users(store, "ada", "bob")
+    plain = PlainReset()
+    runner = ProjectionRunner(store, codec, [plain])
+    await runner.run_until_idle()
+    plain.seen.append(("ghost", 9))
+    await runner.rebuild("recorder")
+    assert plain.seen == [("users-main", 0), ("users-main", 1)]
+
+
+async def test_an_unknown_projection_name_is_a_configuration_error(store: EventStore) -> None:
+    runner = ProjectionRunner(store, codec, [Recorder()])
+    for call in (runner.replay_parked("nope"), runner.rebuild("nope")):
+        with pytest.raises(ConfigurationError) as caught:
+            await call
+        assert str(caught.value) == "no projection named 'nope' (known: recorder)"
+    with pytest.raises(ConfigurationError) as caught:
+        runner.projection("nope")
+    assert str(caught.value) == "no projection named 'nope' (known: recorder)"

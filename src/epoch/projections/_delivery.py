@@ -15,6 +15,7 @@ The runner's worker uses all of it; scale-out and ``ProjectionSpec`` use :meth:`
 from __future__ import annotations
 
 import asyncio
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -54,7 +55,7 @@ class Delivery(ABC):
     async def setup(self, tx: Transaction | None = None) -> None:
         """Run the projection's optional ``setup()`` (once, before its first batch)."""
         if (setup := getattr(self.projection, "setup", None)) is not None:
-            await setup()
+            await _hook(setup())
 
     async def apply(
         self, envelopes: Sequence[EventEnvelope[Any]], checkpoint: int, rate: Callable[[], float], since: int = 0
@@ -76,7 +77,7 @@ class Delivery(ABC):
     async def reset(self) -> None:
         """Clear the read model (the projection's ``reset()``), forget the checkpoint, then the parked events
         (in that order: a reset that fails keeps them; the log's replay handles them again anyway)."""
-        await self.projection.reset()
+        await _hook(self.projection.reset())
         await self.checkpoints.delete(self.name)
         await self.parking.clear(self.name)
 
@@ -153,10 +154,10 @@ class TransactionalDelivery(Delivery):
         if (setup := getattr(self.projection, "setup", None)) is None:
             return
         if tx is not None:
-            await setup(tx)
+            await _hook(setup(tx))
             return
         async with self.database.transaction() as own:
-            await setup(own)
+            await _hook(setup(own))
 
     async def apply(
         self, envelopes: Sequence[EventEnvelope[Any]], checkpoint: int, rate: Callable[[], float], since: int = 0
@@ -183,7 +184,7 @@ class TransactionalDelivery(Delivery):
 
     async def reset(self) -> None:
         async with self.database.transaction() as tx:  # all or nothing: a failed reset keeps the parked events
-            await self.projection.reset(tx)
+            await _hook(self.projection.reset(tx))
             await self.checkpoints_in.delete_in(tx, self.name)
             await self.parking_in.clear_in(tx, self.name)
 
@@ -249,3 +250,10 @@ async def _finish(save: Awaitable[None]) -> None:
     except asyncio.CancelledError:
         await task
         raise
+
+
+async def _hook(result: object) -> None:
+    """Finish an optional hook's call (``setup``, ``reset``): a plain ``def`` has run already, an
+    ``async def`` (or anything returning an awaitable) is awaited."""
+    if inspect.isawaitable(result):
+        await result

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-__all__ = ["cancelling", "storable"]
+__all__ = ["cancelling", "describe", "storable"]
 
 
 def cancelling() -> bool:
@@ -22,3 +22,12 @@ def storable(text: str) -> str:
     so SQLite, PostgreSQL and JSON keep it. Every error text a parking lot or checkpoint store keeps goes
     through here."""
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def describe(error: BaseException) -> str:
+    """``Type: message`` for a handler's error, storable; ``Type: <unprintable>`` when its ``str`` fails."""
+    try:
+        text = str(error)
+    except Exception:
+        text = "<unprintable>"
+    return storable(f"{type(error).__name__}: {text}")

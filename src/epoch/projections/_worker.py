@@ -21,7 +21,7 @@ from epoch import _backoff as backoff
 from epoch.errors import DecodeError, StoreUnavailable
 from epoch.personal import keys_of_codec, subjects_in
 from epoch.projections._delivery import CheckpointMoved, delivery_for
-from epoch.projections._failures import cancelling, storable
+from epoch.projections._failures import cancelling, describe
 from epoch.projections.checkpoints import CheckpointStore, transactional_checkpoints
 from epoch.projections.parking import ParkingLot, parked_now, transactional_parking
 from epoch.projections.projection import EventDecoder, ProjectionFailed, ProjectionSettings
@@ -230,7 +230,7 @@ class Worker:
                     raise  # the runner itself is being cancelled
                 # Else a CancelledError is the handler's own (a task it awaited was cancelled): a failure.
                 log.warning("projection %r: attempt %d failed: %r", self.name, attempt + 1, exc)
-                await self._mark_failing(storable(f"{type(exc).__name__}: {exc}"), logging.WARNING)
+                await self._mark_failing(describe(exc), logging.WARNING)
                 if isinstance(exc, DecodeError) or attempt == self.retry.retries:
                     return exc
                 await asyncio.sleep(backoff.delay(attempt, self.retry.backoff, self.retry.max_backoff))
@@ -239,7 +239,7 @@ class Worker:
         raise AssertionError("unreachable")
 
     async def _give_up(self, recorded: RecordedEvent, error: BaseException) -> None:
-        message = storable(f"{type(error).__name__}: {error}")
+        message = describe(error)
         if self.settings.policy == "stop":
             await self._mark_failing(message, logging.ERROR)
             self.failure = ProjectionFailed(self.name, recorded.position, recorded.stream, recorded.version, message)

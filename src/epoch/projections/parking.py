@@ -28,7 +28,7 @@ from epoch.projections._companion import (
     decode_json,
     kept_in_memory,
 )
-from epoch.projections._failures import storable
+from epoch.projections._failures import describe, storable
 from epoch.projections._tables import LazyTable
 from epoch.records import NewEvent, RecordedEvent
 from epoch.stores import SQLStore, Transaction, sql_store
@@ -328,4 +328,4 @@ def default_parking(store: object) -> ParkingLot:
 
 def parked_now(projection: str, event: RecordedEvent, error: BaseException) -> ParkedEvent:
     """An entry for ``event`` failing with ``error`` now."""
-    return ParkedEvent(projection, event, storable(f"{type(error).__name__}: {error}"), time.time())
+    return ParkedEvent(projection, event, describe(error), time.time())

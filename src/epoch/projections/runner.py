@@ -109,14 +109,15 @@ class ProjectionRunner:
         return list(self._workers)
 
     def projection(self, name: str) -> object:
-        """The projection called ``name``; raises ``KeyError``."""
+        """The projection called ``name``; raises ``ConfigurationError`` naming the known ones if there is none."""
         return self._worker(name).projection
 
     def _worker(self, name: str) -> Worker:
         try:
             return self._workers[name]
         except KeyError:
-            raise KeyError(f"no projection named {name!r} (known: {', '.join(self._workers) or 'none'})") from None
+            known = ", ".join(self._workers) or "none"
+            raise ConfigurationError(f"no projection named {name!r} (known: {known})") from None
 
     @property
     def failures(self) -> dict[str, ProjectionFailed]:
@@ -200,7 +201,8 @@ class ProjectionRunner:
         """Reset a projection (its ``reset``, checkpoint and parked events) and replay the log into it.
 
         ``on_progress(n)`` is called after each batch with the number of events read. Stop live runners
-        of this projection first. Raises ``ConfigurationError`` if the projection has no ``reset``.
+        of this projection first. Raises ``ConfigurationError`` if the projection has no ``reset`` (or there is
+        no projection ``name``); ``reset`` may be a plain ``def`` or an ``async def``.
         """
         worker = self._worker(name)
         if getattr(worker.projection, "reset", None) is None:
@@ -214,7 +216,7 @@ class ProjectionRunner:
     async def replay_parked(self, name: str) -> int:
         """Hand a projection its parked events again, in position order; returns how many now succeeded.
 
-        Events that fail again stay parked with the new error.
+        Events that fail again stay parked with the new error. Raises ``ConfigurationError`` for an unknown name.
         """
         worker = self._worker(name)
         await worker.start()
