@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from epoch.errors import StoreError
 from epoch.examples.users import AddUser, UpdateUser, UserService, codec
 from epoch.examples.users.projections import UserDirectory
 from epoch.projections import ProjectionRunner, Retry, Transaction
@@ -165,3 +166,63 @@ async def test_kill_runner_process_at_random_points(store: EventStore, sql_store
     rebuilt = await rows(runner)
     assert survived == rebuilt
     assert len(rebuilt) == 80 and sum(r[3] for r in rebuilt) == 320
+
+
+class NamesSeen:
+    """At least once (``handle``), beside the exactly-once ``UserDirectory``."""
+
+    name = "names-seen"
+
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+
+    async def handle(self, envelope: EventEnvelope[Any]) -> None:
+        self.seen.append(envelope.position)
+
+
+# A checkpoint edited by hand (or corrupt) to a value no save writes. SQLite keeps what it is given
+# (INTEGER affinity keeps text, blobs and reals, and numbers past 64 bits as reals); PostgreSQL's
+# NUMERIC(40, 0) refuses text and blobs and rounds 1.5, but takes NaN.
+TAMPERED = {
+    "sqlite": {
+        "'abc'": "'abc'",
+        "X'00'": "b'\\x00'",
+        "1.5": "1.5",
+        "9223372036854775808": "9.223372036854776e+18",
+        "-5": "-5",
+    },
+    "postgresql": {"'NaN'": "Decimal('NaN')", "-5": "Decimal('-5')"},
+}
+
+
+@pytest.mark.parametrize("kind", ["exactly-once", "at-least-once"])
+@pytest.mark.parametrize("value", ["'abc'", "X'00'", "1.5", "9223372036854775808", "-5", "'NaN'"])
+async def test_a_tampered_checkpoint_is_an_error_naming_it(store: EventStore, kind: str, value: str) -> None:
+    projection: Any = UserDirectory() if kind == "exactly-once" else NamesSeen()
+    runner = ProjectionRunner(store, codec, [projection], retry=Retry(retries=0))
+    assert runner.database is not None
+    shown = TAMPERED[runner.database.dialect].get(value)
+    if shown is None:
+        pytest.skip(f"{runner.database.dialect} cannot store {value} in epoch_checkpoints.position")
+    await UserService(store, "eu").add_user(AddUser("ada"))
+    await runner.run_until_idle()
+    async with runner.database.transaction() as tx:
+        await tx.execute(f"UPDATE epoch_checkpoints SET position = {value} WHERE name = ?", [projection.name])
+    message = (
+        f"projection {projection.name!r}: its checkpoint in epoch_checkpoints is {shown}, not a position "
+        "(an integer >= 0): correct or delete the row (without one it starts again from the beginning)"
+    )
+    fresh = ProjectionRunner(store, codec, [projection], retry=Retry(retries=0))
+    for attempt in (
+        fresh.run_until_idle,
+        fresh.status,
+        fresh.checkpoints.list,
+        lambda: fresh.checkpoints.load(projection.name),
+    ):
+        with pytest.raises(StoreError) as raised:
+            await asyncio.wait_for(attempt(), 10)  # at once: never a reload loop
+        assert str(raised.value) == message
+    live = asyncio.ensure_future(fresh.run())
+    with pytest.raises(StoreError) as raised:
+        await asyncio.wait_for(live, 10)  # a live run stops on it too: it is no outage to wait out
+    assert str(raised.value) == message

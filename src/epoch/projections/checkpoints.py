@@ -4,7 +4,10 @@
 ``epoch_checkpoints`` of the store's own database (SQLite or PostgreSQL), created on first use, so a new
 runner resumes where the last one stopped and exactly-once projections commit it with their writes
 (it declares :class:`TransactionalCheckpointStore`, asked about in :func:`transactional_checkpoints`).
-Positions are kept as NUMERIC on PostgreSQL: its positions may exceed 64 bits.
+Positions are kept as NUMERIC on PostgreSQL: its positions may exceed 64 bits. A stored position no save
+writes (text, a blob, a fraction, NaN, a number past SQLite's 64 bits, a negative one: a row edited by hand,
+or corrupt) raises :class:`~epoch.errors.StoreError` naming the projection and the value when it is read:
+a checkpoint is no cache, so it is never taken for 0 (a replay from the start) nor rounded.
 :class:`StreamCheckpointStore` keeps them in the companion streams of a store without a database
 (KurrentDB), with the same effect for a new runner.
 """
@@ -14,10 +17,12 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from typing import Protocol
 
 import msgspec
 
+from epoch.errors import StoreError
 from epoch.projections._companion import (
     CompanionStreams,
     Named,
@@ -163,6 +168,19 @@ _ADVANCE = _UPSERT + " WHERE epoch_checkpoints.position = ? RETURNING position"
 update of the row that is still at the position given (no row returned: it was not)."""
 
 
+def stored_position(name: str, value: object) -> int:
+    """The position a row of ``epoch_checkpoints`` holds for ``name``: an int (SQLite) or an integral
+    NUMERIC (PostgreSQL), >= 0; anything else raises ``StoreError`` naming the projection and the value."""
+    if type(value) is int and value >= 0:
+        return value
+    if isinstance(value, Decimal) and value.is_finite() and value >= 0 and value == value.to_integral_value():
+        return int(value)
+    raise StoreError(
+        f"projection {name!r}: its checkpoint in epoch_checkpoints is {value!r}, not a position (an integer >= 0):"
+        " correct or delete the row (without one it starts again from the beginning)"
+    )
+
+
 class SQLCheckpointStore(TransactionalCheckpointStore):
     """Checkpoints in ``epoch_checkpoints`` of the store's database (created lazily, on first use)."""
 
@@ -182,7 +200,7 @@ class SQLCheckpointStore(TransactionalCheckpointStore):
     async def load_in(self, tx: Transaction, name: str) -> int:
         """:meth:`load` inside an open transaction."""
         rows = await tx.execute("SELECT position FROM epoch_checkpoints WHERE name = ?", [name])
-        return int(rows[0][0]) if rows else 0
+        return stored_position(name, rows[0][0]) if rows else 0
 
     async def save(self, name: str, position: int, events_per_second: float = 0.0) -> None:
         await self.ensure_table()
@@ -231,7 +249,7 @@ class SQLCheckpointStore(TransactionalCheckpointStore):
         return [
             Checkpoint(
                 str(r[0]),
-                int(r[1]),
+                stored_position(str(r[0]), r[1]),
                 None if r[2] is None else float(r[2]),
                 float(r[3]),
                 r[4],
