@@ -226,3 +226,12 @@ async def test_a_tampered_checkpoint_is_an_error_naming_it(store: EventStore, ki
     with pytest.raises(StoreError) as raised:
         await asyncio.wait_for(live, 10)  # a live run stops on it too: it is no outage to wait out
     assert str(raised.value) == message
+
+
+async def test_a_failure_quoting_a_lone_surrogate_is_stored_escaped(store: EventStore) -> None:
+    runner = ProjectionRunner(store, codec, [NamesSeen()])
+    await runner.checkpoints.mark_failing("names-seen", "RuntimeError: bad name 'a\ud800'")
+    [row] = await runner.checkpoints.list()
+    assert (row.name, row.position, row.error) == ("names-seen", 0, "RuntimeError: bad name 'a\\ud800'")
+    [status] = await runner.status()
+    assert status.error == "RuntimeError: bad name 'a\\ud800'"

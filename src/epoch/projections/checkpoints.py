@@ -33,6 +33,7 @@ from epoch.projections._companion import (
     first,
     kept_in_memory,
 )
+from epoch.projections._failures import storable
 from epoch.projections._tables import LazyTable
 from epoch.records import NewEvent
 from epoch.stores import SQLStore, Transaction, sql_store
@@ -227,7 +228,7 @@ class SQLCheckpointStore(TransactionalCheckpointStore):
             else:
                 await tx.execute(
                     "UPDATE epoch_checkpoints SET error = ?, failing_since = COALESCE(failing_since, ?) WHERE name = ?",
-                    [error, time.time(), name],
+                    [storable(error), time.time(), name],  # lone surrogates (quoted user data): escaped
                 )
 
     async def delete(self, name: str) -> None:
@@ -302,7 +303,7 @@ class StreamCheckpointStore:
         row = await self._row(name) or Checkpoint(name, 0)
         since = None if error is None else (row.failing_since or time.time())
         if error is not None:  # it may quote user data with lone surrogates, which JSON cannot carry
-            error = error.encode("utf-8", "backslashreplace").decode("utf-8")
+            error = storable(error)
         await self._write(replace(row, error=error, failing_since=since))
 
     async def delete(self, name: str) -> None:
