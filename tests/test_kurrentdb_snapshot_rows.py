@@ -72,6 +72,15 @@ async def append_raw(store: KurrentDBEventStore, metadata: bytes, data: bytes = 
 _BAD = {"version": "5", "schema_version": 1, "position": 1, "first_visible": 0}
 
 
+async def assert_folded_from_events(store: KurrentDBEventStore) -> None:
+    """No snapshot of ``acc-1`` loads: its load, time travel and next command fold the ten events (four warnings)."""
+    assert await store.load_snapshot("acc-1", 1) is None
+    assert await handler(store).load("1") == (FOLD, 9)
+    assert await handler(store).state_at("1", version=6) == Total(70, 7)
+    decided = await handler(store, NEVER).execute("1", Add(1))
+    assert (decided.version, decided.state) == (10, Total(101, 11))
+
+
 @pytest.mark.parametrize(
     ("metadata", "loaded"),
     [
@@ -103,11 +112,7 @@ async def test_metadata_that_does_not_decode_is_no_snapshot(
     await append_raw(store, metadata)  # revision 1 of the companion stream: the dropped one was 0
     logged = _EVENT.format(revision=1, why=loaded)
     with caplog.at_level(logging.WARNING, logger="epoch.snapshots"):
-        assert await store.load_snapshot("acc-1", 1) is None
-        assert await handler(store).load("1") == (FOLD, 9)
-        assert await handler(store).state_at("1", version=6) == Total(70, 7)
-        decided = await handler(store, NEVER).execute("1", Add(1))
-        assert (decided.version, decided.state) == (10, Total(101, 11))
+        await assert_folded_from_events(store)
     assert warned(caplog) == [logged] * 4
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="epoch.snapshots"):
@@ -153,11 +158,7 @@ async def test_metadata_out_of_range_is_no_snapshot(
     await append_raw(store, json.dumps(meta).encode())
     shown = meta["version"]
     with caplog.at_level(logging.WARNING, logger="epoch.snapshots"):
-        assert await store.load_snapshot("acc-1", 1) is None
-        assert await handler(store).load("1") == (FOLD, 9)
-        assert await handler(store).state_at("1", version=6) == Total(70, 7)
-        decided = await handler(store, NEVER).execute("1", Add(1))
-        assert (decided.version, decided.state) == (10, Total(101, 11))
+        await assert_folded_from_events(store)
     expected = [] if loaded is None else [_ROW.format(version=shown, why=loaded)] * 4
     assert warned(caplog) == expected
     caplog.clear()
