@@ -9,7 +9,7 @@ Subclass it in a test module and provide a ``store`` fixture that yields an open
                 yield store
 
 epoch runs this same suite on its memory, SQLite and PostgreSQL stores (DESIGN §3).
-The tests need pytest-asyncio.
+The tests need pytest-asyncio with ``asyncio_mode = "auto"`` (its default strict mode refuses the async ``store`` fixture).
 """
 
 from __future__ import annotations
