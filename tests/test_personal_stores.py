@@ -175,3 +175,23 @@ async def test_epoch_forget_takes_hostile_subjects(sqlite_url: str, subject: str
         table = keys_of(store)
         assert table is not None
         assert len([k async for k in table.export_keys()]) == 2  # u1's and u2's: nothing else was erased
+
+
+def test_the_personal_data_contract_skips_without_the_crypto_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A third-party store that keeps keys, tested where `cryptography` is not installed: each test of the
+    suite is skipped with the extra's name, instead of failing on its first sealed field."""
+    from epoch.stores.memory import MemoryEventStore
+    from epoch.testing import contract_personal
+
+    for name in [m for m in sys.modules if m == "cryptography" or m.startswith("cryptography.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "cryptography", None)
+    with pytest.raises(pytest.skip.Exception) as skipped:
+        contract_personal._table(MemoryEventStore())
+    assert str(skipped.value) == (
+        "MemoryEventStore keeps keys, but cryptography is not installed: pip install '.[crypto]' in an epoch"
+        " checkout (or the wheel with [crypto])"
+    )
+    monkeypatch.undo()
+    assert keys_of(MemoryEventStore()) is not None
+    assert contract_personal._table(MemoryEventStore()) is not None  # with the extra: no skip

@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from epoch.commands import CommandHandler
-from epoch.errors import DecodeError, InvalidEvent, KeyNotLoaded
+from epoch.errors import DecodeError, InvalidEvent, KeyNotLoaded, MissingDependency
 from epoch.personal import KeyStore
 from epoch.projections import ProjectionRunner
 from epoch.records import EventEnvelope, NewEvent, RecordedEvent
@@ -38,6 +38,10 @@ def _table(store: EventStore) -> SupportsKeys:
     table = keys_of(store)
     if table is None:
         pytest.skip(f"{type(store).__name__} keeps no personal-data keys (no SupportsKeys)")
+    try:  # sealing needs the extra: without it each test would fail on its first encode
+        import cryptography.hazmat.primitives.ciphers.aead  # noqa: F401
+    except ImportError:
+        pytest.skip(f"{type(store).__name__} keeps keys, but {MissingDependency('cryptography', 'crypto')}")
     return table
 
 
