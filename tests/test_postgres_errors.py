@@ -209,6 +209,21 @@ async def test_a_refused_connection_is_connection_lost() -> None:
     )
 
 
+async def test_opening_a_database_the_server_refuses_says_why_at_once(pg_server_dsn: str) -> None:
+    # Before, the pool retried until its timeout (10 s) and said only "no connection to PostgreSQL
+    # within the pool timeout"; the server's reason was in a psycopg log line.
+    base = pg_server_dsn.rsplit("/", 1)[0]
+    port = pg_server_dsn.rsplit(":", 1)[1].split("/")[0]
+    started = time.monotonic()
+    with pytest.raises(ConnectionLost) as info:
+        await open_store(f"{base}/epoch_no_such_database?pool_timeout=5")
+    assert time.monotonic() - started < 4
+    assert str(info.value) == (
+        f'PostgreSQL error: connection failed: connection to server at "127.0.0.1", port {port} failed: FATAL:  '
+        'database "epoch_no_such_database" does not exist'
+    )
+
+
 @pytest.mark.parametrize(
     ("exc", "message"),
     [

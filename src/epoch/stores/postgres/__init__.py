@@ -181,9 +181,12 @@ class PostgresEventStore(
             raise StoreUnavailable("the PostgreSQL store is closed")
         try:
             with driver_errors():
-                await self._db.open()
-                async with self._db.direct() as conn:  # not pooled: the pools keep only what they use
+                # The direct connection first (not pooled: the pools keep only what they use): a server that
+                # refuses (no such database, a wrong password) says why at once, where the pool only retries
+                # until its timeout and then says it had no connection.
+                async with self._db.direct() as conn:
                     await check_schema(conn, self.migrate)
+                await self._db.open()
         except BaseException:
             await self._db.close()
             self._db.closed = True
