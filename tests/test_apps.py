@@ -27,7 +27,28 @@ BAD_SPECS = [
         "module 'epoch.examples.users.projections' has no attribute 'nothing'",
     ),
     ("epoch:__all__", "'epoch:__all__' is not a function (store) -> ProjectionRunner"),
+    (":runner", "--app must look like module:attr, not ':runner'"),
+    ("epoch.examples.users.projections:", "--app must look like module:attr, not 'epoch.examples.users.projections:'"),
+    (
+        "epoch.examples.users.projections:UserDirectory",
+        "'epoch.examples.users.projections:UserDirectory' is not a function (store) -> ProjectionRunner: "
+        "it does not take the store (too many positional arguments)",
+    ),
+    (
+        "tests.test_apps:async_factory",
+        "'tests.test_apps:async_factory' is async: --app needs a plain function (store) -> ProjectionRunner",
+    ),
 ]
+RAISING = "tests.test_apps:raising_factory"
+RAISED = f"error: --app {RAISING!r} raised RuntimeError: no database today\n"
+
+
+async def async_factory(store: object) -> ProjectionRunner:
+    raise AssertionError("never called")  # pragma: no cover
+
+
+def raising_factory(store: object) -> ProjectionRunner:
+    raise RuntimeError("no database today")
 
 
 def test_load_factory_imports_the_function() -> None:
@@ -46,6 +67,41 @@ def test_the_cli_shows_the_same_message_as_a_usage_error(spec: str, message: str
     done = CliRunner().invoke(cli, ["projections", "status", "--store", f"sqlite:///{tmp_path}/e.db", "--app", spec])
     assert (done.exit_code, done.stdout) == (2, "")
     assert done.stderr == f"error: {message}\ntry 'epoch projections status --help'\n"
+
+
+@pytest.mark.parametrize(("spec", "message"), BAD_SPECS)
+def test_serve_shows_the_same_message_as_a_runtime_error(spec: str, message: str) -> None:
+    done = CliRunner().invoke(cli, ["serve", "--store", "memory://", "--app", spec])
+    assert (done.exit_code, done.stdout, done.stderr) == (1, "", f"error: {message}\n")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["projections", "status", "--store", "memory://"],
+        ["projections", "rebuild", "user-names", "--store", "memory://"],
+        ["serve", "--store", "memory://"],
+    ],
+    ids=lambda args: " ".join(args[:2]),
+)
+def test_a_factory_that_raises_is_one_line_with_exit_1(args: list[str]) -> None:
+    done = CliRunner().invoke(cli, [*args, "--app", RAISING])
+    assert (done.exit_code, done.stdout, done.stderr) == (1, "", RAISED)
+
+
+def test_serve_reports_what_a_factory_returned_before_it_listens() -> None:
+    spec = "epoch.examples.users.domain:UserState"
+    done = CliRunner().invoke(cli, ["serve", "--store", "memory://", "--app", spec])
+    assert (done.exit_code, done.stdout) == (1, "")
+    assert done.stderr == (
+        f"error: --app {spec!r} returned UserState: expected a ProjectionRunner, SagaRunner, CommandHandler, "
+        "an object with a .handler, or a list of these\n"
+    )
+
+
+def test_each_repeated_app_option_may_be_comma_separated() -> None:
+    other = "epoch.examples.users.registry:name_claims_runner"
+    assert [spec for spec, _ in load_factories([f"{APP}, {other}", APP])] == [APP, other, APP]
 
 
 def test_load_factories_splits_and_reads_epoch_app(monkeypatch: pytest.MonkeyPatch) -> None:

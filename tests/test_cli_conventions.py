@@ -91,6 +91,26 @@ USAGE_ERRORS = [
         "error: invalid value for '--port': 'http' is not an integer\ntry 'epoch serve --help'\n",
     ),
     (
+        ["serve", "--port", "99999"],
+        "error: invalid value for '--port': '99999' is not <= 65535\ntry 'epoch serve --help'\n",
+    ),
+    (["serve", "--port", "-1"], "error: invalid value for '--port': '-1' is not >= 0\ntry 'epoch serve --help'\n"),
+    (
+        ["bench", "--impls", "nope"],
+        "error: invalid value for '--impls': unknown impl 'nope': use epoch, eventsourcing, raw, epoch-otel, "
+        "epoch-no-otel\ntry 'epoch bench --help'\n",
+    ),
+    (
+        ["bench", "--impls", "epoch,nope,raw,x"],
+        "error: invalid value for '--impls': unknown impl 'nope', 'x': use epoch, eventsourcing, raw, epoch-otel, "
+        "epoch-no-otel\ntry 'epoch bench --help'\n",
+    ),
+    (
+        ["bench", "--impls", ","],
+        "error: invalid value for '--impls': unknown impl ',': use epoch, eventsourcing, raw, epoch-otel, "
+        "epoch-no-otel\ntry 'epoch bench --help'\n",
+    ),
+    (
         ["demo", "--stor", "x"],
         "error: no such option: --stor (did you mean --json, --port, --store?)\ntry 'epoch demo --help'\n",
     ),

@@ -10,6 +10,7 @@ status 2), ``epoch serve`` and the explorer report it as they report any ``Epoch
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -26,7 +27,7 @@ from epoch.projections import (
 from epoch.projections.sagas import SagaRunner
 from epoch.stores import EventStore
 
-__all__ = ["Factory", "env_app", "load_factories", "load_factory", "saved_status"]
+__all__ = ["Factory", "call_factory", "env_app", "load_factories", "load_factory", "saved_status"]
 
 Factory = Callable[[EventStore], object]
 
@@ -39,7 +40,7 @@ def env_app() -> str:
 def load_factory(spec: str) -> Factory:
     """Import the function ``spec`` (``module:attr``) names, from the current directory too."""
     module_name, _, attr = spec.partition(":")
-    if not attr:
+    if not module_name.strip() or not attr.strip():
         raise ConfigurationError(f"--app must look like module:attr, not {spec!r}")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # like uvicorn: modules of the current project are importable
@@ -49,15 +50,38 @@ def load_factory(spec: str) -> Factory:
         raise ConfigurationError(f"cannot load {spec!r}: {exc}") from exc
     if not callable(factory):
         raise ConfigurationError(f"{spec!r} is not a function (store) -> ProjectionRunner")
+    if inspect.iscoroutinefunction(factory):  # (its coroutine would never be awaited)
+        raise ConfigurationError(f"{spec!r} is async: --app needs a plain function (store) -> ProjectionRunner")
+    try:
+        inspect.signature(factory).bind(object())
+    except TypeError as exc:
+        raise ConfigurationError(
+            f"{spec!r} is not a function (store) -> ProjectionRunner: it does not take the store ({exc})"
+        ) from exc
+    except ValueError:  # no signature to check (some builtins): calling it will tell
+        pass
     loaded: Factory = factory
     return loaded
+
+
+def call_factory(spec: str, factory: Factory, store: EventStore) -> object:
+    """``factory(store)``; whatever it raises becomes one :class:`~epoch.ConfigurationError` naming ``spec``."""
+    try:
+        made = factory(store)
+    except Exception as exc:  # the application's own code: any exception, reported as one line
+        raise ConfigurationError(f"--app {spec!r} raised {type(exc).__name__}: {exc}") from exc
+    if inspect.isawaitable(made):
+        if inspect.iscoroutine(made):
+            made.close()  # (no "never awaited" warning)
+        raise ConfigurationError(f"{spec!r} is async: --app needs a plain function (store) -> ProjectionRunner")
+    return made
 
 
 def load_factories(app_spec: str | Sequence[str] | None) -> list[tuple[str, Factory]]:
     """Import each ``module:attr`` (comma-separated or a sequence; ``$EPOCH_APP`` when none is given)."""
     if app_spec is None:
         app_spec = env_app()
-    specs = app_spec.split(",") if isinstance(app_spec, str) else list(app_spec)
+    specs = [part for item in ([app_spec] if isinstance(app_spec, str) else app_spec) for part in item.split(",")]
     return [(spec, load_factory(spec)) for spec in (s.strip() for s in specs) if spec]
 
 

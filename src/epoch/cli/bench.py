@@ -24,6 +24,7 @@ from epoch.cli._options import JsonOption
 __all__ = ["register"]
 
 _STORES = ("memory", "sqlite", "postgres")
+_IMPLS = ("epoch", "eventsourcing", "raw", "epoch-otel", "epoch-no-otel")  # (benchmarks.harness.IMPLS, the OTel sides)
 
 
 def _load(name: str) -> ModuleType:
@@ -48,6 +49,15 @@ def _stores(value: str | None, dsn: str | None) -> tuple[str, ...]:
         raise typer.BadParameter(
             f"unknown store {', '.join(unknown) or value!r}: use {', '.join(_STORES)}", param_hint="--stores"
         )
+    return names
+
+
+def _impls(value: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in value.split(",") if name.strip())
+    unknown = [name for name in names if name not in _IMPLS]
+    if unknown or not names:
+        shown = ", ".join(repr(name) for name in unknown) or repr(value)
+        raise typer.BadParameter(f"unknown impl {shown}: use {', '.join(_IMPLS)}", param_hint="'--impls'")
     return names
 
 
@@ -95,12 +105,13 @@ def bench(
     """Benchmark epoch against eventsourcing and the raw drivers, interleaved; print a table or JSON."""
     dsn = pg_dsn or os.environ.get("EPOCH_BENCH_PG_DSN") or os.environ.get("EPOCH_TEST_PG_DSN")
     chosen = _stores(stores, dsn)
+    sides = _impls(impls)
     if "postgres" in chosen and not dsn:
         raise typer.BadParameter("postgres needs a server: --pg-dsn or EPOCH_TEST_PG_DSN", param_hint="--stores")
     suite: Any = _load("benchmarks")
     report: Any = _load("benchmarks.report")
     # The suite imports these only mid-run: check them first, so that a missing one is one line, not a traceback.
-    if "eventsourcing" in [i.strip() for i in impls.split(",")]:
+    if "eventsourcing" in sides:
         _load("eventsourcing")
     if out is not None:
         _load("matplotlib")
@@ -122,7 +133,7 @@ def bench(
         chosen,
         sizes,
         workloads=selected,
-        impls=tuple(i.strip() for i in impls.split(",")),
+        impls=sides,
         pg_dsn=dsn,
         synchronous=synchronous.upper(),
         progress=progress,

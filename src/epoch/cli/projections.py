@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from epoch import ConfigurationError, EventStore
-from epoch._apps import Factory, env_app, load_factory, saved_status
+from epoch._apps import Factory, call_factory, env_app, load_factory, saved_status
 from epoch.cli._options import JsonOption, StoreOption
 from epoch.cli._stores import cli_store
 from epoch.projections import (
@@ -37,19 +37,19 @@ AppOption = Annotated[
 ]
 
 
-def load_runner_factory(spec: str | None) -> Factory | None:
-    """The function ``--app`` (or ``$EPOCH_APP``) names; ``None`` when neither is set."""
+def load_runner_factory(spec: str | None) -> tuple[str, Factory] | None:
+    """The ``module:attr`` ``--app`` (or ``$EPOCH_APP``) gives and the function it names; ``None`` when neither is set."""
     spec = spec or env_app()
     if not spec:
         return None
     try:
-        return load_factory(spec)
+        return spec, load_factory(spec)
     except ConfigurationError as exc:  # a problem with the option: the one-line usage error
         raise typer.BadParameter(str(exc)) from exc
 
 
-def _runner(factory: Factory, store: EventStore) -> ProjectionRunner:
-    runner = factory(store)
+def _runner(spec: str, factory: Factory, store: EventStore) -> ProjectionRunner:
+    runner = call_factory(spec, factory, store)
     if not isinstance(runner, ProjectionRunner):
         raise typer.BadParameter(f"the --app function returned {type(runner).__name__}, not a ProjectionRunner")
     return runner
@@ -83,7 +83,7 @@ def register(app: typer.Typer) -> None:
 
         async def run() -> list[ProjectionStatus]:
             async with cli_store(store) as opened:
-                return await saved_status(opened, [] if factory is None else [_runner(factory, opened)])
+                return await saved_status(opened, [] if factory is None else [_runner(*factory, opened)])
 
         rows = asyncio.run(run())
         if as_json:
@@ -114,7 +114,7 @@ def register(app: typer.Typer) -> None:
 
         async def run() -> dict[str, Any]:
             async with cli_store(store, create=True) as opened:  # it writes: the read model, its checkpoint
-                runner = _runner(factory, opened)
+                runner = _runner(*factory, opened)
                 if name not in runner.names:
                     raise typer.BadParameter(f"no projection named {name!r} (known: {', '.join(runner.names)})")
                 started = time.monotonic()

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from epoch import CommandHandler, ConfigurationError, EventStore
-from epoch._apps import Factory, load_factories, saved_status
+from epoch._apps import Factory, call_factory, load_factories, saved_status
 from epoch.projections import ProjectionRunner, ProjectionStatus
 from epoch.projections.sagas import SagaRunner
 
@@ -36,7 +36,7 @@ def register(factories: list[tuple[str, Factory]], store: EventStore) -> Registe
     """Call each factory with ``store`` and sort what it returns into runners and handlers."""
     registered = Registered()
     for spec, factory in factories:
-        _collect(registered, spec, factory(store))
+        _collect(registered, spec, call_factory(spec, factory, store))
     return registered
 
 
